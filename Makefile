@@ -1,0 +1,38 @@
+# Relay: `make test` runs everything CI runs; `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv lint typecheck test unit bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt functions/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(STAMP)  ## create or update the virtual environment in .venv
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy (strict on the code)
+	$(BIN)/mypy
+
+test: lint typecheck  ## lint, type-check and run the whole suite, integration tests included
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)  ## only the tests that start no server
+	$(BIN)/python -m pytest -m "not integration"
+
+bench: $(STAMP)  ## per-event overhead against the seed's per-event work, as ratios
+	$(BIN)/python -m tests.bench
+
+clean:  ## remove the environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .relay

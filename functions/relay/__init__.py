@@ -1,0 +1,1 @@
+"""Relay: one trigger file or message becomes exactly one Kubeflow Pipelines run."""

@@ -1,0 +1,133 @@
+"""PipelineBackend on a Kubeflow Pipelines installation, through kfp.Client."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.adapters.tokens import call_with_token
+from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
+from relay.ports import LaunchedRun, LaunchRequest, TokenSource
+
+T = TypeVar("T")
+log = logging.getLogger("relay.kfp")
+
+
+class KfpBackend:
+    """Runs go into one experiment, looked up (or created) once per instance; the run key is the display name.
+
+    kfp.Client never refreshes `existing_token`, so a new client is made whenever the TokenSource hands out a
+    new token (about hourly), and the experiment id carries over.
+    """
+
+    name = "kfp"
+
+    def __init__(self, host: str, experiment: str, tokens: TokenSource) -> None:
+        self._host = host.rstrip("/")
+        self._experiment = experiment
+        self._tokens = tokens
+        self._lock = threading.Lock()  # kfp.Client is not documented as thread-safe
+        self._client: Any = None
+        self._client_token: str | None = None
+        self._experiment_id: str | None = None
+        self._packages = Path(tempfile.mkdtemp(prefix="relay-kfp-"))
+
+    def launch(self, request: LaunchRequest) -> LaunchedRun:
+        package = self._package_path(request.package)
+
+        def create(client: Any) -> LaunchedRun:
+            run = client.run_pipeline(
+                experiment_id=self._experiment_id_for(client),
+                job_name=request.run_key,
+                pipeline_package_path=str(package),
+                params=dict(request.parameters),
+            )
+            return LaunchedRun(run_id=run.run_id, url=self.run_url(run.run_id))
+
+        return self._call(create, f"create run {request.run_key}")
+
+    def find_run(self, run_key: str) -> LaunchedRun | None:
+        by_name = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": run_key}]})
+
+        def lookup(client: Any) -> LaunchedRun | None:
+            found = client.list_runs(experiment_id=self._experiment_id_for(client), filter=by_name, page_size=5)
+            runs = [run for run in found.runs or [] if run.display_name == run_key]
+            return LaunchedRun(run_id=runs[0].run_id, url=self.run_url(runs[0].run_id)) if runs else None
+
+        return self._call(lookup, f"look up run {run_key}")
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self._host}/#/runs/details/{run_id}"
+
+    def _experiment_id_for(self, client: Any) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = str(client.create_experiment(name=self._experiment).experiment_id)
+        return self._experiment_id
+
+    def _call(self, operation: Callable[[Any], T], what: str) -> T:
+        def attempt(token: str) -> T:
+            with self._lock, _kfp_errors(f"{self._host}: {what}"), _quiet_stdout():
+                try:
+                    return operation(self._client_for(token))
+                except Exception:
+                    # The experiment may be gone (404) or the client broken: look both up afresh next time.
+                    self._experiment_id = None
+                    raise
+
+        return call_with_token(self._tokens, attempt)
+
+    def _client_for(self, token: str) -> Any:
+        if self._client is None or token != self._client_token:
+            import kfp
+
+            self._client = kfp.Client(host=self._host, existing_token=token or None)
+            self._client_token = token
+        return self._client
+
+    def _package_path(self, package: bytes) -> Path:
+        path = self._packages / f"{hashlib.sha256(package).hexdigest()[:16]}.yaml"
+        if not path.exists():
+            path.write_bytes(package)
+        return path
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    # kfp.Client prints "Run details: <link>"; stdout is Cloud Logging's, and Relay logs JSON lines only.
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@contextlib.contextmanager
+def _kfp_errors(context: str) -> Iterator[None]:
+    import kfp_server_api
+    import urllib3
+
+    try:
+        yield
+    except kfp_server_api.ApiException as exc:
+        status = int(exc.status or 0)
+        detail = _error_message(exc)
+        if status == 401:
+            raise UnauthorizedError(f"{context}: 401 {detail}") from exc
+        if status in (400, 409, 422):
+            raise LaunchRejectedError(f"{context}: the KFP API answered {status}: {detail}") from exc
+        raise BackendUnavailableError(f"{context}: the KFP API answered {status or 'nothing'}: {detail}") from exc
+    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
+        raise BackendUnavailableError(f"{context}: the KFP API did not answer: {exc}") from exc
+
+
+def _error_message(exc: Any) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return str(exc.body or exc.reason)
+    return str(body.get("message") or body.get("error") or exc.reason)

@@ -1,0 +1,71 @@
+"""Runs one local pipeline to its end and records how it ended: `python -m relay.adapters.local_runner DIR`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay import records, runtime
+from relay.adapters.local_backend import REQUEST_FILE
+from relay.config import Settings
+from relay.results import record_result
+
+
+def run(run_dir: Path, settings: Settings) -> int:
+    with (run_dir / "runner.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a runner for this run is already going
+        request = json.loads((run_dir / REQUEST_FILE).read_text())
+        parameters = json.loads((run_dir / "parameters.json").read_text())
+        started = datetime.now(UTC)
+        succeeded, message, outputs = _execute(run_dir, parameters)
+        finished = datetime.now(UTC)
+        record = records.result_record(
+            run_key=request["run_key"],
+            pipeline=request["pipeline"],
+            backend="local",
+            run_id=request["run_id"],
+            succeeded=succeeded,
+            message=message,
+            outputs=outputs,
+            metrics={"seconds": round((finished - started).total_seconds(), 3)},
+            started=started,
+            finished=finished,
+        )
+        relay = runtime.build_relay(settings)
+        # A pipeline with its own exit handler has written a richer result already: that one stands.
+        record_result(relay.store, relay.notifier, request["results_uri"], record)
+        return 0 if succeeded else 1
+
+
+def _execute(run_dir: Path, parameters: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    from kfp import components, local
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(run_dir / "outputs"),
+        workspace_root=str(run_dir / "workspace"),
+    )
+    pipeline = components.load_component_from_file(str(run_dir / "pipeline.yaml"))
+    try:
+        task = pipeline(**parameters)
+    except Exception as exc:  # kfp.local raises RuntimeError for a failed task; any failure ends the run
+        return False, f"{type(exc).__name__}: {exc}", {}
+    outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
+    return True, "pipeline finished", outputs
+
+
+def _plain(value: object) -> object:
+    uri = getattr(value, "uri", None)
+    return uri if isinstance(uri, str) else value
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]), Settings.from_env(os.environ)))

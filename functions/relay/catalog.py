@@ -1,0 +1,139 @@
+"""The pipeline catalog: compiled KFP v2 specs, and parameter checks against their root inputs."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from relay import naming
+from relay.errors import BlobNotFoundError, InvalidTriggerError, Problem
+from relay.ports import BlobStore
+from relay.triggers import RESERVED_PARAMETERS, describe_value
+
+SECRET_REFERENCE = re.compile(
+    r"^secret://([A-Za-z0-9_-]{1,255}|projects/[^/]+/secrets/[A-Za-z0-9_-]+(/versions/\w+)?)$"
+)
+_EXPECTED = {
+    "STRING": "a string",
+    "NUMBER_INTEGER": "an integer",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "a boolean",
+    "LIST": "a list",
+    "STRUCT": "a mapping",
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One root input parameter of a compiled pipeline."""
+
+    name: str
+    type: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class PipelineDefinition:
+    """A compiled pipeline as the catalog holds it."""
+
+    name: str
+    uri: str
+    package: bytes  # the compiled YAML as stored, for backends that upload a file
+    spec: Mapping[str, Any]  # the PipelineSpec document
+    inputs: Mapping[str, InputSpec]
+
+    @property
+    def declares_reserved(self) -> tuple[str, ...]:
+        return tuple(name for name in RESERVED_PARAMETERS if name in self.inputs)
+
+
+def parse_pipeline_package(name: str, uri: str, package: bytes) -> PipelineDefinition:
+    """Read a compiled KFP v2 YAML (the PipelineSpec document, optionally followed by a platform spec)."""
+    documents = [d for d in yaml.safe_load_all(package) if isinstance(d, dict)]
+    spec = next((d for d in documents if "pipelineInfo" in d and "root" in d), None)
+    if spec is None:
+        raise ValueError(f"{uri}: expected a compiled KFP v2 pipeline spec, found no pipelineInfo/root document")
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    inputs = {
+        param: InputSpec(
+            name=param,
+            type=str(definition.get("parameterType", "STRING")),
+            required="defaultValue" not in definition and not definition.get("isOptional", False),
+        )
+        for param, definition in declared.items()
+    }
+    return PipelineDefinition(name=name, uri=uri, package=package, spec=spec, inputs=inputs)
+
+
+def check_parameters(pipeline: PipelineDefinition, parameters: Mapping[str, Any]) -> list[Problem]:
+    """Every way the trigger's parameters fail the pipeline's root input definitions."""
+    problems = []
+    for name, value in parameters.items():
+        field = f"parameters.{name}"
+        spec = pipeline.inputs.get(name)
+        if spec is None or name in RESERVED_PARAMETERS:
+            declared = ", ".join(sorted(set(pipeline.inputs) - set(RESERVED_PARAMETERS))) or "none"
+            problems.append(Problem(field, f"a parameter of {pipeline.name} ({declared})", "an unknown name"))
+        elif not _matches(spec.type, value):
+            problems.append(Problem(field, _EXPECTED.get(spec.type, spec.type), describe_value(value)))
+        elif isinstance(value, str) and value.startswith("secret://") and not SECRET_REFERENCE.match(value):
+            problems.append(Problem(field, "secret://NAME or secret://projects/P/secrets/S[/versions/V]", repr(value)))
+    for spec in pipeline.inputs.values():
+        if spec.required and spec.name not in parameters and spec.name not in RESERVED_PARAMETERS:
+            problems.append(Problem(f"parameters.{spec.name}", _EXPECTED.get(spec.type, spec.type), "nothing"))
+    return problems
+
+
+def run_parameters(
+    pipeline: PipelineDefinition, parameters: Mapping[str, Any], *, run_key: str, results_uri: str
+) -> dict[str, Any]:
+    """The parameters a run gets: the trigger's, plus the reserved ones the pipeline declares."""
+    reserved = {"run_key": run_key, "results_uri": results_uri}
+    return {**parameters, **{name: reserved[name] for name in pipeline.declares_reserved}}
+
+
+def _matches(kind: str, value: object) -> bool:
+    if kind == "STRING":
+        return isinstance(value, str)
+    if kind == "NUMBER_INTEGER":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "NUMBER_DOUBLE":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "BOOLEAN":
+        return isinstance(value, bool)
+    if kind == "LIST":
+        return isinstance(value, list)
+    if kind == "STRUCT":
+        return isinstance(value, dict)
+    return False
+
+
+class Catalog:
+    """Compiled pipelines under one URI, read through a BlobStore once per instance."""
+
+    def __init__(self, store: BlobStore, catalog_uri: str) -> None:
+        self._store = store
+        self._uri = catalog_uri
+        self._loaded: dict[str, PipelineDefinition] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, *, trigger_uri: str) -> PipelineDefinition:
+        """The named pipeline; an InvalidTriggerError when the catalog has no such entry."""
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+        uri = naming.catalog_entry(self._uri, name)
+        try:
+            package = self._store.read(uri).data
+        except BlobNotFoundError as exc:
+            problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")
+            raise InvalidTriggerError(trigger_uri, [problem], code="unknown_pipeline") from exc
+        pipeline = parse_pipeline_package(name, uri, package)
+        with self._lock:
+            return self._loaded.setdefault(name, pipeline)

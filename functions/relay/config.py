@@ -1,0 +1,138 @@
+"""Settings read once per instance from RELAY_* environment variables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from relay.errors import ConfigError
+
+Backend = Literal["local", "kfp", "vertex"]
+AuthKind = Literal["metadata", "iap", "service-account", "static", "none"]
+
+BACKENDS: tuple[Backend, ...] = ("local", "kfp", "vertex")
+AUTH_KINDS: tuple[AuthKind, ...] = ("metadata", "iap", "service-account", "static", "none")
+# The repo's compiled catalog; deployed functions point RELAY_CATALOG_URI at a gs:// prefix instead.
+DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a function instance needs to know, validated as a whole."""
+
+    results_uri: str
+    backend: Backend = "local"
+    catalog_uri: str = str(DEFAULT_CATALOG)
+    auth: AuthKind = "none"
+    kfp_host: str = ""
+    kfp_audience: str = ""
+    kfp_experiment: str = "relay"
+    credentials_file: str = ""
+    static_token: str = field(default="", repr=False)
+    vertex_project: str = ""
+    vertex_location: str = ""
+    vertex_pipeline_root: str = ""
+    vertex_service_account: str = ""
+    vertex_endpoint: str = ""
+    notify_topic: str = ""
+    max_event_age: float = 3600.0
+    claim_lease: float = 600.0
+    local_root: str = ".relay/local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse RELAY_* variables, reporting every missing or invalid one in one ConfigError."""
+        problems: list[str] = []
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(f"RELAY_{name}", default).strip()
+
+        def required(name: str, why: str) -> str:
+            value = get(name)
+            if not value:
+                problems.append(f"RELAY_{name}: expected a value {why}, found nothing")
+            return value
+
+        def choice(name: str, options: tuple[str, ...], default: str) -> str:
+            value = get(name, default)
+            if value not in options:
+                problems.append(f"RELAY_{name}: expected one of {', '.join(options)}, found {value!r}")
+            return value
+
+        def duration(name: str, default: float) -> float:
+            raw = get(name)
+            if not raw:
+                return default
+            seconds = parse_duration(raw)
+            if seconds is None or seconds <= 0:
+                problems.append(f"RELAY_{name}: expected a duration like 90s, 15m or 1h, found {raw!r}")
+                return default
+            return seconds
+
+        backend = choice("BACKEND", BACKENDS, "local")
+        results_uri = required("RESULTS_URI", "(gs://bucket/prefix or a local folder) for run records")
+        kfp_audience = get("KFP_AUDIENCE")
+        auth = choice("AUTH", AUTH_KINDS, _default_auth(backend, kfp_audience))
+        settings = {
+            "kfp_host": get("KFP_HOST"),
+            "credentials_file": get("CREDENTIALS_FILE"),
+            "static_token": get("STATIC_TOKEN"),
+            "vertex_project": get("VERTEX_PROJECT"),
+            "vertex_location": get("VERTEX_LOCATION"),
+            "vertex_pipeline_root": get("VERTEX_PIPELINE_ROOT"),
+        }
+        if backend == "kfp":
+            settings["kfp_host"] = required("KFP_HOST", "(the KFP API URL) when RELAY_BACKEND=kfp")
+        if backend == "vertex":
+            for name in ("VERTEX_PROJECT", "VERTEX_LOCATION", "VERTEX_PIPELINE_ROOT"):
+                settings[name.lower()] = required(name, "when RELAY_BACKEND=vertex")
+        if auth == "iap" and not kfp_audience:
+            problems.append("RELAY_KFP_AUDIENCE: expected the IAP client id when RELAY_AUTH=iap, found nothing")
+        if auth == "service-account":
+            settings["credentials_file"] = required("CREDENTIALS_FILE", "when RELAY_AUTH=service-account")
+        if auth == "static":
+            settings["static_token"] = required("STATIC_TOKEN", "when RELAY_AUTH=static")
+        notify_topic = get("NOTIFY_TOPIC")
+        if notify_topic and not _TOPIC.match(notify_topic):
+            problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
+        max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
+        claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            results_uri=results_uri.rstrip("/"),
+            backend=cast(Backend, backend),
+            catalog_uri=get("CATALOG_URI", str(DEFAULT_CATALOG)).rstrip("/"),
+            auth=cast(AuthKind, auth),
+            kfp_audience=kfp_audience,
+            kfp_experiment=get("KFP_EXPERIMENT", cls.kfp_experiment),
+            vertex_service_account=get("VERTEX_SERVICE_ACCOUNT"),
+            vertex_endpoint=get("VERTEX_ENDPOINT").rstrip("/"),
+            notify_topic=notify_topic,
+            max_event_age=max_event_age,
+            claim_lease=claim_lease,
+            local_root=get("LOCAL_ROOT", cls.local_root),
+            **settings,
+        )
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in '90', '90s', '15m', '1h' or '2d'; None when it is not a duration."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _default_auth(backend: str, kfp_audience: str) -> str:
+    if backend == "local":
+        return "none"
+    if backend == "kfp" and kfp_audience:
+        return "iap"
+    return "metadata"

@@ -1,0 +1,105 @@
+"""Relay's errors; the entry points decide ack or retry from the branch an error sits on.
+
+::
+
+    RelayError
+    ├── PermanentError            recorded, logged at ERROR, event acknowledged
+    │   ├── InvalidTriggerError   the trigger document or its parameters are wrong (one Problem each)
+    │   └── LaunchRejectedError   the backend refused the run request as invalid (4xx other than 401/409)
+    ├── TransientError            raised from the entry point so the platform redelivers
+    │   ├── StorageUnavailableError
+    │   ├── TokenUnavailableError
+    │   ├── BackendUnavailableError
+    │   └── ClaimHeldError        another delivery holds a live claim on this run key
+    ├── ConfigError               RELAY_* settings are missing or invalid (every problem at once); raised,
+    │                             so events wait for a fixed deployment instead of being acknowledged
+    ├── BlobNotFoundError         BlobStore.read found no object (at that generation)
+    ├── PreconditionFailedError   BlobStore.write's generation precondition did not hold
+    └── UnauthorizedError         the backend answered 401: refresh the token once and retry
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a trigger: where, what was expected, what was found."""
+
+    field: str
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: expected {self.expected}, found {self.found}"
+
+
+class RelayError(Exception):
+    """Base of every error Relay raises on purpose."""
+
+
+class PermanentError(RelayError):
+    """Redelivering the event cannot help: record the problem and acknowledge."""
+
+    code = "permanent"
+
+
+class InvalidTriggerError(PermanentError):
+    """The trigger cannot become a run; `problems` lists every reason found."""
+
+    code = "invalid_trigger"
+
+    def __init__(self, uri: str, problems: list[Problem], *, code: str | None = None) -> None:
+        self.uri = uri
+        self.problems = tuple(problems)
+        if code:
+            self.code = code
+        listed = "; ".join(str(p) for p in problems)
+        super().__init__(f"{uri}: {len(problems)} problem(s): {listed}")
+
+
+class LaunchRejectedError(PermanentError):
+    """The backend understood the request and refused it."""
+
+    code = "launch_rejected"
+
+
+class ConfigError(RelayError):
+    """One or more RELAY_* settings are missing or invalid."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid Relay configuration: " + "; ".join(problems))
+
+
+class TransientError(RelayError):
+    """Redelivery may succeed: raise out of the entry point."""
+
+
+class StorageUnavailableError(TransientError):
+    """Cloud Storage (or the local results folder) did not answer as expected."""
+
+
+class TokenUnavailableError(TransientError):
+    """No token could be obtained for the backend."""
+
+
+class BackendUnavailableError(TransientError):
+    """The pipeline backend did not answer, or answered with a retryable status."""
+
+
+class ClaimHeldError(TransientError):
+    """A live claim by another delivery exists; retry after it resolves or its lease expires."""
+
+
+class BlobNotFoundError(RelayError):
+    """No object at that URI (and generation)."""
+
+
+class PreconditionFailedError(RelayError):
+    """A conditional write lost: the object exists, or has another generation."""
+
+
+class UnauthorizedError(RelayError):
+    """The backend rejected the token."""

@@ -1,0 +1,57 @@
+"""One JSON line per log record, in the shape Cloud Logging reads from a function's output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+from relay.outcome import Outcome
+
+_LEVEL_TO_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+_SEVERITY_TO_LEVEL = {severity: level for level, severity in _LEVEL_TO_SEVERITY.items()}
+_OUTCOME_FIELDS = "relay_fields"
+
+
+class JsonFormatter(logging.Formatter):
+    """`severity`, `message`, `time`, `logger`, plus the fields an outcome line carries."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "severity": _LEVEL_TO_SEVERITY.get(record.levelno, "DEFAULT"),
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        entry.update(getattr(record, _OUTCOME_FIELDS, {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(stream: TextIO = sys.stdout) -> None:
+    """Route Relay's loggers to JSON lines on `stream`, once."""
+    logger = logging.getLogger("relay")
+    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def log_outcome(outcome: Outcome) -> None:
+    logging.getLogger("relay").log(
+        _SEVERITY_TO_LEVEL[outcome.severity],
+        outcome.message,
+        extra={_OUTCOME_FIELDS: outcome.fields()},
+    )

@@ -1,0 +1,59 @@
+"""Every run key, record path and object URI Relay builds, in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+RUN_KEY = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
+PIPELINE_NAME = re.compile(r"^[a-z][-a-z0-9]{0,62}$")
+_DIGEST_CHARS = 20  # 80 bits: collisions are out of reach for any bucket's lifetime of triggers
+UNKNOWN_PIPELINE = "trigger"  # run key prefix for documents whose pipeline could not be read
+
+
+def object_uri(bucket: str, name: str) -> str:
+    return f"gs://{bucket}/{name}"
+
+
+def object_identity(bucket: str, name: str, generation: int) -> str:
+    """The identity of one object version, the same whichever path delivered it."""
+    return f"{object_uri(bucket, name)}#{generation}"
+
+
+def message_identity(topic: str, message_id: str) -> str:
+    return f"pubsub:{topic}#{message_id}"
+
+
+def derive_run_key(pipeline: str, identity: str) -> str:
+    """`<pipeline>-<digest of identity>`, always matching RUN_KEY."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:_DIGEST_CHARS]
+    prefix = pipeline if PIPELINE_NAME.match(pipeline) else UNKNOWN_PIPELINE
+    return f"{prefix[: 127 - _DIGEST_CHARS]}-{digest}"
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def launch_record(results_uri: str, run_key: str) -> str:
+    return join(results_uri, "runs", run_key, "launch.json")
+
+
+def result_record(results_uri: str, run_key: str) -> str:
+    return join(results_uri, "runs", run_key, "result.json")
+
+
+def rejection_record(results_uri: str, run_key: str) -> str:
+    return join(results_uri, "rejected", f"{run_key}.json")
+
+
+def catalog_entry(catalog_uri: str, pipeline: str) -> str:
+    return join(catalog_uri, f"{pipeline}.yaml")
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """('bucket', 'path/to/object') from 'gs://bucket/path/to/object'."""
+    if not uri.startswith("gs://"):
+        raise ValueError(f"expected a gs:// URI, found {uri!r}")
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    return bucket, name

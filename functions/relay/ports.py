@@ -1,0 +1,81 @@
+"""The seams between Relay's core and the outside world; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An object's bytes and the generation they were read at."""
+
+    data: bytes
+    generation: int
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    size: int
+    generation: int
+
+
+class BlobStore(Protocol):
+    """Objects addressed by URI (gs://bucket/name, or a local path), with generation preconditions."""
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        """The object's bytes (at `generation` if given); BlobNotFoundError when absent."""
+        ...
+
+    def stat(self, uri: str) -> BlobInfo:
+        """Size and current generation; BlobNotFoundError when absent."""
+        ...
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        """Write and return the new generation; 0 means create-only. PreconditionFailedError if it lost."""
+        ...
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        """Remove the object; absent is fine."""
+        ...
+
+
+class TokenSource(Protocol):
+    """Bearer tokens for the pipeline backend, cached until shortly before they expire."""
+
+    def token(self, *, refresh: bool = False) -> str:
+        """A valid token; `refresh` forces a new one (after the backend answered 401)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    run_key: str
+    pipeline: str
+    package: bytes  # compiled YAML as stored in the catalog
+    spec: Mapping[str, Any]  # the PipelineSpec document from it
+    parameters: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaunchedRun:
+    run_id: str
+    url: str
+
+
+class PipelineBackend(Protocol):
+    """Where runs are created. `find_run` lets a takeover learn whether a crashed instance submitted."""
+
+    name: str
+
+    def find_run(self, run_key: str) -> LaunchedRun | None: ...
+
+    def launch(self, request: LaunchRequest) -> LaunchedRun: ...
+
+
+class Notifier(Protocol):
+    """Publishes each record written, for whoever listens."""
+
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> None: ...

@@ -1,0 +1,154 @@
+"""The JSON records Relay writes to the results location: shapes only, no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from relay.errors import InvalidTriggerError, RelayError
+from relay.events import InlineDelivery, ObjectDelivery
+
+LAUNCHING = "launching"
+LAUNCHED = "launched"
+REJECTED = "rejected"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+# Where a run is (state) is kept apart from how it ended (status, HTTP-like), as the seeds' result records do.
+STATUS_ACCEPTED = 202
+STATUS_BAD_REQUEST = 400
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def trigger_reference(delivery: ObjectDelivery | InlineDelivery, generation: int | None) -> dict[str, Any]:
+    """Where the trigger came from, enough to find it again."""
+    reference: dict[str, Any] = {
+        "uri": delivery.uri,
+        "event_id": delivery.event.id,
+        "event_type": delivery.event.type,
+        "event_time": timestamp(delivery.event.time) if delivery.event.time else None,
+    }
+    if isinstance(delivery, ObjectDelivery):
+        reference.update(generation=generation, via=delivery.via)
+    else:
+        reference.update(message_id=delivery.message_id, via="pubsub-inline")
+    return reference
+
+
+def claim_record(
+    *,
+    run_key: str,
+    pipeline: str,
+    backend: str,
+    trigger: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    labels: Mapping[str, str],
+    now: datetime,
+    lease_seconds: float,
+) -> dict[str, Any]:
+    """The create-only record that claims a run key before anything is submitted."""
+    return {
+        "state": LAUNCHING,
+        "status": None,
+        "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",
+        "run_key": run_key,
+        "pipeline": pipeline,
+        "backend": backend,
+        "run_id": None,
+        "run_url": None,
+        "trigger": dict(trigger),
+        "parameters": dict(parameters),
+        "labels": dict(labels),
+        "outputs": {},
+        "metrics": {},
+        "claimed_at": timestamp(now),
+        "lease_expires_at": timestamp(now + timedelta(seconds=lease_seconds)),
+    }
+
+
+def launched_record(claim: Mapping[str, Any], *, run_id: str, run_url: str, now: datetime) -> dict[str, Any]:
+    return {
+        **claim,
+        "state": LAUNCHED,
+        "status": STATUS_ACCEPTED,
+        "message": f"run {run_id} created on {claim['backend']}",
+        "run_id": run_id,
+        "run_url": run_url,
+        "launched_at": timestamp(now),
+    }
+
+
+def rejection_record(
+    *, run_key: str, pipeline: str | None, trigger: Mapping[str, Any], error: RelayError, now: datetime
+) -> dict[str, Any]:
+    problems = error.problems if isinstance(error, InvalidTriggerError) else ()
+    return {
+        "state": REJECTED,
+        "status": STATUS_BAD_REQUEST,
+        "message": str(error),
+        "run_key": run_key,
+        "pipeline": pipeline,
+        "trigger": dict(trigger),
+        "error": {
+            "code": getattr(error, "code", "rejected"),
+            "message": str(error),
+            "problems": [{"field": p.field, "expected": p.expected, "found": p.found} for p in problems],
+        },
+        "outputs": {},
+        "metrics": {},
+        "rejected_at": timestamp(now),
+    }
+
+
+def lease_expired(record: Mapping[str, Any], now: datetime) -> bool:
+    expires = record.get("lease_expires_at")
+    return not isinstance(expires, str) or parse_timestamp(expires) <= now
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object record")
+    return value
+
+
+def result_record(
+    *,
+    run_key: str,
+    pipeline: str,
+    backend: str,
+    run_id: str,
+    succeeded: bool,
+    message: str,
+    outputs: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    status: int | None = None,
+    started: datetime,
+    finished: datetime,
+) -> dict[str, Any]:
+    """How a run ended: `runs/<run_key>/result.json`."""
+    return {
+        "state": SUCCEEDED if succeeded else FAILED,
+        "status": status if status is not None else (200 if succeeded else 500),
+        "message": message,
+        "run_key": run_key,
+        "pipeline": pipeline,
+        "backend": backend,
+        "run_id": run_id,
+        "outputs": dict(outputs),
+        "metrics": dict(metrics),
+        "started_at": timestamp(started),
+        "finished_at": timestamp(finished),
+    }

@@ -1,0 +1,33 @@
+"""Writing and publishing records, shared by the functions, the local runner and the pipelines' exit steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from relay import naming, records
+from relay.errors import PreconditionFailedError
+from relay.ports import BlobStore, Notifier
+
+
+def record_result(store: BlobStore, notifier: Notifier | None, results_uri: str, record: Mapping[str, Any]) -> bool:
+    """Write `runs/<run_key>/result.json` unless one exists, then publish it; False if one existed."""
+    uri = naming.result_record(results_uri, str(record["run_key"]))
+    try:
+        store.write(uri, records.encode(record), if_generation_match=0)
+    except PreconditionFailedError:
+        return False
+    publish_record(notifier, record)
+    return True
+
+
+def publish_record(notifier: Notifier | None, record: Mapping[str, Any]) -> None:
+    """Publish a record with the attributes subscribers filter on."""
+    if notifier is None:
+        return
+    attributes = {
+        "run_key": str(record.get("run_key")),
+        "pipeline": str(record.get("pipeline") or ""),
+        "state": str(record.get("state")),
+    }
+    notifier.publish(records.encode(record), attributes)

@@ -1,0 +1,83 @@
+"""Builds the ports from Settings, once per instance (lazily: the first event pays, not the import)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from relay.adapters.gcs import GcsBlobStore
+from relay.adapters.localfs import LocalBlobStore
+from relay.adapters.routing import RoutingBlobStore
+from relay.catalog import Catalog
+from relay.config import Settings
+from relay.ports import BlobStore, Notifier, PipelineBackend
+from relay.service import Relay
+
+_current: Relay | None = None
+_lock = threading.Lock()
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """gs:// to Cloud Storage, paths to the disk; local conditional writes lock inside the results folder."""
+    lock_dir = settings.local_root if settings.results_uri.startswith("gs://") else settings.results_uri
+    return RoutingBlobStore(GcsBlobStore(), LocalBlobStore(Path(lock_dir)))
+
+
+def backend(settings: Settings) -> PipelineBackend:
+    if settings.backend == "local":
+        from relay.adapters.local_backend import LocalBackend
+
+        return LocalBackend(settings.local_root, settings.results_uri)
+    from relay.adapters.tokens import token_source_for
+
+    tokens = token_source_for(settings)
+    if settings.backend == "kfp":
+        from relay.adapters.kfp_backend import KfpBackend
+
+        return KfpBackend(settings.kfp_host, settings.kfp_experiment, tokens)
+    from relay.adapters.vertex_backend import VertexBackend
+
+    return VertexBackend(
+        project=settings.vertex_project,
+        location=settings.vertex_location,
+        pipeline_root=settings.vertex_pipeline_root,
+        service_account=settings.vertex_service_account,
+        endpoint=settings.vertex_endpoint,
+        tokens=tokens,
+    )
+
+
+def notifier(settings: Settings) -> Notifier | None:
+    if not settings.notify_topic:
+        return None
+    from relay.adapters.pubsub import PubSubNotifier
+
+    return PubSubNotifier(settings.notify_topic)
+
+
+def build_relay(settings: Settings) -> Relay:
+    store = blob_store(settings)
+    return Relay(
+        settings=settings,
+        store=store,
+        catalog=Catalog(store, settings.catalog_uri),
+        backend=backend(settings),
+        notifier=notifier(settings),
+    )
+
+
+def current(env: Mapping[str, str]) -> Relay:
+    """This instance's Relay, built from `env` on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_relay(Settings.from_env(env))
+        return _current
+
+
+def install(relay: Relay | None) -> None:
+    """Use `relay` for the events that follow (tests pass one built on fakes; None rebuilds from env)."""
+    global _current
+    with _lock:
+        _current = relay

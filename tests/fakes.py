@@ -1,0 +1,95 @@
+"""In-memory fakes of Relay's ports, for tests of the core (the adapters have their own, on real servers)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from relay.errors import BlobNotFoundError, PreconditionFailedError
+from relay.ports import Blob, BlobInfo, LaunchedRun, LaunchRequest
+
+
+class MemoryBlobStore:
+    """Objects with Cloud Storage's generation rules: create-only is generation 0, each write a new one."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, tuple[bytes, int]] = {}
+        self._next_generation = 1000
+        self._lock = threading.Lock()
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        with self._lock:
+            if uri not in self._objects or generation not in (None, self._objects[uri][1]):
+                raise BlobNotFoundError(uri)
+            data, current = self._objects[uri]
+            return Blob(data, current)
+
+    def stat(self, uri: str) -> BlobInfo:
+        blob = self.read(uri)
+        return BlobInfo(size=len(blob.data), generation=blob.generation)
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        with self._lock:
+            current = self._objects.get(uri, (b"", 0))[1]
+            if if_generation_match is not None and if_generation_match != current:
+                raise PreconditionFailedError(f"{uri}: expected {if_generation_match}, found {current}")
+            self._next_generation += 1
+            self._objects[uri] = (data, self._next_generation)
+            return self._next_generation
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        with self._lock:
+            current = self._objects.get(uri, (b"", 0))[1]
+            if if_generation_match is not None and current and if_generation_match != current:
+                raise PreconditionFailedError(uri)
+            self._objects.pop(uri, None)
+
+    def uris(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return sorted(uri for uri in self._objects if uri.startswith(prefix))
+
+
+@dataclass
+class FakeBackend:
+    """Remembers every launch; `failures` are raised, in order, by the next launches."""
+
+    name: str = "fake"
+    launches: list[LaunchRequest] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def launch(self, request: LaunchRequest) -> LaunchedRun:
+        with self._lock:
+            if self.failures:
+                raise self.failures.pop(0)
+            self.launches.append(request)
+            return self._run(request.run_key, len(self.launches))
+
+    def find_run(self, run_key: str) -> LaunchedRun | None:
+        with self._lock:
+            self.lookups.append(run_key)
+            for number, launched in enumerate(self.launches, start=1):
+                if launched.run_key == run_key:
+                    return self._run(run_key, number)
+            return None
+
+    @staticmethod
+    def _run(run_key: str, number: int) -> LaunchedRun:
+        return LaunchedRun(run_id=f"run-{number}", url=f"https://pipelines.example/runs/{number}")
+
+
+@dataclass
+class RecordingNotifier:
+    messages: list[tuple[bytes, Mapping[str, str]]] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.messages.append((data, dict(attributes)))
+
+    @property
+    def states(self) -> list[str]:
+        return [attributes["state"] for _, attributes in self.messages]

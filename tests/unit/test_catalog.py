@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from relay.catalog import Catalog, check_parameters, parse_pipeline_package, run_parameters
+from relay.errors import InvalidTriggerError
+from tests.conftest import CATALOG
+from tests.fakes import MemoryBlobStore
+
+ECHO = parse_pipeline_package("echo", "catalog/echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+
+
+def test_root_inputs_are_read_with_types_and_requiredness():
+    assert ECHO.inputs["message"].type == "STRING" and ECHO.inputs["message"].required
+    assert ECHO.inputs["count"].type == "NUMBER_INTEGER" and not ECHO.inputs["count"].required
+    assert {name: spec.type for name, spec in ECHO.inputs.items()} == {
+        "message": "STRING",
+        "count": "NUMBER_INTEGER",
+        "ratio": "NUMBER_DOUBLE",
+        "enabled": "BOOLEAN",
+        "items": "LIST",
+        "options": "STRUCT",
+        "fail": "BOOLEAN",
+        "run_key": "STRING",
+        "results_uri": "STRING",
+    }
+    assert ECHO.declares_reserved == ("run_key", "results_uri")
+
+
+def test_values_of_every_type_pass():
+    parameters = {"message": "hi", "count": 2, "ratio": 1, "enabled": False, "items": [1], "options": {"a": 1}}
+    assert check_parameters(ECHO, parameters) == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({}, "parameters.message: expected a string, found nothing"),
+        ({"message": 1}, "parameters.message: expected a string, found number 1"),
+        ({"message": "m", "count": True}, "parameters.count: expected an integer, found boolean true"),
+        ({"message": "m", "count": 1.5}, "parameters.count: expected an integer, found number 1.5"),
+        ({"message": "m", "ratio": "1"}, "parameters.ratio: expected a number, found string '1'"),
+        ({"message": "m", "enabled": "yes"}, "parameters.enabled: expected a boolean, found string 'yes'"),
+        ({"message": "m", "items": {}}, "parameters.items: expected a list, found a mapping of 0"),
+        ({"message": "m", "options": []}, "parameters.options: expected a mapping, found a list of 0"),
+        ({"message": "m", "colour": "red"}, "parameters.colour: expected a parameter of echo (count, enabled"),
+        ({"message": "secret://bad name"}, "parameters.message: expected secret://NAME or"),
+    ],
+)
+def test_parameter_problems(parameters: dict[str, object], expected: str):
+    problems = [str(p) for p in check_parameters(ECHO, parameters)]
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_secret_references_pass_through_untouched():
+    parameters = {"message": "secret://kaggle-key", "options": {"token": "secret://projects/p/secrets/s/versions/3"}}
+    assert check_parameters(ECHO, parameters) == []
+    assert run_parameters(ECHO, parameters, run_key="k", results_uri="gs://r")["message"] == "secret://kaggle-key"
+
+
+def test_reserved_parameters_are_filled_when_declared():
+    filled = run_parameters(ECHO, {"message": "m"}, run_key="echo-1", results_uri="gs://r/x")
+    assert filled == {"message": "m", "run_key": "echo-1", "results_uri": "gs://r/x"}
+
+
+def test_catalog_reads_each_pipeline_once_and_names_missing_ones():
+    store = MemoryBlobStore()
+    store.write("gs://c/echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+    catalog = Catalog(store, "gs://c")
+    first = catalog.get("echo", trigger_uri="t")
+    store.delete("gs://c/echo.yaml")
+    assert catalog.get("echo", trigger_uri="t") is first
+    with pytest.raises(InvalidTriggerError) as caught:
+        catalog.get("nope", trigger_uri="gs://t/x.json")
+    assert caught.value.code == "unknown_pipeline"
+    assert "expected a pipeline in the catalog gs://c, found 'nope' (no gs://c/nope.yaml)" in str(caught.value)

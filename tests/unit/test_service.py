@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from relay import naming, records
+from relay.catalog import Catalog
+from relay.config import Settings
+from relay.errors import BackendUnavailableError, ClaimHeldError, LaunchRejectedError, TransientError
+from relay.events import EventInfo, InlineDelivery, ObjectDelivery
+from relay.service import Relay, handle_delivery
+from relay.triggers import MAX_TRIGGER_BYTES
+from tests.conftest import NOW
+from tests.fakes import MemoryBlobStore
+
+EVENT = EventInfo(id="evt-1", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
+TRIGGER = {"pipeline": "echo", "parameters": {"message": "hello", "options": {"token": "secret://kaggle"}}}
+
+
+def upload(store: MemoryBlobStore, document: object = TRIGGER, name: str = "t.json") -> ObjectDelivery:
+    data = document if isinstance(document, bytes) else json.dumps(document).encode()
+    generation = store.write(f"gs://triggers/{name}", data)
+    return ObjectDelivery(EVENT, "triggers", name, generation, len(data), "storage-event")
+
+
+def record(store: MemoryBlobStore, uri: str) -> dict[str, object]:
+    return records.decode(store.read(uri).data)
+
+
+def launch_uri(run_key: str) -> str:
+    return naming.launch_record("gs://results/relay", run_key)
+
+
+def test_a_trigger_file_becomes_one_run_with_a_launch_record(relay: Relay, store, backend, notifier):
+    delivery = upload(store)
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and outcome.run_id == "run-1"
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    assert outcome.run_key == key
+    [launched] = backend.launches
+    assert launched.parameters == {**TRIGGER["parameters"], "run_key": key, "results_uri": "gs://results/relay"}
+    saved = record(store, launch_uri(key))
+    assert saved["state"] == "launched" and saved["status"] == 202
+    assert saved["run_id"] == "run-1" and saved["run_url"] == "https://pipelines.example/runs/1"
+    assert saved["trigger"] == {
+        "uri": "gs://triggers/t.json",
+        "generation": delivery.generation,
+        "event_id": "evt-1",
+        "event_type": EVENT.type,
+        "event_time": "2026-11-21T12:00:00.000Z",
+        "via": "storage-event",
+    }
+    assert saved["parameters"]["options"] == {"token": "secret://kaggle"}
+    assert notifier.states == ["launched"]
+
+
+def test_the_same_object_through_another_path_is_a_duplicate(relay: Relay, store, backend, notifier):
+    delivery = upload(store)
+    handle_delivery(relay, delivery)
+    again = replace(delivery, via="storage-notification", event=replace(EVENT, id="msg-7"))
+    outcome = handle_delivery(relay, again)
+    assert outcome.outcome == "duplicate" and outcome.run_id == "run-1"
+    assert len(backend.launches) == 1 and notifier.states == ["launched"]
+
+
+def test_concurrent_deliveries_give_one_run(relay: Relay, store, backend):
+    delivery = upload(store)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(handle_delivery(relay, delivery).outcome)
+        except ClaimHeldError:
+            outcomes.append("retry")
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("launched") == 1 and len(backend.launches) == 1
+    # The ones that were told to retry find the run on redelivery.
+    assert handle_delivery(relay, delivery).outcome == "duplicate"
+
+
+def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    claim = records.claim_record(
+        run_key=key,
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": "other"},
+        parameters={},
+        labels={},
+        now=NOW,
+        lease_seconds=600,
+    )
+    store.write(launch_uri(key), records.encode(claim), if_generation_match=0)
+    with pytest.raises(ClaimHeldError, match="being launched by event other"):
+        handle_delivery(relay, delivery)
+    assert backend.launches == []
+
+
+def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    stale_claim = records.claim_record(
+        run_key=key,
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": "crashed"},
+        parameters={},
+        labels={},
+        now=NOW - timedelta(hours=1),
+        lease_seconds=600,
+    )
+    store.write(launch_uri(key), records.encode(stale_claim), if_generation_match=0)
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and "after takeover" in outcome.message
+    assert backend.lookups == [key] and len(backend.launches) == 1
+
+
+def test_a_crash_between_submit_and_record_never_gives_a_second_run(relay: Relay, store, backend):
+    delivery = upload(store)
+    first = handle_delivery(relay, delivery)
+    # Put the record back to what a crash right after the submit would have left.
+    saved = record(store, launch_uri(first.run_key))
+    saved.update(state="launching", run_id=None, lease_expires_at=records.timestamp(NOW - timedelta(seconds=1)))
+    store.write(launch_uri(first.run_key), records.encode(saved))
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and outcome.run_id == first.run_id
+    assert len(backend.launches) == 1
+    assert record(store, launch_uri(first.run_key))["state"] == "launched"
+
+
+def test_a_transient_submit_failure_is_retried_and_checked_first(relay: Relay, store, backend):
+    delivery = upload(store)
+    backend.failures.append(BackendUnavailableError("KFP answered 503"))
+    with pytest.raises(BackendUnavailableError):
+        handle_delivery(relay, delivery)
+    # The claim was released for takeover at once, so the redelivery asks the backend, then submits.
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and backend.lookups == [outcome.run_key] and len(backend.launches) == 1
+
+
+def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, store, backend, notifier):
+    delivery = upload(store)
+    backend.failures.append(LaunchRejectedError("KFP answered 400: bad spec"))
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "rejected"
+    rejection = record(store, naming.rejection_record("gs://results/relay", outcome.run_key))
+    assert rejection["error"]["code"] == "launch_rejected" and "bad spec" in rejection["message"]
+    assert store.uris("gs://results/relay/runs/") == []
+    assert notifier.states == ["rejected"]
+
+
+@pytest.mark.parametrize(
+    ("document", "code", "fragment"),
+    [
+        (b"{not json", "invalid_trigger", "expected valid JSON"),
+        ({"pipeline": "nope"}, "unknown_pipeline", "found 'nope' (no gs://catalog/nope.yaml)"),
+        (
+            {"pipeline": "echo", "parameters": {"count": "3"}},
+            "invalid_parameters",
+            "parameters.count: expected an integer",
+        ),
+        ({"pipeline": "echo", "parameters": {"message": "m", "run_key": "x"}}, "invalid_trigger", "Relay fills it"),
+    ],
+)
+def test_bad_triggers_get_one_rejection_record_and_no_run(
+    relay: Relay, store, backend, notifier, document, code, fragment
+):
+    delivery = upload(store, document)
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "rejected" and fragment in outcome.message
+    [uri] = store.uris("gs://results/relay/")
+    assert uri == naming.rejection_record("gs://results/relay", outcome.run_key)
+    rejection = record(store, uri)
+    assert rejection["state"] == "rejected" and rejection["status"] == 400 and rejection["error"]["code"] == code
+    assert rejection["error"]["problems"] and rejection["trigger"]["uri"] == "gs://triggers/t.json"
+    assert handle_delivery(relay, delivery).outcome == "rejected"  # a redelivery: still one record, one message
+    assert store.uris("gs://results/relay/") == [uri] and notifier.states == ["rejected"]
+    assert backend.launches == []
+
+
+@pytest.mark.parametrize(("name", "document"), [("t.json", b""), ("notes.txt", TRIGGER), ("t.json.part", TRIGGER)])
+def test_partial_uploads_and_stray_files_are_skipped_without_records(relay: Relay, store, backend, name, document):
+    outcome = handle_delivery(relay, upload(store, document, name))
+    assert outcome.outcome == "skipped" and store.uris("gs://results/") == [] and backend.launches == []
+
+
+def test_an_oversized_trigger_is_rejected_without_reading_it(relay: Relay, store):
+    delivery = replace(upload(store), size=MAX_TRIGGER_BYTES + 1)
+    store.delete(delivery.uri)  # a read would now fail: the size alone decides
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "rejected" and "at most 1048576 bytes" in outcome.message
+
+
+def test_an_overwritten_generation_is_rejected_as_gone(relay: Relay, store):
+    delivery = upload(store)
+    upload(store, {**TRIGGER, "labels": {"v": "2"}})
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "rejected" and f"no object at generation {delivery.generation}" in outcome.message
+
+
+def test_a_trigger_uri_without_generation_is_keyed_by_the_current_one(relay: Relay, store):
+    delivery = upload(store)
+    by_uri = replace(delivery, generation=None, size=None, via="trigger-uri")
+    assert handle_delivery(relay, by_uri).outcome == "launched"
+    assert handle_delivery(relay, delivery).outcome == "duplicate"
+
+
+def test_stale_events_are_dropped_with_a_record_unless_already_launched(relay: Relay, store, backend):
+    old = replace(EVENT, time=NOW - timedelta(hours=2))
+    stale = replace(upload(store), event=old)
+    outcome = handle_delivery(relay, stale)
+    assert outcome.outcome == "dropped" and "expected an event at most 3600 s old, found 7200 s old" in outcome.message
+    assert (
+        record(store, naming.rejection_record("gs://results/relay", outcome.run_key))["error"]["code"] == "stale_event"
+    )
+    fresh = upload(store, name="u.json")
+    handle_delivery(relay, fresh)
+    assert handle_delivery(relay, replace(fresh, event=old)).outcome == "duplicate"
+    assert len(backend.launches) == 1
+
+
+def test_an_explicit_run_key_is_the_identity(relay: Relay, store, backend):
+    handle_delivery(relay, upload(store, {**TRIGGER, "run_key": "nightly-2026-11-21"}, "a.json"))
+    outcome = handle_delivery(relay, upload(store, {**TRIGGER, "run_key": "nightly-2026-11-21"}, "b.json"))
+    assert outcome.outcome == "duplicate" and outcome.run_key == "nightly-2026-11-21"
+    assert len(backend.launches) == 1
+
+
+def test_inline_messages_are_keyed_by_message_id(relay: Relay, backend):
+    inline = InlineDelivery(EVENT, "projects/p/topics/t", "42", json.dumps(TRIGGER).encode(), "json")
+    outcome = handle_delivery(relay, inline)
+    assert outcome.run_key == naming.derive_run_key("echo", "pubsub:projects/p/topics/t#42")
+    assert handle_delivery(relay, inline).outcome == "duplicate" and len(backend.launches) == 1
+
+
+def test_a_failed_notification_is_retried_without_a_second_run(relay: Relay, store, backend, notifier):
+    delivery = upload(store)
+    notifier.failures.append(TransientError("topic unavailable"))
+    with pytest.raises(TransientError):
+        handle_delivery(relay, delivery)
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and len(backend.launches) == 1 and notifier.states == ["launched"]
+
+
+def test_without_a_notifier_records_are_still_written(store, backend):
+    relay = Relay(
+        settings=Settings(results_uri="gs://results/relay", catalog_uri="gs://catalog"),
+        store=store,
+        catalog=Catalog(store, "gs://catalog"),
+        backend=backend,
+        clock=lambda: NOW,
+    )
+    assert handle_delivery(relay, upload(store)).outcome == "launched"
