@@ -50,16 +50,22 @@ class LocalBackend:
             "results_uri": self._results_uri,
         }
         _write_json(run_dir / REQUEST_FILE, run)
-        with (run_dir / "runner.log").open("ab") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "relay.adapters.local_runner", str(run_dir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=run_dir,
-                start_new_session=True,  # outlive the request, and be stoppable as a group
+        # The launcher starts the runner in a session of its own and exits, so the runner outlives this
+        # request without being left for this process to reap.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        try:
+            started = subprocess.run(
+                [sys.executable, "-m", "relay.adapters.local_runner", "--detach", str(run_dir)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             )
-        # run.json appears only once the runner is started: find_run never reports a run that was not.
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BackendUnavailableError(f"{run_dir}: could not start the local runner: {exc}") from exc
+        run["pid"] = int(started.stdout.strip())
         _write_json(run_dir / RUN_FILE, run)
         return LaunchedRun(run_id=run_id, url=run_dir.as_uri())
 

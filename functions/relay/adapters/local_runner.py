@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,5 +68,22 @@ def _plain(value: object) -> object:
     return uri if isinstance(uri, str) else value
 
 
+def detach(run_dir: Path) -> int:
+    """Start the runner for `run_dir` in its own session, print its pid, and return at once."""
+    with (run_dir / "runner.log").open("ab") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "relay.adapters.local_runner", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=run_dir,
+            start_new_session=True,
+        )
+    print(runner.pid)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--detach":
+        sys.exit(detach(Path(sys.argv[2])))
     sys.exit(run(Path(sys.argv[1]), Settings.from_env(os.environ)))

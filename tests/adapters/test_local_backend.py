@@ -1,0 +1,67 @@
+"""The local backend runs the compiled pipeline with kfp.local in a process of its own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from relay import naming, records
+from relay.adapters.local_backend import LocalBackend
+from relay.catalog import parse_pipeline_package
+from relay.ports import LaunchRequest
+from tests.conftest import CATALOG
+
+ECHO = parse_pipeline_package("echo", "echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+
+
+def wait_for(path: Path, seconds: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+    return records.decode(path.read_bytes())
+
+
+def request(run_key: str, results: Path, **parameters: object) -> LaunchRequest:
+    return LaunchRequest(
+        run_key=run_key,
+        pipeline="echo",
+        package=ECHO.package,
+        spec=ECHO.spec,
+        parameters={"message": "hi", **parameters, "run_key": run_key, "results_uri": str(results)},
+    )
+
+
+@pytest.fixture
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    results = tmp_path / "results"
+    monkeypatch.setenv("RELAY_RESULTS_URI", str(results))  # the runner process reads its settings from env
+    monkeypatch.delenv("RELAY_NOTIFY_TOPIC", raising=False)
+    return results
+
+
+def test_a_run_executes_and_records_its_result(tmp_path: Path, results: Path):
+    backend = LocalBackend(tmp_path / "local", str(results))
+    run = backend.launch(request("echo-ok", results, count=2, items=["a"]))
+    assert run.run_id.startswith("local-") and run.url.startswith("file://")
+    result = wait_for(Path(naming.result_record(str(results), "echo-ok")))
+    assert result["state"] == "succeeded" and result["status"] == 200 and result["run_id"] == run.run_id
+    assert result["outputs"]["Output"].startswith("echo-ok: hi x2")
+    assert result["metrics"]["seconds"] > 0
+    assert backend.find_run("echo-ok") == run
+    assert backend.launch(request("echo-ok", results)) == run  # the run folder is the guard
+
+
+def test_a_failing_task_is_recorded_as_failed(tmp_path: Path, results: Path):
+    backend = LocalBackend(tmp_path / "local", str(results))
+    backend.launch(request("echo-fail", results, fail=True))
+    result = wait_for(Path(naming.result_record(str(results), "echo-fail")))
+    assert result["state"] == "failed" and result["status"] == 500
+    log = (tmp_path / "local" / "echo-fail" / "runner.log").read_text()
+    assert "asked to fail: hi" in log
+
+
+def test_unknown_runs_are_not_found(tmp_path: Path):
+    assert LocalBackend(tmp_path, "r").find_run("nope") is None
