@@ -43,7 +43,7 @@ class LocalBackend:
         run_id = f"local-{uuid.uuid4().hex[:12]}"
         (run_dir / "pipeline.yaml").write_bytes(request.package)
         (run_dir / "parameters.json").write_text(json.dumps(dict(request.parameters)))
-        run = {
+        run: dict[str, object] = {
             "run_id": run_id,
             "run_key": request.run_key,
             "pipeline": request.pipeline,
