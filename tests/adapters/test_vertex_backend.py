@@ -1,0 +1,86 @@
+"""VertexBackend against a loopback pipelineJobs endpoint that checks bodies, ids, labels and tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.adapters.vertex_backend import VertexBackend
+from relay.catalog import parse_pipeline_package
+from relay.errors import BackendUnavailableError, LaunchRejectedError
+from relay.ports import LaunchRequest, TokenSource
+from tests.conftest import CATALOG
+from tests.servers.oauth import OAuthTokenServer
+from tests.servers.vertex import VertexServer
+
+ECHO = parse_pipeline_package("echo", "echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+
+
+def backend_for(server: VertexServer, tokens: TokenSource) -> VertexBackend:
+    return VertexBackend(
+        project="relay-test",
+        location="us-central1",
+        pipeline_root="gs://relay-pipeline-root",
+        service_account="pipelines@relay-test.iam.gserviceaccount.com",
+        endpoint=server.url,
+        tokens=tokens,
+    )
+
+
+def request(run_key: str, **parameters: object) -> LaunchRequest:
+    return LaunchRequest(
+        run_key=run_key,
+        pipeline="echo",
+        package=ECHO.package,
+        spec=ECHO.spec,
+        parameters={"message": "hi", **parameters},
+        labels={"team": "assay"},
+    )
+
+
+def test_the_job_id_is_the_run_key(vertex_server: VertexServer, tokens: TokenSource):
+    run = backend_for(vertex_server, tokens).launch(request("echo-abc", count=2))
+    job = vertex_server.jobs["echo-abc"]
+    assert run.run_id == "echo-abc"
+    assert run.url == (
+        "https://console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/echo-abc?project=relay-test"
+    )
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://relay-pipeline-root"
+    assert job["runtimeConfig"]["parameterValues"] == {"message": "hi", "count": 2}
+    assert job["serviceAccount"] == "pipelines@relay-test.iam.gserviceaccount.com"
+    assert job["labels"]["team"] == "assay"
+
+
+def test_a_repeated_key_is_already_launched_not_an_error(vertex_server: VertexServer, tokens: TokenSource):
+    backend = backend_for(vertex_server, tokens)
+    first = backend.launch(request("echo-abc"))
+    assert backend.launch(request("echo-abc")) == first
+    assert len(vertex_server.jobs) == 1
+    assert [r.method for r in vertex_server.requests] == ["POST", "POST"]  # the second answered 409
+
+
+def test_find_run(vertex_server: VertexServer, tokens: TokenSource):
+    backend = backend_for(vertex_server, tokens)
+    assert backend.find_run("echo-abc") is None
+    launched = backend.launch(request("echo-abc"))
+    assert backend.find_run("echo-abc") == launched
+
+
+def test_a_401_refreshes_once(vertex_server: VertexServer, tokens: TokenSource, oauth: OAuthTokenServer):
+    backend = backend_for(vertex_server, tokens)
+    backend.launch(request("echo-1"))
+    oauth.revoke_all()
+    backend.launch(request("echo-2"))
+    assert oauth.token_fetches == 2 and set(vertex_server.jobs) == {"echo-1", "echo-2"}
+
+
+def test_invalid_requests_are_rejections_and_outages_are_transient(vertex_server: VertexServer, tokens: TokenSource):
+    backend = backend_for(vertex_server, tokens)
+    with pytest.raises(LaunchRejectedError, match="400"):
+        backend.launch(request("echo-1", colour="red"))
+    vertex_server.fail_next(1, 503)
+    with pytest.raises(BackendUnavailableError, match="503"):
+        backend.launch(request("echo-1"))
+    vertex_server.fail_next(1, 403)
+    with pytest.raises(BackendUnavailableError, match="403"):
+        backend.launch(request("echo-1"))
+    assert vertex_server.jobs == {}
