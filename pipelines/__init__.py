@@ -1,0 +1,1 @@
+"""Relay's pipeline definitions, thin components, step code and the compiled catalog."""
