@@ -1,0 +1,229 @@
+"""The whole local event chain: GCS upload or Pub/Sub message in, CloudEvent into Relay's functions out."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from devstack.bridge import StorageEventBridge
+from devstack.functions import FunctionsServer
+from devstack.gcs import FakeGcsServer, GcsNotifications, create_bucket, storage_client
+from devstack.processes import LOOPBACK, ManagedProcess, stop_all
+from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
+
+__all__ = ["DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE = REPO_ROOT / "functions" / "main.py"
+GCS_EVENTS_TOPIC = "gcs-events"
+OBJECT_FINALIZED_TARGET = "on_object_finalized"
+MESSAGE_PUBLISHED_TARGET = "on_message_published"
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """Fixed ports for `make up`; None picks a free ephemeral port (what tests should always do)."""
+
+    pubsub: int | None = None
+    storage: int | None = None
+    object_finalized: int | None = None
+    message_published: int | None = None
+    bridge: int | None = None
+
+
+class LocalStack:
+    """Pub/Sub emulator, fake-gcs-server, the storage bridge and both functions, wired as in production.
+
+    upload -> fake-gcs-server notification -> topic `gcs-events` -> push -> bridge -> binary-mode
+    `google.cloud.storage.object.v1.finalized` CloudEvent -> `on_object_finalized`; and
+    publish on `trigger_topic` -> push to `<on_message_published>/projects/P/topics/T` -> messagePublished
+    CloudEvent -> `on_message_published`. `with` starts everything; leaving stops it all, nothing left running.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        trigger_bucket: str,
+        trigger_topic: str,
+        project: str = "relay-local",
+        function_env: Mapping[str, str] | None = None,
+        source: Path = DEFAULT_SOURCE,
+        buckets: Sequence[str] = (),
+        notify_topic: str | None = None,
+        ports: StackPorts = StackPorts(),
+        ack_deadline_seconds: int = 10,
+        gcs_backend: Literal["memory", "filesystem"] = "memory",
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.project = project
+        self.trigger_bucket = trigger_bucket
+        self.trigger_topic = trigger_topic
+        self.notify_topic = notify_topic
+        self.function_env = dict(function_env or {})
+        self.source = Path(source)
+        self.buckets = tuple(dict.fromkeys([trigger_bucket, *buckets]))
+        self.ack_deadline_seconds = ack_deadline_seconds
+        self.startup_seconds: float | None = None
+        self.teardown_seconds: float | None = None
+        self._exit_stack: contextlib.ExitStack | None = None
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Every port is chosen up front, so every component knows where the others will be and all of them
+        # can start at once: the JVM's ~0.5-1 s then hides the rest.
+        self.pubsub = PubSubEmulator(self.workdir, project=project, port=ports.pubsub, start_timeout=start_timeout)
+        self.storage = FakeGcsServer(
+            self.workdir,
+            port=ports.storage,
+            backend=gcs_backend,
+            notifications=GcsNotifications(pubsub_host=self.pubsub.host_port, project=project, topic=GCS_EVENTS_TOPIC),
+            start_timeout=start_timeout,
+        )
+        self.object_finalized = FunctionsServer(
+            OBJECT_FINALIZED_TARGET,
+            self.source,
+            self.env(),
+            ports.object_finalized,
+            workdir=self.workdir,
+            start_timeout=start_timeout,
+        )
+        self.message_published = FunctionsServer(
+            MESSAGE_PUBLISHED_TARGET,
+            self.source,
+            self.env(),
+            ports.message_published,
+            workdir=self.workdir,
+            start_timeout=start_timeout,
+        )
+        self.bridge = StorageEventBridge(self.object_finalized.url, host=LOOPBACK, port=ports.bridge or 0)
+
+    # -- what callers need -----------------------------------------------------------------------------
+
+    @property
+    def storage_url(self) -> str:
+        """STORAGE_EMULATOR_HOST value, e.g. http://127.0.0.1:4443."""
+        return self.storage.url
+
+    @property
+    def pubsub_host(self) -> str:
+        """PUBSUB_EMULATOR_HOST value, e.g. 127.0.0.1:8085."""
+        return self.pubsub.host_port
+
+    @property
+    def object_finalized_url(self) -> str:
+        return self.object_finalized.url
+
+    @property
+    def message_published_url(self) -> str:
+        return self.message_published.url
+
+    @property
+    def bridge_url(self) -> str:
+        return self.bridge.url
+
+    @property
+    def trigger_push_endpoint(self) -> str:
+        # functions-framework names the topic in the CloudEvent source only if the push path carries it.
+        return f"{self.message_published.url}/projects/{self.project}/topics/{self.trigger_topic}"
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this stack: the emulator hosts plus `function_env`.
+
+        The emulator hosts win over `function_env`, so the functions always see this stack.
+        """
+        return {**self.function_env, **self.storage.env(), "PUBSUB_EMULATOR_HOST": self.pubsub.host_port}
+
+    def storage_client(self) -> Any:
+        """A google.cloud.storage.Client for this stack's fake-gcs-server (close() it when done)."""
+        return storage_client(self.storage_url, self.project)
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        """Publish on `topic` in this stack's project; return the message id."""
+        return publish(self.pubsub_host, self.project, topic, data, attributes)
+
+    def summary(self) -> str:
+        lines = [
+            f"STORAGE_EMULATOR_HOST={self.storage_url}",
+            f"PUBSUB_EMULATOR_HOST={self.pubsub_host}",
+            f"{OBJECT_FINALIZED_TARGET}: {self.object_finalized_url} (via bridge {self.bridge_url})",
+            f"{MESSAGE_PUBLISHED_TARGET}: {self.message_published_url}",
+            f"trigger bucket gs://{self.trigger_bucket}, trigger topic {self.trigger_topic}",
+            f"logs: {self.workdir}",
+        ]
+        return "\n".join(lines)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._exit_stack is not None:
+            raise RuntimeError("stack is already running")
+        started = time.monotonic()
+        with contextlib.ExitStack() as stack:
+            # Launch every process first, then wait for each; a failure unwinds what was launched.
+            launched: list[ManagedProcess] = []
+            # One callback for all: SIGTERM everything at once, in reverse start order, then reap.
+            stack.callback(lambda: stop_all(launched[::-1]))
+            for service in (self.pubsub, self.object_finalized, self.message_published, self.storage):
+                service.launch()
+                launched.append(service.process)
+            self.bridge.start()
+            stack.callback(self.bridge.stop)
+
+            self.pubsub.wait_ready()
+            # Topics before the first upload: fake-gcs-server silently drops events for a missing topic.
+            topics = [GCS_EVENTS_TOPIC, self.trigger_topic]
+            if self.notify_topic:
+                topics.append(self.notify_topic)
+            for topic in dict.fromkeys(topics):
+                create_topic(self.pubsub_host, self.project, topic)
+
+            self.storage.wait_ready()
+            for bucket in self.buckets:
+                create_bucket(self.storage_url, bucket, self.project)
+
+            self.object_finalized.wait_ready()
+            self.message_published.wait_ready()
+            create_push_subscription(
+                self.pubsub_host,
+                self.project,
+                f"{GCS_EVENTS_TOPIC}-bridge",
+                topic=GCS_EVENTS_TOPIC,
+                endpoint=self.bridge.url,
+                ack_deadline_seconds=self.ack_deadline_seconds,
+            )
+            create_push_subscription(
+                self.pubsub_host,
+                self.project,
+                f"{self.trigger_topic}-push",
+                topic=self.trigger_topic,
+                endpoint=self.trigger_push_endpoint,
+                ack_deadline_seconds=self.ack_deadline_seconds,
+            )
+            self._exit_stack = stack.pop_all()
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        exit_stack, self._exit_stack = self._exit_stack, None
+        if exit_stack is None:
+            return
+        started = time.monotonic()
+        exit_stack.close()
+        self.teardown_seconds = time.monotonic() - started
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
