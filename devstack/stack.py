@@ -82,7 +82,11 @@ class LocalStack:
             self.workdir,
             port=ports.storage,
             backend=gcs_backend,
-            notifications=GcsNotifications(pubsub_host=self.pubsub.host_port, project=project, topic=GCS_EVENTS_TOPIC),
+            # Only the trigger bucket notifies, as an Eventarc trigger filters on its bucket: records written to
+            # the results bucket must not come back as triggers.
+            notifications=GcsNotifications(
+                pubsub_host=self.pubsub.host_port, project=project, topic=GCS_EVENTS_TOPIC, bucket=trigger_bucket
+            ),
             start_timeout=start_timeout,
         )
         self.object_finalized = FunctionsServer(

@@ -275,3 +275,10 @@ def test_tokens_are_cached_per_instance_and_refreshed_once_after_a_401(
     key = object_key("after-revoke/echo.json", generation)
     wait_for_record(storage, f"runs/{key}/launch.json", "launched")
     assert metadata.token_fetches == fetched + 1 and len(runs_named(kfp, key)) == 1
+
+
+def test_records_written_to_the_results_bucket_never_come_back_as_triggers(stack: LocalStack, storage: Any):
+    upload(storage, "loop-check/echo.json", ECHO)
+    wait_for_outcome(stack.object_finalized.process.log_path, "gs://relay-triggers/loop-check/echo.json", "launched")
+    handled = {line["trigger_uri"] for line in outcome_lines(stack.object_finalized.process.log_path)}
+    assert handled and all(uri.startswith(f"gs://{TRIGGERS}/") for uri in handled)

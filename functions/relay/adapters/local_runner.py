@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -58,9 +59,13 @@ def _execute(run_dir: Path, parameters: dict[str, Any]) -> tuple[bool, str, dict
     try:
         task = pipeline(**parameters)
     except Exception as exc:  # kfp.local raises RuntimeError for a failed task; any failure ends the run
-        return False, f"{type(exc).__name__}: {exc}", {}
+        message = _ANSI.sub("", str(exc))
+        return False, f"{message} The tasks' output is in {run_dir / 'runner.log'}", {}
     outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
     return True, "pipeline finished", outputs
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours its messages for a terminal
 
 
 def _plain(value: object) -> object:
