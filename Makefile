@@ -32,7 +32,7 @@ unit: $(STAMP)  ## only the tests that start no server
 	$(BIN)/python -m pytest -m "not integration"
 
 bench: $(STAMP)  ## per-event overhead against the seed's per-event work, as ratios
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench.launch
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .relay

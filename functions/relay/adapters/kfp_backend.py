@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +18,7 @@ from relay.errors import BackendUnavailableError, LaunchRejectedError, Unauthori
 from relay.ports import LaunchedRun, LaunchRequest, TokenSource
 
 T = TypeVar("T")
-log = logging.getLogger("relay.kfp")
+_PACKAGES = Path(tempfile.gettempdir()) / "relay-kfp-packages"
 
 
 class KfpBackend:
@@ -38,7 +38,6 @@ class KfpBackend:
         self._client: Any = None
         self._client_token: str | None = None
         self._experiment_id: str | None = None
-        self._packages = Path(tempfile.mkdtemp(prefix="relay-kfp-"))
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
         package = self._package_path(request.package)
@@ -92,10 +91,16 @@ class KfpBackend:
             self._client_token = token
         return self._client
 
-    def _package_path(self, package: bytes) -> Path:
-        path = self._packages / f"{hashlib.sha256(package).hexdigest()[:16]}.yaml"
+    @staticmethod
+    def _package_path(package: bytes) -> Path:
+        """kfp.Client submits from a file: one per distinct package, named by its content, shared by instances."""
+        path = _PACKAGES / f"{hashlib.sha256(package).hexdigest()[:32]}.yaml"
         if not path.exists():
-            path.write_bytes(package)
+            _PACKAGES.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=_PACKAGES, suffix=".tmp")
+            with os.fdopen(handle, "wb") as out:
+                out.write(package)
+            os.replace(temporary, path)  # concurrent writers each leave a complete file
         return path
 
 

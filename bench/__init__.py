@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: measured against a baseline in the same run, reported as ratios."""
