@@ -5,11 +5,14 @@
     RelayError
     ├── PermanentError            recorded, logged at ERROR, event acknowledged
     │   ├── InvalidTriggerError   the trigger document or its parameters are wrong (one Problem each)
-    │   └── LaunchRejectedError   the backend refused the run request as invalid (4xx other than 401/409)
+    │   └── LaunchRejectedError   the backend refused the run request itself as invalid (400, 422)
     ├── TransientError            raised from the entry point so the platform redelivers
     │   ├── StorageUnavailableError
     │   ├── TokenUnavailableError
-    │   ├── BackendUnavailableError
+    │   ├── NotifyUnavailableError
+    │   ├── BackendUnavailableError       the request surely created no run: retry at once
+    │   │   ├── SubmitUncertainError      it may have: let the claim's lease run out, then ask the backend
+    │   │   └── LeaseExpiredError         the claim's lease ran out before the submit, which was not sent
     │   └── ClaimHeldError        another delivery holds a live claim on this run key
     ├── ConfigError               RELAY_* settings are missing or invalid (every problem at once); raised,
     │                             so events wait for a fixed deployment instead of being acknowledged
@@ -87,6 +90,18 @@ class TokenUnavailableError(TransientError):
 
 class BackendUnavailableError(TransientError):
     """The pipeline backend did not answer, or answered with a retryable status."""
+
+
+class NotifyUnavailableError(TransientError):
+    """The notification topic did not take the message."""
+
+
+class SubmitUncertainError(BackendUnavailableError):
+    """The submit failed after it may have reached the backend (a timeout, a 5xx from a proxy)."""
+
+
+class LeaseExpiredError(BackendUnavailableError):
+    """The claim's lease ran out while waiting to submit; nothing was sent."""
 
 
 class ClaimHeldError(TransientError):

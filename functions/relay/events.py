@@ -150,7 +150,7 @@ def _trigger_uri(event: EventInfo, value: str) -> Delivery:
         bucket, name = naming.split_gs_uri(location)
     except ValueError:
         bucket = name = ""
-    if not bucket or not name or (generation and not generation.isdigit()):
+    if not bucket or not name or (generation and not (generation.isascii() and generation.isdecimal())):
         return Skip(event, value, "expected trigger_uri gs://bucket/object[#generation]", malformed=True)
     return ObjectDelivery(
         event=event,

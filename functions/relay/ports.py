@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from relay.errors import LeaseExpiredError
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class LaunchRequest:
     spec: Mapping[str, Any]  # the PipelineSpec document from it
     parameters: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Past this moment the claim may be taken over: a backend must not start sending the submit then.
+    deadline: datetime | None = None
+
+    def check_deadline(self) -> None:
+        """Raise LeaseExpiredError once the deadline has passed; backends call it right before submitting."""
+        if self.deadline is not None and datetime.now(UTC) >= self.deadline:
+            raise LeaseExpiredError(f"{self.run_key}: the claim's lease ran out before the submit; not sent")
 
 
 @dataclass(frozen=True)

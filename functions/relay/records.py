@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,8 @@ def claim_record(
         "state": LAUNCHING,
         "status": None,
         "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",
+        # Unique to this attempt: tells our own create, retried by the client after a lost reply, from another's.
+        "claim_id": uuid.uuid4().hex,
         "run_key": run_key,
         "pipeline": pipeline,
         "backend": backend,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import naming, records
@@ -20,6 +19,7 @@ from relay.errors import (
     PermanentError,
     PreconditionFailedError,
     Problem,
+    SubmitUncertainError,
     TransientError,
 )
 from relay.events import Delivery, InlineDelivery, ObjectDelivery, Skip
@@ -28,7 +28,9 @@ from relay.ports import BlobStore, LaunchedRun, LaunchRequest, Notifier, Pipelin
 from relay.results import publish_record
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
-log = logging.getLogger("relay")
+# A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
+# over before anyone may take over.
+SUBMIT_MARGIN = timedelta(seconds=60)
 
 
 def _utcnow() -> datetime:
@@ -49,112 +51,131 @@ class Relay:
 
 @dataclass(frozen=True)
 class _Loaded:
-    """A trigger document's bytes and the identity that makes its run key."""
+    """A trigger document's bytes, the identity that makes its run key, or why it cannot be read."""
 
     raw: bytes
     format: Format
     identity: str
     reference: dict[str, Any]
+    error: InvalidTriggerError | None = None
+
+
+Source = ObjectDelivery | InlineDelivery
 
 
 def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     """Validate, claim and launch; permanent problems become records, transient ones raise."""
     if isinstance(delivery, Skip):
-        return Outcome(
-            "skipped",
-            delivery.reason,
-            delivery.event.id,
-            delivery.uri,
-            severity_override="ERROR" if delivery.malformed else None,
-        )
-    loaded = _load(relay, delivery)
+        severity = "ERROR" if delivery.malformed else None
+        return Outcome("skipped", delivery.reason, delivery.event.id, delivery.uri, severity_override=severity)
+    reason = _skip_reason(relay, delivery)
+    if reason:
+        return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    stale = _is_stale(relay, delivery)
+    try:
+        loaded = _load(relay, delivery)
+    except TransientError:
+        if not stale or not isinstance(delivery, ObjectDelivery):
+            raise
+        loaded = _unreadable(delivery)  # the trigger cannot be read, and retrying has gone on long enough
     if isinstance(loaded, Outcome):
         return loaded
+    parsed = loaded.error or _parse(loaded, delivery.uri)
+    pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
+    explicit_key = parsed.run_key if isinstance(parsed, Trigger) else None
+    run_key = explicit_key or naming.derive_run_key(pipeline or naming.UNKNOWN_PIPELINE, loaded.identity)
+    if stale:
+        existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
+        if existing is None:
+            return _drop_stale(relay, delivery, loaded, run_key, pipeline)
+        if existing.get("state") != records.LAUNCHING:
+            return _duplicate(delivery, run_key, existing)
+        # A claim made while the event was fresh is seen through: takeover, and the backend is asked first.
+    if isinstance(parsed, InvalidTriggerError):
+        return _reject(relay, delivery, loaded, run_key, pipeline, parsed)
+    trigger = parsed
     try:
-        trigger = parse_trigger(loaded.raw, loaded.format, delivery.uri)
-    except InvalidTriggerError as error:
-        run_key = naming.derive_run_key(naming.UNKNOWN_PIPELINE, loaded.identity)
-        return _reject(relay, delivery, loaded, run_key, None, error)
-    run_key = trigger.run_key or naming.derive_run_key(trigger.pipeline, loaded.identity)
-    if _is_stale(relay, delivery):
-        return _drop_stale(relay, delivery, loaded, run_key, trigger.pipeline)
-    try:
-        pipeline = relay.catalog.get(trigger.pipeline, trigger_uri=delivery.uri)
-        problems = check_parameters(pipeline, trigger.parameters)
+        definition = relay.catalog.get(trigger.pipeline, trigger_uri=delivery.uri)
+        problems = check_parameters(definition, trigger.parameters)
         if problems:
             raise InvalidTriggerError(delivery.uri, problems, code="invalid_parameters")
-    except InvalidTriggerError as error:
-        return _reject(relay, delivery, loaded, run_key, trigger.pipeline, error)
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, pipeline)
+    except InvalidTriggerError as invalid:
+        return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition)
 
 
-def _load(relay: Relay, delivery: ObjectDelivery | InlineDelivery) -> _Loaded | Outcome:
-    if isinstance(delivery, InlineDelivery):
-        reference = records.trigger_reference(delivery, None)
-        identity = naming.message_identity(delivery.topic, delivery.message_id)
-        return _Loaded(delivery.data, delivery.format, identity, reference)
-    fmt = delivery.format
-    if fmt is None:
-        return _skip(delivery, "not a trigger file: the name does not end in .json, .yaml or .yml")
+def _skip_reason(relay: Relay, delivery: Source) -> str | None:
+    if not isinstance(delivery, ObjectDelivery):
+        return None
+    if delivery.format is None:
+        return "not a trigger file: the name does not end in .json, .yaml or .yml"
     if delivery.size == 0:
-        return _skip(delivery, "zero-byte object: an upload in progress or a placeholder")
+        return "zero-byte object: an upload in progress or a placeholder"
+    # Relay's own objects are never triggers, even where they share the trigger bucket.
+    for own, what in ((relay.settings.results_uri, "a Relay record"), (relay.settings.catalog_uri, "a catalog entry")):
+        if delivery.uri.startswith(own.rstrip("/") + "/"):
+            return f"{what} under {own}, not a trigger"
+    return None
+
+
+def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
+    if isinstance(delivery, InlineDelivery):
+        identity = naming.message_identity(delivery.topic, delivery.message_id)
+        return _Loaded(delivery.data, delivery.format, identity, records.trigger_reference(delivery, None))
+    fmt = delivery.format or "json"
     generation, size = delivery.generation, delivery.size
+    raw, error = b"", None
     try:
         if generation is None or size is None:
             info = relay.store.stat(delivery.uri)
             if generation is None or generation == info.generation:
                 generation, size = info.generation, info.size
         if size == 0:
-            return _skip(delivery, "zero-byte object: an upload in progress or a placeholder")
-        identity = naming.object_identity(delivery.bucket, delivery.name, generation)
-        reference = records.trigger_reference(delivery, generation)
+            return Outcome(
+                "skipped", "zero-byte object: an upload in progress or a placeholder", delivery.event.id, delivery.uri
+            )
         if size is not None and size > MAX_TRIGGER_BYTES:
             problem = Problem("(document)", f"at most {MAX_TRIGGER_BYTES} bytes", f"{size} bytes")
             error = InvalidTriggerError(delivery.uri, [problem], code="too_large")
-            run_key = naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
-            return _reject(relay, delivery, _Loaded(b"", fmt, identity, reference), run_key, None, error)
-        blob = relay.store.read(delivery.uri, generation=generation)
+        else:
+            raw = relay.store.read(delivery.uri, generation=generation).data
     except BlobNotFoundError:
-        identity = naming.object_identity(delivery.bucket, delivery.name, generation or 0)
-        reference = records.trigger_reference(delivery, generation)
         found = f"no object at generation {generation}" if generation else "no object"
-        error = InvalidTriggerError(
-            delivery.uri, [Problem("(object)", "the trigger object", found)], code="trigger_not_found"
-        )
-        run_key = naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
-        return _reject(relay, delivery, _Loaded(b"", fmt, identity, reference), run_key, None, error)
-    return _Loaded(blob.data, fmt, identity, reference)
+        problem = Problem("(object)", "the trigger object", found)
+        error = InvalidTriggerError(delivery.uri, [problem], code="trigger_not_found")
+    identity = naming.object_identity(delivery.bucket, delivery.name, generation or 0)
+    return _Loaded(raw, fmt, identity, records.trigger_reference(delivery, generation), error)
 
 
-def _skip(delivery: ObjectDelivery, reason: str) -> Outcome:
-    return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+def _parse(loaded: _Loaded, uri: str) -> Trigger | InvalidTriggerError:
+    try:
+        return parse_trigger(loaded.raw, loaded.format, uri)
+    except InvalidTriggerError as invalid:
+        return invalid
 
 
-def _is_stale(relay: Relay, delivery: ObjectDelivery | InlineDelivery) -> bool:
+def _unreadable(delivery: ObjectDelivery) -> _Loaded:
+    identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
+    return _Loaded(b"", delivery.format or "json", identity, records.trigger_reference(delivery, delivery.generation))
+
+
+def _is_stale(relay: Relay, delivery: Source) -> bool:
     sent = delivery.event.time
     return sent is not None and (relay.clock() - sent).total_seconds() > relay.settings.max_event_age
 
 
-def _drop_stale(
-    relay: Relay, delivery: ObjectDelivery | InlineDelivery, loaded: _Loaded, run_key: str, pipeline: str
-) -> Outcome:
-    existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
-    if existing is not None:
-        return _duplicate(delivery, run_key, existing)
-    age = (relay.clock() - delivery.event.time).total_seconds() if delivery.event.time else 0.0
+def _drop_stale(relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str | None) -> Outcome:
+    sent = delivery.event.time
+    age = (relay.clock() - sent).total_seconds() if sent else 0.0
     problem = Problem("(event)", f"an event at most {relay.settings.max_event_age:.0f} s old", f"{age:.0f} s old")
-    error = InvalidTriggerError(delivery.uri, [problem], code="stale_event")
-    outcome = _reject(relay, delivery, loaded, run_key, pipeline, error)
-    return Outcome("dropped", outcome.message, outcome.event_id, outcome.trigger_uri, run_key, None, pipeline)
+    outcome = _reject(
+        relay, delivery, loaded, run_key, pipeline, InvalidTriggerError(delivery.uri, [problem], code="stale_event")
+    )
+    return replace(outcome, outcome="dropped")
 
 
 def _reject(
-    relay: Relay,
-    delivery: ObjectDelivery | InlineDelivery,
-    loaded: _Loaded,
-    run_key: str,
-    pipeline: str | None,
-    error: PermanentError,
+    relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str | None, error: PermanentError
 ) -> Outcome:
     """Record the rejection once (duplicates find it) and publish it."""
     uri = naming.rejection_record(relay.settings.results_uri, run_key)
@@ -164,7 +185,7 @@ def _reject(
     record = records.rejection_record(
         run_key=run_key, pipeline=pipeline, trigger=loaded.reference, error=error, now=relay.clock()
     )
-    _publish(relay, record)
+    publish_record(relay.notifier, record)
     with contextlib.suppress(PreconditionFailedError):  # a concurrent duplicate recorded the same rejection
         relay.store.write(uri, records.encode(record), if_generation_match=0)
     return outcome
@@ -172,7 +193,7 @@ def _reject(
 
 def _claim_and_launch(
     relay: Relay,
-    delivery: ObjectDelivery | InlineDelivery,
+    delivery: Source,
     loaded: _Loaded,
     run_key: str,
     trigger: Trigger,
@@ -181,82 +202,94 @@ def _claim_and_launch(
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
     parameters = run_parameters(pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri)
-    claim = records.claim_record(
-        run_key=run_key,
-        pipeline=pipeline.name,
-        backend=relay.backend.name,
-        trigger=loaded.reference,
-        parameters=parameters,
-        labels=trigger.labels,
-        now=relay.clock(),
-        lease_seconds=settings.claim_lease,
+    claim = records.decode(
+        records.encode(
+            records.claim_record(
+                run_key=run_key,
+                pipeline=pipeline.name,
+                backend=relay.backend.name,
+                trigger=loaded.reference,
+                parameters=parameters,
+                labels=trigger.labels,
+                now=relay.clock(),
+                lease_seconds=settings.claim_lease,
+            )
+        )
     )
+    previous: dict[str, Any] | None = None
     try:
         generation = relay.store.write(uri, records.encode(claim), if_generation_match=0)
-        taking_over = False
     except PreconditionFailedError:
         try:
             existing = relay.store.read(uri)
         except BlobNotFoundError:
             raise ClaimHeldError(f"{uri}: a claim on {run_key} was just released; retry") from None
         current = records.decode(existing.data)
-        if current.get("state") != records.LAUNCHING:
+        if current == claim:
+            # Our own create-only write, retried by the client after its first reply was lost.
+            generation = existing.generation
+        elif current.get("state") != records.LAUNCHING:
             return _duplicate(delivery, run_key, current)
-        if not records.lease_expired(current, relay.clock()):
+        elif not records.lease_expired(current, relay.clock()):
             raise ClaimHeldError(
                 f"{uri}: run key {run_key} is being launched by event {current['trigger'].get('event_id')} "
                 f"until {current.get('lease_expires_at')}; retry later"
             ) from None
-        try:
-            generation = relay.store.write(uri, records.encode(claim), if_generation_match=existing.generation)
-        except PreconditionFailedError:
-            raise ClaimHeldError(f"{uri}: another delivery took over run key {run_key} first") from None
-        taking_over = True
-    # A takeover first asks the backend: the crashed holder may have submitted before it could record.
-    found = relay.backend.find_run(run_key) if taking_over else None
-    run = found or _submit(relay, uri, generation, claim, pipeline, parameters, trigger)
-    if isinstance(run, PermanentError):
-        return _reject(relay, delivery, loaded, run_key, pipeline.name, run)
-    launched = records.launched_record(claim, run_id=run.run_id, run_url=run.url, now=relay.clock())
+        else:
+            try:
+                generation = relay.store.write(uri, records.encode(claim), if_generation_match=existing.generation)
+            except PreconditionFailedError:
+                raise ClaimHeldError(f"{uri}: another delivery took over run key {run_key} first") from None
+            previous = current
     try:
-        _publish(relay, launched)
+        # A takeover first asks the backend: the crashed holder may have submitted before it could record.
+        found = relay.backend.find_run(run_key) if previous is not None else None
+        run = found or _submit(relay, claim, pipeline, parameters, trigger)
+    except LaunchRejectedError as refused:
+        relay.store.delete(uri, if_generation_match=generation)
+        return _reject(relay, delivery, loaded, run_key, pipeline.name, refused)
+    except SubmitUncertainError:
+        raise  # the run may exist: the lease runs out first, then a takeover asks the backend
+    except TransientError:
+        _expire_claim(relay.store, uri, generation, claim, relay.clock())  # surely not submitted: retry at once
+        raise
+    # The run found belongs to the claim that submitted it, with that claim's trigger and parameters.
+    launched = records.launched_record(
+        previous if found and previous else claim, run_id=run.run_id, run_url=run.url, now=relay.clock()
+    )
+    try:
+        publish_record(relay.notifier, launched)
         relay.store.write(uri, records.encode(launched), if_generation_match=generation)
     except TransientError:
-        _expire_claim(relay.store, uri, generation, claim, relay.clock())
+        _expire_claim(relay.store, uri, generation, claim, relay.clock())  # the run exists: a takeover finds it
         raise
     except PreconditionFailedError:
-        # Our lease ran out mid-launch and another delivery took over; it finds this run by its key.
-        log.warning("launch record for %s was taken over; run %s stands", run_key, run.run_id)
-    message = f"launched {pipeline.name} as run {run.run_id}" + (" (after takeover)" if taking_over else "")
+        # Only a takeover after our lease ran out rewrites the record; it asked the backend after we submitted.
+        pass
+    message = f"launched {pipeline.name} as run {run.run_id}" + (" (after takeover)" if previous else "")
     return Outcome("launched", message, delivery.event.id, delivery.uri, run_key, run.run_id, pipeline.name)
 
 
 def _submit(
     relay: Relay,
-    uri: str,
-    generation: int,
     claim: Mapping[str, Any],
     pipeline: PipelineDefinition,
     parameters: Mapping[str, Any],
     trigger: Trigger,
-) -> LaunchedRun | PermanentError:
-    request = LaunchRequest(
-        run_key=claim["run_key"],
-        pipeline=pipeline.name,
-        package=pipeline.package,
-        spec=pipeline.spec,
-        parameters=parameters,
-        labels=trigger.labels,
+) -> LaunchedRun:
+    lease_end = records.parse_timestamp(claim["lease_expires_at"])
+    margin = min(SUBMIT_MARGIN, timedelta(seconds=relay.settings.claim_lease / 4))
+    return relay.backend.launch(
+        LaunchRequest(
+            run_key=claim["run_key"],
+            pipeline=pipeline.name,
+            package=pipeline.package,
+            spec=pipeline.spec,
+            parameters=parameters,
+            labels=trigger.labels,
+            deadline=lease_end - margin,
+        )
     )
-    try:
-        return relay.backend.launch(request)
-    except LaunchRejectedError as error:
-        relay.store.delete(uri, if_generation_match=generation)
-        return error
-    except TransientError:
-        # The submit may have gone through: let the next delivery take over at once and ask the backend.
-        _expire_claim(relay.store, uri, generation, claim, relay.clock())
-        raise
 
 
 def _expire_claim(store: BlobStore, uri: str, generation: int, claim: Mapping[str, Any], now: datetime) -> None:
@@ -266,7 +299,7 @@ def _expire_claim(store: BlobStore, uri: str, generation: int, claim: Mapping[st
         store.write(uri, records.encode(expired), if_generation_match=generation)
 
 
-def _duplicate(delivery: ObjectDelivery | InlineDelivery, run_key: str, record: Mapping[str, Any]) -> Outcome:
+def _duplicate(delivery: Source, run_key: str, record: Mapping[str, Any]) -> Outcome:
     return Outcome(
         "duplicate",
         f"already {record.get('state')}: {run_key} (run {record.get('run_id')})",
@@ -283,7 +316,3 @@ def _read_record(store: BlobStore, uri: str) -> dict[str, Any] | None:
         return records.decode(store.read(uri).data)
     except BlobNotFoundError:
         return None
-
-
-def _publish(relay: Relay, record: Mapping[str, Any]) -> None:
-    publish_record(relay.notifier, record)

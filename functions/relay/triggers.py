@@ -46,9 +46,8 @@ def format_for(name: str) -> Format | None:
 def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     """Decode and check a trigger document; every problem found is reported at once."""
     if len(raw) > MAX_TRIGGER_BYTES:
-        raise InvalidTriggerError(
-            uri, [Problem("(document)", f"at most {MAX_TRIGGER_BYTES} bytes", f"{len(raw)} bytes")]
-        )
+        problem = Problem("(document)", f"at most {MAX_TRIGGER_BYTES} bytes", f"{len(raw)} bytes")
+        raise InvalidTriggerError(uri, [problem], code="too_large")
     document = _decode(raw, fmt, uri)
     if not isinstance(document, dict):
         raise InvalidTriggerError(uri, [Problem("(document)", "a mapping", describe_value(document))])
@@ -88,11 +87,20 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
         raise InvalidTriggerError(uri, [Problem("(document)", "UTF-8 text", f"bad byte at {exc.start}")]) from exc
     try:
         if fmt == "json":
-            return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-        return yaml.load(text, Loader=_StrictLoader)
-    except (ValueError, yaml.YAMLError) as exc:
-        detail = " ".join(str(exc).split())
+            document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+        else:
+            document = yaml.load(text, Loader=_StrictLoader)
+    except (ValueError, TypeError, RecursionError, yaml.YAMLError) as exc:
+        # TypeError: a YAML key that is a list or mapping; RecursionError: nesting deeper than any real trigger.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
         raise InvalidTriggerError(uri, [Problem("(document)", f"valid {fmt.upper()}", detail)]) from exc
+    try:
+        # Records and run requests are JSON: YAML's extra types (binary, sets) and NaN must not get past here.
+        json.dumps(document, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise InvalidTriggerError(uri, [Problem("(document)", "JSON values only", detail)]) from exc
+    return document
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -109,7 +117,14 @@ def _reject_constant(name: str) -> None:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that rejects duplicate keys and keeps dates as the strings they were written as."""
+    """Safe YAML that rejects duplicate keys and aliases, and keeps dates as the strings they were written as."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # Aliases can expand a small file into gigabytes ("billion laughs"); a trigger never needs one.
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a trigger", mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

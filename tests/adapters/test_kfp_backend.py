@@ -6,7 +6,7 @@ import pytest
 
 from relay.adapters.kfp_backend import KfpBackend
 from relay.catalog import parse_pipeline_package
-from relay.errors import BackendUnavailableError, LaunchRejectedError
+from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError
 from relay.ports import LaunchRequest, TokenSource
 from tests.conftest import CATALOG
 from tests.servers.kfp import KfpApiServer
@@ -76,10 +76,36 @@ def test_a_request_the_server_refuses_is_a_rejection(kfp_server: KfpApiServer, t
         backend.launch(request("echo-1", colour="red"))
 
 
-def test_an_unavailable_server_is_transient(kfp_server: KfpApiServer, tokens: TokenSource):
+def test_a_failed_submit_that_may_have_reached_the_server_is_uncertain(kfp_server: KfpApiServer, tokens: TokenSource):
     backend = KfpBackend(kfp_server.url, "relay", tokens)
     backend.find_run("warm-up")
-    kfp_server.fail_next(1, 503, path_prefix="/apis/v2beta1/runs")
-    with pytest.raises(BackendUnavailableError, match="answered 503"):
+    kfp_server.fail_next(1, 504, path_prefix="/apis/v2beta1/runs")  # a proxy timed out; the run may exist
+    with pytest.raises(SubmitUncertainError, match="answered 504"):
         backend.launch(request("echo-1"))
+    kfp_server.fail_next(1, 429, path_prefix="/apis/v2beta1/runs")  # refused outright: surely not created
+    with pytest.raises(BackendUnavailableError, match="answered 429") as refused:
+        backend.launch(request("echo-1"))
+    assert not isinstance(refused.value, SubmitUncertainError)
     assert backend.launch(request("echo-1")).run_id == kfp_server.runs[0]["run_id"]
+
+
+def test_losing_the_race_to_create_the_experiment_is_transient_not_a_rejection(
+    kfp_server: KfpApiServer, tokens: TokenSource
+):
+    backend = KfpBackend(kfp_server.url, "relay", tokens)
+    backend.find_run("warm-up")  # the client exists; the experiment is looked up afresh below
+    backend._experiment_id = None
+    kfp_server.fail_next(1, 409, path_prefix="/apis/v2beta1/experiments")
+    with pytest.raises(BackendUnavailableError, match="answered 409") as lost:
+        backend.launch(request("echo-1"))
+    assert not isinstance(lost.value, SubmitUncertainError)
+    assert backend.launch(request("echo-1")).run_id == kfp_server.runs[0]["run_id"]
+
+
+def test_an_unreachable_server_surely_got_nothing(tokens: TokenSource, kfp_server: KfpApiServer):
+    backend = KfpBackend(kfp_server.url, "relay", tokens)
+    backend.find_run("warm-up")
+    kfp_server.stop()
+    with pytest.raises(BackendUnavailableError) as unreachable:
+        backend.launch(request("echo-1"))
+    assert not isinstance(unreachable.value, SubmitUncertainError)

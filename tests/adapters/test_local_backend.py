@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def wait_for(path: Path, seconds: float = 60.0) -> dict[str, object]:
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.1)
     return records.decode(path.read_bytes())
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (nothing reaps the detached runners' zombies in this container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def request(run_key: str, results: Path, **parameters: object) -> LaunchRequest:
@@ -65,3 +74,19 @@ def test_a_failing_task_is_recorded_as_failed(tmp_path: Path, results: Path):
 
 def test_unknown_runs_are_not_found(tmp_path: Path):
     assert LocalBackend(tmp_path, "r").find_run("nope") is None
+
+
+def test_a_second_start_after_a_crash_never_runs_the_pipeline_twice(tmp_path: Path, results: Path):
+    backend = LocalBackend(tmp_path / "local", str(results))
+    run = backend.launch(request("echo-once", results))
+    wait_for(Path(naming.result_record(str(results), "echo-once")))
+    run_dir = tmp_path / "local" / "echo-once"
+    (run_dir / "run.json").unlink()  # as if the holder crashed right after starting the runner
+    assert backend.launch(request("echo-once", results)).run_id == run.run_id
+    second = json.loads((run_dir / "run.json").read_text())["pid"]
+    deadline = time.monotonic() + 30
+    while running(second):
+        assert time.monotonic() < deadline, "the second runner did not exit"
+        time.sleep(0.05)
+    log = (run_dir / "runner.log").read_text()
+    assert log.count("Executing task") == 1, log

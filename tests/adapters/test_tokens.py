@@ -108,14 +108,15 @@ def test_metadata_access_tokens_are_fetched_once_and_refreshed_on_demand():
 def test_tokens_near_expiry_are_refreshed_before_use():
     # google-auth treats a token as expired ~3m45s early: a 2-minute token is never handed out as is.
     with MetadataServer(token_lifetime=120) as metadata:
-        probe(metadata, {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "h"})
+        probe(metadata, {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "https://kfp.example"})
         assert metadata.token_fetches == 3
 
 
 def test_iap_id_tokens_come_from_the_metadata_identity_endpoint():
     with MetadataServer() as metadata:
         first, again, forced = probe(
-            metadata, {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "h", "RELAY_KFP_AUDIENCE": "iap-client"}
+            metadata,
+            {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "https://kfp.example", "RELAY_KFP_AUDIENCE": "iap-client"},
         )
         assert first == again != forced and metadata.id_token_fetches == 2
         assert metadata.is_valid(first, audience="iap-client")

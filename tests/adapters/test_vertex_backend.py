@@ -55,7 +55,7 @@ def test_a_repeated_key_is_already_launched_not_an_error(vertex_server: VertexSe
     first = backend.launch(request("echo-abc"))
     assert backend.launch(request("echo-abc")) == first
     assert len(vertex_server.jobs) == 1
-    assert [r.method for r in vertex_server.requests] == ["POST", "POST"]  # the second answered 409
+    assert [r.method for r in vertex_server.requests] == ["POST", "POST", "GET"]  # 409, then confirmed
 
 
 def test_find_run(vertex_server: VertexServer, tokens: TokenSource):
@@ -84,3 +84,16 @@ def test_invalid_requests_are_rejections_and_outages_are_transient(vertex_server
     with pytest.raises(BackendUnavailableError, match="403"):
         backend.launch(request("echo-1"))
     assert vertex_server.jobs == {}
+
+
+def test_only_already_exists_counts_as_launched(vertex_server: VertexServer, tokens: TokenSource):
+    backend = backend_for(vertex_server, tokens)
+    aborted = {"error": {"code": 409, "message": "concurrent update", "status": "ABORTED"}}
+    vertex_server.fail_next(1, 409, body=aborted)
+    with pytest.raises(BackendUnavailableError, match="ABORTED"):
+        backend.launch(request("echo-1"))
+    exists = {"error": {"code": 409, "message": "Pipeline job already exists", "status": "ALREADY_EXISTS"}}
+    vertex_server.fail_next(1, 409, body=exists)  # said to exist, yet no such job: not launched
+    with pytest.raises(BackendUnavailableError, match="no job echo-1 is found"):
+        backend.launch(request("echo-1"))
+    assert backend.launch(request("echo-1")).run_id == "echo-1" and list(vertex_server.jobs) == ["echo-1"]

@@ -52,7 +52,7 @@ def test_the_static_token_never_shows_in_repr():
         {
             "RELAY_RESULTS_URI": "r",
             "RELAY_BACKEND": "kfp",
-            "RELAY_KFP_HOST": "h",
+            "RELAY_KFP_HOST": "https://kfp.example",
             "RELAY_AUTH": "static",
             "RELAY_STATIC_TOKEN": "s3cr3t",
         }
@@ -66,3 +66,33 @@ def test_the_static_token_never_shows_in_repr():
 )
 def test_durations(text: str, seconds: float | None):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "accepted"),
+    [
+        ("https://kfp.example", "metadata", True),
+        ("http://127.0.0.1:8888", "metadata", True),
+        ("http://localhost:8888", "static", True),
+        ("http://kfp.internal", "metadata", False),
+        ("http://kfp.internal", "none", True),
+    ],
+)
+def test_tokens_only_travel_over_https_or_to_this_machine(host: str, auth: str, accepted: bool):
+    env = {
+        "RELAY_RESULTS_URI": "r",
+        "RELAY_BACKEND": "kfp",
+        "RELAY_KFP_HOST": host,
+        "RELAY_AUTH": auth,
+        "RELAY_STATIC_TOKEN": "t",
+    }
+    if accepted:
+        assert Settings.from_env(env).kfp_host == host
+    else:
+        with pytest.raises(ConfigError, match="RELAY_KFP_HOST: expected an https:// URL"):
+            Settings.from_env(env)
+
+
+def test_a_claim_lease_must_be_shorter_than_the_event_age_limit():
+    with pytest.raises(ConfigError, match="RELAY_CLAIM_LEASE: expected less than RELAY_MAX_EVENT_AGE"):
+        Settings.from_env({"RELAY_RESULTS_URI": "r", "RELAY_MAX_EVENT_AGE": "5m", "RELAY_CLAIM_LEASE": "10m"})

@@ -69,8 +69,9 @@ def test_a_trigger_uri_attribute_names_an_object_with_or_without_generation():
     pinned = parse_pubsub_event(PUBSUB, message(trigger_uri="gs://b/t.yaml#9"))
     assert isinstance(plain, ObjectDelivery) and plain.generation is None and plain.format == "yaml"
     assert isinstance(pinned, ObjectDelivery) and pinned.generation == 9
-    bad = parse_pubsub_event(PUBSUB, message(trigger_uri="s3://b/t.yaml"))
-    assert isinstance(bad, Skip) and bad.malformed
+    for bad_uri in ("s3://b/t.yaml", "gs://b/t.yaml#\u00b2", "gs://b/t.yaml#-1"):
+        bad = parse_pubsub_event(PUBSUB, message(trigger_uri=bad_uri))
+        assert isinstance(bad, Skip) and bad.malformed
 
 
 def test_anything_else_is_an_inline_document():

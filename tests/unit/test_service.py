@@ -2,20 +2,31 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from relay import naming, records
 from relay.catalog import Catalog
 from relay.config import Settings
-from relay.errors import BackendUnavailableError, ClaimHeldError, LaunchRejectedError, TransientError
+from relay.errors import (
+    BackendUnavailableError,
+    ClaimHeldError,
+    LaunchRejectedError,
+    LeaseExpiredError,
+    PreconditionFailedError,
+    StorageUnavailableError,
+    SubmitUncertainError,
+    TransientError,
+)
 from relay.events import EventInfo, InlineDelivery, ObjectDelivery
+from relay.ports import Blob, LaunchedRun, LaunchRequest
 from relay.service import Relay, handle_delivery
 from relay.triggers import MAX_TRIGGER_BYTES
 from tests.conftest import NOW
-from tests.fakes import MemoryBlobStore
+from tests.fakes import FakeBackend, MemoryBlobStore
 
 EVENT = EventInfo(id="evt-1", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
 TRIGGER = {"pipeline": "echo", "parameters": {"message": "hello", "options": {"token": "secret://kaggle"}}}
@@ -263,3 +274,140 @@ def test_without_a_notifier_records_are_still_written(store, backend):
         clock=lambda: NOW,
     )
     assert handle_delivery(relay, upload(store)).outcome == "launched"
+
+
+class Recorded:
+    """Relay's service with a real-time clock, for the tests that involve the submit deadline."""
+
+    @staticmethod
+    def relay(store: MemoryBlobStore, backend: object, lease: float = 600) -> Relay:
+        settings = Settings(results_uri="gs://results/relay", catalog_uri="gs://catalog", claim_lease=lease)
+        return Relay(settings=settings, store=store, catalog=Catalog(store, "gs://catalog"), backend=backend)  # type: ignore[arg-type]
+
+
+def test_the_submit_carries_a_deadline_a_margin_before_the_lease_ends(store: MemoryBlobStore, backend: FakeBackend):
+    relay = Recorded.relay(store, backend, lease=600)
+    delivery = replace(upload(store), event=replace(EVENT, time=datetime.now(UTC)))
+    handle_delivery(relay, delivery)
+    [launched] = backend.launches
+    claimed = record(store, launch_uri(launched.run_key))
+    lease_end = records.parse_timestamp(str(claimed["lease_expires_at"]))
+    assert launched.deadline == lease_end - timedelta(seconds=60)
+
+
+def test_a_holder_past_its_deadline_does_not_submit_and_frees_the_claim(store: MemoryBlobStore):
+    class Slow(FakeBackend):
+        def launch(self, request: LaunchRequest) -> LaunchedRun:
+            if request.deadline and request.deadline - datetime.now(UTC) < timedelta(seconds=1):
+                time.sleep(0.05)  # a lock wait or a slow lookup, long enough to pass a short deadline
+            request.check_deadline()
+            return super().launch(request)
+
+    backend = Slow()
+    delivery = replace(upload(store), event=replace(EVENT, time=datetime.now(UTC)))
+    with pytest.raises(LeaseExpiredError):
+        handle_delivery(Recorded.relay(store, backend, lease=0.001), delivery)
+    assert backend.launches == []
+    assert handle_delivery(Recorded.relay(store, backend), delivery).outcome == "launched"
+    assert backend.lookups and len(backend.launches) == 1
+
+
+def test_an_uncertain_submit_keeps_the_claim_until_its_lease_runs_out(relay: Relay, store, backend):
+    delivery = upload(store)
+    backend.failures.append(SubmitUncertainError("504 from the load balancer"))
+    with pytest.raises(SubmitUncertainError):
+        handle_delivery(relay, delivery)
+    with pytest.raises(ClaimHeldError):
+        handle_delivery(relay, delivery)
+    later = replace(relay, clock=lambda: NOW + timedelta(seconds=601))
+    outcome = handle_delivery(replace(later, settings=replace(relay.settings, max_event_age=7200)), delivery)
+    assert outcome.outcome == "launched" and backend.lookups == [outcome.run_key] and len(backend.launches) == 1
+
+
+def test_a_stale_redelivery_finishes_a_crashed_claim_instead_of_dropping_it(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    crashed = records.claim_record(
+        run_key=key,
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": "crashed"},
+        parameters={},
+        labels={},
+        now=NOW - timedelta(hours=3),
+        lease_seconds=600,
+    )
+    store.write(launch_uri(key), records.encode(crashed), if_generation_match=0)
+    stale = replace(delivery, event=replace(EVENT, time=NOW - timedelta(hours=2)))
+    outcome = handle_delivery(relay, stale)
+    assert outcome.outcome == "launched" and backend.lookups == [key]
+    assert store.uris("gs://results/relay/rejected/") == []
+
+
+def test_a_stale_event_whose_trigger_cannot_be_read_is_dropped_with_a_record(relay: Relay, store):
+    class Unreadable(MemoryBlobStore):
+        def read(self, uri: str, *, generation: int | None = None) -> Blob:
+            if uri.startswith("gs://triggers/"):
+                raise StorageUnavailableError(f"{uri}: 403")
+            return super().read(uri, generation=generation)
+
+    unreadable = Unreadable()
+    unreadable.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    broken = replace(relay, store=unreadable, catalog=Catalog(unreadable, "gs://catalog"))
+    delivery = upload(unreadable)
+    with pytest.raises(StorageUnavailableError):
+        handle_delivery(broken, delivery)
+    outcome = handle_delivery(broken, replace(delivery, event=replace(EVENT, time=NOW - timedelta(hours=2))))
+    assert outcome.outcome == "dropped"
+    rejection = record(unreadable, naming.rejection_record("gs://results/relay", outcome.run_key))
+    assert rejection["error"]["code"] == "stale_event"
+
+
+def test_a_takeover_that_finds_the_run_records_the_claim_that_submitted_it(relay: Relay, store, backend):
+    first = upload(store, {**TRIGGER, "run_key": "nightly-1", "labels": {"file": "a"}}, "a.json")
+    handle_delivery(relay, first)
+    saved = record(store, launch_uri("nightly-1"))
+    saved.update(state="launching", run_id=None, lease_expires_at=records.timestamp(NOW - timedelta(seconds=1)))
+    store.write(launch_uri("nightly-1"), records.encode(saved))
+    second = upload(store, {**TRIGGER, "run_key": "nightly-1", "labels": {"file": "b"}}, "b.json")
+    outcome = handle_delivery(relay, second)
+    assert outcome.outcome == "launched" and len(backend.launches) == 1
+    assert record(store, launch_uri("nightly-1"))["labels"] == {"file": "a"}
+
+
+def test_a_claim_write_retried_after_a_lost_reply_is_still_ours(relay: Relay, store, backend):
+    class LostReply(MemoryBlobStore):
+        def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+            generation = super().write(uri, data, if_generation_match=if_generation_match)
+            if if_generation_match == 0 and uri.endswith("launch.json"):
+                raise PreconditionFailedError(uri)  # what the client's retry of a create that went through sees
+            return generation
+
+    lossy = LostReply()
+    lossy.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    outcome = handle_delivery(replace(relay, store=lossy, catalog=Catalog(lossy, "gs://catalog")), upload(lossy))
+    assert outcome.outcome == "launched" and len(backend.launches) == 1
+
+
+def test_objects_under_the_results_or_catalog_location_are_never_triggers(relay: Relay, store, backend):
+    for uri in ("gs://results/relay/runs/k/launch.json", "gs://catalog/echo.yaml"):
+        bucket, name = naming.split_gs_uri(uri)
+        delivery = ObjectDelivery(EVENT, bucket, name, 1, 10, "storage-event")
+        outcome = handle_delivery(relay, delivery)
+        assert outcome.outcome == "skipped" and "not a trigger" in outcome.message
+    assert backend.launches == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "fragment"),
+    [
+        (b"? [a]\n: 1\n", "t.yaml", "expected valid YAML"),
+        (b"[" * 5000 + b"]" * 5000, "t.json", "expected valid JSON"),
+        (b"pipeline: echo\nparameters: {message: m, options: {blob: !!binary aGk=}}\n", "t.yaml", "JSON values only"),
+        (b"pipeline: echo\nparameters: {message: m, items: [.nan]}\n", "t.yaml", "JSON values only"),
+        (b"a: &x [1, 2]\nb: *x\n", "t.yaml", "aliases (*name) are not allowed"),
+    ],
+)
+def test_documents_json_cannot_hold_are_rejected(relay: Relay, store, backend, raw: bytes, name: str, fragment: str):
+    outcome = handle_delivery(relay, upload(store, raw, name))
+    assert outcome.outcome == "rejected" and fragment in outcome.message and backend.launches == []

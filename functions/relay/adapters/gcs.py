@@ -31,7 +31,7 @@ class GcsBlobStore:
         self._lock = threading.Lock()
 
     def _blob(self, uri: str, generation: int | None = None) -> Any:
-        with self._lock:
+        with self._lock, _mapped_errors(uri):
             if self._client is None:
                 self._client = self._client_factory()
         bucket, name = split_gs_uri(uri)
@@ -68,6 +68,8 @@ class GcsBlobStore:
 @contextmanager
 def _mapped_errors(uri: str) -> Iterator[None]:
     from google.api_core import exceptions
+    from google.auth.exceptions import GoogleAuthError
+    from google.resumable_media import DataCorruption
 
     try:
         yield
@@ -75,6 +77,6 @@ def _mapped_errors(uri: str) -> Iterator[None]:
         raise BlobNotFoundError(f"{uri}: no such object") from exc
     except exceptions.PreconditionFailed as exc:
         raise PreconditionFailedError(f"{uri}: generation precondition failed") from exc
-    except (exceptions.GoogleAPIError, OSError) as exc:
-        # 403s land here too: fixing IAM makes a redelivery succeed, and stale events end the retries.
+    except (exceptions.GoogleAPIError, GoogleAuthError, DataCorruption, OSError) as exc:
+        # 403s land here too: fixing IAM makes a redelivery succeed, and the event-age limit ends the retries.
         raise StorageUnavailableError(f"{uri}: Cloud Storage call failed: {exc}") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.adapters.tokens import call_with_token
-from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
+from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError, UnauthorizedError
 from relay.ports import LaunchedRun, LaunchRequest, TokenSource
 
 T = TypeVar("T")
@@ -25,7 +24,8 @@ class KfpBackend:
     """Runs go into one experiment, looked up (or created) once per instance; the run key is the display name.
 
     kfp.Client never refreshes `existing_token`, so a new client is made whenever the TokenSource hands out a
-    new token (about hourly), and the experiment id carries over.
+    new token (about hourly), and the experiment id carries over. KFP has no idempotency key: a submit that
+    fails after it may have reached the server is a SubmitUncertainError, never retried at once.
     """
 
     name = "kfp"
@@ -40,15 +40,18 @@ class KfpBackend:
         self._experiment_id: str | None = None
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
-        package = self._package_path(request.package)
+        package = _package_path(request.package)
 
         def create(client: Any) -> LaunchedRun:
-            run = client.run_pipeline(
-                experiment_id=self._experiment_id_for(client),
-                job_name=request.run_key,
-                pipeline_package_path=str(package),
-                params=dict(request.parameters),
-            )
+            experiment_id = self._experiment_id_for(client)
+            request.check_deadline()  # a lock wait or a slow lookup may have used up the lease
+            with _kfp_errors(f"{self._host}: create run {request.run_key}", submit=True):
+                run = client.run_pipeline(
+                    experiment_id=experiment_id,
+                    job_name=request.run_key,
+                    pipeline_package_path=str(package),
+                    params=dict(request.parameters),
+                )
             return LaunchedRun(run_id=run.run_id, url=self.run_url(run.run_id))
 
         return self._call(create, f"create run {request.run_key}")
@@ -68,12 +71,16 @@ class KfpBackend:
 
     def _experiment_id_for(self, client: Any) -> str:
         if self._experiment_id is None:
-            self._experiment_id = str(client.create_experiment(name=self._experiment).experiment_id)
+            try:
+                experiment = client.create_experiment(name=self._experiment)  # get, or create if missing
+            except ValueError as exc:  # e.g. "Multiple experiments with name ..."
+                raise BackendUnavailableError(f"{self._host}: experiment {self._experiment!r}: {exc}") from exc
+            self._experiment_id = str(experiment.experiment_id)
         return self._experiment_id
 
     def _call(self, operation: Callable[[Any], T], what: str) -> T:
         def attempt(token: str) -> T:
-            with self._lock, _kfp_errors(f"{self._host}: {what}"), _quiet_stdout():
+            with self._lock, _kfp_errors(f"{self._host}: {what}", submit=False):
                 try:
                     return operation(self._client_for(token))
                 except Exception:
@@ -91,28 +98,26 @@ class KfpBackend:
             self._client_token = token
         return self._client
 
-    @staticmethod
-    def _package_path(package: bytes) -> Path:
-        """kfp.Client submits from a file: one per distinct package, named by its content, shared by instances."""
-        path = _PACKAGES / f"{hashlib.sha256(package).hexdigest()[:32]}.yaml"
-        if not path.exists():
-            _PACKAGES.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=_PACKAGES, suffix=".tmp")
-            with os.fdopen(handle, "wb") as out:
-                out.write(package)
-            os.replace(temporary, path)  # concurrent writers each leave a complete file
+
+def _package_path(package: bytes) -> Path:
+    """kfp.Client submits from a file: one per distinct package, named by its content, shared by instances."""
+    path = _PACKAGES / f"{hashlib.sha256(package).hexdigest()[:32]}.yaml"
+    if path.exists():
         return path
+    try:
+        _PACKAGES.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=_PACKAGES, suffix=".tmp")
+        with os.fdopen(handle, "wb") as out:
+            out.write(package)
+        os.replace(temporary, path)  # concurrent writers each leave a complete file
+    except OSError as exc:
+        raise BackendUnavailableError(f"{_PACKAGES}: cannot stage the pipeline package: {exc}") from exc
+    return path
 
 
 @contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    # kfp.Client prints "Run details: <link>"; stdout is Cloud Logging's, and Relay logs JSON lines only.
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-@contextlib.contextmanager
-def _kfp_errors(context: str) -> Iterator[None]:
+def _kfp_errors(context: str, *, submit: bool) -> Iterator[None]:
+    """Map kfp_server_api and urllib3 failures; during a submit, whatever may have reached the server is uncertain."""
     import kfp_server_api
     import urllib3
 
@@ -120,14 +125,25 @@ def _kfp_errors(context: str) -> Iterator[None]:
         yield
     except kfp_server_api.ApiException as exc:
         status = int(exc.status or 0)
-        detail = _error_message(exc)
+        detail = f"{context}: the KFP API answered {status or 'nothing'}: {_error_message(exc)}"
         if status == 401:
-            raise UnauthorizedError(f"{context}: 401 {detail}") from exc
-        if status in (400, 409, 422):
-            raise LaunchRejectedError(f"{context}: the KFP API answered {status}: {detail}") from exc
-        raise BackendUnavailableError(f"{context}: the KFP API answered {status or 'nothing'}: {detail}") from exc
+            raise UnauthorizedError(detail) from exc
+        if submit and status in (400, 422):
+            raise LaunchRejectedError(detail) from exc
+        if submit and status not in (403, 429):  # refused before any run was made: sure not created
+            raise SubmitUncertainError(detail) from exc
+        raise BackendUnavailableError(detail) from exc
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+        raise BackendUnavailableError(f"{context}: could not connect to the KFP API: {exc}") from exc
+    except urllib3.exceptions.MaxRetryError as exc:
+        connect_failed = isinstance(
+            exc.reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+        )
+        error = BackendUnavailableError if connect_failed or not submit else SubmitUncertainError
+        raise error(f"{context}: the KFP API did not answer: {exc.reason}") from exc
     except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
-        raise BackendUnavailableError(f"{context}: the KFP API did not answer: {exc}") from exc
+        error = SubmitUncertainError if submit else BackendUnavailableError
+        raise error(f"{context}: the KFP API did not answer: {exc}") from exc
 
 
 def _error_message(exc: Any) -> str:
@@ -135,4 +151,6 @@ def _error_message(exc: Any) -> str:
         body = json.loads(exc.body or "{}")
     except ValueError:
         return str(exc.body or exc.reason)
+    if not isinstance(body, dict):
+        return str(body)
     return str(body.get("message") or body.get("error") or exc.reason)

@@ -13,15 +13,19 @@ from relay.errors import BackendUnavailableError
 from relay.ports import LaunchedRun, LaunchRequest
 
 RUN_FILE = "run.json"  # written once the runner has started
-REQUEST_FILE = "request.json"  # what the runner reads
+REQUEST_FILE = "request.json"  # what the runner reads; written once per run folder
+STARTED_FILE = "started"  # the runner's own mark: a run folder executes at most once
+# Never handed to pipeline code: the local runner's tasks inherit its environment.
+_WITHHELD = ("RELAY_STATIC_TOKEN", "RELAY_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 class LocalBackend:
-    """Each run gets `<root>/<run_key>/`, and `run.json` there once its runner has started.
+    """Each run gets `<root>/<run_key>/`, with `run.json` once its runner has started.
 
-    Only the holder of the run key's claim calls `launch`; a holder that crashed mid-setup leaves no
-    run.json, and the runner's own lock stops a second copy should one have started anyway. The runner
-    (`python -m relay.adapters.local_runner DIR`) outlives the function call, so the event is answered at
+    Only the holder of the run key's claim calls `launch`. A holder that crashed between starting the runner and
+    writing run.json leaves a takeover to start a second runner on the same folder: the request files are
+    written once, and a runner that finds the folder already started exits, so the pipeline runs once. The
+    runner (`python -m relay.adapters.local_runner DIR`) outlives the function call, so the event is answered at
     once, and it records the final state in the results location when the pipeline ends.
     """
 
@@ -38,36 +42,24 @@ class LocalBackend:
         run_dir = self._root / request.run_key
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            run = {
+                "run_id": f"local-{uuid.uuid4().hex[:12]}",
+                "run_key": request.run_key,
+                "pipeline": request.pipeline,
+                "results_uri": self._results_uri,
+            }
+            run = json.loads(_write_once(run_dir / REQUEST_FILE, json.dumps(run, indent=2).encode()))
+            _write_once(run_dir / "pipeline.yaml", request.package)
+            _write_once(run_dir / "parameters.json", json.dumps(dict(request.parameters)).encode())
         except OSError as exc:
-            raise BackendUnavailableError(f"{run_dir}: cannot create the run folder: {exc}") from exc
-        run_id = f"local-{uuid.uuid4().hex[:12]}"
-        (run_dir / "pipeline.yaml").write_bytes(request.package)
-        (run_dir / "parameters.json").write_text(json.dumps(dict(request.parameters)))
-        run: dict[str, object] = {
-            "run_id": run_id,
-            "run_key": request.run_key,
-            "pipeline": request.pipeline,
-            "results_uri": self._results_uri,
-        }
-        _write_json(run_dir / REQUEST_FILE, run)
-        # The launcher starts the runner in a session of its own and exits, so the runner outlives this
-        # request without being left for this process to reap.
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+            raise BackendUnavailableError(f"{run_dir}: cannot set up the run folder: {exc}") from exc
+        request.check_deadline()
+        run["pid"] = _start_runner(run_dir)
         try:
-            started = subprocess.run(
-                [sys.executable, "-m", "relay.adapters.local_runner", "--detach", str(run_dir)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise BackendUnavailableError(f"{run_dir}: could not start the local runner: {exc}") from exc
-        run["pid"] = int(started.stdout.strip())
-        _write_json(run_dir / RUN_FILE, run)
-        return LaunchedRun(run_id=run_id, url=run_dir.as_uri())
+            _write_json(run_dir / RUN_FILE, run)
+        except OSError as exc:
+            raise BackendUnavailableError(f"{run_dir}: started, but cannot record it: {exc}") from exc
+        return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
 
     def find_run(self, run_key: str) -> LaunchedRun | None:
         run_dir = self._root / run_key
@@ -76,6 +68,35 @@ class LocalBackend:
         except FileNotFoundError:
             return None
         return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
+
+
+def _start_runner(run_dir: Path) -> int:
+    """Start the runner through a launcher that exits at once, so it outlives this request unreaped."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {name: value for name, value in os.environ.items() if name not in _WITHHELD}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    try:
+        started = subprocess.run(
+            [sys.executable, "-m", "relay.adapters.local_runner", "--detach", str(run_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(started.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise BackendUnavailableError(f"{run_dir}: could not start the local runner: {exc}") from exc
+
+
+def _write_once(path: Path, data: bytes) -> bytes:
+    """Create `path` with `data` unless it exists; return what it holds."""
+    try:
+        with path.open("xb") as out:
+            out.write(data)
+        return data
+    except FileExistsError:
+        return path.read_bytes()
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import records, runtime
-from relay.adapters.local_backend import REQUEST_FILE
+from relay.adapters.local_backend import REQUEST_FILE, STARTED_FILE
 from relay.config import Settings
 from relay.results import record_result
 
@@ -24,6 +24,10 @@ def run(run_dir: Path, settings: Settings) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # a runner for this run is already going
+        try:
+            (run_dir / STARTED_FILE).touch(exist_ok=False)
+        except FileExistsError:
+            return 0  # this run folder has run (or is running) already
         request = json.loads((run_dir / REQUEST_FILE).read_text())
         parameters = json.loads((run_dir / "parameters.json").read_text())
         started = datetime.now(UTC)

@@ -6,13 +6,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from relay.errors import TransientError
+from relay.errors import NotifyUnavailableError
 
 _PUBLISH_TIMEOUT = 30.0
-
-
-class NotifyUnavailableError(TransientError):
-    """The notification topic did not take the message."""
 
 
 class PubSubNotifier:

@@ -15,7 +15,8 @@ _TIMEOUT = (5.0, 30.0)
 
 
 class VertexBackend:
-    """`pipelineJobs.create` with `pipelineJobId` = run key, so the server itself refuses a second run.
+    """`pipelineJobs.create` with `pipelineJobId` = run key, so the server itself refuses a second run, and a
+    failed submit can be retried at once (no SubmitUncertainError here).
 
     Plain REST through requests keeps cold start small (the aiplatform SDK imports ~2 s of modules).
     """
@@ -57,9 +58,14 @@ class VertexBackend:
         if self._service_account:
             body["serviceAccount"] = self._service_account
         url = f"{self._jobs}?pipelineJobId={quote(request.run_key)}"
+        request.check_deadline()
         response = self._request("POST", url, body, f"create pipeline job {request.run_key}")
-        if response.status_code == 409:
-            return self._run(request.run_key)  # ALREADY_EXISTS: this key was launched before
+        if response.status_code == 409 and _status(response) == "ALREADY_EXISTS":
+            # This key was launched before; the GET confirms it (409 also carries ABORTED, which is retryable).
+            existing = self.find_run(request.run_key)
+            if existing is None:
+                raise BackendUnavailableError(f"{url}: 409 ALREADY_EXISTS, yet no job {request.run_key} is found")
+            return existing
         self._raise_for(response, f"create pipeline job {request.run_key}")
         return self._run(request.run_key)
 
@@ -102,9 +108,20 @@ class VertexBackend:
         raise BackendUnavailableError(detail)
 
 
-def _message(response: requests.Response) -> str:
+def _error(response: requests.Response) -> dict[str, Any]:
+    """The Google JSON error object, or {} when the body is something else (a proxy's HTML page)."""
     try:
-        error = response.json().get("error", {})
-        return f"{error.get('status', '')} {error.get('message', '')}".strip() or response.text[:200]
+        body = response.json()
     except ValueError:
-        return response.text[:200]
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _status(response: requests.Response) -> str:
+    return str(_error(response).get("status", ""))
+
+
+def _message(response: requests.Response) -> str:
+    error = _error(response)
+    return f"{error.get('status', '')} {error.get('message', '')}".strip() or response.text[:200]
