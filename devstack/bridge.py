@@ -11,10 +11,10 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from devstack.lifecycle import Lifecycle
 from devstack.processes import LOOPBACK
 
 __all__ = ["STORAGE_FINALIZED", "StorageCloudEvent", "StorageEventBridge", "cloud_event_from_push"]
@@ -100,7 +100,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         _log.debug("bridge %s: " + format, self.address_string(), *args)
 
 
-class StorageEventBridge:
+class StorageEventBridge(Lifecycle):
     """A loopback HTTP endpoint for a push subscription on the GCS notification topic.
 
     Each OBJECT_FINALIZE notification is POSTed to `target_url` as a binary-mode
@@ -154,17 +154,6 @@ class StorageEventBridge:
         server.server_close()
         if thread is not None:
             thread.join()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def handle_push(self, body: bytes) -> int:
         """Forward one push body; return the status to answer the emulator with."""

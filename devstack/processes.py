@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
+
+from devstack.lifecycle import Lifecycle
 
 __all__ = [
     "ManagedProcess",
@@ -101,7 +102,7 @@ class ProcessSpec:
         return base
 
 
-class ManagedProcess:
+class ManagedProcess(Lifecycle):
     """Run a `ProcessSpec` in its own process group; `with` starts it, waits for `ready`, and stops the group.
 
     `launch()` and `wait_ready()` are separate so that several slow processes can start concurrently.
@@ -199,17 +200,6 @@ class ManagedProcess:
             _signal_group(pgid, signal.SIGKILL)
         proc.wait()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- introspection ---------------------------------------------------------------------------------
 
     @property
@@ -237,7 +227,7 @@ class ManagedProcess:
         return f"command: {' '.join(self.spec.argv)}\nlog: {self.log_path}\n--- last lines ---\n{tail}"
 
 
-class ProcessService:
+class ProcessService(Lifecycle):
     """Lifecycle for a service on host:port backed by one `ManagedProcess` (subclasses set the attributes)."""
 
     process: ManagedProcess
@@ -260,17 +250,6 @@ class ProcessService:
 
     def stop(self) -> None:
         self.process.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def stop_all(processes: Sequence[ManagedProcess]) -> None:

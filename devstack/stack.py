@@ -7,12 +7,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from devstack.bridge import StorageEventBridge
 from devstack.functions import FunctionsServer
 from devstack.gcs import FakeGcsServer, GcsNotifications, create_bucket, storage_client
+from devstack.lifecycle import Lifecycle
 from devstack.processes import LOOPBACK, ManagedProcess, stop_all
 from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
 
@@ -36,7 +36,7 @@ class StackPorts:
     bridge: int | None = None
 
 
-class LocalStack:
+class LocalStack(Lifecycle):
     """Pub/Sub emulator, fake-gcs-server, the storage bridge and both functions, wired as in production.
 
     upload -> fake-gcs-server notification -> topic `gcs-events` -> push -> bridge -> binary-mode
@@ -220,14 +220,3 @@ class LocalStack:
         started = time.monotonic()
         exit_stack.close()
         self.teardown_seconds = time.monotonic() - started
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -10,11 +10,8 @@ import pytest
 
 from relay import naming, records
 from relay.adapters.local_backend import LocalBackend
-from relay.catalog import parse_pipeline_package
 from relay.ports import LaunchRequest
-from tests.conftest import CATALOG
-
-ECHO = parse_pipeline_package("echo", "echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+from tests.conftest import echo_request
 
 
 def wait_for(path: Path, seconds: float = 60.0) -> dict[str, object]:
@@ -34,13 +31,7 @@ def running(pid: int) -> bool:
 
 
 def request(run_key: str, results: Path, **parameters: object) -> LaunchRequest:
-    return LaunchRequest(
-        run_key=run_key,
-        pipeline="echo",
-        package=ECHO.package,
-        spec=ECHO.spec,
-        parameters={"message": "hi", **parameters, "run_key": run_key, "results_uri": str(results)},
-    )
+    return echo_request(run_key, **parameters, run_key=run_key, results_uri=str(results))
 
 
 @pytest.fixture

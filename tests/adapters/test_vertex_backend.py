@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 
 from relay.adapters.vertex_backend import VertexBackend
-from relay.catalog import parse_pipeline_package
 from relay.errors import BackendUnavailableError, LaunchRejectedError
-from relay.ports import LaunchRequest, TokenSource
-from tests.conftest import CATALOG
+from relay.ports import TokenSource
+from tests.conftest import echo_request
 from tests.servers.oauth import OAuthTokenServer
 from tests.servers.vertex import VertexServer
-
-ECHO = parse_pipeline_package("echo", "echo.yaml", (CATALOG / "echo.yaml").read_bytes())
 
 
 def backend_for(server: VertexServer, tokens: TokenSource) -> VertexBackend:
@@ -26,19 +23,8 @@ def backend_for(server: VertexServer, tokens: TokenSource) -> VertexBackend:
     )
 
 
-def request(run_key: str, **parameters: object) -> LaunchRequest:
-    return LaunchRequest(
-        run_key=run_key,
-        pipeline="echo",
-        package=ECHO.package,
-        spec=ECHO.spec,
-        parameters={"message": "hi", **parameters},
-        labels={"team": "assay"},
-    )
-
-
 def test_the_job_id_is_the_run_key(vertex_server: VertexServer, tokens: TokenSource):
-    run = backend_for(vertex_server, tokens).launch(request("echo-abc", count=2))
+    run = backend_for(vertex_server, tokens).launch(echo_request("echo-abc", count=2))
     job = vertex_server.jobs["echo-abc"]
     assert run.run_id == "echo-abc"
     assert run.url == (
@@ -52,8 +38,8 @@ def test_the_job_id_is_the_run_key(vertex_server: VertexServer, tokens: TokenSou
 
 def test_a_repeated_key_is_already_launched_not_an_error(vertex_server: VertexServer, tokens: TokenSource):
     backend = backend_for(vertex_server, tokens)
-    first = backend.launch(request("echo-abc"))
-    assert backend.launch(request("echo-abc")) == first
+    first = backend.launch(echo_request("echo-abc"))
+    assert backend.launch(echo_request("echo-abc")) == first
     assert len(vertex_server.jobs) == 1
     assert [r.method for r in vertex_server.requests] == ["POST", "POST", "GET"]  # 409, then confirmed
 
@@ -61,28 +47,28 @@ def test_a_repeated_key_is_already_launched_not_an_error(vertex_server: VertexSe
 def test_find_run(vertex_server: VertexServer, tokens: TokenSource):
     backend = backend_for(vertex_server, tokens)
     assert backend.find_run("echo-abc") is None
-    launched = backend.launch(request("echo-abc"))
+    launched = backend.launch(echo_request("echo-abc"))
     assert backend.find_run("echo-abc") == launched
 
 
 def test_a_401_refreshes_once(vertex_server: VertexServer, tokens: TokenSource, oauth: OAuthTokenServer):
     backend = backend_for(vertex_server, tokens)
-    backend.launch(request("echo-1"))
+    backend.launch(echo_request("echo-1"))
     oauth.revoke_all()
-    backend.launch(request("echo-2"))
+    backend.launch(echo_request("echo-2"))
     assert oauth.token_fetches == 2 and set(vertex_server.jobs) == {"echo-1", "echo-2"}
 
 
 def test_invalid_requests_are_rejections_and_outages_are_transient(vertex_server: VertexServer, tokens: TokenSource):
     backend = backend_for(vertex_server, tokens)
     with pytest.raises(LaunchRejectedError, match="400"):
-        backend.launch(request("echo-1", colour="red"))
+        backend.launch(echo_request("echo-1", colour="red"))
     vertex_server.fail_next(1, 503)
     with pytest.raises(BackendUnavailableError, match="503"):
-        backend.launch(request("echo-1"))
+        backend.launch(echo_request("echo-1"))
     vertex_server.fail_next(1, 403)
     with pytest.raises(BackendUnavailableError, match="403"):
-        backend.launch(request("echo-1"))
+        backend.launch(echo_request("echo-1"))
     assert vertex_server.jobs == {}
 
 
@@ -91,9 +77,9 @@ def test_only_already_exists_counts_as_launched(vertex_server: VertexServer, tok
     aborted = {"error": {"code": 409, "message": "concurrent update", "status": "ABORTED"}}
     vertex_server.fail_next(1, 409, body=aborted)
     with pytest.raises(BackendUnavailableError, match="ABORTED"):
-        backend.launch(request("echo-1"))
+        backend.launch(echo_request("echo-1"))
     exists = {"error": {"code": 409, "message": "Pipeline job already exists", "status": "ALREADY_EXISTS"}}
     vertex_server.fail_next(1, 409, body=exists)  # said to exist, yet no such job: not launched
     with pytest.raises(BackendUnavailableError, match="no job echo-1 is found"):
-        backend.launch(request("echo-1"))
-    assert backend.launch(request("echo-1")).run_id == "echo-1" and list(vertex_server.jobs) == ["echo-1"]
+        backend.launch(echo_request("echo-1"))
+    assert backend.launch(echo_request("echo-1")).run_id == "echo-1" and list(vertex_server.jobs) == ["echo-1"]

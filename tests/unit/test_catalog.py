@@ -2,12 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay.catalog import Catalog, check_parameters, parse_pipeline_package, run_parameters
+from relay.catalog import Catalog, check_parameters, run_parameters
 from relay.errors import InvalidTriggerError
-from tests.conftest import CATALOG
+from tests.conftest import CATALOG, ECHO
 from tests.fakes import MemoryBlobStore
-
-ECHO = parse_pipeline_package("echo", "catalog/echo.yaml", (CATALOG / "echo.yaml").read_bytes())
 
 
 def test_root_inputs_are_read_with_types_and_requiredness():

@@ -46,6 +46,28 @@ def launch_uri(run_key: str) -> str:
     return naming.launch_record("gs://results/relay", run_key)
 
 
+def leave_claim(store: MemoryBlobStore, key: str, *, event_id: str, claimed_at: datetime) -> None:
+    """The claim another delivery left: live if claimed_at is recent, a crashed holder's if older than the lease."""
+    claim = records.claim_record(
+        run_key=key,
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": event_id},
+        parameters={},
+        labels={},
+        now=claimed_at,
+        lease_seconds=600,
+    )
+    store.write(launch_uri(key), records.encode(claim), if_generation_match=0)
+
+
+def as_if_crashed_after_submit(store: MemoryBlobStore, key: str) -> None:
+    """Put a launched record back to what a holder that crashed right after its submit leaves behind."""
+    saved = record(store, launch_uri(key))
+    saved.update(state="launching", run_id=None, lease_expires_at=records.timestamp(NOW - timedelta(seconds=1)))
+    store.write(launch_uri(key), records.encode(saved))
+
+
 def test_a_trigger_file_becomes_one_run_with_a_launch_record(relay: Relay, store, backend, notifier):
     delivery = upload(store)
     outcome = handle_delivery(relay, delivery)
@@ -103,17 +125,7 @@ def test_concurrent_deliveries_give_one_run(relay: Relay, store, backend):
 def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
     delivery = upload(store)
     key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
-    claim = records.claim_record(
-        run_key=key,
-        pipeline="echo",
-        backend="fake",
-        trigger={"event_id": "other"},
-        parameters={},
-        labels={},
-        now=NOW,
-        lease_seconds=600,
-    )
-    store.write(launch_uri(key), records.encode(claim), if_generation_match=0)
+    leave_claim(store, key, event_id="other", claimed_at=NOW)
     with pytest.raises(ClaimHeldError, match="being launched by event other"):
         handle_delivery(relay, delivery)
     assert backend.launches == []
@@ -122,17 +134,7 @@ def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
 def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: Relay, store, backend):
     delivery = upload(store)
     key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
-    stale_claim = records.claim_record(
-        run_key=key,
-        pipeline="echo",
-        backend="fake",
-        trigger={"event_id": "crashed"},
-        parameters={},
-        labels={},
-        now=NOW - timedelta(hours=1),
-        lease_seconds=600,
-    )
-    store.write(launch_uri(key), records.encode(stale_claim), if_generation_match=0)
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and "after takeover" in outcome.message
     assert backend.lookups == [key] and len(backend.launches) == 1
@@ -141,10 +143,7 @@ def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: R
 def test_a_crash_between_submit_and_record_never_gives_a_second_run(relay: Relay, store, backend):
     delivery = upload(store)
     first = handle_delivery(relay, delivery)
-    # Put the record back to what a crash right after the submit would have left.
-    saved = record(store, launch_uri(first.run_key))
-    saved.update(state="launching", run_id=None, lease_expires_at=records.timestamp(NOW - timedelta(seconds=1)))
-    store.write(launch_uri(first.run_key), records.encode(saved))
+    as_if_crashed_after_submit(store, first.run_key)
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and outcome.run_id == first.run_id
     assert len(backend.launches) == 1
@@ -327,17 +326,7 @@ def test_an_uncertain_submit_keeps_the_claim_until_its_lease_runs_out(relay: Rel
 def test_a_stale_redelivery_finishes_a_crashed_claim_instead_of_dropping_it(relay: Relay, store, backend):
     delivery = upload(store)
     key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
-    crashed = records.claim_record(
-        run_key=key,
-        pipeline="echo",
-        backend="fake",
-        trigger={"event_id": "crashed"},
-        parameters={},
-        labels={},
-        now=NOW - timedelta(hours=3),
-        lease_seconds=600,
-    )
-    store.write(launch_uri(key), records.encode(crashed), if_generation_match=0)
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=3))
     stale = replace(delivery, event=replace(EVENT, time=NOW - timedelta(hours=2)))
     outcome = handle_delivery(relay, stale)
     assert outcome.outcome == "launched" and backend.lookups == [key]
@@ -366,9 +355,7 @@ def test_a_stale_event_whose_trigger_cannot_be_read_is_dropped_with_a_record(rel
 def test_a_takeover_that_finds_the_run_records_the_claim_that_submitted_it(relay: Relay, store, backend):
     first = upload(store, {**TRIGGER, "run_key": "nightly-1", "labels": {"file": "a"}}, "a.json")
     handle_delivery(relay, first)
-    saved = record(store, launch_uri("nightly-1"))
-    saved.update(state="launching", run_id=None, lease_expires_at=records.timestamp(NOW - timedelta(seconds=1)))
-    store.write(launch_uri("nightly-1"), records.encode(saved))
+    as_if_crashed_after_submit(store, "nightly-1")
     second = upload(store, {**TRIGGER, "run_key": "nightly-1", "labels": {"file": "b"}}, "b.json")
     outcome = handle_delivery(relay, second)
     assert outcome.outcome == "launched" and len(backend.launches) == 1
