@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,14 +10,11 @@ from typing import Any
 
 import yaml
 
-from relay import naming
+from relay import naming, secrets
 from relay.errors import BlobNotFoundError, InvalidTriggerError, Problem
 from relay.ports import BlobStore
 from relay.triggers import RESERVED_PARAMETERS, describe_value
 
-SECRET_REFERENCE = re.compile(
-    r"^secret://([A-Za-z0-9_-]{1,255}|projects/[^/]+/secrets/[A-Za-z0-9_-]+(/versions/\w+)?)$"
-)
 _EXPECTED = {
     "STRING": "a string",
     "NUMBER_INTEGER": "an integer",
@@ -82,7 +78,7 @@ def check_parameters(pipeline: PipelineDefinition, parameters: Mapping[str, Any]
             problems.append(Problem(field, f"a parameter of {pipeline.name} ({declared})", "an unknown name"))
         elif not _matches(spec.type, value):
             problems.append(Problem(field, _EXPECTED.get(spec.type, spec.type), describe_value(value)))
-        elif isinstance(value, str) and value.startswith("secret://") and not SECRET_REFERENCE.match(value):
+        elif secrets.is_reference(value) and not secrets.well_formed(str(value)):
             problems.append(Problem(field, "secret://NAME or secret://projects/P/secrets/S[/versions/V]", repr(value)))
     for spec in pipeline.inputs.values():
         if spec.required and spec.name not in parameters and spec.name not in RESERVED_PARAMETERS:

@@ -18,10 +18,14 @@ _current: Relay | None = None
 _lock = threading.Lock()
 
 
-def blob_store(settings: Settings) -> BlobStore:
+def results_store(results_uri: str, local_root: str) -> BlobStore:
     """gs:// to Cloud Storage, paths to the disk; local conditional writes lock inside the results folder."""
-    lock_dir = settings.local_root if settings.results_uri.startswith("gs://") else settings.results_uri
+    lock_dir = local_root if results_uri.startswith("gs://") else results_uri
     return RoutingBlobStore(GcsBlobStore(), LocalBlobStore(Path(lock_dir)))
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    return results_store(settings.results_uri, settings.local_root)
 
 
 def backend(settings: Settings) -> PipelineBackend:
@@ -48,12 +52,12 @@ def backend(settings: Settings) -> PipelineBackend:
     )
 
 
-def notifier(settings: Settings) -> Notifier | None:
-    if not settings.notify_topic:
+def notifier_for(topic: str) -> Notifier | None:
+    if not topic:
         return None
     from relay.adapters.pubsub import PubSubNotifier
 
-    return PubSubNotifier(settings.notify_topic)
+    return PubSubNotifier(topic)
 
 
 def build_relay(settings: Settings) -> Relay:
@@ -63,7 +67,7 @@ def build_relay(settings: Settings) -> Relay:
         store=store,
         catalog=Catalog(store, settings.catalog_uri),
         backend=backend(settings),
-        notifier=notifier(settings),
+        notifier=notifier_for(settings.notify_topic),
     )
 
 

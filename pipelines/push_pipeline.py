@@ -1,0 +1,42 @@
+"""The push pipeline: send data from storage to an AI/ML platform, with its result recorded whatever happens."""
+
+# No `from __future__ import annotations`: KFP reads the annotations at decoration time.
+from typing import Any
+
+from kfp import dsl
+
+from pipelines.components import component
+from pipelines.components.finish import finish
+from pipelines.components.push import push_objects
+
+
+def build(image: str) -> Any:
+    push_op = component(push_objects, image)
+    finish_op = component(finish, image)
+
+    @dsl.pipeline(
+        name="push",
+        description="Send objects from gs://, s3:// or file:// to a bucket, S3, an HTTP API, "
+        "Kaggle or Hugging Face; credentials are secret:// references resolved inside the step.",
+    )
+    def push(
+        sources: list,
+        destination: dict,
+        select: str = "",
+        overwrite: bool = False,
+        run_key: str = "",
+        results_uri: str = "",
+    ) -> None:
+        recorded = finish_op(pipeline="push", run_key=run_key, results_uri=results_uri)
+        with dsl.ExitHandler(recorded, name="push-and-record"):
+            push_op(
+                sources=sources,
+                destination=destination,
+                select=select,
+                overwrite=overwrite,
+                run_key=run_key,
+                results_uri=results_uri,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+
+    return push

@@ -1,0 +1,67 @@
+"""CRC32C and MD5 as Cloud Storage and S3 state them, computed while bytes stream through."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import google_crc32c
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """Either may be unknown (None); `matches` compares what both sides know."""
+
+    crc32c: str | None = None  # base64 of the big-endian 4 bytes, as Cloud Storage states it
+    md5: str | None = None  # base64 of the 16 bytes, as Cloud Storage states it (S3's ETag is the hex)
+
+    def matches(self, other: Checksums) -> bool | None:
+        """True or False on the first checksum both know; None when they share none."""
+        for mine, theirs in ((self.crc32c, other.crc32c), (self.md5, other.md5)):
+            if mine is not None and theirs is not None:
+                return mine == theirs
+        return None
+
+    def describe(self) -> str:
+        return f"crc32c={self.crc32c}" if self.crc32c else f"md5={self.md5}" if self.md5 else "none"
+
+
+def md5_from_hex(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+class HashingReader:
+    """Wraps a readable stream: counts bytes and computes CRC32C and MD5 of everything read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._crc = google_crc32c.Checksum()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if chunk:
+            self._crc.update(chunk)
+            self._md5.update(chunk)
+            self.bytes += len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def checksums(self) -> Checksums:
+        return Checksums(
+            crc32c=base64.b64encode(self._crc.digest()).decode(), md5=base64.b64encode(self._md5.digest()).decode()
+        )
+
+
+def of_bytes(data: bytes) -> Checksums:
+    crc = google_crc32c.Checksum(data)
+    return Checksums(
+        crc32c=base64.b64encode(crc.digest()).decode(),
+        md5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
+    )

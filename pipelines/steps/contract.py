@@ -1,0 +1,166 @@
+"""The step I/O contract: `python -m pipelines.steps.<step> spec.json result.json`.
+
+The spec is `{inputs, outputs, parameters, secrets}` (secrets as references, never values); the result is
+`{message, outputs, metrics, status}` with an HTTP-like status: 2xx succeeded, anything else failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.secrets import (
+    Redactor,
+    SecretNotFoundError,
+    SecretResolver,
+    is_reference,
+    references,
+    resolve_all,
+    resolver_from_env,
+)
+
+log = logging.getLogger("relay.step")
+
+
+class StepError(Exception):
+    """Ends a step with `status` (4xx: the request was wrong; 5xx: something failed on the way)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
+            "parameters": dict(self.parameters),
+            "secrets": dict(self.secrets),
+        }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    message: str
+    status: int
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.status < 300
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "outputs": dict(self.outputs),
+            "metrics": dict(self.metrics),
+            "status": self.status,
+        }
+
+
+def parse_spec(document: object) -> StepSpec:
+    if not isinstance(document, Mapping):
+        raise StepError(400, f"spec: expected a JSON object, found {type(document).__name__}")
+    unknown = sorted(set(document) - {"inputs", "outputs", "parameters", "secrets"})
+    if unknown:
+        raise StepError(400, f"spec: expected only inputs, outputs, parameters, secrets; found {', '.join(unknown)}")
+    parts = {
+        name: {} if document.get(name) is None else document[name]
+        for name in ("inputs", "outputs", "parameters", "secrets")
+    }
+    for name, value in parts.items():
+        if not isinstance(value, Mapping):
+            raise StepError(400, f"spec.{name}: expected an object, found {type(value).__name__}")
+    for name, reference in parts["secrets"].items():
+        if not is_reference(reference):
+            raise StepError(400, f"spec.secrets.{name}: expected a secret:// reference, found a value (never pass one)")
+    return StepSpec(**parts)
+
+
+def spec_for(inputs: Mapping[str, Any], outputs: Mapping[str, Any], parameters: Mapping[str, Any]) -> StepSpec:
+    """A spec whose `secrets` lists every reference the parameters hold, by where it sits."""
+    found = {f"parameters.{path}": reference for path, reference in _reference_paths(parameters)}
+    return StepSpec(inputs=inputs, outputs=outputs, parameters=parameters, secrets=found)
+
+
+@dataclass
+class StepContext:
+    """What a step may use besides its spec: secrets (resolved on request, then redacted everywhere)."""
+
+    resolver: SecretResolver
+    redact: Redactor = field(default_factory=Redactor)
+
+    def resolve(self, value: Any, allowed: Mapping[str, str]) -> Any:
+        """`value` with its secret references resolved; only references the spec lists may be."""
+        unlisted = sorted(set(references(value)) - set(allowed.values()))
+        if unlisted:
+            raise StepError(400, f"secret references not listed in spec.secrets: {', '.join(unlisted)}")
+        try:
+            resolved, values = resolve_all(value, self.resolver)
+        except SecretNotFoundError as missing:
+            raise StepError(424, str(missing)) from None  # a dependency the run needs is not there
+        self.redact.add(values)
+        return resolved
+
+
+Step = Callable[[StepSpec, StepContext], StepResult]
+
+
+def run_step(step: Step, spec: StepSpec, context: StepContext) -> StepResult:
+    """Run `step`; any failure becomes a result, and no secret survives in its message."""
+    try:
+        result = step(spec, context)
+    except StepError as error:
+        result = StepResult(message=str(error), status=error.status)
+    except Exception as error:  # the step's own bugs and its clients' errors alike end as a 500 result
+        result = StepResult(message=f"{type(error).__name__}: {error}", status=500)
+    return StepResult(
+        message=context.redact(result.message),
+        status=result.status,
+        outputs=json.loads(context.redact(json.dumps(result.outputs))),
+        metrics=dict(result.metrics),
+    )
+
+
+def main(step: Step, argv: Sequence[str] | None = None) -> int:
+    """CLI: read the spec, run the step, write the result; exit 0 on a 2xx status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m pipelines.steps.<step> spec.json result.json", file=sys.stderr)
+        return 2
+    spec_path, result_path = Path(args[0]), Path(args[1])
+    context = StepContext(resolver=resolver_from_env(os.environ))
+    try:
+        spec = parse_spec(json.loads(spec_path.read_text()))
+    except (OSError, ValueError) as exc:
+        result = StepResult(message=f"{spec_path}: cannot read the spec: {exc}", status=400)
+    except StepError as error:
+        result = StepResult(message=str(error), status=error.status)
+    else:
+        result = run_step(step, spec, context)
+    result_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0 if result.succeeded else 1
+
+
+def _reference_paths(value: Any, path: str = "") -> list[tuple[str, str]]:
+    if is_reference(value):
+        return [(path, str(value))]
+    if isinstance(value, Mapping):
+        return [item for key, inner in value.items() for item in _reference_paths(inner, f"{path}.{key}".strip("."))]
+    if isinstance(value, list | tuple):
+        return [item for i, inner in enumerate(value) for item in _reference_paths(inner, f"{path}[{i}]")]
+    return []

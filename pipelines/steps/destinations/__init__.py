@@ -1,0 +1,99 @@
+"""Where the push step sends objects: one small adapter per platform behind the `Destination` protocol."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from pipelines.steps.checksums import Checksums, HashingReader
+from pipelines.steps.contract import StepError
+from pipelines.steps.objects import SourceObject
+
+
+class Presence(Enum):
+    ABSENT = "absent"
+    SAME = "same"  # there already, with the same checksum: a re-run skips it
+    DIFFERENT = "different"  # there with other content: replaced only when `overwrite` is true
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of one object."""
+
+    source: str
+    destination: str
+    bytes: int
+    checksum: str
+    version: str | None = None
+    skipped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "bytes": self.bytes,
+            "checksum": self.checksum,
+            "version": self.version,
+            "skipped": self.skipped,
+        }
+
+
+class Destination(Protocol):
+    """Objects arrive one at a time, streamed; batch platforms (a dataset version, a commit) publish on `close`."""
+
+    def check(self, item: SourceObject, checksums: Checksums) -> Presence:
+        """Whether `item` (whose bytes have these checksums) is already at the destination."""
+        ...
+
+    def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+        """Copy the stream; raise StepError on failure. Receipts of batch platforms are final after `close`."""
+        ...
+
+    def close(self, message: str) -> list[Receipt]:
+        """Publish what was sent (one commit or version, described by `message`); final receipts, if changed."""
+        ...
+
+
+Factory = Callable[[Mapping[str, Any]], Destination]
+
+# kind -> module whose `from_options(options)` class method builds the adapter; imported only when used.
+ADAPTERS = {
+    "gcs": ("pipelines.steps.destinations.gcs", "GcsDestination"),
+    "s3": ("pipelines.steps.destinations.s3", "S3Destination"),
+    "http": ("pipelines.steps.destinations.http", "HttpDestination"),
+    "kaggle": ("pipelines.steps.destinations.kaggle", "KaggleDestination"),
+    "huggingface": ("pipelines.steps.destinations.huggingface", "HuggingFaceDestination"),
+}
+
+
+def default_factories() -> dict[str, Factory]:
+    def factory(module: str, name: str) -> Factory:
+        def build(options: Mapping[str, Any]) -> Destination:
+            adapter = getattr(importlib.import_module(module), name)
+            return adapter.from_options(options)  # type: ignore[no-any-return]
+
+        return build
+
+    return {kind: factory(module, name) for kind, (module, name) in ADAPTERS.items()}
+
+
+def destination_for(config: Mapping[str, Any], factories: Mapping[str, Factory]) -> Destination:
+    """The adapter `config["kind"]` names, built from the rest of `config` (its secrets already resolved)."""
+    kind = config.get("kind")
+    if kind not in factories:
+        raise StepError(400, f"destination.kind: expected one of {', '.join(sorted(factories))}, found {kind!r}")
+    options = {key: value for key, value in config.items() if key != "kind"}
+    try:
+        return factories[str(kind)](options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StepError(400, f"destination ({kind}): {exc}") from exc
+
+
+def required(options: Mapping[str, Any], name: str, kind: str) -> str:
+    value = options.get(name)
+    if not isinstance(value, str) or not value:
+        raise StepError(400, f"destination.{name}: expected a non-empty string for {kind}, found {value!r}")
+    return value

@@ -1,0 +1,142 @@
+"""The push step: copy objects from storage to an AI/ML platform.
+
+`python -m pipelines.steps.push spec.json result.json`, with `inputs.sources` (URIs; a trailing `/` means every
+object under it) and `parameters` `destination` (a struct with `kind`, credentials as secret references),
+`select` (a JSON pointer applied to each JSON document), `overwrite` and `run_key`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import BinaryIO
+
+from pipelines.steps import pointer
+from pipelines.steps.checksums import HashingReader, of_bytes
+from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main
+from pipelines.steps.destinations import Destination, Factory, Presence, Receipt, default_factories, destination_for
+from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, store_for
+
+Opener = Callable[[], BinaryIO]
+
+
+def push(
+    spec: StepSpec,
+    context: StepContext,
+    *,
+    stores: Mapping[str, ObjectStore] | None = None,
+    factories: Mapping[str, Factory] | None = None,
+) -> StepResult:
+    sources = spec.inputs.get("sources")
+    if isinstance(sources, str):
+        sources = [sources]
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise StepError(400, f"inputs.sources: expected one or more URIs, found {sources!r}")
+    parameters = spec.parameters
+    config = parameters.get("destination")
+    if not isinstance(config, Mapping):
+        raise StepError(400, f"parameters.destination: expected a struct with a kind, found {config!r}")
+    select = str(parameters.get("select") or "")
+    overwrite = bool(parameters.get("overwrite", False))
+    run_key = str(parameters.get("run_key") or "push")
+    destination = destination_for(context.resolve(config, spec.secrets), factories or default_factories())
+    stores = stores or default_stores()
+
+    started = time.monotonic()
+    receipts: list[Receipt] = []
+    failures: list[StepError] = []
+    for uri in sources:
+        store = store_for(uri, stores)
+        for item in store.list(uri):
+            try:
+                receipts.append(_push_one(item, _opener(store, item), destination, select, overwrite))
+            except StepError as failure:
+                failures.append(failure)
+    try:
+        final = {r.source: r for r in destination.close(f"Relay push {run_key}: {len(receipts)} object(s)")}
+    except StepError as failure:
+        failures.append(failure)
+        final = {}
+    receipts = [final.get(r.source, r) for r in receipts]
+    seconds = max(time.monotonic() - started, 1e-9)
+    sent = sum(r.bytes for r in receipts if not r.skipped)
+    metrics = {
+        "files": len(receipts),
+        "skipped": sum(r.skipped for r in receipts),
+        "failed": len(failures),
+        "bytes": sent,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(sent / 1e6 / seconds, 3),
+    }
+    outputs = {"receipts": [r.to_json() for r in receipts]}
+    if failures:
+        status = max(f.status for f in failures)
+        listed = "; ".join(str(f) for f in failures[:5]) + (
+            f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        )
+        message = f"pushed {len(receipts)} object(s), {len(failures)} failed: {listed}"
+        return StepResult(message=message, status=status, outputs=outputs, metrics=metrics)
+    if not receipts:
+        return StepResult(message=f"nothing to push: no objects at {', '.join(sources)}", status=404, metrics=metrics)
+    skipped = metrics["skipped"]
+    message = f"pushed {len(receipts)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
+    return StepResult(message=message, status=200, outputs=outputs, metrics=metrics)
+
+
+def _opener(store: ObjectStore, item: SourceObject) -> Opener:
+    return lambda: store.open(item)
+
+
+def _push_one(
+    item: SourceObject, open_source: Opener, destination: Destination, select: str, overwrite: bool
+) -> Receipt:
+    if select:
+        data = _selected(item, open_source, select)
+        item = replace(item, size=len(data), checksums=of_bytes(data), content_type="application/json")
+        open_source = lambda: io.BytesIO(data)  # noqa: E731 - the selected document, already in memory
+    elif item.checksums.crc32c is None and item.checksums.md5 is None:
+        # The store states no checksum (a local file): one pass to learn it, so a re-run can skip the object.
+        with _hashed(open_source) as reader:
+            while reader.read(CHUNK):
+                pass
+        item = replace(item, checksums=reader.checksums)
+    presence = destination.check(item, item.checksums)
+    if presence is Presence.SAME:
+        return Receipt(item.uri, "", 0, item.checksums.describe(), skipped=True)
+    if presence is Presence.DIFFERENT and not overwrite:
+        raise StepError(409, f"{item.uri}: a different {item.name} is at the destination; set overwrite to replace it")
+    with _hashed(open_source) as reader:
+        receipt = destination.send(item, reader, overwrite=overwrite)
+    if reader.bytes != item.size or reader.checksums.matches(item.checksums) is False:
+        raise StepError(
+            502,
+            f"{item.uri}: read {reader.bytes} bytes with {reader.checksums.describe()}, the source states "
+            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit",
+        )
+    return receipt
+
+
+def _selected(item: SourceObject, open_source: Opener, select: str) -> bytes:
+    with open_source() as source:
+        try:
+            document = json.load(source)
+        except ValueError as exc:
+            raise StepError(422, f"{item.uri}: select {select} needs a JSON document: {exc}") from exc
+    try:
+        return json.dumps(pointer.resolve(document, select), indent=2).encode()
+    except pointer.PointerError as exc:
+        raise StepError(422, f"{item.uri}: {exc}") from exc
+
+
+@contextmanager
+def _hashed(open_source: Opener) -> Iterator[HashingReader]:
+    with open_source() as raw:
+        yield HashingReader(raw)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(push))

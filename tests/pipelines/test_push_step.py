@@ -1,0 +1,141 @@
+"""The push step over local files, into an in-memory destination that behaves like a bucket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.steps.checksums import Checksums, HashingReader
+from pipelines.steps.contract import StepContext, StepResult, run_step, spec_for
+from pipelines.steps.destinations import Destination, Presence, Receipt
+from pipelines.steps.objects import SourceObject
+from pipelines.steps.push import push
+from relay.secrets import LocalSecrets
+
+
+class MemoryDestination:
+    """Keeps what it is sent, by name, with the checksums of the bytes received."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, Checksums, str]] = {}
+        self.options: Mapping[str, Any] = {}
+        self.closed: list[str] = []
+
+    def check(self, item: SourceObject, checksums: Checksums) -> Presence:
+        if item.name not in self.objects:
+            return Presence.ABSENT
+        return Presence.SAME if self.objects[item.name][1].matches(checksums) else Presence.DIFFERENT
+
+    def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+        chunks = []
+        while chunk := stream.read(1024):
+            chunks.append(chunk)
+        self.objects[item.name] = (b"".join(chunks), stream.checksums, item.content_type)
+        return Receipt(item.uri, f"memory://{item.name}", stream.bytes, stream.checksums.describe())
+
+    def close(self, message: str) -> list[Receipt]:
+        self.closed.append(message)
+        return []
+
+
+@pytest.fixture
+def sink() -> MemoryDestination:
+    return MemoryDestination()
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "processed"
+    (root / "plate-1").mkdir(parents=True)
+    (root / "plate-1" / "result.json").write_text(json.dumps({"extra_data": {"od600": [0.1, 0.2]}, "raw": 1}))
+    (root / "plate-2.json").write_text(json.dumps({"extra_data": {"od600": [0.3]}}))
+    return root
+
+
+def run(
+    sink: MemoryDestination, sources: list[str], secrets: dict[str, str] | None = None, **parameters: Any
+) -> StepResult:
+    def factory(options: Mapping[str, Any]) -> Destination:
+        sink.options = options
+        return sink
+
+    spec = spec_for(
+        inputs={"sources": sources},
+        outputs={},
+        parameters={
+            "destination": {"kind": "memory", "token": "secret://sink-token"},
+            "run_key": "push-1",
+            **parameters,
+        },
+    )
+    context = StepContext(
+        resolver=LocalSecrets(env={"RELAY_SECRET_SINK_TOKEN": "t0ken-value"} if secrets is None else secrets)
+    )
+    return run_step(lambda s, c: push(s, c, factories={"memory": factory}), spec, context)
+
+
+def test_every_object_under_a_folder_is_pushed_with_a_receipt(sink: MemoryDestination, source: Path):
+    result = run(sink, [f"{source}/"])
+    assert result.status == 200, result.message
+    assert sorted(sink.objects) == ["plate-1/result.json", "plate-2.json"]
+    assert sink.options == {"token": "t0ken-value"}  # resolved inside the step only
+    receipts = result.outputs["receipts"]
+    assert {r["source"] for r in receipts} == {
+        (source / "plate-1/result.json").as_uri(),
+        (source / "plate-2.json").as_uri(),
+    }
+    assert result.metrics["files"] == 2 and result.metrics["bytes"] == sum(r["bytes"] for r in receipts)
+    assert sink.closed == ["Relay push push-1: 2 object(s)"]
+
+
+def test_select_sends_the_pointed_part_and_a_document_without_it_is_an_error(sink: MemoryDestination, source: Path):
+    (source / "notes.json").write_text(json.dumps({"other": 1}))
+    result = run(sink, [f"{source}/"], select="/extra_data/od600")
+    assert result.status == 422 and "notes.json: nothing at /extra_data/od600" in result.message
+    assert json.loads(sink.objects["plate-2.json"][0]) == [0.3]
+    assert len(result.outputs["receipts"]) == 2  # what did succeed keeps its receipts
+
+
+def test_a_rerun_skips_what_is_there_and_never_overwrites_a_different_object(sink: MemoryDestination, source: Path):
+    assert run(sink, [f"{source}/"]).status == 200
+    (source / "plate-2.json").write_text(json.dumps({"extra_data": {"od600": [9.9]}}))
+    again = run(sink, [f"{source}/"])
+    assert again.status == 409 and "a different plate-2.json is at the destination" in again.message
+    skipped = [r for r in again.outputs["receipts"] if r["skipped"]]
+    assert [r["source"] for r in skipped] == [(source / "plate-1/result.json").as_uri()]
+    forced = run(sink, [f"{source}/"], overwrite=True)
+    assert forced.status == 200 and json.loads(sink.objects["plate-2.json"][0])["extra_data"]["od600"] == [9.9]
+
+
+def test_a_missing_secret_fails_the_step_naming_the_reference(sink: MemoryDestination, source: Path):
+    result = run(sink, [f"{source}/"], secrets={})
+    assert result.status == 424 and "secret://sink-token: no such secret" in result.message
+    assert sink.objects == {}
+
+
+@pytest.mark.parametrize(
+    ("sources", "status", "fragment"),
+    [([], 400, "inputs.sources: expected one or more URIs"), (["ftp://x/"], 400, "expected a gs://, s3:// or file://")],
+)
+def test_bad_sources(sink: MemoryDestination, sources: list[str], status: int, fragment: str):
+    result = run(sink, sources)
+    assert result.status == status and fragment in result.message
+
+
+def test_an_empty_source_is_not_found(sink: MemoryDestination, tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    assert run(sink, [f"{tmp_path / 'empty'}/"]).status == 404
+
+
+def test_a_source_that_changes_while_read_fails_the_object(sink: MemoryDestination, source: Path):
+    class Shifty(MemoryDestination):
+        def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+            (source / "plate-2.json").write_text("changed underneath")  # between the checksum pass and the copy
+            return super().send(item, stream, overwrite=overwrite)
+
+    result = run(Shifty(), [str(source / "plate-2.json")])
+    assert result.status == 502 and "changed or corrupted in transit" in result.message
