@@ -31,8 +31,9 @@ test: lint typecheck  ## lint, type-check and run the whole suite, integration t
 unit: $(STAMP)  ## only the tests that start no server
 	$(BIN)/python -m pytest -m "not integration"
 
-bench: $(STAMP)  ## per-event overhead against the seed's per-event work, as ratios
+bench: $(STAMP)  ## launch overhead and a 1 GiB push, each against its baseline in the same run, as ratios
 	$(BIN)/python -m bench.launch
+	$(BIN)/python -m bench.push
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .relay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -51,6 +52,17 @@ class HashingReader:
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        # Resumable uploads ask where the stream is; it only ever moves forward, by what was read.
+        return self.bytes
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Only to where it already is: hashing needs every byte once, in order (an upload retry cannot rewind)."""
+        target = offset if whence == io.SEEK_SET else self.bytes + offset if whence == io.SEEK_CUR else -1
+        if target != self.bytes:
+            raise io.UnsupportedOperation(f"a streamed source cannot seek to {offset} (whence {whence})")
+        return self.bytes
 
     @property
     def checksums(self) -> Checksums:

@@ -24,7 +24,7 @@ def metadata() -> Iterator[MetadataServer]:
         yield server
 
 
-def relay_stack(workdir: Path, env: dict[str, str]) -> LocalStack:
+def relay_stack(workdir: Path, env: dict[str, str], buckets: tuple[str, ...] | list[str] = ()) -> LocalStack:
     missing = emulator_available() or fake_gcs_available()
     if missing:
         pytest.fail(f"the integration tests need the real emulators: {missing}")
@@ -36,7 +36,7 @@ def relay_stack(workdir: Path, env: dict[str, str]) -> LocalStack:
         trigger_bucket=TRIGGERS,
         trigger_topic=TOPIC,
         notify_topic=NOTIFY,
-        buckets=[RESULTS],
+        buckets=[RESULTS, *buckets],
         function_env={
             "HOME": str(home),  # kfp.Client reads ~/.config/kfp
             "RELAY_RESULTS_URI": f"gs://{RESULTS}",

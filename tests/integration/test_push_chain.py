@@ -1,0 +1,76 @@
+"""The push pipeline end to end: a trigger file in the bucket, the local backend, objects in another bucket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import LocalStack
+from pipelines.compile import COMPILED
+from relay import naming
+from tests.integration.conftest import TRIGGERS, relay_stack
+from tests.integration.support import wait_for_record
+
+pytestmark = pytest.mark.integration
+LAB, ML = "lab-data", "ml-data"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("push-chain")
+    env = {"RELAY_BACKEND": "local", "RELAY_CATALOG_URI": str(COMPILED)}
+    with relay_stack(workdir, env, buckets=[LAB, ML]) as running:
+        yield running
+
+
+def trigger(storage: Any, name: str, document: dict[str, Any]) -> str:
+    blob = storage.bucket(TRIGGERS).blob(name)
+    blob.upload_from_string(json.dumps(document), content_type="application/json")
+    return naming.derive_run_key("push", naming.object_identity(TRIGGERS, name, int(blob.generation)))
+
+
+def test_a_trigger_file_pushes_a_bucket_prefix_to_another_bucket(stack: LocalStack, tmp_path: Path):
+    storage = stack.storage_client()
+    lab = storage.bucket(LAB)
+    for n in range(3):
+        blob = lab.blob(f"assay/2026-11-21/plate-{n}.json")
+        blob.metadata = {"instrument": "reader-7"}
+        blob.upload_from_string(
+            json.dumps({"extra_data": {"plate": n}, "raw": [n] * 10}), content_type="application/json"
+        )
+    document = {
+        "pipeline": "push",
+        "parameters": {
+            "sources": [f"gs://{LAB}/assay/2026-11-21/"],
+            "destination": {"kind": "gcs", "bucket": ML, "prefix": "incoming"},
+            "select": "/extra_data",
+        },
+    }
+    key = trigger(storage, "push/nightly.json", document)
+    wait_for_record(storage, f"runs/{key}/launch.json", "launched")
+    result = wait_for_record(storage, f"runs/{key}/result.json", "succeeded", timeout=90)
+    assert result["metrics"]["files"] == 3 and result["status"] == 200
+    pushed = {blob.name: json.loads(blob.download_as_bytes()) for blob in storage.list_blobs(ML, prefix="incoming/")}
+    assert pushed == {f"incoming/plate-{n}.json": {"plate": n} for n in range(3)}
+    receipts = result["outputs"]["receipts"]
+    assert sorted(r["destination"] for r in receipts) == [f"gs://{ML}/incoming/plate-{n}.json" for n in range(3)]
+
+    # The same push again (a new trigger file): everything is there already, nothing is sent twice.
+    again = trigger(storage, "push/nightly-rerun.json", document)
+    rerun = wait_for_record(storage, f"runs/{again}/result.json", "succeeded", timeout=90)
+    assert rerun["metrics"]["skipped"] == 3 and rerun["metrics"]["bytes"] == 0
+
+
+def test_a_failed_push_still_gets_its_record(stack: LocalStack):
+    storage = stack.storage_client()
+    document = {
+        "pipeline": "push",
+        "parameters": {"sources": [f"gs://{LAB}/nothing-here/"], "destination": {"kind": "gcs", "bucket": ML}},
+    }
+    key = trigger(storage, "push/empty.json", document)
+    result = wait_for_record(storage, f"runs/{key}/result.json", "failed", timeout=90)
+    assert result["status"] == 404 and "nothing to push" in result["message"]
