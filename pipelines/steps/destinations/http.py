@@ -1,0 +1,350 @@
+"""Destination: an ELN/LIMS-style REST endpoint, one request per object (raw or multipart), retried with backoff."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
+from pipelines.steps.contract import StepError
+from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.objects import CHUNK, SourceObject
+
+_OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_PIECE = 1024 * 1024  # spooling reads this much at a time
+_FIRST_WAIT = 1.0  # seconds before the second attempt; doubled for each one after
+_MAX_WAIT = 120.0  # longest wait between attempts, Retry-After included: the step holds a worker while it waits
+_ANSWER_HEAD = 64 * 1024  # what is read of an answer's body: enough for an id or an error message
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
+_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason: str
+    headers: Mapping[str, str]  # names lower-cased
+    head: bytes  # the first _ANSWER_HEAD bytes of the body
+
+
+class HttpDestination:
+    """Sends each object in one request to `url` (`{name}` there becomes the object's name, URL-quoted).
+
+    The body is the object's bytes with its content type (`raw`) or one multipart/form-data part named `field`
+    whose filename is the object's name (`multipart`). Only a 2xx answer is success. 429 and 5xx answers are
+    retried, up to `max_attempts` attempts in all, waiting as Retry-After says or else 1, 2, 4... seconds; so are
+    failed connections when the request cannot have arrived (or the method is PUT, which may be repeated). A
+    streamed source cannot be read twice, so each object is first spooled: in memory up to CHUNK bytes, else to
+    an unnamed temporary file that is gone as soon as it is closed. Redirects are not followed (the body would
+    not be resent). Error messages name the headers sent, never their values (they hold tokens).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        body: str = "raw",
+        field: str = "file",
+        max_attempts: int = 5,
+        timeout: float = 60.0,
+        exists_url: str | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._url = url
+        self._method = method
+        self._headers = dict(headers or {})
+        self._body = body
+        self._field = field
+        self._max_attempts = max_attempts
+        self._timeout = timeout
+        self._exists_url = exists_url
+        self._sleep = sleep
+        self._session = requests.Session()
+        # With no auth of its own, requests would add credentials from ~/.netrc over the Authorization header
+        # given; a no-op auth stops that and keeps the rest of the environment (proxies, CA bundle).
+        self._session.auth = lambda request: request
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, sleep: Sleep = time.sleep) -> HttpDestination:
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise StepError(
+                400, f"destination: expected options among {', '.join(sorted(_OPTIONS))}; found {', '.join(unknown)}"
+            )
+        method = str(options.get("method") or "POST").upper()
+        if method not in ("POST", "PUT"):
+            raise StepError(400, f"destination.method: expected POST or PUT, found {method!r}")
+        body = str(options.get("body") or "raw")
+        if body not in ("raw", "multipart"):
+            raise StepError(400, f"destination.body: expected raw or multipart, found {body!r}")
+        return cls(
+            _url(options, "url"),
+            method=method,
+            headers=_headers(options.get("headers")),
+            body=body,
+            field=required(options, "field", "http") if "field" in options else "file",
+            max_attempts=int(_number(options, "max_attempts", 5, integer=True)),
+            timeout=_number(options, "timeout", 60.0),
+            exists_url=_url(options, "exists_url") if options.get("exists_url") else None,
+            sleep=sleep,
+        )
+
+    def check(self, item: SourceObject, checksums: Checksums) -> Presence:
+        """ABSENT unless `exists_url` is given: HTTP has no standard way to ask whether an upload is there.
+
+        With `exists_url`, a HEAD there answers: 404 or 410 is ABSENT; a 2xx is compared on its Content-MD5,
+        X-Checksum-CRC32C or ETag (when it is an MD5 in hex), and is DIFFERENT when it states none of them, as the
+        object is there but not provably the same.
+        """
+        if self._exists_url is None:
+            return Presence.ABSENT
+        url = _named(self._exists_url, item.name)
+        answer = self._exchange("HEAD", url, lambda: (None, None))
+        if answer.status in (404, 410):
+            return Presence.ABSENT
+        if not 200 <= answer.status < 300:
+            raise self._refused("HEAD", url, answer)
+        return Presence.SAME if checksums.matches(_stated(answer.headers)) else Presence.DIFFERENT
+
+    def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+        url = _named(self._url, item.name)
+        with _spooled(stream, item.size) as spool:
+            _verify_read(item, stream, _public(url))
+            answer = self._exchange(self._method, url, lambda: self._payload(item, spool), overwrite=overwrite)
+        if not 200 <= answer.status < 300:
+            raise self._refused(self._method, url, answer, overwrite=overwrite)
+        return Receipt(
+            source=item.uri,
+            destination=_public(url),
+            bytes=stream.bytes,
+            checksum=stream.checksums.describe(),
+            version=_version(answer),
+        )
+
+    def close(self, message: str) -> list[Receipt]:
+        self._session.close()
+        return []
+
+    def _payload(self, item: SourceObject, spool: IO[bytes]) -> tuple[Any, str]:
+        """A fresh body over the spool, for one attempt, with its content type."""
+        spool.seek(0)
+        if self._body == "multipart":
+            from requests_toolbelt import MultipartEncoder
+
+            # Streams the spool in pieces, with a known length: no chunked encoding, which many servers refuse.
+            encoder = MultipartEncoder(fields={self._field: (item.name, spool, item.content_type)})
+            return encoder, str(encoder.content_type)
+        given = next((value for name, value in self._headers.items() if name.lower() == "content-type"), None)
+        return spool, given or item.content_type
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        payload: Callable[[], tuple[Any, str | None]],
+        *,
+        overwrite: bool = True,
+    ) -> _Answer:
+        """The first answer that is not 429 or 5xx; a StepError once `max_attempts` attempts have had none."""
+        failure = ""
+        for attempt in range(1, self._max_attempts + 1):
+            data, content_type = payload()
+            headers = dict(self._headers)
+            if content_type:
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                headers["Content-Type"] = content_type
+            if method == "PUT" and not overwrite:
+                headers["If-None-Match"] = "*"  # create only: a named resource that is there already is kept
+            try:
+                with self._session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    stream=True,
+                ) as response:
+                    answer = _Answer(
+                        response.status_code,
+                        response.reason or "",
+                        {name.lower(): value for name, value in response.headers.items()},
+                        b"" if method == "HEAD" else next(response.iter_content(_ANSWER_HEAD), b""),
+                    )
+            except requests.RequestException as exc:
+                # Not chained: requests' messages repeat the URL with its query, where some endpoints take a token.
+                if not (_unsent(exc) or method in ("PUT", "HEAD")):
+                    raise StepError(
+                        502,
+                        f"{method} {_public(url)}: no answer ({type(exc).__name__}); not retried, as the request "
+                        "may have arrived",
+                    ) from None
+                failure, wait = f"no answer ({type(exc).__name__})", None
+            else:
+                if answer.status != 429 and answer.status < 500:
+                    return answer
+                failure = f"answered {answer.status} {answer.reason}".rstrip()
+                wait = retry_after(answer.headers.get("retry-after"), datetime.now(UTC))
+            if attempt < self._max_attempts:
+                self._sleep(min(_MAX_WAIT, _FIRST_WAIT * 2 ** (attempt - 1) if wait is None else wait))
+        raise StepError(
+            502, f"{method} {_public(url)}: no success in {self._max_attempts} attempt(s); the last {failure}"
+        )
+
+    def _refused(self, method: str, url: str, answer: _Answer, *, overwrite: bool = True) -> StepError:
+        where = f"{method} {_public(url)}"
+        said = f"{answer.status} {answer.reason}".rstrip()
+        detail = self._detail(answer)
+        if 300 <= answer.status < 400:
+            target = _public(answer.headers.get("location", "")) or "elsewhere"
+            return StepError(400, f"{where}: answered {said} to {target}; redirects are not followed, give that URL")
+        if answer.status in (401, 403):
+            names = ", ".join(sorted(self._headers)) or "none"
+            return StepError(
+                answer.status, f"{where}: answered {said}{detail}; headers sent: {names} (values not shown)"
+            )
+        if answer.status == 412 and method == "PUT" and not overwrite:
+            return StepError(409, f"{where}: something is there already{detail}; set overwrite to replace it")
+        return StepError(answer.status if 400 <= answer.status < 500 else 502, f"{where}: answered {said}{detail}")
+
+    def _detail(self, answer: _Answer) -> str:
+        """The start of the answer's body, without any header value sent: careless servers echo tokens back."""
+        text = " ".join(answer.head[:2000].decode("utf-8", "replace").split())
+        for value in sorted(self._headers.values(), key=len, reverse=True):
+            for secret in [value, *(part for part in value.split() if len(part) >= 8)]:
+                text = text.replace(secret, "[redacted]")
+        return f": {text[:300]}" if text else ""
+
+
+@contextmanager
+def _spooled(stream: HashingReader, size: int) -> Iterator[IO[bytes]]:
+    """The whole stream, to be read again for a retry: in memory up to CHUNK bytes, else in a temporary file."""
+    # TemporaryFile has no name in the folder (unlinked at once), so nothing is left even if the step is killed.
+    with io.BytesIO() if size <= CHUNK else tempfile.TemporaryFile(prefix="relay-http-") as spool:
+        # Past the stated size the source has changed (the check after fails it): stop, so memory stays bounded.
+        while stream.bytes <= size and (piece := stream.read(_PIECE)):
+            spool.write(piece)
+        yield spool
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() - now.timestamp()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _verify_read(item: SourceObject, stream: HashingReader, url: str) -> None:
+    """Before anything is sent: a source that changed while read is not uploaded."""
+    if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
+        raise StepError(
+            502,
+            f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
+            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit; not sent to {url}",
+        )
+
+
+def _unsent(exc: requests.RequestException) -> bool:
+    """Whether the connection never opened, so that the request cannot have arrived and may be sent again."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+
+
+def _named(url: str, name: str) -> str:
+    # Quoted whole, "/" too: a nested name stays one path segment and cannot climb out of the URL's path.
+    return url.replace("{name}", quote(name, safe=""))
+
+
+def _public(url: str) -> str:
+    """The URL without credentials or query, which may hold tokens: what messages and receipts show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{netloc}{port}{parts.path}" if parts.scheme else parts.path
+
+
+def _version(answer: _Answer) -> str | None:
+    if answer.headers.get("location"):
+        return answer.headers["location"]
+    if "json" in answer.headers.get("content-type", ""):
+        try:
+            document = json.loads(answer.head)
+        except ValueError:
+            return None
+        if isinstance(document, dict) and document.get("id") is not None:
+            return str(document["id"])
+    return None
+
+
+def _stated(headers: Mapping[str, str]) -> Checksums:
+    etag = headers.get("etag", "").strip('"')  # a weak ETag (W/"...") is no MD5 and fails the match below
+    md5 = headers.get("content-md5") or (md5_from_hex(etag.lower()) if _MD5_HEX.fullmatch(etag) else None)
+    return Checksums(crc32c=headers.get("x-checksum-crc32c"), md5=md5)
+
+
+def _url(options: Mapping[str, Any], name: str) -> str:
+    url = required(options, name, "http")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise StepError(400, f"destination.{name}: expected a URL without credentials (send them as headers)")
+    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+        return url
+    # Headers hold tokens: they cross the network only encrypted.
+    raise StepError(
+        400, f"destination.{name}: expected https:// (plain http only to 127.0.0.1 or localhost), found {_public(url)}"
+    )
+
+
+def _headers(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise StepError(
+            400, f"destination.headers: expected an object of names and values, found {type(value).__name__}"
+        )
+    headers: dict[str, str] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise StepError(400, f"destination.headers: expected header names, found {name!r}")
+        # The value is never echoed: it may be a token. requests would, in its own error.
+        if not isinstance(text, str) or not text.isprintable():
+            raise StepError(400, f"destination.headers.{name}: expected a one-line string value (not shown)")
+        headers[name] = text
+    return headers
+
+
+def _number(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> float:
+    value = options.get(name, default)
+    number = None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+    if number is None or not math.isfinite(number) or number <= 0 or (integer and number != int(number)):
+        expected = "a whole number of at least 1" if integer else "a positive number of seconds"
+        raise StepError(400, f"destination.{name}: expected {expected}, found {value!r}")
+    return number
