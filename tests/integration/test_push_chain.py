@@ -13,18 +13,26 @@ from devstack import LocalStack
 from pipelines.compile import COMPILED
 from relay import naming
 from tests.integration.conftest import TRIGGERS, relay_stack
-from tests.integration.support import wait_for_record
+from tests.integration.support import read_record, wait_for_record
+from tests.servers.lims import LimsServer
 
 pytestmark = pytest.mark.integration
 LAB, ML = "lab-data", "ml-data"
+CANARY = "Bearer canary-5f1d2c9e8b7a4e31"  # a secret value that must show up nowhere but on the wire
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("push-chain")
-    env = {"RELAY_BACKEND": "local", "RELAY_CATALOG_URI": str(COMPILED)}
+    env = {"RELAY_BACKEND": "local", "RELAY_CATALOG_URI": str(COMPILED), "RELAY_SECRET_LIMS_TOKEN": CANARY}
     with relay_stack(workdir, env, buckets=[LAB, ML]) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def lims() -> Iterator[LimsServer]:
+    with LimsServer(authorization=CANARY) as server:
+        yield server
 
 
 def trigger(storage: Any, name: str, document: dict[str, Any]) -> str:
@@ -74,3 +82,48 @@ def test_a_failed_push_still_gets_its_record(stack: LocalStack):
     key = trigger(storage, "push/empty.json", document)
     result = wait_for_record(storage, f"runs/{key}/result.json", "failed", timeout=90)
     assert result["status"] == 404 and "nothing to push" in result["message"]
+
+
+def test_a_secret_reaches_the_wire_and_nothing_else(stack: LocalStack, lims: LimsServer):
+    storage = stack.storage_client()
+    storage.bucket(LAB).blob("eln/sample-1.json").upload_from_string(json.dumps({"sample": 1}))
+    destination = {
+        "kind": "http",
+        "url": f"{lims.url}/samples/{{name}}",
+        "headers": {"Authorization": "secret://lims-token"},
+    }
+    sent = trigger(
+        storage,
+        "push/eln.json",
+        {"pipeline": "push", "parameters": {"sources": [f"gs://{LAB}/eln/"], "destination": destination}},
+    )
+    assert wait_for_record(storage, f"runs/{sent}/result.json", "succeeded", timeout=90)["status"] == 200
+    assert [u.request.header("Authorization") for u in lims.uploads] == [CANARY]
+    # A server that refuses the token and echoes it back, as careless servers do: the failure must not repeat it.
+    with LimsServer(authorization="Bearer another") as careless:
+        refused = trigger(
+            storage,
+            "push/eln-refused.json",
+            {
+                "pipeline": "push",
+                "parameters": {
+                    "sources": [f"gs://{LAB}/eln/"],
+                    "destination": {**destination, "url": f"{careless.url}/samples/{{name}}"},
+                },
+            },
+        )
+        failed = wait_for_record(storage, f"runs/{refused}/result.json", "failed", timeout=90)
+    assert failed["status"] in (401, 502) and "401" in failed["message"]
+    launch = read_record(storage, f"runs/{sent}/launch.json")
+    assert (
+        launch is not None and launch["parameters"]["destination"]["headers"]["Authorization"] == "secret://lims-token"
+    )
+    secret = CANARY.split()[1]
+    leaks = [
+        blob.name
+        for bucket in storage.list_buckets()
+        for blob in storage.list_blobs(bucket.name)
+        if secret.encode() in blob.download_as_bytes()
+    ]
+    leaks += [str(path) for path in stack.workdir.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaks == []
