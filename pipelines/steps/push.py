@@ -62,11 +62,12 @@ def push(
         failures.append(failure)
         final = {}
     receipts = [final.get(r.source, r) for r in receipts]
+    delivered = [r for r in receipts if not r.pending]  # what a failed batch publish never delivered is left out
     seconds = max(time.monotonic() - started, 1e-9)
-    sent = sum(r.bytes for r in receipts if not r.skipped)
+    sent = sum(r.bytes for r in delivered if not r.skipped)
     metrics = {
-        "files": len(receipts),
-        "skipped": sum(r.skipped for r in receipts),
+        "files": len(delivered),
+        "skipped": sum(r.skipped for r in delivered),
         "failed": len(failures),
         "bytes": sent,
         "seconds": round(seconds, 3),
@@ -78,12 +79,12 @@ def push(
         listed = "; ".join(str(f) for f in failures[:5]) + (
             f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
         )
-        message = f"pushed {len(receipts)} object(s), {len(failures)} failed: {listed}"
+        message = f"pushed {len(delivered)} object(s), {len(failures)} failed: {listed}"
         return StepResult(message=message, status=status, outputs=outputs, metrics=metrics)
-    if not receipts:
+    if not delivered:
         return StepResult(message=f"nothing to push: no objects at {', '.join(sources)}", status=404, metrics=metrics)
     skipped = metrics["skipped"]
-    message = f"pushed {len(receipts)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
+    message = f"pushed {len(delivered)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
     return StepResult(message=message, status=200, outputs=outputs, metrics=metrics)
 
 

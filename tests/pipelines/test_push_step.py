@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepContext, StepResult, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepError, StepResult, run_step, spec_for
 from pipelines.steps.destinations import Destination, Presence, Receipt
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
@@ -139,3 +139,18 @@ def test_a_source_that_changes_while_read_fails_the_object(sink: MemoryDestinati
 
     result = run(Shifty(), [str(source / "plate-2.json")])
     assert result.status == 502 and "changed or corrupted in transit" in result.message
+
+
+def test_objects_a_batch_platform_never_published_are_not_counted_as_pushed(source: Path):
+    class FailingPublish(MemoryDestination):
+        def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+            receipt = super().send(item, stream, overwrite=overwrite)
+            return Receipt(receipt.source, receipt.destination, receipt.bytes, receipt.checksum, pending=True)
+
+        def close(self, message: str) -> list[Receipt]:
+            raise StepError(502, "the dataset version was refused")
+
+    result = run(FailingPublish(), [f"{source}/"])
+    assert result.status == 502 and "the dataset version was refused" in result.message
+    assert result.metrics["files"] == 0 and result.metrics["bytes"] == 0
+    assert all(r["pending"] for r in result.outputs["receipts"])

@@ -29,6 +29,7 @@ class Receipt:
     checksum: str
     version: str | None = None
     skipped: bool = False
+    pending: bool = False  # spooled for a batch platform, delivered only once `close` publishes it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class Receipt:
             "checksum": self.checksum,
             "version": self.version,
             "skipped": self.skipped,
+            "pending": self.pending,
         }
 
 
