@@ -99,3 +99,16 @@ def required(options: Mapping[str, Any], name: str, kind: str) -> str:
     if not isinstance(value, str) or not value:
         raise StepError(400, f"destination.{name}: expected a non-empty string for {kind}, found {value!r}")
     return value
+
+
+def optional(options: Mapping[str, Any], name: str, kind: str) -> str | None:
+    return None if options.get(name) is None else required(options, name, kind)
+
+
+def known_options(options: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """A typo in an option name (`secret_acess_key`) is a 400, not a silently ignored setting."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise StepError(
+            400, f"destination: expected options among {', '.join(sorted(allowed))}; found {', '.join(unknown)}"
+        )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import SourceObject
 
 # Bigger requests cost memory (one chunk is held at a time) and save round trips; 32 MiB is the middle ground.
@@ -25,6 +25,7 @@ class GcsDestination:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> GcsDestination:
+        known_options(options, frozenset({"bucket", "prefix"}))
         return cls(required(options, "bucket", "gcs"), str(options.get("prefix", "")))
 
     def _name(self, item: SourceObject) -> str:

@@ -21,7 +21,7 @@ from urllib3.exceptions import NewConnectionError
 
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import CHUNK, SourceObject
 
 _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
@@ -85,11 +85,7 @@ class HttpDestination:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, sleep: Sleep = time.sleep) -> HttpDestination:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise StepError(
-                400, f"destination: expected options among {', '.join(sorted(_OPTIONS))}; found {', '.join(unknown)}"
-            )
+        known_options(options, _OPTIONS)
         method = str(options.get("method") or "POST").upper()
         if method not in ("POST", "PUT"):
             raise StepError(400, f"destination.method: expected POST or PUT, found {method!r}")

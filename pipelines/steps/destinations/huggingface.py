@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
 from pipelines.steps.objects import CHUNK, SourceObject
 
 HUB = "https://huggingface.co"
@@ -75,6 +75,9 @@ class HuggingFaceDestination:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, temp_root: str | None = None) -> HuggingFaceDestination:
+        known_options(
+            options, frozenset({"repo", "token", "endpoint", "path_in_repo", "revision", "create", "private"})
+        )
         flags = {name: options.get(name, default) for name, default in (("create", False), ("private", True))}
         for name, value in flags.items():
             if not isinstance(value, bool):
@@ -82,9 +85,9 @@ class HuggingFaceDestination:
         return cls(
             required(options, "repo", "huggingface"),
             required(options, "token", "huggingface"),
-            endpoint=_optional(options, "endpoint"),
-            path_in_repo=_optional(options, "path_in_repo") or "",
-            revision=_optional(options, "revision"),
+            endpoint=optional(options, "endpoint", "huggingface"),
+            path_in_repo=optional(options, "path_in_repo", "huggingface") or "",
+            revision=optional(options, "revision", "huggingface"),
             create=flags["create"],
             private=flags["private"],
             temp_root=temp_root,
@@ -257,15 +260,6 @@ class HuggingFaceDestination:
         if self._cleanup is not None:
             self._cleanup()
         self._folder, self._cleanup, self._spooled = None, None, []
-
-
-def _optional(options: Mapping[str, Any], name: str) -> str | None:
-    value = options.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise StepError(400, f"destination.{name}: expected a non-empty string for huggingface, found {value!r}")
-    return value
 
 
 def _spool(stream: HashingReader, target: Path, size: int) -> tuple[str, str]:

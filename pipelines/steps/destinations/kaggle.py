@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
 from pipelines.steps.objects import CHUNK, SourceObject
 
 API = "https://api.kaggle.com"
@@ -87,6 +87,10 @@ class KaggleDestination:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, temp_root: str | None = None) -> KaggleDestination:
+        known_options(
+            options,
+            frozenset({"dataset", "username", "key", "title", "licence", "endpoint", "version_notes", "public"}),
+        )
         public = options.get("public", False)
         if not isinstance(public, bool):
             raise StepError(400, f"destination.public: expected true or false for kaggle, found {public!r}")
@@ -94,10 +98,10 @@ class KaggleDestination:
             required(options, "dataset", "kaggle"),
             username=required(options, "username", "kaggle"),
             key=required(options, "key", "kaggle"),
-            title=_optional(options, "title"),
-            licence=_optional(options, "licence"),
-            endpoint=_optional(options, "endpoint") or API,
-            version_notes=_optional(options, "version_notes"),
+            title=optional(options, "title", "kaggle"),
+            licence=optional(options, "licence", "kaggle"),
+            endpoint=optional(options, "endpoint", "kaggle") or API,
+            version_notes=optional(options, "version_notes", "kaggle"),
             public=public,
             temp_root=temp_root,
         )
@@ -304,15 +308,6 @@ class KaggleDestination:
 
     def _receipt(self, spooled: _Spooled) -> Receipt:
         return Receipt(spooled.item.uri, self.url, spooled.bytes, spooled.checksums.describe())
-
-
-def _optional(options: Mapping[str, Any], name: str) -> str | None:
-    value = options.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise StepError(400, f"destination.{name}: expected a non-empty string for kaggle, found {value!r}")
-    return value
 
 
 def _dataset_path(item: SourceObject) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, required
+from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import CHUNK, SourceObject
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
@@ -51,11 +51,7 @@ class S3Destination:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, part_size: int = CHUNK) -> S3Destination:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise StepError(
-                400, f"destination: expected options among {', '.join(sorted(_OPTIONS))}; found {', '.join(unknown)}"
-            )
+        known_options(options, _OPTIONS)
         bucket = required(options, "bucket", "s3")
         client = make_client(
             endpoint=_endpoint(options.get("endpoint")),
