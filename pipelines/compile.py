@@ -9,11 +9,11 @@ from typing import Any
 
 from kfp import compiler
 
-from pipelines import push_pipeline
+from pipelines import push_pipeline, ratchet_pipeline
 from pipelines.components import DEFAULT_IMAGE
 
 COMPILED = Path(__file__).parent / "compiled"
-CATALOG: dict[str, Callable[[str], Any]] = {"push": push_pipeline.build}
+CATALOG: dict[str, Callable[[str], Any]] = {"push": push_pipeline.build, "ratchet": ratchet_pipeline.build}
 
 
 def compile_catalog(out: Path = COMPILED, image: str = DEFAULT_IMAGE) -> list[Path]:

@@ -83,3 +83,13 @@ def test_the_client_is_made_once_on_first_use(client: Any, tmp_path: Path):
     for n in range(3):
         store.write(f"gs://{BUCKET}/once/{n}.json", b"{}")
     assert len(made) == 1
+
+
+def test_objects_are_stored_with_the_content_type_their_name_implies(store: GcsBlobStore, client: Any):
+    for name, expected in (
+        ("r.json", "application/json"),
+        ("report.html", "text/html"),
+        ("h.jsonl", "application/jsonl"),
+    ):
+        store.write(f"gs://{BUCKET}/types/{name}", b"x")
+        assert client.bucket(BUCKET).get_blob(f"types/{name}").content_type == expected

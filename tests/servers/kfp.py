@@ -11,9 +11,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 import kfp_server_api
+import yaml
 
 from tests.servers.base import LoopbackServer, Request, Response, TokenCheck, any_token, bearer_token
 from tests.servers.spec import SpecError, check_parameters, parse_kfp_pipeline_spec
@@ -67,7 +70,8 @@ class _StoredRun:
 
 
 class KfpApiServer(LoopbackServer):
-    """Single-user KFP: healthz, experiments (create/get/list) and runs (create/get/list).
+    """Single-user KFP: healthz, experiments (create/get/list), runs (create/get/list/terminate), and pipelines
+    (upload, upload a version, list, list versions): a run may name a stored pipeline version instead of a spec.
 
     List filters support EQUALS, NOT_EQUALS and IS_SUBSTRING on display_name and storage_state; other
     keys and operations get a 400 saying so, although a real server would accept some of them.
@@ -79,6 +83,8 @@ class KfpApiServer(LoopbackServer):
         self._state_lock = threading.Lock()
         self._experiments: dict[str, dict[str, Any]] = {}
         self._runs: dict[str, _StoredRun] = {}
+        self._pipelines: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, dict[str, Any]] = {}  # version id -> version, its pipeline_spec included
         self._models = kfp_server_api.ApiClient()
 
     # --- for tests -------------------------------------------------------------------------------------
@@ -95,6 +101,16 @@ class KfpApiServer(LoopbackServer):
             return [
                 {**copy.deepcopy(s.run), "request_body": copy.deepcopy(s.request_body)} for s in self._runs.values()
             ]
+
+    @property
+    def pipelines(self) -> list[dict[str, Any]]:
+        with self._state_lock:
+            return copy.deepcopy(list(self._pipelines.values()))
+
+    @property
+    def pipeline_versions(self) -> list[dict[str, Any]]:
+        with self._state_lock:
+            return copy.deepcopy(list(self._versions.values()))
 
     def set_run_state(self, run_id: str, state: str, error: str | None = None) -> None:
         if state not in _RUN_STATES:
@@ -133,6 +149,9 @@ class KfpApiServer(LoopbackServer):
         if not path.startswith(_API + "/"):
             raise ApiError(NOT_FOUND, "Not Found")
         resource, _, ident = path[len(_API) + 1 :].partition("/")
+        special = self._route_pipelines(request, resource, ident) if resource in ("pipelines", "runs") else None
+        if special is not None:
+            return special()
         routes: dict[tuple[str, str, bool], Callable[[], dict[str, Any]]] = {
             ("GET", "healthz", False): lambda: {"multi_user": False, "pipeline_store": "database"},
             ("GET", "experiments", False): lambda: self._list_experiments(request),
@@ -141,6 +160,8 @@ class KfpApiServer(LoopbackServer):
             ("GET", "runs", False): lambda: self._list_runs(request),
             ("POST", "runs", False): lambda: self._create_run(request),
             ("GET", "runs", True): lambda: self._get_run(ident),
+            ("GET", "pipelines", False): lambda: self._list_pipelines(request),
+            ("GET", "pipelines", True): lambda: self._get_pipeline(ident),
         }
         if "/" in ident or ":" in ident:
             raise ApiError(UNIMPLEMENTED, f"{method} {path} is not implemented by KfpApiServer")
@@ -197,8 +218,9 @@ class KfpApiServer(LoopbackServer):
                 INVALID_ARGUMENT,
                 "Invalid input error: a run needs exactly one of pipeline_spec and pipeline_version_reference",
             )
-        if has_reference:
-            raise ApiError(NOT_FOUND, "Pipeline version not found: KfpApiServer stores no pipelines")
+        reference: Any = body.get("pipeline_version_reference") or {
+            "pipeline_version_id": body.get("pipeline_version_id")
+        }
         runtime_config = body.get("runtime_config") or {}
         if not isinstance(runtime_config, dict):
             raise ApiError(INVALID_ARGUMENT, "runtime_config must be an object")
@@ -206,8 +228,10 @@ class KfpApiServer(LoopbackServer):
         if unknown:
             raise ApiError(INVALID_ARGUMENT, f"unknown field(s) {unknown} in runtime_config")
         parameters = runtime_config.get("parameters") or {}
+        with self._state_lock:
+            stored_spec = body["pipeline_spec"] if has_spec else self._version_spec(reference)
         try:
-            spec = parse_kfp_pipeline_spec(body["pipeline_spec"])
+            spec = parse_kfp_pipeline_spec(stored_spec)
             check_parameters(spec, parameters)
         except SpecError as exc:
             raise ApiError(INVALID_ARGUMENT, f"Invalid input error: {exc}") from exc
@@ -221,7 +245,7 @@ class KfpApiServer(LoopbackServer):
                 "experiment_id": experiment_id,
                 "display_name": name,
                 **{k: body[k] for k in ("description", "service_account") if body.get(k)},
-                "pipeline_spec": body["pipeline_spec"],
+                **({"pipeline_spec": body["pipeline_spec"]} if has_spec else {"pipeline_version_reference": reference}),
                 "runtime_config": runtime_config,
                 "storage_state": "AVAILABLE",
                 "created_at": now,
@@ -257,6 +281,105 @@ class KfpApiServer(LoopbackServer):
             ]
         return _page(items, request, "runs")
 
+    # --- pipelines -------------------------------------------------------------------------------------
+
+    def _route_pipelines(self, request: Request, resource: str, ident: str) -> Callable[[], dict[str, Any]] | None:
+        """The routes whose path has more than one segment: uploads, a pipeline's versions, run termination."""
+        method = request.method
+        if resource == "runs" and ident.endswith(":terminate") and method == "POST":
+            return lambda: self._terminate_run(ident.removesuffix(":terminate"))
+        if resource != "pipelines":
+            return None
+        if method == "POST" and ident == "upload":
+            return lambda: self._upload_pipeline(request)
+        if method == "POST" and ident == "upload_version":
+            return lambda: self._upload_version(request)
+        pipeline_id, _, rest = ident.partition("/")
+        if method == "GET" and rest == "versions":
+            return lambda: self._list_versions(request, pipeline_id)
+        return None
+
+    def _upload_pipeline(self, request: Request) -> dict[str, Any]:
+        name = request.param("display_name") or request.param("name")
+        if not name or not name.strip():
+            raise ApiError(INVALID_ARGUMENT, "Invalid input error: a pipeline needs a name")
+        spec = _uploaded_spec(request)
+        with self._state_lock:
+            if any(p["display_name"] == name for p in self._pipelines.values()):
+                raise ApiError(ALREADY_EXISTS, f"Failed to create a pipeline: name {name!r} already exists")
+            pipeline = {"pipeline_id": str(uuid.uuid4()), "display_name": name, "name": name, "created_at": _now()}
+            pipeline.update({k: v for k in ("description", "namespace") if (v := request.param(k))})
+            self._pipelines[pipeline["pipeline_id"]] = pipeline
+            # Like the real server, the upload makes the pipeline's first version, named after it.
+            self._add_version(pipeline["pipeline_id"], name, request.param("description"), spec)
+            return copy.deepcopy(pipeline)
+
+    def _upload_version(self, request: Request) -> dict[str, Any]:
+        name = request.param("display_name") or request.param("name")
+        pipeline_id = request.param("pipelineid")
+        if not name or not pipeline_id:
+            raise ApiError(INVALID_ARGUMENT, "Invalid input error: a pipeline version needs a name and a pipelineid")
+        spec = _uploaded_spec(request)
+        with self._state_lock:
+            if pipeline_id not in self._pipelines:
+                raise ApiError(NOT_FOUND, f"Failed to create a pipeline version: pipeline {pipeline_id!r} not found")
+            if any(v["pipeline_id"] == pipeline_id and v["display_name"] == name for v in self._versions.values()):
+                raise ApiError(ALREADY_EXISTS, f"Failed to create a pipeline version: name {name!r} already exists")
+            version = self._add_version(pipeline_id, name, request.param("description"), spec)
+            return copy.deepcopy(version)
+
+    def _add_version(
+        self, pipeline_id: str, name: str, description: str | None, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        version_id = str(uuid.uuid4())
+        version: dict[str, Any] = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": version_id,
+            "display_name": name,
+            "name": name,
+            "created_at": _now(),
+            "pipeline_spec": spec,
+        }
+        if description:
+            version["description"] = description
+        self._versions[version_id] = version
+        return version
+
+    def _version_spec(self, reference: Any) -> Any:
+        if not isinstance(reference, dict) or not reference.get("pipeline_version_id"):
+            raise ApiError(INVALID_ARGUMENT, "Invalid input error: pipeline_version_reference needs a version id")
+        version = self._versions.get(str(reference["pipeline_version_id"]))
+        if version is None or reference.get("pipeline_id") not in (None, version["pipeline_id"]):
+            raise ApiError(NOT_FOUND, f"Pipeline version not found: {reference}")
+        return version["pipeline_spec"]
+
+    def _get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        with self._state_lock:
+            if pipeline_id not in self._pipelines:
+                raise ApiError(NOT_FOUND, f"Failed to get pipeline: pipeline {pipeline_id!r} not found")
+            return copy.deepcopy(self._pipelines[pipeline_id])
+
+    def _list_pipelines(self, request: Request) -> dict[str, Any]:
+        with self._state_lock:
+            items = copy.deepcopy(list(self._pipelines.values()))
+        return _page(items, request, "pipelines")
+
+    def _list_versions(self, request: Request, pipeline_id: str) -> dict[str, Any]:
+        with self._state_lock:
+            if pipeline_id not in self._pipelines:
+                raise ApiError(NOT_FOUND, f"Failed to list pipeline versions: pipeline {pipeline_id!r} not found")
+            items = [copy.deepcopy(v) for v in self._versions.values() if v["pipeline_id"] == pipeline_id]
+        return _page(items, request, "pipeline_versions")
+
+    def _terminate_run(self, run_id: str) -> dict[str, Any]:
+        with self._state_lock:
+            if run_id not in self._runs:
+                raise ApiError(NOT_FOUND, f"Failed to terminate run: run {run_id!r} not found")
+            finished = self._runs[run_id].run["state"] in _TERMINAL
+        if not finished:
+            self.set_run_state(run_id, "CANCELED")
+        return {}
+
     # --- helpers ---------------------------------------------------------------------------------------
 
     def _body(self, request: Request, model: str, fields: set[str]) -> dict[str, Any]:
@@ -286,6 +409,29 @@ class _Raw:
     """The one attribute ApiClient.deserialize reads from a response."""
 
     data: bytes
+
+
+def _uploaded_spec(request: Request) -> dict[str, Any]:
+    """The PipelineSpec in a multipart upload's `uploadfile` part, checked like a run's spec."""
+    content_type = request.header("Content-Type") or ""
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(INVALID_ARGUMENT, f"Invalid input error: expected multipart/form-data, found {content_type!r}")
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + request.body)
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        files[str(part.get_param("name", header="content-disposition"))] = (
+            payload if isinstance(payload, bytes) else b""
+        )
+    if "uploadfile" not in files:
+        raise ApiError(INVALID_ARGUMENT, f"Invalid input error: no uploadfile part, found {sorted(files)}")
+    try:
+        documents = [d for d in yaml.safe_load_all(files["uploadfile"]) if d is not None]
+        parse_kfp_pipeline_spec(documents[0] if documents else None)  # refuse what the real server would
+    except (yaml.YAMLError, SpecError) as exc:
+        raise ApiError(INVALID_ARGUMENT, f"Invalid input error: the uploaded file is no pipeline: {exc}") from exc
+    return dict(documents[0])
 
 
 def _now() -> str:

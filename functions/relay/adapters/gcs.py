@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ class GcsBlobStore:
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         blob = self._blob(uri)
         with _mapped_errors(uri):
-            blob.upload_from_string(data, content_type="application/json", if_generation_match=if_generation_match)
+            blob.upload_from_string(data, content_type=_content_type(uri), if_generation_match=if_generation_match)
         return int(blob.generation)
 
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
@@ -63,6 +64,13 @@ class GcsBlobStore:
                 blob.delete(if_generation_match=if_generation_match)
         except BlobNotFoundError:
             pass
+
+
+def _content_type(uri: str) -> str:
+    """Records are JSON; reports are HTML (served as such from a bucket); history is JSON lines."""
+    if uri.endswith(".jsonl"):
+        return "application/jsonl"
+    return mimetypes.guess_type(uri)[0] or "application/json"
 
 
 @contextmanager

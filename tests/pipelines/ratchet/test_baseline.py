@@ -1,0 +1,186 @@
+"""The ratchet decision, table-driven: the bar is set, holds, tightens, is violated, and only loosens by reset."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.steps.ratchet.baseline import (
+    FAILED,
+    FAILED_THAT_PASSED_BEFORE,
+    MISSING,
+    OK,
+    SET,
+    SLOWER_THAN_BAR,
+    TIGHTENED,
+    VIOLATED,
+    Bar,
+    Baseline,
+    BaselineError,
+    Call,
+    Measurement,
+    Reset,
+    baseline_to_json,
+    decide_ratchet,
+    parse_baseline,
+)
+
+AT = "2026-11-21T12:00:00.000Z"
+
+
+def passing(*seconds: float, tolerance: float = 0.1, slack: float = 0.0, name: str = "t") -> Measurement:
+    return Measurement(name, tuple(Call(True, s) for s in seconds), tolerance, slack)
+
+
+def failing(*seconds: float, name: str = "t") -> Measurement:
+    calls = (Call(True, seconds[0]), *(Call(False, s) for s in seconds[1:])) if seconds else ()
+    return Measurement(name, calls, 0.1)
+
+
+def stored(seconds: float | None, passed: bool = True, name: str = "t") -> Baseline:
+    return Baseline({name: Bar(seconds, passed, "earlier", "2026-11-20T12:00:00.000Z")})
+
+
+# (stored baseline, this run, verdict, reason, median, bar after, limit)
+CASES = {
+    "first run sets the bar": (Baseline(), passing(0.3, 0.1, 0.2), SET, "", 0.2, 0.2, None),
+    "faster tightens to the new median": (stored(1.0), passing(0.8, 0.9, 0.7), TIGHTENED, "", 0.8, 0.8, 1.1),
+    "equal holds": (stored(1.0), passing(1.0), OK, "", 1.0, 1.0, 1.1),
+    "slower within tolerance holds the bar": (stored(1.0), passing(1.05, 1.1, 1.0), OK, "", 1.05, 1.0, 1.1),
+    "exactly at the limit holds": (stored(1.0), passing(1.1), OK, "", 1.1, 1.0, 1.1),
+    "slower than the limit is violated": (
+        stored(1.0),
+        passing(1.2, 1.3, 1.11),
+        VIOLATED,
+        SLOWER_THAN_BAR,
+        1.2,
+        1.0,
+        1.1,
+    ),
+    "zero tolerance: any slowdown is violated": (
+        stored(1.0),
+        passing(1.001, tolerance=0.0),
+        VIOLATED,
+        SLOWER_THAN_BAR,
+        1.001,
+        1.0,
+        1.0,
+    ),
+    "slack absorbs timing noise": (stored(0.001), passing(0.05, slack=0.1), OK, "", 0.05, 0.001, 0.1011),
+    "a per-test tolerance widens the limit": (stored(1.0), passing(1.4, tolerance=0.5), OK, "", 1.4, 1.0, 1.5),
+    "failing after passing is violated": (
+        stored(1.0),
+        failing(0.5, 9.0),
+        VIOLATED,
+        FAILED_THAT_PASSED_BEFORE,
+        None,
+        1.0,
+        None,
+    ),
+    "not run after passing is violated": (
+        stored(1.0),
+        Measurement("t", (), 0.1),
+        VIOLATED,
+        FAILED_THAT_PASSED_BEFORE,
+        None,
+        1.0,
+        None,
+    ),
+    "failing on the first run just fails": (Baseline(), failing(0.5, 0.5), FAILED, "", None, None, None),
+    "failing again while never passed just fails": (
+        stored(None, passed=False),
+        failing(0.5, 0.5),
+        FAILED,
+        "",
+        None,
+        None,
+        None,
+    ),
+    "a first pass after failures sets the bar": (stored(None, passed=False), passing(2.0), SET, "", 2.0, 2.0, None),
+}
+
+
+@pytest.mark.parametrize(
+    ("baseline", "run", "verdict", "reason", "median", "bar_after", "limit"), list(CASES.values()), ids=list(CASES)
+)
+def test_decision(
+    baseline: Baseline,
+    run: Measurement,
+    verdict: str,
+    reason: str,
+    median: float | None,
+    bar_after: float | None,
+    limit: float | None,
+):
+    decision = decide_ratchet(baseline, [run], run_key="now", at=AT)
+    (got,) = decision.verdicts
+    assert (got.verdict, got.reason, got.median, got.bar_after, got.limit) == (
+        verdict,
+        reason,
+        median,
+        bar_after,
+        limit,
+    )
+    bar = decision.baseline.bars["t"]
+    assert bar.seconds == bar_after
+    before = baseline.bars["t"].seconds if "t" in baseline.bars else None
+    # The bar never loosens without a reset.
+    assert before is None or bar.seconds is None or bar.seconds <= before
+    # Whoever moved the bar is on record; a bar that stays keeps who set it.
+    assert bar.set_by == ("now" if verdict in (SET, TIGHTENED) else baseline.bars.get("t", Bar(None, False)).set_by)
+
+
+def test_a_test_dropped_from_the_workflow_after_passing_is_violated_and_keeps_its_bar():
+    baseline = Baseline({"kept": Bar(1.0, True), "dropped": Bar(2.0, True), "never": Bar(None, False)})
+    decision = decide_ratchet(baseline, [passing(1.0, name="kept")], run_key="now", at=AT)
+    assert [(v.test, v.verdict, v.reason) for v in decision.verdicts] == [
+        ("kept", OK, ""),
+        ("dropped", VIOLATED, MISSING),
+    ]
+    assert decision.baseline.bars["dropped"].seconds == 2.0
+
+
+def test_a_reset_needs_a_reason_drops_every_bar_and_is_recorded():
+    baseline = Baseline({"t": Bar(0.1, True), "old": Bar(0.2, True)})
+    with pytest.raises(ValueError, match="reason"):
+        decide_ratchet(baseline, [passing(5.0)], run_key="now", at=AT, reset_reason="  ")
+    decision = decide_ratchet(baseline, [passing(5.0)], run_key="now", at=AT, reset_reason="new hardware")
+    assert [(v.test, v.verdict) for v in decision.verdicts] == [("t", SET)]  # "old" is no longer owed
+    assert decision.baseline.bars == {"t": Bar(5.0, True, "now", AT)}
+    assert decision.baseline.resets == (Reset("now", AT, "new hardware", {"t": 0.1, "old": 0.2}),)
+
+
+def test_several_tests_decide_independently_in_order():
+    baseline = Baseline({"a": Bar(1.0, True), "b": Bar(1.0, True)})
+    runs = [passing(0.5, name="a"), passing(2.0, name="b"), passing(0.1, name="c")]
+    decision = decide_ratchet(baseline, runs, run_key="now", at=AT)
+    assert [(v.test, v.verdict) for v in decision.verdicts] == [("a", TIGHTENED), ("b", VIOLATED), ("c", SET)]
+    assert [v.test for v in decision.violated] == ["b"] and [v.test for v in decision.failed] == ["b"]
+
+
+def test_the_document_round_trips():
+    baseline = Baseline(
+        {"t": Bar(0.25, True, "r1", AT), "u": Bar(None, False, "", "")},
+        (Reset("r0", AT, "moved clusters", {"t": 0.5}),),
+    )
+    document = baseline_to_json(baseline, workflow="w", destination="local", run_key="r1", at=AT)
+    assert document["tests"]["t"] == {"bar_seconds": 0.25, "passed": True, "set_by": "r1", "set_at": AT}
+    assert document["history"] == [
+        {"event": "reset", "run_key": "r0", "at": AT, "reason": "moved clusters", "previous": {"t": 0.5}}
+    ]
+    assert parse_baseline(document) == baseline
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        None,
+        {"version": 2, "tests": {}},
+        {"version": 1, "tests": []},
+        {"version": 1, "tests": {"t": {"bar_seconds": "fast"}}},
+        {"version": 1, "tests": {"t": {"bar_seconds": -1}}},
+        {"version": 1, "tests": {}, "history": [{"event": "loosened"}]},
+    ],
+)
+def test_a_document_this_code_did_not_write_is_refused(document: object):
+    with pytest.raises(BaselineError):
+        parse_baseline(document)

@@ -1,0 +1,157 @@
+"""The local destination: algorithms as Python trees, each call a worker process that is killed at the timeout."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.steps.ratchet.clusters import ClusterContext, ClusterError, ExportedFile
+from pipelines.steps.ratchet.clusters.local import LocalCluster
+
+
+def code(path: str, source: str) -> ExportedFile:
+    return ExportedFile(kind="code", path=path, data=textwrap.dedent(source).encode())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> LocalCluster:
+    return LocalCluster.from_options(
+        {"kind": "local", "root": str(tmp_path / "cluster")}, ClusterContext(tmp_path, "w")
+    )
+
+
+def test_names_are_the_cluster_folders(cluster: LocalCluster):
+    assert cluster.data_name("tokenize", "a/b.txt") == "data://local/tokenize/a/b.txt"
+    assert cluster.algo_name("tokenize", "latestPrivate") == "algo://local/tokenize"
+
+
+def test_a_deployed_algorithm_answers_and_its_latency_is_its_own_work(cluster: LocalCluster):
+    cluster.deploy("double", [code("double.py", "def apply(input):\n    return input * 2\n")])
+    result = cluster.call("double", 21, timeout=10)
+    assert (result.ok, result.output, result.error, result.timed_out) == (True, 42, "", False)
+    assert 0 <= result.seconds < 1  # apply alone: the worker's start-up is no part of it
+
+
+def test_algorithms_call_each_other_and_read_data_through_the_seed_client(cluster: LocalCluster):
+    cluster.deploy("shout", [code("src/shout.py", "def apply(input):\n    return input.upper()\n")])
+    greeting = """
+        import Algorithmia
+
+        def apply(input):
+            client = Algorithmia.client()
+            greeting = client.file("data://local/greet/hello.txt").getString().strip()
+            return client.algo("algo://local/shout/1.0.0").pipe(f"{greeting}, {input}").result
+    """
+    data = ExportedFile(kind="data", path="hello.txt", data=b"hello\n", collection="greet")
+    cluster.deploy("greet", [code("greet.py", greeting), data])
+    assert cluster.call("greet", "world", timeout=10).output == "HELLO, WORLD"
+
+
+def test_a_call_past_its_timeout_is_killed_and_counted_failed(cluster: LocalCluster, tmp_path: Path):
+    marker, child = tmp_path / "finished", tmp_path / "child.pid"
+    sleeper = f"""
+        import pathlib, subprocess, sys, time
+
+        def apply(input):
+            # A child of the worker too: the kill must take the whole process group.
+            started = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            pathlib.Path({str(child)!r}).write_text(str(started.pid))
+            time.sleep(30)
+            pathlib.Path({str(marker)!r}).write_text("should never happen")
+    """
+    cluster.deploy("sleeper", [code("sleeper.py", sleeper)])
+    result = cluster.call("sleeper", None, timeout=0.5)
+    assert not result.ok and result.timed_out
+    assert result.error == "timed out after 0.5 s: the worker was killed"
+    assert not marker.exists()
+    assert eventually_gone(int(child.read_text()))
+
+
+def eventually_gone(pid: int, timeout: float = 5.0) -> bool:
+    """The process has ended (gone, or a zombie no one has reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_failing_algorithm_reports_its_error(cluster: LocalCluster):
+    cluster.deploy("bad", [code("bad.py", "def apply(input):\n    raise ValueError(f'no good: {input}')\n")])
+    result = cluster.call("bad", "x", timeout=10)
+    assert not result.ok and not result.timed_out and result.error == "ValueError: no good: x"
+
+
+NESTED_MISSING = (
+    "import Algorithmia\ndef apply(input):\n    return Algorithmia.client().algo('algo://local/nope').pipe(1)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("import sys\ndef apply(input):\n    sys.exit(3)\n", "exited 3 without a reply"),
+        ("def apply(input):\n    return object()\n", "TypeError: Object of type object is not JSON serializable"),
+        ("apply = 1\n", "defines no apply(input)"),
+        (NESTED_MISSING, "no algorithm 'nope'"),
+    ],
+)
+def test_what_goes_wrong_inside_the_worker_is_the_calls_error(cluster: LocalCluster, source: str, fragment: str):
+    cluster.deploy("odd", [code("odd.py", source)])
+    result = cluster.call("odd", None, timeout=10)
+    assert not result.ok and fragment in result.error
+
+
+def test_prints_do_not_corrupt_the_reply_and_the_environment_holds_no_secrets(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("RELAY_SECRET_KAGGLE_KEY", "s3cr3t")
+    source = "import os\ndef apply(input):\n    print('noise')\n    return sorted(os.environ)\n"
+    cluster.deploy("env", [code("env.py", source)])
+    result = cluster.call("env", None, timeout=10)
+    assert result.ok and "RELAY_SECRET_KAGGLE_KEY" not in result.output
+    assert set(result.output) <= {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "LC_CTYPE"}
+
+
+def test_a_redeploy_replaces_the_whole_tree(cluster: LocalCluster):
+    cluster.deploy("a", [code("a.py", "def apply(input):\n    return 1\n"), code("old.py", "")])
+    cluster.deploy("a", [code("a.py", "def apply(input):\n    return 2\n")])
+    assert cluster.call("a", None, timeout=10).output == 2
+    assert not (cluster.root / "algorithms" / "a" / "old.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ([code("other.py", "")], "expected a.py (or src/a.py), found ['other.py']"),
+        ([code("a.py", ""), code("../escape.py", "")], "expected a relative path inside"),
+        ([code("a.py", ""), ExportedFile("data", "/etc/x", b"", "c")], "expected a relative path inside"),
+    ],
+)
+def test_a_tree_without_its_entry_point_or_leaving_the_folder_is_refused(
+    cluster: LocalCluster, files: list[ExportedFile], fragment: str
+):
+    with pytest.raises(ClusterError, match=r"a: |expected a relative") as caught:
+        cluster.deploy("a", files)
+    assert fragment in str(caught.value)
+    assert not (cluster.root / "algorithms" / "a").exists()
+
+
+def test_an_algorithm_not_deployed_fails_without_a_worker(cluster: LocalCluster):
+    result = cluster.call("ghost", None, timeout=10)
+    assert not result.ok and "not deployed" in result.error
+
+
+def test_the_default_root_is_per_workflow(tmp_path: Path):
+    cluster = LocalCluster.from_options({}, ClusterContext(tmp_path, "my-flow"))
+    assert cluster.root.name == "my-flow" and cluster.root.parent.name == "relay-ratchet"
+    assert os.path.isabs(cluster.root)
