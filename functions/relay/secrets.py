@@ -68,9 +68,9 @@ class LocalSecrets:
 class SecretManagerSecrets:
     """Secret Manager, `secret://NAME` in `project` at its latest version, or a full resource name as given."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, client: Any = None) -> None:
         self._project = project
-        self._client: Any = None
+        self._client = client
 
     def resolve(self, reference: str) -> str:
         from google.api_core import exceptions

@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from relay.secrets import LocalSecrets, Redactor, SecretNotFoundError, references, resolve_all, well_formed
+from relay.secrets import (
+    LocalSecrets,
+    Redactor,
+    SecretManagerSecrets,
+    SecretNotFoundError,
+    references,
+    resolve_all,
+    well_formed,
+)
+from tests.servers.secret_manager import SecretManagerServer
 
 
 def test_local_secrets_come_from_the_environment_then_a_folder(tmp_path: Path):
@@ -35,3 +44,24 @@ def test_redaction_replaces_longer_secrets_first():
 )
 def test_well_formed(reference: str, ok: bool):
     assert well_formed(reference) is ok
+
+
+def test_secret_manager_references_resolve_through_the_real_client():
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import secretmanager
+
+    with SecretManagerServer({"projects/lab/secrets/kaggle-key": "k-value"}) as server:
+        client = secretmanager.SecretManagerServiceClient(
+            credentials=AnonymousCredentials(), transport="rest", client_options=ClientOptions(api_endpoint=server.url)
+        )
+        secrets = SecretManagerSecrets("lab", client=client)
+        assert secrets.resolve("secret://kaggle-key") == "k-value"
+        assert secrets.resolve("secret://projects/lab/secrets/kaggle-key/versions/1") == "k-value"
+        with pytest.raises(SecretNotFoundError, match=r"secret://hf-token: Secret Manager answered NotFound"):
+            secrets.resolve("secret://hf-token")
+        assert [r.path for r in server.requests] == [
+            "/v1/projects/lab/secrets/kaggle-key/versions/latest:access",
+            "/v1/projects/lab/secrets/kaggle-key/versions/1:access",
+            "/v1/projects/lab/secrets/hf-token/versions/latest:access",
+        ]
