@@ -108,6 +108,9 @@ class TimedStore:
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
         self._inner.delete(uri, if_generation_match=if_generation_match)
 
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._inner.list(prefix)
+
 
 class TimedBackend:
     """A PipelineBackend that times the submit (token from the cache, then run_pipeline)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from relay.errors import BlobNotFoundError, PreconditionFailedError
@@ -44,6 +44,9 @@ class MemoryBlobStore:
             if if_generation_match is not None and current and if_generation_match != current:
                 raise PreconditionFailedError(uri)
             self._objects.pop(uri, None)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return iter(self.uris(prefix))
 
     def uris(self, prefix: str = "") -> list[str]:
         with self._lock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +41,10 @@ class BlobStore(Protocol):
 
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
         """Remove the object; absent is fine."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """URIs of the objects whose URI starts with `prefix`."""
         ...
 
 

@@ -80,10 +80,9 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         loaded = _unreadable(delivery)  # the trigger cannot be read, and retrying has gone on long enough
     if isinstance(loaded, Outcome):
         return loaded
-    parsed = loaded.error or _parse(loaded, delivery.uri)
+    parsed = loaded.error or parse_document(loaded.raw, loaded.format, delivery.uri)
     pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
-    explicit_key = parsed.run_key if isinstance(parsed, Trigger) else None
-    run_key = explicit_key or naming.derive_run_key(pipeline or naming.UNKNOWN_PIPELINE, loaded.identity)
+    run_key = run_key_for(parsed, loaded.identity)
     if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
         if existing is None:
@@ -147,11 +146,19 @@ def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
     return _Loaded(raw, fmt, identity, records.trigger_reference(delivery, generation), error)
 
 
-def _parse(loaded: _Loaded, uri: str) -> Trigger | InvalidTriggerError:
+def parse_document(raw: bytes, fmt: Format, uri: str) -> Trigger | InvalidTriggerError:
+    """The trigger, or why it is not one."""
     try:
-        return parse_trigger(loaded.raw, loaded.format, uri)
+        return parse_trigger(raw, fmt, uri)
     except InvalidTriggerError as invalid:
         return invalid
+
+
+def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str) -> str:
+    """The trigger's own run_key, else `<pipeline>-<digest of identity>` (`trigger-…` when unreadable)."""
+    if isinstance(parsed, Trigger):
+        return parsed.run_key or naming.derive_run_key(parsed.pipeline, identity)
+    return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
 
 
 def _unreadable(delivery: ObjectDelivery) -> _Loaded:

@@ -93,3 +93,12 @@ def test_objects_are_stored_with_the_content_type_their_name_implies(store: GcsB
     ):
         store.write(f"gs://{BUCKET}/types/{name}", b"x")
         assert client.bucket(BUCKET).get_blob(f"types/{name}").content_type == expected
+
+
+def test_listing_a_prefix(store: GcsBlobStore):
+    for name in ("list/runs/a/launch.json", "list/runs/b/launch.json", "list/rejected/c.json"):
+        store.write(f"gs://{BUCKET}/{name}", b"{}")
+    assert list(store.list(f"gs://{BUCKET}/list/runs/")) == [
+        f"gs://{BUCKET}/list/runs/a/launch.json",
+        f"gs://{BUCKET}/list/runs/b/launch.json",
+    ]

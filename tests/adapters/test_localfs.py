@@ -55,3 +55,15 @@ def test_only_one_of_many_concurrent_creates_wins(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert len(wins) == 1 and store.read(uri).data == str(wins[0]).encode()
+
+
+def test_listing_a_prefix(tmp_path: Path):
+    store = LocalBlobStore(tmp_path)
+    for name in ("runs/a/launch.json", "runs/a/result.json", "runs/b/launch.json", "rejected/c.json"):
+        store.write(str(tmp_path / name), b"{}")
+    assert list(store.list(str(tmp_path / "runs") + "/")) == [
+        str(tmp_path / "runs/a/launch.json"),
+        str(tmp_path / "runs/a/result.json"),
+        str(tmp_path / "runs/b/launch.json"),
+    ]
+    assert list(store.list(f"file://{tmp_path}/rejected/")) == [f"file://{tmp_path}/rejected/c.json"]

@@ -57,6 +57,13 @@ class GcsBlobStore:
             blob.upload_from_string(data, content_type=_content_type(uri), if_generation_match=if_generation_match)
         return int(blob.generation)
 
+    def list(self, prefix: str) -> Iterator[str]:
+        bucket, name = split_gs_uri(prefix)
+        self._blob(prefix)  # makes the client
+        with _mapped_errors(prefix):
+            names = [blob.name for blob in self._client.list_blobs(bucket, prefix=name)]  # type: ignore[union-attr]
+        return iter(f"gs://{bucket}/{n}" for n in names)
+
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
         blob = self._blob(uri)
         try:

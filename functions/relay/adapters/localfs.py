@@ -75,6 +75,14 @@ class LocalBlobStore:
                 raise PreconditionFailedError(f"{uri}: expected generation {if_generation_match}, found {current}")
             path.unlink()
 
+    def list(self, prefix: str) -> Iterator[str]:
+        """Files under the folder `prefix` names (or beside it, sharing its start); a file:// prefix lists URIs."""
+        path = local_path(prefix)
+        folder = path if prefix.endswith("/") or path.is_dir() else path.parent
+        scheme = "file://" if prefix.startswith("file://") else ""
+        found = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return iter(scheme + p for p in found if p.startswith(str(path)))
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from relay.ports import Blob, BlobInfo, BlobStore
 
 
@@ -24,3 +26,6 @@ class RoutingBlobStore:
 
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
         self._for(uri).delete(uri, if_generation_match=if_generation_match)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._for(prefix).list(prefix)

@@ -1,0 +1,105 @@
+"""Reading a run's records back: by run key, by trigger URI, or the most recent ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relay import naming, records
+from relay.errors import BlobNotFoundError
+from relay.ports import BlobStore
+from relay.service import parse_document, run_key_for
+from relay.triggers import format_for
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """What the results location holds for one run key."""
+
+    run_key: str
+    uris: Mapping[str, str]  # record name (launch, result, rejected) -> URI, for those that exist
+    launch: Mapping[str, Any] | None = None
+    result: Mapping[str, Any] | None = None
+    rejection: Mapping[str, Any] | None = None
+
+    @property
+    def latest(self) -> Mapping[str, Any]:
+        return self.result or self.rejection or self.launch or {}
+
+    @property
+    def state(self) -> str:
+        return str(self.latest.get("state", "unknown"))
+
+    @property
+    def pipeline(self) -> str:
+        return str(self.latest.get("pipeline") or (self.launch or {}).get("pipeline") or "")
+
+    @property
+    def status(self) -> int | None:
+        value = self.latest.get("status")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def message(self) -> str:
+        return str(self.latest.get("message", ""))
+
+    @property
+    def trigger_uri(self) -> str:
+        trigger = (self.launch or self.rejection or {}).get("trigger") or {}
+        return str(trigger.get("uri", ""))
+
+    @property
+    def since(self) -> str:
+        """When the run began, as recorded (claimed or rejected)."""
+        first = self.launch or self.rejection or {}
+        return str(first.get("claimed_at") or first.get("rejected_at") or "")
+
+
+def read_run(store: BlobStore, results_uri: str, run_key: str) -> RunRecords | None:
+    uris = {
+        "launch": naming.launch_record(results_uri, run_key),
+        "result": naming.result_record(results_uri, run_key),
+        "rejected": naming.rejection_record(results_uri, run_key),
+    }
+    found = {name: record for name, uri in uris.items() if (record := _read(store, uri)) is not None}
+    if not found:
+        return None
+    return RunRecords(
+        run_key=run_key,
+        uris={name: uris[name] for name in found},
+        launch=found.get("launch"),
+        result=found.get("result"),
+        rejection=found.get("rejected"),
+    )
+
+
+def run_key_for_object(store: BlobStore, uri: str, generation: int | None = None) -> str:
+    """The run key Relay gives the trigger file at `uri` (its current generation unless one is given)."""
+    blob = store.read(uri, generation=generation)
+    bucket, name = naming.split_gs_uri(uri)
+    identity = naming.object_identity(bucket, name, blob.generation)
+    return run_key_for(parse_document(blob.data, format_for(name) or "json", uri), identity)
+
+
+def recent_runs(store: BlobStore, results_uri: str, limit: int = 20) -> list[RunRecords]:
+    """The most recent runs and rejections, newest first."""
+    keys = set(_run_keys(store, results_uri))
+    runs = [run for key in keys if (run := read_run(store, results_uri, key)) is not None]
+    return sorted(runs, key=lambda run: run.since, reverse=True)[:limit]
+
+
+def _run_keys(store: BlobStore, results_uri: str) -> Iterator[str]:
+    runs = naming.join(results_uri, "runs") + "/"
+    for uri in store.list(runs):
+        yield uri[len(runs) :].split("/", 1)[0]
+    rejected = naming.join(results_uri, "rejected") + "/"
+    for uri in store.list(rejected):
+        yield uri[len(rejected) :].removesuffix(".json")
+
+
+def _read(store: BlobStore, uri: str) -> dict[str, Any] | None:
+    try:
+        return records.decode(store.read(uri).data)
+    except BlobNotFoundError:
+        return None
