@@ -4,10 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint typecheck test unit bench clean
+.PHONY: help demo up venv lint typecheck test unit bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+demo: $(STAMP)  ## the whole event chain on this machine: sample triggers in, runs and records out
+	$(BIN)/python -m devstack.demo
+
+up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it)
+	$(BIN)/python -m devstack.up
 
 $(STAMP): requirements.txt functions/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -77,6 +77,20 @@ def cloud_event_from_push(push: Mapping[str, Any]) -> StorageCloudEvent | None:
     )
 
 
+def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> int:
+    """POST and return the status. http.client, not urllib or requests: those route loopback through http_proxy."""
+    target = urlsplit(url)
+    conn = http.client.HTTPConnection(target.hostname or LOOPBACK, target.port or 80, timeout=timeout)
+    try:
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        conn.request("POST", path, body=body, headers=dict(headers))
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
 class _Server(http.server.ThreadingHTTPServer):
     # Several deliveries may be in flight at once (the emulator pushes concurrently), as in production.
     daemon_threads = True
@@ -114,7 +128,6 @@ class StorageEventBridge(Lifecycle):
         if target.scheme != "http" or not target.hostname:
             raise ValueError(f"target_url must be an http:// URL, got {target_url!r}")
         self.target_url = target_url
-        self._target = target
         self._forward_timeout = forward_timeout
         self._host = host
         self._port = port
@@ -178,17 +191,4 @@ class StorageEventBridge(Lifecycle):
 
     def forward(self, event: StorageCloudEvent) -> int:
         """POST `event` to the target in binary mode and return the target's status."""
-        # http.client rather than urllib/requests: those would route loopback through http_proxy if set.
-        conn = http.client.HTTPConnection(
-            self._target.hostname or LOOPBACK, self._target.port or 80, timeout=self._forward_timeout
-        )
-        try:
-            path = self._target.path or "/"
-            if self._target.query:
-                path += "?" + self._target.query
-            conn.request("POST", path, body=event.data, headers=event.headers())
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
+        return post(self.target_url, event.data, event.headers(), timeout=self._forward_timeout)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from devstack.bridge import StorageEventBridge
+from devstack.direct import DirectDelivery
 from devstack.functions import FunctionsServer
 from devstack.gcs import FakeGcsServer, GcsNotifications, create_bucket, storage_client
 from devstack.lifecycle import Lifecycle
@@ -60,6 +61,7 @@ class LocalStack(Lifecycle):
         ack_deadline_seconds: int = 10,
         gcs_backend: Literal["memory", "filesystem"] = "memory",
         start_timeout: float = 30.0,
+        emulators: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
         self.project = project
@@ -77,7 +79,13 @@ class LocalStack(Lifecycle):
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Every port is chosen up front, so every component knows where the others will be and all of them
         # can start at once: the JVM's ~0.5-1 s then hides the rest.
-        self.pubsub = PubSubEmulator(self.workdir, project=project, port=ports.pubsub, start_timeout=start_timeout)
+        # Without the Pub/Sub emulator (no Java or Cloud SDK), `drop` and `publish` deliver straight to the functions.
+        self.emulators = emulators
+        self.pubsub = (
+            PubSubEmulator(self.workdir, project=project, port=ports.pubsub, start_timeout=start_timeout)
+            if emulators
+            else None
+        )
         self.storage = FakeGcsServer(
             self.workdir,
             port=ports.storage,
@@ -86,7 +94,9 @@ class LocalStack(Lifecycle):
             # the results bucket must not come back as triggers.
             notifications=GcsNotifications(
                 pubsub_host=self.pubsub.host_port, project=project, topic=GCS_EVENTS_TOPIC, bucket=trigger_bucket
-            ),
+            )
+            if self.pubsub
+            else None,
             start_timeout=start_timeout,
         )
         self.object_finalized = FunctionsServer(
@@ -106,6 +116,7 @@ class LocalStack(Lifecycle):
             start_timeout=start_timeout,
         )
         self.bridge = StorageEventBridge(self.object_finalized.url, host=LOOPBACK, port=ports.bridge or 0)
+        self.direct = DirectDelivery(self.object_finalized.url, self.trigger_push_endpoint)
 
     # -- what callers need -----------------------------------------------------------------------------
 
@@ -117,6 +128,8 @@ class LocalStack(Lifecycle):
     @property
     def pubsub_host(self) -> str:
         """PUBSUB_EMULATOR_HOST value, e.g. 127.0.0.1:8085."""
+        if self.pubsub is None:
+            raise RuntimeError("this stack runs without the Pub/Sub emulator")
         return self.pubsub.host_port
 
     @property
@@ -141,7 +154,8 @@ class LocalStack(Lifecycle):
 
         The emulator hosts win over `function_env`, so the functions always see this stack.
         """
-        return {**self.function_env, **self.storage.env(), "PUBSUB_EMULATOR_HOST": self.pubsub.host_port}
+        emulator = {"PUBSUB_EMULATOR_HOST": self.pubsub.host_port} if self.pubsub else {}
+        return {**self.function_env, **self.storage.env(), **emulator}
 
     def storage_client(self) -> Any:
         """A google.cloud.storage.Client for this stack's fake-gcs-server (close() it when done)."""
@@ -149,13 +163,26 @@ class LocalStack(Lifecycle):
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
         """Publish on `topic` in this stack's project; return the message id."""
+        if self.pubsub is None:
+            if topic != self.trigger_topic:
+                raise RuntimeError(f"without the Pub/Sub emulator only {self.trigger_topic} can be delivered")
+            return self.direct.message(data, attributes or {})
         return publish(self.pubsub_host, self.project, topic, data, attributes)
 
+    def drop(self, name: str, data: bytes, content_type: str = "application/json") -> int:
+        """Upload `name` to the trigger bucket (its finalized event follows); return the generation."""
+        blob = self.storage_client().bucket(self.trigger_bucket).blob(name)
+        blob.upload_from_string(data, content_type=content_type)
+        if self.pubsub is None:
+            self.direct.storage_event(blob._properties)  # the object resource, as a notification carries it
+        return int(blob.generation)
+
     def summary(self) -> str:
+        delivery = f"via bridge {self.bridge_url}" if self.pubsub else "delivered directly: no Pub/Sub emulator"
         lines = [
             f"STORAGE_EMULATOR_HOST={self.storage_url}",
-            f"PUBSUB_EMULATOR_HOST={self.pubsub_host}",
-            f"{OBJECT_FINALIZED_TARGET}: {self.object_finalized_url} (via bridge {self.bridge_url})",
+            *([f"PUBSUB_EMULATOR_HOST={self.pubsub.host_port}"] if self.pubsub else []),
+            f"{OBJECT_FINALIZED_TARGET}: {self.object_finalized_url} ({delivery})",
             f"{MESSAGE_PUBLISHED_TARGET}: {self.message_published_url}",
             f"trigger bucket gs://{self.trigger_bucket}, trigger topic {self.trigger_topic}",
             f"logs: {self.workdir}",
@@ -173,19 +200,23 @@ class LocalStack(Lifecycle):
             launched: list[ManagedProcess] = []
             # One callback for all: SIGTERM everything at once, in reverse start order, then reap.
             stack.callback(lambda: stop_all(launched[::-1]))
-            for service in (self.pubsub, self.object_finalized, self.message_published, self.storage):
+            services = (self.pubsub, self.object_finalized, self.message_published, self.storage)
+            for service in (s for s in services if s is not None):
                 service.launch()
                 launched.append(service.process)
-            self.bridge.start()
-            stack.callback(self.bridge.stop)
-
-            self.pubsub.wait_ready()
-            # Topics before the first upload: fake-gcs-server silently drops events for a missing topic.
-            topics = [GCS_EVENTS_TOPIC, self.trigger_topic]
-            if self.notify_topic:
-                topics.append(self.notify_topic)
-            for topic in dict.fromkeys(topics):
-                create_topic(self.pubsub_host, self.project, topic)
+            if self.pubsub is None:
+                self.direct.start()
+                stack.callback(self.direct.stop)
+            else:
+                self.bridge.start()
+                stack.callback(self.bridge.stop)
+                self.pubsub.wait_ready()
+                # Topics before the first upload: fake-gcs-server silently drops events for a missing topic.
+                topics = [GCS_EVENTS_TOPIC, self.trigger_topic]
+                if self.notify_topic:
+                    topics.append(self.notify_topic)
+                for topic in dict.fromkeys(topics):
+                    create_topic(self.pubsub_host, self.project, topic)
 
             self.storage.wait_ready()
             for bucket in self.buckets:
@@ -193,22 +224,23 @@ class LocalStack(Lifecycle):
 
             self.object_finalized.wait_ready()
             self.message_published.wait_ready()
-            create_push_subscription(
-                self.pubsub_host,
-                self.project,
-                f"{GCS_EVENTS_TOPIC}-bridge",
-                topic=GCS_EVENTS_TOPIC,
-                endpoint=self.bridge.url,
-                ack_deadline_seconds=self.ack_deadline_seconds,
-            )
-            create_push_subscription(
-                self.pubsub_host,
-                self.project,
-                f"{self.trigger_topic}-push",
-                topic=self.trigger_topic,
-                endpoint=self.trigger_push_endpoint,
-                ack_deadline_seconds=self.ack_deadline_seconds,
-            )
+            if self.pubsub is not None:
+                create_push_subscription(
+                    self.pubsub_host,
+                    self.project,
+                    f"{GCS_EVENTS_TOPIC}-bridge",
+                    topic=GCS_EVENTS_TOPIC,
+                    endpoint=self.bridge.url,
+                    ack_deadline_seconds=self.ack_deadline_seconds,
+                )
+                create_push_subscription(
+                    self.pubsub_host,
+                    self.project,
+                    f"{self.trigger_topic}-push",
+                    topic=self.trigger_topic,
+                    endpoint=self.trigger_push_endpoint,
+                    ack_deadline_seconds=self.ack_deadline_seconds,
+                )
             self._exit_stack = stack.pop_all()
         self.startup_seconds = time.monotonic() - started
         return self

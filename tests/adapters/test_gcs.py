@@ -90,6 +90,7 @@ def test_objects_are_stored_with_the_content_type_their_name_implies(store: GcsB
         ("r.json", "application/json"),
         ("report.html", "text/html"),
         ("h.jsonl", "application/jsonl"),
+        ("t.yaml", "application/yaml"),
     ):
         store.write(f"gs://{BUCKET}/types/{name}", b"x")
         assert client.bucket(BUCKET).get_blob(f"types/{name}").content_type == expected

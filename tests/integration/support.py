@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from devstack.logs import outcome_lines
+
 T = TypeVar("T")
 RESULTS = "relay-results"
 
@@ -41,25 +43,9 @@ def record_paths(client: Any, prefix: str = "") -> list[str]:
     return sorted(blob.name for blob in client.list_blobs(RESULTS, prefix=prefix))
 
 
-def outcome_lines(log_path: Path) -> list[dict[str, Any]]:
-    """The JSON outcome lines a functions-framework process wrote."""
-    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
-    return [entry for entry in (_json(line) for line in lines) if entry is not None and "outcome" in entry]
-
-
 def wait_for_outcome(log_path: Path, trigger_uri: str, outcome: str, timeout: float = 20.0) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         found = [e for e in outcome_lines(log_path) if e["trigger_uri"] == trigger_uri and e["outcome"] == outcome]
         return found[-1] if found else None
 
     return eventually(probe, timeout, f"a {outcome} line for {trigger_uri} in {log_path}")
-
-
-def _json(line: str) -> dict[str, Any] | None:
-    if not line.startswith("{"):
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

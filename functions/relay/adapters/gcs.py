@@ -74,9 +74,11 @@ class GcsBlobStore:
 
 
 def _content_type(uri: str) -> str:
-    """Records are JSON; reports are HTML (served as such from a bucket); history is JSON lines."""
+    """Records are JSON; reports are HTML (served as such from a bucket); history is JSON lines; triggers YAML too."""
     if uri.endswith(".jsonl"):
         return "application/jsonl"
+    if uri.endswith((".yaml", ".yml")):
+        return "application/yaml"  # not in the stdlib's table
     return mimetypes.guess_type(uri)[0] or "application/json"
 
 

@@ -11,7 +11,7 @@ from pipelines.steps.ratchet.baseline import FAILED, VIOLATED, Decision
 from pipelines.steps.ratchet.stages import AlgorithmOutcome, BenchmarkOutcome
 
 CHART_RUNS = 60  # the most recent runs drawn per test; the table and history.jsonl keep everything
-_W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 720, 200, 64, 16, 14, 34
+_W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 720, 220, 64, 16, 14, 54
 _GOOD, _BAD, _BAR, _LINE = "#1a7f37", "#cf222e", "#0969da", "#57606a"
 
 
@@ -204,10 +204,11 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
                 f'L{cx + 5:.1f},{cy - 5:.1f}" stroke="{_BAD}" stroke-width="2.5"><title>{escape(tip)}</title></path>'
             )
     first, last = points[0][0], points[-1][0]
-    svg.append(f'<text x="{_LEFT}" y="{_H - 10}">{escape(_short(first.get("run_key")))}</text>')
+    # Run keys under the axis, the legend on a line of its own below them.
+    svg.append(f'<text x="{_LEFT}" y="{_H - 30}">{escape(_short(first.get("run_key")))}</text>')
     if len(points) > 1:
         svg.append(
-            f'<text x="{_LEFT + width}" y="{_H - 10}" text-anchor="end">{escape(_short(last.get("run_key")))}</text>'
+            f'<text x="{_LEFT + width}" y="{_H - 30}" text-anchor="end">{escape(_short(last.get("run_key")))}</text>'
         )
     svg.append(
         f'<text x="{_LEFT + width / 2:.1f}" y="{_H - 10}" text-anchor="middle" class="legend">'

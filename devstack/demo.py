@@ -1,0 +1,300 @@
+"""`make demo`: Relay's main job on the embedded local default, the whole event chain on this machine.
+
+Starts the local stack (fake-gcs-server notifying the Pub/Sub emulator, the storage-event bridge, both functions on
+functions-framework, the local backend), seeds sample data, drops sample triggers, shows their runs as they go,
+then prints what became of each and stops everything. Exits 0 only if every sample ended as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from devstack.logs import outcome_lines
+from devstack.pubsub import emulator_available
+from devstack.stack import LocalStack
+from relay import naming
+from relay.adapters.gcs import GcsBlobStore
+from relay.service import parse_document, run_key_for
+from relay.status import RunRecords, read_run
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "relay-local"
+TRIGGERS, RESULTS, LAB, ML = "relay-triggers", "relay-results", "lab-data", "ml-data"
+TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
+EXAMPLE_WORKFLOW = REPO / "pipelines" / "examples" / "ratchet" / "workflow.json"
+FINAL = ("succeeded", "failed", "rejected")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One thing the demo does, and what it must end as."""
+
+    label: str
+    document: dict[str, Any]
+    expect: str  # succeeded, rejected or duplicate
+    how: str = "bucket"  # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered
+    name: str = ""
+    after: str = ""  # the label of a sample that must have ended first
+
+
+@dataclass
+class Tracked:
+    sample: Sample
+    run_key: str = ""
+    trigger_uri: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    state: str = "waiting"
+    run: RunRecords | None = None
+    note: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state in (*FINAL, "duplicate")
+
+    @property
+    def as_expected(self) -> bool:
+        return self.state == self.sample.expect
+
+
+@dataclass
+class Demo:
+    tracked: list[Tracked] = field(default_factory=list)
+    report: Path | None = None
+    delivered_directly: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(t.as_expected for t in self.tracked)
+
+
+def samples() -> list[Sample]:
+    push = {
+        "pipeline": "push",
+        "parameters": {
+            "sources": [f"gs://{LAB}/assay/2026-11-21/"],
+            "destination": {"kind": "gcs", "bucket": ML, "prefix": "assay"},
+            "select": "/extra_data",
+        },
+        "labels": {"team": "assay"},
+    }
+    ratchet = {"pipeline": "ratchet", "parameters": {"workflow": {"uri": EXAMPLE_WORKFLOW.as_uri()}}}
+    from_topic = {
+        "pipeline": "push",
+        "parameters": {
+            "sources": [f"gs://{LAB}/reference/"],
+            "destination": {"kind": "gcs", "bucket": ML, "prefix": "reference"},
+        },
+    }
+    malformed = {
+        "pipeline": "push",
+        "parameters": {"sources": f"gs://{LAB}/assay/", "destination": {"kind": "gcs"}, "colour": "blue"},
+    }
+    return [
+        Sample("push bucket to bucket", push, "succeeded", name="demo/push-assay.json"),
+        Sample("ratchet, first run (sets the bar)", ratchet, "succeeded", name="demo/ratchet-1.json"),
+        Sample(
+            "ratchet, second run (tightens it)",
+            ratchet,
+            "succeeded",
+            name="demo/ratchet-2.json",
+            after="ratchet, first run (sets the bar)",
+        ),
+        Sample("push published to the topic", from_topic, "succeeded", how="topic"),
+        Sample("the first push, delivered again", push, "duplicate", how="again", after="push bucket to bucket"),
+        Sample("malformed trigger", malformed, "rejected", name="demo/malformed.json"),
+    ]
+
+
+def seed(stack: LocalStack) -> None:
+    lab = stack.storage_client().bucket(LAB)
+    for plate in range(1, 4):
+        document = {"plate": plate, "extra_data": {"od600": [round(0.1 * plate + 0.01 * i, 3) for i in range(8)]}}
+        blob = lab.blob(f"assay/2026-11-21/plate-{plate}.json")
+        blob.metadata = {"instrument": "reader-7"}
+        blob.upload_from_string(json.dumps(document), content_type="application/json")
+    lab.blob("reference/controls.csv").upload_from_string("well,od600\nA1,0.05\nH12,0.05\n", content_type="text/csv")
+
+
+def deliver(stack: LocalStack, item: Tracked, first_push: Tracked) -> None:
+    sample = item.sample
+    data = json.dumps(sample.document, indent=2).encode()
+    if sample.how == "bucket":
+        generation = stack.drop(sample.name, data)
+        item.trigger_uri = naming.object_uri(TRIGGERS, sample.name)
+        identity = naming.object_identity(TRIGGERS, sample.name, generation)
+    elif sample.how == "topic":
+        message_id = stack.publish(TRIGGER_TOPIC, data, {"source": "relay-demo"})
+        item.trigger_uri = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}#{message_id}"
+        identity = naming.message_identity(f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}", message_id)
+    else:  # the first push's object again, as a storage notification routed through the topic
+        bucket, name = naming.split_gs_uri(first_push.trigger_uri)
+        generation = int(stack.storage_client().bucket(bucket).get_blob(name).generation)
+        attributes = {
+            "bucketId": bucket,
+            "objectId": name,
+            "objectGeneration": str(generation),
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+        }
+        stack.publish(TRIGGER_TOPIC, json.dumps({"bucket": bucket, "name": name}).encode(), attributes)
+        item.trigger_uri = first_push.trigger_uri
+        identity = naming.object_identity(bucket, name, generation)
+    item.run_key = run_key_for(parse_document(data, "json", item.trigger_uri), identity)
+    item.started = time.monotonic()
+    item.state = "delivered"
+
+
+def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
+    if item.done or not item.run_key:
+        return
+    if item.sample.how == "again":
+        functions = (stack.object_finalized, stack.message_published)
+        lines = [line for function in functions for line in outcome_lines(function.process.log_path)]
+        if sum(line["run_key"] == item.run_key and line["outcome"] == "duplicate" for line in lines) >= 1:
+            item.state, item.ended = "duplicate", time.monotonic()
+            item.note = "acknowledged: the run exists already"
+        return
+    item.run = read_run(store, f"gs://{RESULTS}", item.run_key)
+    if item.run is not None:
+        item.state = item.run.state
+        if item.done:
+            item.ended = time.monotonic()
+            item.note = item.run.message
+
+
+def table(items: Sequence[Tracked], now: float) -> list[str]:
+    rows = [("trigger", "run key", "pipeline", "state", "elapsed")]
+    for item in items:
+        elapsed = (item.ended or now) - item.started if item.started else 0.0
+        rows.append(
+            (
+                item.sample.label,
+                item.run_key or "-",
+                str(item.sample.document.get("pipeline")),
+                item.state,
+                f"{elapsed:5.1f}s" if item.started else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+
+
+def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, emulators: bool | None = None) -> Demo:
+    """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it."""
+    missing = emulator_available() if emulators is None else None if emulators else "asked to run without emulators"
+    demo = Demo(tracked=[Tracked(sample) for sample in samples()], delivered_directly=missing is not None)
+    if missing:
+        print(f"Note: {missing}; events are delivered straight to the functions instead of through Pub/Sub.", file=out)
+    function_env = {
+        "RELAY_BACKEND": "local",
+        "RELAY_RESULTS_URI": f"gs://{RESULTS}",
+        "RELAY_CATALOG_URI": str(REPO / "pipelines" / "compiled"),
+        "RELAY_LOCAL_ROOT": str(workdir / "runs"),
+        **({} if missing else {"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"}),
+    }
+    with LocalStack(
+        workdir / "stack",
+        project=PROJECT,
+        trigger_bucket=TRIGGERS,
+        trigger_topic=TRIGGER_TOPIC,
+        notify_topic=None if missing else NOTIFY_TOPIC,
+        buckets=[RESULTS, LAB, ML],
+        function_env=function_env,
+        emulators=missing is None,
+    ) as stack:
+        print(f"Local stack up in {stack.startup_seconds:.1f} s:\n" + _indent(stack.summary()) + "\n", file=out)
+        seed(stack)
+        store = GcsBlobStore(stack.storage_client)
+        _watch(stack, store, demo, out, timeout)
+        demo.report = _fetch_report(stack, demo, workdir)
+    _summary(demo, out)
+    return demo
+
+
+def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, timeout: float) -> None:
+    by_label = {item.sample.label: item for item in demo.tracked}
+    first_push = demo.tracked[0]
+    live = out.isatty()
+    printed = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        for item in demo.tracked:
+            waiting_on = by_label.get(item.sample.after)
+            ready = not waiting_on or waiting_on.done
+            if item.state == "waiting" and ready:
+                deliver(stack, item, first_push)
+            refresh(stack, store, item)
+        lines = table(demo.tracked, time.monotonic())
+        if live:
+            out.write(f"\x1b[{printed}F\x1b[J" if printed else "")
+            out.write("\n".join(lines) + "\n")
+            printed = len(lines)
+        finished = all(item.done for item in demo.tracked)
+        if finished or time.monotonic() > deadline:
+            if not live:
+                out.write("\n".join(lines) + "\n")
+            for item in demo.tracked:
+                if not item.done:
+                    item.note = f"still {item.state} after {timeout:.0f} s"
+            return
+        out.flush()
+        time.sleep(0.25)
+
+
+def _fetch_report(stack: LocalStack, demo: Demo, workdir: Path) -> Path | None:
+    """Copy the ratchet's HTML report out of the bucket, so a browser can open it."""
+    for item in reversed(demo.tracked):
+        link = (item.run.result or {}).get("outputs", {}).get("report_html") if item.run else None
+        if isinstance(link, str) and link.startswith("gs://"):
+            bucket, name = naming.split_gs_uri(link)
+            path = workdir / "ratchet-report.html"
+            path.write_bytes(stack.storage_client().bucket(bucket).blob(name).download_as_bytes())
+            return path
+    return None
+
+
+def _summary(demo: Demo, out: TextIO) -> None:
+    print("\nWhat became of each trigger:", file=out)
+    for item in demo.tracked:
+        mark = "ok " if item.as_expected else "NOT"
+        print(f"  [{mark}] {item.sample.label}: {item.state} (expected {item.sample.expect})", file=out)
+        print(f"        trigger  {item.trigger_uri or '-'}", file=out)
+        if item.run_key:
+            where = naming.join(f"gs://{RESULTS}", "rejected" if item.state == "rejected" else "runs", item.run_key)
+            print(f"        records  {where}{'.json' if item.state == 'rejected' else '/'}", file=out)
+        if item.note:
+            print(
+                f"        {('reason' if item.state == 'rejected' else 'message').ljust(8)} {item.note[:300]}", file=out
+            )
+    if demo.report:
+        print(f"\nThe ratchet's report: {demo.report}", file=out)
+    verdict = "every sample ended as expected" if demo.ok else "some samples did not end as expected"
+    print(f"\nDemo finished: {verdict}. Everything it started has stopped.", file=out)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def main(argv: Sequence[str] | None = None, run: Callable[..., Demo] = run_demo) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=REPO / ".relay" / "demo", help="where logs and runs go")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every run (300)")
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    demo = run(args.workdir, timeout=args.timeout)
+    return 0 if demo.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""`make up`: the demo's local stack, kept running for you to use (the `relay` command, your own triggers).
+
+Prints the environment a shell needs to work against it, then waits; Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from devstack import demo
+from devstack.pubsub import emulator_available
+from devstack.stack import LocalStack, StackPorts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=demo.REPO / ".relay" / "up", help="logs and runs")
+    parser.add_argument("--storage-port", type=int, default=4443)
+    parser.add_argument("--pubsub-port", type=int, default=8085)
+    args = parser.parse_args(argv)
+    missing = emulator_available()
+    env = {
+        "RELAY_BACKEND": "local",
+        "RELAY_RESULTS_URI": f"gs://{demo.RESULTS}",
+        "RELAY_CATALOG_URI": str(demo.REPO / "pipelines" / "compiled"),
+        "RELAY_LOCAL_ROOT": str(args.workdir / "runs"),
+        **({} if missing else {"RELAY_NOTIFY_TOPIC": f"projects/{demo.PROJECT}/topics/{demo.NOTIFY_TOPIC}"}),
+    }
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with LocalStack(
+        args.workdir,
+        project=demo.PROJECT,
+        trigger_bucket=demo.TRIGGERS,
+        trigger_topic=demo.TRIGGER_TOPIC,
+        notify_topic=None if missing else demo.NOTIFY_TOPIC,
+        buckets=[demo.RESULTS, demo.LAB, demo.ML],
+        function_env=env,
+        ports=StackPorts(storage=args.storage_port, pubsub=None if missing else args.pubsub_port),
+        emulators=missing is None,
+    ) as stack:
+        if missing:
+            print(f"Note: {missing}; without the Pub/Sub emulator, uploads are not delivered by themselves.")
+        print("Relay's local stack is up. In another shell:\n")
+        for name, value in sorted(stack.env().items()):
+            print(f"  export {name}={value}")
+        print(f"\n  relay trigger my-trigger.json --bucket {demo.TRIGGERS}")
+        print(f"  relay publish my-trigger.json --topic {demo.TRIGGER_TOPIC} --project {demo.PROJECT}")
+        print("  relay runs\n\n" + stack.summary() + "\n\nCtrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave the `with`, which stops everything
+            stopped.wait()
+    print("Stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The `relay` console script: argument parsing, dispatch, and one line on stderr per expected failure."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from relay.errors import RelayError
+from relay.ports import BlobStore
+from relaycli.command import Command
+from relaycli.compile import COMMAND as COMPILE
+from relaycli.config import Context
+from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from relaycli.output import one_line
+from relaycli.publish import COMMAND as PUBLISH
+from relaycli.runs import COMMAND as RUNS
+from relaycli.status import COMMAND as STATUS
+from relaycli.trigger import COMMAND as TRIGGER
+from relaycli.validate import COMMAND as VALIDATE
+
+COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, VALIDATE, COMPILE)
+
+DESCRIPTION = """\
+Relay turns a trigger file dropped in a bucket, or a message published to a topic, into exactly one
+Kubeflow Pipelines run, with records in a results location. This command drops and publishes triggers,
+follows the runs they become, and checks triggers against the pipeline catalog first."""
+
+EPILOG = """\
+examples:
+  relay validate trigger.yaml
+  relay trigger trigger.yaml --bucket relay-triggers
+  relay publish trigger.json --topic relay-triggers --project relay-local
+  relay status gs://relay-triggers/trigger.yaml
+  relay runs --limit 10
+
+environment:
+  RELAY_RESULTS_URI      gs://bucket/prefix or folder of the run records (status, runs; or --results)
+  RELAY_CATALOG_URI      folder or gs:// prefix of compiled specs (validate, trigger, publish; or --catalog;
+                         default pipelines/compiled)
+  RELAY_LOCAL_ROOT       the local backend's working folder (default .relay/local)
+  STORAGE_EMULATOR_HOST  when set, Cloud Storage is this emulator (fake-gcs-server); else the real service
+  PUBSUB_EMULATOR_HOST   when set, Pub/Sub is this emulator; else the real service
+  PUBSUB_PROJECT_ID      the project of a short --topic name, with the emulator
+  GOOGLE_CLOUD_PROJECT   the project of a short --topic name
+  Without the emulators, Application Default Credentials are used (gcloud auth application-default login).
+
+exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error.
+'relay COMMAND --help' describes a command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says where to look, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, examples kept as written, commands listed as `name  summary`."""
+
+    def __init__(self, prog: str) -> None:
+        width = min(max(shutil.get_terminal_size((100, 24)).columns - 2, 78), 118)
+        super().__init__(prog, max_help_position=28, width=width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if isinstance(action, argparse._SubParsersAction):
+            # Drop argparse's `COMMAND` line and indent the commands that follow it as options are.
+            text = "".join(line.removeprefix("  ") for line in text.splitlines(keepends=True)[1:])
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="relay", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"relay {_version()}", help="print the version")
+    parser._positionals.title = "commands"  # listed before the options, under this heading
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        sub = commands.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.description,
+            epilog=command.examples,
+            formatter_class=_Formatter,
+        )
+        sub._positionals.title = "arguments"
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None, store: BlobStore | None = None
+) -> int:
+    """Run one `relay` command and return its exit status.
+
+    Args:
+        argv: the arguments after `relay` (default: sys.argv[1:]).
+        env: the environment to read RELAY_* from (default: os.environ).
+        store: the BlobStore for every URI (tests pass fakes; default: Cloud Storage for gs://, the disk else).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    context = Context(env=os.environ if env is None else env, store=store)
+    prog = f"relay {args.command}"
+    try:
+        code: int = args.handler(args, context)
+        return code
+    except CliError as error:
+        _report(prog, str(error), error.details)
+        return error.exit_code
+    except RelayError as error:  # storage unavailable, a trigger or catalog entry that cannot be read, ...
+        if _no_credentials(error):
+            _report(prog, f"credentials: expected {_ADC} or STORAGE_EMULATOR_HOST, found none")
+            return EXIT_USAGE
+        _report(prog, str(error))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _report(prog, "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `relay runs | head`: the reader left; say nothing more, even at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+_ADC = "Application Default Credentials (gcloud auth application-default login)"
+
+
+def _no_credentials(error: BaseException) -> bool:
+    from google.auth.exceptions import DefaultCredentialsError
+
+    return isinstance(error.__cause__, DefaultCredentialsError)
+
+
+def _report(prog: str, message: str, details: Sequence[str] = ()) -> None:
+    print(f"{prog}: {one_line(message)}", file=sys.stderr)
+    for line in details:
+        print(line, file=sys.stderr)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relay")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

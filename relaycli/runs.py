@@ -1,0 +1,89 @@
+"""`relay runs`: the most recent runs and rejections in the results location, newest first."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+from relay.records import parse_timestamp
+from relay.status import RunRecords, recent_runs
+from relaycli.command import Command, add_json, add_results
+from relaycli.config import Context
+from relaycli.errors import EXIT_OK
+from relaycli.output import age, table, to_json, truncate
+from relaycli.status import run_summary
+
+MESSAGE_WIDTH = 60
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs, 1 or more, found {text!r}")
+    return value
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive, default=20, metavar="N", help="show at most N runs (default 20)")
+    add_results(parser)
+    add_json(parser)
+
+
+def _run(args: argparse.Namespace, context: Context) -> int:
+    config = context.config(results=args.results)
+    results = config.require_results()
+    runs = recent_runs(context.blob_store(config), results, limit=args.limit)
+    now = context.clock()
+    if args.json:
+        print(to_json([{**run_summary(run), "age_seconds": _age_seconds(run, now)} for run in runs]))
+    elif not runs:
+        print(f"no runs under {results}")
+    else:
+        rows = [
+            [
+                run.run_key,
+                run.state,
+                str(run.status) if run.status is not None else "-",
+                run.pipeline or "-",
+                _age(run, now),
+                truncate(run.message, MESSAGE_WIDTH),
+            ]
+            for run in runs
+        ]
+        print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows))
+    return EXIT_OK
+
+
+def _age_seconds(run: RunRecords, now: datetime) -> float | None:
+    if not run.since:
+        return None
+    try:
+        return round((now - parse_timestamp(run.since)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+def _age(run: RunRecords, now: datetime) -> str:
+    seconds = _age_seconds(run, now)
+    return "-" if seconds is None else age(seconds)
+
+
+COMMAND = Command(
+    name="runs",
+    summary="list recent runs and rejections, newest first",
+    description=(
+        "List the most recent runs in the results location, newest first: run key, state (launching, launched, "
+        "succeeded, failed, rejected), status, pipeline, age (since the claim or the rejection) and message. "
+        "'relay status RUN_KEY' shows one in full."
+    ),
+    examples="""\
+examples:
+  relay runs
+  relay runs --limit 5
+  relay runs --results gs://relay-results/relay --json""",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,212 @@
+"""`relay status RUN_KEY | gs://bucket/trigger.json`: one run's records, read back from the results location."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from relay import naming
+from relay.errors import BlobNotFoundError
+from relay.ports import BlobStore
+from relay.status import RunRecords, read_run, run_key_for_object
+from relay.triggers import format_for
+from relaycli.command import Command, add_json, add_results
+from relaycli.config import Context
+from relaycli.errors import EXIT_OK, CliError, UsageError
+from relaycli.output import one_line, pairs, table, to_json, truncate
+
+# The moments a record may carry, in the order they happen.
+_TIMES = (
+    ("claimed", "claimed_at"),
+    ("lease until", "lease_expires_at"),
+    ("launched", "launched_at"),
+    ("rejected", "rejected_at"),
+    ("started", "started_at"),
+    ("finished", "finished_at"),
+)
+_WRITTEN = {"launch": ("launched_at", "claimed_at"), "result": ("finished_at",), "rejected": ("rejected_at",)}
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="a run key, or a trigger file's gs://bucket/object[#generation]")
+    add_results(parser)
+    add_json(parser)
+
+
+def _run(args: argparse.Namespace, context: Context) -> int:
+    config = context.config(results=args.results)
+    results = config.require_results()
+    store = context.blob_store(config)
+    run_key = resolve_run_key(store, args.run)
+    run = read_run(store, results, run_key)
+    if run is None:
+        via = f" (the run key of {args.run})" if args.run != run_key else ""
+        raise CliError(f"{run_key}{via}: expected records under {results}, found none")
+    print(to_json(run_json(run)) if args.json else render(run))
+    return EXIT_OK
+
+
+def resolve_run_key(store: BlobStore, given: str) -> str:
+    """`given` if it is a run key; for gs://bucket/object[#generation], the run key Relay gives that object."""
+    if not given.startswith("gs://"):
+        if not naming.RUN_KEY.match(given):
+            raise UsageError(
+                f"RUN: expected a run key matching {naming.RUN_KEY.pattern} or a trigger's "
+                f"gs://bucket/object[#generation], found {given!r}"
+            )
+        return given
+    uri, _, generation = given.partition("#")
+    bucket, name = naming.split_gs_uri(uri)
+    if not bucket or not name or (generation and not (generation.isascii() and generation.isdecimal())):
+        raise UsageError(f"trigger URI: expected gs://bucket/object[#generation], found {given!r}")
+    if format_for(name) is None:
+        raise UsageError(f"{uri}: expected a trigger name ending in .json, .yaml or .yml (Relay skips others)")
+    try:
+        return run_key_for_object(store, uri, int(generation) if generation else None)
+    except BlobNotFoundError:
+        found = f"no object at generation {generation}" if generation else "no object"
+        raise CliError(f"{given}: expected a trigger file, found {found}") from None
+
+
+def run_json(run: RunRecords) -> dict[str, Any]:
+    """Everything known about the run: a summary, the record URIs and the records as written."""
+    return {
+        **run_summary(run),
+        "records": dict(run.uris),
+        "launch": run.launch,
+        "result": run.result,
+        "rejection": run.rejection,
+    }
+
+
+def run_summary(run: RunRecords) -> dict[str, Any]:
+    first = run.launch or run.rejection or {}
+    return {
+        "run_key": run.run_key,
+        "pipeline": run.pipeline or None,
+        "state": run.state,
+        "status": run.status,
+        "message": run.message,
+        "run_id": (run.result or {}).get("run_id") or first.get("run_id"),
+        "run_url": first.get("run_url"),
+        "trigger_uri": run.trigger_uri or None,
+        "since": run.since or None,
+    }
+
+
+def render(run: RunRecords) -> str:
+    summary = run_summary(run)
+    rows: list[tuple[str, str | Sequence[str]]] = [
+        ("run key", run.run_key),
+        ("pipeline", run.pipeline or "-"),
+        ("state", run.state),
+        ("status", str(run.status) if run.status is not None else "-"),
+        ("run id", summary["run_id"] or "-"),
+        ("run url", summary["run_url"] or "-"),
+        ("trigger", _trigger(run)),
+    ]
+    records = [record for record in (run.launch, run.rejection, run.result) if record]
+    for label, key in _TIMES:
+        moment = next((str(record[key]) for record in records if record.get(key)), None)
+        if moment and not (key == "lease_expires_at" and run.state != "launching"):
+            rows.append((label, moment))
+    rows.append(("message", one_line(run.message) or "-"))
+    if run.rejection:
+        error = run.rejection.get("error") or {}
+        rows.append(("error", str(error.get("code", "-"))))
+        problems = [
+            f"{p.get('field')}: expected {p.get('expected')}, found {p.get('found')}"
+            for p in error.get("problems") or []
+        ]
+        if problems:
+            rows.append(("problems", problems))
+    if run.result:
+        rows.append(("outputs", summarize_outputs(run.result.get("outputs") or {}) or "-"))
+        metrics = run.result.get("metrics") or {}
+        if metrics:
+            rows.append(("metrics", "  ".join(f"{k}={v}" for k, v in sorted(metrics.items()))))
+    record_rows = [
+        [name, str(record.get("state", "-")), _status(record), _written(name, record), run.uris[name]]
+        for name, record in (("launch", run.launch), ("rejected", run.rejection), ("result", run.result))
+        if record is not None
+    ]
+    return pairs(rows) + "\n\n" + table(["RECORD", "STATE", "STATUS", "WRITTEN", "URI"], record_rows)
+
+
+def summarize_outputs(outputs: Mapping[str, Any]) -> list[str]:
+    """One line per output: counts for lists, links as they are, verdicts and states for per-item mappings."""
+    lines = []
+    for key, value in sorted(outputs.items()):
+        if key == "receipts" and isinstance(value, list):
+            lines.append(f"receipts: {_receipts(value)}")
+        elif isinstance(value, list):
+            lines.append(f"{key}: {len(value)} item" + ("" if len(value) == 1 else "s"))
+        elif isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()):
+            lines.append(f"{key}: {_per_item(value)}")
+        elif isinstance(value, Mapping):
+            lines.append(f"{key}: {len(value)} entr" + ("y" if len(value) == 1 else "ies"))
+        else:
+            lines.append(f"{key}: {truncate(str(value), 200)}")
+    return lines
+
+
+def _receipts(receipts: list[Any]) -> str:
+    counted = [r for r in receipts if isinstance(r, Mapping)]
+    notes = [f"{n} {what}" for what in ("skipped", "pending") if (n := sum(bool(r.get(what)) for r in counted))]
+    sent = sum(int(r.get("bytes") or 0) for r in counted if not r.get("skipped"))
+    return (
+        f"{len(receipts)} object"
+        + ("" if len(receipts) == 1 else "s")
+        + f", {sent} bytes sent"
+        + (f" ({', '.join(notes)})" if notes else "")
+    )
+
+
+def _per_item(items: Mapping[str, Any]) -> str:
+    """`name verdict` (ratchet tests) or `name state` (ratchet algorithms), else how many."""
+    described = []
+    for name, item in items.items():
+        word = item.get("verdict") or item.get("state")
+        if not isinstance(word, str):
+            return f"{len(items)} entries"
+        described.append(f"{name} {word}")
+    return truncate(", ".join(described), 200)
+
+
+def _trigger(run: RunRecords) -> str:
+    trigger = (run.launch or run.rejection or {}).get("trigger") or {}
+    uri = str(trigger.get("uri") or "-")
+    if trigger.get("generation"):
+        uri += f"#{trigger['generation']}"
+    via = trigger.get("via")
+    return f"{uri} (via {via})" if via else uri
+
+
+def _status(record: Mapping[str, Any]) -> str:
+    value = record.get("status")
+    return str(value) if value is not None else "-"
+
+
+def _written(name: str, record: Mapping[str, Any]) -> str:
+    return next((str(record[key]) for key in _WRITTEN[name] if record.get(key)), "-")
+
+
+COMMAND = Command(
+    name="status",
+    summary="show a run's records, by run key or by the trigger file's gs:// URI",
+    description=(
+        "Show what the results location holds for one run: its launch record (claimed, launched), its result "
+        "(succeeded, failed: status, message, outputs, metrics) or its rejection (the error and every problem). "
+        "A gs:// trigger URI is first followed to the run key Relay gave its current generation (or the "
+        "generation after #). Exit status 0 when records were found, 1 when not."
+    ),
+    examples="""\
+examples:
+  relay status push-3f2a1c0d9e8b7a6f5e4d
+  relay status gs://relay-triggers/trigger.yaml
+  relay status gs://relay-triggers/trigger.yaml#1763726400123456
+  relay status nightly-2026-11-21 --results gs://relay-results/relay --json""",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,44 @@
+"""Fixtures for the CLI tests: a results folder, and one BlobStore with Cloud Storage held in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from relay.adapters.localfs import LocalBlobStore
+from relay.adapters.routing import RoutingBlobStore
+from relay.service import Relay
+from tests.cli.support import Ran, relay_on, run
+from tests.conftest import CATALOG
+from tests.fakes import MemoryBlobStore
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> str:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    return str(folder)
+
+
+@pytest.fixture
+def blobs(results: str) -> RoutingBlobStore:
+    """gs:// objects in memory, paths on the disk: what the CLI and the service share in these tests."""
+    return RoutingBlobStore(MemoryBlobStore(), LocalBlobStore(results))
+
+
+@pytest.fixture
+def relay(blobs: RoutingBlobStore, results: str) -> Relay:
+    return relay_on(blobs, results)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], blobs: RoutingBlobStore, results: str) -> Callable[..., Ran]:
+    """`relay ARGS...` in-process, configured like the functions (RELAY_*), on the shared store."""
+    env = {"RELAY_RESULTS_URI": results, "RELAY_CATALOG_URI": str(CATALOG)}
+
+    def relay_command(*argv: str) -> Ran:
+        return run(capsys, list(argv), env=env, store=blobs)
+
+    return relay_command

@@ -1,0 +1,199 @@
+"""`relay trigger`, `publish`, `status` and `runs` against the real fake-gcs-server and Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import FakeGcsServer, PubSubEmulator, create_bucket, create_topic, emulator_available, fake_gcs_available
+from devstack.gcs import storage_client
+from devstack.pubsub import subscriber_client, subscription_path
+from relay import naming
+from relay.events import PUBSUB_PUBLISHED, parse_pubsub_event, parse_storage_event
+from relay.runtime import results_store
+from relay.service import handle_delivery, parse_document, run_key_for
+from relay.status import run_key_for_object
+from relay.triggers import Format
+from tests.cli.support import ECHO, Ran, drop, relay_on, run
+from tests.conftest import CATALOG
+from tests.fakes import MemoryBlobStore
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "relay-local"
+TRIGGERS = "cli-triggers"
+RESULTS = "gs://cli-results/relay"
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    missing = fake_gcs_available()
+    if missing:
+        pytest.fail(f"the integration tests need fake-gcs-server: {missing}")
+    with FakeGcsServer(tmp_path_factory.mktemp("gcs")) as server:
+        for bucket in (TRIGGERS, "cli-results"):
+            create_bucket(server.url, bucket, PROJECT)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pubsub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    missing = emulator_available()
+    if missing:
+        pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
+    with PubSubEmulator(tmp_path_factory.mktemp("pubsub"), project=PROJECT) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def storage_env(gcs: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+    monkeypatch.setenv("RELAY_CATALOG_URI", str(CATALOG))
+    monkeypatch.delenv("RELAY_RESULTS_URI", raising=False)
+    return gcs.url
+
+
+@pytest.fixture
+def pubsub_env(pubsub: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub.host_port)
+    monkeypatch.setenv("PUBSUB_PROJECT_ID", PROJECT)
+    monkeypatch.setenv("RELAY_CATALOG_URI", str(CATALOG))
+    return pubsub.host_port
+
+
+def relay_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Ran:
+    """`relay` with the process environment, as the console script gets it."""
+    return run(capsys, list(argv))
+
+
+def test_trigger_lands_in_the_bucket_under_the_run_key_relay_gives_it(
+    storage_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    path = tmp_path / "nightly.yaml"
+    path.write_text("pipeline: echo\nparameters:\n  message: hello\n  count: 2\n")
+    ran = relay_cli(capsys, "trigger", str(path), "--bucket", TRIGGERS, "--name", "assay/nightly.yaml", "--json")
+    assert ran.code == 0, ran.err
+    shown = ran.json()
+    blob = storage_client(storage_env, PROJECT).bucket(TRIGGERS).get_blob("assay/nightly.yaml")
+    assert blob.generation == shown["generation"] and blob.content_type == "application/yaml"
+    assert blob.download_as_bytes() == path.read_bytes()
+    assert shown["uri"] == f"gs://{TRIGGERS}/assay/nightly.yaml"
+    # The key the CLI printed is the one Relay's functions give the object's finalized event.
+    store = results_store(RESULTS, str(tmp_path / "local"))
+    assert shown["run_key"] == run_key_for_object(store, shown["uri"])
+    relay = relay_on(store, RESULTS)
+    event = {"id": "e1", "type": "google.cloud.storage.object.v1.finalized", "source": "s", "time": relay.clock()}
+    data = {
+        "bucket": TRIGGERS,
+        "name": "assay/nightly.yaml",
+        "generation": str(blob.generation),
+        "size": str(blob.size),
+    }
+    outcome = handle_delivery(relay, parse_storage_event(event, data))
+    assert (outcome.outcome, outcome.run_key) == ("launched", shown["run_key"])
+    # ... and status and runs find it through the trigger URI, in a gs:// results location.
+    status = relay_cli(capsys, "status", shown["uri"], "--results", RESULTS, "--json")
+    assert status.code == 0, status.err
+    assert (status.json()["run_key"], status.json()["state"]) == (shown["run_key"], "launched")
+    assert status.json()["records"] == {"launch": naming.launch_record(RESULTS, shown["run_key"])}
+    runs = relay_cli(capsys, "runs", "--results", RESULTS)
+    assert shown["run_key"] in runs.out and "launched" in runs.out
+
+
+def test_runs_lists_a_gcs_results_location_newest_first(storage_env: str, capsys, tmp_path: Path):
+    store = results_store(RESULTS + "-listing", str(tmp_path / "local"))
+    first = drop(relay_on(store, RESULTS + "-listing", datetime(2026, 1, 1, tzinfo=UTC)), ECHO, "first.json", TRIGGERS)
+    second = drop(relay_on(store, RESULTS + "-listing"), {"pipeline": "echo"}, "second.json", TRIGGERS)
+    ran = relay_cli(capsys, "runs", "--results", RESULTS + "-listing", "--json")
+    assert [(run["run_key"], run["state"]) for run in ran.json()] == [
+        (second.run_key, "rejected"),
+        (first.run_key, "launched"),
+    ]
+
+
+def test_trigger_to_a_missing_bucket(storage_env: str, capsys, tmp_path: Path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(ECHO))
+    ran = relay_cli(capsys, "trigger", str(path), "--bucket", "no-such-bucket")
+    assert (ran.code, ran.out) == (1, "")
+    assert ran.err == "relay trigger: gs://no-such-bucket: expected an existing bucket, found none\n"
+
+
+def pull_one(host_port: str, subscription: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    with subscriber_client(host_port) as subscriber:
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+            if response.received_messages:
+                [received] = response.received_messages
+                subscriber.acknowledge(subscription=subscription, ack_ids=[received.ack_id])
+                return received.message
+    raise AssertionError(f"no message on {subscription} after {timeout} s")
+
+
+@pytest.fixture
+def subscription(pubsub_env: str) -> Iterator[str]:
+    """A pull subscription on the trigger topic, made before anything is published."""
+    topic = create_topic(pubsub_env, PROJECT, TRIGGERS)
+    path = subscription_path(PROJECT, "cli-pull")
+    with subscriber_client(pubsub_env) as subscriber:
+        subscriber.create_subscription(name=path, topic=topic)
+    yield path
+    with subscriber_client(pubsub_env) as subscriber:
+        subscriber.delete_subscription(subscription=path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt"),
+    [
+        ("t.json", json.dumps(ECHO), "json"),
+        ("t.yaml", "pipeline: echo\nparameters: {message: hi}\nrun_key: nightly-2026-11-21\n", "yaml"),
+    ],
+    ids=["json", "yaml-with-run-key"],
+)
+def test_publish_sends_the_document_under_the_run_key_relay_gives_it(
+    pubsub_env: str, subscription: str, capsys, tmp_path: Path, name: str, text: str, fmt: Format
+):
+    path = tmp_path / name
+    path.write_text(text)
+    ran = relay_cli(capsys, "publish", str(path), "--topic", TRIGGERS, "--json")
+    assert ran.code == 0, ran.err
+    shown = ran.json()
+    topic = f"projects/{PROJECT}/topics/{TRIGGERS}"
+    message = pull_one(pubsub_env, subscription)
+    assert shown["topic"] == topic and shown["message_id"] == message.message_id
+    assert message.data == path.read_bytes() and dict(message.attributes) == {"format": fmt}
+    identity = naming.message_identity(topic, message.message_id)
+    assert shown["run_key"] == run_key_for(parse_document(message.data, fmt, topic), identity)
+    if fmt == "yaml":
+        assert shown["run_key"] == "nightly-2026-11-21"
+    # The message as Eventarc hands it to on_message_published gets the same key from the service.
+    attributes = {"id": "e", "type": PUBSUB_PUBLISHED, "source": f"//pubsub.googleapis.com/{topic}"}
+    body = {
+        "message": {
+            "data": base64.b64encode(message.data).decode(),
+            "attributes": dict(message.attributes),
+            "messageId": message.message_id,
+        }
+    }
+    relay = relay_on(MemoryBlobStore(), "gs://results/relay")
+    relay.store.write(str(CATALOG / "echo.yaml"), (CATALOG / "echo.yaml").read_bytes())
+    outcome = handle_delivery(relay, parse_pubsub_event(attributes, body))
+    assert (outcome.outcome, outcome.run_key) == ("launched", shown["run_key"])
+
+
+def test_publish_to_a_missing_topic(pubsub_env: str, capsys, tmp_path: Path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(ECHO))
+    ran = relay_cli(capsys, "publish", str(path), "--topic", "no-such-topic")
+    assert (ran.code, ran.out) == (1, "")
+    assert (
+        ran.err == f"relay publish: projects/{PROJECT}/topics/no-such-topic: expected an existing topic, found none\n"
+    )

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from relay.adapters.routing import RoutingBlobStore
+from tests.cli.support import ECHO, Ran, drop, relay_on
+
+
+def drop_at(blobs: RoutingBlobStore, results: str, minutes_ago: int, document: object, name: str) -> str:
+    relay = relay_on(blobs, results, datetime.now(UTC) - timedelta(minutes=minutes_ago))
+    key = drop(relay, document, name).run_key
+    assert key is not None
+    return key
+
+
+def test_newest_first_with_state_status_pipeline_age_and_message(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
+):
+    oldest = drop_at(blobs, results, 180, ECHO, "a.json")
+    rejected = drop_at(blobs, results, 3, {"pipeline": "echo", "parameters": {"message": "x" * 100}, "x": 1}, "b.json")
+    newest = drop_at(blobs, results, 0, {**ECHO, "run_key": "nightly-2026-11-21"}, "c.json")
+    ran = cli("runs")
+    assert ran.code == 0 and ran.err == ""
+    header, *rows = ran.out.splitlines()
+    assert header.split() == ["RUN", "KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"]
+    assert [row.split()[:5] for row in rows] == [
+        [newest, "launched", "202", "echo", "0s"],
+        [rejected, "rejected", "400", "-", "3m"],  # an unreadable document names no pipeline
+        [oldest, "launched", "202", "echo", "3h"],
+    ]
+    assert rows[0].endswith("run run-1 created on fake")
+    message = rows[1][header.index("MESSAGE") :]
+    assert message.startswith("gs://triggers/b.json: 1 problem(s): x: expected one")
+    assert len(message) == 60 and message.endswith("...")  # truncated to one line
+
+
+def test_limit_keeps_the_newest(cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str):
+    keys = [drop_at(blobs, results, minutes, ECHO, f"{minutes}.json") for minutes in (30, 20, 10)]
+    ran = cli("runs", "--limit", "2")
+    assert [row.split()[0] for row in ran.out.splitlines()[1:]] == [keys[2], keys[1]]
+
+
+def test_json_is_a_list_of_summaries_with_ages(cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str):
+    key = drop_at(blobs, results, 10, ECHO, "a.json")
+    [run] = cli("runs", "--json").json()
+    assert set(run) == {
+        "run_key",
+        "pipeline",
+        "state",
+        "status",
+        "message",
+        "run_id",
+        "run_url",
+        "trigger_uri",
+        "since",
+        "age_seconds",
+    }
+    assert (run["run_key"], run["state"], run["status"], run["run_id"]) == (key, "launched", 202, "run-1")
+    assert 600 <= run["age_seconds"] < 660 and run["since"].endswith("Z")
+
+
+def test_no_runs_yet(cli: Callable[..., Ran], results: str):
+    assert cli("runs").out == f"no runs under {results}\n"
+    assert cli("runs", "--json").json() == []
+
+
+def test_a_limit_below_one_is_a_usage_error(cli: Callable[..., Ran]):
+    ran = cli("runs", "--limit", "0")
+    assert ran.code == 2
+    assert ran.err == (
+        "relay runs: argument --limit: expected a whole number of runs, 1 or more, found '0' "
+        "(see 'relay runs --help')\n"
+    )

@@ -1,0 +1,36 @@
+"""`make demo`'s scenario, run through the same code, with and without the Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from devstack.demo import run_demo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("emulators", [True, False], ids=["through-pubsub", "delivered-directly"])
+def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
+    out = io.StringIO()
+    demo = run_demo(tmp_path, out=out, timeout=120, emulators=emulators)
+    printed = out.getvalue()
+    assert demo.ok, printed
+    states = {item.sample.label: item.state for item in demo.tracked}
+    assert states == {
+        "push bucket to bucket": "succeeded",
+        "ratchet, first run (sets the bar)": "succeeded",
+        "ratchet, second run (tightens it)": "succeeded",
+        "push published to the topic": "succeeded",
+        "the first push, delivered again": "duplicate",
+        "malformed trigger": "rejected",
+    }
+    pushes = [item for item in demo.tracked if item.sample.label.startswith(("push bucket", "the first push"))]
+    assert pushes[0].run_key == pushes[1].run_key  # the redelivery is the same trigger, not a new run
+    assert "bar set for" in next(i.note for i in demo.tracked if i.sample.label.startswith("ratchet, first"))
+    assert demo.report is not None and "<svg" in demo.report.read_text()
+    assert "parameters.colour: expected a parameter of push" in printed
+    assert ("delivered straight to the functions" in printed) is not emulators
+    assert "every sample ended as expected" in printed
