@@ -86,10 +86,7 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
     except UnicodeDecodeError as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", "UTF-8 text", f"bad byte at {exc.start}")]) from exc
     try:
-        if fmt == "json":
-            document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-        else:
-            document = yaml.load(text, Loader=_StrictLoader)
+        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=_StrictLoader)
     except (ValueError, TypeError, RecursionError, yaml.YAMLError) as exc:
         # TypeError: a YAML key that is a list or mapping; RecursionError: nesting deeper than any real trigger.
         detail = " ".join(str(exc).split()) or type(exc).__name__
@@ -101,6 +98,11 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise InvalidTriggerError(uri, [Problem("(document)", "JSON values only", detail)]) from exc
     return document
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as the standard says it: a duplicate key or NaN/Infinity is a ValueError, not a silent choice."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.errors import Problem
+from relay.triggers import strict_json
 
 MAX_TIMEOUT = 3000.0  # the seed's documented maximum for a test's timeout, in seconds
 DEFAULT_TIMEOUT = 300.0  # the seed left it optional without saying how long; Algorithmia's own default call timeout
@@ -86,7 +87,7 @@ class Workflow:
 def load_workflow(data: bytes, *, where: str, default_name: str) -> Workflow:
     """Parse a workflow file's bytes (strict JSON: no duplicate keys, no NaN)."""
     try:
-        document = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        document = strict_json(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WorkflowError([Problem(where, "a JSON workflow document", f"unreadable JSON ({exc})")]) from None
     return parse_workflow(document, default_name=default_name)
@@ -315,16 +316,3 @@ def _show(value: object) -> str:
         return "nothing"
     text = json.dumps(value, default=repr)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

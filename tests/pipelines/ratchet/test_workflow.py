@@ -277,7 +277,7 @@ def test_every_problem_is_reported_at_once():
     ("data", "fragment"),
     [
         (b'{"algorithms": [], "algorithms": []}', "duplicate key 'algorithms'"),
-        (b'{"run_only": NaN}', "NaN is not JSON"),
+        (b'{"run_only": NaN}', "NaN is not a JSON number"),
         (b"\xff", "unreadable JSON"),
     ],
 )
