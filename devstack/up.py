@@ -47,10 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             print(f"Note: {missing}; without the Pub/Sub emulator, uploads are not delivered by themselves.")
         print("Relay's local stack is up. In another shell:\n")
-        for name, value in sorted(stack.env().items()):
+        exports = {**stack.env(), **({} if missing else {"PUBSUB_PROJECT_ID": demo.PROJECT})}
+        for name, value in sorted(exports.items()):
             print(f"  export {name}={value}")
         print(f"\n  relay trigger my-trigger.json --bucket {demo.TRIGGERS}")
-        print(f"  relay publish my-trigger.json --topic {demo.TRIGGER_TOPIC} --project {demo.PROJECT}")
+        if not missing:  # without the emulator, `relay publish` would go to the real Pub/Sub
+            print(f"  relay publish my-trigger.json --topic {demo.TRIGGER_TOPIC}")
         print("  relay runs\n\n" + stack.summary() + "\n\nCtrl-C stops everything.")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave the `with`, which stops everything
             stopped.wait()

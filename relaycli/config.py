@@ -10,6 +10,7 @@ from relay.adapters.localfs import local_path
 from relay.config import DEFAULT_CATALOG, Settings
 from relay.ports import BlobStore
 from relay.runtime import results_store
+from relaycli.emulators import check_emulator
 from relaycli.errors import UsageError
 
 
@@ -72,9 +73,11 @@ class Context:
     def config(self, *, results: str | None = None, catalog: str | None = None) -> CliConfig:
         return CliConfig.from_env(self.env, results=results, catalog=catalog)
 
-    def blob_store(self, config: CliConfig) -> BlobStore:
-        """One store for every URI a command meets: records, catalog entries, trigger objects."""
+    def blob_store(self, config: CliConfig, *uris: str) -> BlobStore:
+        """One store for every URI a command meets (`uris`: records, catalog entries, trigger objects)."""
         if self.store is not None:
             return self.store
+        if any(uri.startswith("gs://") for uri in uris):
+            check_emulator(self.env, "STORAGE_EMULATOR_HOST")
         # Local folders are only read here, so without a results folder any lock folder will do.
         return results_store(config.results_uri or config.local_root, config.local_root)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.catalog import Catalog, check_parameters
+from relay.catalog import Catalog
 from relay.errors import InvalidTriggerError, Problem
 from relay.ports import BlobStore
-from relay.service import parse_document
+from relay.service import check_trigger, parse_document
 from relay.triggers import Format, Trigger, format_for
 from relaycli.errors import CliError, UsageError
 from relaycli.output import plural
@@ -79,13 +79,12 @@ def validate(document: TriggerFile, store: BlobStore, catalog_uri: str) -> Valid
     if isinstance(parsed, InvalidTriggerError):
         return Validation(None, parsed.problems, parsed.code)
     try:
-        definition = Catalog(store, catalog_uri).get(parsed.pipeline, trigger_uri=document.path)
-    except InvalidTriggerError as unknown:
-        return Validation(parsed, unknown.problems, unknown.code)
+        check_trigger(Catalog(store, catalog_uri), parsed, document.path)
+    except InvalidTriggerError as invalid:
+        return Validation(parsed, invalid.problems, invalid.code)
     except ValueError as exc:  # a catalog entry that is not a compiled spec
         raise CliError(str(exc)) from None
-    problems = check_parameters(definition, parsed.parameters)
-    return Validation(parsed, tuple(problems), "invalid_parameters" if problems else None)
+    return Validation(parsed)
 
 
 def problem_lines(validation: Validation) -> list[str]:

@@ -38,15 +38,15 @@ examples:
   relay runs --limit 10
 
 environment:
-  RELAY_RESULTS_URI      gs://bucket/prefix or folder of the run records (status, runs; or --results)
-  RELAY_CATALOG_URI      folder or gs:// prefix of compiled specs (validate, trigger, publish; or --catalog;
-                         default pipelines/compiled)
+  RELAY_RESULTS_URI      run records: gs://bucket/prefix or a folder (status, runs)
+  RELAY_CATALOG_URI      compiled specs: gs:// prefix or folder (default pipelines/compiled)
   RELAY_LOCAL_ROOT       the local backend's working folder (default .relay/local)
-  STORAGE_EMULATOR_HOST  when set, Cloud Storage is this emulator (fake-gcs-server); else the real service
-  PUBSUB_EMULATOR_HOST   when set, Pub/Sub is this emulator; else the real service
-  PUBSUB_PROJECT_ID      the project of a short --topic name, with the emulator
-  GOOGLE_CLOUD_PROJECT   the project of a short --topic name
-  Without the emulators, Application Default Credentials are used (gcloud auth application-default login).
+  STORAGE_EMULATOR_HOST  Cloud Storage emulator to use (fake-gcs-server)
+  PUBSUB_EMULATOR_HOST   Pub/Sub emulator to use
+  PUBSUB_PROJECT_ID      project of a short --topic name, with the emulator
+  GOOGLE_CLOUD_PROJECT   project of a short --topic name
+  Without an emulator: the real service, with Application Default Credentials
+  (gcloud auth application-default login). --results and --catalog win over RELAY_*.
 
 exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error.
 'relay COMMAND --help' describes a command."""
@@ -63,7 +63,7 @@ class _Formatter(argparse.HelpFormatter):
     """Descriptions wrapped to the terminal, examples kept as written, commands listed as `name  summary`."""
 
     def __init__(self, prog: str) -> None:
-        width = min(max(shutil.get_terminal_size((100, 24)).columns - 2, 78), 118)
+        width = min(max(shutil.get_terminal_size((100, 24)).columns - 2, 78), 98)
         super().__init__(prog, max_help_position=28, width=width)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:

@@ -10,6 +10,7 @@ from relaycli import pubsub
 from relaycli.command import Command, add_catalog, add_format, add_json, add_no_validate
 from relaycli.config import Context
 from relaycli.documents import problem_lines, read_trigger_file, validate
+from relaycli.emulators import check_emulator
 from relaycli.errors import EXIT_OK, UsageError
 from relaycli.output import pairs, to_json
 
@@ -34,10 +35,12 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(catalog=args.catalog)
     document = read_trigger_file(args.file, args.format)
     if args.validate:
-        validation = validate(document, context.blob_store(config), config.require_catalog())
+        catalog = config.require_catalog()
+        validation = validate(document, context.blob_store(config, catalog), catalog)
         if not validation.valid:
             raise UsageError(f"{args.file}: not published: {validation.summary()}", problem_lines(validation))
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
+    check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
     message_id = pubsub.publish(topic, document.data, {"format": document.format}, context.env)
     identity = naming.message_identity(topic, message_id)
     run_key = run_key_for(parse_document(document.data, document.format, f"{topic}#{message_id}"), identity)

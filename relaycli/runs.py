@@ -13,7 +13,7 @@ from relaycli.errors import EXIT_OK
 from relaycli.output import age, table, to_json, truncate
 from relaycli.status import run_summary
 
-MESSAGE_WIDTH = 60
+MESSAGE_WIDTH = 72
 
 
 def _positive(text: str) -> int:
@@ -35,7 +35,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(results=args.results)
     results = config.require_results()
-    runs = recent_runs(context.blob_store(config), results, limit=args.limit)
+    runs = recent_runs(context.blob_store(config, results), results, limit=args.limit)
     now = context.clock()
     if args.json:
         print(to_json([{**run_summary(run), "age_seconds": _age_seconds(run, now)} for run in runs]))
@@ -49,12 +49,22 @@ def _run(args: argparse.Namespace, context: Context) -> int:
                 str(run.status) if run.status is not None else "-",
                 run.pipeline or "-",
                 _age(run, now),
-                truncate(run.message, MESSAGE_WIDTH),
+                truncate(_message(run), MESSAGE_WIDTH),
             ]
             for run in runs
         ]
         print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows))
     return EXIT_OK
+
+
+def _message(run: RunRecords) -> str:
+    """The message; for a rejection, its first problem, which says more than the trigger URI it starts with."""
+    problems = ((run.rejection or {}).get("error") or {}).get("problems") or []
+    if run.state != "rejected" or not problems:
+        return run.message
+    first = problems[0]
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first.get('field')}: expected {first.get('expected')}, found {first.get('found')}{more}"
 
 
 def _age_seconds(run: RunRecords, now: datetime) -> float | None:

@@ -37,12 +37,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(results=args.results)
     results = config.require_results()
-    store = context.blob_store(config)
+    store = context.blob_store(config, results, args.run)
     run_key = resolve_run_key(store, args.run)
     run = read_run(store, results, run_key)
     if run is None:
         via = f" (the run key of {args.run})" if args.run != run_key else ""
-        raise CliError(f"{run_key}{via}: expected records under {results}, found none")
+        raise CliError(f"{run_key}{via}: expected records under {results}, found none yet")
     print(to_json(run_json(run)) if args.json else render(run))
     return EXIT_OK
 
@@ -88,7 +88,7 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
         "state": run.state,
         "status": run.status,
         "message": run.message,
-        "run_id": (run.result or {}).get("run_id") or first.get("run_id"),
+        "run_id": first.get("run_id") or (run.result or {}).get("run_id"),  # the backend's id, as launched
         "run_url": first.get("run_url"),
         "trigger_uri": run.trigger_uri or None,
         "since": run.since or None,
@@ -104,6 +104,7 @@ def render(run: RunRecords) -> str:
         ("status", str(run.status) if run.status is not None else "-"),
         ("run id", summary["run_id"] or "-"),
         ("run url", summary["run_url"] or "-"),
+        *_job_id(run, summary["run_id"]),
         ("trigger", _trigger(run)),
     ]
     records = [record for record in (run.launch, run.rejection, run.result) if record]
@@ -172,6 +173,12 @@ def _per_item(items: Mapping[str, Any]) -> str:
             return f"{len(items)} entries"
         described.append(f"{name} {word}")
     return truncate(", ".join(described), 200)
+
+
+def _job_id(run: RunRecords, run_id: str | None) -> list[tuple[str, str]]:
+    """The id the pipeline itself reported (its job id), where it is not the backend's run id (kfp.local)."""
+    reported = (run.result or {}).get("run_id")
+    return [("job id", str(reported))] if reported and reported != run_id else []
 
 
 def _trigger(run: RunRecords) -> str:

@@ -34,12 +34,13 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         raise UsageError(f"--name: expected an object name such as triggers/nightly.yaml, found {name!r}")
     config = context.config(catalog=args.catalog)
     document = read_trigger_file(args.file, named=name)  # decoded as Relay will: by the object's name
-    store = context.blob_store(config)
     if args.validate:
-        validation = validate(document, store, config.require_catalog())
+        catalog = config.require_catalog()
+        validation = validate(document, context.blob_store(config, catalog), catalog)
         if not validation.valid:
             raise UsageError(f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation))
     uri = naming.object_uri(bucket, name)
+    store = context.blob_store(config, uri)
     try:
         generation = store.write(uri, document.data)
     except BlobNotFoundError:

@@ -21,7 +21,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(catalog=args.catalog)
     document = read_trigger_file(args.file, args.format)
-    validation = validate(document, context.blob_store(config), config.require_catalog())
+    catalog = config.require_catalog()
+    validation = validate(document, context.blob_store(config, catalog), catalog)
     if args.json:
         print(to_json({"file": args.file, **validation.to_json()}))
     else:

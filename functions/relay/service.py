@@ -94,10 +94,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         return _reject(relay, delivery, loaded, run_key, pipeline, parsed)
     trigger = parsed
     try:
-        definition = relay.catalog.get(trigger.pipeline, trigger_uri=delivery.uri)
-        problems = check_parameters(definition, trigger.parameters)
-        if problems:
-            raise InvalidTriggerError(delivery.uri, problems, code="invalid_parameters")
+        definition = check_trigger(relay.catalog, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition)
@@ -152,6 +149,15 @@ def parse_document(raw: bytes, fmt: Format, uri: str) -> Trigger | InvalidTrigge
         return parse_trigger(raw, fmt, uri)
     except InvalidTriggerError as invalid:
         return invalid
+
+
+def check_trigger(catalog: Catalog, trigger: Trigger, uri: str) -> PipelineDefinition:
+    """The trigger's pipeline, once its parameters fit it; InvalidTriggerError naming every problem otherwise."""
+    definition = catalog.get(trigger.pipeline, trigger_uri=uri)
+    problems = check_parameters(definition, trigger.parameters)
+    if problems:
+        raise InvalidTriggerError(uri, problems, code="invalid_parameters")
+    return definition
 
 
 def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str) -> str:

@@ -61,13 +61,21 @@ def drop(relay: Relay, document: object, name: str, bucket: str = "triggers") ->
     return handle_delivery(relay, ObjectDelivery(event, bucket, name, generation, len(data), "storage-event"))
 
 
-def finish(relay: Relay, run_key: str, *, outputs: dict[str, Any], status: int = 200, message: str = "done") -> None:
+def finish(
+    relay: Relay,
+    run_key: str,
+    *,
+    outputs: dict[str, Any],
+    status: int = 200,
+    message: str = "done",
+    run_id: str = "run-1",
+) -> None:
     """Write the result record a pipeline writes when its run ends."""
     record = records.result_record(
         run_key=run_key,
         pipeline="echo",
         backend="fake",
-        run_id="run-1",
+        run_id=run_id,
         succeeded=status < 400,
         message=message,
         outputs=outputs,

@@ -78,3 +78,25 @@ def test_compile_to_a_folder_it_cannot_write(capsys, tmp_path: Path):
     ran = run(capsys, ["compile", "--out", str(blocker / "catalog")], env={})
     assert ran.code == 1 and ran.err.count("\n") == 1 and "Traceback" not in ran.err
     assert ran.err.startswith(f"relay compile: {blocker / 'catalog'}: expected a writable folder, found ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "argv"),
+    [
+        ("STORAGE_EMULATOR_HOST", ["status", "gs://triggers/t.json"]),
+        ("STORAGE_EMULATOR_HOST", ["runs", "--results", "gs://relay-results"]),
+        ("STORAGE_EMULATOR_HOST", ["trigger", "t.json", "--bucket", "triggers", "--no-validate"]),
+        ("PUBSUB_EMULATOR_HOST", ["publish", "t.json", "--topic", "projects/p/topics/triggers", "--no-validate"]),
+    ],
+)
+def test_an_emulator_that_is_not_running_fails_at_once(capsys, tmp_path: Path, monkeypatch, variable, argv):
+    from devstack.processes import free_port
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.json").write_text('{"pipeline": "echo"}')
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {variable: address, "RELAY_RESULTS_URI": str(tmp_path)}
+    ran = run(capsys, argv, env=env)
+    assert ran.code == 2 and ran.out == ""
+    assert ran.err.startswith(f"relay {argv[0]}: {variable}: expected an emulator listening at {address}, found ")
+    assert ran.err.count("\n") == 1

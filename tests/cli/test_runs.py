@@ -18,7 +18,7 @@ def test_newest_first_with_state_status_pipeline_age_and_message(
     cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
 ):
     oldest = drop_at(blobs, results, 180, ECHO, "a.json")
-    rejected = drop_at(blobs, results, 3, {"pipeline": "echo", "parameters": {"message": "x" * 100}, "x": 1}, "b.json")
+    rejected = drop_at(blobs, results, 3, {"pipeline": "echo", "x": 1}, "b.json")
     newest = drop_at(blobs, results, 0, {**ECHO, "run_key": "nightly-2026-11-21"}, "c.json")
     ran = cli("runs")
     assert ran.code == 0 and ran.err == ""
@@ -30,9 +30,9 @@ def test_newest_first_with_state_status_pipeline_age_and_message(
         [oldest, "launched", "202", "echo", "3h"],
     ]
     assert rows[0].endswith("run run-1 created on fake")
-    message = rows[1][header.index("MESSAGE") :]
-    assert message.startswith("gs://triggers/b.json: 1 problem(s): x: expected one")
-    assert len(message) == 60 and message.endswith("...")  # truncated to one line
+    message = rows[1][header.index("MESSAGE") :]  # a rejection's first problem, truncated to one line
+    assert message == "x: expected one of the keys version, pipeline, parameters, run_key, l..."
+    assert len(message) == 72
 
 
 def test_limit_keeps_the_newest(cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str):
@@ -72,3 +72,13 @@ def test_a_limit_below_one_is_a_usage_error(cli: Callable[..., Ran]):
         "relay runs: argument --limit: expected a whole number of runs, 1 or more, found '0' "
         "(see 'relay runs --help')\n"
     )
+
+
+def test_a_rejection_shows_its_first_problem_and_how_many_more(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
+):
+    drop_at(blobs, results, 1, {"pipeline": "echo", "parameters": {"count": "x"}}, "p.json")
+    [row] = cli("runs").out.splitlines()[1:]
+    assert row.endswith("parameters.count: expected an integer, found string 'x' (+1 more)")
+    [run] = cli("runs", "--json").json()
+    assert run["message"].startswith("gs://triggers/p.json: 2 problem(s): parameters.count")  # JSON: as recorded

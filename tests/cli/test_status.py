@@ -21,7 +21,7 @@ def test_a_launched_run_by_its_key(cli: Callable[..., Ran], relay: Relay, result
     generation = relay.store.stat("gs://triggers/t.json").generation
     assert rows["trigger"] == f"gs://triggers/t.json#{generation} (via storage-event)"
     assert rows["claimed"].endswith("Z") and rows["launched"].endswith("Z")
-    assert "lease until" not in rows  # only while launching
+    assert "lease until" not in rows and "job id" not in rows  # only while launching; only with a result
     assert rows["message"] == "run run-1 created on fake"
     header, launch = records.splitlines()
     assert header.split() == ["RECORD", "STATE", "STATUS", "WRITTEN", "URI"]
@@ -114,11 +114,13 @@ def test_a_result_shows_its_outputs_and_metrics(cli: Callable[..., Ran], relay: 
         "tests": {"short": {"verdict": "tightened"}, "long": {"verdict": "ok"}},
         "failed": [],
     }
-    finish(relay, key, outputs=outputs, message="pushed 2 object(s), 10 bytes (1 already there)")
+    finish(relay, key, outputs=outputs, message="pushed 2 object(s), 10 bytes (1 already there)", run_id="job-7")
     ran = cli("status", key)
     assert ran.code == 0
     shown = fields(ran.out)
     assert shown["state"] == ["succeeded"] and shown["status"] == ["200"]
+    assert shown["run id"] == ["run-1"] and shown["job id"] == ["job-7"]  # the backend's id, then the pipeline's
+    assert cli("status", key, "--json").json()["run_id"] == "run-1"
     assert shown["message"] == ["pushed 2 object(s), 10 bytes (1 already there)"]
     assert shown["outputs"] == [
         "failed: 0 items",
@@ -136,7 +138,7 @@ def test_a_result_shows_its_outputs_and_metrics(cli: Callable[..., Ran], relay: 
 def test_an_unknown_run_exits_1(cli: Callable[..., Ran], results: str):
     ran = cli("status", "echo-0123456789abcdef0123")
     assert (ran.code, ran.out) == (1, "")
-    assert ran.err == f"relay status: echo-0123456789abcdef0123: expected records under {results}, found none\n"
+    assert ran.err == f"relay status: echo-0123456789abcdef0123: expected records under {results}, found none yet\n"
 
 
 def test_a_missing_trigger_object_exits_1(cli: Callable[..., Ran]):
