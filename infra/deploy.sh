@@ -1,0 +1,746 @@
+#!/usr/bin/env bash
+# Deploy Relay on Google Cloud with gcloud, or tear it down. Every step looks before it creates, and IAM bindings
+# and `gcloud functions deploy` are idempotent by nature, so a second run changes nothing. `--dry-run` prints each
+# gcloud command instead of running it; tests/infra feeds those lines to gcloud's own argument parser and compares
+# them with what infra/terraform declares, so the two stay one system.
+set -euo pipefail
+
+# Associative arrays, mapfile and empty "${array[@]}" under set -u: macOS's /bin/bash 3.2 has none of them.
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+  printf 'deploy.sh: needs bash 4.4 or newer (found %s); on macOS: brew install bash\n' "$BASH_VERSION" >&2
+  exit 2
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+usage() {
+  cat <<'EOF'
+Usage: infra/deploy.sh --project PROJECT [options]
+
+Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and both functions.
+
+Where:
+  --project ID              Google Cloud project (env GOOGLE_CLOUD_PROJECT, then CLOUDSDK_CORE_PROJECT)
+  --region REGION           functions, buckets, Artifact Registry and Vertex location (env GOOGLE_CLOUD_REGION;
+                            europe-west1)
+  --prefix NAME             prefix of every resource name (env DEPLOY_PREFIX; relay)
+  --version V               image tag and catalog folder (env DEPLOY_VERSION; git rev-parse --short=12 HEAD)
+What Relay runs with:
+  --backend vertex|kfp      RELAY_BACKEND (env RELAY_BACKEND; vertex)
+  --env RELAY_NAME=VALUE    another function setting (repeatable): RELAY_AUTH, RELAY_KFP_HOST, RELAY_KFP_AUDIENCE,
+                            RELAY_KFP_EXPERIMENT, RELAY_VERTEX_LOCATION, RELAY_VERTEX_ENDPOINT, RELAY_MAX_EVENT_AGE
+                            or RELAY_CLAIM_LEASE; also taken from the environment when set there
+  --secret ENV=SECRET[:VERSION]
+                            a Secret Manager secret the functions get as ENV (repeatable; env DEPLOY_SECRETS,
+                            comma-separated), e.g. RELAY_STATIC_TOKEN=kfp-token:latest; the secret must exist
+  --step-secret SECRET      a secret that triggers may name as secret://SECRET for the pipeline steps
+                            (repeatable; env DEPLOY_STEP_SECRETS, comma-separated)
+  --notify-bucket BUCKET    route finalized objects of an existing data bucket to the trigger topic
+                            (env DEPLOY_NOTIFY_BUCKET)
+  --notify-prefix PREFIX    ... only those under PREFIX (env DEPLOY_NOTIFY_PREFIX)
+Already built elsewhere (Cloud Build passes both):
+  --image URI               the steps image; otherwise built from pipelines/Dockerfile with Cloud Build
+  --catalog-dir DIR         a catalog compiled with that image, to publish to
+                            gs://PROJECT-PREFIX-results/catalog/VERSION (otherwise compiled here first)
+  --catalog-uri gs://...    a catalog published elsewhere: RELAY_CATALOG_URI, nothing is published
+Function shape:
+  --runtime python311 --memory 512Mi --cpu 1 --concurrency 8 --max-instances 10 --timeout 540s
+  --max-delivery-attempts 15   deliveries before an event goes to the dead-letter topic (5-100)
+  --build-service-account EMAIL  the account Cloud Build uses for the function builds (default: the project's)
+Modes:
+  --dry-run                 print every command, run none (values found at run time show as UPPER_CASE)
+  --teardown                delete what a deploy created; buckets and their data stay unless --delete-buckets
+  --delete-buckets          with --teardown: delete the buckets and every object version in them
+  --dead-letter-only        only attach the dead-letter topic to the functions' Eventarc subscriptions
+                            (what infra/terraform runs after it deploys the functions)
+  --stage-only DIR          only copy what Cloud Functions uploads into DIR, then stop
+  --stage DIR               stage the upload into DIR (kept) instead of a temporary folder
+  --project-number N        the project's number, instead of looking it up
+EOF
+}
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+PROJECT=${GOOGLE_CLOUD_PROJECT:-${CLOUDSDK_CORE_PROJECT:-}}
+REGION=${GOOGLE_CLOUD_REGION:-europe-west1}
+PREFIX=${DEPLOY_PREFIX:-relay}
+VERSION=${DEPLOY_VERSION:-}
+BACKEND=${RELAY_BACKEND:-vertex}
+IMAGE=${DEPLOY_IMAGE:-}
+CATALOG_URI=${DEPLOY_CATALOG_URI:-}
+CATALOG_DIR=${DEPLOY_CATALOG_DIR:-}
+NOTIFY_BUCKET=${DEPLOY_NOTIFY_BUCKET:-}
+NOTIFY_PREFIX=${DEPLOY_NOTIFY_PREFIX:-}
+RUNTIME=python311
+MEMORY=512Mi
+CPU=1
+# Relay's adapters lock what is not thread-safe (kfp.Client, token refresh), so one instance may take several
+# events at once; more than one needs a whole vCPU.
+CONCURRENCY=8
+MAX_INSTANCES=10
+# Event-driven functions are cut off at 540 s; Relay submits and returns, it never waits for the run.
+TIMEOUT=540s
+# Retries back off from 10 s to 600 s: 15 deliveries take about an hour and a half, past RELAY_MAX_EVENT_AGE's
+# default hour, so an event normally ends as a stale_event record first; the dead-letter topic keeps the rest.
+MAX_DELIVERY_ATTEMPTS=${DEPLOY_MAX_DELIVERY_ATTEMPTS:-15}
+BUILD_SERVICE_ACCOUNT=${DEPLOY_BUILD_SERVICE_ACCOUNT:-}
+PROJECT_NUMBER=${DEPLOY_PROJECT_NUMBER:-}
+DRY_RUN=false
+TEARDOWN=false
+DELETE_BUCKETS=false
+DEAD_LETTER_ONLY=false
+STAGE_ONLY=false
+STAGE=
+declare -a FUNCTION_SECRETS=() STEP_SECRETS=() EXTRA_ENV=()
+IFS=',' read -r -a FUNCTION_SECRETS <<<"${DEPLOY_SECRETS:-}"
+IFS=',' read -r -a STEP_SECRETS <<<"${DEPLOY_STEP_SECRETS:-}"
+
+# Function settings a deployment may choose. The rest are derived from what this script creates, so that the
+# role bindings always match them; RELAY_STATIC_TOKEN is a credential (--secret only); and the local backend's
+# folder and key files mean nothing on Google Cloud, where the functions are their service account.
+SETTABLE=(RELAY_AUTH RELAY_KFP_HOST RELAY_KFP_AUDIENCE RELAY_KFP_EXPERIMENT RELAY_VERTEX_LOCATION
+  RELAY_VERTEX_ENDPOINT RELAY_MAX_EVENT_AGE RELAY_CLAIM_LEASE)
+DERIVED=(RELAY_BACKEND RELAY_RESULTS_URI RELAY_CATALOG_URI RELAY_NOTIFY_TOPIC RELAY_VERTEX_PROJECT
+  RELAY_VERTEX_PIPELINE_ROOT RELAY_VERTEX_SERVICE_ACCOUNT)
+SECRET_ONLY=(RELAY_STATIC_TOKEN)
+LOCAL_ONLY=(RELAY_LOCAL_ROOT RELAY_CREDENTIALS_FILE)
+FROM_ENVIRONMENT=()
+for name in "${SETTABLE[@]}"; do
+  if [[ -n ${!name:-} ]]; then
+    EXTRA_ENV+=("$name=${!name}")
+    FROM_ENVIRONMENT+=("$name")
+  fi
+done
+
+die() {
+  printf 'deploy.sh: %s\n' "$*" >&2
+  exit 2
+}
+
+need_value() {
+  [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"
+}
+
+while [[ $# -gt 0 ]]; do
+  arg=$1
+  if [[ $arg == --*=* ]]; then
+    set -- "${arg%%=*}" "${arg#*=}" "${@:2}"
+    arg=$1
+  fi
+  case $arg in
+    -h | --help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=true; shift; continue ;;
+    --teardown) TEARDOWN=true; shift; continue ;;
+    --delete-buckets) DELETE_BUCKETS=true; shift; continue ;;
+    --dead-letter-only) DEAD_LETTER_ONLY=true; shift; continue ;;
+  esac
+  case $arg in
+    --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
+      --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
+      --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
+      --stage-only) need_value "$@" ;;
+    *) die "unknown option $arg (--help lists them)" ;;
+  esac
+  case $arg in
+    --project) PROJECT=$2 ;;
+    --region) REGION=$2 ;;
+    --prefix) PREFIX=$2 ;;
+    --version) VERSION=$2 ;;
+    --backend) BACKEND=$2 ;;
+    --env) EXTRA_ENV+=("$2") ;;
+    --secret) FUNCTION_SECRETS+=("$2") ;;
+    --step-secret) STEP_SECRETS+=("$2") ;;
+    --notify-bucket) NOTIFY_BUCKET=$2 ;;
+    --notify-prefix) NOTIFY_PREFIX=$2 ;;
+    --image) IMAGE=$2 ;;
+    --catalog-uri) CATALOG_URI=${2%/} ;;
+    --catalog-dir) CATALOG_DIR=$2 ;;
+    --runtime) RUNTIME=$2 ;;
+    --memory) MEMORY=$2 ;;
+    --cpu) CPU=$2 ;;
+    --concurrency) CONCURRENCY=$2 ;;
+    --max-instances) MAX_INSTANCES=$2 ;;
+    --timeout) TIMEOUT=$2 ;;
+    --max-delivery-attempts) MAX_DELIVERY_ATTEMPTS=$2 ;;
+    --build-service-account) BUILD_SERVICE_ACCOUNT=$2 ;;
+    --project-number) PROJECT_NUMBER=$2 ;;
+    --stage) STAGE=$2 ;;
+    --stage-only) STAGE=$2; STAGE_ONLY=true ;;
+  esac
+  shift 2
+done
+
+# --- printing and running -------------------------------------------------------------------------------------
+
+# One command per line, quoted only where the shell needs it, so a person can read it and a test can parse it.
+quote() {
+  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+show() {
+  local line="" arg
+  for arg in "$@"; do line+="${line:+ }$(quote "$arg")"; done
+  printf '%s\n' "$line"
+}
+
+log() {
+  printf '%s\n' "$*" >&2
+}
+
+run() {
+  if $DRY_RUN; then
+    show "$@"
+  else
+    log "+ $(show "$@")"
+    "$@"
+  fi
+}
+
+# IAM on a service account or bucket created a moment ago can fail until the account has propagated.
+run_retrying() {
+  if $DRY_RUN; then
+    show "$@"
+    return
+  fi
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    log "+ $(show "$@")"
+    if "$@"; then return 0; fi
+    [[ $attempt -lt 5 ]] && sleep 10
+  done
+  return 1
+}
+
+# Teardown goes on when something is already gone.
+run_tolerant() {
+  if $DRY_RUN; then
+    show "$@"
+  else
+    log "+ $(show "$@")"
+    "$@" || log "  (went on: the command above failed, most likely because there was nothing to remove)"
+  fi
+}
+
+# ensure PROBE... -- ACTION...: run ACTION unless PROBE succeeds (describe-or-create), printed as `PROBE || ACTION`.
+ensure() {
+  local -a probe=()
+  while [[ $1 != -- ]]; do probe+=("$1"); shift; done
+  shift
+  if $DRY_RUN; then
+    printf '%s || %s\n' "$(show "${probe[@]}")" "$(show "$@")"
+  elif "${probe[@]}" >/dev/null 2>&1; then
+    log "= $(show "${probe[@]}"): exists"
+  else
+    log "+ $(show "$@")"
+    "$@"
+  fi
+}
+
+# if_exists PROBE... -- ACTION...: run ACTION only when PROBE succeeds (describe-then-delete), printed `PROBE && ACTION`.
+if_exists() {
+  local -a probe=()
+  while [[ $1 != -- ]]; do probe+=("$1"); shift; done
+  shift
+  if $DRY_RUN; then
+    printf '%s && %s\n' "$(show "${probe[@]}")" "$(show "$@")"
+  elif "${probe[@]}" >/dev/null 2>&1; then
+    log "+ $(show "$@")"
+    "$@"
+  else
+    log "= $(show "${probe[@]}"): already gone"
+  fi
+}
+
+# lookup VAR PLACEHOLDER CMD...: VAR becomes CMD's output; in a dry run, the placeholder.
+lookup() {
+  local var=$1 placeholder=$2 value
+  shift 2
+  if $DRY_RUN; then
+    show "$@"
+    value=$placeholder
+  else
+    log "+ $(show "$@")"
+    value=$("$@")
+  fi
+  printf -v "$var" '%s' "$value"
+}
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+[[ $PREFIX =~ ^[a-z][a-z0-9-]{1,13}[a-z0-9]$ ]] ||
+  die "--prefix: expected 3-15 lower-case letters, digits or dashes (service account ids are PREFIX-functions), found '$PREFIX'"
+
+# What Cloud Functions uploads: functions/ as it is in the repository, minus what Python leaves behind.
+stage_functions() {
+  local dest=$1
+  if $DRY_RUN; then
+    show cp -R "$ROOT/functions/." "$dest"
+    show find "$dest" '(' -name __pycache__ -o -name '*.egg-info' ')' -prune -exec rm -rf '{}' +
+    return
+  fi
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  cp -R "$ROOT/functions/." "$dest"
+  find "$dest" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+  # gcloud refuses a python --source without both at its top level (source_util.py); fail here, before uploading.
+  [[ -f $dest/main.py && -f $dest/requirements.txt ]] || die "$dest lacks main.py or requirements.txt"
+}
+
+if $STAGE_ONLY; then
+  stage_functions "$STAGE"
+  exit 0
+fi
+
+[[ -n $PROJECT ]] || die "--project (or GOOGLE_CLOUD_PROJECT) is required"
+[[ $PROJECT =~ ^[a-z][-a-z0-9]{4,28}[a-z0-9]$ ]] || die "--project: expected a project id, found '$PROJECT'"
+[[ $BACKEND == vertex || $BACKEND == kfp ]] ||
+  die "--backend: expected vertex or kfp (the local backend runs on this machine only), found '$BACKEND'"
+if ! [[ $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
+  die "--max-delivery-attempts: expected 5 to 100 (Pub/Sub's bounds), found '$MAX_DELIVERY_ATTEMPTS'"
+fi
+if [[ -n $NOTIFY_PREFIX && -z $NOTIFY_BUCKET ]]; then die "--notify-prefix needs --notify-bucket"; fi
+if [[ -n $PROJECT_NUMBER && ! $PROJECT_NUMBER =~ ^[0-9]+$ ]]; then die "--project-number: expected digits, found '$PROJECT_NUMBER'"; fi
+if [[ -n $CATALOG_DIR && -n $CATALOG_URI ]]; then die "--catalog-dir publishes a catalog, --catalog-uri names one: not both"; fi
+
+# --- names: infra/terraform/main.tf builds the same ones ------------------------------------------------------
+
+TRIGGERS_BUCKET=$PROJECT-$PREFIX-triggers
+RESULTS_BUCKET=$PROJECT-$PREFIX-results
+PIPELINE_ROOT_BUCKET=$PROJECT-$PREFIX-pipeline-root
+TRIGGERS_TOPIC=$PREFIX-triggers
+NOTIFICATIONS_TOPIC=$PREFIX-notifications
+DEAD_LETTER_TOPIC=$PREFIX-dead-letter
+DEAD_LETTER_SUBSCRIPTION=$PREFIX-dead-letter
+REPOSITORY=$PREFIX
+FUNCTIONS_SA=$PREFIX-functions@$PROJECT.iam.gserviceaccount.com
+TRIGGER_SA=$PREFIX-trigger@$PROJECT.iam.gserviceaccount.com
+PIPELINES_SA=$PREFIX-pipelines@$PROJECT.iam.gserviceaccount.com
+OBJECT_FUNCTION=$PREFIX-on-object-finalized
+MESSAGE_FUNCTION=$PREFIX-on-message-published
+for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+  ((${#bucket} <= 63)) || die "bucket name $bucket is longer than 63 characters: choose a shorter --prefix"
+done
+
+needs_version() {
+  if [[ -z $VERSION ]]; then
+    VERSION=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null) ||
+      die "--version is required outside a git checkout"
+  fi
+}
+if [[ -z $IMAGE ]] && ! $TEARDOWN && ! $DEAD_LETTER_ONLY; then
+  needs_version
+  IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPOSITORY/steps:$VERSION
+  BUILD_IMAGE=true
+else
+  BUILD_IMAGE=false
+fi
+if [[ -z $CATALOG_URI ]] && ! $TEARDOWN && ! $DEAD_LETTER_ONLY; then
+  needs_version
+  CATALOG_URI=gs://$RESULTS_BUCKET/catalog/$VERSION
+  PUBLISH_CATALOG=true
+else
+  PUBLISH_CATALOG=false
+fi
+
+function_env() {
+  local -A env=(
+    [RELAY_BACKEND]=$BACKEND
+    [RELAY_RESULTS_URI]=gs://$RESULTS_BUCKET
+    [RELAY_CATALOG_URI]=$CATALOG_URI
+    [RELAY_NOTIFY_TOPIC]=projects/$PROJECT/topics/$NOTIFICATIONS_TOPIC
+  )
+  if [[ $BACKEND == vertex ]]; then
+    env[RELAY_VERTEX_PROJECT]=$PROJECT
+    env[RELAY_VERTEX_LOCATION]=$REGION
+    env[RELAY_VERTEX_PIPELINE_ROOT]=gs://$PIPELINE_ROOT_BUCKET
+    env[RELAY_VERTEX_SERVICE_ACCOUNT]=$PIPELINES_SA
+  fi
+  local pair name value joined="" known settable secret derived local_only
+  for pair in "${EXTRA_ENV[@]}"; do
+    [[ $pair == RELAY_?*=* ]] || die "--env: expected RELAY_NAME=VALUE, found '$pair'"
+    name=${pair%%=*}
+    value=${pair#*=}
+    known=false
+    for settable in "${SETTABLE[@]}"; do [[ $name == "$settable" ]] && known=true; done
+    for secret in "${SECRET_ONLY[@]}"; do
+      [[ $name == "$secret" ]] && die "$name is a credential: pass it as --secret $name=SECRET:latest"
+    done
+    for derived in "${DERIVED[@]}"; do
+      [[ $name == "$derived" ]] && die "$name follows from this deployment's resources and cannot be set"
+    done
+    for local_only in "${LOCAL_ONLY[@]}"; do
+      [[ $name == "$local_only" ]] && die "$name is for running Relay on one machine, not on Google Cloud"
+    done
+    $known || die "--env: $name is not a Relay function setting (README, Configuration)"
+    env[$name]=$value
+  done
+  for name in $(printf '%s\n' "${!env[@]}" | sort); do
+    value=${env[$name]}
+    # gcloud splits --set-env-vars on commas; no Relay setting needs one.
+    [[ $value != *,* ]] || die "$name: a value with a comma cannot be passed to --set-env-vars: '$value'"
+    joined+="${joined:+,}$name=$value"
+  done
+  printf '%s' "$joined"
+}
+
+secret_id() { # ENV=SECRET:VERSION -> SECRET
+  local ref=${1#*=}
+  printf '%s' "${ref%%:*}"
+}
+
+# Secrets become environment variables (as in infra/terraform); a version left out means the latest one.
+for i in "${!FUNCTION_SECRETS[@]}"; do
+  spec=${FUNCTION_SECRETS[$i]}
+  [[ $spec =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_-]+(:[A-Za-z0-9]+)?$ ]] ||
+    die "--secret: expected ENV=SECRET[:VERSION], found '$spec'"
+  [[ $spec == *:* ]] || FUNCTION_SECRETS[i]=$spec:latest
+done
+for secret in "${STEP_SECRETS[@]}"; do
+  [[ $secret =~ ^[A-Za-z0-9_-]+$ ]] || die "--step-secret: expected a secret id, found '$secret'"
+done
+
+# --- resources ------------------------------------------------------------------------------------------------
+
+services() {
+  local -a apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
+    storage.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com secretmanager.googleapis.com
+    iam.googleapis.com)
+  if [[ $BACKEND == vertex ]]; then apis+=(aiplatform.googleapis.com); fi
+  run gcloud services enable "${apis[@]}" "--project=$PROJECT"
+}
+
+service_agents() {
+  if [[ -z $PROJECT_NUMBER ]]; then
+    lookup PROJECT_NUMBER PROJECT_NUMBER gcloud projects describe "$PROJECT" '--format=value(projectNumber)'
+  fi
+  PUBSUB_AGENT=service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com
+  # The Cloud Storage agent exists only once asked for; this creates it if needed and prints its address.
+  lookup GCS_AGENT "service-$PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com" \
+    gcloud storage service-agent "--project=$PROJECT"
+}
+
+buckets() {
+  local bucket
+  for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+    ensure gcloud storage buckets describe "gs://$bucket" "--project=$PROJECT" --format=none -- \
+      gcloud storage buckets create "gs://$bucket" "--project=$PROJECT" "--location=$REGION" \
+      --uniform-bucket-level-access --public-access-prevention
+  done
+  # Records and the published catalog are the state worth keeping: every overwrite leaves the old version.
+  run gcloud storage buckets update "gs://$RESULTS_BUCKET" "--project=$PROJECT" --versioning
+}
+
+topics() {
+  local topic
+  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+    ensure gcloud pubsub topics describe "$topic" "--project=$PROJECT" --format=none -- \
+      gcloud pubsub topics create "$topic" "--project=$PROJECT"
+  done
+  # A topic without a subscription drops what it is sent: this one keeps dead letters for a week, forever idle.
+  ensure gcloud pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --format=none -- \
+    gcloud pubsub subscriptions create "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" \
+    "--topic=$DEAD_LETTER_TOPIC" --message-retention-duration=7d --expiration-period=never
+}
+
+service_accounts() {
+  local id
+  for id in functions trigger pipelines; do
+    ensure gcloud iam service-accounts describe "$PREFIX-$id@$PROJECT.iam.gserviceaccount.com" \
+      "--project=$PROJECT" --format=none -- \
+      gcloud iam service-accounts create "$PREFIX-$id" "--project=$PROJECT" "--display-name=Relay $id"
+  done
+}
+
+repository() {
+  ensure gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" \
+    --format=none -- \
+    gcloud artifacts repositories create "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" \
+    --repository-format=docker "--description=Relay pipeline steps image"
+}
+
+# grant KIND RESOURCE MEMBER ROLE: one role binding on one resource (removed again by --teardown).
+grant() {
+  local kind=$1 resource=$2 member=$3 role=$4 verb=add-iam-policy-binding
+  local -a cmd
+  if $TEARDOWN; then
+    verb=remove-iam-policy-binding
+    case $kind in
+      # Deleted with their resource, or with the service account they name.
+      topic | subscription | service-account | run-service) return ;;
+      bucket) if $DELETE_BUCKETS && [[ $resource != "$NOTIFY_BUCKET" ]]; then return; fi ;;
+    esac
+    if [[ $kind == project && $member == "serviceAccount:$GCS_AGENT" ]]; then
+      log "= kept: $role for the Cloud Storage service agent (every storage trigger in the project relies on it)"
+      return
+    fi
+  fi
+  case $kind in
+    # --condition=None: without it, gcloud refuses (or prompts) when the project policy has conditional bindings.
+    project) cmd=(gcloud projects "$verb" "$resource" --condition=None) ;;
+    bucket) cmd=(gcloud storage buckets "$verb" "gs://$resource") ;;
+    topic) cmd=(gcloud pubsub topics "$verb" "$resource" "--project=$PROJECT") ;;
+    subscription) cmd=(gcloud pubsub subscriptions "$verb" "$resource" "--project=$PROJECT") ;;
+    service-account) cmd=(gcloud iam service-accounts "$verb" "$resource" "--project=$PROJECT") ;;
+    secret) cmd=(gcloud secrets "$verb" "$resource" "--project=$PROJECT") ;;
+    run-service) cmd=(gcloud run services "$verb" "$resource" "--region=$REGION" "--project=$PROJECT") ;;
+    *) die "grant: unknown kind $kind" ;;
+  esac
+  cmd+=("--member=$member" "--role=$role" --format=none)
+  if $TEARDOWN; then run_tolerant "${cmd[@]}"; else run_retrying "${cmd[@]}"; fi
+}
+
+# Every role Relay's principals hold, each on the one resource it is needed for. infra/terraform/iam.tf holds the
+# same list; tests/infra compares them.
+bindings() {
+  local fn=serviceAccount:$FUNCTIONS_SA trigger=serviceAccount:$TRIGGER_SA pipelines=serviceAccount:$PIPELINES_SA
+  local spec secret
+  # Functions: read trigger files; write records (generation-matched overwrites) and read the catalog beside them.
+  grant bucket "$TRIGGERS_BUCKET" "$fn" roles/storage.objectViewer
+  grant bucket "$RESULTS_BUCKET" "$fn" roles/storage.objectUser
+  grant topic "$NOTIFICATIONS_TOPIC" "$fn" roles/pubsub.publisher
+  for spec in "${FUNCTION_SECRETS[@]}"; do
+    grant secret "$(secret_id "$spec")" "$fn" roles/secretmanager.secretAccessor
+  done
+  if [[ -n $NOTIFY_BUCKET ]]; then
+    # Objects announced by the data bucket's notification are read as trigger files.
+    grant bucket "$NOTIFY_BUCKET" "$fn" roles/storage.objectViewer
+  fi
+  # Eventarc delivers storage events only for a trigger account that may receive them (project-wide by design).
+  grant project "$PROJECT" "$trigger" roles/eventarc.eventReceiver
+  # Eventarc's storage triggers publish through a topic that Eventarc creates per trigger, so the Cloud Storage
+  # agent needs publisher on the project, not on a topic that exists beforehand.
+  grant project "$PROJECT" "serviceAccount:$GCS_AGENT" roles/pubsub.publisher
+  if [[ -n $NOTIFY_BUCKET ]]; then
+    # Said explicitly for the notification's own route, and needed before it can be created.
+    grant topic "$TRIGGERS_TOPIC" "serviceAccount:$GCS_AGENT" roles/pubsub.publisher
+  fi
+  # Pub/Sub forwards undeliverable events to the dead-letter topic as its own service agent.
+  grant topic "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
+  # Pipeline steps: Vertex's scratch space, the run's result record, its notification, secret:// references.
+  grant bucket "$PIPELINE_ROOT_BUCKET" "$pipelines" roles/storage.objectAdmin
+  grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectUser
+  grant topic "$NOTIFICATIONS_TOPIC" "$pipelines" roles/pubsub.publisher
+  for secret in "${STEP_SECRETS[@]}"; do
+    grant secret "$secret" "$pipelines" roles/secretmanager.secretAccessor
+  done
+  if [[ $BACKEND == vertex ]]; then
+    # Submitting a pipeline job, and naming the account it runs as (act-as on that one account only).
+    grant project "$PROJECT" "$fn" roles/aiplatform.user
+    grant service-account "$PIPELINES_SA" "$fn" roles/iam.serviceAccountUser
+    grant project "$PROJECT" "$pipelines" roles/aiplatform.user
+  fi
+}
+
+# The steps image: built once per version (a second run finds the tag and skips the build).
+image() {
+  local -a substitutions=(
+    "_IMAGE=$IMAGE"
+    "_RELAY_BACKEND=$BACKEND"
+    "_RELAY_SECRETS_PROJECT=$PROJECT"
+    "_RELAY_NOTIFY_TOPIC=projects/$PROJECT/topics/$NOTIFICATIONS_TOPIC"
+  )
+  local joined
+  joined=$(IFS=,; printf '%s' "${substitutions[*]}")
+  ensure gcloud artifacts docker images describe "$IMAGE" "--project=$PROJECT" --format=none -- \
+    gcloud builds submit "$ROOT" "--project=$PROJECT" "--config=$ROOT/infra/steps-image.cloudbuild.yaml" \
+    "--substitutions=$joined"
+}
+
+# The catalog, compiled with the image's URI, under a versioned prefix that the functions read: the upload holds
+# functions/ only, so pipelines/compiled/ is not there.
+catalog() {
+  local python=${PYTHON:-}
+  if [[ -z $python ]]; then
+    if [[ -x $ROOT/.venv/bin/python ]]; then python=$ROOT/.venv/bin/python; else python=python3; fi
+  fi
+  local dir=$CATALOG_DIR
+  if [[ -z $dir ]]; then
+    dir=$STAGE/catalog
+    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m pipelines.compile --image "$IMAGE" --out "$dir"
+  fi
+  run gcloud storage rsync "$dir" "$CATALOG_URI" "--project=$PROJECT" --checksums-only
+}
+
+deploy_function() {
+  local name=$1 entry_point=$2
+  shift 2
+  local -a cmd=(gcloud functions deploy "$name" --gen2 "--region=$REGION" "--project=$PROJECT"
+    "--runtime=$RUNTIME" "--source=$STAGE/functions" "--entry-point=$entry_point" "$@"
+    "--service-account=$FUNCTIONS_SA" "--trigger-service-account=$TRIGGER_SA"
+    --retry "--timeout=$TIMEOUT" "--memory=$MEMORY" "--cpu=$CPU" "--concurrency=$CONCURRENCY"
+    "--max-instances=$MAX_INSTANCES" --ingress-settings=internal-only "--set-env-vars=$ENV_VARS")
+  # --set-secrets replaces the whole set, --clear-secrets empties it: either way a rerun leaves exactly these.
+  if ((${#FUNCTION_SECRETS[@]})); then
+    cmd+=("--set-secrets=$(IFS=,; printf '%s' "${FUNCTION_SECRETS[*]}")")
+  else
+    cmd+=(--clear-secrets)
+  fi
+  if [[ -n $BUILD_SERVICE_ACCOUNT ]]; then
+    cmd+=("--build-service-account=projects/$PROJECT/serviceAccounts/$BUILD_SERVICE_ACCOUNT")
+  fi
+  run "${cmd[@]}" --quiet
+}
+
+functions() {
+  deploy_function "$OBJECT_FUNCTION" on_object_finalized \
+    "--trigger-bucket=$TRIGGERS_BUCKET" "--trigger-location=$REGION"
+  deploy_function "$MESSAGE_FUNCTION" on_message_published "--trigger-topic=$TRIGGERS_TOPIC"
+  # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these two only.
+  grant run-service "$OBJECT_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
+  grant run-service "$MESSAGE_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
+}
+
+# Eventarc creates each trigger's push subscription itself, and neither `gcloud functions deploy` nor Terraform
+# manages it: this finds it after every deploy and sets the dead-letter policy on it. Pub/Sub then needs to
+# acknowledge from it (subscriber) to move a message to the dead-letter topic.
+dead_letter() {
+  local name trigger subscription var
+  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION"; do
+    var=${name//-/_}
+    lookup trigger "EVENTARC_TRIGGER_OF_$var" \
+      gcloud functions describe "$name" "--region=$REGION" "--project=$PROJECT" '--format=value(eventTrigger.trigger)'
+    lookup subscription "SUBSCRIPTION_OF_$var" \
+      gcloud eventarc triggers describe "${trigger##*/}" "--location=$REGION" "--project=$PROJECT" \
+      '--format=value(transport.pubsub.subscription)'
+    subscription=${subscription##*/}
+    [[ -n $subscription ]] || die "$name: no Eventarc subscription found (is it a 2nd-gen function with a trigger?)"
+    run gcloud pubsub subscriptions update "$subscription" "--project=$PROJECT" \
+      "--dead-letter-topic=projects/$PROJECT/topics/$DEAD_LETTER_TOPIC" \
+      "--max-delivery-attempts=$MAX_DELIVERY_ATTEMPTS"
+    grant subscription "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber
+  done
+}
+
+notification_probe() {
+  printf '%s\n' gcloud storage buckets notifications list "gs://$NOTIFY_BUCKET" "--project=$PROJECT" \
+    '--format=value[separator=" "]("Notification Configuration".id,"Notification Configuration".topic,"Notification Configuration".object_name_prefix)'
+}
+
+# Optional: a data bucket's finalized objects (under a prefix) as Cloud Storage notifications on the trigger topic.
+# Notifications are not idempotent (each create adds one), so the existing ones are listed first.
+notification() {
+  [[ -n $NOTIFY_BUCKET ]] || return 0
+  local -a probe
+  mapfile -t probe < <(notification_probe)
+  local wanted="//pubsub.googleapis.com/projects/$PROJECT/topics/$TRIGGERS_TOPIC"
+  local -a create=(gcloud storage buckets notifications create "gs://$NOTIFY_BUCKET" "--project=$PROJECT"
+    "--topic=projects/$PROJECT/topics/$TRIGGERS_TOPIC" --payload-format=json --event-types=OBJECT_FINALIZE
+    --skip-topic-setup)
+  if [[ -n $NOTIFY_PREFIX ]]; then create+=("--object-prefix=$NOTIFY_PREFIX"); fi
+  if $DRY_RUN; then
+    show "${probe[@]}"
+    show "${create[@]}"
+    return
+  fi
+  local existing
+  existing=$("${probe[@]}")
+  if awk -v topic="$wanted" -v prefix="$NOTIFY_PREFIX" \
+    '$2 == topic && $3 == prefix { found = 1 } END { exit !found }' <<<"$existing"; then
+    log "= notification from gs://$NOTIFY_BUCKET to $TRIGGERS_TOPIC exists"
+  else
+    run "${create[@]}"
+  fi
+}
+
+remove_notification() {
+  [[ -n $NOTIFY_BUCKET ]] || return 0
+  local -a probe
+  mapfile -t probe < <(notification_probe)
+  local wanted="//pubsub.googleapis.com/projects/$PROJECT/topics/$TRIGGERS_TOPIC" ids id
+  lookup ids NOTIFICATION_ID "${probe[@]}"
+  if ! $DRY_RUN; then
+    ids=$(awk -v topic="$wanted" -v prefix="$NOTIFY_PREFIX" '$2 == topic && $3 == prefix { print $1 }' <<<"$ids")
+  fi
+  for id in $ids; do
+    run gcloud storage buckets notifications delete \
+      "gs://$NOTIFY_BUCKET/notificationConfigs/$id" "--project=$PROJECT"
+  done
+}
+
+teardown() {
+  local name topic id bucket
+  remove_notification
+  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION"; do
+    # Deleting a function deletes its Eventarc trigger and that trigger's subscription and topic.
+    if_exists gcloud functions describe "$name" "--region=$REGION" "--project=$PROJECT" --format=none -- \
+      gcloud functions delete "$name" "--region=$REGION" "--project=$PROJECT" --quiet
+  done
+  bindings
+  if_exists gcloud pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --format=none -- \
+    gcloud pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --quiet
+  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+    if_exists gcloud pubsub topics describe "$topic" "--project=$PROJECT" --format=none -- \
+      gcloud pubsub topics delete "$topic" "--project=$PROJECT" --quiet
+  done
+  for id in functions trigger pipelines; do
+    if_exists gcloud iam service-accounts describe "$PREFIX-$id@$PROJECT.iam.gserviceaccount.com" \
+      "--project=$PROJECT" --format=none -- \
+      gcloud iam service-accounts delete "$PREFIX-$id@$PROJECT.iam.gserviceaccount.com" "--project=$PROJECT" --quiet
+  done
+  if_exists gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" \
+    --format=none -- \
+    gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" --quiet
+  for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+    if $DELETE_BUCKETS; then
+      if_exists gcloud storage buckets describe "gs://$bucket" "--project=$PROJECT" --format=none -- \
+        gcloud storage rm --recursive --all-versions "gs://$bucket" "--project=$PROJECT"
+    else
+      log "= kept gs://$bucket and its data (--delete-buckets deletes it)"
+    fi
+  done
+}
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+if $DRY_RUN; then
+  printf '# Relay on %s in %s, prefix %s: the commands a deploy%s would run\n' "$PROJECT" "$REGION" "$PREFIX" \
+    "$($TEARDOWN && printf ' --teardown')"
+fi
+# Said out loud: a shell that once sourced a local stack's exports would otherwise deploy its settings unseen.
+if ((${#FROM_ENVIRONMENT[@]})) && ! $TEARDOWN && ! $DEAD_LETTER_ONLY; then
+  printf '# settings taken from the environment: %s\n' "${FROM_ENVIRONMENT[*]}" | if $DRY_RUN; then cat; else cat >&2; fi
+fi
+
+if $DEAD_LETTER_ONLY; then
+  service_agents
+  dead_letter
+  exit 0
+fi
+
+if $TEARDOWN; then
+  service_agents
+  teardown
+  exit 0
+fi
+
+if [[ -z $STAGE ]]; then
+  if $DRY_RUN; then
+    STAGE=STAGING_DIR
+  else
+    STAGE=$(mktemp -d "${TMPDIR:-/tmp}/relay-deploy.XXXXXX")
+    trap 'rm -rf "$STAGE"' EXIT
+  fi
+fi
+ENV_VARS=$(function_env)
+
+services
+service_agents
+repository
+buckets
+topics
+service_accounts
+bindings
+if $BUILD_IMAGE; then image; fi
+if $PUBLISH_CATALOG; then catalog; fi
+stage_functions "$STAGE/functions"
+functions
+dead_letter
+notification
+if ! $DRY_RUN; then
+  log "Relay is deployed: drop a trigger file in gs://$TRIGGERS_BUCKET or publish one to $TRIGGERS_TOPIC;"
+  log "records go to gs://$RESULTS_BUCKET, the catalog is $CATALOG_URI, the steps image $IMAGE."
+fi

@@ -1,0 +1,149 @@
+# Every role Relay's principals hold, each on the one resource it is needed for: the same list as bindings() in
+# infra/deploy.sh (tests/infra compares them). The two Cloud Run invoker bindings are in functions.tf, and the
+# Pub/Sub agent's subscriber role on the Eventarc subscriptions is granted by the dead-letter step there.
+
+locals {
+  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  gcs_agent    = "serviceAccount:${data.google_storage_project_service_account.this.email_address}"
+}
+
+# --- the functions: read trigger files, write records and read the catalog beside them, publish records -----------
+
+resource "google_storage_bucket_iam_member" "functions_read_triggers" {
+  bucket = google_storage_bucket.triggers.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.functions.member
+}
+
+# objectUser: records are created and then overwritten generation-matched (launching -> launched).
+resource "google_storage_bucket_iam_member" "functions_write_results" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.functions.member
+}
+
+resource "google_pubsub_topic_iam_member" "functions_publish_notifications" {
+  project = var.project_id
+  topic   = google_pubsub_topic.notifications.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.functions.member
+}
+
+resource "google_secret_manager_secret_iam_member" "functions" {
+  for_each = var.function_secrets
+
+  project   = var.project_id
+  secret_id = each.value.secret
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.functions.member
+}
+
+# Objects announced by the data bucket's notification are read as trigger files.
+resource "google_storage_bucket_iam_member" "functions_read_data" {
+  count = local.notify ? 1 : 0
+
+  bucket = var.notify_bucket
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.functions.member
+}
+
+# --- event delivery ----------------------------------------------------------------------------------------------
+
+# Eventarc delivers storage events only for a trigger account that may receive them (a project-level role).
+resource "google_project_iam_member" "trigger_event_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = google_service_account.trigger.member
+}
+
+# Eventarc's storage triggers publish through a topic Eventarc creates per trigger, so the Cloud Storage agent needs
+# publisher on the project rather than on a topic that exists beforehand.
+resource "google_project_iam_member" "gcs_agent_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = local.gcs_agent
+}
+
+# Said explicitly for the notification's own route; Cloud Storage checks it when the notification is created.
+resource "google_pubsub_topic_iam_member" "gcs_agent_triggers" {
+  count = local.notify ? 1 : 0
+
+  project = var.project_id
+  topic   = google_pubsub_topic.triggers.name
+  role    = "roles/pubsub.publisher"
+  member  = local.gcs_agent
+}
+
+# Pub/Sub forwards undeliverable events to the dead-letter topic as its own service agent.
+resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_agent
+}
+
+# --- the pipeline steps: Vertex's scratch space, the run's result record, its notification, secret:// ------------
+
+resource "google_storage_bucket_iam_member" "pipelines_pipeline_root" {
+  bucket = google_storage_bucket.pipeline_root.name
+  role   = "roles/storage.objectAdmin"
+  member = google_service_account.pipelines.member
+}
+
+resource "google_storage_bucket_iam_member" "pipelines_write_results" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.pipelines.member
+}
+
+resource "google_pubsub_topic_iam_member" "pipelines_publish_notifications" {
+  project = var.project_id
+  topic   = google_pubsub_topic.notifications.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.pipelines.member
+}
+
+resource "google_secret_manager_secret_iam_member" "pipelines" {
+  for_each = toset(var.step_secrets)
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.pipelines.member
+}
+
+# --- Vertex: submitting a pipeline job, and naming the account it runs as (act-as on that one account) -------------
+
+resource "google_project_iam_member" "functions_aiplatform" {
+  count = local.vertex ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = google_service_account.functions.member
+}
+
+resource "google_service_account_iam_member" "functions_act_as_pipelines" {
+  count = local.vertex ? 1 : 0
+
+  service_account_id = google_service_account.pipelines.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.functions.member
+}
+
+resource "google_project_iam_member" "pipelines_aiplatform" {
+  count = local.vertex ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = google_service_account.pipelines.member
+}
+
+# --- Terraform only: the function builds read the uploaded source ---------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "build_reads_sources" {
+  count = var.build_service_account != "" ? 1 : 0
+
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${var.build_service_account}"
+}

@@ -1,0 +1,213 @@
+# Relay on Google Cloud: the same resources, names, triggers and roles as infra/deploy.sh (tests/infra compares
+# the two). Buckets, topics, service accounts and the catalog here; role bindings in iam.tf; the functions in
+# functions.tf; the optional data-bucket notification in notification.tf.
+
+locals {
+  vertex = var.backend == "vertex"
+  notify = var.notify_bucket != ""
+
+  object_function  = "${var.prefix}-on-object-finalized"
+  message_function = "${var.prefix}-on-message-published"
+
+  labels = merge({ app = "relay" }, var.labels)
+
+  apis = concat([
+    "cloudfunctions.googleapis.com",
+    "run.googleapis.com",
+    "eventarc.googleapis.com",
+    "pubsub.googleapis.com",
+    "storage.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "secretmanager.googleapis.com",
+    "iam.googleapis.com",
+  ], local.vertex ? ["aiplatform.googleapis.com"] : [])
+
+  # The catalog is published next to the records, under a versioned folder the functions are pointed at.
+  catalog_files   = sort(tolist(fileset(var.catalog_dir, "*.yaml")))
+  catalog_digest  = sha256(join("\n", [for name in local.catalog_files : "${name} ${filesha256("${var.catalog_dir}/${name}")}"]))
+  catalog_version = var.catalog_version != "" ? var.catalog_version : substr(local.catalog_digest, 0, 12)
+  catalog_uri     = "gs://${google_storage_bucket.results.name}/catalog/${local.catalog_version}"
+
+  base_env = {
+    RELAY_BACKEND      = var.backend
+    RELAY_RESULTS_URI  = "gs://${google_storage_bucket.results.name}"
+    RELAY_CATALOG_URI  = local.catalog_uri
+    RELAY_NOTIFY_TOPIC = google_pubsub_topic.notifications.id
+  }
+  vertex_env = {
+    RELAY_VERTEX_PROJECT         = var.project_id
+    RELAY_VERTEX_LOCATION        = var.region
+    RELAY_VERTEX_PIPELINE_ROOT   = "gs://${google_storage_bucket.pipeline_root.name}"
+    RELAY_VERTEX_SERVICE_ACCOUNT = google_service_account.pipelines.email
+  }
+  function_env = merge(local.base_env, local.vertex ? local.vertex_env : {}, var.relay_settings)
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+# The Cloud Storage service agent (created on first use): it publishes storage events.
+data "google_storage_project_service_account" "this" {
+  project = var.project_id
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# --- buckets ------------------------------------------------------------------------------------------------------
+
+resource "google_storage_bucket" "triggers" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  #checkov:skip=CKV_GCP_78:A trigger file is read at the event's generation and never rewritten; a re-upload is a new trigger by design.
+  name                        = "${var.project_id}-${var.prefix}-triggers"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket" "results" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  name                        = "${var.project_id}-${var.prefix}-results"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  # Records and the published catalog are the state worth keeping: every overwrite leaves the old version.
+  versioning {
+    enabled = true
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket" "pipeline_root" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  #checkov:skip=CKV_GCP_78:Vertex's intermediate artifacts: scratch space that a rerun recreates, not state to recover.
+  name                        = "${var.project_id}-${var.prefix}-pipeline-root"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Terraform only: gcloud uploads the function source into Cloud Functions' own bucket, Terraform needs one it names.
+resource "google_storage_bucket" "sources" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  #checkov:skip=CKV_GCP_78:Objects are named by the content hash of the upload, so none is ever overwritten.
+  name                        = "${var.project_id}-${var.prefix}-sources"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_object" "catalog" {
+  for_each = toset(local.catalog_files)
+
+  bucket       = google_storage_bucket.results.name
+  name         = "catalog/${local.catalog_version}/${each.value}"
+  source       = "${var.catalog_dir}/${each.value}"
+  content_type = "application/yaml"
+}
+
+# --- topics ------------------------------------------------------------------------------------------------------
+
+resource "google_pubsub_topic" "triggers" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a customer key is an organisation policy, added with kms_key_name.
+  name    = "${var.prefix}-triggers"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "notifications" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a customer key is an organisation policy, added with kms_key_name.
+  name    = "${var.prefix}-notifications"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a customer key is an organisation policy, added with kms_key_name.
+  name    = "${var.prefix}-dead-letter"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# A topic without a subscription drops what it is sent: this one keeps dead letters for a week, and never expires
+# for being idle (the default would delete it after 31 quiet days).
+resource "google_pubsub_subscription" "dead_letter" {
+  name                       = "${var.prefix}-dead-letter"
+  project                    = var.project_id
+  topic                      = google_pubsub_topic.dead_letter.id
+  message_retention_duration = "604800s"
+  labels                     = local.labels
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# --- service accounts ---------------------------------------------------------------------------------------------
+
+resource "google_service_account" "functions" {
+  account_id   = "${var.prefix}-functions"
+  project      = var.project_id
+  display_name = "Relay functions"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "trigger" {
+  account_id   = "${var.prefix}-trigger"
+  project      = var.project_id
+  display_name = "Relay trigger"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "pipelines" {
+  account_id   = "${var.prefix}-pipelines"
+  project      = var.project_id
+  display_name = "Relay pipelines"
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- the steps image's repository ---------------------------------------------------------------------------------
+
+resource "google_artifact_registry_repository" "steps" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption; a customer key is an organisation policy, added with kms_key_name.
+  repository_id = var.prefix
+  project       = var.project_id
+  location      = var.region
+  format        = "DOCKER"
+  description   = "Relay pipeline steps image"
+  labels        = local.labels
+
+  depends_on = [google_project_service.apis]
+}

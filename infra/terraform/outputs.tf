@@ -1,0 +1,56 @@
+output "triggers_bucket" {
+  description = "Drop trigger files (*.json, *.yaml) here."
+  value       = google_storage_bucket.triggers.name
+}
+
+output "results_bucket" {
+  description = "Run records (runs/, rejected/, ratchet/) and the published catalog (catalog/)."
+  value       = google_storage_bucket.results.name
+}
+
+output "pipeline_root_bucket" {
+  description = "Vertex AI Pipelines' root (RELAY_VERTEX_PIPELINE_ROOT)."
+  value       = google_storage_bucket.pipeline_root.name
+}
+
+output "triggers_topic" {
+  description = "Publish trigger documents, trigger_uri messages or storage notifications here."
+  value       = google_pubsub_topic.triggers.id
+}
+
+output "notifications_topic" {
+  description = "Every record is published here (RELAY_NOTIFY_TOPIC)."
+  value       = google_pubsub_topic.notifications.id
+}
+
+output "dead_letter_subscription" {
+  description = "Events that could not be delivered after max_delivery_attempts."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "service_accounts" {
+  description = "The functions' runtime, the Eventarc trigger and the pipeline steps' accounts."
+  value = {
+    functions = google_service_account.functions.email
+    trigger   = google_service_account.trigger.email
+    pipelines = google_service_account.pipelines.email
+  }
+}
+
+output "functions" {
+  description = "The two functions' names."
+  value = {
+    on_object_finalized  = google_cloudfunctions2_function.on_object_finalized.name
+    on_message_published = google_cloudfunctions2_function.on_message_published.name
+  }
+}
+
+output "catalog_uri" {
+  description = "RELAY_CATALOG_URI: the versioned prefix the functions read the catalog from."
+  value       = local.catalog_uri
+}
+
+output "steps_image_repository" {
+  description = "Push the steps image here (REGION-docker.pkg.dev/PROJECT/PREFIX/steps:TAG) and compile the catalog with it."
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.steps.repository_id}"
+}

@@ -1,0 +1,187 @@
+variable "project_id" {
+  description = "Google Cloud project that holds every Relay resource (the trigger bucket must share it with the functions)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project id (6-30 lower-case letters, digits or dashes), not a name or number."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, their triggers, the buckets, Artifact Registry and (for vertex) the pipeline jobs."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name; buckets are additionally prefixed with the project id. infra/deploy.sh --prefix."
+  type        = string
+  default     = "relay"
+
+  validation {
+    # The longest service account id is PREFIX-functions, and account ids stop at 30 characters.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,13}[a-z0-9]$", var.prefix))
+    error_message = "prefix must be 3-15 lower-case letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "backend" {
+  description = "RELAY_BACKEND: vertex (Vertex AI Pipelines in this project) or kfp (a Kubeflow Pipelines API, see relay_settings)."
+  type        = string
+  default     = "vertex"
+
+  validation {
+    condition     = contains(["vertex", "kfp"], var.backend)
+    error_message = "backend must be vertex or kfp; the local backend runs on a developer's machine only."
+  }
+}
+
+variable "relay_settings" {
+  description = "Further RELAY_* settings of the functions, e.g. { RELAY_KFP_HOST = \"https://...\" }. Those derived from this module's resources cannot be set; credentials go in function_secrets."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([for name in keys(var.relay_settings) : contains([
+      "RELAY_AUTH", "RELAY_KFP_HOST", "RELAY_KFP_AUDIENCE", "RELAY_KFP_EXPERIMENT", "RELAY_VERTEX_LOCATION",
+      "RELAY_VERTEX_ENDPOINT", "RELAY_MAX_EVENT_AGE", "RELAY_CLAIM_LEASE",
+    ], name)])
+    error_message = "relay_settings takes RELAY_AUTH, RELAY_KFP_HOST, RELAY_KFP_AUDIENCE, RELAY_KFP_EXPERIMENT, RELAY_VERTEX_LOCATION, RELAY_VERTEX_ENDPOINT, RELAY_MAX_EVENT_AGE and RELAY_CLAIM_LEASE; RELAY_STATIC_TOKEN belongs in function_secrets."
+  }
+}
+
+variable "function_secrets" {
+  description = "Secret Manager secrets the functions get as environment variables, by variable name, e.g. { RELAY_STATIC_TOKEN = { secret = \"kfp-token\" } }. The secrets must exist; the functions' account may read these only."
+  type = map(object({
+    secret  = string
+    version = optional(string, "latest")
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.function_secrets) : can(regex("^[A-Z_][A-Z0-9_]*$", name))])
+    error_message = "function_secrets keys are environment variable names (upper case, digits, underscores)."
+  }
+}
+
+variable "step_secrets" {
+  description = "Secret Manager secret ids that triggers may name as secret://ID for the pipeline steps; the pipelines' account may read these only."
+  type        = list(string)
+  default     = []
+}
+
+variable "notify_bucket" {
+  description = "Optional existing data bucket whose finalized objects are announced on the trigger topic and read as trigger files (\"\" for none)."
+  type        = string
+  default     = ""
+}
+
+variable "notify_prefix" {
+  description = "With notify_bucket: only objects under this prefix are announced (\"\" for all)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.notify_prefix == "" || var.notify_bucket != ""
+    error_message = "notify_prefix needs notify_bucket."
+  }
+}
+
+variable "catalog_dir" {
+  description = "Folder of the compiled catalog (<name>.yaml), compiled with the steps image: python -m pipelines.compile --image IMAGE --out DIR."
+  type        = string
+}
+
+variable "catalog_version" {
+  description = "Folder of the published catalog under gs://PROJECT-PREFIX-results/catalog/ (Cloud Build uses the commit); \"\" names it by the specs' content hash."
+  type        = string
+  default     = ""
+}
+
+variable "functions_source_dir" {
+  description = "The functions/ folder to upload (\"\": this repository's). __pycache__ and *.egg-info are left out, as infra/deploy.sh does."
+  type        = string
+  default     = ""
+}
+
+variable "runtime" {
+  description = "Python runtime of the functions (the one the repository is tested on)."
+  type        = string
+  default     = "python311"
+}
+
+variable "memory" {
+  description = "Memory of one function instance."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "cpu" {
+  description = "vCPUs of one function instance; concurrency above 1 needs at least 1."
+  type        = string
+  default     = "1"
+}
+
+variable "concurrency" {
+  description = "Events one instance takes at once (Relay locks what is not thread-safe)."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be 1 to 1000."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances per function: caps the load Relay puts on the pipelines backend."
+  type        = number
+  default     = 10
+}
+
+variable "timeout_seconds" {
+  description = "Function timeout; event-driven functions are cut off at 540 s, and Relay submits without waiting for the run."
+  type        = number
+  default     = 540
+
+  validation {
+    condition     = var.timeout_seconds >= 1 && var.timeout_seconds <= 540
+    error_message = "timeout_seconds must be 1 to 540 for event-driven functions."
+  }
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of an event before Pub/Sub moves it to the dead-letter topic."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be 5 to 100 (Pub/Sub's bounds)."
+  }
+}
+
+variable "configure_dead_letter" {
+  description = "Run infra/deploy.sh --dead-letter-only after the functions change: Eventarc creates their subscriptions, which Terraform cannot manage. Needs bash and gcloud where Terraform runs."
+  type        = bool
+  default     = true
+}
+
+variable "build_service_account" {
+  description = "Email of the account Cloud Build uses for the function builds (\"\": the project's default). It is given read access to the sources bucket."
+  type        = string
+  default     = ""
+}
+
+variable "enable_apis" {
+  description = "Enable the APIs Relay uses (never disabled on destroy: other things in the project may use them)."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels added to the buckets, topics and functions."
+  type        = map(string)
+  default     = {}
+}
