@@ -47,15 +47,6 @@ def sink() -> MemoryDestination:
     return MemoryDestination()
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    root = tmp_path / "processed"
-    (root / "plate-1").mkdir(parents=True)
-    (root / "plate-1" / "result.json").write_text(json.dumps({"extra_data": {"od600": [0.1, 0.2]}, "raw": 1}))
-    (root / "plate-2.json").write_text(json.dumps({"extra_data": {"od600": [0.3]}}))
-    return root
-
-
 def run(
     sink: MemoryDestination, sources: list[str], secrets: dict[str, str] | None = None, **parameters: Any
 ) -> StepResult:
