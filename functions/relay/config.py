@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
-from urllib.parse import urlsplit
 
 from relay.errors import ConfigError
+from relay.urls import safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
 AuthKind = Literal["metadata", "iap", "service-account", "static", "none"]
@@ -20,7 +20,6 @@ AUTH_KINDS: tuple[AuthKind, ...] = ("metadata", "iap", "service-account", "stati
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}$")
 
 
@@ -112,7 +111,7 @@ class Settings:
                 f"found {claim_lease:.0f} s"
             )
         for name, url in (("KFP_HOST", settings["kfp_host"]), ("VERTEX_ENDPOINT", get("VERTEX_ENDPOINT"))):
-            if url and auth != "none" and not _safe_for_tokens(url):
+            if url and auth != "none" and not safe_for_credentials(url):
                 problems.append(f"RELAY_{name}: expected an https:// URL (tokens are sent to it), found {url!r}")
         if problems:
             raise ConfigError(problems)
@@ -139,12 +138,6 @@ def parse_duration(text: str) -> float | None:
     if not match:
         return None
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def _safe_for_tokens(url: str) -> bool:
-    """https, or plain http to this machine only (local servers and port-forwards)."""
-    parsed = urlsplit(url)
-    return parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in _LOOPBACK)
 
 
 def _default_auth(backend: str, kfp_audience: str) -> str:

@@ -23,9 +23,9 @@ from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import CHUNK, SourceObject
+from relay.urls import safe_for_credentials
 
 _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _PIECE = 1024 * 1024  # spooling reads this much at a time
 _FIRST_WAIT = 1.0  # seconds before the second attempt; doubled for each one after
 _MAX_WAIT = 120.0  # longest wait between attempts, Retry-After included: the step holds a worker while it waits
@@ -311,7 +311,7 @@ def _url(options: Mapping[str, Any], name: str) -> str:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise StepError(400, f"destination.{name}: expected a URL without credentials (send them as headers)")
-    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+    if safe_for_credentials(url):
         return url
     # Headers hold tokens: they cross the network only encrypted.
     raise StepError(

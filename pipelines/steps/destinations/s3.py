@@ -15,6 +15,7 @@ from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import CHUNK, SourceObject
+from relay.urls import safe_for_credentials
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload
@@ -22,7 +23,6 @@ CRC32C_KEY = "relay-crc32c"  # user metadata (x-amz-meta-relay-crc32c): the send
 MD5_KEY = "relay-md5"
 
 _OPTIONS = frozenset({"endpoint", "bucket", "prefix", "access_key_id", "secret_access_key", "session_token", "region"})
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
 _CODE = re.compile(r"[A-Za-z0-9.]{1,64}")
@@ -224,7 +224,7 @@ def _endpoint(value: object) -> str | None:
         raise StepError(
             400, "destination.endpoint: expected a URL without credentials (give access_key_id and secret_access_key)"
         )
-    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+    if safe_for_credentials(value):
         return value.rstrip("/")
     # Signed requests, a session token and the data itself would cross the network in clear.
     raise StepError(

@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from relay.ports import BlobStore
+from relay.urls import safe_for_credentials
 
 CODE, DATA = "code", "data"
 _DESTINATION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -141,8 +142,7 @@ def require_secure(url: str, has_credentials: bool, what: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClusterConfigError(f"{what}: expected an http(s):// URL, found {url!r}")
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if has_credentials and parts.scheme != "https" and not loopback:
+    if has_credentials and not safe_for_credentials(url):
         raise ClusterConfigError(f"{what}: credentials go over https:// only (or http:// to this machine): {url}")
 
 
