@@ -35,16 +35,38 @@ resource "google_storage_bucket_object" "functions_source" {
   source = data.archive_file.functions.output_path
 }
 
-resource "google_cloudfunctions2_function" "on_object_finalized" {
-  name        = local.object_function
+locals {
+  # The two functions differ only in their entry point and their event: one resource serves both.
+  functions = {
+    on_object_finalized = {
+      name         = local.object_function
+      description  = "Relay: a trigger file finalized in the trigger bucket becomes one pipeline run."
+      event_type   = "google.cloud.storage.object.v1.finalized"
+      pubsub_topic = null
+      buckets      = [google_storage_bucket.triggers.name]
+    }
+    on_message_published = {
+      name         = local.message_function
+      description  = "Relay: a message on the trigger topic (a trigger, a storage notification or a URI) becomes one pipeline run."
+      event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic = google_pubsub_topic.triggers.id
+      buckets      = []
+    }
+  }
+}
+
+resource "google_cloudfunctions2_function" "relay" {
+  for_each = local.functions
+
+  name        = each.value.name
   project     = var.project_id
   location    = var.region
-  description = "Relay: a trigger file finalized in the trigger bucket becomes one pipeline run."
+  description = each.value.description
   labels      = local.labels
 
   build_config {
     runtime         = var.runtime
-    entry_point     = "on_object_finalized"
+    entry_point     = each.key
     service_account = local.build_service_account
     source {
       storage_source {
@@ -78,12 +100,17 @@ resource "google_cloudfunctions2_function" "on_object_finalized" {
 
   event_trigger {
     trigger_region        = var.region
-    event_type            = "google.cloud.storage.object.v1.finalized"
+    event_type            = each.value.event_type
+    pubsub_topic          = each.value.pubsub_topic
     retry_policy          = "RETRY_POLICY_RETRY"
     service_account_email = google_service_account.trigger.email
-    event_filters {
-      attribute = "bucket"
-      value     = google_storage_bucket.triggers.name
+
+    dynamic "event_filters" {
+      for_each = each.value.buckets
+      content {
+        attribute = "bucket"
+        value     = event_filters.value
+      }
     }
   }
 
@@ -94,74 +121,13 @@ resource "google_cloudfunctions2_function" "on_object_finalized" {
   ]
 }
 
-resource "google_cloudfunctions2_function" "on_message_published" {
-  name        = local.message_function
-  project     = var.project_id
-  location    = var.region
-  description = "Relay: a message on the trigger topic (a trigger, a storage notification or a URI) becomes one pipeline run."
-  labels      = local.labels
-
-  build_config {
-    runtime         = var.runtime
-    entry_point     = "on_message_published"
-    service_account = local.build_service_account
-    source {
-      storage_source {
-        bucket = google_storage_bucket.sources.name
-        object = google_storage_bucket_object.functions_source.name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = var.memory
-    available_cpu                    = var.cpu
-    max_instance_request_concurrency = var.concurrency
-    max_instance_count               = var.max_instances
-    timeout_seconds                  = var.timeout_seconds
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.functions.email
-    environment_variables            = local.function_env
-
-    dynamic "secret_environment_variables" {
-      for_each = var.function_secrets
-      content {
-        key        = secret_environment_variables.key
-        project_id = var.project_id
-        secret     = secret_environment_variables.value.secret
-        version    = secret_environment_variables.value.version
-      }
-    }
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.triggers.id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.trigger.email
-  }
-
-  depends_on = [
-    google_project_iam_member.trigger_event_receiver,
-    google_secret_manager_secret_iam_member.functions,
-  ]
-}
-
 # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these two only.
-resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_on_object_finalized" {
-  project  = var.project_id
-  location = var.region
-  name     = google_cloudfunctions2_function.on_object_finalized.service_config[0].service
-  role     = "roles/run.invoker"
-  member   = google_service_account.trigger.member
-}
+resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
+  for_each = google_cloudfunctions2_function.relay
 
-resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_on_message_published" {
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.on_message_published.service_config[0].service
+  name     = each.value.service_config[0].service
   role     = "roles/run.invoker"
   member   = google_service_account.trigger.member
 }
@@ -172,8 +138,8 @@ resource "terraform_data" "dead_letter" {
   count = var.configure_dead_letter ? 1 : 0
 
   triggers_replace = [
-    google_cloudfunctions2_function.on_object_finalized.event_trigger[0].trigger,
-    google_cloudfunctions2_function.on_message_published.event_trigger[0].trigger,
+    google_cloudfunctions2_function.relay["on_object_finalized"].event_trigger[0].trigger,
+    google_cloudfunctions2_function.relay["on_message_published"].event_trigger[0].trigger,
     google_pubsub_topic.dead_letter.id,
     var.max_delivery_attempts,
   ]

@@ -40,8 +40,8 @@ output "service_accounts" {
 output "functions" {
   description = "The two functions' names."
   value = {
-    on_object_finalized  = google_cloudfunctions2_function.on_object_finalized.name
-    on_message_published = google_cloudfunctions2_function.on_message_published.name
+    on_object_finalized  = google_cloudfunctions2_function.relay["on_object_finalized"].name
+    on_message_published = google_cloudfunctions2_function.relay["on_message_published"].name
   }
 }
 

@@ -518,9 +518,18 @@ class Module:
 
     # resources -------------------------------------------------------------------------------------------------------
 
-    def instance(self, kind: str, label: str, scope: Scope | None = None) -> _Lazy:
-        """A resource's attributes: what its block sets, evaluated on access, plus what the provider computes."""
+    def instance(self, kind: str, label: str, scope: Scope | None = None) -> Any:
+        """A resource's attributes: what its block sets, evaluated on access, plus what the provider computes.
+
+        A for_each resource named without a key is the map of its instances, as Terraform has it.
+        """
         body = self.resources[(kind, label)]
+        if "for_each" in body and scope is None:
+            collection = self.value(body["for_each"])
+            pairs = collection.items() if isinstance(collection, dict) else ((v, v) for v in collection)
+            return {
+                key: self.instance(kind, label, Scope({"each": {"key": key, "value": value}})) for key, value in pairs
+            }
 
         def attribute(name: Any) -> Any:
             if isinstance(name, int):  # resource[0] of a counted resource: the instance itself
@@ -543,21 +552,26 @@ class Module:
 
     def instances(self, kind: str) -> Iterator[tuple[str, _Lazy, dict[str, Any]]]:
         """(address, attributes, block body) of every instance of `kind`, with count and for_each expanded."""
+        for address, attributes, body, _ in self.scoped_instances(kind):
+            yield address, attributes, body
+
+    def scoped_instances(self, kind: str) -> Iterator[tuple[str, _Lazy, dict[str, Any], Scope | None]]:
+        """As `instances`, with the scope (count.*, each.*) that the instance's nested blocks are evaluated in."""
         for (each_kind, label), body in self.resources.items():
             if each_kind != kind:
                 continue
             if "count" in body:
                 for index in range(self.value(body["count"])):
                     scope = Scope({"count": {"index": index}})
-                    yield f"{kind}.{label}[{index}]", self.instance(kind, label, scope), body
+                    yield f"{kind}.{label}[{index}]", self.instance(kind, label, scope), body, scope
             elif "for_each" in body:
                 collection = self.value(body["for_each"])
                 pairs = collection.items() if isinstance(collection, dict) else ((v, v) for v in collection)
                 for key, value in pairs:
                     scope = Scope({"each": {"key": key, "value": value}})
-                    yield f"{kind}.{label}[{key!r}]", self.instance(kind, label, scope), body
+                    yield f"{kind}.{label}[{key!r}]", self.instance(kind, label, scope), body, scope
             else:
-                yield f"{kind}.{label}", self.instance(kind, label), body
+                yield f"{kind}.{label}", self.instance(kind, label), body, None
 
     def blocks_of(self, body: dict[str, Any], name: str, scope: Scope | None = None) -> list[dict[str, Any]]:
         """Nested blocks called `name`, static and dynamic (expanded), with their attributes evaluated."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.infra.hcl import Module
+from tests.infra.hcl import Module, Scope
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "infra" / "deploy.sh"
@@ -404,8 +404,8 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
             if binding_kind == "bucket" and iam["bucket"] in terraform_only:
                 continue
             system.bindings.add(Binding(binding_kind, resource(iam), iam["member"], iam["role"]))
-    for _, function, body in module.instances("google_cloudfunctions2_function"):
-        system.functions[function["name"]] = _terraform_function(module, function, body)
+    for _, function, body, scope in module.scoped_instances("google_cloudfunctions2_function"):
+        system.functions[function["name"]] = _terraform_function(module, function, body, scope)
     for _, notification, _ in module.instances("google_storage_notification"):
         system.notifications.add(
             (
@@ -419,16 +419,17 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
     return system
 
 
-def _terraform_function(module: Module, function: Any, body: dict[str, Any]) -> dict[str, Any]:
-    [build] = module.blocks_of(body, "build_config")
+def _terraform_function(module: Module, function: Any, body: dict[str, Any], scope: Scope | None) -> dict[str, Any]:
+    [build] = module.blocks_of(body, "build_config", scope)
     [service_body] = body["service_config"]
-    [service] = module.blocks_of(body, "service_config")
-    [trigger] = module.blocks_of(body, "event_trigger")
-    filters = {f["attribute"]: f["value"] for f in trigger.get("event_filters", [])}
+    [service] = module.blocks_of(body, "service_config", scope)
+    [trigger_body] = body["event_trigger"]
+    [trigger] = module.blocks_of(body, "event_trigger", scope)
+    filters = {f["attribute"]: f["value"] for f in module.blocks_of(trigger_body, "event_filters", scope)}
     resource = filters["bucket"] if "bucket" in filters else trigger["pubsub_topic"]
     secrets = {
         s["key"]: f"{s['secret']}:{s['version']}"
-        for s in module.blocks_of(service_body, "secret_environment_variables")
+        for s in module.blocks_of(service_body, "secret_environment_variables", scope)
     }
     return {
         "runtime": build["runtime"],
