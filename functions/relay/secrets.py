@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from relay.errors import RelayError
 
@@ -115,16 +116,32 @@ class Redactor:
     """Scrubs secret values out of any text before it is logged, recorded or raised."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted(set(self._secrets) | {s for s in secrets if s}, key=len, reverse=True)
+        found = set(self._secrets)
+        for secret in secrets:
+            if secret:
+                found.add(secret)
+                found.update(_url_parts(secret))
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted(found, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+
+def _url_parts(secret: str) -> set[str]:
+    """A URL kept as a secret (a webhook with a token in its path) may appear in part: its path segments and query
+    values of 8 characters or more are secret too."""
+    parts = urlsplit(secret)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return set()
+    pieces = [unquote(segment) for segment in parts.path.split("/")] + [value for _, value in parse_qsl(parts.query)]
+    return {piece for piece in pieces if len(piece) >= 8}
 
 
 def _short_name(reference: str) -> str:

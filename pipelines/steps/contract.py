@@ -131,7 +131,7 @@ def run_step(step: Step, spec: StepSpec, context: StepContext) -> StepResult:
     return StepResult(
         message=context.redact(result.message),
         status=result.status,
-        outputs=json.loads(context.redact(json.dumps(result.outputs))),
+        outputs=_redacted(result.outputs, context.redact),
         metrics=dict(result.metrics),
     )
 
@@ -154,6 +154,17 @@ def main(step: Step, argv: Sequence[str] | None = None) -> int:
         result = run_step(step, spec, context)
     result_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return 0 if result.succeeded else 1
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """Every string in a JSON-like value, scrubbed (the structure and its numbers stay as they are)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(key)): _redacted(inner, redact) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(inner, redact) for inner in value]
+    return value
 
 
 def _reference_paths(value: Any, path: str = "") -> list[tuple[str, str]]:

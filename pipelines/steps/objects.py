@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pipelines.steps.checksums import Checksums, md5_from_hex
 from pipelines.steps.contract import StepError
@@ -133,7 +134,8 @@ class FileObjects:
             )
 
     def open(self, item: SourceObject) -> BinaryIO:
-        return Path(urlsplit(item.uri).path).open("rb")
+        # as_uri() percent-encodes the name (spaces, non-ASCII, %): decode it back to the path.
+        return Path(url2pathname(urlsplit(item.uri).path)).open("rb")
 
 
 def store_for(uri: str, stores: Mapping[str, ObjectStore]) -> ObjectStore:

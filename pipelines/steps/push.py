@@ -41,7 +41,9 @@ def push(
     if not isinstance(config, Mapping):
         raise StepError(400, f"parameters.destination: expected a struct with a kind, found {config!r}")
     select = str(parameters.get("select") or "")
-    overwrite = bool(parameters.get("overwrite", False))
+    overwrite = parameters.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise StepError(400, f"parameters.overwrite: expected true or false, found {overwrite!r}")
     run_key = str(parameters.get("run_key") or "push")
     destination = destination_for(context.resolve(config, spec.secrets), factories or default_factories())
     stores = stores or default_stores()
@@ -50,12 +52,18 @@ def push(
     receipts: list[Receipt] = []
     failures: list[StepError] = []
     for uri in sources:
-        store = store_for(uri, stores)
-        for item in store.list(uri):
+        # One source or object failing never stops the others: their receipts are what a re-run builds on.
+        try:
+            store = store_for(uri, stores)
+            items = list(store.list(uri))
+        except Exception as error:  # a missing source, a store that does not answer
+            failures.append(_as_step_error(uri, error))
+            continue
+        for item in items:
             try:
                 receipts.append(_push_one(item, _opener(store, item), destination, select, overwrite))
-            except StepError as failure:
-                failures.append(failure)
+            except Exception as error:  # the destination's or the store's own errors included
+                failures.append(_as_step_error(item.uri, error))
     try:
         final = {r.source: r for r in destination.close(f"Relay push {run_key}: {len(receipts)} object(s)")}
     except StepError as failure:
@@ -86,6 +94,12 @@ def push(
     skipped = metrics["skipped"]
     message = f"pushed {len(delivered)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
     return StepResult(message=message, status=200, outputs=outputs, metrics=metrics)
+
+
+def _as_step_error(uri: str, error: Exception) -> StepError:
+    if isinstance(error, StepError):
+        return error
+    return StepError(502, f"{uri}: {type(error).__name__}: {error}")
 
 
 def _opener(store: ObjectStore, item: SourceObject) -> Opener:

@@ -78,3 +78,27 @@ def test_the_cli_writes_the_result_and_exits_by_status(tmp_path: Path):
     spec_path.write_text("{")
     assert main(double, [str(spec_path), str(result_path)]) == 1
     assert json.loads(result_path.read_text())["status"] == 400
+
+
+def test_a_url_kept_as_a_secret_is_redacted_even_in_part():
+    webhook = "https://hooks.example.com/services/T0CANARY/B0CANARY/s3cr3tWebhookToken?sig=abcdef123456"
+    context = StepContext(resolver=LocalSecrets(env={"RELAY_SECRET_HOOK": webhook}))
+
+    def echo(spec: StepSpec, context: StepContext) -> StepResult:
+        url = context.resolve("secret://hook", spec.secrets)
+        delivered = url.split("?")[0] + "/a.json"
+        return StepResult(f"posted to {delivered}", 200, outputs={"receipts": [{"destination": delivered}]})
+
+    result = run_step(echo, StepSpec(secrets={"h": "secret://hook"}), context)
+    assert "s3cr3tWebhookToken" not in result.message and "s3cr3tWebhookToken" not in json.dumps(result.outputs)
+
+
+def test_redaction_keeps_numbers_and_structure():
+    context = StepContext(resolver=LocalSecrets(env={"RELAY_SECRET_PIN": "42"}))
+
+    def counts(spec: StepSpec, context: StepContext) -> StepResult:
+        context.resolve("secret://pin", spec.secrets)
+        return StepResult("done", 200, outputs={"bytes": 4242, "note": "pin 42"})
+
+    result = run_step(counts, StepSpec(secrets={"p": "secret://pin"}), context)
+    assert result.outputs == {"bytes": 4242, "note": "pin [redacted]"}

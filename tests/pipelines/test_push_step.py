@@ -145,3 +145,16 @@ def test_objects_a_batch_platform_never_published_are_not_counted_as_pushed(sour
     assert result.status == 502 and "the dataset version was refused" in result.message
     assert result.metrics["files"] == 0 and result.metrics["bytes"] == 0
     assert all(r["pending"] for r in result.outputs["receipts"])
+
+
+def test_one_failing_source_keeps_the_receipts_of_the_others(sink: MemoryDestination, source: Path):
+    (source / "plate 3 (é).json").write_text(json.dumps({"extra_data": {"od600": [0.5]}}))
+    result = run(sink, [f"{source}/", str(source / "missing.json")])
+    assert result.status == 404 and "missing.json" in result.message
+    assert sorted(sink.objects) == ["plate 3 (é).json", "plate-1/result.json", "plate-2.json"]
+    assert len(result.outputs["receipts"]) == 3 and result.metrics["failed"] == 1
+
+
+def test_overwrite_must_be_a_boolean(sink: MemoryDestination, source: Path):
+    result = run(sink, [f"{source}/"], overwrite="false")
+    assert result.status == 400 and "parameters.overwrite: expected true or false" in result.message
