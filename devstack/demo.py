@@ -55,6 +55,7 @@ class Tracked:
     state: str = "waiting"
     run: RunRecords | None = None
     note: str = ""
+    duplicates_before: int = 0
 
     @property
     def done(self) -> bool:
@@ -127,6 +128,7 @@ def seed(stack: LocalStack) -> None:
 def deliver(stack: LocalStack, item: Tracked, first_push: Tracked) -> None:
     sample = item.sample
     data = json.dumps(sample.document, indent=2).encode()
+    item.duplicates_before = _duplicates(stack, first_push.run_key) if sample.how == "again" else 0
     if sample.how == "bucket":
         generation = stack.drop(sample.name, data)
         item.trigger_uri = naming.object_uri(TRIGGERS, sample.name)
@@ -157,9 +159,8 @@ def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
     if item.done or not item.run_key:
         return
     if item.sample.how == "again":
-        functions = (stack.object_finalized, stack.message_published)
-        lines = [line for function in functions for line in outcome_lines(function.process.log_path)]
-        if sum(line["run_key"] == item.run_key and line["outcome"] == "duplicate" for line in lines) >= 1:
+        # Its own delivery's outcome: a duplicate line that was not there before it was sent.
+        if _duplicates(stack, item.run_key) > item.duplicates_before:
             item.state, item.ended = "duplicate", time.monotonic()
             item.note = "acknowledged: the run exists already"
         return
@@ -169,6 +170,12 @@ def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
         if item.done:
             item.ended = time.monotonic()
             item.note = item.run.message
+
+
+def _duplicates(stack: LocalStack, run_key: str) -> int:
+    functions = (stack.object_finalized, stack.message_published)
+    lines = [line for function in functions for line in outcome_lines(function.process.log_path)]
+    return sum(line["run_key"] == run_key and line["outcome"] == "duplicate" for line in lines)
 
 
 def table(items: Sequence[Tracked], now: float) -> list[str]:

@@ -181,7 +181,7 @@ class ManagedProcess(Lifecycle):
         if self._proc is not None and self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self._stop_timeout
             # With start_new_session the group id is the leader's pid; it stays valid while any member lives.
-            _signal_group(self._proc.pid, signal.SIGTERM)
+            signal_group(self._proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         """SIGTERM the whole process group, wait, then SIGKILL whatever is left. Safe to call twice."""
@@ -197,7 +197,7 @@ class ManagedProcess(Lifecycle):
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(_POLL_INTERVAL)
         if proc.poll() is None or _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         proc.wait()
 
     # -- introspection ---------------------------------------------------------------------------------
@@ -305,6 +305,6 @@ def _group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

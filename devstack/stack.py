@@ -16,6 +16,7 @@ from devstack.gcs import FakeGcsServer, GcsNotifications, create_bucket, storage
 from devstack.lifecycle import Lifecycle
 from devstack.processes import LOOPBACK, ManagedProcess, stop_all
 from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
+from devstack.runs import stop_local_runs
 
 __all__ = ["DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
 
@@ -241,6 +242,10 @@ class LocalStack(Lifecycle):
                     endpoint=self.trigger_push_endpoint,
                     ack_deadline_seconds=self.ack_deadline_seconds,
                 )
+            local_root = self.function_env.get("RELAY_LOCAL_ROOT")
+            if local_root:
+                # Closed first: pipelines the local backend started finish (and record) while storage still runs.
+                stack.callback(stop_local_runs, Path(local_root))
             self._exit_stack = stack.pop_all()
         self.startup_seconds = time.monotonic() - started
         return self
