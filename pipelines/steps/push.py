@@ -65,7 +65,8 @@ def push(
             except Exception as error:  # the destination's or the store's own errors included
                 failures.append(_as_step_error(item.uri, error))
     try:
-        final = {r.source: r for r in destination.close(f"Relay push {run_key}: {len(receipts)} object(s)")}
+        message = f"Relay push {run_key}: {len(receipts)} object(s)"
+        final = {r.source: r for r in destination.close(message, failed=len(failures))}
     except StepError as failure:
         failures.append(failure)
         final = {}

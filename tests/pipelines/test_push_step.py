@@ -37,7 +37,7 @@ class MemoryDestination:
         self.objects[item.name] = (b"".join(chunks), stream.checksums, item.content_type)
         return Receipt(item.uri, f"memory://{item.name}", stream.bytes, stream.checksums.describe())
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         self.closed.append(message)
         return []
 
@@ -138,7 +138,7 @@ def test_objects_a_batch_platform_never_published_are_not_counted_as_pushed(sour
             receipt = super().send(item, stream, overwrite=overwrite)
             return Receipt(receipt.source, receipt.destination, receipt.bytes, receipt.checksum, pending=True)
 
-        def close(self, message: str) -> list[Receipt]:
+        def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
             raise StepError(502, "the dataset version was refused")
 
     result = run(FailingPublish(), [f"{source}/"])

@@ -54,8 +54,11 @@ class Destination(Protocol):
         """Copy the stream; raise StepError on failure. Receipts of batch platforms are final after `close`."""
         ...
 
-    def close(self, message: str) -> list[Receipt]:
-        """Publish what was sent (one commit or version, described by `message`); final receipts, if changed."""
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
+        """Publish what was sent (one commit or version, described by `message`); final receipts, if changed.
+
+        `failed` counts the objects of this push that never reached `send` or failed in it, wherever they failed.
+        """
         ...
 
 

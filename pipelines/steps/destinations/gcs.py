@@ -72,5 +72,5 @@ class GcsDestination:
             version=str(blob.generation),
         )
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         return []

@@ -136,7 +136,7 @@ class HttpDestination:
             version=_version(answer),
         )
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         self._session.close()
         return []
 

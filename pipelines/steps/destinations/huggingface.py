@@ -143,7 +143,7 @@ class HuggingFaceDestination:
         self._spooled.append(_Spooled(path, target, receipt))
         return replace(receipt, pending=True)
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         try:
             if not self._spooled:
                 return []

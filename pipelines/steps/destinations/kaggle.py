@@ -136,15 +136,16 @@ class KaggleDestination:
         self._spooled.append(spooled)
         return replace(self._receipt(spooled), pending=True)
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         try:
             if not self._spooled:
                 return []
-            if self._failed:
+            failed = max(failed, self._failed)  # failures before `send` (a select, a source read) count too
+            if failed:
                 # A version holds only what is uploaded with it: publishing the rest would drop the failed files.
                 raise StepError(
                     424,
-                    f"{self.url}: no version published: {self._failed} object(s) of this push failed, and a Kaggle "
+                    f"{self.url}: no version published: {failed} object(s) of this push failed, and a Kaggle "
                     "version holds only the files pushed with it",
                 )
             exists = self._dataset_exists()

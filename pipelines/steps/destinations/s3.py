@@ -111,7 +111,7 @@ class S3Destination:
             version=version if version and version != "null" else etag,
         )
 
-    def close(self, message: str) -> list[Receipt]:
+    def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         return []
 
     def _put(self, item: SourceObject, key: str, stream: HashingReader, size: int, overwrite: bool) -> tuple[Any, str]:

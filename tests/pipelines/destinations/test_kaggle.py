@@ -209,3 +209,10 @@ def test_bad_options(options: dict[str, Any], fragment: str):
     with pytest.raises(StepError, match=re.escape(fragment)) as failure:
         KaggleDestination.from_options(base | options)
     assert failure.value.status == 400
+
+
+def test_a_document_failing_before_it_is_sent_also_stops_the_version(kaggle: KaggleServer, source: Path, spool: Path):
+    (source / "notes.json").write_text(json.dumps({"other": 1}))  # no /extra_data: refused by select, never sent
+    result = run([f"{source}/"], destination(kaggle), spool, select="/extra_data")
+    assert result.status == 424 and "no version published: 1 object(s) of this push failed" in result.message
+    assert kaggle.datasets == {}
