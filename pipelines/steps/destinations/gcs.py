@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,8 @@ class GcsDestination:
         blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK)
         blob.content_type = item.content_type
         blob.metadata = dict(item.metadata) or None
+        # Stated up front, Cloud Storage itself refuses to finalize an object whose bytes do not match them.
+        blob.crc32c, blob.md5_hash = item.checksums.crc32c, item.checksums.md5
         try:
             blob.upload_from_file(
                 stream,
@@ -62,8 +65,16 @@ class GcsDestination:
         except exceptions.GoogleAPIError as exc:
             raise StepError(502, f"gs://{self._bucket.name}/{name}: upload failed: {exc}") from exc
         sent = stream.checksums
-        if sent.matches(Checksums(crc32c=blob.crc32c, md5=blob.md5_hash)) is False:
-            raise StepError(502, f"gs://{self._bucket.name}/{name}: stored {blob.crc32c}, sent {sent.crc32c}")
+        stored = Checksums(crc32c=blob.crc32c, md5=blob.md5_hash)
+        if stream.bytes != item.size or sent.matches(item.checksums) is False or sent.matches(stored) is False:
+            # Never leave a wrong object behind: a re-run would take it for the source's and skip it.
+            with contextlib.suppress(exceptions.GoogleAPIError):
+                blob.delete(if_generation_match=blob.generation)
+            raise StepError(
+                502,
+                f"gs://{self._bucket.name}/{name}: sent {stream.bytes} bytes with {sent.describe()}, the source states "
+                f"{item.size} with {item.checksums.describe()} and the bucket stored {stored.describe()}; removed",
+            )
         return Receipt(
             source=item.uri,
             destination=f"gs://{self._bucket.name}/{name}",

@@ -70,3 +70,12 @@ def test_an_object_that_appeared_meanwhile_is_not_replaced_unless_asked(client: 
 def test_unknown_options_are_refused():
     with pytest.raises(StepError, match="found bukcet"):
         GcsDestination.from_options({"bucket": "b", "bukcet": "typo"})
+
+
+def test_bytes_that_differ_from_what_the_source_states_leave_no_object(client: Any):
+    destination = GcsDestination("ml-data", "checked", client=client)
+    stated = item("plate.csv", b"what the source says it holds")
+    with pytest.raises(StepError) as refused:
+        send(destination, stated, b"what was actually read back!!")  # same length, other bytes
+    assert refused.value.status == 502
+    assert client.bucket("ml-data").get_blob("checked/plate.csv") is None
