@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import google_crc32c
 
@@ -31,6 +32,22 @@ class Checksums:
 
 def md5_from_hex(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def etag_is_md5(answer: Mapping[str, Any]) -> bool:
+    """Whether an S3 answer's ETag is the MD5 of the bytes: not with KMS or customer-key encryption."""
+    return not answer.get("SSECustomerAlgorithm") and answer.get("ServerSideEncryption") not in (
+        "aws:kms",
+        "aws:kms:dsse",
+    )
+
+
+def s3_md5(answer: Mapping[str, Any]) -> str | None:
+    """The object's MD5 (base64) when its ETag is one: a single-part upload, and no KMS or customer key."""
+    etag = str(answer.get("ETag", "")).strip('"')
+    if not etag or "-" in etag or not etag_is_md5(answer):  # a multipart ETag ("...-N") is no MD5 of the bytes
+        return None
+    return md5_from_hex(etag)
 
 
 class HashingReader:

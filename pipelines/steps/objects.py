@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pipelines.steps.checksums import Checksums, md5_from_hex
+from pipelines.steps.checksums import Checksums, s3_md5
 from pipelines.steps.contract import StepError
 
 CHUNK = 8 * 1024 * 1024  # read and write in 8 MiB pieces: memory stays bounded whatever the object size
@@ -102,13 +102,11 @@ class S3Objects:
             if key.endswith("/"):
                 continue
             head = self._s3().head_object(Bucket=bucket, Key=key)
-            etag = str(head.get("ETag", "")).strip('"')
             yield SourceObject(
                 uri=f"s3://{bucket}/{key}",
                 name=_relative(key, prefix, uri),
                 size=int(head["ContentLength"]),
-                # A multipart ETag ("...-N") is no MD5 of the bytes.
-                checksums=Checksums(md5=md5_from_hex(etag) if etag and "-" not in etag else None),
+                checksums=Checksums(md5=s3_md5(head)),
                 content_type=head.get("ContentType") or "application/octet-stream",
                 metadata=dict(head.get("Metadata") or {}),
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.steps.checksums import Checksums, HashingReader
+from pipelines.steps.checksums import Checksums, HashingReader, s3_md5
 from pipelines.steps.contract import StepContext, StepError, StepResult, run_step, spec_for
 from pipelines.steps.destinations import Destination, Presence, Receipt
 from pipelines.steps.objects import SourceObject
@@ -158,3 +158,16 @@ def test_one_failing_source_keeps_the_receipts_of_the_others(sink: MemoryDestina
 def test_overwrite_must_be_a_boolean(sink: MemoryDestination, source: Path):
     result = run(sink, [f"{source}/"], overwrite="false")
     assert result.status == 400 and "parameters.overwrite: expected true or false" in result.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "md5"),
+    [
+        ({"ETag": '"9e107d9d372bb6826bd81d3542a419d6"'}, "nhB9nTcrtoJr2B01QqQZ1g=="),
+        ({"ETag": '"9e107d9d372bb6826bd81d3542a419d6-3"'}, None),  # multipart
+        ({"ETag": '"9e107d9d372bb6826bd81d3542a419d6"', "ServerSideEncryption": "aws:kms"}, None),
+        ({"ETag": '"9e107d9d372bb6826bd81d3542a419d6"', "SSECustomerAlgorithm": "AES256"}, None),
+    ],
+)
+def test_an_s3_etag_counts_as_md5_only_when_it_is_one(answer: dict[str, str], md5: str | None):
+    assert s3_md5(answer) == md5

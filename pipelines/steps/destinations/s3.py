@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
+from pipelines.steps.checksums import Checksums, HashingReader, etag_is_md5, md5_from_hex
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.objects import CHUNK, SourceObject
@@ -278,15 +278,8 @@ def _verify_read(item: SourceObject, stream: HashingReader, uri: str) -> None:
         )
 
 
-def _etag_is_md5(answer: Mapping[str, Any]) -> bool:
-    return not answer.get("SSECustomerAlgorithm") and answer.get("ServerSideEncryption") not in (
-        "aws:kms",
-        "aws:kms:dsse",
-    )
-
-
 def _verify_etag(answer: Mapping[str, Any], expected: str, where: str) -> None:
-    if not _etag_is_md5(answer):
+    if not etag_is_md5(answer):
         return  # encrypted with KMS or a customer key: the ETag is no MD5, and Content-MD5 was checked on arrival
     etag = str(answer.get("ETag", "")).strip('"')
     if etag != expected:
@@ -297,7 +290,7 @@ def _stored(head: Mapping[str, Any]) -> Checksums:
     """What the store says of an object: Relay's metadata, else a one-part ETag (the MD5 of the bytes)."""
     metadata = head.get("Metadata") or {}
     etag = str(head.get("ETag", "")).strip('"')
-    md5 = metadata.get(MD5_KEY) or (md5_from_hex(etag) if _MD5_HEX.fullmatch(etag) and _etag_is_md5(head) else None)
+    md5 = metadata.get(MD5_KEY) or (md5_from_hex(etag) if _MD5_HEX.fullmatch(etag) and etag_is_md5(head) else None)
     return Checksums(crc32c=metadata.get(CRC32C_KEY), md5=md5)
 
 
