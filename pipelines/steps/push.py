@@ -22,6 +22,7 @@ from pipelines.steps.destinations import Destination, Factory, Presence, Receipt
 from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, store_for
 
 Opener = Callable[[], BinaryIO]
+MAX_SELECT_BYTES = 256 * 1024 * 1024  # a JSON document is parsed whole; anything larger is no document to select from
 
 
 def push(
@@ -137,11 +138,20 @@ def _push_one(
 
 
 def _selected(item: SourceObject, open_source: Opener, select: str) -> bytes:
-    with open_source() as source:
-        try:
-            document = json.load(source)
-        except ValueError as exc:
-            raise StepError(422, f"{item.uri}: select {select} needs a JSON document: {exc}") from exc
+    if item.size > MAX_SELECT_BYTES:
+        raise StepError(413, f"{item.uri}: select reads whole documents, at most {MAX_SELECT_BYTES} bytes; {item.size}")
+    with _hashed(open_source) as reader:
+        raw = reader.read()
+    if reader.bytes != item.size or reader.checksums.matches(item.checksums) is False:
+        raise StepError(
+            502,
+            f"{item.uri}: read {reader.checksums.describe()}, the source states "
+            f"{item.checksums.describe()}: changed or corrupted in transit",
+        )
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise StepError(422, f"{item.uri}: select {select} needs a JSON document: {exc}") from exc
     try:
         return json.dumps(pointer.resolve(document, select), indent=2).encode()
     except pointer.PointerError as exc:
