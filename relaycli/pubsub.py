@@ -11,8 +11,8 @@ from relaycli.output import one_line
 
 # Bounds every publish: the client's default retries UNAVAILABLE for up to 600 s, a hang rather than an error.
 PUBLISH_TIMEOUT = 30.0
-_TOPIC_NAME = re.compile(r"^[A-Za-z][-\w.~+%]{2,254}$")
-_TOPIC_PATH = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z][-\w.~+%]{2,254}\Z")
+_TOPIC_PATH = re.compile(r"^projects/([^/]+)/topics/([^/]+)\Z")
 
 
 def topic_path(topic: str, project: str | None, env: Mapping[str, str]) -> str:

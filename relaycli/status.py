@@ -52,7 +52,7 @@ def resolve_run_key(store: BlobStore, given: str) -> str:
     if not given.startswith("gs://"):
         if not naming.RUN_KEY.match(given):
             raise UsageError(
-                f"RUN: expected a run key matching {naming.RUN_KEY.pattern} or a trigger's "
+                f"RUN: expected {naming.RUN_KEY_RULE}, or a trigger's "
                 f"gs://bucket/object[#generation], found {given!r}"
             )
         return given

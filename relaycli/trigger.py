@@ -15,7 +15,7 @@ from relaycli.documents import problem_lines, read_trigger_file, validate
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import pairs, to_json
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]\Z")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

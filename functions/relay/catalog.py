@@ -15,6 +15,7 @@ from relay.errors import BlobNotFoundError, InvalidTriggerError, Problem
 from relay.ports import BlobStore
 from relay.triggers import RESERVED_PARAMETERS, describe_value
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _EXPECTED = {
     "STRING": "a string",
     "NUMBER_INTEGER": "an integer",
@@ -77,7 +78,10 @@ def check_parameters(pipeline: PipelineDefinition, parameters: Mapping[str, Any]
             declared = ", ".join(sorted(set(pipeline.inputs) - set(RESERVED_PARAMETERS))) or "none"
             problems.append(Problem(field, f"a parameter of {pipeline.name} ({declared})", "an unknown name"))
         elif not _matches(spec.type, value):
-            problems.append(Problem(field, _EXPECTED.get(spec.type, spec.type), describe_value(value)))
+            expected = _EXPECTED.get(spec.type, spec.type)
+            if spec.type == "NUMBER_INTEGER" and _matches("NUMBER_DOUBLE", value) and float(value).is_integer():
+                expected = f"an integer from {INT64_MIN} to {INT64_MAX} (KFP integers are int64)"
+            problems.append(Problem(field, expected, describe_value(value)))
         elif secrets.is_reference(value) and not secrets.well_formed(str(value)):
             problems.append(Problem(field, "secret://NAME or secret://projects/P/secrets/S[/versions/V]", repr(value)))
     for spec in pipeline.inputs.values():
@@ -87,18 +91,18 @@ def check_parameters(pipeline: PipelineDefinition, parameters: Mapping[str, Any]
 
 
 def run_parameters(
-    pipeline: PipelineDefinition, parameters: Mapping[str, Any], *, run_key: str, results_uri: str
+    pipeline: PipelineDefinition, parameters: Mapping[str, Any], *, run_key: str, results_uri: str, tenant: str = ""
 ) -> dict[str, Any]:
     """The parameters a run gets: the trigger's, plus the reserved ones the pipeline declares."""
-    reserved = {"run_key": run_key, "results_uri": results_uri}
+    reserved = {"run_key": run_key, "results_uri": results_uri, "tenant": tenant}
     return {**parameters, **{name: reserved[name] for name in pipeline.declares_reserved}}
 
 
 def _matches(kind: str, value: object) -> bool:
     if kind == "STRING":
         return isinstance(value, str)
-    if kind == "NUMBER_INTEGER":
-        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "NUMBER_INTEGER":  # KFP integers are int64
+        return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
     if kind == "NUMBER_DOUBLE":
         return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "BOOLEAN":
@@ -126,6 +130,8 @@ class Catalog:
                 return self._loaded[name]
         uri = naming.catalog_entry(self._uri, name)
         try:
+            if name == naming.POLICY_ENTRY:
+                raise BlobNotFoundError(uri)  # the policy sits beside the pipelines, and is not one
             package = self._store.read(uri).data
         except BlobNotFoundError as exc:
             problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")

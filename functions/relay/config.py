@@ -18,9 +18,9 @@ BACKENDS: tuple[Backend, ...] = ("local", "kfp", "vertex")
 AUTH_KINDS: tuple[AuthKind, ...] = ("metadata", "iap", "service-account", "static", "none")
 # The repo's compiled catalog; deployed functions point RELAY_CATALOG_URI at a gs:// prefix instead.
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}$")
+_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}\Z")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Settings:
     results_uri: str
     backend: Backend = "local"
     catalog_uri: str = str(DEFAULT_CATALOG)
+    policy_uri: str = ""  # "" : `policy.yaml` in the catalog, optional there
     auth: AuthKind = "none"
     kfp_host: str = ""
     kfp_audience: str = ""
@@ -119,6 +120,7 @@ class Settings:
             results_uri=results_uri.rstrip("/"),
             backend=cast(Backend, backend),
             catalog_uri=get("CATALOG_URI", str(DEFAULT_CATALOG)).rstrip("/"),
+            policy_uri=get("POLICY_URI"),
             auth=cast(AuthKind, auth),
             kfp_audience=kfp_audience,
             kfp_experiment=get("KFP_EXPERIMENT", cls.kfp_experiment),

@@ -5,9 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-RUN_KEY = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
-PIPELINE_NAME = re.compile(r"^[a-z][-a-z0-9]{0,62}$")
+RUN_KEY = re.compile(r"^[a-z][-a-z0-9]{0,127}\Z")
+RUN_KEY_RULE = "a run key: a lower-case letter, then up to 127 lower-case letters, digits or hyphens"
+# No "--" in a pipeline name: it separates a tenant from the run key it chose, which derived keys must never look like.
+PIPELINE_NAME = re.compile(r"^(?!.*--)(?!.*-\Z)[a-z][-a-z0-9]{0,62}\Z")
+PIPELINE_NAME_RULE = (
+    "a pipeline name: a lower-case letter, then up to 62 lower-case letters, digits or single hyphens, not ending in -"
+)
 _DIGEST_CHARS = 20  # 80 bits: collisions are out of reach for any bucket's lifetime of triggers
+POLICY_ENTRY = "policy"  # the catalog's policy.yaml: never a pipeline
 UNKNOWN_PIPELINE = "trigger"  # run key prefix for documents whose pipeline could not be read
 
 

@@ -54,6 +54,7 @@ def claim_record(
     labels: Mapping[str, str],
     now: datetime,
     lease_seconds: float,
+    tenant: str = "",
 ) -> dict[str, Any]:
     """The create-only record that claims a run key before anything is submitted."""
     return {
@@ -63,6 +64,7 @@ def claim_record(
         # Unique to this attempt: tells our own create, retried by the client after a lost reply, from another's.
         "claim_id": uuid.uuid4().hex,
         "run_key": run_key,
+        "tenant": tenant,
         "pipeline": pipeline,
         "backend": backend,
         "run_id": None,

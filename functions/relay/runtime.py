@@ -6,11 +6,13 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from relay import naming
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.localfs import LocalBlobStore
 from relay.adapters.routing import RoutingBlobStore
 from relay.catalog import Catalog
 from relay.config import Settings
+from relay.policy import Policy, read_policy
 from relay.ports import BlobStore, Notifier, PipelineBackend
 from relay.service import Relay
 
@@ -60,6 +62,15 @@ def notifier_for(topic: str) -> Notifier | None:
     return PubSubNotifier(topic)
 
 
+def policy_uri(settings: Settings) -> str:
+    return settings.policy_uri or naming.catalog_entry(settings.catalog_uri, naming.POLICY_ENTRY)
+
+
+def load_policy(settings: Settings, store: BlobStore) -> Policy:
+    """The deployment's policy: RELAY_POLICY_URI (which must exist), else the catalog's policy.yaml if it has one."""
+    return read_policy(store, policy_uri(settings), required=bool(settings.policy_uri))
+
+
 def build_relay(settings: Settings) -> Relay:
     store = blob_store(settings)
     return Relay(
@@ -68,6 +79,7 @@ def build_relay(settings: Settings) -> Relay:
         catalog=Catalog(store, settings.catalog_uri),
         backend=backend(settings),
         notifier=notifier_for(settings.notify_topic),
+        policy=load_policy(settings, store),
     )
 
 

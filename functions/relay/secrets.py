@@ -12,8 +12,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from relay.errors import RelayError
 
 PREFIX = "secret://"
-_SHORT = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_RESOURCE = re.compile(r"^projects/(?P<project>[^/]+)/secrets/(?P<secret>[A-Za-z0-9_-]+)(/versions/(?P<version>\w+))?$")
+_SHORT = re.compile(r"^[A-Za-z0-9_-]{1,255}\Z")
+_RESOURCE = re.compile(
+    r"^projects/(?P<project>[^/]+)/secrets/(?P<secret>[A-Za-z0-9_-]+)(/versions/(?P<version>\w+))?\Z"
+)
 REDACTED = "[redacted]"
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import naming, records
+from relay import policy as rules
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.config import Settings
 from relay.errors import (
@@ -47,6 +48,14 @@ class Relay:
     backend: PipelineBackend
     notifier: Notifier | None = None
     clock: Callable[[], datetime] = field(default=_utcnow)
+    policy: rules.Policy = rules.NO_POLICY
+
+    @property
+    def policy_context(self) -> rules.Context:
+        """What the policy needs to know of this deployment: the backend, and Relay's own storage."""
+        settings = self.settings
+        own = (settings.results_uri, settings.catalog_uri, settings.policy_uri)
+        return rules.Context(local=settings.backend == "local", protected=rules.own_locations(*own))
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,13 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         return loaded
     parsed = loaded.error or parse_document(loaded.raw, loaded.format, delivery.uri)
     pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
-    run_key = run_key_for(parsed, loaded.identity)
+    tenant = tenant_for(relay.policy, delivery)
+    if isinstance(parsed, Trigger) and tenant is None and relay.policy.source:
+        # No tenant takes triggers from here: its own run key is never used, so it cannot squat anyone's.
+        problem = Problem("(origin)", f"a trigger location or topic of a tenant ({rules.origins(relay.policy)})",
+                          delivery.uri)  # fmt: skip
+        parsed = InvalidTriggerError(delivery.uri, [problem], code="policy_denied")
+    run_key = run_key_for(parsed, loaded.identity, tenant)
     if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
         if existing is None:
@@ -95,9 +110,10 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     trigger = parsed
     try:
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
+        check_policy(relay, tenant, trigger, run_key, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition)
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
 
 
 def _skip_reason(relay: Relay, delivery: Source) -> str | None:
@@ -160,10 +176,29 @@ def check_trigger(catalog: Catalog, trigger: Trigger, uri: str) -> PipelineDefin
     return definition
 
 
-def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str) -> str:
-    """The trigger's own run_key, else `<pipeline>-<digest of identity>` (`trigger-…` when unreadable)."""
+def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, run_key: str, uri: str) -> None:
+    """InvalidTriggerError (`policy_denied`) naming everything the trigger uses beyond what its tenant may."""
+    problems = rules.check_request(relay.policy, tenant, trigger.pipeline, trigger.parameters, relay.policy_context)
+    if trigger.run_key and not naming.RUN_KEY.match(run_key):
+        room = 128 - len(rules.scoped_run_key(tenant, ""))
+        problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(trigger.run_key)}"))
+    if problems:
+        raise InvalidTriggerError(uri, problems, code="policy_denied")
+
+
+def tenant_for(policy: rules.Policy, delivery: Source) -> rules.Tenant | None:
+    """The tenant a delivery speaks for: from where the trigger was written, never from what it says."""
+    if isinstance(delivery, ObjectDelivery):
+        return rules.tenant_for_object(policy, delivery.uri)
+    return rules.tenant_for_topic(policy, delivery.topic)
+
+
+def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str, tenant: rules.Tenant | None = None) -> str:
+    """The trigger's own run_key in its tenant's namespace, else `<pipeline>-<digest of identity>`."""
     if isinstance(parsed, Trigger):
-        return parsed.run_key or naming.derive_run_key(parsed.pipeline, identity)
+        if parsed.run_key:
+            return rules.scoped_run_key(tenant, parsed.run_key)
+        return naming.derive_run_key(parsed.pipeline, identity)
     return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
 
 
@@ -211,10 +246,14 @@ def _claim_and_launch(
     run_key: str,
     trigger: Trigger,
     pipeline: PipelineDefinition,
+    tenant: rules.Tenant | None,
 ) -> Outcome:
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
-    parameters = run_parameters(pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri)
+    tenant_name = tenant.name if tenant else ""
+    parameters = run_parameters(
+        pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri, tenant=tenant_name
+    )
     claim = records.decode(
         records.encode(
             records.claim_record(
@@ -226,6 +265,7 @@ def _claim_and_launch(
                 labels=trigger.labels,
                 now=relay.clock(),
                 lease_seconds=settings.claim_lease,
+                tenant=tenant_name,
             )
         )
     )

@@ -12,17 +12,17 @@ from typing import Any, Literal
 import yaml
 
 from relay.errors import InvalidTriggerError, Problem
-from relay.naming import PIPELINE_NAME, RUN_KEY
+from relay.naming import PIPELINE_NAME, PIPELINE_NAME_RULE, RUN_KEY, RUN_KEY_RULE
 
 MAX_TRIGGER_BYTES = 1024 * 1024
-RESERVED_PARAMETERS = ("run_key", "results_uri")
+RESERVED_PARAMETERS = ("run_key", "results_uri", "tenant")
 TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
 
 _KEYS = ("version", "pipeline", "parameters", "run_key", "labels")
 # Cloud labels (Vertex takes them as they are): lowercase keys starting with a letter, values may be empty.
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     pipeline = document.get("pipeline")
     if not isinstance(pipeline, str) or not PIPELINE_NAME.match(pipeline):
         found = "nothing" if pipeline is None else describe_value(pipeline)
-        problems.append(Problem("pipeline", f"a pipeline name matching {PIPELINE_NAME.pattern}", found))
+        problems.append(Problem("pipeline", PIPELINE_NAME_RULE, found))
     parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):
         problems.append(Problem("parameters", "a mapping of parameter names to values", describe_value(parameters)))
@@ -72,7 +72,7 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
             problems.append(Problem(f"parameters.{name}", "no value (Relay fills it)", "a value"))
     run_key = document.get("run_key")
     if run_key is not None and (not isinstance(run_key, str) or not RUN_KEY.match(run_key)):
-        problems.append(Problem("run_key", f"a string matching {RUN_KEY.pattern}", describe_value(run_key)))
+        problems.append(Problem("run_key", RUN_KEY_RULE, describe_value(run_key)))
     labels = document.get("labels", {})
     problems.extend(_label_problems(labels))
     if problems:
@@ -86,7 +86,7 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
     except UnicodeDecodeError as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", "UTF-8 text", f"bad byte at {exc.start}")]) from exc
     try:
-        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=_StrictLoader)
+        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=StrictLoader)
     except (ValueError, TypeError, RecursionError, yaml.YAMLError) as exc:
         # TypeError: a YAML key that is a list or mapping; RecursionError: nesting deeper than any real trigger.
         detail = " ".join(str(exc).split()) or type(exc).__name__
@@ -118,7 +118,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """Safe YAML that rejects duplicate keys and aliases, and keeps dates as the strings they were written as."""
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
@@ -139,7 +139,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 # Without the timestamp resolver `2026-11-21` stays a string, as it would in JSON.
-_StrictLoader.yaml_implicit_resolvers = {
+StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -151,10 +151,10 @@ def _label_problems(labels: object) -> list[Problem]:
     problems = []
     for key, value in labels.items():
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            problems.append(Problem(f"labels.{key}", f"a label key matching {_LABEL_KEY.pattern}", repr(key)))
+            problems.append(Problem(f"labels.{key}", "a label key: a lower-case letter, then up to 62 lower-case letters, digits, _ or -", repr(key)))
         if not isinstance(value, str) or not _LABEL_VALUE.match(value):
             problems.append(
-                Problem(f"labels.{key}", f"a label value matching {_LABEL_VALUE.pattern}", describe_value(value))
+                Problem(f"labels.{key}", "a label value: up to 63 lower-case letters, digits, _ or -", describe_value(value))
             )
     return problems
 

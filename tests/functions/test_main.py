@@ -123,7 +123,7 @@ def outcome_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_each_event_logs_one_json_outcome_line(store: MemoryBlobStore, capsys: pytest.CaptureFixture[str]):
-    generation = upload(store, {"pipeline": "echo", "parameters": {"message": "secret://kaggle-key"}})
+    generation = upload(store, {"pipeline": "echo", "parameters": {"message": "hello"}})
     storage_event = event("storage_finalized", generation=str(generation))
     post("on_object_finalized", storage_event)
     post("on_object_finalized", storage_event)

@@ -29,7 +29,7 @@ from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 
 EVENT = EventInfo(id="evt-1", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
-TRIGGER = {"pipeline": "echo", "parameters": {"message": "hello", "options": {"token": "secret://kaggle"}}}
+TRIGGER = {"pipeline": "echo", "parameters": {"message": "hello", "options": {"colour": "blue"}}}
 
 
 def upload(store: MemoryBlobStore, document: object = TRIGGER, name: str = "t.json") -> ObjectDelivery:
@@ -87,7 +87,7 @@ def test_a_trigger_file_becomes_one_run_with_a_launch_record(relay: Relay, store
         "event_time": "2026-11-21T12:00:00.000Z",
         "via": "storage-event",
     }
-    assert saved["parameters"]["options"] == {"token": "secret://kaggle"}
+    assert saved["parameters"]["options"] == {"colour": "blue"}
     assert notifier.states == ["launched"]
 
 

@@ -15,9 +15,9 @@ MAX_TIMEOUT = 3000.0  # the seed's documented maximum for a test's timeout, in s
 DEFAULT_TIMEOUT = 300.0  # the seed left it optional without saying how long; Algorithmia's own default call timeout
 MAX_REPEAT = 100
 # The seed's platform: algorithm names are case-sensitive identifiers; they become folder and module names here.
-ALGORITHM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+ALGORITHM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}\Z")
 # The workflow's name is a path segment of the baseline's location.
-WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 DATA_PREFIX = "data://.my/"
 
 _TOP = ("name", "source_info", "test_info", "algorithms", "run_only")

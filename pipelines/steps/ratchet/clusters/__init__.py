@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from pipelines.steps.egress import STRICT, Egress
 from relay.ports import BlobStore
 from relay.urls import safe_for_credentials
 
 CODE, DATA = "code", "data"
-_DESTINATION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_DESTINATION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 
 
 class ClusterError(Exception):
@@ -81,6 +82,8 @@ class ClusterContext:
     workdir: Path
     workflow: str
     blobs: BlobStore | None = None  # where the kfp destination copies data files (gs:// or a local folder)
+    # Where adapters may connect. The default refuses private addresses; local runs pass Egress.loopback().
+    egress: Egress = STRICT
 
 
 Factory = Callable[[Mapping[str, Any], ClusterContext], Cluster]
