@@ -23,6 +23,8 @@ _KEYS = ("version", "pipeline", "parameters", "run_key", "labels")
 # Cloud labels (Vertex takes them as they are): lowercase keys starting with a letter, values may be empty.
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}\Z")
+_LABEL_KEY_RULE = "a label key: a lower-case letter, then up to 62 lower-case letters, digits, _ or -"
+_LABEL_VALUE_RULE = "a label value: up to 63 lower-case letters, digits, _ or -"
 
 
 @dataclass(frozen=True)
@@ -151,11 +153,9 @@ def _label_problems(labels: object) -> list[Problem]:
     problems = []
     for key, value in labels.items():
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            problems.append(Problem(f"labels.{key}", "a label key: a lower-case letter, then up to 62 lower-case letters, digits, _ or -", repr(key)))
+            problems.append(Problem(f"labels.{key}", _LABEL_KEY_RULE, repr(key)))
         if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-            problems.append(
-                Problem(f"labels.{key}", "a label value: up to 63 lower-case letters, digits, _ or -", describe_value(value))
-            )
+            problems.append(Problem(f"labels.{key}", _LABEL_VALUE_RULE, describe_value(value)))
     return problems
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from relay.errors import InvalidTriggerError
+from relay.naming import PIPELINE_NAME_RULE
 from relay.triggers import MAX_TRIGGER_BYTES, format_for, parse_trigger
 
 URI = "gs://triggers/t.json"
@@ -54,7 +55,7 @@ def test_yaml_dates_stay_strings_as_in_json():
         (
             b'{"pipeline": "Push"}',
             "json",
-            "pipeline: expected a pipeline name: a lower-case letter, then up to 62 lower-case letters, digits or single hyphens, not ending in -, found string 'Push'",
+            f"pipeline: expected {PIPELINE_NAME_RULE}, found string 'Push'",
         ),
         (b'{"pipeline": "echo", "extra": 1}', "json", "extra: expected one of the keys"),
         (b'{"pipeline": "echo", "parameters": [1]}', "json", "parameters: expected a mapping of parameter names"),
