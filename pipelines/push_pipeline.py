@@ -5,12 +5,13 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.components import component
+from pipelines.components import Deployment, component, configure
 from pipelines.components.finish import finish
 from pipelines.components.push import push_objects
 
 
-def build(image: str) -> Any:
+def build(deployment: Deployment) -> Any:
+    image = deployment.image
     push_op = component(push_objects, image)
     finish_op = component(finish, image)
 
@@ -26,17 +27,22 @@ def build(image: str) -> Any:
         overwrite: bool = False,
         run_key: str = "",
         results_uri: str = "",
+        tenant: str = "",
     ) -> None:
-        recorded = finish_op(pipeline="push", run_key=run_key, results_uri=results_uri)
+        recorded = configure(finish_op(pipeline="push", run_key=run_key, results_uri=results_uri), deployment)
         with dsl.ExitHandler(recorded, name="push-and-record"):
-            push_op(
-                sources=sources,
-                destination=destination,
-                select=select,
-                overwrite=overwrite,
-                run_key=run_key,
-                results_uri=results_uri,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            configure(
+                push_op(
+                    sources=sources,
+                    destination=destination,
+                    select=select,
+                    overwrite=overwrite,
+                    run_key=run_key,
+                    results_uri=results_uri,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    tenant=tenant,
+                ),
+                deployment,
             )
 
     return push

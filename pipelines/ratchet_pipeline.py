@@ -5,12 +5,13 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.components import component
+from pipelines.components import Deployment, component, configure
 from pipelines.components.finish import finish
 from pipelines.components.ratchet import ratchet_algorithms
 
 
-def build(image: str) -> Any:
+def build(deployment: Deployment) -> Any:
+    image = deployment.image
     ratchet_op = component(ratchet_algorithms, image)
     finish_op = component(finish, image)
 
@@ -28,19 +29,24 @@ def build(image: str) -> Any:
         reason: str = "",
         run_key: str = "",
         results_uri: str = "",
+        tenant: str = "",
     ) -> None:
-        recorded = finish_op(pipeline="ratchet", run_key=run_key, results_uri=results_uri)
+        recorded = configure(finish_op(pipeline="ratchet", run_key=run_key, results_uri=results_uri), deployment)
         with dsl.ExitHandler(recorded, name="ratchet-and-record"):
-            ratchet_op(
-                workflow=workflow,
-                source=source,
-                destination=destination,
-                tolerance=tolerance,
-                reset_baseline=reset_baseline,
-                reason=reason,
-                run_key=run_key,
-                results_uri=results_uri,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            configure(
+                ratchet_op(
+                    workflow=workflow,
+                    source=source,
+                    destination=destination,
+                    tolerance=tolerance,
+                    reset_baseline=reset_baseline,
+                    reason=reason,
+                    run_key=run_key,
+                    results_uri=results_uri,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    tenant=tenant,
+                ),
+                deployment,
             )
 
     return ratchet

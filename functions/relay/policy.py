@@ -392,8 +392,8 @@ def _contradictions(policy: Policy) -> list[str]:
             owners.setdefault(key, tenant.name)
     names = [t.name for t in policy.tenants]
     problems += [f"tenants: the name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
-    for tenant in policy.tenants:
-        where = f"tenants.{tenant.name}"
+    for index, tenant in enumerate(policy.tenants):
+        where = f"tenants.{tenant.name or index}"
         ids = [r.id for r in (*tenant.destinations, *tenant.clusters)]
         problems += [f"{where}: the id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
         for binding in tenant.secrets:
@@ -511,10 +511,12 @@ def matching_rule(
     return scope.target(config, "parameters.destination", cluster=cluster)
 
 
-def check_code(policy: Policy, tenant: Tenant | None, uri: str, context: Context, where: str) -> list[Problem]:
-    """Whether ratchet code or data may be read from `uri` (a workflow, a source prefix, an algorithm's code)."""
+def check_location(
+    policy: Policy, tenant: Tenant | None, uri: str, context: Context, where: str, *, key: str
+) -> list[Problem]:
+    """Whether `uri` may be read as a source (`key` "sources") or as ratchet code and data (`key` "code")."""
     scope = _Scope(policy, tenant, context)
-    scope.location(uri, where, "code", "code")
+    scope.location(uri, where, key, "source" if key == "sources" else "code")
     return scope.problems
 
 
@@ -541,6 +543,7 @@ class _Scope:
         """`uri` must lie under one of the tenant's `key` locations (sources or code)."""
         if not isinstance(uri, str) or secrets.is_reference(uri):
             return  # the pipeline's own type check reports a value of the wrong type
+        uri = as_location(uri)
         allowed: tuple[str, ...] = getattr(self.tenant, key, ()) if self.tenant else ()
         if not _well_formed_location(uri):
             self.deny(field_name, f"a {what} location without '..', '.' or empty path segments", repr(uri))
@@ -698,6 +701,11 @@ def protected_by(uri: str, protected: Sequence[str]) -> str | None:
     return None
 
 
+def as_location(uri: str) -> str:
+    """A source as a location: an absolute path is the file:// URI the steps read it as."""
+    return Path(uri).as_uri() if uri.startswith("/") else uri
+
+
 def rule_location(rule: Rule) -> str:
     if rule.kind == "gcs":
         return f"gs://{rule.bucket}/{rule.prefix}"
@@ -823,7 +831,8 @@ def _prefix_within(prefix: str, allowed: str) -> bool:
 
 
 def _relative_path(path: str) -> bool:
-    return path.startswith("/") and "://" not in path and ".." not in path and "\\" not in path
+    # "//host/..." is a network-path reference: joined with a base URL it names another host.
+    return path.startswith("/") and not path.startswith("//") and "://" not in path and ".." not in path
 
 
 def _port(scheme: str, port: int | None) -> int:

@@ -4,7 +4,14 @@
 
 
 def push_objects(
-    sources: list, destination: dict, select: str, overwrite: bool, run_key: str, results_uri: str, run_id: str
+    sources: list,
+    destination: dict,
+    select: str,
+    overwrite: bool,
+    run_key: str,
+    results_uri: str,
+    run_id: str,
+    tenant: str,
 ) -> dict:
     import os
 
@@ -18,6 +25,12 @@ def push_objects(
         results_uri=results_uri,
         run_id=run_id,
         inputs={"sources": sources},
-        parameters={"destination": destination, "select": select, "overwrite": overwrite, "run_key": run_key},
+        parameters={
+            "destination": destination,
+            "select": select,
+            "overwrite": overwrite,
+            "run_key": run_key,
+            "tenant": tenant,
+        },
         environ=os.environ,
     )

@@ -13,6 +13,7 @@ def ratchet_algorithms(
     run_key: str,
     results_uri: str,
     run_id: str,
+    tenant: str,
 ) -> dict:
     # Named apart from the pipeline: kfp.local resolves components by name, and a clash runs the wrong one.
     import os
@@ -36,6 +37,7 @@ def ratchet_algorithms(
             "reason": reason,
             "run_key": run_key,
             "results_uri": results_uri,
+            "tenant": tenant,
         },
         environ=os.environ,
     )

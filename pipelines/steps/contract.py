@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from relay.policy import reference_paths
 from relay.secrets import (
     Redactor,
     SecretNotFoundError,
@@ -24,6 +25,9 @@ from relay.secrets import (
     resolve_all,
     resolver_from_env,
 )
+
+if TYPE_CHECKING:
+    from pipelines.steps.gate import Gate
 
 log = logging.getLogger("relay.step")
 
@@ -92,20 +96,28 @@ def parse_spec(document: object) -> StepSpec:
 
 
 def spec_for(inputs: Mapping[str, Any], outputs: Mapping[str, Any], parameters: Mapping[str, Any]) -> StepSpec:
-    """A spec whose `secrets` lists every reference the parameters hold, by where it sits."""
-    found = {f"parameters.{path}": reference for path, reference in _reference_paths(parameters)}
+    """A spec whose `secrets` asks for every reference the parameters hold; the policy decides which it gets."""
+    found = {f"parameters.{path}": reference for path, reference in reference_paths(parameters)}
     return StepSpec(inputs=inputs, outputs=outputs, parameters=parameters, secrets=found)
+
+
+def _closed_gate() -> Gate:
+    from pipelines.steps.gate import PolicyGate
+
+    return PolicyGate()  # no policy: nothing outside is allowed
 
 
 @dataclass
 class StepContext:
-    """What a step may use besides its spec: secrets (resolved on request, then redacted everywhere)."""
+    """What a step may use besides its spec: the deployment's policy, and secrets (resolved only where the policy
+    binds them, then redacted everywhere)."""
 
     resolver: SecretResolver
+    gate: Gate = field(default_factory=_closed_gate)
     redact: Redactor = field(default_factory=Redactor)
 
     def resolve(self, value: Any, allowed: Mapping[str, str]) -> Any:
-        """`value` with its secret references resolved; only references the spec lists may be."""
+        """`value` with its secret references resolved; only references in `allowed` may be."""
         unlisted = sorted(set(references(value)) - set(allowed.values()))
         if unlisted:
             raise StepError(400, f"secret references not listed in spec.secrets: {', '.join(unlisted)}")
@@ -136,6 +148,13 @@ def run_step(step: Step, spec: StepSpec, context: StepContext) -> StepResult:
     )
 
 
+def step_context(environ: Mapping[str, str]) -> StepContext:
+    """The context a step runs with: secrets and the policy as the deployment's environment says."""
+    from pipelines.steps.gate import gate_from_env
+
+    return StepContext(resolver=resolver_from_env(environ), gate=gate_from_env(environ))
+
+
 def main(step: Step, argv: Sequence[str] | None = None) -> int:
     """CLI: read the spec, run the step, write the result; exit 0 on a 2xx status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -143,8 +162,8 @@ def main(step: Step, argv: Sequence[str] | None = None) -> int:
         print("usage: python -m pipelines.steps.<step> spec.json result.json", file=sys.stderr)
         return 2
     spec_path, result_path = Path(args[0]), Path(args[1])
-    context = StepContext(resolver=resolver_from_env(os.environ))
     try:
+        context = step_context(os.environ)
         spec = parse_spec(json.loads(spec_path.read_text()))
     except (OSError, ValueError) as exc:
         result = StepResult(message=f"{spec_path}: cannot read the spec: {exc}", status=400)
@@ -165,13 +184,3 @@ def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, list | tuple):
         return [_redacted(inner, redact) for inner in value]
     return value
-
-
-def _reference_paths(value: Any, path: str = "") -> list[tuple[str, str]]:
-    if is_reference(value):
-        return [(path, str(value))]
-    if isinstance(value, Mapping):
-        return [item for key, inner in value.items() for item in _reference_paths(inner, f"{path}.{key}".strip("."))]
-    if isinstance(value, list | tuple):
-        return [item for i, inner in enumerate(value) for item in _reference_paths(inner, f"{path}[{i}]")]
-    return []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
-from pipelines.steps.contract import Step, StepContext, run_step, spec_for
+from pipelines.steps.contract import Step, StepError, StepResult, run_step, spec_for, step_context
 from pipelines.steps.outcome import record_step_result
-from relay.secrets import resolver_from_env
 
 
 class StepFailedError(RuntimeError):
@@ -27,8 +29,18 @@ def run_in_pipeline(
     environ: Mapping[str, str],
 ) -> dict[str, Any]:
     started = datetime.now(UTC)
+    # A compiled deployment names its records' location: whoever starts a run cannot send them elsewhere.
+    results_uri = environ.get("RELAY_RESULTS_URI") or results_uri
+    if "results_uri" in parameters:
+        parameters = {**parameters, "results_uri": results_uri}
     spec = spec_for(inputs=inputs, outputs={}, parameters=parameters)
-    result = run_step(step, spec, StepContext(resolver=resolver_from_env(environ)))
+    try:
+        context = step_context(environ)
+    except StepError as error:  # the deployment's policy cannot be read: nothing may run
+        result = StepResult(message=str(error), status=error.status)
+    else:
+        with _time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
+            result = run_step(step, spec, context)
     if run_key and results_uri:
         record_step_result(
             pipeline=pipeline,
@@ -42,3 +54,26 @@ def run_in_pipeline(
     if not result.succeeded:
         raise StepFailedError(f"{pipeline} failed with status {result.status}: {result.message}")
     return result.to_json()
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Ends the step with a 504 result once `seconds` have passed (the policy's task timeout); 0 means none.
+
+    KFP v2 and Vertex have no per-task timeout of their own to compile in, so the step keeps it: the timer's
+    signal interrupts the step wherever it waits, and its result is recorded like any other failure.
+    """
+
+    def expire(_signum: int, _frame: FrameType | None) -> None:
+        raise StepError(504, f"the task ran past its time limit of {seconds:g} s (policy pipelines.task_timeout)")
+
+    if seconds <= 0:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -136,6 +136,11 @@ class FileObjects:
         return Path(url2pathname(urlsplit(item.uri).path)).open("rb")
 
 
+def real_file_uri(uri: str) -> str:
+    """A file:// URI with its symbolic links resolved, as the policy must judge it."""
+    return Path(url2pathname(urlsplit(uri).path)).resolve().as_uri()
+
+
 def store_for(uri: str, stores: Mapping[str, ObjectStore]) -> ObjectStore:
     scheme = urlsplit(uri).scheme or "file"
     if scheme not in stores:

@@ -19,7 +19,8 @@ from pipelines.steps import pointer
 from pipelines.steps.checksums import HashingReader, of_bytes
 from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main
 from pipelines.steps.destinations import Destination, Factory, Presence, Receipt, default_factories, destination_for
-from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, store_for
+from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, real_file_uri, store_for
+from relay.policy import PUSH
 
 Opener = Callable[[], BinaryIO]
 MAX_SELECT_BYTES = 256 * 1024 * 1024  # a JSON document is parsed whole; anything larger is no document to select from
@@ -46,25 +47,39 @@ def push(
     if not isinstance(overwrite, bool):
         raise StepError(400, f"parameters.overwrite: expected true or false, found {overwrite!r}")
     run_key = str(parameters.get("run_key") or "push")
-    destination = destination_for(context.resolve(config, spec.secrets), factories or default_factories())
+    # The policy first: nothing is resolved, listed or sent before it allows the whole request.
+    permit = context.gate.admit(PUSH, {**parameters, "sources": sources})
+    allowed = {where: ref for where, ref in spec.secrets.items() if permit.bound.get(where) == ref}
+    destination = destination_for(context.resolve(config, allowed), factories or default_factories())
     stores = stores or default_stores()
 
     started = time.monotonic()
     receipts: list[Receipt] = []
     failures: list[StepError] = []
+    budget = _Budget(permit.limits.objects, permit.limits.bytes)
     for uri in sources:
         # One source or object failing never stops the others: their receipts are what a re-run builds on.
         try:
             store = store_for(uri, stores)
-            items = list(store.list(uri))
-        except Exception as error:  # a missing source, a store that does not answer
-            failures.append(_as_step_error(uri, error))
+        except StepError as error:
+            failures.append(error)
             continue
-        for item in items:
+        for item in _listed(store, uri):
+            if isinstance(item, StepError):  # a missing source, a store that does not answer
+                failures.append(item)
+                break
+            refused = budget.take(item)
+            if refused:
+                failures.append(refused)
+                break
             try:
+                if item.uri.startswith("file:"):  # a link inside an allowed folder must not lead out of it
+                    context.gate.check_location(permit.tenant, real_file_uri(item.uri), item.uri, key="sources")
                 receipts.append(_push_one(item, _opener(store, item), destination, select, overwrite))
             except Exception as error:  # the destination's or the store's own errors included
                 failures.append(_as_step_error(item.uri, error))
+        if budget.spent:
+            break
     try:
         message = f"Relay push {run_key}: {len(receipts)} object(s)"
         final = {r.source: r for r in destination.close(message, failed=len(failures))}
@@ -96,6 +111,33 @@ def push(
     skipped = metrics["skipped"]
     message = f"pushed {len(delivered)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
     return StepResult(message=message, status=200, outputs=outputs, metrics=metrics)
+
+
+class _Budget:
+    """The policy's ceilings on one push: objects and bytes, counted before each object is sent."""
+
+    def __init__(self, objects: int, size: int) -> None:
+        self._objects, self._bytes = objects, size
+        self.taken, self.size, self.spent = 0, 0, False
+
+    def take(self, item: SourceObject) -> StepError | None:
+        if self.taken + 1 > self._objects or self.size + item.size > self._bytes:
+            self.spent = True
+            return StepError(
+                413,
+                f"{item.uri}: a push may send at most {self._objects} object(s) and {self._bytes} bytes (policy "
+                f"limits); {self.taken} object(s) and {self.size} bytes came before it; it and the rest were not sent",
+            )
+        self.taken, self.size = self.taken + 1, self.size + item.size
+        return None
+
+
+def _listed(store: ObjectStore, uri: str) -> Iterator[SourceObject | StepError]:
+    """The objects at `uri` as the store lists them (never held whole), then the listing's failure, if any."""
+    try:
+        yield from store.list(uri)
+    except Exception as error:
+        yield _as_step_error(uri, error)
 
 
 def _as_step_error(uri: str, error: Exception) -> StepError:

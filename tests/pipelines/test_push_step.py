@@ -15,6 +15,7 @@ from pipelines.steps.destinations import Destination, Presence, Receipt
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
+from tests.policies import TrustingGate
 
 
 class MemoryDestination:
@@ -64,7 +65,8 @@ def run(
         },
     )
     context = StepContext(
-        resolver=LocalSecrets(env={"RELAY_SECRET_SINK_TOKEN": "t0ken-value"} if secrets is None else secrets)
+        resolver=LocalSecrets(env={"RELAY_SECRET_SINK_TOKEN": "t0ken-value"} if secrets is None else secrets),
+        gate=TrustingGate(),
     )
     return run_step(lambda s, c: push(s, c, factories={"memory": factory}), spec, context)
 

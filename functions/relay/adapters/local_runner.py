@@ -16,6 +16,7 @@ from relay import records, runtime
 from relay.adapters.local_backend import REQUEST_FILE, STARTED_FILE
 from relay.config import Settings
 from relay.results import record_result
+from relay.service import Relay
 
 
 def run(run_dir: Path, settings: Settings) -> int:
@@ -30,6 +31,9 @@ def run(run_dir: Path, settings: Settings) -> int:
             return 0  # this run folder has run (or is running) already
         request = json.loads((run_dir / REQUEST_FILE).read_text())
         parameters = json.loads((run_dir / "parameters.json").read_text())
+        relay = runtime.build_relay(settings)
+        # The steps inherit this process's environment: they read the same policy, and know they run locally.
+        os.environ.update(step_environment(relay))
         started = datetime.now(UTC)
         succeeded, message, outputs = _execute(run_dir, parameters)
         finished = datetime.now(UTC)
@@ -45,10 +49,20 @@ def run(run_dir: Path, settings: Settings) -> int:
             started=started,
             finished=finished,
         )
-        relay = runtime.build_relay(settings)
         # A pipeline with its own exit handler has written a richer result already: that one stands.
         record_result(relay.store, relay.notifier, request["results_uri"], record)
         return 0 if succeeded else 1
+
+
+def step_environment(relay: Relay) -> dict[str, str]:
+    """What the local steps need to apply the deployment's policy as the functions did."""
+    settings = relay.settings
+    return {
+        "RELAY_BACKEND": "local",
+        "RELAY_RESULTS_URI": settings.results_uri,
+        "RELAY_CATALOG_URI": settings.catalog_uri,
+        "RELAY_POLICY_URI": relay.policy.source,
+    }
 
 
 def _execute(run_dir: Path, parameters: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec
+from pipelines.steps.gate import Gate, Permit
 from pipelines.steps.objects import ObjectStore, default_stores, store_for
 from pipelines.steps.ratchet.baseline import SET, TIGHTENED, Call, Decision, Measurement, decide_ratchet
 from pipelines.steps.ratchet.clusters import (
@@ -27,7 +28,9 @@ from pipelines.steps.ratchet.clusters import (
     destination_kind,
     destination_name,
 )
+from pipelines.steps.ratchet.export import ExportError, code_location, data_location
 from pipelines.steps.ratchet.ledger import Ledger, LedgerError, describe_baseline, ledger_paths
+from pipelines.steps.ratchet.placeholders import data_parts
 from pipelines.steps.ratchet.report import history_entry, render_html, report_document
 from pipelines.steps.ratchet.stages import (
     VALIDATED,
@@ -37,6 +40,7 @@ from pipelines.steps.ratchet.stages import (
     run_benchmark,
 )
 from pipelines.steps.ratchet.workflow import Workflow, WorkflowError, load_workflow, parse_workflow
+from relay.policy import RATCHET
 from relay.ports import BlobStore
 from relay.records import timestamp
 
@@ -108,16 +112,20 @@ def ratchet(
 ) -> StepResult:
     started = time.monotonic()
     parameters = parse_parameters(spec.parameters)
+    # The policy first: no workflow is read, no secret resolved, no code run before it allows the request.
+    permit = context.gate.admit(RATCHET, spec.parameters)
     stores = stores or default_stores()
     workflow, workflow_uri = _load(parameters.workflow, stores)
     source = parameters.source or (workflow_uri.rsplit("/", 1)[0] + "/" if workflow_uri else "")
     if not source and not workflow.run_only:
         raise StepError(400, "parameters.source: expected the prefix code and data files are read from, found none")
+    _admit_workflow(workflow, source, permit, context.gate)
     try:
         kind = destination_kind(parameters.destination)
         where = destination_name(parameters.destination)
         # Secrets are resolved here, inside the step, and every value is redacted from what it writes.
-        config = context.resolve(parameters.destination, spec.secrets)
+        allowed = {at: ref for at, ref in spec.secrets.items() if permit.bound.get(at) == ref}
+        config = context.resolve(parameters.destination, allowed)
     except ClusterConfigError as exc:
         raise StepError(400, str(exc)) from None
     store = results or _results_store(parameters.results_uri)
@@ -201,6 +209,34 @@ def ratchet(
     }
     return StepResult(message=message, status=status, outputs=outputs, metrics=_metrics(algorithms, tests, decision,
                       time.monotonic() - started))  # fmt: skip
+
+
+def _admit_workflow(workflow: Workflow, source: str, permit: Permit, gate: Gate) -> None:
+    """StepError 403 for a workflow that reads code or data from where the policy does not allow, or asks for more
+    tests, repeats or time than its ceilings."""
+    limits = permit.limits
+    asked: list[tuple[str, str, float, float]] = [("test_info.tests", "tests", limits.tests, len(workflow.tests))]
+    for test in workflow.tests:
+        asked += [(f"test {test.name}", "repeat", limits.repeats, test.repeat)]
+        asked += [(f"test {test.name}", "timeout (s)", limits.timeout, test.timeout)]
+    asked += [(f"algorithm {a.name}", "timeout (s)", limits.timeout, a.timeout) for a in workflow.algorithms]
+    problems = [
+        f"{where}: expected {what} of at most {ceiling:g} (policy limits), found {found:g}"
+        for where, what, ceiling, found in asked
+        if found > ceiling
+    ]
+    if problems:
+        raise StepError(403, "policy_denied: " + "; ".join(problems))
+    if workflow.run_only:
+        return  # nothing is read: the algorithms are on the destination already
+    for algorithm in workflow.algorithms:
+        try:
+            locations = [code_location(algorithm, source)]
+            locations += [data_location(source, *data_parts(uri, algorithm.name)) for uri in algorithm.data_files]
+        except ExportError:
+            continue  # reported as this algorithm's export failure, with nothing read
+        for location in locations:
+            gate.check_location(permit.tenant, location, f"algorithm {algorithm.name}", key="code")
 
 
 def _load(workflow: str | Mapping[str, Any], stores: Mapping[str, ObjectStore]) -> tuple[Workflow, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.pipelines.ratchet.support import (
     read_json,
     variant_source,
 )
+from tests.policies import TrustingGate
 from tests.servers.oip import OipServer, bytes_model
 
 
@@ -34,7 +36,7 @@ def run(tmp_path: Path, run_key: str, secrets: dict[str, str] | None = None, **p
         "run_key": run_key,
     }
     spec = spec_for(inputs={}, outputs={}, parameters={**defaults, **parameters})
-    return run_step(ratchet, spec, StepContext(resolver=LocalSecrets(env=secrets or {})))
+    return run_step(ratchet, spec, StepContext(resolver=LocalSecrets(env=secrets or {}), gate=TrustingGate()))
 
 
 def test_the_first_run_sets_the_bar_and_the_second_holds_or_tightens_it(tmp_path: Path):
@@ -194,15 +196,24 @@ def test_the_cli_runs_the_step_from_a_spec_file(tmp_path: Path):
             "workflow": (EXAMPLE / "workflow.json").as_uri(),
             "destination": {"root": str(tmp_path / "cluster")},  # kind left out: the local destination
             "results_uri": str(tmp_path / "results"),
+            "tenant": "lab",
         },
     )
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
+    # The policy comes from the environment the deployment set, as on a backend; never from the spec.
+    (tmp_path / "policy.yaml").write_text(
+        "tenants:\n- name: lab\n"
+        f"  code: ['{EXAMPLE.as_uri()}/']\n"
+        f"  clusters: [{{kind: local, root: '{(tmp_path / 'cluster').as_uri()}'}}]\n"
+    )
+    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local"}
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.steps.ratchet", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     result = read_json(tmp_path / "result.json")

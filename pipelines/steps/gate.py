@@ -1,0 +1,112 @@
+"""The deployment policy inside a step: read from the deployment (never from the spec), applied before any byte or
+credential leaves, with the same functions the trigger function applied.
+
+A step learns its tenant from its `tenant` parameter, which Relay fills. Someone who starts runs on the backend
+directly can name any tenant, but never do more than the policy allows that tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pipelines.steps.contract import StepError
+from relay import policy as rules
+from relay.errors import RelayError
+from relay.policy import Limits, Policy, Rule, Tenant
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What one step may do: the rule that allows its target, the secrets it may resolve, its ceilings."""
+
+    tenant: Tenant | None
+    limits: Limits = field(default_factory=Limits)
+    bound: Mapping[str, str] = field(default_factory=dict)  # `parameters.destination.key` -> reference
+    rule: Rule | None = None
+
+    @property
+    def named_hosts(self) -> tuple[str, ...]:
+        """The hosts the operator wrote into the rule: these may resolve to private addresses."""
+        if self.rule is None:
+            return ()
+        urls = (self.rule.url, self.rule.endpoint, self.rule.host)
+        return tuple(host for url in urls if url and (host := urlsplit(url).hostname))
+
+
+class Gate(Protocol):
+    """Admits a step's request, or refuses it (StepError 403) naming every refused item."""
+
+    def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit: ...
+
+    def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
+        """StepError 403 unless `uri` lies under one of the tenant's `key` locations (sources or code)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PolicyGate:
+    """The deployment's policy, and what it must know of the deployment (backend, Relay's own storage)."""
+
+    policy: Policy = rules.NO_POLICY
+    scope: rules.Context = field(default_factory=lambda: rules.Context(local=False, protected=()))
+
+    def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
+        tenant = self._tenant(parameters)
+        problems = rules.check_request(self.policy, tenant, pipeline, parameters, self.scope)
+        if problems:
+            raise StepError(403, "policy_denied: " + "; ".join(str(p) for p in problems))
+        destination = parameters.get("destination") or {}
+        rule = None
+        if pipeline in (rules.PUSH, rules.RATCHET) and isinstance(destination, Mapping):
+            cluster = pipeline == rules.RATCHET
+            rule = rules.matching_rule(self.policy, tenant, destination, self.scope, cluster=cluster)
+        return Permit(
+            tenant=tenant,
+            limits=tenant.limits if tenant else Limits(),
+            bound=rules.bound_references(self.policy, tenant, pipeline, parameters, self.scope),
+            rule=rule,
+        )
+
+    def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
+        problems = rules.check_location(self.policy, tenant, uri, self.scope, where, key=key)
+        if problems:
+            raise StepError(403, "policy_denied: " + "; ".join(str(p) for p in problems))
+
+    def _tenant(self, parameters: Mapping[str, Any]) -> Tenant | None:
+        name = parameters.get("tenant") or ""
+        if not isinstance(name, str):
+            raise StepError(400, f"parameters.tenant: expected a tenant name, found {name!r}")
+        if not name:
+            return None
+        tenant = self.policy.tenant(name)
+        if tenant is None:
+            known = ", ".join(t.name for t in self.policy.tenants) or "none"
+            raise StepError(403, f"policy_denied: parameters.tenant: expected a tenant of the policy ({known}), "
+                                 f"found {name!r}")  # fmt: skip
+        return tenant
+
+
+def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
+    """The policy at RELAY_POLICY_URI (none: nothing outside is allowed), for the deployment the env describes.
+
+    RELAY_BACKEND=local (set by the local backend's runner) allows file:// locations; Relay's own storage is the
+    policy's and catalog's locations and RELAY_RESULTS_URI, all baked into the compiled pipeline or set by the
+    local runner, never taken from the run's parameters.
+    """
+    import tempfile
+
+    from relay.runtime import results_store
+
+    uri = environ.get("RELAY_POLICY_URI", "")
+    own = (uri, environ.get("RELAY_CATALOG_URI", ""), environ.get("RELAY_RESULTS_URI", ""))
+    scope = rules.Context(local=environ.get("RELAY_BACKEND") == "local", protected=rules.own_locations(*own))
+    if not uri:
+        return PolicyGate(rules.NO_POLICY, scope)
+    try:
+        policy = rules.read_policy(results_store(uri, tempfile.gettempdir()), uri, required=True)
+    except RelayError as error:  # unreadable or wrong: nothing may run until the deployment is fixed
+        raise StepError(503, str(error)) from None
+    return PolicyGate(policy, scope)

@@ -1,0 +1,31 @@
+"""Policies for tests: real ones parsed from YAML, and a gate that trusts every request for tests of mechanics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.steps.gate import Permit, PolicyGate
+from relay.policy import Context, Policy, Tenant, parse_policy, reference_paths
+
+LOCAL = Context(local=True, protected=())
+
+
+def policy(text: str) -> Policy:
+    return parse_policy(text, "test-policy.yaml")
+
+
+def gate(text: str, *, local: bool = True, protected: tuple[str, ...] = ()) -> PolicyGate:
+    return PolicyGate(policy(text), Context(local=local, protected=protected))
+
+
+class TrustingGate:
+    """Admits every request and binds every secret reference: for tests of how a step pushes or ratchets, not of
+    what it may (the policy's own tests and the attack tests use real policies)."""
+
+    def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
+        bound = {f"parameters.{path}": reference for path, reference in reference_paths(parameters)}
+        return Permit(tenant=None, bound=bound)
+
+    def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
+        return None
