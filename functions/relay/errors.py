@@ -5,6 +5,7 @@
     RelayError
     ├── PermanentError            recorded, logged at ERROR, event acknowledged
     │   ├── InvalidTriggerError   the trigger document or its parameters are wrong (one Problem each)
+    │   │   └── PolicyDeniedError the trigger asks for more than the deployment's policy allows its tenant
     │   └── LaunchRejectedError   the backend refused the run request itself as invalid (400, 422)
     ├── TransientError            raised from the entry point so the platform redelivers
     │   ├── StorageUnavailableError
@@ -60,6 +61,13 @@ class InvalidTriggerError(PermanentError):
             self.code = code
         listed = "; ".join(str(p) for p in problems)
         super().__init__(f"{uri}: {len(problems)} problem(s): {listed}")
+
+
+class PolicyDeniedError(InvalidTriggerError):
+    """The trigger names a source, destination, secret, cluster or code the policy does not allow (one Problem
+    each, with the rule that would allow it)."""
+
+    code = "policy_denied"
 
 
 class LaunchRejectedError(PermanentError):

@@ -18,6 +18,7 @@ from relay.errors import (
     InvalidTriggerError,
     LaunchRejectedError,
     PermanentError,
+    PolicyDeniedError,
     PreconditionFailedError,
     Problem,
     SubmitUncertainError,
@@ -92,12 +93,14 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     parsed = loaded.error or parse_document(loaded.raw, loaded.format, delivery.uri)
     pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
     tenant = tenant_for(relay.policy, delivery)
+    run_key = run_key_for(parsed, loaded.identity, tenant)
     if isinstance(parsed, Trigger) and tenant is None and relay.policy.source:
         # No tenant takes triggers from here: its own run key is never used, so it cannot squat anyone's.
-        problem = Problem("(origin)", f"a trigger location or topic of a tenant ({rules.origins(relay.policy)})",
-                          delivery.uri)  # fmt: skip
-        parsed = InvalidTriggerError(delivery.uri, [problem], code="policy_denied")
-    run_key = run_key_for(parsed, loaded.identity, tenant)
+        run_key = naming.derive_run_key(parsed.pipeline, loaded.identity)
+        where = rules.origins(relay.policy)
+        parsed = PolicyDeniedError(
+            delivery.uri, [Problem("(origin)", f"a trigger location or topic of a tenant ({where})", delivery.uri)]
+        )
     if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
         if existing is None:
@@ -183,7 +186,7 @@ def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, ru
         room = 128 - len(rules.scoped_run_key(tenant, ""))
         problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(trigger.run_key)}"))
     if problems:
-        raise InvalidTriggerError(uri, problems, code="policy_denied")
+        raise PolicyDeniedError(uri, problems)
 
 
 def tenant_for(policy: rules.Policy, delivery: Source) -> rules.Tenant | None:
