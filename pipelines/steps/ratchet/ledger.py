@@ -46,8 +46,9 @@ class Paths:
         return join(self.folder, "report.html")
 
 
-def ledger_paths(results_uri: str, workflow: str, destination: str) -> Paths:
-    return Paths(join(results_uri, "ratchet", workflow, destination))
+def ledger_paths(results_uri: str, workflow: str, destination: str, tenant: str = "") -> Paths:
+    """Where a workflow's bar on a destination lives; each tenant has its own, so no tenant can move another's."""
+    return Paths(join(results_uri, "ratchet", *([tenant] if tenant else []), workflow, destination))
 
 
 class Ledger:

@@ -129,7 +129,11 @@ def ratchet(
     except ClusterConfigError as exc:
         raise StepError(400, str(exc)) from None
     store = results or _results_store(parameters.results_uri)
-    ledger = Ledger(store, ledger_paths(parameters.results_uri, workflow.name, where), context.redact)
+    ledger = Ledger(
+        store,
+        ledger_paths(parameters.results_uri, workflow.name, where, permit.tenant.name if permit.tenant else ""),
+        context.redact,
+    )
 
     with tempfile.TemporaryDirectory(prefix="relay-ratchet-") as workdir:
         try:
