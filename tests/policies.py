@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipelines.steps.egress import Egress
 from pipelines.steps.gate import Permit, PolicyGate
 from relay.policy import Context, Policy, Tenant, parse_policy, reference_paths
 
@@ -25,7 +26,7 @@ class TrustingGate:
 
     def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
         bound = {f"parameters.{path}": reference for path, reference in reference_paths(parameters)}
-        return Permit(tenant=None, bound=bound)
+        return Permit(tenant=None, bound=bound, egress=Egress.loopback())
 
     def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
         return None

@@ -485,8 +485,9 @@ def check_request(
         _check_push(scope, parameters)
     elif pipeline == RATCHET:
         _check_ratchet(scope, parameters)
+    denied = {problem.field for problem in scope.problems}
     for path, reference in reference_paths(parameters):
-        if f"parameters.{path}" not in scope.bound:
+        if f"parameters.{path}" not in scope.bound and f"parameters.{path}" not in denied:
             scope.deny(f"parameters.{path}", f"a secret only where {scope.listed('secrets')} binds it", reference)
     return scope.problems
 

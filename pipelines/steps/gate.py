@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pipelines.steps.contract import StepError
+from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay import policy as rules
 from relay.errors import RelayError
 from relay.policy import Limits, Policy, Rule, Tenant
@@ -26,14 +28,22 @@ class Permit:
     limits: Limits = field(default_factory=Limits)
     bound: Mapping[str, str] = field(default_factory=dict)  # `parameters.destination.key` -> reference
     rule: Rule | None = None
+    egress: Egress = STRICT  # public addresses, plus the hosts the rule names
 
     @property
-    def named_hosts(self) -> tuple[str, ...]:
-        """The hosts the operator wrote into the rule: these may resolve to private addresses."""
-        if self.rule is None:
-            return ()
-        urls = (self.rule.url, self.rule.endpoint, self.rule.host)
-        return tuple(host for url in urls if url and (host := urlsplit(url).hostname))
+    def sandbox(self) -> SandboxRules:
+        """How the local cluster must isolate algorithms: as the rule says, else no network and no run unsandboxed."""
+        if self.rule is None or self.rule.kind != "local":
+            return OFFLINE_REQUIRED
+        return SandboxRules(network=self.rule.network, required=self.rule.require_sandbox)
+
+
+def named_hosts(rule: Rule | None) -> tuple[str, ...]:
+    """The hosts the operator wrote into a rule: only these may resolve to private addresses."""
+    if rule is None:
+        return ()
+    urls = (rule.url, rule.endpoint, rule.host)
+    return tuple(host for url in urls if url and (host := urlsplit(url).hostname))
 
 
 class Gate(Protocol):
@@ -68,6 +78,7 @@ class PolicyGate:
             limits=tenant.limits if tenant else Limits(),
             bound=rules.bound_references(self.policy, tenant, pipeline, parameters, self.scope),
             rule=rule,
+            egress=Egress(allow_private=named_hosts(rule)),
         )
 
     def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:

@@ -50,7 +50,9 @@ def push(
     # The policy first: nothing is resolved, listed or sent before it allows the whole request.
     permit = context.gate.admit(PUSH, {**parameters, "sources": sources})
     allowed = {where: ref for where, ref in spec.secrets.items() if permit.bound.get(where) == ref}
-    destination = destination_for(context.resolve(config, allowed), factories or default_factories())
+    destination = destination_for(
+        context.resolve(config, allowed), factories or default_factories(egress=permit.egress)
+    )
     stores = stores or default_stores()
 
     started = time.monotonic()

@@ -138,7 +138,8 @@ def ratchet(
     with tempfile.TemporaryDirectory(prefix="relay-ratchet-") as workdir:
         try:
             cluster = (factories or default_factories())[kind](
-                config, ClusterContext(Path(workdir), workflow.name, blobs=store)
+                config,
+                ClusterContext(Path(workdir), workflow.name, blobs=store, sandbox=permit.sandbox, egress=permit.egress),
             )
         except ClusterConfigError as exc:
             raise StepError(400, str(exc)) from None
