@@ -81,6 +81,9 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     reason = _skip_reason(relay, delivery)
     if reason:
         return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    tenant = tenant_for(relay.policy, delivery)
+    if tenant is None and relay.policy.source:
+        return _refuse_origin(relay, delivery)
     stale = _is_stale(relay, delivery)
     try:
         loaded = _load(relay, delivery)
@@ -92,15 +95,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         return loaded
     parsed = loaded.error or parse_document(loaded.raw, loaded.format, delivery.uri)
     pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
-    tenant = tenant_for(relay.policy, delivery)
     run_key = run_key_for(parsed, loaded.identity, tenant)
-    if isinstance(parsed, Trigger) and tenant is None and relay.policy.source:
-        # No tenant takes triggers from here: its own run key is never used, so it cannot squat anyone's.
-        run_key = naming.derive_run_key(parsed.pipeline, loaded.identity)
-        where = rules.origins(relay.policy)
-        parsed = PolicyDeniedError(
-            delivery.uri, [Problem("(origin)", f"a trigger location or topic of a tenant ({where})", delivery.uri)]
-        )
     if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
         if existing is None:
@@ -203,6 +198,20 @@ def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str, tenant: ru
             return rules.scoped_run_key(tenant, parsed.run_key)
         return naming.derive_run_key(parsed.pipeline, identity)
     return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
+
+
+def _refuse_origin(relay: Relay, delivery: Source) -> Outcome:
+    """A delivery from where no tenant takes triggers: refused unread (a message naming an object elsewhere must not
+    make Relay read it), under a key derived from the event, so no run key it might name is ever used."""
+    if isinstance(delivery, ObjectDelivery):
+        loaded = _unreadable(delivery)
+    else:
+        identity = naming.message_identity(delivery.topic, delivery.message_id)
+        loaded = _Loaded(b"", delivery.format, identity, records.trigger_reference(delivery, None))
+    expected = f"a trigger location or topic of a tenant ({rules.origins(relay.policy)})"
+    denied = PolicyDeniedError(delivery.uri, [Problem("(origin)", expected, delivery.uri)])
+    run_key = naming.derive_run_key(naming.UNKNOWN_PIPELINE, loaded.identity)
+    return _reject(relay, delivery, loaded, run_key, None, denied)
 
 
 def _unreadable(delivery: ObjectDelivery) -> _Loaded:

@@ -68,7 +68,8 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
     delivery = upload(store, "elsewhere/t.json", trigger)
     outcome = handle_delivery(governed, delivery)
     assert outcome.outcome == "rejected" and backend.launches == []
-    assert outcome.run_key == naming.derive_run_key("echo", f"gs://triggers/elsewhere/t.json#{delivery.generation}")
+    identity = f"gs://triggers/elsewhere/t.json#{delivery.generation}"
+    assert outcome.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)  # never read, never its key
     error = rejection(store, outcome.run_key)["error"]
     assert error["code"] == PolicyDeniedError.code == "policy_denied"
     assert error["problems"] == [
@@ -129,3 +130,14 @@ def test_integers_past_int64_are_refused(relay: Relay, store: MemoryBlobStore, b
         ).outcome
         == "launched"
     )
+
+
+def test_an_object_outside_every_tenant_is_refused_without_being_read(governed: Relay, store: MemoryBlobStore):
+    # A topic message may name any object; one no tenant owns is never read, so its bytes reach no record.
+    store.write("gs://lab-data/private/notes.yaml", b"password: hunter2\n")
+    named = ObjectDelivery(EVENT, "lab-data", "private/notes.yaml", None, None, "trigger-uri")
+    outcome = handle_delivery(governed, named)
+    assert outcome.outcome == "rejected" and outcome.pipeline is None
+    record = rejection(store, outcome.run_key)
+    assert record["error"]["code"] == "policy_denied" and "hunter2" not in json.dumps(record)
+    assert store.uris("gs://results/") == [naming.rejection_record("gs://results/relay", outcome.run_key)]
