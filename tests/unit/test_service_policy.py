@@ -134,10 +134,10 @@ def test_integers_past_int64_are_refused(relay: Relay, store: MemoryBlobStore, b
 
 def test_an_object_outside_every_tenant_is_refused_without_being_read(governed: Relay, store: MemoryBlobStore):
     # A topic message may name any object; one no tenant owns is never read, so its bytes reach no record.
-    store.write("gs://lab-data/private/notes.yaml", b"password: hunter2\n")
+    store.write("gs://lab-data/private/notes.yaml", b"pipeline: Hunter2-password\n")  # a read would quote it
     named = ObjectDelivery(EVENT, "lab-data", "private/notes.yaml", None, None, "trigger-uri")
     outcome = handle_delivery(governed, named)
     assert outcome.outcome == "rejected" and outcome.pipeline is None
     record = rejection(store, outcome.run_key)
-    assert record["error"]["code"] == "policy_denied" and "hunter2" not in json.dumps(record)
+    assert record["error"]["code"] == "policy_denied" and "Hunter2" not in json.dumps(record)
     assert store.uris("gs://results/") == [naming.rejection_record("gs://results/relay", outcome.run_key)]
