@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay.ports import BlobStore
 from relay.urls import safe_for_credentials
 
@@ -82,6 +83,7 @@ class ClusterContext:
     workdir: Path
     workflow: str
     blobs: BlobStore | None = None  # where the kfp destination copies data files (gs:// or a local folder)
+    sandbox: SandboxRules = OFFLINE_REQUIRED  # how the local destination isolates the algorithms it runs
     # Where adapters may connect. The default refuses private addresses; local runs pass Egress.loopback().
     egress: Egress = STRICT
 

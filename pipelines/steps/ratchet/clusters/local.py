@@ -3,12 +3,18 @@
 Names here: `data://.my/<c>/<f>` becomes `data://local/<c>/<f>` (stored at `<root>/data/<c>/<f>`) and
 `algo://.my/<name>` becomes `algo://local/<name>` (the tree `<root>/algorithms/<name>/`, with `<name>.py` at its top
 or under `src/` defining `apply(input)`, the seed's convention).
+
+Workers run the trigger's code in the sandbox of `ratchet/sandbox.py`: another uid, no network unless the rules
+allow it, writes only to the call's own folder `<root>/.calls/<id>/` (its HOME and TMPDIR, removed after the call).
+What is deployed is made readable, never writable, by that uid. When the rules require isolation this machine cannot
+give, the cluster refuses to start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -29,19 +35,29 @@ from pipelines.steps.ratchet.clusters import (
     ExportedFile,
     options_of,
 )
+from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules, hide_step_process, probe, worker_environment
 
 WORKER = Path(__file__).with_name("local_worker.py")
-# What a worker inherits: enough to run Python, never the step's own environment (secrets, cloud credentials).
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+_CALLS = ".calls"  # under the root: one folder per call, the worker's own
 _STDERR_TAIL = 2000
+log = logging.getLogger(__name__)
 
 
 class LocalCluster:
     kind = "local"
 
-    def __init__(self, root: Path, python: str = sys.executable) -> None:
+    def __init__(self, root: Path, python: str = sys.executable, sandbox: SandboxRules = OFFLINE_REQUIRED) -> None:
         self.root = root
-        self._python = python
+        self.isolation = probe(sandbox, python, WORKER)
+        if self.isolation.missing and sandbox.required:
+            raise ClusterConfigError(
+                f"local destination: the sandbox is required, and this machine cannot give its workers "
+                f"{'; nor '.join(self.isolation.missing)}. Run the step as root on a host that allows them, or "
+                "send the algorithms to a destination that runs them elsewhere"
+            )
+        hide_step_process()
+        level = logging.WARNING if self.isolation.missing else logging.INFO
+        log.log(level, "local destination: workers run with %s", self.isolation.describe())
 
     @classmethod
     def from_options(cls, config: Mapping[str, Any], context: ClusterContext) -> LocalCluster:
@@ -49,7 +65,7 @@ class LocalCluster:
         root = options.get("root") or str(Path(tempfile.gettempdir()) / "relay-ratchet" / context.workflow)
         if not isinstance(root, str):
             raise ClusterConfigError(f"destination.root: expected a folder path, found {root!r}")
-        return cls(Path(root.removeprefix("file://")).resolve())
+        return cls(Path(root.removeprefix("file://")).resolve(), sandbox=context.sandbox)
 
     def data_name(self, collection: str, path: str) -> str:
         return f"data://local/{collection}/{path}"
@@ -74,6 +90,7 @@ class LocalCluster:
             tree = algorithms / algorithm
             shutil.rmtree(tree, ignore_errors=True)
             staging.rename(tree)
+            _readable(self.root)
         except OSError as exc:
             raise ClusterError(f"{algorithm}: cannot install into {self.root}: {exc}") from exc
         finally:
@@ -83,20 +100,41 @@ class LocalCluster:
         tree = self.root / "algorithms" / name
         if not tree.is_dir():
             return CallResult(ok=False, error=f"{name}: not deployed in {self.root}")
-        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
-        started = time.monotonic()
-        # Its own session: a kill at the timeout takes whatever the algorithm started with it.
-        worker = subprocess.Popen(
-            [self._python, "-P", str(WORKER), str(self.root), name],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=tree,
-            env=env,
-            start_new_session=True,
-        )
+        calls = self.root / _CALLS
+        calls.mkdir(exist_ok=True)
+        calls.chmod(0o711)  # workers pass through to their own folder, and see no other
+        scratch = Path(tempfile.mkdtemp(dir=calls))
         try:
-            out, err = worker.communicate(json.dumps({"input": payload}).encode(), timeout=timeout)
+            if self.isolation.user is not None:
+                os.chown(scratch, *self.isolation.user)
+            return self._run(name, tree, scratch, payload, timeout)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, name: str, tree: Path, scratch: Path, payload: Any, timeout: float) -> CallResult:
+        # The worker reaches the cluster through this descriptor, whatever the folders above the root allow (a 0700
+        # temporary folder of the step's): /proc/self/fd/N is the root itself, for the worker as for the step.
+        descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        root = f"/proc/self/fd/{descriptor}"
+        home = f"{root}/{_CALLS}/{scratch.name}"
+        request = {"input": payload, "confine": self.isolation.confinement(home, timeout)}
+        started = time.monotonic()
+        try:
+            # Its own session: a kill at the timeout takes whatever the algorithm started with it.
+            worker = subprocess.Popen(
+                [*self.isolation.prefix, self.isolation.python, "-I", str(WORKER), root, name],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=tree,
+                env=worker_environment(home),
+                start_new_session=True,
+                pass_fds=(descriptor,),
+            )
+        finally:
+            os.close(descriptor)
+        try:
+            out, err = worker.communicate(json.dumps(request).encode(), timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(worker)
             elapsed = time.monotonic() - started
@@ -122,6 +160,16 @@ def _kill(worker: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):  # it may have ended between the timeout and the kill
         os.killpg(worker.pid, signal.SIGKILL)
     worker.communicate()
+
+
+def _readable(root: Path) -> None:
+    """What is deployed, readable by a worker's uid whatever the umask; that uid never owns it, so never writes it."""
+    for folder, subfolders, files in os.walk(root):
+        if folder == str(root):
+            subfolders[:] = [s for s in subfolders if s != _CALLS]
+        os.chmod(folder, 0o755)
+        for file in files:
+            os.chmod(os.path.join(folder, file), 0o644)
 
 
 def _inside(base: Path, relative: str) -> Path:

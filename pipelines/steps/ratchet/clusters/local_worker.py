@@ -1,8 +1,10 @@
 """One call of a local algorithm in its own process: `python -P local_worker.py ROOT NAME`, JSON in and out.
 
 Standard library only, and run by path: it must work whatever the algorithm's environment holds. The request on
-stdin is `{"input": ...}`; the reply on stdout is `{"ok", "output" | "error", "seconds"}`, where `seconds` is the
-time `apply` took (as the seed's platform reported a call's duration: the worker's start-up is no part of it).
+stdin is `{"input": ..., "confine": {...}}`; the reply on stdout is `{"ok", "output" | "error", "seconds"}`, where
+`seconds` is the time `apply` took (as the seed's platform reported a call's duration: the worker's start-up is no
+part of it). Before it loads the algorithm, the worker confines itself as `confine` says (see ratchet/sandbox.py):
+what it sets up then, the algorithm can no longer undo.
 
 Algorithms call each other and read their data files through an `Algorithmia` module this worker provides, the
 subset of the seed platform's client they use: `Algorithmia.client().algo("algo://local/name").pipe(x).result`
@@ -13,14 +15,72 @@ outer call's timeout bounds it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
+import os
+import resource
 import sys
 import time
 import traceback
 import types
 from pathlib import Path
 from typing import IO, Any
+
+_PR_SET_NO_NEW_PRIVS = 38
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_RULE_PATH_BENEATH = 1
+# Landlock's rights that write (LANDLOCK_ACCESS_FS_*): WRITE_FILE, then REMOVE_DIR to MAKE_SYM, REFER from ABI 2
+# and TRUNCATE from ABI 3. Reading and executing are left to the uid's permissions.
+_WRITE_FILE, _REFER, _TRUNCATE = 1 << 1, 1 << 13, 1 << 14
+_WRITES = _WRITE_FILE | sum(1 << bit for bit in range(4, 13))
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1  # struct landlock_path_beneath_attr is packed
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def confine(rules: dict[str, Any]) -> None:
+    """Apply rlimits and Landlock to this process (and so to all it starts), before any algorithm code runs."""
+    for name, value in rules["limits"].items():
+        which = getattr(resource, name)
+        _soft, hard = resource.getrlimit(which)
+        limit = value if hard == resource.RLIM_INFINITY else min(value, hard)  # lowering is all it may do
+        resource.setrlimit(which, (limit, limit))
+    if rules["landlock"]:
+        _write_only_under(rules["writable"], rules["landlock"])
+
+
+def _write_only_under(folder: str, abi: int) -> None:
+    """Landlock: no write anywhere but beneath `folder` (and to /dev/null), for this process and its children."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def checked(result: int, what: str) -> int:
+        if result < 0:
+            raise OSError(ctypes.get_errno(), f"Landlock: {what}: {os.strerror(ctypes.get_errno())}")
+        return result
+
+    writes = _WRITES | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
+    handled = ctypes.c_uint64(writes)  # struct landlock_ruleset_attr's first field; the kernel takes a prefix
+    ruleset = checked(
+        libc.syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(handled), ctypes.sizeof(handled), 0), "ruleset"
+    )
+    try:
+        for path, allowed in ((folder, writes), ("/dev/null", writes & (_WRITE_FILE | _TRUNCATE))):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = _PathBeneath(allowed, fd)
+                checked(
+                    libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0), path
+                )
+            finally:
+                os.close(fd)
+        # An unprivileged process may restrict itself only once it cannot gain privileges (setuid programs).
+        checked(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        checked(libc.syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0), "restrict_self")
+    finally:
+        os.close(ruleset)
 
 
 class LocalRuntime:
@@ -135,6 +195,7 @@ def main(argv: list[str]) -> int:
     seconds: float | None = None
     try:
         request = json.load(sys.stdin)
+        confine(request["confine"])
         runtime.load(name)
         started = time.perf_counter()
         output = runtime.apply(name, request["input"])
