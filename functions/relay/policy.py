@@ -672,6 +672,8 @@ def _mismatch(
     if rule.kind == "local" and "root" in config:
         checks.append(check("root", lambda r: bool(rule.root) and within(_as_file(r), rule.root),
                             f"must lie under {rule.root or '(no root in the rule)'}"))  # fmt: skip
+    if rule.kind in ("http", "kfp") and "ca_cert" in config:  # a path would make the step read a file of its own
+        checks.append(check("ca_cert", lambda c: c.lstrip().startswith("-----BEGIN "), "must be PEM text, not a path"))
     for name in ("call_path", "load_path", "upload_path", "code_upload_path"):  # http cluster: paths on `url`
         if name in config:
             checks.append(check(name, _relative_path, "must be a path starting with / and without '..'"))
