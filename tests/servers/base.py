@@ -84,6 +84,8 @@ class LoopbackServer:
 
     # Added to every response, injected faults included.
     always_headers: Mapping[str, str] = {}
+    # Where it listens: any loopback address (127.0.0.2 serves tests that tell loopback addresses apart).
+    address = "127.0.0.1"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -143,7 +145,7 @@ class LoopbackServer:
 
     @property
     def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -221,7 +223,7 @@ class LoopbackServer:
 class _Httpd(ThreadingHTTPServer):
     def __init__(self, app: LoopbackServer) -> None:
         self.app = app
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((app.address, 0), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):

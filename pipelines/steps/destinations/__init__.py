@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
+from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.objects import SourceObject
 
 
@@ -64,7 +65,7 @@ class Destination(Protocol):
 
 Factory = Callable[[Mapping[str, Any]], Destination]
 
-# kind -> module whose `from_options(options)` class method builds the adapter; imported only when used.
+# kind -> module whose `from_options(options, *, egress)` class method builds the adapter; imported only when used.
 ADAPTERS = {
     "gcs": ("pipelines.steps.destinations.gcs", "GcsDestination"),
     "s3": ("pipelines.steps.destinations.s3", "S3Destination"),
@@ -74,11 +75,13 @@ ADAPTERS = {
 }
 
 
-def default_factories() -> dict[str, Factory]:
+def default_factories(*, egress: Egress = STRICT) -> dict[str, Factory]:
+    """Every adapter, connecting only where `egress` allows: public addresses unless the policy names more."""
+
     def factory(module: str, name: str) -> Factory:
         def build(options: Mapping[str, Any]) -> Destination:
             adapter = getattr(importlib.import_module(module), name)
-            return adapter.from_options(options)  # type: ignore[no-any-return]
+            return adapter.from_options(options, egress=egress)  # type: ignore[no-any-return]
 
         return build
 

@@ -9,6 +9,7 @@ from typing import Any
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.objects import SourceObject
 
 # Bigger requests cost memory (one chunk is held at a time) and save round trips; 32 MiB is the middle ground.
@@ -25,7 +26,8 @@ class GcsDestination:
         self._prefix = prefix.strip("/")
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> GcsDestination:
+    def from_options(cls, options: Mapping[str, Any], *, egress: Egress = STRICT) -> GcsDestination:
+        # `egress` is not consulted: the client talks to Cloud Storage's own host only, which no option changes.
         known_options(options, frozenset({"bucket", "prefix"}))
         return cls(required(options, "bucket", "gcs"), str(options.get("prefix", "")))
 
@@ -63,7 +65,10 @@ class GcsDestination:
         except DataCorruption as exc:
             raise StepError(502, f"gs://{self._bucket.name}/{name}: checksum mismatch after upload: {exc}") from exc
         except exceptions.GoogleAPIError as exc:
-            raise StepError(502, f"gs://{self._bucket.name}/{name}: upload failed: {exc}") from exc
+            # The status, not the message: that is the server's answer. Not chained, as the cause would carry it.
+            code = getattr(exc, "code", None)
+            said = f"HTTP {int(code)}" if isinstance(code, int) else type(exc).__name__
+            raise StepError(502, f"gs://{self._bucket.name}/{name}: upload failed ({said})") from None
         sent = stream.checksums
         stored = Checksums(crc32c=blob.crc32c, md5=blob.md5_hash)
         if stream.bytes != item.size or sent.matches(item.checksums) is False or sent.matches(stored) is False:

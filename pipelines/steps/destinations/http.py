@@ -22,6 +22,7 @@ from urllib3.exceptions import NewConnectionError
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -29,7 +30,10 @@ _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts
 _PIECE = 1024 * 1024  # spooling reads this much at a time
 _FIRST_WAIT = 1.0  # seconds before the second attempt; doubled for each one after
 _MAX_WAIT = 120.0  # longest wait between attempts, Retry-After included: the step holds a worker while it waits
-_ANSWER_HEAD = 64 * 1024  # what is read of an answer's body: enough for an id or an error message
+_ANSWER_HEAD = 64 * 1024  # what is read of an answer's body: enough for the id of what was made
+# Ceilings of the adapter's own, whatever the policy allows: a step must end, and its waits are bounded by these.
+MAX_ATTEMPTS = 20
+MAX_TIMEOUT = 600.0
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -53,7 +57,8 @@ class HttpDestination:
     failed connections when the request cannot have arrived (or the method is PUT, which may be repeated). A
     streamed source cannot be read twice, so each object is first spooled: in memory up to CHUNK bytes, else to
     an unnamed temporary file that is gone as soon as it is closed. Redirects are not followed (the body would
-    not be resent). Error messages name the headers sent, never their values (they hold tokens).
+    not be resent). Connections go only where `egress` allows, to the address it checked. Error messages name the
+    headers sent, never their values (they hold tokens), and state an answer's status, never its body.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class HttpDestination:
         timeout: float = 60.0,
         exists_url: str | None = None,
         sleep: Sleep = time.sleep,
+        egress: Egress = STRICT,
     ) -> None:
         self._url = url
         self._method = method
@@ -78,13 +84,13 @@ class HttpDestination:
         self._timeout = timeout
         self._exists_url = exists_url
         self._sleep = sleep
-        self._session = requests.Session()
-        # With no auth of its own, requests would add credentials from ~/.netrc over the Authorization header
-        # given; a no-op auth stops that and keeps the rest of the environment (proxies, CA bundle).
-        self._session.auth = lambda request: request
+        # Pinned to checked addresses; it reads no proxy or ~/.netrc from the environment, only its CA bundle.
+        self._session = egress.session()
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, sleep: Sleep = time.sleep) -> HttpDestination:
+    def from_options(
+        cls, options: Mapping[str, Any], *, sleep: Sleep = time.sleep, egress: Egress = STRICT
+    ) -> HttpDestination:
         known_options(options, _OPTIONS)
         method = str(options.get("method") or "POST").upper()
         if method not in ("POST", "PUT"):
@@ -92,16 +98,22 @@ class HttpDestination:
         body = str(options.get("body") or "raw")
         if body not in ("raw", "multipart"):
             raise StepError(400, f"destination.body: expected raw or multipart, found {body!r}")
+        url = _url(options, "url")
+        exists_url = _url(options, "exists_url") if options.get("exists_url") else None
+        for checked in (url, exists_url):
+            if checked:
+                egress.check(checked)  # a refused host fails the push now, before any source is read
         return cls(
-            _url(options, "url"),
+            url,
             method=method,
             headers=_headers(options.get("headers")),
             body=body,
             field=required(options, "field", "http") if "field" in options else "file",
-            max_attempts=int(_number(options, "max_attempts", 5, integer=True)),
-            timeout=_number(options, "timeout", 60.0),
-            exists_url=_url(options, "exists_url") if options.get("exists_url") else None,
+            max_attempts=int(_number(options, "max_attempts", 5, MAX_ATTEMPTS, integer=True)),
+            timeout=_number(options, "timeout", 60.0, MAX_TIMEOUT),
+            exists_url=exists_url,
             sleep=sleep,
+            egress=egress,
         )
 
     def check(self, item: SourceObject, checksums: Checksums) -> Presence:
@@ -184,7 +196,7 @@ class HttpDestination:
                         response.status_code,
                         response.reason or "",
                         {name.lower(): value for name, value in response.headers.items()},
-                        b"" if method == "HEAD" else next(response.iter_content(_ANSWER_HEAD), b""),
+                        b"" if method == "HEAD" or response.status_code >= 300 else _head(response),
                     )
             except requests.RequestException as exc:
                 # Not chained: requests' messages repeat the URL with its query, where some endpoints take a token.
@@ -198,7 +210,7 @@ class HttpDestination:
             else:
                 if answer.status != 429 and answer.status < 500:
                     return answer
-                failure = f"answered {answer.status} {answer.reason}".rstrip()
+                failure = f"answered {status_line(answer.status, answer.reason)}"
                 wait = retry_after(answer.headers.get("retry-after"), datetime.now(UTC))
             if attempt < self._max_attempts:
                 self._sleep(min(_MAX_WAIT, _FIRST_WAIT * 2 ** (attempt - 1) if wait is None else wait))
@@ -207,28 +219,22 @@ class HttpDestination:
         )
 
     def _refused(self, method: str, url: str, answer: _Answer, *, overwrite: bool = True) -> StepError:
+        """The answer's status line and Relay's explanation; never its body, which the server wrote."""
         where = f"{method} {_public(url)}"
-        said = f"{answer.status} {answer.reason}".rstrip()
-        detail = self._detail(answer)
+        said = status_line(answer.status, answer.reason)
         if 300 <= answer.status < 400:
             target = _public(answer.headers.get("location", "")) or "elsewhere"
             return StepError(400, f"{where}: answered {said} to {target}; redirects are not followed, give that URL")
         if answer.status in (401, 403):
             names = ", ".join(sorted(self._headers)) or "none"
-            return StepError(
-                answer.status, f"{where}: answered {said}{detail}; headers sent: {names} (values not shown)"
-            )
+            return StepError(answer.status, f"{where}: answered {said}; headers sent: {names} (values not shown)")
         if answer.status == 412 and method == "PUT" and not overwrite:
-            return StepError(409, f"{where}: something is there already{detail}; set overwrite to replace it")
-        return StepError(answer.status if 400 <= answer.status < 500 else 502, f"{where}: answered {said}{detail}")
+            return StepError(409, f"{where}: answered {said}: something is there already; set overwrite to replace it")
+        return StepError(answer.status if 400 <= answer.status < 500 else 502, f"{where}: answered {said}")
 
-    def _detail(self, answer: _Answer) -> str:
-        """The start of the answer's body, without any header value sent: careless servers echo tokens back."""
-        text = " ".join(answer.head[:2000].decode("utf-8", "replace").split())
-        for value in sorted(self._headers.values(), key=len, reverse=True):
-            for secret in [value, *(part for part in value.split() if len(part) >= 8)]:
-                text = text.replace(secret, "[redacted]")
-        return f": {text[:300]}" if text else ""
+
+def _head(response: requests.Response) -> bytes:
+    return next(response.iter_content(_ANSWER_HEAD), b"")
 
 
 @contextmanager
@@ -337,10 +343,10 @@ def _headers(value: object) -> dict[str, str]:
     return headers
 
 
-def _number(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> float:
+def _number(options: Mapping[str, Any], name: str, default: float, ceiling: float, *, integer: bool = False) -> float:
     value = options.get(name, default)
     number = None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
-    if number is None or not math.isfinite(number) or number <= 0 or (integer and number != int(number)):
-        expected = "a whole number of at least 1" if integer else "a positive number of seconds"
+    if number is None or not 0 < number <= ceiling or (integer and number != int(number)):
+        expected = f"a whole number from 1 to {ceiling:g}" if integer else f"seconds above 0, at most {ceiling:g}"
         raise StepError(400, f"destination.{name}: expected {expected}, found {value!r}")
     return number

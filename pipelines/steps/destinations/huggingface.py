@@ -16,7 +16,9 @@ from urllib.parse import quote
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
+from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
+from relay.urls import safe_for_credentials
 
 HUB = "https://huggingface.co"
 
@@ -50,12 +52,19 @@ class HuggingFaceDestination:
         create: bool = False,
         private: bool = True,
         temp_root: str | None = None,
+        egress: Egress = STRICT,
     ) -> None:
         owner, _, name = repo.partition("/")
         if not owner or not name or "/" in name:
             raise StepError(400, f"destination.repo: expected owner/name for huggingface, found {repo!r}")
         if endpoint is not None and not endpoint.startswith(("https://", "http://")):
             raise StepError(400, f"destination.endpoint: expected an http(s) URL for huggingface, found {endpoint!r}")
+        if endpoint is not None and not safe_for_credentials(endpoint):
+            # Every request carries the token.
+            raise StepError(
+                400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found "
+                f"{endpoint!r}",
+            )  # fmt: skip
         self._repo = repo
         self._token = token
         self._endpoint = (endpoint or HUB).rstrip("/")
@@ -64,6 +73,7 @@ class HuggingFaceDestination:
         self._create = create
         self._private = private
         self._temp_root = temp_root
+        self._egress = egress
         self._hf: Any = None
         self._base: str | None = None  # the commit the revision pointed at when first looked at
         self._missing = False  # the repository does not exist (yet): `create` makes it in `close`
@@ -74,7 +84,9 @@ class HuggingFaceDestination:
         self._spooled: list[_Spooled] = []
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, temp_root: str | None = None) -> HuggingFaceDestination:
+    def from_options(
+        cls, options: Mapping[str, Any], *, temp_root: str | None = None, egress: Egress = STRICT
+    ) -> HuggingFaceDestination:
         known_options(
             options, frozenset({"repo", "token", "endpoint", "path_in_repo", "revision", "create", "private"})
         )
@@ -91,6 +103,7 @@ class HuggingFaceDestination:
             create=flags["create"],
             private=flags["private"],
             temp_root=temp_root,
+            egress=egress,
         )
 
     @property
@@ -174,6 +187,10 @@ class HuggingFaceDestination:
         if self._hf is None:
             from huggingface_hub import HfApi
 
+            # huggingface_hub dials out through its own process-wide client: the endpoint is checked here, before
+            # the token is sent. Left open: a DNS answer that changes after this check (rebinding), and redirects
+            # the client follows (to LFS storage), which carry no token to another host.
+            self._egress.check(self._endpoint)
             # The token goes to this client object only: HF_TOKEN and the token file are neither read nor written.
             self._hf = HfApi(endpoint=self._endpoint, token=self._token)
         return self._hf
@@ -189,9 +206,13 @@ class HuggingFaceDestination:
                 503, f"{self.repo_url}: {what}: HF_HUB_OFFLINE is set, so huggingface_hub sends nothing"
             ) from exc
         except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else 0
-            detail = exc.server_message or str(exc).split("\n", 1)[0]
-            raise StepError(_status(status), f"{self.repo_url}: {what} failed: HTTP {status}: {_clip(detail)}") from exc
+            # The status line only, and not chained: the Hub's message is the server's text, and may quote the request.
+            response = exc.response
+            status = response.status_code if response is not None else 0
+            said = status_line(status, response.reason_phrase if response is not None else "")
+            raise StepError(
+                _status(status), f"{self.repo_url}: {what} failed: {said}{_MEANING.get(status, '')}"
+            ) from None
         except httpx2.HTTPError as exc:
             raise StepError(502, f"{self.repo_url}: {what} failed: {type(exc).__name__}: {_clip(str(exc))}") from exc
 
@@ -279,6 +300,14 @@ def _spool(stream: HashingReader, target: Path, size: int) -> tuple[str, str]:
 def _status(upstream: int) -> int:
     """The Hub's 4xx (credentials, permissions, a missing repository) stays the step's status; else a 502."""
     return upstream if 400 <= upstream < 500 else 502
+
+
+# Relay's own explanation of the statuses that mean something specific here.
+_MEANING = {
+    401: ": the token was refused",
+    403: ": the token may not do this",
+    412: ": a commit has happened since the repository was looked at; not committed",
+}
 
 
 def _clip(text: str, limit: int = 300) -> str:

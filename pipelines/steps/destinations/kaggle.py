@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
+from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
+from relay.urls import safe_for_credentials
 
 API = "https://api.kaggle.com"
 WEB = "https://www.kaggle.com"
@@ -48,7 +50,8 @@ class KaggleDestination:
     `send` spools each object into a private temporary folder; `close` uploads the blobs, then creates the dataset
     (when absent) or a new version, and removes the folder whatever happens. `check` answers ABSENT: Kaggle lists
     file names and sizes but states no checksum a re-run could compare, so every push makes a version. `overwrite`
-    changes nothing: a new version replaces no file of the earlier ones, which stay downloadable.
+    changes nothing: a new version replaces no file of the earlier ones, which stay downloadable. Every request,
+    kagglesdk's and the blob uploads, goes through `egress`: to checked addresses only, with no proxy.
     """
 
     def __init__(
@@ -63,16 +66,24 @@ class KaggleDestination:
         version_notes: str | None = None,
         public: bool = False,
         temp_root: str | None = None,
+        egress: Egress = STRICT,
     ) -> None:
         owner, _, slug = dataset.partition("/")
         if not owner or not slug or "/" in slug:
             raise StepError(400, f"destination.dataset: expected owner/slug for kaggle, found {dataset!r}")
         if not endpoint.startswith(("https://", "http://")):
             raise StepError(400, f"destination.endpoint: expected an http(s) URL for kaggle, found {endpoint!r}")
+        if not safe_for_credentials(endpoint):
+            # Every request carries the username and key (HTTP Basic).
+            raise StepError(
+                400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found "
+                f"{endpoint!r}",
+            )  # fmt: skip
         self._owner, self._slug = owner, slug
         self._username, self._key = username, key
         self._title, self._licence = title, licence
         self._endpoint = endpoint.rstrip("/")
+        self._egress = egress
         self._notes = version_notes
         self._public = public
         self._temp_root = temp_root
@@ -86,7 +97,9 @@ class KaggleDestination:
         self._failed = 0
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, temp_root: str | None = None) -> KaggleDestination:
+    def from_options(
+        cls, options: Mapping[str, Any], *, temp_root: str | None = None, egress: Egress = STRICT
+    ) -> KaggleDestination:
         known_options(
             options,
             frozenset({"dataset", "username", "key", "title", "licence", "endpoint", "version_notes", "public"}),
@@ -104,6 +117,7 @@ class KaggleDestination:
             version_notes=optional(options, "version_notes", "kaggle"),
             public=public,
             temp_root=temp_root,
+            egress=egress,
         )
 
     # --- the Destination protocol ----------------------------------------------------------------------
@@ -158,8 +172,10 @@ class KaggleDestination:
                     response = self._api("create", lambda: self._create(kaggle, files, directories))
             error, status = response.error, response.status
             if error or status.lower() != "ok":
+                # Its error text is Kaggle's, not shown; its status is, when it is a word.
                 action = "a new version" if exists else "the dataset"
-                raise StepError(502, f"{self.url}: Kaggle refused {action}: {error or status or 'no status'}")
+                said = status if status.isalpha() and len(status) <= 20 else "not ok"
+                raise StepError(502, f"{self.url}: Kaggle refused {action} (status {said!r}, error not shown)")
             # The response states no version number (the version is built asynchronously), so none is claimed.
             return [self._receipt(s) for s in self._spooled]
         finally:
@@ -179,6 +195,8 @@ class KaggleDestination:
             # kagglesdk prefers a token from KAGGLE_API_TOKEN or ~/.kaggle/access_token to the username and key it
             # is given: the configured identity must be the one that publishes, so the session's auth is pinned.
             http._session.auth = (self._username, self._key)
+            # Its session dials checked addresses only, redirects included, and takes no proxy from the environment.
+            self._egress.mount(http._session)
             yield client
 
     def _api(self, what: str, call: Callable[[], T]) -> T:
@@ -187,8 +205,11 @@ class KaggleDestination:
         try:
             return call()
         except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else 0
-            raise StepError(_status(status), f"{self.url}: Kaggle {what} failed: {_clip(str(exc))}") from exc
+            # The status line only, and not chained: kagglesdk makes the answer's message the exception's.
+            response = exc.response
+            said = status_line(response.status_code, response.reason) if response is not None else "no status"
+            status = response.status_code if response is not None else 0
+            raise StepError(_status(status), f"{self.url}: Kaggle {what} failed: {said}") from None
         except requests.RequestException as exc:
             raise StepError(502, f"{self.url}: Kaggle {what} failed: {type(exc).__name__}: {_clip(str(exc))}") from exc
 
@@ -247,7 +268,7 @@ class KaggleDestination:
         # The upload URL is a capability (a signed storage URL): it appears in no message, and no Kaggle credential
         # is sent to it.
         try:
-            with requests.Session() as session, spooled.file.open("rb") as body:
+            with self._egress.session() as session, spooled.file.open("rb") as body:
                 # requests sends an empty file chunked, which storage may refuse: an empty body is sent as such.
                 data = body if spooled.bytes else b""
                 response = session.put(start.create_url, data=data, timeout=UPLOAD_TIMEOUT)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pipelines.steps.checksums import Checksums, HashingReader, etag_is_md5, md5_from_hex
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -50,11 +51,18 @@ class S3Destination:
         self._part_size = part_size
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, part_size: int = CHUNK) -> S3Destination:
+    def from_options(
+        cls, options: Mapping[str, Any], *, part_size: int = CHUNK, egress: Egress = STRICT
+    ) -> S3Destination:
         known_options(options, _OPTIONS)
         bucket = required(options, "bucket", "s3")
+        endpoint = _endpoint(options.get("endpoint"))
+        if endpoint:
+            # botocore dials out itself and resolves the name again: checked here, before any request is signed.
+            # Left open: a DNS answer that changes between this check and botocore's connection (rebinding).
+            egress.check(endpoint)
         client = make_client(
-            endpoint=_endpoint(options.get("endpoint")),
+            endpoint=endpoint,
             region=str(options.get("region") or "us-east-1"),
             access_key_id=_secret(options, "access_key_id"),
             secret_access_key=_secret(options, "secret_access_key"),
@@ -203,6 +211,8 @@ def make_client(
         retries={"mode": "standard", "max_attempts": 5},
         # MinIO and most self-hosted stores serve buckets as paths, not as host names.
         s3={"addressing_style": "path"} if endpoint else None,
+        # No proxy from HTTPS_PROXY and the like: it would connect for us, to an address the egress never checked.
+        proxies={},
     )
     session = boto3.session.Session(
         aws_access_key_id=access_key_id,

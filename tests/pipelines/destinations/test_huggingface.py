@@ -17,10 +17,12 @@ from pipelines.steps.checksums import HashingReader, of_bytes
 from pipelines.steps.contract import StepContext, StepError, StepResult, spec_for
 from pipelines.steps.destinations import Destination
 from pipelines.steps.destinations.huggingface import HuggingFaceDestination
+from pipelines.steps.egress import Egress, EgressError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
 from tests.pipelines.destinations import hosts_contacted
+from tests.policies import TrustingGate
 from tests.servers.hub import HubServer
 
 # huggingface_hub reads its switches once, when first imported (the adapter imports it lazily, after this). Without
@@ -33,6 +35,7 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 TOKEN = "hf_canary_5e1f0c7d2b9a"  # distinctive, so a leak into any message is found
 SECRETS = {"RELAY_SECRET_HF_TOKEN": TOKEN}
 REPO = "lab-bot/plate-reader"
+LOOPBACK = Egress.loopback()  # the Hub here listens on 127.0.0.1, which deployed pipelines refuse
 
 
 @pytest.fixture
@@ -47,17 +50,23 @@ def destination(server: HubServer, **options: Any) -> dict[str, Any]:
 
 
 def run(
-    sources: list[str], config: Mapping[str, Any], spool: Path, secrets: Mapping[str, str] = SECRETS, **parameters: Any
+    sources: list[str],
+    config: Mapping[str, Any],
+    spool: Path,
+    secrets: Mapping[str, str] = SECRETS,
+    egress: Egress = LOOPBACK,
+    **parameters: Any,
 ) -> StepResult:
     """The push step itself, not `run_step`: its redaction would hide a token the adapter leaked into a message."""
 
     def factory(options: Mapping[str, Any]) -> Destination:
-        return HuggingFaceDestination.from_options(options, temp_root=str(spool))
+        return HuggingFaceDestination.from_options(options, temp_root=str(spool), egress=egress)
 
     spec = spec_for(
         inputs={"sources": sources}, outputs={}, parameters={"destination": config, "run_key": "push-7", **parameters}
     )
-    return push(spec, StepContext(resolver=LocalSecrets(env=secrets)), factories={"huggingface": factory})
+    context = StepContext(resolver=LocalSecrets(env=secrets), gate=TrustingGate())
+    return push(spec, context, factories={"huggingface": factory})
 
 
 def commits_to(hub: HubServer, branch: str = "main") -> list[str]:
@@ -93,7 +102,11 @@ def test_one_commit_holds_every_object_and_names_the_run_key(hub: HubServer, sou
 def test_a_wrong_token_is_a_401_without_the_token_in_the_message(hub: HubServer, source: Path, spool: Path):
     hub.add_repo(REPO, {})
     result = run([f"{source}/"], destination(hub), spool, secrets={"RELAY_SECRET_HF_TOKEN": "hf_wrong_" + TOKEN})
-    assert result.status == 401 and "Invalid credentials in Authorization header" in result.message
+    assert (
+        result.status == 401
+        and "looking up the repository failed: HTTP 401 Unauthorized: the token was refused" in (result.message)
+    )
+    assert "Invalid credentials" not in result.message  # the Hub's own text is not recorded
     assert TOKEN not in result.message and TOKEN not in json.dumps(result.outputs)
     assert commits_to(hub) == [] and list(spool.iterdir()) == []
     assert len(hub.requests) == 1  # the first object's look-up; the second fails on what the first learnt
@@ -138,7 +151,7 @@ def test_a_push_to_a_branch_leaves_main_alone(hub: HubServer, source: Path, spoo
 
 def test_a_commit_made_meanwhile_fails_the_push(hub: HubServer, source: Path, spool: Path):
     hub.add_repo(REPO, {})
-    adapter = HuggingFaceDestination(REPO, TOKEN, endpoint=hub.url, temp_root=str(spool))
+    adapter = HuggingFaceDestination(REPO, TOKEN, endpoint=hub.url, temp_root=str(spool), egress=LOOPBACK)
     data = (source / "plate-2.json").read_bytes()
     item = SourceObject("file:///plate-2.json", "plate-2.json", len(data), of_bytes(data))
     adapter.check(item, item.checksums)
@@ -147,7 +160,8 @@ def test_a_commit_made_meanwhile_fails_the_push(hub: HubServer, source: Path, sp
     (spooled,) = next(spool.iterdir()).iterdir()
     assert stat.S_IMODE(spooled.parent.stat().st_mode) == 0o700 and stat.S_IMODE(spooled.stat().st_mode) == 0o600
     hub.add_commit(REPO, {"plate-2.json": b"written by somebody else"})
-    with pytest.raises(StepError, match="commit failed: HTTP 412: A commit has happened since") as failure:
+    expected = "commit failed: HTTP 412 Precondition Failed: a commit has happened since the repository was looked at"
+    with pytest.raises(StepError, match=expected) as failure:
         adapter.close("Relay push push-8: 1 object(s)")
     assert failure.value.status == 412
     assert hub.repos[REPO].head().files["plate-2.json"] == b"written by somebody else"
@@ -162,7 +176,8 @@ def test_hf_hub_offline_refuses_the_upload(hub: HubServer, source: Path, spool: 
         "from pipelines.steps.contract import StepError\n"
         "from pipelines.steps.objects import SourceObject\n"
         "from pipelines.steps.checksums import Checksums\n"
-        "adapter = HuggingFaceDestination(sys.argv[1], sys.argv[2], endpoint=sys.argv[3])\n"
+        "from pipelines.steps.egress import Egress\n"
+        "adapter = HuggingFaceDestination(sys.argv[1], sys.argv[2], endpoint=sys.argv[3], egress=Egress.loopback())\n"
         "try:\n"
         "    adapter.check(SourceObject('file:///x', 'x', 1, Checksums()), Checksums())\n"
         "except StepError as error:\n"
@@ -193,6 +208,8 @@ def test_receipts_on_the_public_hub_are_hf_uris():
     [
         ({"repo": "plate-reader"}, "destination.repo: expected owner/name"),
         ({"endpoint": "ftp://hub.example"}, "destination.endpoint: expected an http(s) URL"),
+        # The token goes with every request: plain http only to this machine, as for every destination.
+        ({"endpoint": "http://hub.lab.example"}, "destination.endpoint: expected https:// (plain http only to"),
         ({"create": "yes"}, "destination.create: expected true or false"),
         ({"token": ""}, "destination.token: expected a non-empty string"),
     ],
@@ -201,3 +218,20 @@ def test_bad_options(options: dict[str, Any], fragment: str):
     with pytest.raises(StepError) as failure:
         HuggingFaceDestination.from_options({"repo": REPO, "token": TOKEN} | options)
     assert failure.value.status == 400 and fragment in str(failure.value)
+
+
+def test_by_default_a_loopback_hub_is_refused_before_the_token_is_sent(hub: HubServer, source: Path, spool: Path):
+    hub.add_repo(REPO, {})
+    result = run([f"{source}/"], destination(hub), spool, egress=Egress())  # a deployed pipeline's default
+    assert result.status == 403 and "127.0.0.1 is a loopback address: refused unless" in result.message
+    assert hub.requests == [] and list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://169.254.169.254", "https://metadata.google.internal", "https://10.1.2.3"]
+)
+def test_by_default_a_private_endpoint_is_refused(endpoint: str):
+    adapter = HuggingFaceDestination(REPO, TOKEN, endpoint=endpoint)
+    item = SourceObject("file:///x", "x", 1, of_bytes(b"x"))
+    with pytest.raises(EgressError, match="refused unless the deployment's policy allows it"):
+        adapter.check(item, item.checksums)

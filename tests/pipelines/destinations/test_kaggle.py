@@ -17,14 +17,17 @@ from pipelines.steps.checksums import HashingReader, of_bytes
 from pipelines.steps.contract import StepContext, StepError, StepResult, spec_for
 from pipelines.steps.destinations import Destination, Presence
 from pipelines.steps.destinations.kaggle import KaggleDestination
+from pipelines.steps.egress import Egress
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
 from tests.pipelines.destinations import hosts_contacted
+from tests.policies import TrustingGate
 from tests.servers.kaggle import KaggleServer
 
 KEY = "kgl-7f3a9c0e5b1d-canary"  # distinctive, so a leak into any message is found
 SECRETS = {"RELAY_SECRET_KAGGLE_KEY": KEY}
+LOOPBACK = Egress.loopback()  # the Kaggle API here listens on 127.0.0.1, which deployed pipelines refuse
 
 
 @pytest.fixture
@@ -48,17 +51,23 @@ def destination(server: KaggleServer, **options: Any) -> dict[str, Any]:
 
 
 def run(
-    sources: list[str], config: Mapping[str, Any], spool: Path, secrets: Mapping[str, str] = SECRETS, **parameters: Any
+    sources: list[str],
+    config: Mapping[str, Any],
+    spool: Path,
+    secrets: Mapping[str, str] = SECRETS,
+    egress: Egress = LOOPBACK,
+    **parameters: Any,
 ) -> StepResult:
     """The push step itself, not `run_step`: its redaction would hide a key the adapter leaked into a message."""
 
     def factory(options: Mapping[str, Any]) -> Destination:
-        return KaggleDestination.from_options(options, temp_root=str(spool))
+        return KaggleDestination.from_options(options, temp_root=str(spool), egress=egress)
 
     spec = spec_for(
         inputs={"sources": sources}, outputs={}, parameters={"destination": config, "run_key": "push-7", **parameters}
     )
-    return push(spec, StepContext(resolver=LocalSecrets(env=secrets)), factories={"kaggle": factory})
+    context = StepContext(resolver=LocalSecrets(env=secrets), gate=TrustingGate())
+    return push(spec, context, factories={"kaggle": factory})
 
 
 def test_a_push_creates_the_dataset_with_its_metadata_and_folders(kaggle: KaggleServer, source: Path, spool: Path):
@@ -109,7 +118,8 @@ def test_a_refused_create_fails_the_step(kaggle: KaggleServer, source: Path, spo
     kaggle.fail_next(1, 200, body=refusal, path_prefix="/v1/datasets.DatasetApiService/CreateDataset")
     result = run([f"{source}/"], destination(kaggle), spool)
     assert result.status == 502
-    assert "Kaggle refused the dataset: The requested title is already in use" in result.message
+    assert "Kaggle refused the dataset (status 'error', error not shown)" in result.message
+    assert "already in use" not in result.message  # Kaggle's own text is not recorded
     assert kaggle.datasets == {}
     assert list(spool.iterdir()) == []
 
@@ -124,7 +134,8 @@ def test_a_server_error_on_create_fails_the_step_without_the_key(kaggle: KaggleS
 
 def test_a_wrong_key_is_a_401_before_any_byte_is_spooled(kaggle: KaggleServer, source: Path, spool: Path):
     result = run([f"{source}/"], destination(kaggle), spool, secrets={"RELAY_SECRET_KAGGLE_KEY": "wrong-" + KEY})
-    assert result.status == 401 and "Unauthenticated" in result.message
+    assert result.status == 401 and "Kaggle dataset status failed: HTTP 401 Unauthorized" in result.message
+    assert "Unauthenticated" not in result.message  # Kaggle's own text is not recorded
     assert KEY not in result.message and "wrong-" not in result.message
     assert kaggle.requests_to("/v1/blobs.") == [] and kaggle.datasets == {}
     assert list(spool.iterdir()) == []
@@ -159,6 +170,7 @@ def test_the_spool_is_private_holds_only_data_and_is_removed(kaggle: KaggleServe
     adapter = KaggleDestination.from_options(
         {key: value for key, value in destination(kaggle).items() if key != "kind"} | {"key": KEY},
         temp_root=str(spool),
+        egress=LOOPBACK,
     )
     data = b'{"od600": [0.4]}'
     item = SourceObject("file:///data/plate-3.json", "plate-3.json", len(data), of_bytes(data))
@@ -176,7 +188,12 @@ def test_the_spool_is_private_holds_only_data_and_is_removed(kaggle: KaggleServe
 
 def test_no_version_is_published_when_an_object_failed(kaggle: KaggleServer, spool: Path):
     adapter = KaggleDestination(
-        "lab-bot/plate-reader-od600", username="lab-bot", key=KEY, endpoint=kaggle.url, temp_root=str(spool)
+        "lab-bot/plate-reader-od600",
+        username="lab-bot",
+        key=KEY,
+        endpoint=kaggle.url,
+        temp_root=str(spool),
+        egress=LOOPBACK,
     )
     kaggle.add_dataset("lab-bot/plate-reader-od600", "Plate reader OD600", {"old.csv": b"a,b\n"})
     good, bad = b"[1]", b"[2]"
@@ -200,6 +217,8 @@ def test_no_version_is_published_when_an_object_failed(kaggle: KaggleServer, spo
     [
         ({"dataset": "plate-reader"}, "destination.dataset: expected owner/slug"),
         ({"endpoint": "ftp://kaggle.example"}, "destination.endpoint: expected an http(s) URL"),
+        # The key goes with every request: plain http only to this machine, as for every destination.
+        ({"endpoint": "http://kaggle.lab.example"}, "destination.endpoint: expected https:// (plain http only to"),
         ({"public": "yes"}, "destination.public: expected true or false"),
         ({"key": ""}, "destination.key: expected a non-empty string"),
     ],
@@ -215,4 +234,20 @@ def test_a_document_failing_before_it_is_sent_also_stops_the_version(kaggle: Kag
     (source / "notes.json").write_text(json.dumps({"other": 1}))  # no /extra_data: refused by select, never sent
     result = run([f"{source}/"], destination(kaggle), spool, select="/extra_data")
     assert result.status == 424 and "no version published: 1 object(s) of this push failed" in result.message
+    assert kaggle.datasets == {}
+
+
+def test_by_default_a_loopback_api_is_refused_before_the_key_is_sent(kaggle: KaggleServer, source: Path, spool: Path):
+    result = run([f"{source}/"], destination(kaggle), spool, egress=Egress())  # a deployed pipeline's default
+    assert result.status == 403 and "127.0.0.1 is a loopback address: refused unless" in result.message
+    assert kaggle.requests == [] and kaggle.datasets == {}
+
+
+def test_a_blob_upload_url_is_checked_like_the_api(kaggle: KaggleServer, source: Path, spool: Path):
+    """The upload URL comes from the API's answer: a private one is refused, the bytes stay home."""
+    only_api = Egress(("localhost",), resolver=lambda host, port: ["127.0.0.1"])
+    config = destination(kaggle, endpoint=kaggle.url.replace("127.0.0.1", "localhost"))
+    result = run([f"{source}/"], config, spool, egress=only_api)
+    assert result.status == 403 and "127.0.0.1 is a loopback address" in result.message
+    assert kaggle.requests_to("/v1/blobs.BlobApiService/StartBlobUpload") and kaggle.requests_to("/upload/") == []
     assert kaggle.datasets == {}

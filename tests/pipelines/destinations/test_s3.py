@@ -18,16 +18,20 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, run_step, spec_for
-from pipelines.steps.destinations import Presence, Receipt
+from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, run_step, spec_for
+from pipelines.steps.destinations import Presence, Receipt, default_factories
 from pipelines.steps.destinations.s3 import CRC32C_KEY, MD5_KEY, MIN_PART, S3Destination, make_client
+from pipelines.steps.egress import Egress, EgressError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
+from tests.policies import TrustingGate
+from tests.servers.lims import LimsServer
 
 pytestmark = pytest.mark.integration
 BUCKET = "relay-ml-data"
 VERSIONED = "relay-ml-versions"
+LOOPBACK = Egress.loopback()  # moto listens on 127.0.0.1, which deployed pipelines refuse
 POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
 
 
@@ -90,7 +94,7 @@ def send(destination: S3Destination, item: SourceObject, data: bytes, *, overwri
 
 
 def test_objects_arrive_with_their_content_type_and_metadata(store: Store, request: pytest.FixtureRequest):
-    destination = S3Destination.from_options(store.options(prefix=f"/{request.node.name}/"))
+    destination = S3Destination.from_options(store.options(prefix=f"/{request.node.name}/"), egress=LOOPBACK)
     data = json.dumps({"od600": [0.1, 0.2]}).encode()
     item = item_for(data, "plate-1/result.json", content_type="application/json", metadata={"instrument": "r-7"})
     receipt = send(destination, item, data)
@@ -109,7 +113,7 @@ def test_objects_arrive_with_their_content_type_and_metadata(store: Store, reque
 
 
 def test_a_rerun_finds_the_same_object_and_never_replaces_a_different_one(store: Store, request: pytest.FixtureRequest):
-    destination = S3Destination.from_options(store.options(prefix=request.node.name))
+    destination = S3Destination.from_options(store.options(prefix=request.node.name), egress=LOOPBACK)
     first, second = b"plate,od600\nA1,0.1\n", b"plate,od600\nA1,0.9\n"
     assert destination.check(item_for(first, "a.csv"), of_bytes(first)) is Presence.ABSENT
     send(destination, item_for(first, "a.csv"), first)
@@ -126,13 +130,15 @@ def test_a_rerun_finds_the_same_object_and_never_replaces_a_different_one(store:
 def test_an_object_written_by_another_tool_is_compared_by_its_etag(store: Store, request: pytest.FixtureRequest):
     data = b"written with the aws cli"
     store.client().put_object(Bucket=BUCKET, Key=f"{request.node.name}/other.txt", Body=data)
-    destination = S3Destination.from_options(store.options(prefix=request.node.name))
+    destination = S3Destination.from_options(store.options(prefix=request.node.name), egress=LOOPBACK)
     assert destination.check(item_for(data, "other.txt"), of_bytes(data)) is Presence.SAME
     assert destination.check(item_for(b"x", "other.txt"), of_bytes(b"x")) is Presence.DIFFERENT
 
 
 def test_a_multipart_upload_verifies_its_etag_and_is_found_again(store: Store, request: pytest.FixtureRequest):
-    destination = S3Destination.from_options(store.options(prefix=request.node.name), part_size=MIN_PART)
+    destination = S3Destination.from_options(
+        store.options(prefix=request.node.name), part_size=MIN_PART, egress=LOOPBACK
+    )
     data = os.urandom(2 * MIN_PART + 1000)  # three parts, the last one short
     item = item_for(data, "scan.tiff", content_type="image/tiff")
     receipt = send(destination, item, data)
@@ -147,7 +153,9 @@ def test_a_multipart_upload_verifies_its_etag_and_is_found_again(store: Store, r
 
 
 def test_a_source_that_is_shorter_than_it_said_leaves_no_object(store: Store, request: pytest.FixtureRequest):
-    destination = S3Destination.from_options(store.options(prefix=request.node.name), part_size=MIN_PART)
+    destination = S3Destination.from_options(
+        store.options(prefix=request.node.name), part_size=MIN_PART, egress=LOOPBACK
+    )
     data = os.urandom(MIN_PART + 10)
     stated = item_for(data + b"lost", "cut.bin")
     with pytest.raises(StepError, match="changed or corrupted in transit; not stored") as cut:
@@ -177,7 +185,7 @@ def test_an_etag_other_than_the_bytes_sent_fails_the_object_and_removes_it(
 
 
 def test_a_versioned_bucket_gives_the_version_id(store: Store):
-    destination = S3Destination.from_options(store.options(bucket=VERSIONED))
+    destination = S3Destination.from_options(store.options(bucket=VERSIONED), egress=LOOPBACK)
     receipt = send(destination, item_for(b"v1", "model.bin"), b"v1")
     versions = store.client().list_object_versions(Bucket=VERSIONED, Prefix="model.bin")["Versions"]
     assert receipt.version == versions[0]["VersionId"]
@@ -187,7 +195,9 @@ def test_a_versioned_bucket_gives_the_version_id(store: Store):
 def test_wrong_keys_are_denied_without_naming_them(store: Store, wrong: str):
     key_id = "AKIAIOSFODNN7EXAMPLE" if wrong == "key_id" else store.key_id
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" if wrong == "secret" else store.secret
-    destination = S3Destination.from_options(store.options(access_key_id=key_id, secret_access_key=secret))
+    destination = S3Destination.from_options(
+        store.options(access_key_id=key_id, secret_access_key=secret), egress=LOOPBACK
+    )
     data = b"denied"
     failures = []
     for attempt in (
@@ -215,7 +225,7 @@ def test_wrong_keys_are_denied_without_naming_them(store: Store, wrong: str):
 )
 def test_bad_options_are_refused_without_echoing_credentials(store: Store, options: dict[str, Any], fragment: str):
     with pytest.raises(StepError) as refused:
-        S3Destination.from_options(store.options(**options))
+        S3Destination.from_options(store.options(**options), egress=LOOPBACK)
     assert refused.value.status == 400 and fragment in str(refused.value)
     assert "hunter2" not in str(refused.value) and "42" not in str(refused.value)
 
@@ -236,7 +246,10 @@ def test_the_push_step_sends_files_with_keys_given_as_secret_references(store: S
     spec = spec_for(inputs={"sources": [f"{root.as_uri()}/"]}, outputs={}, parameters={"destination": destination})
     secrets = {"RELAY_SECRET_MINIO_KEY_ID": store.key_id, "RELAY_SECRET_MINIO_SECRET": store.secret}
 
-    result = run_step(push, spec, StepContext(resolver=LocalSecrets(env=secrets)))
+    def step(spec: StepSpec, context: StepContext) -> StepResult:
+        return push(spec, context, factories=default_factories(egress=LOOPBACK))
+
+    result = run_step(step, spec, StepContext(resolver=LocalSecrets(env=secrets), gate=TrustingGate()))
     assert result.status == 200, result.message
     assert sorted(r["destination"] for r in result.outputs["receipts"]) == [
         f"s3://{BUCKET}/pushed/plate-1/result.json",
@@ -244,8 +257,39 @@ def test_the_push_step_sends_files_with_keys_given_as_secret_references(store: S
     ]
     stored = store.client().get_object(Bucket=BUCKET, Key="pushed/plate-2.csv")
     assert stored["Body"].read() == b"A1,0.3\n" and stored["ContentType"] == "text/csv"
-    again = run_step(push, spec, StepContext(resolver=LocalSecrets(env=secrets)))
+    again = run_step(step, spec, StepContext(resolver=LocalSecrets(env=secrets), gate=TrustingGate()))
     assert again.status == 200 and again.metrics["skipped"] == 2
     for outcome in (result, again):
         text = json.dumps(outcome.to_json())
         assert store.key_id not in text and store.secret not in text
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://169.254.169.254", "https://metadata.google.internal", "https://10.0.0.5:9000", "http://localhost:9000"],
+)
+def test_by_default_a_private_endpoint_is_refused(endpoint: str):
+    options = {"endpoint": endpoint, "bucket": BUCKET, "access_key_id": "k", "secret_access_key": "s"}
+    with pytest.raises(EgressError, match="refused unless the deployment's policy allows it") as refused:
+        S3Destination.from_options(options)
+    assert refused.value.status == 403
+
+
+def test_by_default_a_loopback_endpoint_is_refused_before_any_request():
+    with LimsServer(authorization="none") as endpoint:  # stands in for a store: it records what arrives
+        options = {"endpoint": endpoint.url, "bucket": BUCKET, "access_key_id": "k", "secret_access_key": "s"}
+        with pytest.raises(EgressError, match=r"127\.0\.0\.1 is a loopback address"):
+            S3Destination.from_options(options)
+        assert endpoint.requests == []
+
+
+def test_a_proxy_from_the_environment_is_not_used(store: Store, monkeypatch: pytest.MonkeyPatch):
+    with LimsServer(authorization="none") as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, proxy.url)  # botocore would send every request there, past the egress check
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        destination = S3Destination.from_options(store.options(prefix="proxied"), egress=LOOPBACK)
+        send(destination, item_for(b"direct", "direct.txt"), b"direct")
+        assert proxy.requests == []
+    assert store.client().get_object(Bucket=BUCKET, Key="proxied/direct.txt")["Body"].read() == b"direct"

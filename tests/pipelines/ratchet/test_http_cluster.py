@@ -17,12 +17,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pipelines.steps.egress import Egress, EgressError
 from pipelines.steps.ratchet.clusters import ClusterConfigError, ClusterContext, ClusterError, ExportedFile
 from pipelines.steps.ratchet.clusters.http import HttpCluster
 from tests.servers.algorithmia import AlgorithmApiServer
 from tests.servers.oip import OipServer, bytes_model
 
 TOKEN = "oip-t0ken"
+
+
+def context(tmp_path: Path) -> ClusterContext:
+    """The servers listen on 127.0.0.1, which deployed pipelines refuse: a local run's egress allows it."""
+    return ClusterContext(tmp_path, "w", egress=Egress.loopback())
 
 
 def words(text: str) -> str:
@@ -38,7 +44,7 @@ def oip() -> Iterator[OipServer]:
 
 def oip_cluster(server: OipServer, tmp_path: Path, **options: Any) -> HttpCluster:
     config = {"kind": "http", "preset": "oip", "url": server.url, "token": TOKEN, **options}
-    return HttpCluster.from_options(config, ClusterContext(tmp_path, "w"))
+    return HttpCluster.from_options(config, context(tmp_path))
 
 
 def test_oip_deploy_loads_the_model_and_a_call_sends_one_bytes_tensor(oip: OipServer, tmp_path: Path):
@@ -69,9 +75,7 @@ def test_oip_payload_that_is_an_inference_request_goes_as_is(tmp_path: Path):
         ]
 
     with OipServer({"add": add}, token_check=None, preloaded=True) as server:
-        cluster = HttpCluster.from_options(
-            {"kind": "http", "preset": "oip", "url": server.url}, ClusterContext(tmp_path, "w")
-        )
+        cluster = HttpCluster.from_options({"kind": "http", "preset": "oip", "url": server.url}, context(tmp_path))
         tensors = [{"name": n, "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]} for n in ("a", "b")]
         result = cluster.call("add", {"inputs": tensors}, timeout=5)
         assert (result.ok, result.output) == (True, [2.0, 4.0])
@@ -81,15 +85,16 @@ def test_oip_payload_that_is_an_inference_request_goes_as_is(tmp_path: Path):
 @pytest.mark.parametrize(
     ("setup", "fragment", "retryable"),
     [
-        ("not-loaded", "400: model 'count' is not ready: load it first", False),
-        ("unknown", "404: model 'nope' is not in the repository", False),
-        ("wrong-token", "401: missing or rejected bearer token", False),
-        ("unavailable", "503: injected fault", True),
+        ("not-loaded", "HTTP 400 Bad Request", False),
+        ("unknown", "HTTP 404 Not Found", False),
+        ("wrong-token", "HTTP 401 Unauthorized", False),
+        ("unavailable", "HTTP 503 Service Unavailable", True),
     ],
 )
-def test_oip_errors_carry_the_servers_message(
+def test_oip_errors_are_recorded_as_their_status_line(
     oip: OipServer, tmp_path: Path, setup: str, fragment: str, retryable: bool
 ):
+    """The server's message is its own text (an echoed token, an exception): records get the status only."""
     cluster = oip_cluster(oip, tmp_path, token="wrong" if setup == "wrong-token" else TOKEN)
     if setup == "unavailable":
         oip.fail_next(1, 503, path_prefix="/v2/models")
@@ -99,7 +104,7 @@ def test_oip_errors_carry_the_servers_message(
 
 
 def test_oip_deploy_of_a_model_the_repository_lacks_fails_with_its_message(oip: OipServer, tmp_path: Path):
-    with pytest.raises(ClusterError, match="nope: load: 404: failed to load 'nope': no such model"):
+    with pytest.raises(ClusterError, match=r"^nope: load: HTTP 404 Not Found$"):
         oip_cluster(oip, tmp_path).deploy("nope", [])
     data = [ExportedFile("data", "weights.bin", b"\0", "count", "data://.my/count/weights.bin")]
     with pytest.raises(ClusterError, match=r"1 data file\(s\) to copy, but the destination has no upload_path"):
@@ -114,9 +119,7 @@ def test_oip_call_past_its_timeout_fails_as_timed_out(tmp_path: Path):
         return [{"name": "o", "shape": [1], "datatype": "BYTES", "data": ["late"]}]
 
     with OipServer({"slow": slow}, token_check=None, preloaded=True) as server:
-        cluster = HttpCluster.from_options(
-            {"kind": "http", "preset": "oip", "url": server.url}, ClusterContext(tmp_path, "w")
-        )
+        cluster = HttpCluster.from_options({"kind": "http", "preset": "oip", "url": server.url}, context(tmp_path))
         try:
             result = cluster.call("slow", "x", timeout=0.3)
         finally:
@@ -132,7 +135,7 @@ def test_algorithmia_preset_calls_the_seeds_path_with_its_key_and_uploads_data(t
 
     with AlgorithmApiServer("k3y", {"summarize": summarize}) as server:
         config = {"kind": "http", "preset": "algorithmia", "url": server.url, "api_key": "k3y", "owner": "qa"}
-        cluster = HttpCluster.from_options(config, ClusterContext(tmp_path, "w"))
+        cluster = HttpCluster.from_options(config, context(tmp_path))
         assert cluster.data_name("summarize", "report.txt") == "data://qa/summarize/report.txt"
         assert cluster.algo_name("tokenize", None) == "algo://qa/tokenize/latestPrivate"
         data = ExportedFile("data", "in/report.txt", b"text", "summarize", "data://qa/summarize/in/report.txt")
@@ -144,7 +147,7 @@ def test_algorithmia_preset_calls_the_seeds_path_with_its_key_and_uploads_data(t
         assert call.path == "/v1/algo/qa/summarize/latestPrivate" and call.query == {"timeout": ["8"]}
         assert call.header("Authorization") == "Simple k3y"
         failed = cluster.call("summarize", "boom", timeout=5)
-        assert (failed.ok, failed.error) == (False, "400: RuntimeError: it broke")
+        assert (failed.ok, failed.error) == (False, "HTTP 400 Bad Request")  # not the algorithm's exception
         assert server.errors == []
 
 
@@ -158,7 +161,7 @@ def test_a_custom_call_path_and_code_upload(tmp_path: Path):
             "code_upload_path": "/v1/data/team/code-{name}/{path}",
             "version": "2.0.1",
         }
-        cluster = HttpCluster.from_options(config, ClusterContext(tmp_path, "w"))
+        cluster = HttpCluster.from_options(config, context(tmp_path))
         cluster.deploy("echo", [ExportedFile("code", "src/echo.py", b"def apply(x): return x")])
         assert server.data == {"team/code-echo/src/echo.py": b"def apply(x): return x"}
         assert cluster.call("echo", [1, 2], timeout=5).output == [1, 2]
@@ -179,7 +182,7 @@ def test_a_custom_call_path_and_code_upload(tmp_path: Path):
 )
 def test_bad_destinations_are_refused(tmp_path: Path, config: dict[str, Any], fragment: str):
     with pytest.raises(ClusterConfigError) as caught:
-        HttpCluster.from_options({"kind": "http", **config}, ClusterContext(tmp_path, "w"))
+        HttpCluster.from_options({"kind": "http", **config}, context(tmp_path))
     assert fragment in str(caught.value)
 
 
@@ -233,8 +236,53 @@ def test_a_ca_certificate_from_a_secret_or_a_file_verifies_the_server(tls_oip: t
     payload = {"text": "a b"}
     for ca_cert in (pem, str(tmp_path / "server.pem")):  # a secret's PEM text, or a path to a PEM file
         config = {"kind": "http", "preset": "oip", "url": url, "token": TOKEN, "ca_cert": ca_cert}
-        result = HttpCluster.from_options(config, ClusterContext(tmp_path / "work", "w")).call("count", payload, 5)
+        result = HttpCluster.from_options(config, context(tmp_path / "work")).call("count", payload, 5)
         assert (result.ok, result.output) == (True, '{"words": 2}'), result.error
-    unverified = HttpCluster.from_options({"kind": "http", "preset": "oip", "url": url}, ClusterContext(tmp_path, "w"))
+    unverified = HttpCluster.from_options({"kind": "http", "preset": "oip", "url": url}, context(tmp_path))
     refused = unverified.call("count", payload, 5)
     assert not refused.ok and "CERTIFICATE_VERIFY_FAILED" in refused.error
+
+
+# --- egress: where the cluster may be reached ------------------------------------------------------------
+
+
+def test_by_default_a_loopback_url_is_refused_before_any_request(oip: OipServer, tmp_path: Path):
+    config = {"kind": "http", "preset": "oip", "url": oip.url, "token": TOKEN}
+    with pytest.raises(EgressError, match=r"127\.0\.0\.1 is a loopback address") as refused:
+        HttpCluster.from_options(config, ClusterContext(tmp_path, "w"))  # a deployed pipeline's default
+    assert refused.value.status == 403
+    # Built without that first check, every connection is refused all the same.
+    cluster = HttpCluster(oip.url, call_path="/v2/models/{name}/infer", load_path="/v2/repository/models/{name}/load")
+    with pytest.raises(ClusterError, match=r"count: load: 127\.0\.0\.1 is a loopback address"):
+        cluster.deploy("count", [])
+    result = cluster.call("count", {"text": "a"}, timeout=5)
+    assert not result.ok and not result.retryable and "127.0.0.1 is a loopback address" in result.error
+    assert oip.requests == []
+
+
+def test_a_redirect_is_followed_only_to_an_allowed_host_and_without_the_token(tmp_path: Path):
+    """The cluster (allowed by the policy, at 127.0.0.2) redirects; each hop is checked before it is dialled."""
+    hosts = {"oip.lab.test": "127.0.0.2", "mirror.lab.test": "127.0.0.2"}
+    egress = Egress(("127.0.0.2/32",), resolver=lambda host, port: [hosts.get(host, host)])
+    allowed = OipServer({"count": bytes_model(words)}, token_check=None, preloaded=True)
+    allowed.address = "127.0.0.2"
+    with allowed, OipServer({"count": bytes_model(words)}, token_check=None, preloaded=True) as loopback:
+        url = f"http://oip.lab.test:{allowed.port}"
+        cluster = HttpCluster.from_options(
+            {"kind": "http", "preset": "oip", "url": url}, context_with(tmp_path, egress)
+        )
+        cluster._session.headers["Authorization"] = "Bearer hop-t0ken"  # over http: this test's servers only
+        allowed.fail_next(1, 307, headers={"Location": f"{loopback.url}/v2/models/count/infer"})
+        refused = cluster.call("count", {"text": "a b"}, timeout=5)
+        assert not refused.ok and "127.0.0.1 is a loopback address" in refused.error
+        assert loopback.requests == []
+        allowed.fail_next(1, 307, headers={"Location": f"http://mirror.lab.test:{allowed.port}/v2/models/count/infer"})
+        moved = cluster.call("count", {"text": "a b"}, timeout=5)
+        assert (moved.ok, moved.output) == (True, '{"words": 2}'), moved.error
+        first, second = allowed.requests[-2:]
+        assert first.header("Host") == f"oip.lab.test:{allowed.port}" and first.header("Authorization")
+        assert second.header("Host") == f"mirror.lab.test:{allowed.port}" and second.header("Authorization") is None
+
+
+def context_with(tmp_path: Path, egress: Egress) -> ClusterContext:
+    return ClusterContext(tmp_path, "w", egress=egress)

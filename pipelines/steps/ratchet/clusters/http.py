@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+from pipelines.steps.egress import STRICT, Egress, EgressError, status_line
 from pipelines.steps.ratchet.clusters import (
     CODE,
     DATA,
@@ -59,7 +60,7 @@ _OPTIONS = (
 )
 _RETRYABLE = {429, 502, 503, 504}
 _DEPLOY_TIMEOUT = 120.0
-_ERROR_CHARS = 500
+_STILL_BUILDING = "version hash"  # the seed's answer while an algorithm builds: read to retry, never recorded
 
 
 class HttpCluster:
@@ -78,7 +79,7 @@ class HttpCluster:
         version: str = "latestPrivate",
         headers: Mapping[str, str] | None = None,
         verify: str | bool = True,
-        session: requests.Session | None = None,
+        egress: Egress = STRICT,
     ) -> None:
         self.url = url.rstrip("/")
         self._call_path = call_path
@@ -88,11 +89,12 @@ class HttpCluster:
         self._code_upload_path = code_upload_path
         self.owner = owner
         self.version = version
-        self._session = session or requests.Session()
+        # Every connection (each redirect too) goes to an address `egress` checked; no proxy from the environment.
+        self._session = egress.session()
         self._session.headers.update(headers or {})
-        # True or a CA bundle path: certificates are always checked. Passed on each request, because requests lets
-        # REQUESTS_CA_BUNDLE override a session's `verify` and the destination's own CA would be ignored.
-        self._verify = verify
+        # True or a CA bundle path: certificates are always checked. Passed on each request, where it wins over the
+        # session's; without a CA of its own, the session's (REQUESTS_CA_BUNDLE, as `egress.session()` reads it).
+        self._verify = self._session.verify if verify is True else verify
 
     @classmethod
     def from_options(cls, config: Mapping[str, Any], context: ClusterContext) -> HttpCluster:
@@ -116,6 +118,7 @@ class HttpCluster:
             headers["Authorization"] = f"Bearer {token}"
         require_secure(url, bool(headers), "destination.url")
         verify = ca_bundle(merged.pop("ca_cert", None), context, "destination.ca_cert") or True
+        context.egress.check(url)  # refused now, before any deploy; each connection is checked again
         strings = {k: str(v) for k, v in merged.items()}
         return cls(
             url,
@@ -128,6 +131,7 @@ class HttpCluster:
             code_upload_path=strings.pop("code_upload_path", ""),
             owner=strings.pop("owner", ".my"),
             version=strings.pop("version", "latestPrivate"),
+            egress=context.egress,
         )
 
     def data_name(self, collection: str, path: str) -> str:
@@ -165,14 +169,16 @@ class HttpCluster:
             return CallResult(ok=False, error=f"timed out after {timeout:g} s", seconds=elapsed, timed_out=True)
         except requests.RequestException as exc:
             return CallResult(ok=False, error=f"{self.url}: {type(exc).__name__}: {exc}", retryable=True)
+        except EgressError as exc:
+            return CallResult(ok=False, error=str(exc))
         elapsed = time.monotonic() - started
         if elapsed > timeout:
             return CallResult(ok=False, error=f"answered after {elapsed:.3f} s, past the {timeout:g} s timeout",
                               seconds=elapsed, timed_out=True)  # fmt: skip
         if not response.ok:
-            message = _error_message(response)
-            retry = response.status_code in _RETRYABLE or "version hash" in message  # the seed's "still building"
-            return CallResult(ok=False, error=f"{response.status_code}: {message}", seconds=elapsed, retryable=retry)
+            error, building = _refusal(response)
+            retry = response.status_code in _RETRYABLE or building
+            return CallResult(ok=False, error=error, seconds=elapsed, retryable=retry)
         try:
             document = response.json()
         except ValueError:
@@ -180,8 +186,9 @@ class HttpCluster:
         if self._protocol == "oip":
             return CallResult(ok=True, output=_oip_output(document), seconds=elapsed)
         if isinstance(document, dict) and "error" in document:
-            message = _message_of(document["error"])
-            return CallResult(ok=False, error=message, seconds=elapsed, retryable="version hash" in message)
+            building = _STILL_BUILDING in json.dumps(document["error"])
+            error = "answered an error with HTTP 200 (its text is not recorded)"
+            return CallResult(ok=False, error=error, seconds=elapsed, retryable=building)
         output = document["result"] if isinstance(document, dict) and "result" in document else document
         return CallResult(ok=True, output=output, seconds=elapsed)
 
@@ -192,8 +199,10 @@ class HttpCluster:
             )
         except requests.RequestException as exc:
             raise ClusterError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except EgressError as exc:
+            raise ClusterError(f"{what}: {exc}") from None
         if not response.ok:
-            raise ClusterError(f"{what}: {response.status_code}: {_error_message(response)}")
+            raise ClusterError(f"{what}: {_refusal(response)[0]}")
 
 
 def _oip_request(payload: Any) -> Any:
@@ -215,18 +224,12 @@ def _oip_output(document: Any) -> Any:
     return {str(o.get("name")): o.get("data") for o in outputs}
 
 
-def _error_message(response: requests.Response) -> str:
-    try:
-        document = response.json()
-    except ValueError:
-        return response.text[:_ERROR_CHARS] or response.reason
-    if isinstance(document, dict) and "error" in document:
-        return _message_of(document["error"])
-    return json.dumps(document)[:_ERROR_CHARS]
+def _refusal(response: requests.Response) -> tuple[str, bool]:
+    """An error answer as it is recorded, its status line, and whether it says the algorithm is still building.
 
-
-def _message_of(error: Any) -> str:
-    """The seed's API nests {error: {message}}; OIP servers answer {error: "..."}."""
-    if isinstance(error, dict):
-        return str(error.get("message") or json.dumps(error))[:_ERROR_CHARS]
-    return str(error)[:_ERROR_CHARS]
+    The body is the server's text (an algorithm's exception, a token echoed back): read for that one signal, never
+    recorded.
+    """
+    building = _STILL_BUILDING in response.text
+    line = status_line(response.status_code, response.reason)
+    return (f"{line}: the algorithm is still being built" if building else line), building

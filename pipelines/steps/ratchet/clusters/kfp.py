@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipelines.steps.egress import Egress, EgressError, status_line
 from pipelines.steps.ratchet.clusters import (
     CODE,
     DATA,
@@ -35,6 +36,7 @@ from relay.ports import BlobStore
 _OPTIONS = ("host", "token", "experiment", "prefix", "poll_seconds", "ca_cert", "data_uri")
 _TERMINAL = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELING"}
 _RETRYABLE = {429, 502, 503, 504}
+MAX_POLL_SECONDS = 600.0  # the adapter's own ceiling: a poll past a call's timeout would only delay its verdict
 ClientFactory = Callable[[], Any]
 
 
@@ -80,15 +82,21 @@ class KfpCluster:
         require_secure(host, token is not None, "destination.host")
         ca = ca_bundle(options.get("ca_cert"), context, "destination.ca_cert")
         poll = options.get("poll_seconds", 2.0)
-        if not isinstance(poll, int | float) or isinstance(poll, bool) or poll <= 0:
-            raise ClusterConfigError(f"destination.poll_seconds: expected seconds above 0, found {poll!r}")
+        if not isinstance(poll, int | float) or isinstance(poll, bool) or not 0 < poll <= MAX_POLL_SECONDS:
+            raise ClusterConfigError(
+                f"destination.poll_seconds: expected seconds above 0, at most {MAX_POLL_SECONDS:g}, found {poll!r}"
+            )
+        egress = context.egress
+        egress.check(host)  # refused now, before any deploy
 
         def client() -> Any:
             import kfp
 
-            _check_token(host, token, ca)
+            _check_token(host, token, ca, egress)
             # existing_token: KFP's documented way to pass a bearer token minted elsewhere (kfp#3363).
-            return kfp.Client(host=host, existing_token=token, ssl_ca_cert=ca)
+            made = kfp.Client(host=host, existing_token=token, ssl_ca_cert=ca)
+            _pin(made, egress)
+            return made
 
         return cls(
             host,
@@ -241,41 +249,46 @@ def _api_errors(context: str) -> Iterator[None]:
 
     try:
         yield
+    except EgressError as exc:
+        raise ClusterError(f"{context}: {exc}") from None
     except kfp_server_api.ApiException as exc:
+        # The status line only, and not chained: the exception holds the answer's body, the server's text.
         status = int(exc.status or 0)
-        message = f"{context}: the KFP API answered {status}: {_message(exc)}"
-        raise ClusterError(message, retryable=status in _RETRYABLE) from exc
+        message = f"{context}: the KFP API answered {status_line(status, exc.reason)}"
+        raise ClusterError(message, retryable=status in _RETRYABLE) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ClusterError(f"{context}: {type(exc).__name__}: {exc}", retryable=True) from exc
     except ValueError as exc:  # kfp.Client's own checks, e.g. "Multiple pipelines with the name"
         raise ClusterError(f"{context}: {exc}") from exc
 
 
-def _check_token(host: str, token: str | None, ca: str | None) -> None:
+def _check_token(host: str, token: str | None, ca: str | None, egress: Egress) -> None:
     """Refuse a rejected token at once: kfp.Client's own health check retries 5 times, 5 s apart, before failing."""
     import requests
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = requests.get(
-            f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, verify=ca or True, timeout=30
-        )
+        with egress.session() as session:
+            answer = session.get(
+                f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, verify=ca or session.verify, timeout=30
+            )
     except requests.RequestException:
         return  # unreachable for now: kfp.Client's retries decide
     if answer.status_code in (401, 403):
-        try:
-            detail = str(answer.json().get("message") or answer.text)
-        except ValueError:
-            detail = answer.text
-        raise ClusterError(f"the KFP API refused the token ({answer.status_code}): {detail[:300]}")
+        raise ClusterError(f"the KFP API refused the token ({status_line(answer.status_code, answer.reason)})")
 
 
-def _message(exc: Any) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except ValueError:
-        return str(exc.body or exc.reason)
-    return str(body.get("message") or body.get("error") or exc.reason) if isinstance(body, dict) else str(body)
+def _pin(client: Any, egress: Egress) -> None:
+    """Send the client's every later request to checked addresses only, with the same TLS settings.
+
+    kfp.Client takes no connection pool of its own: its API objects share one ApiClient, whose urllib3 pool
+    manager is replaced. Left open: the health check kfp.Client makes while it is built, which resolves the host
+    itself (checked just before, by `egress.check` and `_check_token`).
+    """
+    rest = client._healthz_api.api_client.rest_client
+    old = rest.pool_manager
+    rest.pool_manager = egress.pool_manager(num_pools=4, **old.connection_pool_kw)  # 4: kfp's own pools_size
+    old.clear()
 
 
 def _duration(run: Any) -> float | None:
