@@ -16,7 +16,7 @@ from typing import Any
 
 from pipelines.steps.objects import ObjectStore
 from pipelines.steps.ratchet.clusters import CallResult, Cluster, ClusterError
-from pipelines.steps.ratchet.export import ExportError, export_algorithm
+from pipelines.steps.ratchet.export import DEFAULT_CODE_LIMITS, CodeLimits, ExportError, export_algorithm
 from pipelines.steps.ratchet.placeholders import rewrite_value
 from pipelines.steps.ratchet.workflow import Algorithm, Workflow
 
@@ -96,12 +96,15 @@ def prepare_algorithms(
     source: str,
     stores: Mapping[str, ObjectStore],
     sleep: Callable[[float], None] = time.sleep,
+    limits: CodeLimits = DEFAULT_CODE_LIMITS,
 ) -> list[AlgorithmOutcome]:
     """Export, deploy and validate each algorithm in the workflow's order (dependencies first)."""
     outcomes: dict[str, AlgorithmOutcome] = {}
     order = [a.name for a in workflow.algorithms]
     for algorithm in workflow.algorithms:
-        outcomes[algorithm.name] = _prepare_one(algorithm, workflow, cluster, source, stores, order, outcomes, sleep)
+        outcomes[algorithm.name] = _prepare_one(
+            algorithm, workflow, cluster, source, stores, order, outcomes, sleep, limits
+        )
     return list(outcomes.values())
 
 
@@ -114,13 +117,14 @@ def _prepare_one(
     order: list[str],
     done: Mapping[str, AlgorithmOutcome],
     sleep: Callable[[float], None],
+    limits: CodeLimits,
 ) -> AlgorithmOutcome:
     name = algorithm.name
     depends_on = tuple(algorithm.depends_on)
     files: tuple[Mapping[str, Any], ...] = ()
     if not workflow.run_only:
         try:
-            exported = export_algorithm(algorithm, source, stores, cluster)
+            exported = export_algorithm(algorithm, source, stores, cluster, limits=limits)
         except ExportError as exc:
             return AlgorithmOutcome(name, FAILED, EXPORT, str(exc), depends_on=depends_on)
         files = exported.receipts

@@ -28,7 +28,13 @@ from pipelines.steps.ratchet.clusters import (
     destination_kind,
     destination_name,
 )
-from pipelines.steps.ratchet.export import ExportError, code_location, data_location
+from pipelines.steps.ratchet.export import (
+    DEFAULT_CODE_LIMITS,
+    CodeLimits,
+    ExportError,
+    code_location,
+    data_location,
+)
 from pipelines.steps.ratchet.ledger import Ledger, LedgerError, describe_baseline, ledger_paths
 from pipelines.steps.ratchet.placeholders import data_parts
 from pipelines.steps.ratchet.report import history_entry, render_html, report_document
@@ -143,7 +149,14 @@ def ratchet(
             )
         except ClusterConfigError as exc:
             raise StepError(400, str(exc)) from None
-        algorithms = prepare_algorithms(workflow, cluster, source=source, stores=stores, sleep=sleep)
+        code_limits = CodeLimits(
+            max_bytes=permit.limits.code_bytes,
+            max_files=permit.limits.code_files,
+            max_file_bytes=min(permit.limits.code_bytes, DEFAULT_CODE_LIMITS.max_file_bytes),
+        )
+        algorithms = prepare_algorithms(
+            workflow, cluster, source=source, stores=stores, sleep=sleep, limits=code_limits
+        )
         tests = run_benchmark(workflow, cluster, algorithms)
 
     at = timestamp(clock())

@@ -23,8 +23,8 @@ def variant_source(tmp: Path, variant: str) -> Path:
     return source
 
 
-def ledger_folder(results: Path, destination: str = "local") -> Path:
-    return results / "ratchet" / WORKFLOW_NAME / destination
+def ledger_folder(results: Path, destination: str = "local", tenant: str = "") -> Path:
+    return results / "ratchet" / tenant / WORKFLOW_NAME / destination
 
 
 def read_json(path: Path) -> Any:

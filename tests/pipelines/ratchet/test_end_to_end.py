@@ -18,12 +18,23 @@ from tests.pipelines.ratchet.support import EXAMPLE, TESTS, WORKFLOW_NAME, asser
 
 pytestmark = pytest.mark.integration
 
-FOLDER = f"ratchet/{WORKFLOW_NAME}/local"
+FOLDER = f"ratchet/bench/{WORKFLOW_NAME}/local"
 
 
 def test_the_example_workflow_ratchets_through_the_local_backend(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("ratchet-chain")
-    env = {"RELAY_BACKEND": "local", "RELAY_CATALOG_URI": str(COMPILED)}
+    # The example and its variants may be read, and run on the local cluster under the workdir, by this tenant only.
+    (workdir / "policy.yaml").write_text(
+        "tenants:\n- name: bench\n"
+        f"  triggers: [gs://{TRIGGERS}/ratchet/]\n"
+        f"  code: ['{EXAMPLE.as_uri()}/', '{workdir.as_uri()}/']\n"
+        f"  clusters: [{{kind: local, root: '{(workdir / 'cluster').as_uri()}'}}]\n"
+    )
+    env = {
+        "RELAY_BACKEND": "local",
+        "RELAY_CATALOG_URI": str(COMPILED),
+        "RELAY_POLICY_URI": str(workdir / "policy.yaml"),
+    }
     with relay_stack(workdir, env) as stack:
         storage = stack.storage_client()
 
@@ -40,7 +51,8 @@ def test_the_example_workflow_ratchets_through_the_local_backend(tmp_path_factor
             }
             blob = storage.bucket(TRIGGERS).blob(f"ratchet/{run_key}.json")
             blob.upload_from_string(json.dumps(document).encode(), content_type="application/json")
-            return eventually(lambda: read_record(storage, f"runs/{run_key}/result.json"), 60, f"{run_key} to end")
+            key = f"bench--{run_key}"  # the caller's key, in its tenant's namespace
+            return eventually(lambda: read_record(storage, f"runs/{key}/result.json"), 60, f"{key} to end")
 
         def stored(name: str) -> bytes:
             return storage.bucket(RESULTS).blob(f"{FOLDER}/{name}").download_as_bytes()
@@ -87,11 +99,12 @@ def test_the_example_workflow_ratchets_through_the_local_backend(tmp_path_factor
         )
 
         history = [json.loads(line) for line in stored("history.jsonl").decode().splitlines()]
-        assert [h["run_key"] for h in history] == ["ratchet-first", "ratchet-second", "ratchet-slow", "ratchet-broken"]
+        keys = ["ratchet-first", "ratchet-second", "ratchet-slow", "ratchet-broken"]
+        assert [h["run_key"] for h in history] == [f"bench--{key}" for key in keys]
         assert [h["status"] for h in history] == [200, 200, 502, 502]
         report = json.loads(stored("report.json"))
         assert (
-            report["run_key"] == "ratchet-broken"
+            report["run_key"] == "bench--ratchet-broken"
             and report["links"]["history"] == f"gs://{RESULTS}/{FOLDER}/history.jsonl"
         )
         html = stored("report.html").decode()

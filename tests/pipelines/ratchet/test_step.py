@@ -178,14 +178,15 @@ def test_secrets_never_reach_the_result_or_the_files(tmp_path: Path):
         destination = {"kind": "http", "preset": "oip", "url": server.url, "token": "secret://oip-token"}
         port = server.port
         result = run(tmp_path, "remote", {"RELAY_SECRET_OIP_TOKEN": token}, workflow=workflow, destination=destination)
-    assert result.status == 502 and "[redacted]" in result.message and token not in result.message
+    # The error answer reaches the result only as its status line: neither the echoed token nor any of the body.
+    assert result.status == 502 and "HTTP 500 Internal Server Error" in result.message and token not in result.message
     assert token not in json.dumps(result.outputs)
     folder = tmp_path / "results" / "ratchet" / "remote" / f"http-127.0.0.1-{port}"
     for path in folder.iterdir():
         assert token not in path.read_text(), path
     report = read_json(folder / "report.json")
     assert report["destination"]["kind"] == "http" and "token" not in report["destination"]
-    assert report["algorithms"][0]["error"] == "500: upstream refused Bearer [redacted]"
+    assert "upstream refused" not in json.dumps(report) and "HTTP 500" in report["algorithms"][0]["error"]
 
 
 def test_the_cli_runs_the_step_from_a_spec_file(tmp_path: Path):
@@ -218,4 +219,4 @@ def test_the_cli_runs_the_step_from_a_spec_file(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     result = read_json(tmp_path / "result.json")
     assert result["status"] == 200 and result["outputs"]["destination"] == "local"
-    assert history(ledger_folder(tmp_path / "results"))[0]["run_key"].startswith("manual-")
+    assert history(ledger_folder(tmp_path / "results", tenant="lab"))[0]["run_key"].startswith("manual-")
