@@ -17,7 +17,7 @@ usage() {
   cat <<'EOF'
 Usage: infra/deploy.sh --project PROJECT [options]
 
-Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and both functions.
+Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and policy, and both functions.
 
 Where:
   --project ID              Google Cloud project (env GOOGLE_CLOUD_PROJECT, then CLOUDSDK_CORE_PROJECT)
@@ -38,11 +38,18 @@ What Relay runs with:
   --notify-bucket BUCKET    route finalized objects of an existing data bucket to the trigger topic
                             (env DEPLOY_NOTIFY_BUCKET)
   --notify-prefix PREFIX    ... only those under PREFIX (env DEPLOY_NOTIFY_PREFIX)
+  --policy FILE             the deployment policy, published as policy.yaml beside the catalog, its task resources
+                            compiled into it (env DEPLOY_POLICY); required unless --catalog-uri names a catalog
+                            published with its policy elsewhere
+  --records-retention Nd    keep deleted or replaced records recoverable for N days, 7 to 90 (the results bucket's
+                            soft delete; env DEPLOY_RECORDS_RETENTION); left out, the bucket keeps what it has
 Already built elsewhere (Cloud Build passes both):
   --image URI               the steps image; otherwise built from pipelines/Dockerfile with Cloud Build
-  --catalog-dir DIR         a catalog compiled with that image, to publish to
-                            gs://PROJECT-PREFIX-results/catalog/VERSION (otherwise compiled here first)
-  --catalog-uri gs://...    a catalog published elsewhere: RELAY_CATALOG_URI, nothing is published
+  --catalog-dir DIR         a catalog compiled with that image, --policy FILE and --policy-uri gs://PROJECT-PREFIX-
+                            catalog/VERSION/policy.yaml, to publish to gs://PROJECT-PREFIX-catalog/VERSION
+                            (otherwise compiled here)
+  --catalog-uri gs://...    a catalog published elsewhere, its policy.yaml beside it: RELAY_CATALOG_URI, nothing is
+                            published
 Function shape:
   --runtime python311 --memory 512Mi --cpu 1 --concurrency 8 --max-instances 10 --timeout 540s
   --max-delivery-attempts 15   deliveries before an event goes to the dead-letter topic (5-100)
@@ -71,6 +78,8 @@ CATALOG_URI=${DEPLOY_CATALOG_URI:-}
 CATALOG_DIR=${DEPLOY_CATALOG_DIR:-}
 NOTIFY_BUCKET=${DEPLOY_NOTIFY_BUCKET:-}
 NOTIFY_PREFIX=${DEPLOY_NOTIFY_PREFIX:-}
+POLICY=${DEPLOY_POLICY:-}
+RECORDS_RETENTION=${DEPLOY_RECORDS_RETENTION:-}
 RUNTIME=python311
 MEMORY=512Mi
 CPU=1
@@ -100,7 +109,7 @@ IFS=',' read -r -a STEP_SECRETS <<<"${DEPLOY_STEP_SECRETS:-}"
 # folder and key files mean nothing on Google Cloud, where the functions are their service account.
 SETTABLE=(RELAY_AUTH RELAY_KFP_HOST RELAY_KFP_AUDIENCE RELAY_KFP_EXPERIMENT RELAY_VERTEX_LOCATION
   RELAY_VERTEX_ENDPOINT RELAY_MAX_EVENT_AGE RELAY_CLAIM_LEASE)
-DERIVED=(RELAY_BACKEND RELAY_RESULTS_URI RELAY_CATALOG_URI RELAY_NOTIFY_TOPIC RELAY_VERTEX_PROJECT
+DERIVED=(RELAY_BACKEND RELAY_RESULTS_URI RELAY_CATALOG_URI RELAY_POLICY_URI RELAY_NOTIFY_TOPIC RELAY_VERTEX_PROJECT
   RELAY_VERTEX_PIPELINE_ROOT RELAY_VERTEX_SERVICE_ACCOUNT)
 SECRET_ONLY=(RELAY_STATIC_TOKEN)
 LOCAL_ONLY=(RELAY_LOCAL_ROOT RELAY_CREDENTIALS_FILE)
@@ -138,7 +147,7 @@ while [[ $# -gt 0 ]]; do
     --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
       --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
       --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
-      --stage-only) need_value "$@" ;;
+      --stage-only | --policy | --records-retention) need_value "$@" ;;
     *) die "unknown option $arg (--help lists them)" ;;
   esac
   case $arg in
@@ -166,6 +175,8 @@ while [[ $# -gt 0 ]]; do
     --project-number) PROJECT_NUMBER=$2 ;;
     --stage) STAGE=$2 ;;
     --stage-only) STAGE=$2; STAGE_ONLY=true ;;
+    --policy) POLICY=$2 ;;
+    --records-retention) RECORDS_RETENTION=$2 ;;
   esac
   shift 2
 done
@@ -305,12 +316,24 @@ fi
 if [[ -n $NOTIFY_PREFIX && -z $NOTIFY_BUCKET ]]; then die "--notify-prefix needs --notify-bucket"; fi
 if [[ -n $PROJECT_NUMBER && ! $PROJECT_NUMBER =~ ^[0-9]+$ ]]; then die "--project-number: expected digits, found '$PROJECT_NUMBER'"; fi
 if [[ -n $CATALOG_DIR && -n $CATALOG_URI ]]; then die "--catalog-dir publishes a catalog, --catalog-uri names one: not both"; fi
+if [[ -n $POLICY && -n $CATALOG_URI ]]; then
+  die "--policy is published beside the catalog this script publishes; --catalog-uri names one published with its own: not both"
+fi
+if [[ -n $POLICY && ! -f $POLICY ]]; then die "--policy: no file $POLICY"; fi
+# Soft delete, not a retention policy or a default event-based hold: those refuse every overwrite for the period,
+# and records are overwritten generation-matched (launch.json launching -> launched, the ratchet's baseline).
+if [[ -n $RECORDS_RETENTION ]] &&
+  ! { [[ $RECORDS_RETENTION =~ ^([0-9]{1,3})d$ ]] && ((10#${BASH_REMATCH[1]} >= 7 && 10#${BASH_REMATCH[1]} <= 90)); }; then
+  die "--records-retention: expected 7d to 90d (Cloud Storage's soft delete bounds), found '$RECORDS_RETENTION'"
+fi
 
 # --- names: infra/terraform/main.tf builds the same ones ------------------------------------------------------
 
 TRIGGERS_BUCKET=$PROJECT-$PREFIX-triggers
 RESULTS_BUCKET=$PROJECT-$PREFIX-results
 PIPELINE_ROOT_BUCKET=$PROJECT-$PREFIX-pipeline-root
+# The catalog and the policy: written by the deployer only, read by the functions and the steps.
+CATALOG_BUCKET=$PROJECT-$PREFIX-catalog
 TRIGGERS_TOPIC=$PREFIX-triggers
 NOTIFICATIONS_TOPIC=$PREFIX-notifications
 DEAD_LETTER_TOPIC=$PREFIX-dead-letter
@@ -321,7 +344,8 @@ TRIGGER_SA=$PREFIX-trigger@$PROJECT.iam.gserviceaccount.com
 PIPELINES_SA=$PREFIX-pipelines@$PROJECT.iam.gserviceaccount.com
 OBJECT_FUNCTION=$PREFIX-on-object-finalized
 MESSAGE_FUNCTION=$PREFIX-on-message-published
-for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+BUCKETS=("$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET" "$CATALOG_BUCKET")
+for bucket in "${BUCKETS[@]}"; do
   ((${#bucket} <= 63)) || die "bucket name $bucket is longer than 63 characters: choose a shorter --prefix"
 done
 
@@ -340,17 +364,21 @@ else
 fi
 if [[ -z $CATALOG_URI ]] && ! $TEARDOWN && ! $DEAD_LETTER_ONLY; then
   needs_version
-  CATALOG_URI=gs://$RESULTS_BUCKET/catalog/$VERSION
+  CATALOG_URI=gs://$CATALOG_BUCKET/$VERSION
   PUBLISH_CATALOG=true
+  [[ -n $POLICY ]] || die "--policy is required: the catalog is published with the deployment policy beside it"
 else
   PUBLISH_CATALOG=false
 fi
+# The steps know it from the catalog (compiled with --policy-uri), the functions from RELAY_POLICY_URI.
+POLICY_URI=$CATALOG_URI/policy.yaml
 
 function_env() {
   local -A env=(
     [RELAY_BACKEND]=$BACKEND
     [RELAY_RESULTS_URI]=gs://$RESULTS_BUCKET
     [RELAY_CATALOG_URI]=$CATALOG_URI
+    [RELAY_POLICY_URI]=$POLICY_URI
     [RELAY_NOTIFY_TOPIC]=projects/$PROJECT/topics/$NOTIFICATIONS_TOPIC
   )
   if [[ $BACKEND == vertex ]]; then
@@ -425,13 +453,22 @@ service_agents() {
 
 buckets() {
   local bucket
-  for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+  # Uniform bucket-level access is also what lets the record bindings below carry IAM conditions.
+  for bucket in "${BUCKETS[@]}"; do
     ensure gcloud storage buckets describe "gs://$bucket" "--project=$PROJECT" --format=none -- \
       gcloud storage buckets create "gs://$bucket" "--project=$PROJECT" "--location=$REGION" \
       --uniform-bucket-level-access --public-access-prevention
   done
-  # Records and the published catalog are the state worth keeping: every overwrite leaves the old version.
-  run gcloud storage buckets update "gs://$RESULTS_BUCKET" "--project=$PROJECT" --versioning
+  # Records, the published catalogs and policies are the state worth keeping: every overwrite leaves the old version.
+  for bucket in "$RESULTS_BUCKET" "$CATALOG_BUCKET"; do
+    run gcloud storage buckets update "gs://$bucket" "--project=$PROJECT" --versioning
+  done
+  if [[ -n $RECORDS_RETENTION ]]; then
+    # A deleted record, or a replaced version deleted later, stays restorable this long; only the deployer
+    # (storage.buckets.update) can shorten it, and only an admin restore.
+    run gcloud storage buckets update "gs://$RESULTS_BUCKET" "--project=$PROJECT" \
+      "--soft-delete-duration=$RECORDS_RETENTION"
+  fi
 }
 
 topics() {
@@ -462,9 +499,21 @@ repository() {
     --repository-format=docker "--description=Relay pipeline steps image"
 }
 
-# grant KIND RESOURCE MEMBER ROLE: one role binding on one resource (removed again by --teardown).
+# under BUCKET TITLE PREFIX...: an IAM condition (gcloud's --condition syntax) that holds for the objects under
+# these prefixes. IAM names an object projects/_/buckets/BUCKET/objects/NAME; listing a bucket is not an object
+# request, so a binding under such a condition never lists. infra/terraform/iam.tf writes the same ones.
+under() {
+  local bucket=$1 title=$2 prefix expression=""
+  shift 2
+  for prefix in "$@"; do
+    expression+="${expression:+ || }resource.name.startsWith(\"projects/_/buckets/$bucket/objects/$prefix\")"
+  done
+  printf 'expression=%s,title=%s' "$expression" "$title"
+}
+
+# grant KIND RESOURCE MEMBER ROLE [CONDITION]: one role binding on one resource (removed again by --teardown).
 grant() {
-  local kind=$1 resource=$2 member=$3 role=$4 verb=add-iam-policy-binding
+  local kind=$1 resource=$2 member=$3 role=$4 condition=${5:-} verb=add-iam-policy-binding
   local -a cmd
   if $TEARDOWN; then
     verb=remove-iam-policy-binding
@@ -481,7 +530,9 @@ grant() {
   case $kind in
     # --condition=None: without it, gcloud refuses (or prompts) when the project policy has conditional bindings.
     project) cmd=(gcloud projects "$verb" "$resource" --condition=None) ;;
-    bucket) cmd=(gcloud storage buckets "$verb" "gs://$resource") ;;
+    # A bucket binding always names its condition: gcloud refuses (or prompts) to add or remove one without it
+    # once the bucket's policy holds a conditional binding, as the results bucket's does.
+    bucket) cmd=(gcloud storage buckets "$verb" "gs://$resource" "--condition=${condition:-None}") ;;
     topic) cmd=(gcloud pubsub topics "$verb" "$resource" "--project=$PROJECT") ;;
     subscription) cmd=(gcloud pubsub subscriptions "$verb" "$resource" "--project=$PROJECT") ;;
     service-account) cmd=(gcloud iam service-accounts "$verb" "$resource" "--project=$PROJECT") ;;
@@ -489,8 +540,19 @@ grant() {
     run-service) cmd=(gcloud run services "$verb" "$resource" "--region=$REGION" "--project=$PROJECT") ;;
     *) die "grant: unknown kind $kind" ;;
   esac
+  [[ -z $condition || $kind == bucket ]] || die "grant: a condition on a $kind binding"
   cmd+=("--member=$member" "--role=$role" --format=none)
   if $TEARDOWN; then run_tolerant "${cmd[@]}"; else run_retrying "${cmd[@]}"; fi
+}
+
+# Deployments before the catalog bucket gave both accounts objectUser on the whole results bucket, which outlives
+# a redeploy (bindings are only ever added): take those back so that only the conditional ones remain.
+revoke_superseded() {
+  local account
+  for account in "$FUNCTIONS_SA" "$PIPELINES_SA"; do
+    run_tolerant gcloud storage buckets remove-iam-policy-binding "gs://$RESULTS_BUCKET" --condition=None \
+      "--member=serviceAccount:$account" --role=roles/storage.objectUser --format=none
+  done
 }
 
 # Every role Relay's principals hold, each on the one resource it is needed for. infra/terraform/iam.tf holds the
@@ -498,9 +560,12 @@ grant() {
 bindings() {
   local fn=serviceAccount:$FUNCTIONS_SA trigger=serviceAccount:$TRIGGER_SA pipelines=serviceAccount:$PIPELINES_SA
   local spec secret
-  # Functions: read trigger files; write records (generation-matched overwrites) and read the catalog beside them.
+  # Functions: read trigger files and the catalog with its policy; write launch records (created, then overwritten
+  # generation-matched) and rejections, under those two prefixes only.
   grant bucket "$TRIGGERS_BUCKET" "$fn" roles/storage.objectViewer
-  grant bucket "$RESULTS_BUCKET" "$fn" roles/storage.objectUser
+  grant bucket "$CATALOG_BUCKET" "$fn" roles/storage.objectViewer
+  grant bucket "$RESULTS_BUCKET" "$fn" roles/storage.objectUser \
+    "$(under "$RESULTS_BUCKET" "Relay functions: runs and rejected records" runs/ rejected/)"
   grant topic "$NOTIFICATIONS_TOPIC" "$fn" roles/pubsub.publisher
   for spec in "${FUNCTION_SECRETS[@]}"; do
     grant secret "$(secret_id "$spec")" "$fn" roles/secretmanager.secretAccessor
@@ -520,9 +585,15 @@ bindings() {
   fi
   # Pub/Sub forwards undeliverable events to the dead-letter topic as its own service agent.
   grant topic "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
-  # Pipeline steps: Vertex's scratch space, the run's result record, its notification, secret:// references.
+  # Pipeline steps: Vertex's scratch space; the catalog's policy; the run's result record, created once and never
+  # replaced (objectCreator has no delete, which an overwrite needs), so no run can rewrite another's; the
+  # ratchet's ledger, which moves by generation-matched overwrites; the notification; secret:// references.
   grant bucket "$PIPELINE_ROOT_BUCKET" "$pipelines" roles/storage.objectAdmin
-  grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectUser
+  grant bucket "$CATALOG_BUCKET" "$pipelines" roles/storage.objectViewer
+  grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectCreator \
+    "$(under "$RESULTS_BUCKET" "Relay pipelines: create run records" runs/)"
+  grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectUser \
+    "$(under "$RESULTS_BUCKET" "Relay pipelines: the ratchet ledger" ratchet/)"
   grant topic "$NOTIFICATIONS_TOPIC" "$pipelines" roles/pubsub.publisher
   for secret in "${STEP_SECRETS[@]}"; do
     grant secret "$secret" "$pipelines" roles/secretmanager.secretAccessor
@@ -550,8 +621,8 @@ image() {
     "--substitutions=$joined"
 }
 
-# The catalog, compiled with the image's URI, under a versioned prefix that the functions read: the upload holds
-# functions/ only, so pipelines/compiled/ is not there.
+# The catalog, compiled with the image's URI and the policy's, and the policy beside it, under a versioned folder of
+# the catalog bucket that the functions read: the upload holds functions/ only, so pipelines/compiled/ is not there.
 catalog() {
   local python=${PYTHON:-}
   if [[ -z $python ]]; then
@@ -560,9 +631,21 @@ catalog() {
   local dir=$CATALOG_DIR
   if [[ -z $dir ]]; then
     dir=$STAGE/catalog
-    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m pipelines.compile --image "$IMAGE" --out "$dir"
+    # The policy's task resources, where the steps read it, and where they write records are compiled in.
+    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m pipelines.compile --image "$IMAGE" --policy "$POLICY" \
+      --policy-uri "$POLICY_URI" --results-uri "gs://$RESULTS_BUCKET" --out "$dir"
+  elif ! $DRY_RUN; then
+    # A catalog compiled for another version would send its steps to that version's policy.
+    local spec
+    for spec in "$dir"/*.yaml; do
+      [[ ${spec##*/} == policy.yaml ]] && continue
+      grep -qF "$POLICY_URI" "$spec" ||
+        die "$spec does not name $POLICY_URI: compile it with --policy-uri $POLICY_URI"
+    done
   fi
   run gcloud storage rsync "$dir" "$CATALOG_URI" "--project=$PROJECT" --checksums-only
+  # Last, so that it replaces any policy.yaml the folder held.
+  run gcloud storage cp "$POLICY" "$POLICY_URI" "--project=$PROJECT"
 }
 
 deploy_function() {
@@ -684,7 +767,7 @@ teardown() {
   if_exists gcloud artifacts repositories describe "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" \
     --format=none -- \
     gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" --quiet
-  for bucket in "$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET"; do
+  for bucket in "${BUCKETS[@]}"; do
     if $DELETE_BUCKETS; then
       if_exists gcloud storage buckets describe "gs://$bucket" "--project=$PROJECT" --format=none -- \
         gcloud storage rm --recursive --all-versions "gs://$bucket" "--project=$PROJECT"
@@ -734,6 +817,7 @@ buckets
 topics
 service_accounts
 bindings
+revoke_superseded
 if $BUILD_IMAGE; then image; fi
 if $PUBLISH_CATALOG; then catalog; fi
 stage_functions "$STAGE/functions"
@@ -742,5 +826,5 @@ dead_letter
 notification
 if ! $DRY_RUN; then
   log "Relay is deployed: drop a trigger file in gs://$TRIGGERS_BUCKET or publish one to $TRIGGERS_TOPIC;"
-  log "records go to gs://$RESULTS_BUCKET, the catalog is $CATALOG_URI, the steps image $IMAGE."
+  log "records go to gs://$RESULTS_BUCKET, the catalog is $CATALOG_URI (policy: $POLICY_URI), the steps image $IMAGE."
 fi

@@ -7,7 +7,7 @@ locals {
   gcs_agent    = "serviceAccount:${data.google_storage_project_service_account.this.email_address}"
 }
 
-# --- the functions: read trigger files, write records and read the catalog beside them, publish records -----------
+# --- the functions: read trigger files and the catalog, write launch records and rejections, publish records -----
 
 resource "google_storage_bucket_iam_member" "functions_read_triggers" {
   bucket = google_storage_bucket.triggers.name
@@ -15,11 +15,23 @@ resource "google_storage_bucket_iam_member" "functions_read_triggers" {
   member = google_service_account.functions.member
 }
 
-# objectUser: records are created and then overwritten generation-matched (launching -> launched).
-resource "google_storage_bucket_iam_member" "functions_write_results" {
+resource "google_storage_bucket_iam_member" "functions_read_catalog" {
+  bucket = google_storage_bucket.catalog.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.functions.member
+}
+
+# objectUser: launch records are created and then overwritten generation-matched (launching -> launched); under
+# runs/ and rejected/ only, so the ratchet's ledger is out of reach.
+resource "google_storage_bucket_iam_member" "functions_write_records" {
   bucket = google_storage_bucket.results.name
   role   = "roles/storage.objectUser"
   member = google_service_account.functions.member
+
+  condition {
+    title      = "Relay functions: runs and rejected records"
+    expression = "resource.name.startsWith(\"${local.results_objects}/runs/\") || resource.name.startsWith(\"${local.results_objects}/rejected/\")"
+  }
 }
 
 resource "google_pubsub_topic_iam_member" "functions_publish_notifications" {
@@ -82,7 +94,7 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter" {
   member  = local.pubsub_agent
 }
 
-# --- the pipeline steps: Vertex's scratch space, the run's result record, its notification, secret:// ------------
+# --- the pipeline steps: Vertex's scratch space, the policy, result records, the ratchet, notifications, secret:// --
 
 resource "google_storage_bucket_iam_member" "pipelines_pipeline_root" {
   bucket = google_storage_bucket.pipeline_root.name
@@ -90,10 +102,35 @@ resource "google_storage_bucket_iam_member" "pipelines_pipeline_root" {
   member = google_service_account.pipelines.member
 }
 
-resource "google_storage_bucket_iam_member" "pipelines_write_results" {
+resource "google_storage_bucket_iam_member" "pipelines_read_catalog" {
+  bucket = google_storage_bucket.catalog.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.pipelines.member
+}
+
+# A run's result record is created once and never replaced: objectCreator has no delete, which an overwrite needs,
+# so no run can rewrite another's record.
+resource "google_storage_bucket_iam_member" "pipelines_create_records" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.pipelines.member
+
+  condition {
+    title      = "Relay pipelines: create run records"
+    expression = "resource.name.startsWith(\"${local.results_objects}/runs/\")"
+  }
+}
+
+# The ratchet's baseline and history move by generation-matched overwrites.
+resource "google_storage_bucket_iam_member" "pipelines_ratchet_ledger" {
   bucket = google_storage_bucket.results.name
   role   = "roles/storage.objectUser"
   member = google_service_account.pipelines.member
+
+  condition {
+    title      = "Relay pipelines: the ratchet ledger"
+    expression = "resource.name.startsWith(\"${local.results_objects}/ratchet/\")"
+  }
 }
 
 resource "google_pubsub_topic_iam_member" "pipelines_publish_notifications" {

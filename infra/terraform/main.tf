@@ -1,5 +1,5 @@
 # Relay on Google Cloud: the same resources, names, triggers and roles as infra/deploy.sh (tests/infra compares
-# the two). Buckets, topics, service accounts and the catalog here; role bindings in iam.tf; the functions in
+# the two). Buckets, topics, service accounts, the catalog and its policy here; role bindings in iam.tf; the functions in
 # functions.tf; the optional data-bucket notification in notification.tf.
 
 locals {
@@ -23,16 +23,22 @@ locals {
     "iam.googleapis.com",
   ], local.vertex ? ["aiplatform.googleapis.com"] : [])
 
-  # The catalog is published next to the records, under a versioned folder the functions are pointed at.
-  catalog_files   = sort(tolist(fileset(var.catalog_dir, "*.yaml")))
-  catalog_digest  = sha256(join("\n", [for name in local.catalog_files : "${name} ${filesha256("${var.catalog_dir}/${name}")}"]))
-  catalog_version = var.catalog_version != "" ? var.catalog_version : substr(local.catalog_digest, 0, 12)
-  catalog_uri     = "gs://${google_storage_bucket.results.name}/catalog/${local.catalog_version}"
+  # The catalog and the policy beside it are published to a bucket only the deployer writes, under a versioned
+  # folder the functions are pointed at. The specs name the policy (pipelines.compile --policy-uri), so the
+  # version is chosen before compiling, not derived from what was compiled. A policy.yaml in the folder is not
+  # the policy: policy_file is.
+  catalog_files = sort([for name in fileset(var.catalog_dir, "*.yaml") : name if name != "policy.yaml"])
+  catalog_uri   = "gs://${google_storage_bucket.catalog.name}/${var.catalog_version}"
+  policy_uri    = "${local.catalog_uri}/policy.yaml"
+
+  # IAM names an object projects/_/buckets/BUCKET/objects/NAME: the record bindings' conditions match on it.
+  results_objects = "projects/_/buckets/${google_storage_bucket.results.name}/objects"
 
   base_env = {
     RELAY_BACKEND      = var.backend
     RELAY_RESULTS_URI  = "gs://${google_storage_bucket.results.name}"
     RELAY_CATALOG_URI  = local.catalog_uri
+    RELAY_POLICY_URI   = local.policy_uri
     RELAY_NOTIFY_TOPIC = google_pubsub_topic.notifications.id
   }
   vertex_env = {
@@ -85,7 +91,35 @@ resource "google_storage_bucket" "results" {
   public_access_prevention    = "enforced"
   labels                      = local.labels
 
-  # Records and the published catalog are the state worth keeping: every overwrite leaves the old version.
+  # Records are the state worth keeping: every overwrite leaves the old version.
+  versioning {
+    enabled = true
+  }
+
+  # Soft delete, not a retention policy or a default event-based hold: those refuse every overwrite for the
+  # period, and records are overwritten generation-matched (launch.json launching -> launched, the ratchet's
+  # baseline). Unset, the bucket keeps Cloud Storage's default.
+  dynamic "soft_delete_policy" {
+    for_each = var.records_retention_days > 0 ? [var.records_retention_days] : []
+    content {
+      retention_duration_seconds = soft_delete_policy.value * 86400
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# The catalog and its policy: written by the deployer only, read by the functions and the pipeline steps.
+resource "google_storage_bucket" "catalog" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  name                        = "${var.project_id}-${var.prefix}-catalog"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  # A republished version leaves the one it replaced, so what a run was checked against can be found again.
   versioning {
     enabled = true
   }
@@ -123,9 +157,24 @@ resource "google_storage_bucket" "sources" {
 resource "google_storage_bucket_object" "catalog" {
   for_each = toset(local.catalog_files)
 
-  bucket       = google_storage_bucket.results.name
-  name         = "catalog/${local.catalog_version}/${each.value}"
+  bucket       = google_storage_bucket.catalog.name
+  name         = "${var.catalog_version}/${each.value}"
   source       = "${var.catalog_dir}/${each.value}"
+  content_type = "application/yaml"
+
+  lifecycle {
+    # A catalog compiled for another version would send its steps to that version's policy (deploy.sh checks so too).
+    precondition {
+      condition     = strcontains(file("${var.catalog_dir}/${each.value}"), local.policy_uri)
+      error_message = "The catalog does not name ${local.policy_uri}: compile it with python -m pipelines.compile --policy-uri ${local.policy_uri}."
+    }
+  }
+}
+
+resource "google_storage_bucket_object" "policy" {
+  bucket       = google_storage_bucket.catalog.name
+  name         = "${var.catalog_version}/policy.yaml"
+  source       = var.policy_file
   content_type = "application/yaml"
 }
 

@@ -4,7 +4,7 @@ output "triggers_bucket" {
 }
 
 output "results_bucket" {
-  description = "Run records (runs/, rejected/, ratchet/) and the published catalog (catalog/)."
+  description = "Run records (runs/, rejected/, ratchet/)."
   value       = google_storage_bucket.results.name
 }
 
@@ -45,9 +45,19 @@ output "functions" {
   }
 }
 
+output "catalog_bucket" {
+  description = "The published catalogs and policies, one folder per version; only the deployer writes here."
+  value       = google_storage_bucket.catalog.name
+}
+
 output "catalog_uri" {
   description = "RELAY_CATALOG_URI: the versioned prefix the functions read the catalog from."
   value       = local.catalog_uri
+}
+
+output "policy_uri" {
+  description = "RELAY_POLICY_URI: the policy the functions and the pipeline steps enforce."
+  value       = local.policy_uri
 }
 
 output "steps_image_repository" {

@@ -89,14 +89,34 @@ variable "notify_prefix" {
 }
 
 variable "catalog_dir" {
-  description = "Folder of the compiled catalog (<name>.yaml), compiled with the steps image: python -m pipelines.compile --image IMAGE --out DIR."
+  description = "Folder of the compiled catalog (<name>.yaml), compiled with the steps image and this version's policy: python -m pipelines.compile --image IMAGE --policy POLICY_FILE --policy-uri gs://PROJECT-PREFIX-catalog/VERSION/policy.yaml --results-uri gs://PROJECT-PREFIX-results --out DIR."
   type        = string
 }
 
 variable "catalog_version" {
-  description = "Folder of the published catalog under gs://PROJECT-PREFIX-results/catalog/ (Cloud Build uses the commit); \"\" names it by the specs' content hash."
+  description = "Folder of the published catalog and policy in gs://PROJECT-PREFIX-catalog/ (Cloud Build uses the commit). The specs name the policy under it, so it is chosen before compiling."
   type        = string
-  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", var.catalog_version))
+    error_message = "catalog_version must be 1-100 letters, digits, dots, dashes or underscores (one folder name)."
+  }
+}
+
+variable "policy_file" {
+  description = "The deployment policy (YAML), published as policy.yaml beside the catalog: RELAY_POLICY_URI."
+  type        = string
+}
+
+variable "records_retention_days" {
+  description = "Days a deleted or replaced record stays restorable (the results bucket's soft delete), 7 to 90; 0 leaves the bucket's setting alone. infra/deploy.sh --records-retention Nd."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.records_retention_days == 0 || (var.records_retention_days >= 7 && var.records_retention_days <= 90)
+    error_message = "records_retention_days must be 0 or 7 to 90 (Cloud Storage's soft delete bounds)."
+  }
 }
 
 variable "functions_source_dir" {

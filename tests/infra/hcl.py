@@ -465,6 +465,8 @@ class Module:
             return sorted(str(p.relative_to(folder)) for p in Path(folder).glob(pattern) if p.is_file())
         if name == "filesha256":
             return hashlib.sha256(Path(self.evaluate(args[0], scope)).read_bytes()).hexdigest()
+        if name == "file":
+            return Path(self.evaluate(args[0], scope)).read_text()
         if name not in FUNCTIONS:
             raise HclError(f"function {name}() is not supported")
         return FUNCTIONS[name](*(self.evaluate(arg, scope) for arg in args))

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "infra" / "deploy.sh"
 TERRAFORM = ROOT / "infra" / "terraform"
 EXAMPLE_ENV = TERRAFORM / "envs" / "example"
+# What the tests pass as --policy / policy_file: the tools publish it and never read it.
+POLICY = Path(__file__).with_name("policy.yaml")
 
 # Terraform names the function upload's bucket itself; gcloud uploads into Cloud Functions' own.
 TERRAFORM_ONLY_BUCKETS = frozenset({"sources"})
@@ -39,6 +41,7 @@ class Inputs:
     step_secrets: tuple[str, ...] = ()
     notify_bucket: str = ""
     notify_prefix: str = ""
+    records_retention_days: int = 0
 
     def script_args(self) -> list[str]:
         args = [
@@ -48,7 +51,10 @@ class Inputs:
             f"--prefix={self.prefix}",
             f"--backend={self.backend}",
             f"--version={self.version}",
+            f"--policy={POLICY}",
         ]
+        if self.records_retention_days:
+            args.append(f"--records-retention={self.records_retention_days}d")
         args += [f"--env={name}={value}" for name, value in self.settings.items()]
         args += [f"--secret={env}={secret}:{version}" for env, (secret, version) in self.function_secrets.items()]
         args += [f"--step-secret={secret}" for secret in self.step_secrets]
@@ -71,7 +77,12 @@ class Inputs:
             "notify_prefix": self.notify_prefix,
             "catalog_dir": str(catalog_dir),
             "catalog_version": self.version,
+            "policy_file": str(POLICY),
+            "records_retention_days": self.records_retention_days,
         }
+
+    def policy_uri(self) -> str:
+        return f"gs://{self.project}-{self.prefix}-catalog/{self.version}/policy.yaml"
 
 
 def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -123,6 +134,7 @@ class Binding:
     resource: str
     member: str
     role: str
+    condition: tuple[str, str] | None = None  # (title, expression) of an IAM condition
 
 
 @dataclass
@@ -136,6 +148,9 @@ class System:
     bindings: set[Binding] = field(default_factory=set)
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: set[tuple[str, str, str, str, str]] = field(default_factory=set)
+    # Bindings the script removes: a teardown's, or a deploy's superseded ones (Terraform drops what it no longer
+    # declares by itself, so it has none).
+    revoked: set[Binding] = field(default_factory=set)
 
 
 # Every command path the script may print, so that a new kind of command cannot slip past the comparison.
@@ -146,6 +161,7 @@ KNOWN_COMMANDS = {
     ("projects", "remove-iam-policy-binding"),
     ("storage", "service-agent"),
     ("storage", "rsync"),
+    ("storage", "cp"),
     ("storage", "rm"),
     ("storage", "buckets", "describe"),
     ("storage", "buckets", "create"),
@@ -242,8 +258,12 @@ def from_script(output: str) -> System:
             props |= {"uniform"} if flags.get("uniform-bucket-level-access") is True else set()
             props |= {"public-access-prevention"} if flags.get("public-access-prevention") is True else set()
             system.buckets[args[0].removeprefix("gs://")] = props
-        elif path == ("storage", "buckets", "update") and flags.get("versioning") is True:
-            system.buckets[args[0].removeprefix("gs://")].add("versioning")
+        elif path == ("storage", "buckets", "update"):
+            props = system.buckets[args[0].removeprefix("gs://")]
+            if flags.get("versioning") is True:
+                props.add("versioning")
+            if "soft-delete-duration" in flags:
+                props.add(f"soft-delete={seconds(str(flags['soft-delete-duration']))}")
         elif path == ("pubsub", "topics", "create"):
             system.topics.add(args[0])
         elif path == ("pubsub", "subscriptions", "create"):
@@ -258,7 +278,14 @@ def from_script(output: str) -> System:
             system.repositories.add((args[0], str(flags["location"]), str(flags["repository-format"])))
         elif path[-1] in ("add-iam-policy-binding", "remove-iam-policy-binding"):
             kind = _BINDING_KINDS[path[:-1]]
-            system.bindings.add(Binding(kind, args[0].removeprefix("gs://"), str(flags["member"]), str(flags["role"])))
+            binding = Binding(
+                kind,
+                args[0].removeprefix("gs://"),
+                str(flags["member"]),
+                str(flags["role"]),
+                _condition(flags.get("condition")),
+            )
+            (system.bindings if path[-1] == "add-iam-policy-binding" else system.revoked).add(binding)
         elif path == ("functions", "deploy"):
             system.functions[args[0]] = _script_function(flags, project)
         elif path == ("storage", "buckets", "notifications", "create"):
@@ -272,6 +299,16 @@ def from_script(output: str) -> System:
                 )
             )
     return system
+
+
+def _condition(flag: str | bool | None) -> tuple[str, str] | None:
+    """gcloud's --condition=expression=...,title=... (or None) as (title, expression)."""
+    if flag is None or flag == "None":
+        return None
+    assert isinstance(flag, str), flag
+    pairs = dict(pair.split("=", 1) for pair in flag.split(","))
+    assert set(pairs) == {"expression", "title"}, f"a condition this comparison does not read: {flag}"
+    return pairs["title"], pairs["expression"]
 
 
 def _script_function(flags: Mapping[str, str | bool], project: str) -> dict[str, Any]:
@@ -385,6 +422,8 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
         props |= {"public-access-prevention"} if bucket["public_access_prevention"] == "enforced" else set()
         if any(block.get("enabled") is True for block in module.blocks_of(body, "versioning")):
             props.add("versioning")
+        for policy in module.blocks_of(body, "soft_delete_policy"):
+            props.add(f"soft-delete={policy['retention_duration_seconds']}")
         system.buckets[bucket["name"]] = props
     system.topics = {i["name"] for _, i, _ in module.instances("google_pubsub_topic")}
     for _, subscription, body in module.instances("google_pubsub_subscription"):
@@ -400,10 +439,13 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
         for _, i, _ in module.instances("google_artifact_registry_repository")
     }
     for kind, (binding_kind, resource) in _IAM_RESOURCES.items():
-        for _, iam, _ in module.instances(kind):
+        for _, iam, body, scope in module.scoped_instances(kind):
             if binding_kind == "bucket" and iam["bucket"] in terraform_only:
                 continue
-            system.bindings.add(Binding(binding_kind, resource(iam), iam["member"], iam["role"]))
+            conditions = [(c["title"], c["expression"]) for c in module.blocks_of(body, "condition", scope)]
+            assert len(conditions) <= 1, f"{kind}: more than one condition"
+            condition = conditions[0] if conditions else None
+            system.bindings.add(Binding(binding_kind, resource(iam), iam["member"], iam["role"], condition))
     for _, function, body, scope in module.scoped_instances("google_cloudfunctions2_function"):
         system.functions[function["name"]] = _terraform_function(module, function, body, scope)
     for _, notification, _ in module.instances("google_storage_notification"):

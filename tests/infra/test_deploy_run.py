@@ -31,9 +31,10 @@ class FakeCloud:
         fake = Path(__file__).with_name("fake_gcloud.py")
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{fake}" "$@"\n')
         shim.chmod(0o755)
-        catalog = folder / "catalog"
+        self.catalog = catalog = folder / "catalog"
         catalog.mkdir()
-        (catalog / "push.yaml").write_text("{}\n")
+        # deploy.sh checks that a prebuilt catalog names the policy it publishes beside it.
+        (catalog / "push.yaml").write_text(f"value: {INPUTS.policy_uri()}\n")
         self.args = [
             *(a for a in INPUTS.script_args() if not a.startswith("--project-number")),
             "--image=europe-west1-docker.pkg.dev/demo-project/relay/steps:abc123def456",
@@ -84,7 +85,7 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud):
     first = _verbs(cloud.run())
     second = _verbs(cloud.run())
     creates = [verb for verb in first if verb.endswith("create")]
-    assert len(creates) == 3 + 3 + 1 + 3 + 1 + 1  # buckets, topics, subscription, accounts, repository, notification
+    assert len(creates) == 4 + 3 + 1 + 3 + 1 + 1  # buckets, topics, subscription, accounts, repository, notification
     assert not [verb for verb in second if verb.endswith("create")]
     # What is idempotent by nature runs again: it puts back anything changed by hand.
     assert second.count("functions deploy") == 2
@@ -95,10 +96,19 @@ def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(c
     cloud.run()
     first = _verbs(cloud.run("--teardown", "--delete-buckets"))
     assert first.count("functions delete") == 2
-    assert first.count("storage rm") == 3
+    assert first.count("storage rm") == 4
     assert first.count("storage buckets notifications delete") == 1
     state = json.loads(cloud.state.read_text())
     assert not state["notes"]
     assert not [thing for thing in state["exists"] if not thing.startswith("image ")]
     second = _verbs(cloud.run("--teardown", "--delete-buckets"))
     assert not [verb for verb in second if verb.endswith(("delete", "rm"))]
+
+
+def test_a_catalog_compiled_for_another_policy_is_refused_before_anything_is_published(cloud: FakeCloud):
+    (cloud.catalog / "push.yaml").write_text("value: gs://demo-project-relay-catalog/older/policy.yaml\n")
+    env = {"PATH": f"{cloud.bin}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(cloud.state)}
+    result = run_script(*cloud.args, env=env)
+    assert result.returncode == 2
+    assert f"does not name {INPUTS.policy_uri()}: compile it with --policy-uri" in result.stderr
+    assert not [verb for verb in _verbs(cloud.calls()) if verb in ("storage rsync", "storage cp", "functions deploy")]

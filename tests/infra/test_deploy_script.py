@@ -12,7 +12,9 @@ import pytest
 from relay.config import Settings, parse_duration
 from tests.infra.support import (
     DEPLOY,
+    POLICY,
     ROOT,
+    Binding,
     Inputs,
     command_lines,
     dry_run,
@@ -67,14 +69,15 @@ def test_every_create_is_guarded_by_a_look_first(inputs: Inputs):
     for line in dry_run(*inputs.script_args()).splitlines():
         if line.startswith("#") or not line.strip():
             continue
-        if " || " in line:
-            probe, action = command_lines(line)
+        commands = command_lines(line)  # a condition's own || is quoted: only the shell's splits
+        if len(commands) == 2:
+            probe, action = commands
             assert split_command(probe[1:]).path[-1] == "describe", line
             assert split_command(action[1:]).path[-1] in ("create", "submit"), line
             if action[1:3] != ["builds", "submit"]:  # the image's probe names the tag the build pushes
                 assert _resource(probe) == _resource(action), f"the probe looks at another resource: {line}"
         else:
-            [argv] = command_lines(line)
+            [argv] = commands
             if argv[0] != "gcloud":
                 continue
             path = split_command(argv[1:]).path
@@ -112,7 +115,8 @@ def test_the_functions_get_what_relay_needs_and_nothing_else():
         assert function["service_account"] == "relay-functions@demo-project.iam.gserviceaccount.com"
         assert function["trigger_service_account"] == "relay-trigger@demo-project.iam.gserviceaccount.com"
         assert function["secrets"] == {"RELAY_STATIC_TOKEN": "kfp-token:latest"}
-        assert function["env"]["RELAY_CATALOG_URI"] == "gs://demo-project-relay-results/catalog/abc123def456"
+        assert function["env"]["RELAY_CATALOG_URI"] == "gs://demo-project-relay-catalog/abc123def456"
+        assert function["env"]["RELAY_POLICY_URI"] == "gs://demo-project-relay-catalog/abc123def456/policy.yaml"
         assert not any("TOKEN" in name for name in function["env"]), "credentials travel as secrets only"
 
 
@@ -142,7 +146,9 @@ def test_every_relay_setting_is_settable_derived_or_secret():
         body = re.search(rf"^{group}=\(([^)]*)\)", script, re.M)
         assert body, group
         classified[group] = set(body.group(1).split())
-    assert {f"RELAY_{name}" for name in read} == set().union(*classified.values())
+    # The steps read RELAY_POLICY_URI (compiled into the catalog); the functions' config may not read it yet.
+    assert set().union(*classified.values()) - {f"RELAY_{name}" for name in read} <= {"RELAY_POLICY_URI"}
+    assert {f"RELAY_{name}" for name in read} <= set().union(*classified.values())
     variables = (ROOT / "infra/terraform/variables.tf").read_text()
     allowed = re.search(r'variable "relay_settings".*?contains\(\[(.*?)\]', variables, re.S)
     assert allowed
@@ -164,13 +170,77 @@ def test_every_relay_setting_is_settable_derived_or_secret():
         (["--max-delivery-attempts=3"], "5 to 100"),
         (["--notify-prefix=x/"], "needs --notify-bucket"),
         (["--catalog-dir=x", "--catalog-uri=gs://y"], "not both"),
+        (["--catalog-uri=gs://y"], "not both"),
+        (["--policy=no/such/policy.yaml"], "--policy: no file"),
+        (["--records-retention=6d"], "7d to 90d"),
+        (["--records-retention=30"], "7d to 90d"),
         (["--unknown"], "unknown option"),
     ],
 )
 def test_it_refuses_what_cannot_work(args: list[str], message: str):
-    result = run_script("--dry-run", "--project=demo-project", "--version=v1", *args)
+    result = run_script("--dry-run", "--project=demo-project", "--version=v1", f"--policy={POLICY}", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_published_catalog_needs_a_policy():
+    result = run_script("--dry-run", "--project=demo-project", "--version=v1")
+    assert result.returncode == 2
+    assert "--policy is required" in result.stderr
+    # Teardown and the dead-letter step publish nothing.
+    for mode in ("--teardown", "--dead-letter-only"):
+        assert run_script("--dry-run", "--project=demo-project", mode).returncode == 0
+
+
+def test_the_records_retention_is_the_results_buckets_soft_delete():
+    def soft_delete(inputs: Inputs) -> dict[str, set[str]]:
+        buckets = from_script(dry_run(*inputs.script_args())).buckets
+        return {bucket: {p for p in props if p.startswith("soft-delete")} for bucket, props in buckets.items()}
+
+    kept = soft_delete(Inputs(records_retention_days=30))
+    assert kept.pop("demo-project-relay-results") == {"soft-delete=2592000"}
+    assert not any(kept.values()), "records only"
+    assert not any(soft_delete(Inputs()).values()), "left alone unless asked"
+    # A retention policy or a default event-based hold would refuse the overwrites records need.
+    assert "retention-period" not in DEPLOY.read_text() and "--default-event-based-hold" not in DEPLOY.read_text()
+
+
+def _objects(bucket: str, *prefixes: str) -> str:
+    return " || ".join(f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{p}")' for p in prefixes)
+
+
+def test_the_accounts_write_records_only_under_their_prefixes_and_never_the_catalog():
+    system = from_script(dry_run(*FULL.script_args()))
+    results, catalog = "demo-project-relay-results", "demo-project-relay-catalog"
+    fn = "serviceAccount:relay-functions@demo-project.iam.gserviceaccount.com"
+    pipelines = "serviceAccount:relay-pipelines@demo-project.iam.gserviceaccount.com"
+    on_results = {b for b in system.bindings if b.resource == results}
+    assert on_results == {
+        Binding("bucket", results, fn, "roles/storage.objectUser",
+                ("Relay functions: runs and rejected records", _objects(results, "runs/", "rejected/"))),
+        Binding("bucket", results, pipelines, "roles/storage.objectCreator",
+                ("Relay pipelines: create run records", _objects(results, "runs/"))),
+        Binding("bucket", results, pipelines, "roles/storage.objectUser",
+                ("Relay pipelines: the ratchet ledger", _objects(results, "ratchet/"))),
+    }  # fmt: skip
+    assert {(b.member, b.role, b.condition) for b in system.bindings if b.resource == catalog} == {
+        (fn, "roles/storage.objectViewer", None),
+        (pipelines, "roles/storage.objectViewer", None),
+    }
+    assert "versioning" in system.buckets[catalog] and "versioning" in system.buckets[results]
+    # What earlier deployments granted on the whole results bucket is taken back, and nothing else.
+    assert system.revoked == {
+        Binding("bucket", results, fn, "roles/storage.objectUser"),
+        Binding("bucket", results, pipelines, "roles/storage.objectUser"),
+    }
+
+
+def test_every_bucket_binding_names_its_condition():
+    """gcloud refuses, without a prompt, a binding without --condition on a policy that has conditional ones."""
+    for args in (FULL.script_args(), ["--teardown", *FULL.script_args()]):
+        for argv in gcloud_commands(dry_run(*args)):
+            if argv[:2] == ["storage", "buckets"] and argv[2].endswith("iam-policy-binding"):
+                assert split_command(argv).flags.get("condition"), " ".join(argv)
 
 
 def test_it_needs_a_project():
@@ -190,6 +260,7 @@ def test_settings_come_from_the_environment_too():
             "RELAY_KFP_HOST": "https://kfp.example.com",
             "DEPLOY_SECRETS": "RELAY_STATIC_TOKEN=kfp-token",
             "DEPLOY_STEP_SECRETS": "hf-token",
+            "DEPLOY_POLICY": str(POLICY),
         },
     )
     function = from_script(output).functions["relay2-on-object-finalized"]
@@ -205,14 +276,31 @@ def test_image_and_catalog_from_elsewhere_are_used_as_given():
     image = "europe-west1-docker.pkg.dev/demo-project/relay/steps:abc1234"
     output = dry_run("--project=demo-project", f"--image={image}", "--catalog-uri=gs://elsewhere/catalog/abc1234")
     assert "builds submit" not in output and "pipelines.compile" not in output and "rsync" not in output
+    assert "storage cp" not in output
     [function, *_] = from_script(output).functions.values()
     assert function["env"]["RELAY_CATALOG_URI"] == "gs://elsewhere/catalog/abc1234"
+    assert function["env"]["RELAY_POLICY_URI"] == "gs://elsewhere/catalog/abc1234/policy.yaml"
+
+
+def test_the_catalog_is_compiled_for_the_policy_published_beside_it():
+    output = dry_run(*FULL.script_args())
+    [compile_line] = [line for line in output.splitlines() if "pipelines.compile" in line]
+    [argv] = command_lines(compile_line)
+    assert argv[argv.index("--policy") + 1] == str(POLICY)  # its task resources
+    assert argv[argv.index("--policy-uri") + 1] == "gs://demo-project-relay-catalog/abc123def456/policy.yaml"
+    assert argv[argv.index("--results-uri") + 1] == "gs://demo-project-relay-results"
+    assert argv[argv.index("--out") + 1] == "STAGING_DIR/catalog"
+    publish = [c for c in gcloud_commands(output) if c[:2] in (["storage", "rsync"], ["storage", "cp"])]
+    assert [split_command(c).positionals for c in publish] == [
+        ("STAGING_DIR/catalog", "gs://demo-project-relay-catalog/abc123def456"),
+        (str(POLICY), "gs://demo-project-relay-catalog/abc123def456/policy.yaml"),
+    ]
 
 
 def test_a_built_catalog_is_published_without_compiling():
     output = dry_run(*FULL.script_args(), "--image=i:1", "--catalog-dir=build/catalog")
     assert "pipelines.compile" not in output
-    assert "gcloud storage rsync build/catalog gs://demo-project-relay-results/catalog/abc123def456" in output
+    assert "gcloud storage rsync build/catalog gs://demo-project-relay-catalog/abc123def456" in output
 
 
 def test_the_image_is_built_from_the_repository_with_the_steps_config():
@@ -242,19 +330,20 @@ def test_teardown_removes_what_deploy_made_and_keeps_data_unless_asked():
     }
     assert "storage rm" not in kept
     assert "notifications delete gs://demo-lab-data/notificationConfigs/NOTIFICATION_ID" in kept
-    removed = from_script(kept).bindings
+    removed = from_script(kept).revoked
     assert removed, "project, secret and bucket bindings outlive the service accounts: they are removed"
+    assert not from_script(kept).bindings
     # Other storage triggers in the project rely on the Cloud Storage agent's publisher role.
     assert not any("gs-project-accounts" in b.member and b.kind == "project" for b in removed)
     gone = dry_run("--teardown", "--delete-buckets", *FULL.script_args())
-    for bucket in ("triggers", "results", "pipeline-root"):
+    for bucket in ("triggers", "results", "pipeline-root", "catalog"):
         assert f"gcloud storage rm --recursive --all-versions gs://demo-project-relay-{bucket}" in gone
     assert "rm --recursive --all-versions gs://demo-lab-data" not in gone  # the data bucket is not ours
 
 
 def test_teardown_reverses_every_binding_deploy_adds_that_would_otherwise_remain():
     added = from_script(dry_run(*FULL.script_args())).bindings
-    removed = from_script(dry_run("--teardown", *FULL.script_args())).bindings
+    removed = from_script(dry_run("--teardown", *FULL.script_args())).revoked
     # Topic, subscription, service-account and run-service bindings go with their resources.
     outliving = {
         b for b in added if b.kind in ("project", "bucket", "secret") and "gs-project-accounts" not in b.member

@@ -1,5 +1,6 @@
-"""pipelines/Dockerfile read, since docker cannot run here: what it copies exists and reaches the build context,
-it installs both requirement files, it runs as a user, and the layout it makes lets the components import."""
+"""pipelines/Dockerfile read, since docker cannot run here: its base is pinned by digest, what it copies exists and
+reaches the build context, it installs the hashed lock and nothing else, it runs as a user, and the layout it makes
+lets the components import."""
 
 from __future__ import annotations
 
@@ -71,9 +72,15 @@ def copies() -> list[tuple[list[str], str]]:
     return found
 
 
-def test_the_base_image_is_a_slim_python():
+def test_the_base_image_is_a_slim_python_pinned_by_digest():
     [base] = of("FROM")
-    assert re.fullmatch(r"python:3\.\d+-slim", base)
+    # The tag says which image it is; the digest is what is pulled.
+    assert re.fullmatch(r"python:3\.\d+(\.\d+)?-slim@sha256:[0-9a-f]{64}", base), base
+    text = DOCKERFILE.read_text()
+    tag = base.split("@")[0]
+    assert re.search(rf"^# {re.escape(tag)} by the digest of its multi-architecture index", text, re.M), (
+        "a comment above FROM names the tag the digest belongs to"
+    )
 
 
 def test_every_copy_source_exists_and_reaches_the_build_context():
@@ -104,7 +111,6 @@ def test_the_context_leaves_out_what_the_image_does_not_need(path: str):
 
 def test_the_context_keeps_what_the_image_needs():
     for path in (
-        "functions/requirements.txt",
         "functions/relay/config.py",
         "pipelines/requirements.txt",
         "pipelines/steps/push.py",
@@ -112,16 +118,20 @@ def test_the_context_keeps_what_the_image_needs():
         assert not ignored(path, PATTERNS), path
 
 
-def test_both_requirement_files_are_installed_after_they_are_copied():
+def test_the_hashed_lock_is_installed_and_nothing_else():
     [install] = [i for i, x in enumerate(PARSED) if x.keyword == "RUN" and "pip install" in x.arguments]
     command = PARSED[install].arguments
-    required = set(re.findall(r"-r (\S+)", command))
-    assert required == {"functions/requirements.txt", "pipelines/requirements.txt"}
-    copied_before = {i.arguments.split()[-1] for i in PARSED[:install] if i.keyword == "COPY"}
-    assert {"functions/requirements.txt", "pipelines/requirements.txt"} <= copied_before
-    # pipelines/requirements.txt includes ../functions/requirements.txt: the image keeps that layout.
-    assert "-r ../functions/requirements.txt" in (ROOT / "pipelines" / "requirements.txt").read_text()
+    assert set(re.findall(r"-r (\S+)", command)) == {"pipelines/requirements.txt"}
+    # Every file checked against the lock's hashes, no dependency beyond it, and nothing missing from it.
+    assert "--require-hashes" in command and "--no-deps" in command and "pip check" in command
     assert "--no-cache-dir" in command
+    copied_before = {i.arguments.split()[-1] for i in PARSED[:install] if i.keyword == "COPY"}
+    assert "pipelines/requirements.txt" in copied_before
+    # One complete lock: it includes no other file the image would need too.
+    lock = (ROOT / "pipelines" / "requirements.txt").read_text()
+    assert not re.search(r"^-[rc] ", lock, re.M)
+    assert re.search(r"^functions-framework==", lock, re.M), "the functions' pins are part of the image's lock"
+    assert not [i for i in PARSED if i.keyword == "RUN" and "pip install" in i.arguments and i is not PARSED[install]]
 
 
 def test_it_runs_as_an_unprivileged_user():

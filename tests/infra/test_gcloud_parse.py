@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.gcloud import Verdict, parse_all, run_binary, upload_of
-from tests.infra.support import ROOT, Inputs, dry_run, gcloud_commands, run_script
+from tests.infra.support import POLICY, ROOT, Inputs, dry_run, gcloud_commands, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,7 @@ VARIANTS = {
         step_secrets=("hf-token",),
         notify_bucket="demo-lab-data",
         notify_prefix="incoming/",
+        records_retention_days=30,
     ),
     "kfp": Inputs(
         backend="kfp",
@@ -58,6 +59,7 @@ def every_command(stage: Path) -> Iterator[list[str]]:
             "--version=v1",
             "--image=europe-west1-docker.pkg.dev/demo-project/relay/steps:v1",
             f"--catalog-dir={stage / 'catalog'}",
+            f"--policy={POLICY}",
             "--build-service-account=builder@demo-project.iam.gserviceaccount.com",
             f"--stage={stage}",
         )
@@ -74,6 +76,10 @@ def test_there_is_something_to_check(verdicts: list[Verdict]):
     paths = {" ".join(v.argv[:3]) for v in verdicts}
     assert len(verdicts) > 80
     assert {"functions deploy relay-on-object-finalized", "builds submit " + str(ROOT)} <= paths
+    # The record bindings' IAM conditions, the policy's upload and the records' soft delete are among them.
+    assert any(v.argv[:3] == ("storage", "cp", str(POLICY)) for v in verdicts)
+    assert any(a.startswith("--condition=expression=") for v in verdicts for a in v.argv)
+    assert any(a.startswith("--soft-delete-duration=") for v in verdicts for a in v.argv)
 
 
 def test_every_command_the_script_prints_parses(verdicts: list[Verdict]):

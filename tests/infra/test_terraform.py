@@ -17,6 +17,7 @@ import pytest
 from tests.infra.hcl import HclError, Module, labelled, parse
 from tests.infra.support import (
     EXAMPLE_ENV,
+    POLICY,
     TERRAFORM,
     Binding,
     Inputs,
@@ -35,6 +36,7 @@ VARIANTS = {
         step_secrets=("hf-token", "kaggle-key"),
         notify_bucket="demo-lab-data",
         notify_prefix="incoming/",
+        records_retention_days=30,
     ),
     "kfp, another prefix and region": Inputs(
         prefix="relay-dev",
@@ -104,10 +106,15 @@ def test_the_validations_accept_what_the_script_accepts(inputs: Inputs, catalog:
         ({"timeout_seconds": 600}, "timeout_seconds[0]"),
         ({"max_delivery_attempts": 3}, "max_delivery_attempts[0]"),
         ({"notify_prefix": "x/"}, "notify_prefix[0]"),
+        ({"catalog_version": "a/b"}, "catalog_version[0]"),
+        ({"catalog_version": ""}, "catalog_version[0]"),
+        ({"records_retention_days": 5}, "records_retention_days[0]"),
+        ({"records_retention_days": 91}, "records_retention_days[0]"),
     ],
 )
 def test_the_validations_refuse_what_the_script_refuses(variables: dict[str, Any], failing: str, catalog: Path):
-    module = Module(TERRAFORM, {"project_id": "demo-project", "catalog_dir": str(catalog), **variables})
+    required = {"project_id": "demo-project", "catalog_dir": str(catalog), "catalog_version": "v1"}
+    module = Module(TERRAFORM, {**required, "policy_file": str(POLICY), **variables})
     results = _validations(module)
     assert [name for name, ok in results.items() if not ok] == [failing]
 
@@ -121,8 +128,10 @@ def test_terraform_declares_what_the_script_deploys(inputs: Inputs, catalog: Pat
     script.bindings -= eventarc
     assert {b.role for b in eventarc} == {"roles/pubsub.subscriber"}
     declared = from_terraform(terraform_module(inputs, catalog), f"{inputs.project}-{inputs.prefix}")
+    # The script takes back what earlier versions of itself granted; Terraform drops what it stops declaring.
     for part in dataclasses.fields(System):
-        assert getattr(declared, part.name) == getattr(script, part.name), f"{part.name} differ"
+        if part.name != "revoked":
+            assert getattr(declared, part.name) == getattr(script, part.name), f"{part.name} differ"
 
 
 def test_the_comparison_sees_a_difference(catalog: Path):
@@ -161,16 +170,40 @@ def test_the_dead_letter_step_is_the_scripts_own(catalog: Path):
     )
 
 
-def test_the_catalog_is_published_where_the_functions_look(catalog: Path):
+def test_the_catalog_and_policy_are_published_where_the_functions_look(catalog: Path):
     inputs = VARIANTS["vertex"]
+    (catalog / "policy.yaml").write_text("a stale copy: policy_file is published instead\n")
     module = terraform_module(inputs, catalog)
-    objects = [
-        (o["bucket"], o["name"])
+    objects = {
+        (o["bucket"], o["name"], o["source"])
         for _, o, _ in module.instances("google_storage_bucket_object")
-        if "catalog" in o["name"]
-    ]
-    assert objects == [("demo-project-relay-results", "catalog/abc123def456/push.yaml")]
-    assert module.local("function_env")["RELAY_CATALOG_URI"] == "gs://demo-project-relay-results/catalog/abc123def456"
+        if o["bucket"] != "demo-project-relay-sources"
+    }
+    assert objects == {
+        ("demo-project-relay-catalog", "abc123def456/push.yaml", f"{catalog}/push.yaml"),
+        ("demo-project-relay-catalog", "abc123def456/policy.yaml", str(POLICY)),
+    }
+    env = module.local("function_env")
+    assert env["RELAY_CATALOG_URI"] == "gs://demo-project-relay-catalog/abc123def456"
+    assert env["RELAY_POLICY_URI"] == inputs.policy_uri() == "gs://demo-project-relay-catalog/abc123def456/policy.yaml"
+
+
+def test_a_catalog_compiled_for_another_policy_is_refused(catalog: Path):
+    """The catalog objects' precondition: each spec names this version's policy (deploy.sh checks the same)."""
+    inputs = VARIANTS["vertex"]
+
+    def preconditions() -> list[bool]:
+        module = terraform_module(inputs, catalog)
+        found = []
+        for _, _, body, scope in module.scoped_instances("google_storage_bucket_object"):
+            for lifecycle in body.get("lifecycle", []):
+                found += [module.value(p["condition"], scope) for p in lifecycle.get("precondition", [])]
+        return found
+
+    (catalog / "push.yaml").write_text(f"env:\n- name: RELAY_POLICY_URI\n  value: {inputs.policy_uri()}\n")
+    assert preconditions() == [True]
+    (catalog / "push.yaml").write_text("value: gs://demo-project-relay-catalog/older/policy.yaml\n")
+    assert preconditions() == [False]
 
 
 def test_the_function_upload_leaves_out_what_python_leaves_behind(catalog: Path):
@@ -197,7 +230,7 @@ def test_the_example_environment_fits_the_module():
     example_variables = {name for name, _, _ in labelled(example["variable"])}
     tfvars = hcl2.loads((EXAMPLE_ENV / "terraform.tfvars.example").read_text())
     assert {name for name in tfvars if not name.startswith("__")} <= example_variables
-    for name in ("project_id", "catalog_dir"):
+    for name in ("project_id", "catalog_dir", "catalog_version", "policy_file"):
         assert name in tfvars
 
 

@@ -71,14 +71,24 @@ variable "notify_prefix" {
 }
 
 variable "catalog_dir" {
-  description = "The catalog compiled with the steps image (python -m pipelines.compile --image IMAGE --out DIR)."
+  description = "The catalog compiled with the steps image and the policy's URI (python -m pipelines.compile --image IMAGE --policy-uri URI --out DIR)."
   type        = string
 }
 
 variable "catalog_version" {
-  description = "Folder of the published catalog (\"\": the specs' content hash)."
+  description = "Folder of the published catalog and policy (the tag the catalog was compiled for)."
   type        = string
-  default     = ""
+}
+
+variable "policy_file" {
+  description = "The deployment policy, published beside the catalog."
+  type        = string
+}
+
+variable "records_retention_days" {
+  description = "Days a deleted or replaced record stays restorable (0: the bucket's default)."
+  type        = number
+  default     = 0
 }
 
 module "relay" {
@@ -95,6 +105,9 @@ module "relay" {
   notify_prefix    = var.notify_prefix
   catalog_dir      = var.catalog_dir
   catalog_version  = var.catalog_version
+  policy_file      = var.policy_file
+
+  records_retention_days = var.records_retention_days
 }
 
 output "triggers_bucket" {
@@ -108,13 +121,23 @@ output "triggers_topic" {
 }
 
 output "results_bucket" {
-  description = "Run records and the published catalog."
+  description = "Run records."
   value       = module.relay.results_bucket
+}
+
+output "catalog_bucket" {
+  description = "Published catalogs and policies."
+  value       = module.relay.catalog_bucket
 }
 
 output "catalog_uri" {
   description = "Where the functions read the catalog."
   value       = module.relay.catalog_uri
+}
+
+output "policy_uri" {
+  description = "The policy the functions and the steps enforce."
+  value       = module.relay.policy_uri
 }
 
 output "steps_image_repository" {
