@@ -34,7 +34,11 @@ _ANSWER_HEAD = 64 * 1024  # what is read of an answer's body: enough for the id 
 # Ceilings of the adapter's own, whatever the policy allows: a step must end, and its waits are bounded by these.
 MAX_ATTEMPTS = 20
 MAX_TIMEOUT = 600.0
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP header name
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+     "forwarded", "x-real-ip"}
+)  # fmt: skip
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 
 Sleep = Callable[[float], None]
@@ -336,6 +340,10 @@ def _headers(value: object) -> dict[str, str]:
     for name, text in value.items():
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise StepError(400, f"destination.headers: expected header names, found {name!r}")
+        if name.lower() in _RESERVED_HEADERS or name.lower().startswith(("proxy-", "x-forwarded-")):
+            # Routing and framing are the step's: a Host header would reach another virtual host behind the
+            # address the policy allowed, a Content-Length or Transfer-Encoding would smuggle a second request.
+            raise StepError(400, f"destination.headers.{name}: expected a header the step does not set itself")
         # The value is never echoed: it may be a token. requests would, in its own error.
         if not isinstance(text, str) or not text.isprintable():
             raise StepError(400, f"destination.headers.{name}: expected a one-line string value (not shown)")
