@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devstack.logs import outcome_lines
+from devstack.policy import write_policy
 from devstack.pubsub import emulator_available
 from devstack.stack import LocalStack
 from relay import naming
 from relay.adapters.gcs import GcsBlobStore
+from relay.policy import NO_POLICY, Policy, tenant_for_object, tenant_for_topic
 from relay.service import parse_document, run_key_for
 from relay.status import RunRecords, read_run
 
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT = "relay-local"
 TRIGGERS, RESULTS, LAB, ML = "relay-triggers", "relay-results", "lab-data", "ml-data"
 TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
+TRIGGER_TOPIC_PATH = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}"
 EXAMPLE_WORKFLOW = REPO / "pipelines" / "examples" / "ratchet" / "workflow.json"
 FINAL = ("succeeded", "failed", "rejected")
 
@@ -40,6 +43,7 @@ class Sample:
     label: str
     document: dict[str, Any]
     expect: str  # succeeded, rejected or duplicate
+    code: str = ""  # for `rejected`: the rejection's error code, so that it is refused for the right reason
     how: str = "bucket"  # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered
     name: str = ""
     after: str = ""  # the label of a sample that must have ended first
@@ -62,8 +66,21 @@ class Tracked:
         return self.state in (*FINAL, "duplicate")
 
     @property
+    def code(self) -> str:
+        """The rejection's error code, once there is one."""
+        error = ((self.run.rejection if self.run else None) or {}).get("error") or {}
+        return str(error.get("code") or "")
+
+    @property
+    def problems(self) -> list[str]:
+        """A rejection's problems, as `field: expected ..., found ...`."""
+        error = ((self.run.rejection if self.run else None) or {}).get("error") or {}
+        listed = error.get("problems") or []
+        return [f"{p.get('field')}: expected {p.get('expected')}, found {p.get('found')}" for p in listed]
+
+    @property
     def as_expected(self) -> bool:
-        return self.state == self.sample.expect
+        return self.state == self.sample.expect and (not self.sample.code or self.code == self.sample.code)
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Demo:
     tracked: list[Tracked] = field(default_factory=list)
     report: Path | None = None
     delivered_directly: bool = False
+    policy: Policy = NO_POLICY  # the stack's, as the functions read it: it decides the tenant of each trigger
 
     @property
     def ok(self) -> bool:
@@ -99,6 +117,18 @@ def samples() -> list[Sample]:
         "pipeline": "push",
         "parameters": {"sources": f"gs://{LAB}/assay/", "destination": {"kind": "gcs"}, "colour": "blue"},
     }
+    # Well-formed, but beyond the policy: a host it does not name, and a secret it binds nowhere.
+    elsewhere = {
+        "pipeline": "push",
+        "parameters": {
+            "sources": [f"gs://{LAB}/reference/"],
+            "destination": {
+                "kind": "http",
+                "url": "https://collector.example.net/upload/{name}",
+                "headers": {"Authorization": "secret://collector-token"},
+            },
+        },
+    }
     return [
         Sample("push bucket to bucket", push, "succeeded", name="demo/push-assay.json"),
         Sample("ratchet, first run (sets the bar)", ratchet, "succeeded", name="demo/ratchet-1.json"),
@@ -111,7 +141,8 @@ def samples() -> list[Sample]:
         ),
         Sample("push published to the topic", from_topic, "succeeded", how="topic"),
         Sample("the first push, delivered again", push, "duplicate", how="again", after="push bucket to bucket"),
-        Sample("malformed trigger", malformed, "rejected", name="demo/malformed.json"),
+        Sample("malformed trigger", malformed, "rejected", "invalid_parameters", name="demo/malformed.json"),
+        Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
     ]
 
 
@@ -125,7 +156,7 @@ def seed(stack: LocalStack) -> None:
     lab.blob("reference/controls.csv").upload_from_string("well,od600\nA1,0.05\nH12,0.05\n", content_type="text/csv")
 
 
-def deliver(stack: LocalStack, item: Tracked, first_push: Tracked) -> None:
+def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Policy = NO_POLICY) -> None:
     sample = item.sample
     data = json.dumps(sample.document, indent=2).encode()
     item.duplicates_before = _duplicates(stack, first_push.run_key) if sample.how == "again" else 0
@@ -135,8 +166,8 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked) -> None:
         identity = naming.object_identity(TRIGGERS, sample.name, generation)
     elif sample.how == "topic":
         message_id = stack.publish(TRIGGER_TOPIC, data, {"source": "relay-demo"})
-        item.trigger_uri = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}#{message_id}"
-        identity = naming.message_identity(f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}", message_id)
+        item.trigger_uri = f"{TRIGGER_TOPIC_PATH}#{message_id}"
+        identity = naming.message_identity(TRIGGER_TOPIC_PATH, message_id)
     else:  # the first push's object again, as a storage notification routed through the topic
         bucket, name = naming.split_gs_uri(first_push.trigger_uri)
         generation = int(stack.storage_client().bucket(bucket).get_blob(name).generation)
@@ -150,7 +181,10 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked) -> None:
         stack.publish(TRIGGER_TOPIC, json.dumps({"bucket": bucket, "name": name}).encode(), attributes)
         item.trigger_uri = first_push.trigger_uri
         identity = naming.object_identity(bucket, name, generation)
-    item.run_key = run_key_for(parse_document(data, "json", item.trigger_uri), identity)
+    # Where it came from decides the tenant, which scopes a run_key the trigger chooses (as Relay does).
+    topic = sample.how == "topic"
+    tenant = tenant_for_topic(policy, TRIGGER_TOPIC_PATH) if topic else tenant_for_object(policy, item.trigger_uri)
+    item.run_key = run_key_for(parse_document(data, "json", item.trigger_uri), identity, tenant)
     item.started = time.monotonic()
     item.state = "delivered"
 
@@ -195,19 +229,27 @@ def table(items: Sequence[Tracked], now: float) -> list[str]:
     return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
 
 
-def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, emulators: bool | None = None) -> Demo:
-    """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it."""
-    missing = emulator_available() if emulators is None else None if emulators else "asked to run without emulators"
-    demo = Demo(tracked=[Tracked(sample) for sample in samples()], delivered_directly=missing is not None)
-    if missing:
-        print(f"Note: {missing}; events are delivered straight to the functions instead of through Pub/Sub.", file=out)
-    function_env = {
+def function_env(workdir: Path, *, notify: bool) -> tuple[dict[str, str], Policy]:
+    """The functions' RELAY_* settings for the demo's stack (`make up` too), and the policy they will read."""
+    policy_path, policy = write_policy(workdir)
+    env = {
         "RELAY_BACKEND": "local",
         "RELAY_RESULTS_URI": f"gs://{RESULTS}",
         "RELAY_CATALOG_URI": str(REPO / "pipelines" / "compiled"),
+        "RELAY_POLICY_URI": str(policy_path),
         "RELAY_LOCAL_ROOT": str(workdir / "runs"),
-        **({} if missing else {"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"}),
+        **({"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"} if notify else {}),
     }
+    return env, policy
+
+
+def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, emulators: bool | None = None) -> Demo:
+    """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it."""
+    missing = emulator_available() if emulators is None else None if emulators else "asked to run without emulators"
+    env, policy = function_env(workdir, notify=missing is None)
+    demo = Demo([Tracked(sample) for sample in samples()], delivered_directly=missing is not None, policy=policy)
+    if missing:
+        print(f"Note: {missing}; events are delivered straight to the functions instead of through Pub/Sub.", file=out)
     with LocalStack(
         workdir / "stack",
         project=PROJECT,
@@ -215,7 +257,7 @@ def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, em
         trigger_topic=TRIGGER_TOPIC,
         notify_topic=None if missing else NOTIFY_TOPIC,
         buckets=[RESULTS, LAB, ML],
-        function_env=function_env,
+        function_env=env,
         emulators=missing is None,
     ) as stack:
         print(f"Local stack up in {stack.startup_seconds:.1f} s:\n" + _indent(stack.summary()) + "\n", file=out)
@@ -238,7 +280,7 @@ def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, time
             waiting_on = by_label.get(item.sample.after)
             ready = not waiting_on or waiting_on.done
             if item.state == "waiting" and ready:
-                deliver(stack, item, first_push)
+                deliver(stack, item, first_push, demo.policy)
             refresh(stack, store, item)
         lines = table(demo.tracked, time.monotonic())
         if live:
@@ -273,17 +315,23 @@ def _summary(demo: Demo, out: TextIO) -> None:
     print("\nWhat became of each trigger:", file=out)
     for item in demo.tracked:
         mark = "ok " if item.as_expected else "NOT"
-        print(f"  [{mark}] {item.sample.label}: {item.state} (expected {item.sample.expect})", file=out)
+        expected = f"{item.sample.expect}: {item.sample.code}" if item.sample.code else item.sample.expect
+        got = f"{item.state}: {item.code}" if item.code else item.state
+        print(f"  [{mark}] {item.sample.label}: {got} (expected {expected})", file=out)
         print(f"        trigger  {item.trigger_uri or '-'}", file=out)
         if item.run_key:
             where = naming.join(f"gs://{RESULTS}", "rejected" if item.state == "rejected" else "runs", item.run_key)
             print(f"        records  {where}{'.json' if item.state == 'rejected' else '/'}", file=out)
-        if item.note:
-            print(
-                f"        {('reason' if item.state == 'rejected' else 'message').ljust(8)} {item.note[:300]}", file=out
-            )
+        problems = item.problems
+        if problems:  # one line each: a rejection's message runs them together, past what a line can show
+            for i, problem in enumerate(problems):
+                print(f"        {'problems' if i == 0 else '':8} {problem[:300]}", file=out)
+        elif item.note:
+            print(f"        message  {item.note[:300]}", file=out)
     if demo.report:
         print(f"\nThe ratchet's report: {demo.report}", file=out)
+    if demo.policy.source:
+        print(f"The policy the triggers were held to: {demo.policy.source} (from devstack/policy.yaml)", file=out)
     verdict = "every sample ended as expected" if demo.ok else "some samples did not end as expected"
     print(f"\nDemo finished: {verdict}. Everything it started has stopped.", file=out)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import threading
 from collections.abc import Sequence
@@ -24,13 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pubsub-port", type=int, default=8085)
     args = parser.parse_args(argv)
     missing = emulator_available()
-    env = {
-        "RELAY_BACKEND": "local",
-        "RELAY_RESULTS_URI": f"gs://{demo.RESULTS}",
-        "RELAY_CATALOG_URI": str(demo.REPO / "pipelines" / "compiled"),
-        "RELAY_LOCAL_ROOT": str(args.workdir / "runs"),
-        **({} if missing else {"RELAY_NOTIFY_TOPIC": f"projects/{demo.PROJECT}/topics/{demo.NOTIFY_TOPIC}"}),
-    }
+    env, policy = demo.function_env(args.workdir, notify=missing is None)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with LocalStack(
@@ -49,11 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Relay's local stack is up. In another shell:\n")
         exports = {**stack.env(), **({} if missing else {"PUBSUB_PROJECT_ID": demo.PROJECT})}
         for name, value in sorted(exports.items()):
-            print(f"  export {name}={value}")
-        print(f"\n  relay trigger my-trigger.json --bucket {demo.TRIGGERS}")
+            print(f"  export {name}={shlex.quote(value)}")
+        print(f"\n  relay validate my-trigger.json --bucket {demo.TRIGGERS}   # the catalog's and the policy's verdict")
+        print(f"  relay trigger my-trigger.json --bucket {demo.TRIGGERS}")
         if not missing:  # without the emulator, `relay publish` would go to the real Pub/Sub
             print(f"  relay publish my-trigger.json --topic {demo.TRIGGER_TOPIC}")
-        print("  relay runs\n\n" + stack.summary() + "\n\nCtrl-C stops everything.")
+        print("  relay runs\n\n" + stack.summary())
+        print(f"policy: {policy.source} (devstack/policy.yaml: what triggers may use)\n\nCtrl-C stops everything.")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave the `with`, which stops everything
             stopped.wait()
     print("Stopped.")

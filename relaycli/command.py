@@ -51,3 +51,12 @@ def add_no_validate(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="send FILE as it is, without checking it against the catalog first",
     )
+
+
+def add_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        metavar="URI",
+        help="the deployment policy: a file or gs:// object (default: RELAY_POLICY_URI, else the catalog's "
+        "policy.yaml if it has one, as the functions read it)",
+    )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from relay import naming
 from relay.adapters.localfs import local_path
 from relay.config import DEFAULT_CATALOG, Settings
 from relay.ports import BlobStore
@@ -23,9 +24,19 @@ class CliConfig:
     local_root: str
     results_from: str = "RELAY_RESULTS_URI"
     catalog_from: str = "RELAY_CATALOG_URI"
+    policy_uri: str = ""  # named by --policy or RELAY_POLICY_URI, so it must exist; "" : the catalog's, if any
+    policy_from: str = "RELAY_POLICY_URI"
+    backend: str = Settings.backend  # decides whether file:// locations may be allowed, as in the functions
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, results: str | None = None, catalog: str | None = None) -> CliConfig:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        results: str | None = None,
+        catalog: str | None = None,
+        policy: str | None = None,
+    ) -> CliConfig:
         """Flags win over the environment; defaults are the functions' own."""
 
         def pick(value: str | None, flag: str, name: str, default: str) -> tuple[str, str]:
@@ -35,8 +46,19 @@ class CliConfig:
 
         results_uri, results_from = pick(results, "--results", "RELAY_RESULTS_URI", "")
         catalog_uri, catalog_from = pick(catalog, "--catalog", "RELAY_CATALOG_URI", str(DEFAULT_CATALOG))
+        policy_uri, policy_from = pick(policy, "--policy", "RELAY_POLICY_URI", "")
         local_root = env.get("RELAY_LOCAL_ROOT", "").strip() or Settings.local_root
-        return cls(results_uri, catalog_uri or str(DEFAULT_CATALOG), local_root, results_from, catalog_from)
+        backend = env.get("RELAY_BACKEND", "").strip() or Settings.backend
+        return cls(
+            results_uri,
+            catalog_uri or str(DEFAULT_CATALOG),
+            local_root,
+            results_from,
+            catalog_from,
+            policy_uri,
+            policy_from if policy_uri else f"{catalog_from}'s {naming.POLICY_ENTRY}.yaml",
+            backend,
+        )
 
     def require_results(self) -> str:
         """The results location; a UsageError when it is unset or names a folder that does not exist."""
@@ -51,6 +73,11 @@ class CliConfig:
     def require_catalog(self) -> str:
         _check_location(self.catalog_uri, self.catalog_from, "compiled pipeline specs <name>.yaml")
         return self.catalog_uri
+
+    @property
+    def policy_location(self) -> str:
+        """Where the functions read the policy: RELAY_POLICY_URI, else the catalog's policy.yaml."""
+        return self.policy_uri or naming.catalog_entry(self.catalog_uri, naming.POLICY_ENTRY)
 
 
 def _check_location(uri: str, source: str, holding: str) -> None:
@@ -70,8 +97,8 @@ class Context:
     store: BlobStore | None = None  # None: Cloud Storage (or its emulator) for gs://, the disk for paths
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    def config(self, *, results: str | None = None, catalog: str | None = None) -> CliConfig:
-        return CliConfig.from_env(self.env, results=results, catalog=catalog)
+    def config(self, *, results: str | None = None, catalog: str | None = None, policy: str | None = None) -> CliConfig:
+        return CliConfig.from_env(self.env, results=results, catalog=catalog, policy=policy)
 
     def blob_store(self, config: CliConfig, *uris: str) -> BlobStore:
         """One store for every URI a command meets (`uris`: records, catalog entries, trigger objects)."""

@@ -27,11 +27,12 @@ COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, VALIDATE, COMPI
 DESCRIPTION = """\
 Relay turns a trigger file dropped in a bucket, or a message published to a topic, into exactly one
 Kubeflow Pipelines run, with records in a results location. This command drops and publishes triggers,
-follows the runs they become, and checks triggers against the pipeline catalog first."""
+follows the runs they become, and checks triggers against the pipeline catalog and the deployment
+policy first."""
 
 EPILOG = """\
 examples:
-  relay validate trigger.yaml
+  relay validate trigger.yaml --bucket relay-triggers
   relay trigger trigger.yaml --bucket relay-triggers
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
@@ -40,13 +41,15 @@ examples:
 environment:
   RELAY_RESULTS_URI      run records: gs://bucket/prefix or a folder (status, runs)
   RELAY_CATALOG_URI      compiled specs: gs:// prefix or folder (default pipelines/compiled)
+  RELAY_POLICY_URI       the deployment policy (default: the catalog's policy.yaml, if any)
+  RELAY_BACKEND          local (default), kfp or vertex: file:// locations pass the policy only with local
   RELAY_LOCAL_ROOT       the local backend's working folder (default .relay/local)
   STORAGE_EMULATOR_HOST  Cloud Storage emulator to use (fake-gcs-server)
   PUBSUB_EMULATOR_HOST   Pub/Sub emulator to use
   PUBSUB_PROJECT_ID      project of a short --topic name, with the emulator
   GOOGLE_CLOUD_PROJECT   project of a short --topic name
   Without an emulator: the real service, with Application Default Credentials
-  (gcloud auth application-default login). --results and --catalog win over RELAY_*.
+  (gcloud auth application-default login). --results, --catalog and --policy win over RELAY_*.
 
 exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error.
 'relay COMMAND --help' describes a command."""

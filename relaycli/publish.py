@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from relay import naming
-from relay.service import parse_document, run_key_for
-from relaycli import pubsub
-from relaycli.command import Command, add_catalog, add_format, add_json, add_no_validate
+from relay.service import parse_document
+from relaycli import policy, pubsub
+from relaycli.command import Command, add_catalog, add_format, add_json, add_no_validate, add_policy
 from relaycli.config import Context
 from relaycli.documents import problem_lines, read_trigger_file, validate
 from relaycli.emulators import check_emulator
@@ -27,23 +27,29 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     add_format(parser)
     add_no_validate(parser)
     add_catalog(parser)
+    add_policy(parser)
     add_json(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
     topic = pubsub.topic_path(args.topic, args.project, context.env)
-    config = context.config(catalog=args.catalog)
+    config = context.config(catalog=args.catalog, policy=args.policy)
     document = read_trigger_file(args.file, args.format)
+    origin = policy.Origin(topic, topic=True)
+    # Read before anything is sent: it decides the run key, and a policy that cannot be read stops the functions too.
+    deployed = policy.load_policy(context, config)
     if args.validate:
         catalog = config.require_catalog()
-        validation = validate(document, context.blob_store(config, catalog), catalog)
+        check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
+        validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
             raise UsageError(f"{args.file}: not published: {validation.summary()}", problem_lines(validation))
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
     check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
     message_id = pubsub.publish(topic, document.data, {"format": document.format}, context.env)
     identity = naming.message_identity(topic, message_id)
-    run_key = run_key_for(parse_document(document.data, document.format, f"{topic}#{message_id}"), identity)
+    parsed = parse_document(document.data, document.format, f"{topic}#{message_id}")
+    run_key = policy.run_key(deployed, origin, parsed, identity)
     if args.json:
         print(to_json({"topic": topic, "message_id": message_id, "run_key": run_key}))
     else:
@@ -58,9 +64,10 @@ COMMAND = Command(
     description=(
         "Publish a trigger document (JSON, or YAML with the attribute format=yaml) as the body of one message "
         "on the trigger topic, and print the message id and the run key Relay gives it (its run_key, or "
-        "<pipeline>-<digest of topic and message id>). The document is first checked as 'relay validate' does: "
-        "an invalid one is not published (exit status 2). Pub/Sub is PUBSUB_EMULATOR_HOST's emulator when set, "
-        "else the real service with Application Default Credentials."
+        "<pipeline>-<digest of topic and message id>; a run_key is scoped <tenant>--<run_key> by the policy's "
+        "tenant for the topic). The document is first checked as 'relay validate FILE --topic T' does, catalog "
+        "and policy: an invalid one is not published (exit status 2). Pub/Sub is PUBSUB_EMULATOR_HOST's emulator "
+        "when set, else the real service with Application Default Credentials."
     ),
     examples="""\
 examples:

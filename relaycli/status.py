@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay import naming
 from relay.errors import BlobNotFoundError
+from relay.policy import Policy
 from relay.ports import BlobStore
-from relay.status import RunRecords, read_run, run_key_for_object
+from relay.service import parse_document
+from relay.status import RunRecords, read_run
 from relay.triggers import format_for
-from relaycli.command import Command, add_json, add_results
+from relaycli import policy
+from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
 from relaycli.config import Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import one_line, pairs, table, to_json, truncate
@@ -31,15 +34,19 @@ _WRITTEN = {"launch": ("launched_at", "claimed_at"), "result": ("finished_at",),
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run key, or a trigger file's gs://bucket/object[#generation]")
     add_results(parser)
+    add_catalog(parser)
+    add_policy(parser)
     add_json(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
-    config = context.config(results=args.results)
+    config = context.config(results=args.results, catalog=args.catalog, policy=args.policy)
     results = config.require_results()
     store = context.blob_store(config, results, args.run)
-    run_key = resolve_run_key(store, args.run)
+    run_key = resolve_run_key(store, args.run, lambda: policy.load_policy(context, config))
     run = read_run(store, results, run_key)
+    if run is None and not args.run.startswith("gs://"):
+        run = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
     if run is None:
         via = f" (the run key of {args.run})" if args.run != run_key else ""
         raise CliError(f"{run_key}{via}: expected records under {results}, found none yet")
@@ -47,13 +54,24 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-def resolve_run_key(store: BlobStore, given: str) -> str:
-    """`given` if it is a run key; for gs://bucket/object[#generation], the run key Relay gives that object."""
+def _in_one_tenant(store: BlobStore, results: str, key: str, deployed: Policy) -> RunRecords | None:
+    """The run a trigger's own `key` became in its tenant's namespace (`<tenant>--key`), if one tenant has it."""
+    found = [run for scoped in policy.scoped_keys(deployed, key) if (run := read_run(store, results, scoped))]
+    if len(found) > 1:
+        raise UsageError(
+            f"RUN: {key} is the run key of more than one tenant's run; name one in full: "
+            + ", ".join(run.run_key for run in found)
+        )
+    return found[0] if found else None
+
+
+def resolve_run_key(store: BlobStore, given: str, deployed: Callable[[], Policy]) -> str:
+    """`given` if it is a run key; for gs://bucket/object[#generation], the run key Relay gives that object
+    (which `deployed`, the policy, scopes when the trigger chose its own)."""
     if not given.startswith("gs://"):
         if not naming.RUN_KEY.match(given):
             raise UsageError(
-                f"RUN: expected {naming.RUN_KEY_RULE}, or a trigger's "
-                f"gs://bucket/object[#generation], found {given!r}"
+                f"RUN: expected {naming.RUN_KEY_RULE}, or a trigger's gs://bucket/object[#generation], found {given!r}"
             )
         return given
     uri, _, generation = given.partition("#")
@@ -63,10 +81,13 @@ def resolve_run_key(store: BlobStore, given: str) -> str:
     if format_for(name) is None:
         raise UsageError(f"{uri}: expected a trigger name ending in .json, .yaml or .yml (Relay skips others)")
     try:
-        return run_key_for_object(store, uri, int(generation) if generation else None)
+        blob = store.read(uri, generation=int(generation) if generation else None)
     except BlobNotFoundError:
         found = f"no object at generation {generation}" if generation else "no object"
         raise CliError(f"{given}: expected a trigger file, found {found}") from None
+    parsed = parse_document(blob.data, format_for(name) or "json", uri)
+    identity = naming.object_identity(bucket, name, blob.generation)
+    return policy.run_key(deployed(), policy.Origin(uri), parsed, identity)
 
 
 def run_json(run: RunRecords) -> dict[str, Any]:
@@ -206,11 +227,15 @@ COMMAND = Command(
         "Show what the results location holds for one run: its launch record (claimed, launched), its result "
         "(succeeded, failed: status, message, outputs, metrics) or its rejection (the error and every problem). "
         "A gs:// trigger URI is first followed to the run key Relay gave its current generation (or the "
-        "generation after #). Exit status 0 when records were found, 1 when not."
+        "generation after #). A run_key a trigger chose is kept as <tenant>--<run_key> under a policy: given "
+        "alone, it finds the run of the one tenant that has it (name it in full when several do). The policy is "
+        "read as the functions read it (--policy, RELAY_POLICY_URI, the catalog's policy.yaml). Exit status 0 "
+        "when records were found, 1 when not."
     ),
     examples="""\
 examples:
   relay status push-3f2a1c0d9e8b7a6f5e4d
+  relay status nightly-2026-11-21          # or in full: relay status lab--nightly-2026-11-21
   relay status gs://relay-triggers/trigger.yaml
   relay status gs://relay-triggers/trigger.yaml#1763726400123456
   relay status nightly-2026-11-21 --results gs://relay-results/relay --json""",

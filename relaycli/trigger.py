@@ -8,8 +8,9 @@ from pathlib import Path
 
 from relay import naming
 from relay.errors import BlobNotFoundError
-from relay.status import run_key_for_object
-from relaycli.command import Command, add_catalog, add_json, add_no_validate
+from relay.service import parse_document
+from relaycli import policy
+from relaycli.command import Command, add_catalog, add_json, add_no_validate, add_policy
 from relaycli.config import Context
 from relaycli.documents import problem_lines, read_trigger_file, validate
 from relaycli.errors import EXIT_OK, CliError, UsageError
@@ -24,28 +25,31 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", metavar="NAME", help="object name in the bucket (default: FILE's name)")
     add_no_validate(parser)
     add_catalog(parser)
+    add_policy(parser)
     add_json(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
-    bucket = _bucket(args.bucket)
-    name = args.name if args.name is not None else Path(args.file).name
-    if not name or name.startswith("/") or name.endswith("/"):
-        raise UsageError(f"--name: expected an object name such as triggers/nightly.yaml, found {name!r}")
-    config = context.config(catalog=args.catalog)
+    uri = object_uri(args.bucket, args.name, args.file)
+    bucket, name = naming.split_gs_uri(uri)
+    config = context.config(catalog=args.catalog, policy=args.policy)
     document = read_trigger_file(args.file, named=name)  # decoded as Relay will: by the object's name
+    origin = policy.Origin(uri)
+    # Read before anything is sent: it decides the run key, and a policy that cannot be read stops the functions too.
+    deployed = policy.load_policy(context, config)
     if args.validate:
         catalog = config.require_catalog()
-        validation = validate(document, context.blob_store(config, catalog), catalog)
+        check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
+        validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
             raise UsageError(f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation))
-    uri = naming.object_uri(bucket, name)
     store = context.blob_store(config, uri)
     try:
         generation = store.write(uri, document.data)
     except BlobNotFoundError:
         raise CliError(f"gs://{bucket}: expected an existing bucket, found none") from None
-    run_key = run_key_for_object(store, uri, generation)
+    identity = naming.object_identity(bucket, name, generation)
+    run_key = policy.run_key(deployed, origin, parse_document(document.data, document.format, uri), identity)
     if args.json:
         print(to_json({"uri": uri, "generation": generation, "run_key": run_key}))
     else:
@@ -54,7 +58,15 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-def _bucket(value: str) -> str:
+def object_uri(bucket: str, name: str | None, file: str) -> str:
+    """gs://bucket/name from --bucket and --name (default: FILE's name), each checked."""
+    chosen = name if name is not None else Path(file).name
+    if not chosen or chosen.startswith("/") or chosen.endswith("/"):
+        raise UsageError(f"--name: expected an object name such as triggers/nightly.yaml, found {chosen!r}")
+    return naming.object_uri(bucket_name(bucket), chosen)
+
+
+def bucket_name(value: str) -> str:
     bucket = value.removeprefix("gs://").rstrip("/")
     if "/" in bucket:
         raise UsageError(f"--bucket: expected a bucket name alone (folders go in --name), found {value!r}")
@@ -68,8 +80,9 @@ COMMAND = Command(
     summary="upload a trigger file to a bucket and print the run key Relay will give it",
     description=(
         "Upload a trigger file to gs://B/NAME, where Relay picks it up, and print the object's URI, its "
-        "generation and the run key Relay gives that generation (its run_key, or <pipeline>-<digest>). The file "
-        "is first checked as 'relay validate' does: an invalid one is not uploaded (exit status 2). "
+        "generation and the run key Relay gives that generation (its run_key, scoped <tenant>--<run_key> by the "
+        "policy's tenant for gs://B/NAME, or <pipeline>-<digest>). The file is first checked as 'relay validate "
+        "FILE --bucket B --name NAME' does, catalog and policy: an invalid one is not uploaded (exit status 2). "
         "Re-uploading makes a new generation, hence a new run. Cloud Storage is STORAGE_EMULATOR_HOST's "
         "emulator when set, else the real service with Application Default Credentials."
     ),

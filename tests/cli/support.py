@@ -16,6 +16,7 @@ from relay.config import Settings
 from relay.events import EventInfo, ObjectDelivery
 from relay.outcome import Outcome
 from relay.ports import BlobStore
+from relay.runtime import load_policy
 from relay.service import Relay, handle_delivery
 from relaycli.main import main
 from tests.conftest import CATALOG
@@ -40,16 +41,22 @@ def run(capsys: pytest.CaptureFixture[str], argv: list[str], **kwargs: Any) -> R
     return Ran(code, captured.out, captured.err)
 
 
-def relay_on(store: BlobStore, results: str, at: datetime | None = None) -> Relay:
-    """A Relay on `store` with the test catalog and a fake backend; its clock stands still at `at`."""
+def relay_on(
+    store: BlobStore, results: str, at: datetime | None = None, catalog: str = str(CATALOG), policy_uri: str = ""
+) -> Relay:
+    """A Relay on `store` with the test catalog and a fake backend; its clock stands still at `at`.
+
+    With `policy_uri`, the policy is read from there as the functions read it (runtime.load_policy).
+    """
     moment = at or datetime.now(UTC)
-    settings = Settings(results_uri=results, catalog_uri=str(CATALOG))
+    settings = Settings(results_uri=results, catalog_uri=catalog, policy_uri=policy_uri)
     return Relay(
         settings=settings,
         store=store,
-        catalog=Catalog(store, str(CATALOG)),
+        catalog=Catalog(store, catalog),
         backend=FakeBackend(),
         clock=lambda: moment,
+        policy=load_policy(settings, store),
     )
 
 

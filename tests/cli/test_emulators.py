@@ -189,6 +189,31 @@ def test_publish_sends_the_document_under_the_run_key_relay_gives_it(
     assert (outcome.outcome, outcome.run_key) == ("launched", shown["run_key"])
 
 
+def test_publish_scopes_a_run_key_to_the_tenant_of_its_topic(
+    pubsub_env: str, subscription: str, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    topic = f"projects/{PROJECT}/topics/{TRIGGERS}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"version: 1\ntenants:\n  - {{name: lab, topics: [{topic}]}}\n")
+    monkeypatch.setenv("RELAY_POLICY_URI", str(policy))
+    path = tmp_path / "t.yaml"
+    path.write_text("pipeline: echo\nparameters: {message: hi}\nrun_key: nightly\n")
+    ran = relay_cli(capsys, "publish", str(path), "--topic", TRIGGERS, "--json")
+    assert ran.code == 0, ran.err
+    assert ran.json()["run_key"] == "lab--nightly"
+    message = pull_one(pubsub_env, subscription)
+    # The functions, reading the same policy, give the message the same key.
+    store = MemoryBlobStore()
+    store.write(str(policy), policy.read_bytes())
+    store.write(str(CATALOG / "echo.yaml"), (CATALOG / "echo.yaml").read_bytes())
+    relay = relay_on(store, "gs://results/relay", policy_uri=str(policy))
+    attributes = {"id": "e", "type": PUBSUB_PUBLISHED, "source": f"//pubsub.googleapis.com/{topic}"}
+    data = base64.b64encode(message.data).decode()
+    body = {"message": {"data": data, "attributes": dict(message.attributes), "messageId": message.message_id}}
+    outcome = handle_delivery(relay, parse_pubsub_event(attributes, body))
+    assert (outcome.outcome, outcome.run_key) == ("launched", "lab--nightly")
+
+
 def test_publish_to_a_missing_topic(pubsub_env: str, capsys, tmp_path: Path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(ECHO))

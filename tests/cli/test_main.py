@@ -19,6 +19,8 @@ def test_relay_help_lists_every_command_with_its_summary_examples_and_environmen
     for variable in (
         "RELAY_RESULTS_URI",
         "RELAY_CATALOG_URI",
+        "RELAY_POLICY_URI",
+        "RELAY_BACKEND",
         "RELAY_LOCAL_ROOT",
         "STORAGE_EMULATOR_HOST",
         "PUBSUB_EMULATOR_HOST",
@@ -26,7 +28,7 @@ def test_relay_help_lists_every_command_with_its_summary_examples_and_environmen
         "GOOGLE_CLOUD_PROJECT",
     ):
         assert f"\n  {variable}" in ran.out
-    assert "\nexamples:\n  relay validate trigger.yaml\n" in ran.out
+    assert "\nexamples:\n  relay validate trigger.yaml --bucket relay-triggers\n" in ran.out
     assert "exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error." in ran.out
 
 

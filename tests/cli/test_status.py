@@ -153,7 +153,7 @@ def test_bad_arguments_and_missing_configuration_exit_2(capsys, blobs, results: 
     from tests.cli.support import run
 
     bad_key = cli("status", "Not-A-Key")
-    assert bad_key.code == 2 and bad_key.err.startswith("relay status: RUN: expected a run key matching")
+    assert bad_key.code == 2 and bad_key.err.startswith("relay status: RUN: expected a run key: a lower-case letter")
     not_a_trigger = cli("status", "gs://triggers/notes.txt")
     assert not_a_trigger.code == 2 and "expected a trigger name ending in .json, .yaml or .yml" in not_a_trigger.err
     unset = run(capsys, ["status", "echo-0123"], env={}, store=blobs)

@@ -26,11 +26,16 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
         "push published to the topic": "succeeded",
         "the first push, delivered again": "duplicate",
         "malformed trigger": "rejected",
+        "push beyond the policy": "rejected",
     }
+    codes = {item.sample.label: item.code for item in demo.tracked if item.state == "rejected"}
+    assert codes == {"malformed trigger": "invalid_parameters", "push beyond the policy": "policy_denied"}
     pushes = [item for item in demo.tracked if item.sample.label.startswith(("push bucket", "the first push"))]
     assert pushes[0].run_key == pushes[1].run_key  # the redelivery is the same trigger, not a new run
     assert "bar set for" in next(i.note for i in demo.tracked if i.sample.label.startswith("ratchet, first"))
     assert demo.report is not None and "<svg" in demo.report.read_text()
     assert "parameters.colour: expected a parameter of push" in printed
+    assert "parameters.destination.headers.Authorization: expected a secret only where tenants.lab.secrets" in printed
+    assert "The policy the triggers were held to: " in printed
     assert ("delivered straight to the functions" in printed) is not emulators
     assert "every sample ended as expected" in printed
