@@ -31,15 +31,19 @@ def on_message_published(cloud_event: CloudEvent) -> None:
 
 
 def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], Delivery]) -> None:
-    delivery = parse(cloud_event.get_attributes(), cloud_event.get_data())
+    attributes = cloud_event.get_attributes()
+    event_id, uri = str(attributes.get("id", "")), str(attributes.get("source", ""))
     try:
+        # The parser turns every malformed shape into a Skip; it sits inside the try all the same, so that even a
+        # bug there ends in this event's one outcome line.
+        delivery = parse(attributes, cloud_event.get_data())
+        event_id, uri = delivery.event.id, delivery.uri
         outcome = handle_delivery(runtime.current(os.environ), delivery)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
         # (transient faults, settings that need a redeploy, or a bug that a fix will clear).
-        event = delivery.event
         severity = None if isinstance(error, TransientError) else "ERROR"
         message = f"{type(error).__name__}: {error}"
-        logs.log_outcome(Outcome("retried", message, event.id, delivery.uri, severity_override=severity))
+        logs.log_outcome(Outcome("retried", message, event_id, uri, severity_override=severity))
         raise
     logs.log_outcome(outcome)

@@ -5,16 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from relay import naming
-from relay.triggers import Format, format_for
+from relay.triggers import Format, describe_value, format_for
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+MAX_GENERATION = 2**63 - 1  # Cloud Storage generations are int64; a longer number can name no object version
+# Cloud Storage's naming rules: what does not follow them names no object, and its client raises on some of it.
+_BUCKET = re.compile(r"^[a-z0-9](?:[-a-z0-9_.]{1,220}[a-z0-9])?\Z")
+_BUCKET_RULE = (
+    "a bucket name: 3-63 lower-case letters, digits, -, _ or . (222 with dots, 63 between them), "
+    "starting and ending with a letter or digit"
+)
+_OBJECT_RULE = "an object name: 1-1024 bytes of UTF-8, no carriage return or line feed, not . or .."
+_GENERATION_RULE = f"a generation: a whole number from 1 to {MAX_GENERATION}"
+_TRIGGER_URI_RULE = "trigger_uri gs://bucket/object[#generation]"
 
 
 @dataclass(frozen=True)
@@ -91,13 +102,8 @@ def parse_storage_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
         return Skip(event, event.source, f"event type {event.type!r} is not {STORAGE_FINALIZED}")
     if not isinstance(data, Mapping) or not data.get("bucket") or not data.get("name"):
         return Skip(event, event.source, "expected object data with bucket and name, found none", malformed=True)
-    return ObjectDelivery(
-        event=event,
-        bucket=str(data["bucket"]),
-        name=str(data["name"]),
-        generation=_int_or_none(data.get("generation")),
-        size=_int_or_none(data.get("size")),
-        via="storage-event",
+    return _object(
+        event, data["bucket"], data["name"], data.get("generation"), _int_or_none(data.get("size")), "storage-event"
     )
 
 
@@ -109,17 +115,31 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
     message = data.get("message") if isinstance(data, Mapping) else None
     if not isinstance(message, Mapping):
         return Skip(event, event.source, "expected a Pub/Sub message in the event data, found none", malformed=True)
-    message_attributes = message.get("attributes") or {}
-    message_id = str(message.get("messageId") or message.get("message_id") or event.id)
+    # Every field is checked for its type here: whoever can publish chooses the shape, and a shape that slipped
+    # through would raise later, outside the outcome log, and be redelivered until the dead letter.
     topic = _topic(event.source)
+    message_id = message.get("messageId") or message.get("message_id") or event.id
+    if not isinstance(message_id, str):
+        found = describe_value(message_id)
+        return Skip(event, topic, f"expected messageId: a string, found {found}", malformed=True)
+    uri = f"{topic}#{message_id}"
+    message_attributes = message.get("attributes") or {}
+    if not isinstance(message_attributes, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in message_attributes.items()
+    ):
+        found = describe_value(message_attributes)
+        return Skip(event, uri, f"expected message attributes: a mapping of strings, found {found}", malformed=True)
+    encoded = message.get("data") or ""
+    if not isinstance(encoded, str):
+        return Skip(event, uri, f"expected message data: base64 text, found {describe_value(encoded)}", malformed=True)
     try:
-        body = base64.b64decode(message.get("data") or "", validate=True)
+        body = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        return Skip(event, f"{topic}#{message_id}", "message data is not base64", malformed=True)
+        return Skip(event, uri, "expected message data: base64 text, found other text", malformed=True)
     if message_attributes.get("payloadFormat") == "JSON_API_V1" or "bucketId" in message_attributes:
         return _notification(event, message_attributes, body)
     if "trigger_uri" in message_attributes:
-        return _trigger_uri(event, str(message_attributes["trigger_uri"]))
+        return _trigger_uri(event, message_attributes["trigger_uri"])
     fmt: Format = "yaml" if str(message_attributes.get("format", "")).lower() in ("yaml", "yml") else "json"
     return InlineDelivery(event=event, topic=topic, message_id=message_id, data=body, format=fmt)
 
@@ -132,34 +152,58 @@ def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) 
         return Skip(event, uri, "expected bucketId and objectId attributes, found none", malformed=True)
     try:
         resource = json.loads(body) if body else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # only its size is used, and the object's own size is read otherwise
         resource = {}
-    return ObjectDelivery(
-        event=event,
-        bucket=str(attributes["bucketId"]),
-        name=str(attributes["objectId"]),
-        generation=_int_or_none(attributes.get("objectGeneration")),
-        size=_int_or_none(resource.get("size")) if isinstance(resource, dict) else None,
-        via="storage-notification",
-    )
+    size = _int_or_none(resource.get("size")) if isinstance(resource, dict) else None
+    generation = attributes.get("objectGeneration")
+    return _object(event, attributes["bucketId"], attributes["objectId"], generation, size, "storage-notification")
 
 
 def _trigger_uri(event: EventInfo, value: str) -> Delivery:
-    location, _, generation = value.partition("#")
+    location, hashed, generation = value.partition("#")
+    if not location.startswith("gs://"):
+        return Skip(event, value, f"expected {_TRIGGER_URI_RULE}, found {describe_value(value)}", malformed=True)
+    bucket, _, name = location.removeprefix("gs://").partition("/")
+    return _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
+
+
+def _object(event: EventInfo, bucket: object, name: object, generation: object, size: int | None, via: str) -> Delivery:
+    """An ObjectDelivery, or a malformed skip naming the first part that names no Cloud Storage object."""
+    shown = f"gs://{bucket}/{name}"
+    if not isinstance(bucket, str) or not _valid_bucket(bucket):
+        return Skip(event, shown, f"expected {_BUCKET_RULE}, found {describe_value(bucket)}", malformed=True)
+    if not isinstance(name, str) or not _valid_object(name):
+        return Skip(event, shown, f"expected {_OBJECT_RULE}, found {describe_value(name)}", malformed=True)
+    number = None if generation is None else _generation(generation)
+    if generation is not None and number is None:
+        return Skip(event, shown, f"expected {_GENERATION_RULE}, found {describe_value(generation)}", malformed=True)
+    return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via)
+
+
+def _valid_bucket(bucket: str) -> bool:
+    return bool(_BUCKET.match(bucket)) and (len(bucket) <= 63 or all(len(part) <= 63 for part in bucket.split(".")))
+
+
+def _valid_object(name: str) -> bool:
     try:
-        bucket, name = naming.split_gs_uri(location)
-    except ValueError:
-        bucket = name = ""
-    if not bucket or not name or (generation and not (generation.isascii() and generation.isdecimal())):
-        return Skip(event, value, "expected trigger_uri gs://bucket/object[#generation]", malformed=True)
-    return ObjectDelivery(
-        event=event,
-        bucket=bucket,
-        name=name,
-        generation=int(generation) if generation else None,
-        size=None,
-        via="trigger-uri",
-    )
+        size = len(name.encode("utf-8"))  # a lone surrogate (JSON's \ud800) cannot be encoded
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= 1024 and "\r" not in name and "\n" not in name and name not in (".", "..")
+
+
+def _generation(value: object) -> int | None:
+    """A generation as Cloud Storage has them (int64, from 1), from a decimal string or a number; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        # isdecimal() alone takes other scripts' digits ("\u0663") that int() would read; 19 digits bound int().
+        if not (value.isascii() and value.isdecimal() and len(value) <= 19):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 1 <= value <= MAX_GENERATION:
+        return value
+    return None
 
 
 def _topic(source: str) -> str:
@@ -168,9 +212,11 @@ def _topic(source: str) -> str:
 
 
 def _int_or_none(value: object) -> int | None:
-    # Storage int64 fields arrive as strings or numbers depending on the path.
+    # Storage int64 fields arrive as strings or numbers depending on the path; anything else is unknown.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
     try:
-        return int(str(value))
+        return int(value)
     except ValueError:
         return None
 

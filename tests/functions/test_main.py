@@ -141,3 +141,30 @@ def test_a_retried_event_logs_why(store: MemoryBlobStore, backend: FakeBackend, 
     [line] = outcome_lines(capsys.readouterr().out)
     assert line["outcome"] == "retried" and line["severity"] == "WARNING"
     assert line["message"] == "BackendUnavailableError: KFP answered 503"
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ({"attributes": {"trigger_uri": "gs://Bad Bucket!/a.json"}}, "expected a bucket name"),
+        ({"attributes": {"trigger_uri": "gs://relay-triggers/a.json#" + "9" * 30}}, "expected a generation"),
+        ({"attributes": {"sender": "x"}, "data": 12}, "expected message data: base64 text, found number 12"),
+        ({"attributes": {"sender": "x"}, "data": ["eyJ9"]}, "expected message data: base64 text, found a list"),
+        ({"attributes": ["trigger_uri"]}, "expected message attributes: a mapping of strings, found a list"),
+    ],
+    ids=["bad-bucket", "generation-past-int64", "data-number", "data-list", "attributes-list"],
+)
+def test_a_malformed_message_is_acknowledged_with_one_error_line(
+    store: MemoryBlobStore,
+    backend: FakeBackend,
+    capsys: pytest.CaptureFixture[str],
+    message: dict[str, Any],
+    reason: str,
+):
+    malformed = event("pubsub_inline")
+    malformed.data["message"] = {"messageId": "77", **message}
+    assert post("on_message_published", malformed) == 200  # acknowledged: a redelivery cannot fix it
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["severity"], line["event_id"]) == ("skipped", "ERROR", "9921345002400")
+    assert reason in line["message"], line["message"]
+    assert store.uris("gs://results/") == [] and backend.launches == []

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import yaml
 
 from relay.errors import InvalidTriggerError
 from relay.naming import PIPELINE_NAME_RULE
-from relay.triggers import MAX_TRIGGER_BYTES, format_for, parse_trigger
+from relay.triggers import (
+    MAX_DEPTH,
+    MAX_TRIGGER_BYTES,
+    Format,
+    StrictLoader,
+    format_for,
+    nesting_depth,
+    parse_trigger,
+)
 
 URI = "gs://triggers/t.json"
 
@@ -86,3 +96,97 @@ def test_documents_over_one_mebibyte_are_refused_before_decoding():
 )
 def test_format_follows_the_name(name: str, fmt: str | None):
     assert format_for(name) == fmt
+
+
+def nested_yaml(levels: int, *, flow: bool) -> bytes:
+    """A trigger whose parameter `p` makes the whole document `levels` lists and mappings deep."""
+    inner = levels - 2  # the document's mapping and `parameters` are two levels
+    if flow:
+        return b"pipeline: echo\nparameters:\n  p: " + b"[" * inner + b"]" * inner + b"\n"
+    lines = [b"pipeline: echo", b"parameters:", b"  p:"]
+    lines += [b"  " * (level + 2) + b"- " + (b"x" if level == inner - 1 else b"") for level in range(inner)]
+    return b"\n".join(lines) + b"\n"
+
+
+def nested_json(levels: int) -> bytes:
+    inner = levels - 2
+    return b'{"pipeline": "echo", "parameters": {"p": ' + b"[" * inner + b"]" * inner + b"}}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt"),
+    [
+        (nested_yaml(MAX_DEPTH, flow=True), "yaml"),
+        (nested_yaml(MAX_DEPTH, flow=False), "yaml"),
+        (nested_json(MAX_DEPTH), "json"),
+    ],
+    ids=["yaml-flow", "yaml-block", "json"],
+)
+def test_nesting_up_to_the_limit_parses_and_one_level_more_is_refused(raw: bytes, fmt: Format):
+    assert nesting_depth(parse_trigger(raw, fmt, URI).parameters) == MAX_DEPTH - 1
+    deeper = raw.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1) if b"[" in raw else raw.replace(b"x\n", b"- x\n")
+    [problem] = problems_of(deeper, fmt)
+    assert problem.startswith(f"(document): expected at most {MAX_DEPTH} levels of lists and mappings, found more")
+
+
+def test_the_yaml_loader_stops_at_the_first_level_too_deep_before_reading_on():
+    # The syntax error after the deep part is never reached: the parser stopped at level MAX_DEPTH + 1.
+    raw = nested_yaml(MAX_DEPTH + 1, flow=True) + b"run_key: [unclosed\n"
+    [problem] = problems_of(raw, "yaml")
+    assert f"expected at most {MAX_DEPTH} levels" in problem and "line 3" in problem
+    # Far deeper than Python's recursion limit: refused as deep, not as a crash of the parser.
+    assert "levels of lists and mappings" in problems_of(nested_yaml(10_000, flow=True), "yaml")[0]
+    assert "levels of lists and mappings" in problems_of(nested_json(10_000), "json")[0]
+
+
+def test_a_syntax_error_at_the_end_of_a_large_yaml_names_its_line():
+    entries = b"".join(b"  k%06d: value\n" % i for i in range(40_000))
+    raw = b"pipeline: echo\nparameters:\n" + entries + b"  bad: [unclosed\n"
+    assert len(raw) < MAX_TRIGGER_BYTES
+    [problem] = problems_of(raw, "yaml")
+    assert problem.startswith("(document): expected valid YAML") and "line 40003" in problem
+
+
+def test_a_document_of_exactly_the_size_limit_is_read():
+    head, tail = b'{"pipeline": "echo", "parameters": {"message": "', b'"}}'
+    exact = head + b"x" * (MAX_TRIGGER_BYTES - len(head) - len(tail)) + tail
+    assert len(exact) == MAX_TRIGGER_BYTES
+    assert len(parse_trigger(exact, "json", URI).parameters["message"]) == MAX_TRIGGER_BYTES - len(head) - len(tail)
+    one_more = exact.replace(b"xx", b"xxx", 1)
+    assert problems_of(one_more) == [
+        f"(document): expected at most {MAX_TRIGGER_BYTES} bytes, found {len(one_more)} bytes"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &x [1]\nb: *x\n", "aliases (*name) are not allowed"),
+        ("base: &b {x: 1}\nmore:\n  <<: *b\n", "aliases (*name) are not allowed"),
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("a: {k: 1, k: 2}\n", "duplicate key 'k'"),
+        ("a: !!python/object:os.system x\n", "could not determine a constructor"),
+    ],
+)
+def test_the_strict_loader_keeps_every_rule(text: str, expected: str):
+    with pytest.raises(yaml.YAMLError, match=re.escape(expected)):
+        yaml.load(text, Loader=StrictLoader)
+
+
+def test_the_strict_loader_is_libyamls_where_pyyaml_has_it_and_keeps_dates_as_strings():
+    assert issubclass(StrictLoader, yaml.CSafeLoader) == yaml.__with_libyaml__
+    assert yaml.load("day: 2026-11-21\nn: 3\nf: 1.5\nok: true\n", Loader=StrictLoader) == {
+        "day": "2026-11-21",
+        "n": 3,
+        "f": 1.5,
+        "ok": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("p: !!binary aGk=\n", "bytes"), ("p: !!set {a: null}\n", "set"), ("p: .nan\n", "Out of range float values")],
+)
+def test_yaml_only_values_are_refused(text: str, found: str):
+    [problem] = problems_of(b"pipeline: echo\nparameters:\n  " + text.encode(), "yaml")
+    assert problem.startswith("(document): expected JSON values only") and found in problem
