@@ -35,6 +35,7 @@ LOOPBACK = "127.0.0.1"
 Probe = Callable[[], bool]
 
 _POLL_INTERVAL = 0.02
+_KILL_WAIT = 10.0  # after SIGKILL: only a process stuck in the kernel (a hung disk or mount) takes this long
 _LOG_TAIL_LINES = 40
 
 
@@ -199,6 +200,12 @@ class ManagedProcess(Lifecycle):
         if proc.poll() is None or _group_alive(pgid):
             signal_group(pgid, signal.SIGKILL)
         proc.wait()
+        # Reaping the leader says nothing of the rest: a member dies of SIGKILL only once the kernel runs it (a
+        # busy CPU, or a read in progress, delays that), and until then it is alive in the group. Wait it out, so
+        # that stop() returning means nothing is left; SIGKILL cannot be ignored, so this ends.
+        killed_by = time.monotonic() + _KILL_WAIT
+        while _group_alive(pgid) and time.monotonic() < killed_by:
+            time.sleep(_POLL_INTERVAL)
 
     # -- introspection ---------------------------------------------------------------------------------
 
