@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 
 from relay import naming, records
 from relay.adapters.local_backend import LocalBackend
-from relay.ports import LaunchRequest
+from relay.ports import LaunchedRun, LaunchRequest
 from tests.conftest import echo_request
+from tests.fakes import MemoryBlobStore
 
 
 def wait_for(path: Path, seconds: float = 60.0) -> dict[str, object]:
@@ -81,3 +83,41 @@ def test_a_second_start_after_a_crash_never_runs_the_pipeline_twice(tmp_path: Pa
         time.sleep(0.05)
     log = (run_dir / "runner.log").read_text()
     assert log.count("Executing task") == 1, log
+
+
+def test_after_the_results_store_is_wiped_a_reused_run_key_runs_afresh(tmp_path: Path, results: Path):
+    # `make up` restarted: fake-gcs-server's memory (the records) is gone, the run folders on disk are not.
+    first = LocalBackend(tmp_path / "local", str(results)).launch(request("echo-again", results))
+    wait_for(Path(naming.result_record(str(results), "echo-again")))
+    shutil.rmtree(results)
+
+    backend = LocalBackend(tmp_path / "local", str(results))  # a new function process, as after a restart
+    assert backend.find_run("echo-again") is None  # no record of it, so no run of it either
+    second = backend.launch(request("echo-again", results))
+    assert second.run_id != first.run_id and second.url == first.url
+    result = wait_for(Path(naming.result_record(str(results), "echo-again")))
+    assert result["run_id"] == second.run_id and result["state"] == "succeeded"
+    assert backend.find_run("echo-again") == second
+    # The earlier run's folder is kept beside it, with its outputs, under a name no run key can take.
+    [aside] = [path for path in (tmp_path / "local").iterdir() if path.name.startswith("echo-again.")]
+    assert json.loads((aside / "run.json").read_text())["run_id"] == first.run_id
+
+
+def test_while_the_results_store_keeps_its_records_the_run_folder_is_the_guard(tmp_path: Path, results: Path):
+    run = LocalBackend(tmp_path / "local", str(results)).launch(request("echo-kept", results))
+    again = LocalBackend(tmp_path / "local", str(results))  # a restart that kept the store
+    assert again.find_run("echo-kept") == run and again.launch(request("echo-kept", results)) == run
+    wait_for(Path(naming.result_record(str(results), "echo-kept")))
+    assert [path.name for path in (tmp_path / "local").iterdir()] == ["echo-kept"]
+
+
+def test_the_store_id_is_created_once_however_many_instances_ask(tmp_path: Path):
+    store = MemoryBlobStore()
+    backends = [LocalBackend(tmp_path, "gs://results/relay", store) for _ in range(3)]
+    assert [backend.find_run("nope") for backend in backends] == [None, None, None]
+    [uri] = store.uris("gs://results/relay/")
+    assert uri == "gs://results/relay/local-backend.json"
+    instance = json.loads(store.read(uri).data)["instance"]
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "run.json").write_text(json.dumps({"run_id": "local-1", "store_instance": instance}))
+    assert {backend.find_run("k") for backend in backends} == {LaunchedRun("local-1", (tmp_path / "k").as_uri())}

@@ -9,12 +9,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from relay.errors import BackendUnavailableError
-from relay.ports import LaunchedRun, LaunchRequest
+from relay import naming
+from relay.errors import BackendUnavailableError, BlobNotFoundError, PreconditionFailedError
+from relay.ports import BlobStore, LaunchedRun, LaunchRequest
 
 RUN_FILE = "run.json"  # written once the runner has started
 REQUEST_FILE = "request.json"  # what the runner reads; written once per run folder
 STARTED_FILE = "started"  # the runner's own mark: a run folder executes at most once
+INSTANCE_RECORD = "local-backend.json"  # under the results location: which results store the run folders belong to
 # Never handed to pipeline code: the local runner's tasks inherit its environment.
 _WITHHELD = ("RELAY_STATIC_TOKEN", "RELAY_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
 
@@ -27,19 +29,31 @@ class LocalBackend:
     written once, and a runner that finds the folder already started exits, so the pipeline runs once. The
     runner (`python -m relay.adapters.local_runner DIR`) outlives the function call, so the event is answered at
     once, and it records the final state in the results location when the pipeline ends.
+
+    Run folders outlive the results store when it is fake-gcs-server's memory (`make up` restarted): records gone,
+    folders kept. So each folder names the results store it was launched for (an id kept in the store itself,
+    `<results>/local-backend.json`), and a folder of another store is not this store's run: it is set aside as
+    `<run_key>.<store id>` for its outputs, and the run key starts afresh. Records and runs agree, both or neither.
     """
 
     name = "local"
 
-    def __init__(self, root: str | Path, results_uri: str) -> None:
+    def __init__(self, root: str | Path, results_uri: str, store: BlobStore | None = None) -> None:
         self._root = Path(root).resolve()
         self._results_uri = results_uri
+        if store is None:
+            from relay.runtime import results_store  # runtime builds this backend: imported here, not at load
+
+            store = results_store(results_uri, str(self._root))
+        self._store = store
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
-        existing = self.find_run(request.run_key)
+        instance = self._store_instance()
+        run_dir = self._root / request.run_key
+        existing = _run_of(run_dir, instance)
         if existing is not None:
             return existing
-        run_dir = self._root / request.run_key
+        _set_aside_if_foreign(run_dir, instance)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             run = {
@@ -47,6 +61,7 @@ class LocalBackend:
                 "run_key": request.run_key,
                 "pipeline": request.pipeline,
                 "results_uri": self._results_uri,
+                "store_instance": instance,
             }
             run = json.loads(_write_once(run_dir / REQUEST_FILE, json.dumps(run, indent=2).encode()))
             _write_once(run_dir / "pipeline.yaml", request.package)
@@ -62,12 +77,53 @@ class LocalBackend:
         return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
 
     def find_run(self, run_key: str) -> LaunchedRun | None:
-        run_dir = self._root / run_key
-        try:
-            run = json.loads((run_dir / RUN_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
+        return _run_of(self._root / run_key, self._store_instance())
+
+    def _store_instance(self) -> str:
+        """The results store's id for the local backend, created (create-only) by the first launch it sees."""
+        uri = naming.join(self._results_uri, INSTANCE_RECORD)
+        for _ in range(2):  # a concurrent first launch may create it between our read and our write
+            try:
+                return str(json.loads(self._store.read(uri).data)["instance"])
+            except BlobNotFoundError:
+                pass
+            instance = uuid.uuid4().hex
+            try:
+                self._store.write(uri, json.dumps({"instance": instance}).encode(), if_generation_match=0)
+                return instance
+            except PreconditionFailedError:
+                continue
+        raise BackendUnavailableError(f"{uri}: created and gone again; cannot tell which run folders are this store's")
+
+
+def _run_of(run_dir: Path, instance: str) -> LaunchedRun | None:
+    """The run in `run_dir` if its runner started for the results store `instance`."""
+    try:
+        run = json.loads((run_dir / RUN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    if run.get("store_instance") != instance:
+        return None
+    return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
+
+
+def _set_aside_if_foreign(run_dir: Path, instance: str) -> None:
+    """Move a folder launched for another results store out of the run key's way (kept: its outputs may matter)."""
+    try:
+        found = json.loads((run_dir / REQUEST_FILE).read_text()).get("store_instance")
+    except FileNotFoundError:
+        return  # no folder, or one whose request was never written: nothing in it belongs to any run yet
+    if found == instance:
+        return
+    # A "." never appears in a run key, so the new name cannot be any run's folder; the suffix keeps it unique.
+    aside = run_dir.with_name(f"{run_dir.name}.{found or 'unknown'}.{uuid.uuid4().hex[:8]}")
+    try:
+        run_dir.rename(aside)
+    except FileNotFoundError:
+        pass  # a concurrent takeover moved it first
+    except OSError as exc:
+        problem = f"{run_dir}: launched for another results store ({found}), and cannot be moved aside: {exc}"
+        raise BackendUnavailableError(problem) from exc
 
 
 def _start_runner(run_dir: Path) -> int:
