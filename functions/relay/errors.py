@@ -13,12 +13,15 @@
     │   ├── NotifyUnavailableError
     │   ├── BackendUnavailableError       the request surely created no run: retry at once
     │   │   ├── SubmitUncertainError      it may have: let the claim's lease run out, then ask the backend
-    │   │   └── LeaseExpiredError         the claim's lease ran out before the submit, which was not sent
+    │   │   ├── LeaseExpiredError         the claim's lease ran out before the submit, which was not sent
+    │   │   └── BackendBusyError          refused for load or quota (429, RESOURCE_EXHAUSTED): pause submits
+    │   ├── BackendPausedError    this instance holds submits back after a BackendBusyError; nothing was sent
     │   └── ClaimHeldError        another delivery holds a live claim on this run key
     ├── ConfigError               RELAY_* settings are missing or invalid (every problem at once); raised,
     │                             so events wait for a fixed deployment instead of being acknowledged
     ├── BlobNotFoundError         BlobStore.read found no object (at that generation)
     ├── PreconditionFailedError   BlobStore.write's generation precondition did not hold
+    ├── BlobRequestError          Cloud Storage refused the request itself (400: a bad bucket name or generation)
     └── UnauthorizedError         the backend answered 401: refresh the token once and retry
 """
 
@@ -112,6 +115,19 @@ class LeaseExpiredError(BackendUnavailableError):
     """The claim's lease ran out while waiting to submit; nothing was sent."""
 
 
+class BackendBusyError(BackendUnavailableError):
+    """The backend refused the request for load or quota, so it surely created nothing; `retry_after` is how
+    long it asked callers to wait (seconds), when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendPausedError(TransientError):
+    """The backend asked this instance to hold off; the delivery is retried later, nothing was sent."""
+
+
 class ClaimHeldError(TransientError):
     """A live claim by another delivery exists; retry after it resolves or its lease expires."""
 
@@ -122,6 +138,10 @@ class BlobNotFoundError(RelayError):
 
 class PreconditionFailedError(RelayError):
     """A conditional write lost: the object exists, or has another generation."""
+
+
+class BlobRequestError(RelayError):
+    """Cloud Storage refused the request as malformed (400): repeating it cannot help."""
 
 
 class UnauthorizedError(RelayError):

@@ -2,46 +2,60 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from relay import naming
-from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.localfs import LocalBlobStore
 from relay.adapters.routing import RoutingBlobStore
 from relay.catalog import Catalog
 from relay.config import Settings
+from relay.errors import ConfigError
 from relay.policy import Policy, read_policy
 from relay.ports import BlobStore, Notifier, PipelineBackend
-from relay.service import Relay
+from relay.service import Relay, submit_margin
+
+if TYPE_CHECKING:
+    import requests
 
 _current: Relay | None = None
 _lock = threading.Lock()
 
 
-def results_store(results_uri: str, local_root: str) -> BlobStore:
+def results_store(results_uri: str, local_root: str, session: requests.Session | None = None) -> BlobStore:
     """gs:// to Cloud Storage, paths to the disk; local conditional writes lock inside the results folder."""
+    from relay.adapters.gcs import GcsBlobStore  # requests, on first use rather than when main.py loads
+
     lock_dir = local_root if results_uri.startswith("gs://") else results_uri
-    return RoutingBlobStore(GcsBlobStore(), LocalBlobStore(Path(lock_dir)))
+    return RoutingBlobStore(GcsBlobStore(session), LocalBlobStore(Path(lock_dir)))
 
 
-def blob_store(settings: Settings) -> BlobStore:
-    return results_store(settings.results_uri, settings.local_root)
+def blob_store(settings: Settings, session: requests.Session | None = None) -> BlobStore:
+    return results_store(settings.results_uri, settings.local_root, session)
 
 
-def backend(settings: Settings) -> PipelineBackend:
+def backend(settings: Settings, session: requests.Session | None = None) -> PipelineBackend:
     if settings.backend == "local":
+        # The local backend runs the spec with kfp.local, which the function upload does not carry.
+        if importlib.util.find_spec("kfp") is None:
+            raise ConfigError(["RELAY_BACKEND: expected kfp or vertex where kfp is not installed, found 'local'"])
         from relay.adapters.local_backend import LocalBackend
 
         return LocalBackend(settings.local_root, settings.results_uri)
+    from relay.adapters.http import Timeouts, new_session
     from relay.adapters.tokens import token_source_for
 
-    tokens = token_source_for(settings)
+    session = session or new_session()
+    tokens = token_source_for(settings, session)
+    # Every backend call ends within the submit margin, so a submit started in time ends before the lease does.
+    timeouts = Timeouts.within(submit_margin(settings.claim_lease))
     if settings.backend == "kfp":
         from relay.adapters.kfp_backend import KfpBackend
 
-        return KfpBackend(settings.kfp_host, settings.kfp_experiment, tokens)
+        return KfpBackend(settings.kfp_host, settings.kfp_experiment, tokens, session=session, timeouts=timeouts)
     from relay.adapters.vertex_backend import VertexBackend
 
     return VertexBackend(
@@ -51,6 +65,8 @@ def backend(settings: Settings) -> PipelineBackend:
         service_account=settings.vertex_service_account,
         endpoint=settings.vertex_endpoint,
         tokens=tokens,
+        session=session,
+        timeouts=timeouts,
     )
 
 
@@ -72,12 +88,15 @@ def load_policy(settings: Settings, store: BlobStore) -> Policy:
 
 
 def build_relay(settings: Settings) -> Relay:
-    store = blob_store(settings)
+    from relay.adapters.http import new_session
+
+    session = new_session()  # one pool of keep-alive connections for storage, tokens and the backend
+    store = blob_store(settings, session)
     return Relay(
         settings=settings,
         store=store,
         catalog=Catalog(store, settings.catalog_uri),
-        backend=backend(settings),
+        backend=backend(settings, session),
         notifier=notifier_for(settings.notify_topic),
         policy=load_policy(settings, store),
     )

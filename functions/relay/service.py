@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +15,10 @@ from relay import policy as rules
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.config import Settings
 from relay.errors import (
+    BackendBusyError,
+    BackendPausedError,
     BlobNotFoundError,
+    BlobRequestError,
     ClaimHeldError,
     InvalidTriggerError,
     LaunchRejectedError,
@@ -33,10 +38,66 @@ from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 # A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
 # over before anyone may take over.
 SUBMIT_MARGIN = timedelta(seconds=60)
+# How long to hold submits back after a refusal for load that named no time, and the most any answer may ask.
+DEFAULT_PAUSE = 1.0
+MAX_PAUSE = 60.0
+# After a refusal for load, submits go one at a time for this long: a burst of redeliveries would otherwise all
+# reach the backend the moment a pause ends, and all but the first few be refused again.
+CAREFUL_FOR = 30.0
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def submit_margin(claim_lease: float) -> float:
+    """Seconds before the lease ends by which a submit must have started (and so the most it may take)."""
+    return min(SUBMIT_MARGIN.total_seconds(), claim_lease / 4)
+
+
+class SubmitGate:
+    """An instance's backpressure: after the backend refuses for load (BackendBusyError), no backend call starts
+    until the time it asked for, then one at a time for a while; a delivery meanwhile is answered for redelivery."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # held for bookkeeping only, never across a backend call
+        self._paused_until = 0.0
+        self._careful_until = 0.0
+        self._in_flight = 0
+
+    def closed(self) -> str | None:
+        """Why a backend call may not start now, or None."""
+        with self._lock:
+            return self._closed(self._clock())
+
+    def _closed(self, now: float) -> str | None:
+        if now < self._paused_until:
+            return f"the backend asked for a pause: {self._paused_until - now:.1f} s left"
+        if now < self._careful_until and self._in_flight:
+            return "the backend refused for load lately: one call at a time, and one is under way"
+        return None
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it."""
+        with self._lock:
+            reason = self._closed(self._clock())
+            if reason:
+                raise BackendPausedError(f"not calling the backend: {reason}")
+            self._in_flight += 1
+        try:
+            yield
+        except BackendBusyError as busy:
+            pause = min(MAX_PAUSE, DEFAULT_PAUSE if busy.retry_after is None else busy.retry_after)
+            with self._lock:
+                now = self._clock()
+                self._paused_until = max(self._paused_until, now + pause)
+                self._careful_until = max(self._careful_until, now + pause + CAREFUL_FOR)
+            raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +111,7 @@ class Relay:
     notifier: Notifier | None = None
     clock: Callable[[], datetime] = field(default=_utcnow)
     policy: rules.Policy = rules.NO_POLICY
+    gate: SubmitGate = field(default_factory=SubmitGate)
 
     @property
     def policy_context(self) -> rules.Context:
@@ -152,6 +214,9 @@ def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
     except BlobNotFoundError:
         found = f"no object at generation {generation}" if generation else "no object"
         problem = Problem("(object)", "the trigger object", found)
+        error = InvalidTriggerError(delivery.uri, [problem], code="trigger_not_found")
+    except BlobRequestError as refused:  # a bucket name or generation Cloud Storage cannot hold: no retry helps
+        problem = Problem("(object)", "an object Cloud Storage can address", str(refused))
         error = InvalidTriggerError(delivery.uri, [problem], code="trigger_not_found")
     identity = naming.object_identity(delivery.bucket, delivery.name, generation or 0)
     return _Loaded(raw, fmt, identity, records.trigger_reference(delivery, generation), error)
@@ -262,6 +327,13 @@ def _claim_and_launch(
 ) -> Outcome:
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
+    closed = relay.gate.closed()
+    if closed:
+        # Held back for the backend's sake: no claim, no backend call; only a launched run is answered now.
+        recorded = _read_record(relay.store, uri)
+        if recorded is not None and recorded.get("state") != records.LAUNCHING:
+            return _duplicate(delivery, run_key, recorded)
+        raise BackendPausedError(f"{uri}: {run_key} not claimed: {closed}; retry later")
     tenant_name = tenant.name if tenant else ""
     parameters = run_parameters(
         pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri, tenant=tenant_name
@@ -307,16 +379,18 @@ def _claim_and_launch(
                 raise ClaimHeldError(f"{uri}: another delivery took over run key {run_key} first") from None
             previous = current
     try:
-        # A takeover first asks the backend: the crashed holder may have submitted before it could record.
-        found = relay.backend.find_run(run_key) if previous is not None else None
-        run = found or _submit(relay, claim, pipeline, parameters, trigger)
+        with relay.gate.calling():
+            # A takeover first asks the backend: the crashed holder may have submitted before it could record.
+            found = relay.backend.find_run(run_key) if previous is not None else None
+            run = found or _submit(relay, claim, pipeline, parameters, trigger)
     except LaunchRejectedError as refused:
         relay.store.delete(uri, if_generation_match=generation)
         return _reject(relay, delivery, loaded, run_key, pipeline.name, refused)
     except SubmitUncertainError:
         raise  # the run may exist: the lease runs out first, then a takeover asks the backend
     except TransientError:
-        _expire_claim(relay.store, uri, generation, claim, relay.clock())  # surely not submitted: retry at once
+        # Surely not submitted (a refusal for load, a pause, no connection): the redelivery may submit at once.
+        _release_claim(relay, uri, generation, claim, taken_over=previous is not None)
         raise
     # The run found belongs to the claim that submitted it, with that claim's trigger and parameters.
     launched = records.launched_record(
@@ -343,7 +417,7 @@ def _submit(
     trigger: Trigger,
 ) -> LaunchedRun:
     lease_end = records.parse_timestamp(claim["lease_expires_at"])
-    margin = min(SUBMIT_MARGIN, timedelta(seconds=relay.settings.claim_lease / 4))
+    margin = timedelta(seconds=submit_margin(relay.settings.claim_lease))
     return relay.backend.launch(
         LaunchRequest(
             run_key=claim["run_key"],
@@ -355,6 +429,18 @@ def _submit(
             deadline=lease_end - margin,
         )
     )
+
+
+def _release_claim(relay: Relay, uri: str, generation: int, claim: Mapping[str, Any], *, taken_over: bool) -> None:
+    """Free a claim whose submit surely sent nothing. A fresh one is deleted, so the redelivery claims anew and
+    submits without asking the backend; one taken over is only expired, as the crashed holder's submit (which
+    this delivery did not make) may still show up, and the next taker must ask again."""
+    if taken_over:
+        _expire_claim(relay.store, uri, generation, claim, relay.clock())
+        return
+    # If this fails the lease simply runs out; a takeover then asks the backend first.
+    with contextlib.suppress(PreconditionFailedError, TransientError):
+        relay.store.delete(uri, if_generation_match=generation)
 
 
 def _expire_claim(store: BlobStore, uri: str, generation: int, claim: Mapping[str, Any], now: datetime) -> None:

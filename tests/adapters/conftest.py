@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.adapters.http import new_session
 from relay.adapters.tokens import token_source_for
 from relay.config import Settings
 from relay.ports import TokenSource
@@ -30,12 +31,11 @@ def key_file(oauth: OAuthTokenServer, tmp_path: Path) -> Path:
 def tokens(key_file: Path) -> TokenSource:
     """Access tokens from a service-account key whose token_uri is the loopback OAuth server."""
     settings = Settings(results_uri="r", backend="vertex", auth="service-account", credentials_file=str(key_file))
-    return token_source_for(settings)
+    return token_source_for(settings, new_session())
 
 
 @pytest.fixture
-def kfp_server(oauth: OAuthTokenServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KfpApiServer]:
-    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+def kfp_server(oauth: OAuthTokenServer) -> Iterator[KfpApiServer]:
     with KfpApiServer(token_check=oauth.is_valid) as server:
         yield server
     assert server.errors == []

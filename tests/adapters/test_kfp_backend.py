@@ -1,11 +1,22 @@
-"""KfpBackend through the real kfp.Client against a loopback KFP v2beta1 API that checks every request."""
+"""KfpBackend against a loopback KFP v2beta1 API that checks every request body against kfp_server_api's models."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from relay.adapters.http import Timeouts
 from relay.adapters.kfp_backend import KfpBackend
-from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError
+from relay.errors import (
+    BackendBusyError,
+    BackendUnavailableError,
+    LaunchRejectedError,
+    LeaseExpiredError,
+    SubmitUncertainError,
+)
 from relay.ports import TokenSource
 from tests.conftest import echo_request
 from tests.servers.kfp import KfpApiServer
@@ -75,17 +86,101 @@ def test_a_failed_submit_that_may_have_reached_the_server_is_uncertain(kfp_serve
     assert backend.launch(echo_request("echo-1")).run_id == kfp_server.runs[0]["run_id"]
 
 
-def test_losing_the_race_to_create_the_experiment_is_transient_not_a_rejection(
+def test_losing_the_race_to_create_the_experiment_means_using_the_winners(
+    kfp_server: KfpApiServer, tokens: TokenSource
+):
+    KfpBackend(kfp_server.url, "relay", tokens).find_run("warm-up")  # another instance made the experiment
+    kfp_server.clear_requests()
+    # ... just after this one looked it up and found nothing.
+    kfp_server.fail_next(1, 200, body={}, path_prefix="/apis/v2beta1/experiments")
+    run = KfpBackend(kfp_server.url, "relay", tokens).launch(echo_request("echo-1"))
+    assert run.run_id == kfp_server.runs[0]["run_id"] and len(kfp_server.experiments) == 1
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in kfp_server.requests] == [
+        ("GET", "experiments"),
+        ("POST", "experiments"),  # 409: it exists
+        ("GET", "experiments"),
+        ("POST", "runs"),
+    ]
+
+
+def test_a_warm_launch_is_one_request_and_errors_do_not_forget_the_experiment(
     kfp_server: KfpApiServer, tokens: TokenSource
 ):
     backend = KfpBackend(kfp_server.url, "relay", tokens)
-    backend.find_run("warm-up")  # the client exists; the experiment is looked up afresh below
-    backend._experiment_id = None
-    kfp_server.fail_next(1, 409, path_prefix="/apis/v2beta1/experiments")
-    with pytest.raises(BackendUnavailableError, match="answered 409") as lost:
+    backend.launch(echo_request("echo-1"))
+    kfp_server.fail_next(1, 503, path_prefix="/apis/v2beta1/runs")
+    with pytest.raises(SubmitUncertainError):
+        backend.launch(echo_request("echo-2"))
+    kfp_server.clear_requests()
+    backend.launch(echo_request("echo-3"))
+    assert [(r.method, r.path) for r in kfp_server.requests] == [("POST", "/apis/v2beta1/runs")]
+
+
+def test_an_experiment_deleted_under_the_instance_is_looked_up_again(kfp_server: KfpApiServer, tokens: TokenSource):
+    backend = KfpBackend(kfp_server.url, "relay", tokens)
+    backend.launch(echo_request("echo-1"))
+    gone = {"error": "experiment not found", "code": 5, "message": "experiment not found", "details": []}
+    kfp_server.fail_next(1, 404, body=gone, path_prefix="/apis/v2beta1/runs")
+    with pytest.raises(BackendUnavailableError, match="answered 404") as missing:
+        backend.launch(echo_request("echo-2"))
+    assert not isinstance(missing.value, SubmitUncertainError)  # refused: surely nothing was made
+    kfp_server.clear_requests()
+    backend.launch(echo_request("echo-2"))
+    assert [r.method for r in kfp_server.requests] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "retry_after"),
+    [
+        (429, {"error": "slow down", "code": 8, "message": "slow down"}, {"Retry-After": "7"}, 7.0),
+        (503, {"error": "Quota exceeded for quota metric runs", "code": 14, "message": "Quota exceeded"}, {}, None),
+        (500, {"error": "RESOURCE_EXHAUSTED", "code": 8, "message": "too many runs"}, {}, None),
+    ],
+    ids=["429-retry-after", "503-quota-exceeded", "resource-exhausted"],
+)
+def test_a_refusal_for_load_is_busy_and_surely_made_nothing(
+    kfp_server: KfpApiServer, tokens: TokenSource, status: int, body: object, headers: dict[str, str], retry_after
+):
+    backend = KfpBackend(kfp_server.url, "relay", tokens)
+    backend.find_run("warm-up")
+    kfp_server.fail_next(1, status, body=body, headers=headers, path_prefix="/apis/v2beta1/runs")
+    with pytest.raises(BackendBusyError) as busy:
         backend.launch(echo_request("echo-1"))
-    assert not isinstance(lost.value, SubmitUncertainError)
-    assert backend.launch(echo_request("echo-1")).run_id == kfp_server.runs[0]["run_id"]
+    assert busy.value.retry_after == retry_after and kfp_server.runs == []
+
+
+def test_a_rejection_that_mentions_a_quota_is_still_a_rejection(kfp_server: KfpApiServer, tokens: TokenSource):
+    # A 400 may echo the trigger's own words: its body is never read as a refusal for load.
+    echoed = {"error": "Invalid input error: note='Quota exceeded'", "code": 3, "message": "note='Quota exceeded'"}
+    kfp_server.fail_next(1, 400, body=echoed, path_prefix="/apis/v2beta1/runs")
+    with pytest.raises(LaunchRejectedError):
+        KfpBackend(kfp_server.url, "relay", tokens).launch(echo_request("echo-1"))
+
+
+def test_a_stalled_submit_times_out_as_uncertain_and_holds_up_no_other_call(
+    kfp_server: KfpApiServer, tokens: TokenSource
+):
+    backend = KfpBackend(kfp_server.url, "relay", tokens, timeouts=Timeouts(connect=0.5, read=0.5))
+    backend.find_run("warm-up")
+    release = threading.Event()
+    kfp_server.stall_next_run(create=True, release=release)
+    try:
+        with pytest.raises(SubmitUncertainError, match="did not answer"):
+            backend.launch(echo_request("echo-1"))
+        assert kfp_server.stalled == 1 and backend.find_run("echo-1") is not None  # made, answered late
+        backend.launch(echo_request("echo-2"))
+    finally:
+        release.set()
+
+
+def test_nothing_is_sent_past_the_deadline(kfp_server: KfpApiServer, tokens: TokenSource):
+    backend = KfpBackend(kfp_server.url, "relay", tokens)
+    backend.find_run("warm-up")
+    kfp_server.clear_requests()
+    expired = replace(echo_request("echo-1"), deadline=datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(LeaseExpiredError):
+        backend.launch(expired)
+    assert kfp_server.requests == []
 
 
 def test_an_unreachable_server_surely_got_nothing(tokens: TokenSource, kfp_server: KfpApiServer):

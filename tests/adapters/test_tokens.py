@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from relay.adapters.tokens import StaticTokenSource, call_with_token, token_source_for
+from relay.adapters.http import new_session
+from relay.adapters.tokens import MetadataTokenSource, StaticTokenSource, call_with_token, token_source_for
 from relay.config import Settings
 from relay.errors import TokenUnavailableError, UnauthorizedError
 from relay.ports import TokenSource
 from tests.servers.metadata import MetadataServer
 from tests.servers.oauth import OAuthTokenServer
 
-FUNCTIONS = Path(__file__).parents[2] / "functions"
+ACCOUNT = "/computeMetadata/v1/instance/service-accounts/default/"
 
 
 def test_service_account_tokens_are_cached_until_refresh_is_forced(tokens: TokenSource, oauth: OAuthTokenServer):
@@ -36,7 +33,7 @@ def test_a_service_account_with_an_audience_gets_id_tokens(key_file: Path, oauth
         credentials_file=str(key_file),
         kfp_audience="iap-client.apps.googleusercontent.com",
     )
-    source = token_source_for(settings)
+    source = token_source_for(settings, new_session())
     token = source.token()
     assert source.token() == token and oauth.id_token_fetches == 1
     assert oauth.is_valid(token, audience="iap-client.apps.googleusercontent.com")
@@ -66,34 +63,18 @@ def test_call_with_token_retries_once_with_a_fresh_token():
         call_with_token(StaticTokenSource("old"), call)
 
 
-# google-auth reads GCE_METADATA_HOST when it is imported, so the metadata kinds run in a fresh interpreter.
-_PROBE = """
-import json, sys
-from relay.adapters.tokens import token_source_for
-from relay.config import Settings
-settings = Settings.from_env(json.loads(sys.argv[1]))
-source = token_source_for(settings)
-tokens = [source.token(), source.token(), source.token(refresh=True)]
-print(json.dumps(tokens))
-"""
+def sources(metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> list[str]:
+    """Three tokens from the TokenSource `env` configures: cached, cached, forced."""
+    monkeypatch.setenv("GCE_METADATA_HOST", metadata.host_port)
+    source = token_source_for(Settings.from_env({"RELAY_RESULTS_URI": "r", **env}), new_session())
+    return [source.token(), source.token(), source.token(refresh=True)]
 
 
-def probe(metadata: MetadataServer, env: dict[str, str]) -> list[str]:
-    completed = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps({"RELAY_RESULTS_URI": "r", **env})],
-        env={**os.environ, **metadata.env(), "PYTHONPATH": str(FUNCTIONS)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return list(json.loads(completed.stdout))
-
-
-def test_metadata_access_tokens_are_fetched_once_and_refreshed_on_demand():
+def test_metadata_access_tokens_are_fetched_once_and_refreshed_on_demand(monkeypatch: pytest.MonkeyPatch):
     with MetadataServer() as metadata:
-        first, again, forced = probe(
+        first, again, forced = sources(
             metadata,
+            monkeypatch,
             {
                 "RELAY_BACKEND": "vertex",
                 "RELAY_VERTEX_PROJECT": "p",
@@ -103,20 +84,31 @@ def test_metadata_access_tokens_are_fetched_once_and_refreshed_on_demand():
         )
         assert first == again != forced and metadata.token_fetches == 2
         assert metadata.is_valid(forced)
+        # One GET per token, straight to the token endpoint (google-auth first asks who the account is).
+        assert [r.path for r in metadata.requests] == [f"{ACCOUNT}token"] * 2
 
 
-def test_tokens_near_expiry_are_refreshed_before_use():
-    # google-auth treats a token as expired ~3m45s early: a 2-minute token is never handed out as is.
+def test_tokens_near_expiry_are_refreshed_before_use(monkeypatch: pytest.MonkeyPatch):
+    # Like google-auth, a token is treated as expired ~3m45s early: a 2-minute token is never handed out twice.
     with MetadataServer(token_lifetime=120) as metadata:
-        probe(metadata, {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "https://kfp.example"})
+        sources(metadata, monkeypatch, {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "https://kfp.example"})
         assert metadata.token_fetches == 3
 
 
-def test_iap_id_tokens_come_from_the_metadata_identity_endpoint():
+def test_iap_id_tokens_come_from_the_metadata_identity_endpoint(monkeypatch: pytest.MonkeyPatch):
     with MetadataServer() as metadata:
-        first, again, forced = probe(
+        first, again, forced = sources(
             metadata,
+            monkeypatch,
             {"RELAY_BACKEND": "kfp", "RELAY_KFP_HOST": "https://kfp.example", "RELAY_KFP_AUDIENCE": "iap-client"},
         )
         assert first == again != forced and metadata.id_token_fetches == 2
         assert metadata.is_valid(first, audience="iap-client")
+
+
+def test_an_unreachable_metadata_server_is_a_transient_token_error(monkeypatch: pytest.MonkeyPatch):
+    with MetadataServer() as metadata:
+        host = metadata.host_port
+    source = MetadataTokenSource(new_session(), host)  # the server is gone: the connection is refused
+    with pytest.raises(TokenUnavailableError, match="no answer"):
+        source.token()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.adapters.vertex_backend import VertexBackend
-from relay.errors import BackendUnavailableError, LaunchRejectedError
+from relay.errors import BackendBusyError, BackendUnavailableError, LaunchRejectedError
 from relay.ports import TokenSource
 from tests.conftest import echo_request
 from tests.servers.oauth import OAuthTokenServer
@@ -83,3 +83,15 @@ def test_only_already_exists_counts_as_launched(vertex_server: VertexServer, tok
     with pytest.raises(BackendUnavailableError, match="no job echo-1 is found"):
         backend.launch(echo_request("echo-1"))
     assert backend.launch(echo_request("echo-1")).run_id == "echo-1" and list(vertex_server.jobs) == ["echo-1"]
+
+
+def test_a_quota_refusal_is_busy_with_the_delay_it_names(vertex_server: VertexServer, tokens: TokenSource):
+    backend = backend_for(vertex_server, tokens)
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}
+    exhausted = {
+        "error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED", "details": [retry_info]}
+    }
+    vertex_server.fail_next(1, 429, body=exhausted)
+    with pytest.raises(BackendBusyError, match="RESOURCE_EXHAUSTED") as busy:
+        backend.launch(echo_request("echo-1"))
+    assert busy.value.retry_after == 30.0 and vertex_server.jobs == {}

@@ -140,8 +140,8 @@ def test_a_stale_lock_is_noticed(tmp_path: Path):
     lock = read_lock(lock_path.read_text())
     original = (ROOT / "functions" / "requirements.in").read_text()
     bumped = tmp_path / "bumped.in"
-    bumped.write_text(original.replace("kfp==2.17.0", "kfp==2.18.0"))
-    assert stale(lock, lock_path, bumped) == ["kfp: bumped.in pins 2.18.0, the lock 2.17.0"]
+    bumped.write_text(original.replace("requests==2.33.0", "requests==2.34.0"))
+    assert stale(lock, lock_path, bumped) == ["requests: bumped.in pins 2.34.0, the lock 2.33.0"]
     added = tmp_path / "added.in"
     added.write_text(original + "left-pad==1.0.0\n")
     assert stale(lock, lock_path, added) == ["left-pad==1.0.0 is in added.in but not locked"]

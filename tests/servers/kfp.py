@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,6 +71,41 @@ class _StoredRun:
     request_body: dict[str, Any]
 
 
+@dataclass
+class _Stall:
+    remaining: int
+    create: bool
+    release: threading.Event
+
+
+class _RateLimit:
+    """Admits `rate` run creations a second (a bucket of one second's worth); refuses the rest like a quota'd
+    gateway: 429 with Retry-After, and every third refusal a 503 "Quota exceeded" (RESOURCE_EXHAUSTED) without."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = max(1.0, rate)
+        self._last = time.monotonic()
+        self.admitted = 0
+        self.refused = 0
+
+    def take(self) -> Response | None:
+        now = time.monotonic()
+        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self.admitted += 1
+            return None
+        self.refused += 1
+        if self.refused % 3 == 0:
+            message = "Quota exceeded for quota metric 'Run creations' (RESOURCE_EXHAUSTED)"
+            return Response.json(503, {"error": message, "code": 8, "message": message, "details": []})
+        wait = math.ceil((1 - self._tokens) / self.rate)  # whole seconds, as HTTP's Retry-After allows
+        body = {"error": "rate limit exceeded", "code": 8, "message": "rate limit exceeded", "details": []}
+        return Response.json(429, body, {"Retry-After": str(wait)})
+
+
 class KfpApiServer(LoopbackServer):
     """Single-user KFP: healthz, experiments (create/get/list), runs (create/get/list/terminate), and pipelines
     (upload, upload a version, list, list versions): a run may name a stored pipeline version instead of a spec.
@@ -77,10 +114,15 @@ class KfpApiServer(LoopbackServer):
     keys and operations get a 400 saying so, although a real server would accept some of them.
     """
 
-    def __init__(self, *, token_check: TokenCheck = any_token) -> None:
+    def __init__(self, *, token_check: TokenCheck = any_token, admit_rate: float | None = None) -> None:
+        """`admit_rate`: run creations admitted per second, the rest refused (see `_RateLimit`); None: all."""
         super().__init__()
         self.token_check = token_check
         self._state_lock = threading.Lock()
+        self._limit = _RateLimit(admit_rate) if admit_rate else None
+        self._stalls: list[_Stall] = []
+        self._releases: list[threading.Event] = []  # every stall's, so stop() frees held requests too
+        self._stalled = 0
         self._experiments: dict[str, dict[str, Any]] = {}
         self._runs: dict[str, _StoredRun] = {}
         self._pipelines: dict[str, dict[str, Any]] = {}
@@ -128,14 +170,66 @@ class KfpApiServer(LoopbackServer):
     def fault_response(self, status: int) -> Response:
         return Response.json(status, {"error": "injected fault", "code": 14, "message": "injected fault"})
 
+    def stall_next_run(self, *, create: bool, release: threading.Event, n: int = 1) -> None:
+        """Hold the next `n` run creations until `release` is set (or the server stops). With `create` the run is
+        made first and its answer comes late; without, nothing is made and the late answer is a 503."""
+        with self._state_lock:
+            self._stalls.append(_Stall(n, create, release))
+            self._releases.append(release)
+
+    @property
+    def stalled(self) -> int:
+        """How many run creations are being held right now."""
+        with self._state_lock:
+            return self._stalled
+
+    @property
+    def run_creations(self) -> tuple[int, int]:
+        """(admitted, refused) by the rate limit."""
+        with self._state_lock:
+            limit = self._limit
+            return (limit.admitted, limit.refused) if limit else (len(self._runs), 0)
+
+    def stop(self) -> None:
+        with self._state_lock:
+            releases = list(self._releases)
+        for release in releases:
+            release.set()  # a held request must not keep stop() waiting for its thread
+        super().stop()
+
     # --- wire ------------------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         try:
             self._authenticate(request)
+            if request.method == "POST" and request.path == _API + "/runs":
+                return self._throttled_create(request)
             return Response.json(200, self._route(request))
         except ApiError as exc:
             return exc.response()
+
+    def _throttled_create(self, request: Request) -> Response:
+        with self._state_lock:
+            refusal = self._limit.take() if self._limit else None
+            stall = self._stalls[0] if self._stalls and refusal is None else None
+            if stall is not None:
+                stall.remaining -= 1
+                if stall.remaining == 0:
+                    self._stalls.remove(stall)
+                self._stalled += 1
+        if refusal is not None:
+            return refusal
+        if stall is None:
+            return Response.json(200, self._route(request))
+        try:
+            run = self._route(request) if stall.create else None
+            stall.release.wait()
+        finally:
+            with self._state_lock:
+                self._stalled -= 1
+        if run is None:
+            return Response.json(503, {"error": "upstream timed out", "code": 14, "message": "upstream timed out"})
+        return Response.json(200, run)
 
     def _authenticate(self, request: Request) -> None:
         token = bearer_token(request)

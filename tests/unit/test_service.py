@@ -12,7 +12,10 @@ from relay import naming, records
 from relay.catalog import Catalog
 from relay.config import Settings
 from relay.errors import (
+    BackendBusyError,
+    BackendPausedError,
     BackendUnavailableError,
+    BlobRequestError,
     ClaimHeldError,
     LaunchRejectedError,
     LeaseExpiredError,
@@ -23,7 +26,7 @@ from relay.errors import (
 )
 from relay.events import EventInfo, InlineDelivery, ObjectDelivery
 from relay.ports import Blob, LaunchedRun, LaunchRequest
-from relay.service import Relay, handle_delivery
+from relay.service import CAREFUL_FOR, DEFAULT_PAUSE, MAX_PAUSE, Relay, SubmitGate, handle_delivery
 from relay.triggers import MAX_TRIGGER_BYTES
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
@@ -150,14 +153,108 @@ def test_a_crash_between_submit_and_record_never_gives_a_second_run(relay: Relay
     assert record(store, launch_uri(first.run_key))["state"] == "launched"
 
 
-def test_a_transient_submit_failure_is_retried_and_checked_first(relay: Relay, store, backend):
+def test_a_submit_that_surely_sent_nothing_frees_the_key_for_the_redelivery(relay: Relay, store, backend):
     delivery = upload(store)
-    backend.failures.append(BackendUnavailableError("KFP answered 503"))
+    backend.failures.append(BackendUnavailableError("connection refused"))
     with pytest.raises(BackendUnavailableError):
         handle_delivery(relay, delivery)
-    # The claim was released for takeover at once, so the redelivery asks the backend, then submits.
+    assert store.uris("gs://results/relay/runs/") == []  # the claim is gone, not merely expired
+    # So the redelivery claims afresh and submits, without asking the backend first.
     outcome = handle_delivery(relay, delivery)
-    assert outcome.outcome == "launched" and backend.lookups == [outcome.run_key] and len(backend.launches) == 1
+    assert outcome.outcome == "launched" and backend.lookups == [] and len(backend.launches) == 1
+
+
+def test_a_taker_whose_submit_sent_nothing_leaves_the_next_one_to_ask_again(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
+    backend.failures.append(BackendUnavailableError("connection refused"))
+    with pytest.raises(BackendUnavailableError):
+        handle_delivery(relay, delivery)
+    # The crashed holder's submit may still show up: the claim is only expired, and the next taker asks again.
+    assert record(store, launch_uri(key))["state"] == "launching"
+    assert handle_delivery(relay, delivery).outcome == "launched" and backend.lookups == [key, key]
+
+
+class CountingBackend(FakeBackend):
+    """Counts every call, failed ones included."""
+
+    calls: int = 0
+
+    def launch(self, request: LaunchRequest) -> LaunchedRun:
+        self.calls += 1
+        return super().launch(request)
+
+    def find_run(self, run_key: str) -> LaunchedRun | None:
+        self.calls += 1
+        return super().find_run(run_key)
+
+
+def test_a_refusal_for_load_pauses_submits_and_deliveries_meanwhile_never_reach_the_backend(relay: Relay, store):
+    backend = CountingBackend()
+    relay = replace(relay, backend=backend, gate=SubmitGate())
+    launched = upload(store, name="launched.json")
+    handle_delivery(relay, launched)
+    backend.failures.append(BackendBusyError("429 slow down", retry_after=30))
+    refused = upload(store, name="refused.json")
+    with pytest.raises(BackendBusyError):
+        handle_delivery(relay, refused)
+    assert store.uris("gs://results/relay/runs/") == [launch_uri(backend.launches[0].run_key)]  # claim released
+    calls = backend.calls
+    with pytest.raises(BackendPausedError, match="pause: 30"):
+        handle_delivery(relay, refused)
+    with pytest.raises(BackendPausedError):
+        handle_delivery(relay, upload(store, name="new.json"))
+    # A delivery of a launched trigger is still answered: it needs no backend.
+    assert handle_delivery(relay, launched).outcome == "duplicate"
+    assert backend.calls == calls and store.uris("gs://results/relay/runs/") == [
+        launch_uri(backend.launches[0].run_key)
+    ]
+
+
+def test_the_gate_pauses_for_the_time_asked_then_lets_one_call_through_at_a_time():
+    now = [0.0]
+    gate = SubmitGate(clock=lambda: now[0])
+    with pytest.raises(BackendBusyError), gate.calling():
+        raise BackendBusyError("429", retry_after=5)
+    now[0] = 4.9
+    assert gate.closed() is not None
+    now[0] = 5.0
+    with gate.calling():
+        assert "one call at a time" in str(gate.closed())
+        with pytest.raises(BackendPausedError), gate.calling():
+            pass
+    assert gate.closed() is None
+    with pytest.raises(BackendBusyError), gate.calling():  # a refusal naming no time pauses for the default
+        raise BackendBusyError("503 Quota exceeded")
+    now[0] += DEFAULT_PAUSE
+    assert gate.closed() is None
+    now[0] += CAREFUL_FOR
+    with gate.calling(), gate.calling():  # the backend has been fine for a while: calls overlap again
+        pass
+
+
+def test_a_pause_is_never_longer_than_the_cap(relay: Relay):
+    now = [0.0]
+    gate = SubmitGate(clock=lambda: now[0])
+    with pytest.raises(BackendBusyError), gate.calling():
+        raise BackendBusyError("429", retry_after=86400)
+    now[0] = MAX_PAUSE
+    assert gate.closed() is None
+
+
+def test_a_trigger_storage_refuses_to_address_is_rejected_not_retried(relay: Relay, store, backend):
+    class Refusing(MemoryBlobStore):
+        def read(self, uri: str, *, generation: int | None = None) -> Blob:
+            if uri.startswith("gs://triggers/"):
+                raise BlobRequestError(f"{uri}: Cloud Storage answered 400: invalid generation ID")
+            return super().read(uri, generation=generation)
+
+    refusing = Refusing()
+    refusing.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    delivery = replace(upload(refusing), generation=10**29)
+    outcome = handle_delivery(replace(relay, store=refusing, catalog=Catalog(refusing, "gs://catalog")), delivery)
+    assert outcome.outcome == "rejected" and "invalid generation ID" in outcome.message and backend.launches == []
 
 
 def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, store, backend, notifier):
@@ -307,8 +404,9 @@ def test_a_holder_past_its_deadline_does_not_submit_and_frees_the_claim(store: M
     with pytest.raises(LeaseExpiredError):
         handle_delivery(Recorded.relay(store, backend, lease=0.001), delivery)
     assert backend.launches == []
+    assert store.uris("gs://results/relay/runs/") == []  # nothing was sent: the claim is gone
     assert handle_delivery(Recorded.relay(store, backend), delivery).outcome == "launched"
-    assert backend.lookups and len(backend.launches) == 1
+    assert backend.lookups == [] and len(backend.launches) == 1
 
 
 def test_an_uncertain_submit_keeps_the_claim_until_its_lease_runs_out(relay: Relay, store, backend):

@@ -1,156 +1,161 @@
-"""PipelineBackend on a Kubeflow Pipelines installation, through kfp.Client."""
+"""PipelineBackend on a Kubeflow Pipelines installation, through its v2beta1 REST API."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable
+from json import dumps
+from typing import Any
 
-from relay.adapters.tokens import call_with_token
+import requests
+
+from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load, sent_nothing
+from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError, UnauthorizedError
 from relay.ports import LaunchedRun, LaunchRequest, TokenSource
 
-T = TypeVar("T")
-_PACKAGES = Path(tempfile.gettempdir()) / "relay-kfp-packages"
+_API = "/apis/v2beta1"
 
 
 class KfpBackend:
     """Runs go into one experiment, looked up (or created) once per instance; the run key is the display name.
 
-    kfp.Client never refreshes `existing_token`, so a new client is made whenever the TokenSource hands out a
-    new token (about hourly), and the experiment id carries over. KFP has no idempotency key: a submit that
-    fails after it may have reached the server is a SubmitUncertainError, never retried at once.
+    The catalog's parsed spec is sent as is (kfp.Client would re-read and re-parse the package on every submit,
+    and importing kfp pulls in the kubernetes client). KFP has no idempotency key: a submit that fails after it
+    may have reached the server is a SubmitUncertainError, never retried at once. No lock is held: calls share
+    only the session's connection pool, so one hung request holds up nobody else.
     """
 
     name = "kfp"
 
-    def __init__(self, host: str, experiment: str, tokens: TokenSource) -> None:
+    def __init__(
+        self,
+        host: str,
+        experiment: str,
+        tokens: TokenSource,
+        *,
+        session: requests.Session | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    ) -> None:
         self._host = host.rstrip("/")
         self._experiment = experiment
         self._tokens = tokens
-        self._lock = threading.Lock()  # kfp.Client is not documented as thread-safe
-        self._client: Any = None
-        self._client_token: str | None = None
+        self._session = session or new_session()
+        self._timeouts = timeouts
+        # Kept across errors: only an answer saying the experiment is gone makes it be looked up again.
         self._experiment_id: str | None = None
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
-        package = _package_path(request.package)
-
-        def create(client: Any) -> LaunchedRun:
-            experiment_id = self._experiment_id_for(client)
-            request.check_deadline()  # a lock wait or a slow lookup may have used up the lease
-            with _kfp_errors(f"{self._host}: create run {request.run_key}", submit=True):
-                run = client.run_pipeline(
-                    experiment_id=experiment_id,
-                    job_name=request.run_key,
-                    pipeline_package_path=str(package),
-                    params=dict(request.parameters),
-                )
-            return LaunchedRun(run_id=run.run_id, url=self.run_url(run.run_id))
-
-        return self._call(create, f"create run {request.run_key}")
+        experiment_id = self._experiment_id_for()
+        body = {
+            "experiment_id": experiment_id,
+            "display_name": request.run_key,
+            "pipeline_spec": request.spec,
+            "runtime_config": {"parameters": dict(request.parameters)},
+        }
+        what = f"create run {request.run_key}"
+        response = self._send("POST", "/runs", what, json=body, before_send=request.check_deadline)
+        if response.status_code == 404:
+            self._experiment_id = None  # deleted under us: the next launch looks it up (or makes it) afresh
+        run = self._json(response, what, submit=True)
+        return LaunchedRun(run_id=str(run["run_id"]), url=self.run_url(str(run["run_id"])))
 
     def find_run(self, run_key: str) -> LaunchedRun | None:
-        by_name = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": run_key}]})
-
-        def lookup(client: Any) -> LaunchedRun | None:
-            found = client.list_runs(experiment_id=self._experiment_id_for(client), filter=by_name, page_size=5)
-            runs = [run for run in found.runs or [] if run.display_name == run_key]
-            return LaunchedRun(run_id=runs[0].run_id, url=self.run_url(runs[0].run_id)) if runs else None
-
-        return self._call(lookup, f"look up run {run_key}")
+        params = {
+            "experiment_id": self._experiment_id_for(),
+            "filter": _display_name_is(run_key),
+            "page_size": "5",
+        }
+        what = f"look up run {run_key}"
+        found = self._json(self._send("GET", "/runs", what, params=params), what)
+        runs = [run for run in found.get("runs") or [] if run.get("display_name") == run_key]
+        return LaunchedRun(run_id=str(runs[0]["run_id"]), url=self.run_url(str(runs[0]["run_id"]))) if runs else None
 
     def run_url(self, run_id: str) -> str:
         return f"{self._host}/#/runs/details/{run_id}"
 
-    def _experiment_id_for(self, client: Any) -> str:
-        if self._experiment_id is None:
-            try:
-                experiment = client.create_experiment(name=self._experiment)  # get, or create if missing
-            except ValueError as exc:  # e.g. "Multiple experiments with name ..."
-                raise BackendUnavailableError(f"{self._host}: experiment {self._experiment!r}: {exc}") from exc
-            self._experiment_id = str(experiment.experiment_id)
-        return self._experiment_id
+    def _experiment_id_for(self) -> str:
+        known = self._experiment_id
+        if known is None:
+            # Concurrent first events may each look it up; a lost race to create it is a 409, then a lookup.
+            known = self._find_experiment() or self._create_experiment()
+            self._experiment_id = known
+        return known
 
-    def _call(self, operation: Callable[[Any], T], what: str) -> T:
-        def attempt(token: str) -> T:
-            with self._lock, _kfp_errors(f"{self._host}: {what}", submit=False):
-                try:
-                    return operation(self._client_for(token))
-                except Exception:
-                    # The experiment may be gone (404) or the client broken: look both up afresh next time.
-                    self._experiment_id = None
-                    raise
+    def _find_experiment(self) -> str | None:
+        what = f"look up experiment {self._experiment!r}"
+        params = {"filter": _display_name_is(self._experiment), "page_size": "2"}
+        found = self._json(self._send("GET", "/experiments", what, params=params), what)
+        named = [e for e in found.get("experiments") or [] if e.get("display_name") == self._experiment]
+        if len(named) > 1:
+            raise BackendUnavailableError(f"{self._host}: {len(named)} experiments are named {self._experiment!r}")
+        return str(named[0]["experiment_id"]) if named else None
+
+    def _create_experiment(self) -> str:
+        what = f"create experiment {self._experiment!r}"
+        response = self._send("POST", "/experiments", what, json={"display_name": self._experiment})
+        if response.status_code == 409:  # another instance made it first: use theirs
+            made = self._find_experiment()
+            if made is None:
+                raise BackendUnavailableError(f"{self._host}: {what}: 409, yet no experiment by that name is found")
+            return made
+        return str(self._json(response, what)["experiment_id"])
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> requests.Response:
+        """The request with the cached token (a fresh one after a 401); `before_send` runs right before each try."""
+        submit = method == "POST" and path == "/runs"
+
+        def attempt(token: str) -> requests.Response:
+            if before_send is not None:
+                before_send()
+            try:
+                response = self._session.request(
+                    method,
+                    self._host + _API + path,
+                    params=params,
+                    json=json,
+                    headers=bearer(token),
+                    timeout=self._timeouts.pair,
+                )
+            except requests.RequestException as exc:
+                # Once the request may have left, a run may exist: only the takeover's lookup can tell.
+                error = SubmitUncertainError if submit and not sent_nothing(exc) else BackendUnavailableError
+                raise error(f"{self._host}: {what}: the KFP API did not answer: {exc}") from exc
+            if response.status_code == 401:
+                raise UnauthorizedError(f"{self._host}: {what}: 401 {error_detail(response)}")
+            return response
 
         return call_with_token(self._tokens, attempt)
 
-    def _client_for(self, token: str) -> Any:
-        if self._client is None or token != self._client_token:
-            import kfp
-
-            self._client = kfp.Client(host=self._host, existing_token=token or None)
-            self._client_token = token
-        return self._client
-
-
-def _package_path(package: bytes) -> Path:
-    """kfp.Client submits from a file: one per distinct package, named by its content, shared by instances."""
-    path = _PACKAGES / f"{hashlib.sha256(package).hexdigest()[:32]}.yaml"
-    if path.exists():
-        return path
-    try:
-        _PACKAGES.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=_PACKAGES, suffix=".tmp")
-        with os.fdopen(handle, "wb") as out:
-            out.write(package)
-        os.replace(temporary, path)  # concurrent writers each leave a complete file
-    except OSError as exc:
-        raise BackendUnavailableError(f"{_PACKAGES}: cannot stage the pipeline package: {exc}") from exc
-    return path
-
-
-@contextlib.contextmanager
-def _kfp_errors(context: str, *, submit: bool) -> Iterator[None]:
-    """Map kfp_server_api and urllib3 failures; during a submit, whatever may have reached the server is uncertain."""
-    import kfp_server_api
-    import urllib3
-
-    try:
-        yield
-    except kfp_server_api.ApiException as exc:
-        status = int(exc.status or 0)
-        detail = f"{context}: the KFP API answered {status or 'nothing'}: {_error_message(exc)}"
-        if status == 401:
-            raise UnauthorizedError(detail) from exc
+    def _json(self, response: requests.Response, what: str, *, submit: bool = False) -> dict[str, Any]:
+        status = response.status_code
+        detail = f"{self._host}: {what}: the KFP API answered {status}: {error_detail(response)}"
+        if response.ok:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                return body
+            error = SubmitUncertainError if submit else BackendUnavailableError
+            raise error(f"{detail}: not a JSON object")
+        busy = refused_for_load(response, detail)
+        if busy is not None:
+            raise busy
         if submit and status in (400, 422):
-            raise LaunchRejectedError(detail) from exc
-        if submit and status not in (403, 429):  # refused before any run was made: sure not created
-            raise SubmitUncertainError(detail) from exc
-        raise BackendUnavailableError(detail) from exc
-    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
-        raise BackendUnavailableError(f"{context}: could not connect to the KFP API: {exc}") from exc
-    except urllib3.exceptions.MaxRetryError as exc:
-        connect_failed = isinstance(
-            exc.reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
-        )
-        error = BackendUnavailableError if connect_failed or not submit else SubmitUncertainError
-        raise error(f"{context}: the KFP API did not answer: {exc.reason}") from exc
-    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
-        error = SubmitUncertainError if submit else BackendUnavailableError
-        raise error(f"{context}: the KFP API did not answer: {exc}") from exc
+            raise LaunchRejectedError(detail)
+        if submit and status not in (403, 404):  # refused before any run was made: surely not created
+            raise SubmitUncertainError(detail)
+        raise BackendUnavailableError(detail)
 
 
-def _error_message(exc: Any) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except ValueError:
-        return str(exc.body or exc.reason)
-    if not isinstance(body, dict):
-        return str(body)
-    return str(body.get("message") or body.get("error") or exc.reason)
+def _display_name_is(name: str) -> str:
+    return dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})

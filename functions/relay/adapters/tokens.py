@@ -1,11 +1,25 @@
-"""TokenSources: google-auth credentials cached per instance and refreshed before they expire."""
+"""TokenSources: cached per instance, refreshed before they expire, fetched over the instance's shared session.
+
+The metadata server is asked directly (one GET per token) rather than through google-auth's compute_engine module,
+which costs ~0.12 s to import and two GETs per token; google-auth still reads service-account key files and
+gcloud's Application Default Credentials, where those are what a machine has.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import os
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import requests
+
+from relay.adapters.http import Timeouts, new_session
 from relay.errors import TokenUnavailableError, UnauthorizedError
 
 if TYPE_CHECKING:
@@ -14,31 +28,89 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# Like google-auth, a token is renewed once less than this is left of it, so no request carries one about to lapse.
+REFRESH_MARGIN = 225.0
+_ACCOUNT = "/computeMetadata/v1/instance/service-accounts/default/"
+_METADATA_TIMEOUTS = Timeouts(connect=1.0, read=5.0)  # a link-local server: slower than this, it is not there
+
+
+class MetadataTokenSource:
+    """Access tokens (or, with an audience, ID tokens) of the instance's service account from the metadata server."""
+
+    def __init__(self, session: requests.Session, host: str, *, audience: str = "") -> None:
+        leaf = "identity" if audience else "token"
+        self._url = f"http://{host}{_ACCOUNT}{leaf}"
+        self._params = {"audience": audience, "format": "full"} if audience else {"scopes": CLOUD_PLATFORM}
+        self._what = f"metadata server {'ID token for ' + audience if audience else 'access token'} ({host})"
+        self._session = session
+        self._cached: tuple[str, float] | None = None  # token, and when to stop handing it out (time.time())
+
+    def token(self, *, refresh: bool = False) -> str:
+        cached = self._cached
+        if cached is not None and not refresh and time.time() < cached[1]:
+            return cached[0]
+        # Fetched without a lock: concurrent events at expiry may each fetch one, but none waits on another's I/O.
+        token, expires_at = self._fetch()
+        self._cached = (token, expires_at - REFRESH_MARGIN)
+        return token
+
+    def _fetch(self) -> tuple[str, float]:
+        try:
+            response = self._session.get(
+                self._url,
+                params=self._params,
+                headers={"Metadata-Flavor": "Google"},
+                timeout=_METADATA_TIMEOUTS.pair,
+            )
+        except requests.RequestException as exc:
+            raise TokenUnavailableError(f"{self._what}: no answer: {exc}") from exc
+        if not response.ok:
+            raise TokenUnavailableError(f"{self._what}: answered {response.status_code}: {response.text[:200]}")
+        try:
+            if "audience" in self._params:
+                return response.text, _jwt_expiry(response.text)
+            body = response.json()
+            return str(body["access_token"]), time.time() + float(body["expires_in"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TokenUnavailableError(f"{self._what}: unexpected answer: {exc}") from exc
+
+
+def _jwt_expiry(token: str) -> float:
+    """The `exp` claim of a JWT (read, not verified: the token is ours to send, not to trust)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return float(claims["exp"])
 
 
 class CredentialsTokenSource:
-    """Wraps any google-auth Credentials; `valid` turns false ~3m45s before expiry, so refresh comes early."""
+    """Wraps google-auth Credentials, made on first use; `valid` turns false ~3m45s before expiry."""
 
-    def __init__(self, credentials: Any, description: str) -> None:
-        self._credentials = credentials
+    def __init__(self, credentials: Callable[[], Any], description: str, session: requests.Session) -> None:
+        self._make = credentials
+        self._credentials: Any = None
         self._description = description
-        self._lock = threading.Lock()
-        self._request: Any = None
+        self._session = session
+        self._lock = threading.Lock()  # guards the lazy construction only; refreshes run without it
 
     def token(self, *, refresh: bool = False) -> str:
         with self._lock:
-            if refresh or not self._credentials.valid:
-                self._refresh()
-            return str(self._credentials.token)
+            if self._credentials is None:
+                self._credentials = self._make()
+        credentials = self._credentials
+        if refresh or not credentials.valid:
+            self._refresh(credentials)
+        return str(credentials.token)
 
-    def _refresh(self) -> None:
+    def _refresh(self, credentials: Any) -> None:
         import google.auth.exceptions
         import google.auth.transport.requests
 
-        if self._request is None:
-            self._request = google.auth.transport.requests.Request()
+        # google-auth's Request waits 120 s by default; a token endpoint slower than ours is down.
+        request = functools.partial(
+            google.auth.transport.requests.Request(self._session), timeout=_METADATA_TIMEOUTS.read
+        )
         try:
-            self._credentials.refresh(self._request)
+            credentials.refresh(request)
         except google.auth.exceptions.GoogleAuthError as exc:
             raise TokenUnavailableError(f"{self._description}: token refresh failed: {exc}") from exc
 
@@ -54,50 +126,65 @@ class StaticTokenSource:
 
 
 class NoTokenSource:
-    """For backends that need no token (the local backend, an open KFP port-forward)."""
+    """For servers that need no token (the local backend, an open KFP port-forward, the storage emulator)."""
 
     def token(self, *, refresh: bool = False) -> str:
         return ""
 
 
-def token_source_for(settings: Settings) -> TokenSource:
-    """The TokenSource that RELAY_AUTH names; building it fetches nothing."""
+def metadata_host() -> str:
+    # The variable google-auth honours, so tests and emulators point both at the same place.
+    return os.environ.get("GCE_METADATA_HOST") or "metadata.google.internal"
+
+
+def token_source_for(settings: Settings, session: requests.Session | None = None) -> TokenSource:
+    """The backend's TokenSource that RELAY_AUTH names; building it fetches nothing."""
+    session = session or new_session()
     if settings.auth == "none":
         return NoTokenSource()
     if settings.auth == "static":
         return StaticTokenSource(settings.static_token)
     if settings.auth == "metadata":
-        from google.auth import compute_engine
-
-        return CredentialsTokenSource(
-            compute_engine.Credentials(scopes=[CLOUD_PLATFORM]), "metadata server access token"
-        )
+        return MetadataTokenSource(session, metadata_host())
     if settings.auth == "iap":
-        return _iap_source(settings)
+        return MetadataTokenSource(session, metadata_host(), audience=settings.kfp_audience)
     from google.oauth2 import service_account
 
+    key_file = settings.credentials_file
     if settings.kfp_audience and settings.backend == "kfp":
-        credentials: Any = service_account.IDTokenCredentials.from_service_account_file(
-            settings.credentials_file, target_audience=settings.kfp_audience
+        return CredentialsTokenSource(
+            lambda: service_account.IDTokenCredentials.from_service_account_file(
+                key_file, target_audience=settings.kfp_audience
+            ),
+            f"service-account ID token ({key_file})",
+            session,
         )
-        return CredentialsTokenSource(credentials, f"service-account ID token ({settings.credentials_file})")
-    credentials = service_account.Credentials.from_service_account_file(
-        settings.credentials_file, scopes=[CLOUD_PLATFORM]
+    return CredentialsTokenSource(
+        lambda: service_account.Credentials.from_service_account_file(key_file, scopes=[CLOUD_PLATFORM]),
+        f"service-account access token ({key_file})",
+        session,
     )
-    return CredentialsTokenSource(credentials, f"service-account access token ({settings.credentials_file})")
 
 
-def _iap_source(settings: Settings) -> TokenSource:
-    import google.auth.exceptions
-    from google.auth.transport.requests import Request
-    from google.oauth2 import id_token
+def default_token_source(session: requests.Session) -> TokenSource:
+    """Application Default Credentials' access token, looked for where google.auth.default() looks, except that
+    on Google Cloud (neither a key file nor a gcloud login here) the metadata server is asked directly."""
+    configured = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    gcloud = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
+    if not configured and not (gcloud / "application_default_credentials.json").is_file():
+        return MetadataTokenSource(session, metadata_host())
 
-    # On Google Cloud this is the metadata identity endpoint; with GOOGLE_APPLICATION_CREDENTIALS, that key.
-    try:
-        credentials = id_token.fetch_id_token_credentials(settings.kfp_audience, request=Request())
-    except google.auth.exceptions.GoogleAuthError as exc:
-        raise TokenUnavailableError(f"IAP ID token for {settings.kfp_audience}: no credentials: {exc}") from exc
-    return CredentialsTokenSource(credentials, f"IAP ID token for {settings.kfp_audience}")
+    def application_default() -> Any:
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM])
+        except google.auth.exceptions.GoogleAuthError as exc:
+            raise TokenUnavailableError(f"Application Default Credentials: {exc}") from exc
+        return credentials
+
+    return CredentialsTokenSource(application_default, "Application Default Credentials", session)
 
 
 def call_with_token(source: TokenSource, call: Callable[[str], T]) -> T:
@@ -110,3 +197,8 @@ def call_with_token(source: TokenSource, call: Callable[[str], T]) -> T:
         return call(source.token(refresh=True))
     except UnauthorizedError as exc:
         raise TokenUnavailableError(f"the backend rejected a freshly fetched token too: {exc}") from exc
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for `token`; none when there is no token (emulators, an open port-forward)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

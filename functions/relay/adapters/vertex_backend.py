@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from relay.adapters.tokens import call_with_token
+from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load
+from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
 from relay.ports import LaunchedRun, LaunchRequest, TokenSource
-
-_TIMEOUT = (5.0, 30.0)
 
 
 class VertexBackend:
@@ -33,6 +33,7 @@ class VertexBackend:
         service_account: str = "",
         endpoint: str = "",
         session: requests.Session | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
     ) -> None:
         self._project = project
         self._location = location
@@ -43,7 +44,8 @@ class VertexBackend:
             f"{endpoint or f'https://{location}-aiplatform.googleapis.com'}"
             f"/v1/projects/{project}/locations/{location}/pipelineJobs"
         )
-        self._session = session or requests.Session()
+        self._session = session or new_session()
+        self._timeouts = timeouts
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
         body: dict[str, Any] = {
@@ -58,9 +60,9 @@ class VertexBackend:
         if self._service_account:
             body["serviceAccount"] = self._service_account
         url = f"{self._jobs}?pipelineJobId={quote(request.run_key)}"
-        request.check_deadline()
-        response = self._request("POST", url, body, f"create pipeline job {request.run_key}")
-        if response.status_code == 409 and _status(response) == "ALREADY_EXISTS":
+        what = f"create pipeline job {request.run_key}"
+        response = self._request("POST", url, body, what, before_send=request.check_deadline)
+        if response.status_code == 409 and error_detail(response).startswith("ALREADY_EXISTS"):
             # This key was launched before; the GET confirms it (409 also carries ABORTED, which is retryable).
             existing = self.find_run(request.run_key)
             if existing is None:
@@ -83,16 +85,27 @@ class VertexBackend:
         )
         return LaunchedRun(run_id=run_key, url=url)
 
-    def _request(self, method: str, url: str, body: dict[str, Any] | None, what: str) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        what: str,
+        before_send: Callable[[], None] | None = None,
+    ) -> requests.Response:
+        """The request with the cached token (a fresh one after a 401); `before_send` runs right before each try."""
+
         def send(token: str) -> requests.Response:
+            if before_send is not None:
+                before_send()
             try:
                 response = self._session.request(
-                    method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=_TIMEOUT
+                    method, url, json=body, headers=bearer(token), timeout=self._timeouts.pair
                 )
             except requests.RequestException as exc:
                 raise BackendUnavailableError(f"{url}: {what}: Vertex AI did not answer: {exc}") from exc
             if response.status_code == 401:
-                raise UnauthorizedError(f"{url}: {what}: 401 {_message(response)}")
+                raise UnauthorizedError(f"{url}: {what}: 401 {error_detail(response)}")
             return response
 
         return call_with_token(self._tokens, send)
@@ -101,27 +114,11 @@ class VertexBackend:
         if response.ok:
             return
         status = response.status_code
-        detail = f"{self._jobs}: {what}: Vertex AI answered {status}: {_message(response)}"
+        detail = f"{self._jobs}: {what}: Vertex AI answered {status}: {error_detail(response)}"
+        busy = refused_for_load(response, detail)  # 429 RESOURCE_EXHAUSTED: the instance holds submits back
+        if busy is not None:
+            raise busy
         if status == 400:
             raise LaunchRejectedError(detail)
         # 403/404 are IAM or project settings: fixing them makes a redelivery succeed.
         raise BackendUnavailableError(detail)
-
-
-def _error(response: requests.Response) -> dict[str, Any]:
-    """The Google JSON error object, or {} when the body is something else (a proxy's HTML page)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
-def _status(response: requests.Response) -> str:
-    return str(_error(response).get("status", ""))
-
-
-def _message(response: requests.Response) -> str:
-    error = _error(response)
-    return f"{error.get('status', '')} {error.get('message', '')}".strip() or response.text[:200]
