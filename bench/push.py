@@ -80,10 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bucket in (SOURCE, TARGET, BASELINE_TARGET):
             create_bucket(gcs.url, bucket)
         upload_object(gcs.url, size)
-        env = {**os.environ, **gcs.env()}
+        # The step obeys a deployment policy as it would when deployed: one that allows exactly this push.
+        policy = Path(work) / "policy.yaml"
+        policy.write_text(
+            f"tenants:\n- name: bench\n  sources: ['gs://{SOURCE}/']\n"
+            f"  destinations: [{{id: target, kind: gcs, bucket: {TARGET}}}]\n"
+        )
+        env = {**os.environ, **gcs.env(), "RELAY_POLICY_URI": str(policy)}
         spec = {
             "inputs": {"sources": [f"gs://{SOURCE}/{OBJECT}"]},
-            "parameters": {"destination": {"kind": "gcs", "bucket": TARGET}},
+            "parameters": {"destination": {"kind": "gcs", "bucket": TARGET}, "tenant": "bench"},
         }
         spec_path, result_path = Path(work) / "spec.json", Path(work) / "result.json"
         spec_path.write_text(json.dumps(spec))
