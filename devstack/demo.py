@@ -23,6 +23,7 @@ from devstack.pubsub import emulator_available
 from devstack.stack import LocalStack
 from relay import naming
 from relay.adapters.gcs import GcsBlobStore
+from relay.adapters.tokens import NoTokenSource
 from relay.policy import NO_POLICY, Policy, tenant_for_object, tenant_for_topic
 from relay.service import parse_document, run_key_for
 from relay.status import RunRecords, read_run
@@ -262,7 +263,7 @@ def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, em
     ) as stack:
         print(f"Local stack up in {stack.startup_seconds:.1f} s:\n" + _indent(stack.summary()) + "\n", file=out)
         seed(stack)
-        store = GcsBlobStore(stack.storage_client)
+        store = GcsBlobStore(endpoint=stack.storage_url, tokens=NoTokenSource())  # fake-gcs-server takes no token
         _watch(stack, store, demo, out, timeout)
         demo.report = _fetch_report(stack, demo, workdir)
     _summary(demo, out)
