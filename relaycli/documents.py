@@ -47,7 +47,7 @@ class Validation:
         """The run key the trigger chose, in its tenant's namespace; None when Relay derives one on arrival."""
         if self.trigger is None or not self.trigger.run_key or self.check is None:
             return None
-        if policy.unclaimed(self.check.policy, self.check.origin):
+        if policy.refusal(self.check.policy, self.check.origin) is not None:
             return None  # refused for its origin: filed under a digest, its own key is never used
         return rules.scoped_run_key(self.check.tenant, self.trigger.run_key)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from relay import naming
 from relay import policy as rules
 from relay.errors import BlobNotFoundError, InvalidTriggerError, PolicyDeniedError, Problem
-from relay.service import run_key_for
+from relay.service import origin_run_key, run_key_for
 from relay.triggers import Trigger
 from relaycli.config import CliConfig, Context
 from relaycli.errors import CliError, UsageError
@@ -85,34 +85,21 @@ def decision_context(config: CliConfig) -> rules.Context:
     return rules.Context(local=config.backend == "local", protected=own)
 
 
-def unclaimed(policy: rules.Policy, origin: Origin) -> bool:
-    """A policy is in force and no tenant takes triggers from `origin`: everything from there is refused."""
-    return bool(policy.source) and origin.tenant(policy) is None
-
-
 def refusal(policy: rules.Policy, origin: Origin) -> PolicyDeniedError | None:
     """The functions' refusal of a delivery from where no tenant takes triggers, made before the document is read."""
-    if not unclaimed(policy, origin):
-        return None
-    expected = f"a trigger location or topic of a tenant ({rules.origins(policy)})"
-    return PolicyDeniedError(origin.uri, [Problem("(origin)", expected, origin.uri)])
+    return rules.refuse_origin(policy, origin.tenant(policy), origin.uri)
 
 
 def check(policy: rules.Policy, origin: Origin, trigger: Trigger, context: rules.Context) -> tuple[Problem, ...]:
     """Everything `trigger` uses beyond what its tenant may: the checks of `service.check_policy`."""
     tenant = origin.tenant(policy)
-    problems = rules.check_request(policy, tenant, trigger.pipeline, trigger.parameters, context)
-    if trigger.run_key and not naming.RUN_KEY.match(rules.scoped_run_key(tenant, trigger.run_key)):
-        room = 128 - len(rules.scoped_run_key(tenant, ""))
-        problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(trigger.run_key)}"))
-    return tuple(problems)
+    return tuple(rules.check_trigger(policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, context))
 
 
 def run_key(policy: rules.Policy, origin: Origin, parsed: Trigger | InvalidTriggerError, identity: str) -> str:
     """The run key Relay gives this delivery: the trigger's own in its tenant's namespace, or a digest."""
-    if unclaimed(policy, origin):
-        # Refused unread for where it comes from: no run key it names is ever used, so it cannot take a tenant's.
-        return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
+    if refusal(policy, origin) is not None:
+        return origin_run_key(identity)
     return run_key_for(parsed, identity, origin.tenant(policy))
 
 

@@ -41,7 +41,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from relay import secrets
-from relay.errors import BlobNotFoundError, Problem, RelayError
+from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
+from relay.naming import PIPELINE_NAME, RUN_KEY
 from relay.ports import BlobStore
 from relay.triggers import StrictLoader, describe_value
 
@@ -364,8 +365,6 @@ class _Reader:
         return self._text(value, where, re.compile(r"projects/[^/\s]+/topics/[^/\s]+"), "projects/P/topics/T")
 
     def _pipeline(self, value: object, where: str) -> str:
-        from relay.naming import PIPELINE_NAME
-
         return self._text(value, where, PIPELINE_NAME, "a pipeline name")
 
     def _url(self, value: object, where: str) -> str:
@@ -471,6 +470,30 @@ def origins(policy: Policy) -> str:
     """Every trigger prefix and topic the policy takes triggers from, for messages."""
     listed = [o for t in policy.tenants for o in (*t.triggers, *t.topics)]
     return ", ".join(listed) or "none (no tenant is configured)"
+
+
+def refuse_origin(policy: Policy, tenant: Tenant | None, uri: str) -> PolicyDeniedError | None:
+    """The refusal of a trigger from where no tenant takes triggers; None when a tenant does, or without a policy."""
+    if tenant is not None or not policy.source:
+        return None
+    expected = f"a trigger location or topic of a tenant ({origins(policy)})"
+    return PolicyDeniedError(uri, [Problem("(origin)", expected, uri)])
+
+
+def check_trigger(
+    policy: Policy,
+    tenant: Tenant | None,
+    pipeline: str,
+    parameters: Mapping[str, Any],
+    run_key: str | None,
+    context: Context,
+) -> list[Problem]:
+    """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace included."""
+    problems = check_request(policy, tenant, pipeline, parameters, context)
+    if run_key and not RUN_KEY.match(scoped_run_key(tenant, run_key)):
+        room = 128 - len(scoped_run_key(tenant, ""))
+        problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(run_key)}"))
+    return problems
 
 
 def check_request(

@@ -144,8 +144,9 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     if reason:
         return Outcome("skipped", reason, delivery.event.id, delivery.uri)
     tenant = tenant_for(relay.policy, delivery)
-    if tenant is None and relay.policy.source:
-        return _refuse_origin(relay, delivery)
+    refusal = rules.refuse_origin(relay.policy, tenant, delivery.uri)
+    if refusal is not None:
+        return _refuse_origin(relay, delivery, refusal)
     stale = _is_stale(relay, delivery)
     try:
         loaded = _load(relay, delivery)
@@ -170,7 +171,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     trigger = parsed
     try:
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
-        check_policy(relay, tenant, trigger, run_key, delivery.uri)
+        check_policy(relay, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
@@ -239,12 +240,11 @@ def check_trigger(catalog: Catalog, trigger: Trigger, uri: str) -> PipelineDefin
     return definition
 
 
-def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, run_key: str, uri: str) -> None:
-    """InvalidTriggerError (`policy_denied`) naming everything the trigger uses beyond what its tenant may."""
-    problems = rules.check_request(relay.policy, tenant, trigger.pipeline, trigger.parameters, relay.policy_context)
-    if trigger.run_key and not naming.RUN_KEY.match(run_key):
-        room = 128 - len(rules.scoped_run_key(tenant, ""))
-        problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(trigger.run_key)}"))
+def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, uri: str) -> None:
+    """PolicyDeniedError naming everything the trigger uses beyond what its tenant may."""
+    problems = rules.check_trigger(
+        relay.policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, relay.policy_context
+    )
     if problems:
         raise PolicyDeniedError(uri, problems)
 
@@ -265,18 +265,19 @@ def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str, tenant: ru
     return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
 
 
-def _refuse_origin(relay: Relay, delivery: Source) -> Outcome:
-    """A delivery from where no tenant takes triggers: refused unread (a message naming an object elsewhere must not
-    make Relay read it), under a key derived from the event, so no run key it might name is ever used."""
+def origin_run_key(identity: str) -> str:
+    """The run key of a delivery refused for where it came from: derived from the event, never one it names."""
+    return naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
+
+
+def _refuse_origin(relay: Relay, delivery: Source, refusal: PolicyDeniedError) -> Outcome:
+    """Refused unread: a message naming an object elsewhere must not make Relay read it into a record."""
     if isinstance(delivery, ObjectDelivery):
         loaded = _unreadable(delivery)
     else:
         identity = naming.message_identity(delivery.topic, delivery.message_id)
         loaded = _Loaded(b"", delivery.format, identity, records.trigger_reference(delivery, None))
-    expected = f"a trigger location or topic of a tenant ({rules.origins(relay.policy)})"
-    denied = PolicyDeniedError(delivery.uri, [Problem("(origin)", expected, delivery.uri)])
-    run_key = naming.derive_run_key(naming.UNKNOWN_PIPELINE, loaded.identity)
-    return _reject(relay, delivery, loaded, run_key, None, denied)
+    return _reject(relay, delivery, loaded, origin_run_key(loaded.identity), None, refusal)
 
 
 def _unreadable(delivery: ObjectDelivery) -> _Loaded:
