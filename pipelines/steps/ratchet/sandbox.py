@@ -14,7 +14,11 @@ takes a cloud token from the metadata server (169.254.169.254). Each measure and
   its uid.
 - an empty environment: PATH, LANG and HOME/TMPDIR pointing at the call's folder, nothing of the step's.
 - rlimits (also set by the worker before the algorithm loads; an unprivileged process cannot raise them): address
-  space, file size, processes, and CPU, which also bounds a worker that outlives a killed step.
+  space, file size, processes, and CPU. A worker is warm (it serves one algorithm's calls until the step ends),
+  so the step kills each call at its timeout, and the CPU limit is the ceiling of the worker's whole life (its first
+  call's timeout and a second, plus `WORKER_CPU`), which bounds a worker that outlives a killed step. Before each
+  call the worker lowers its soft limit to that call's timeout and a second above what it has used (SIGXCPU then),
+  and the step replaces a worker whose ceiling cannot hold that much more.
 - the step process made non-dumpable: keeps its `/proc/<pid>/environ` and ptrace closed to a worker of the *same*
   uid (the unsandboxed fallback) even without Landlock.
 
@@ -44,6 +48,10 @@ WORKER_USER = "nobody"
 ADDRESS_SPACE = 4 * 1024**3
 FILE_SIZE = 256 * 1024**2
 PROCESSES = 128
+# CPU seconds a warm worker may use beyond its first call's allowance, over its whole life. While the step runs, it
+# kills each call at its timeout and replaces a worker whose ceiling cannot give a call its timeout and a second;
+# so only a worker outliving a killed step can meet the ceiling, and it bounds that one.
+WORKER_CPU = 600
 _PROBE_TIMEOUT = 30.0
 _PR_SET_DUMPABLE = 4
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_CREATE_RULESET_VERSION = 444, 1
@@ -77,9 +85,9 @@ class Isolation:
         kept += [f"Landlock ABI {self.landlock}"] if self.landlock else []
         return ", ".join(kept) + (f"; without {'; '.join(self.missing)}" if self.missing else "")
 
-    def confinement(self, writable: str, timeout: float) -> dict[str, Any]:
+    def confinement(self, writable: str, cpu_seconds: int) -> dict[str, Any]:
         """What the worker applies to itself before it loads the algorithm (see local_worker.confine)."""
-        limits = {"RLIMIT_AS": ADDRESS_SPACE, "RLIMIT_FSIZE": FILE_SIZE, "RLIMIT_CPU": math.ceil(timeout) + 1}
+        limits = {"RLIMIT_AS": ADDRESS_SPACE, "RLIMIT_FSIZE": FILE_SIZE, "RLIMIT_CPU": cpu_seconds}
         if self.user is not None:
             limits["RLIMIT_NPROC"] = PROCESSES
         return {"limits": limits, "landlock": self.landlock, "writable": writable}
@@ -106,6 +114,11 @@ def probe(rules: SandboxRules, python: str, worker: Path) -> Isolation:
         else:
             offline = [str(unshare), "--net", "--"]
     return Isolation((*offline, *setpriv), interpreter, user, landlock, tuple(missing))
+
+
+def call_cpu(timeout: float) -> int:
+    """The CPU seconds a call gets: its timeout and a second, so that a call busy all along meets its timeout first."""
+    return math.ceil(timeout) + 1
 
 
 def landlock_abi() -> tuple[int, str]:

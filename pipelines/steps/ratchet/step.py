@@ -154,10 +154,13 @@ def ratchet(
             max_files=permit.limits.code_files,
             max_file_bytes=min(permit.limits.code_bytes, DEFAULT_CODE_LIMITS.max_file_bytes),
         )
-        algorithms = prepare_algorithms(
-            workflow, cluster, source=source, stores=stores, sleep=sleep, limits=code_limits
-        )
-        tests = run_benchmark(workflow, cluster, algorithms)
+        try:
+            algorithms = prepare_algorithms(
+                workflow, cluster, source=source, stores=stores, sleep=sleep, limits=code_limits
+            )
+            tests = run_benchmark(workflow, cluster, algorithms)
+        finally:
+            cluster.close()  # the local cluster's warm workers end with the run, however it ends
 
     at = timestamp(clock())
     tolerances = {t.name: parameters.tolerance if t.tolerance is None else t.tolerance for t in workflow.tests}

@@ -1,4 +1,4 @@
-"""The local destination: algorithms as Python trees, each call a worker process that is killed at the timeout."""
+"""The local destination: algorithms as Python trees, each served by a warm worker that is killed at a timeout."""
 
 from __future__ import annotations
 
@@ -141,8 +141,9 @@ def test_prints_do_not_corrupt_the_reply_and_the_environment_holds_no_secrets(
     assert result.ok and set(result.output) == {"PATH", "HOME", "LANG", "TMPDIR"}
 
 
-def test_a_redeploy_replaces_the_whole_tree(cluster: LocalCluster):
+def test_a_redeploy_replaces_the_whole_tree_and_the_warm_worker(cluster: LocalCluster):
     cluster.deploy("a", [code("a.py", "def apply(input):\n    return 1\n"), code("old.py", "")])
+    assert cluster.call("a", None, timeout=10).output == 1
     cluster.deploy("a", [code("a.py", "def apply(input):\n    return 2\n")])
     assert cluster.call("a", None, timeout=10).output == 2
     assert not (cluster.root / "algorithms" / "a" / "old.py").exists()
@@ -174,3 +175,118 @@ def test_the_default_root_is_per_workflow(tmp_path: Path):
     cluster = LocalCluster.from_options({}, ClusterContext(tmp_path, "my-flow"))
     assert cluster.root.name == "my-flow" and cluster.root.parent.name == "relay-ratchet"
     assert os.path.isabs(cluster.root)
+
+
+# A warm worker's state: a module-level counter, and the process it lives in.
+COUNTER = """
+import os, sys, time
+
+calls = 0
+
+def apply(input):
+    global calls
+    calls += 1
+    if input == "crash":
+        os._exit(7)
+    if input == "hang":
+        time.sleep(30)
+    return {"calls": calls, "pid": os.getpid()}
+"""
+
+
+@pytest.fixture
+def counter(cluster: LocalCluster) -> LocalCluster:
+    cluster.deploy("counter", [code("counter.py", COUNTER)])
+    return cluster
+
+
+def test_a_worker_stays_warm_across_calls(counter: LocalCluster):
+    first, second, third = (counter.call("counter", None, timeout=10) for _ in range(3))
+    assert [r.output["calls"] for r in (first, second, third)] == [1, 2, 3]  # module globals persist
+    assert first.output["pid"] == second.output["pid"] == third.output["pid"]
+
+
+def test_a_worker_that_dies_mid_call_is_reported_and_the_next_call_gets_a_fresh_one(counter: LocalCluster):
+    before = counter.call("counter", None, timeout=10).output
+    crashed = counter.call("counter", "crash", timeout=10)
+    assert not crashed.ok and not crashed.timed_out
+    assert crashed.error == "counter: the worker exited 7 without a reply"
+    assert eventually_gone(before["pid"])
+    after = counter.call("counter", None, timeout=10).output
+    assert after["calls"] == 1 and after["pid"] != before["pid"]
+
+
+def test_a_timeout_kills_the_warm_worker_and_the_next_call_gets_a_fresh_one(counter: LocalCluster):
+    before = counter.call("counter", None, timeout=10).output
+    hung = counter.call("counter", "hang", timeout=1)
+    assert not hung.ok and hung.timed_out and hung.error == "timed out after 1 s: the worker was killed"
+    assert 1 <= hung.seconds < 5
+    assert eventually_gone(before["pid"])
+    after = counter.call("counter", None, timeout=10).output
+    assert after["calls"] == 1 and after["pid"] != before["pid"]
+
+
+def test_only_the_last_called_algorithm_keeps_a_worker(counter: LocalCluster):
+    counter.deploy("other", [code("other.py", "import os\ndef apply(input):\n    return os.getpid()\n")])
+    first = counter.call("counter", None, timeout=10).output
+    other = counter.call("other", None, timeout=10).output
+    assert other != first["pid"] and eventually_gone(first["pid"])  # one worker's memory and processes at a time
+    assert counter.call("counter", None, timeout=10).output["calls"] == 1
+
+
+def test_close_stops_the_worker_and_removes_its_folder(counter: LocalCluster):
+    pid = counter.call("counter", None, timeout=10).output["pid"]
+    assert any((counter.root / ".calls").iterdir())
+    counter.close()
+    assert eventually_gone(pid) and not any((counter.root / ".calls").iterdir())
+
+
+LIMITS = """
+import resource
+
+def apply(input):
+    return resource.getrlimit(resource.RLIMIT_CPU)
+"""
+
+
+def test_each_call_gets_its_cpu_allowance_under_the_workers_ceiling(cluster: LocalCluster):
+    """Soft: this call's timeout and a second over what the worker used; hard: its life's ceiling, never raised."""
+    cluster.deploy("limits", [code("limits.py", LIMITS)])
+    assert cluster.call("limits", None, timeout=10).output == [11, 611]  # 10 s + 1, and WORKER_CPU (600) more
+    assert cluster.call("limits", None, timeout=4.5).output == [6, 611]
+    # More than the ceiling holds: a fresh worker, whose ceiling is this call's allowance and WORKER_CPU more.
+    assert cluster.call("limits", None, timeout=700).output == [701, 1301]
+
+
+NOISY = """
+import os, subprocess, sys
+
+def apply(input):
+    print("a print")
+    os.write(1, b"raw bytes to descriptor 1")
+    subprocess.run(["echo", "a child's output"], check=True)
+    return {"stdin": sys.stdin.read(), "n": input}
+"""
+
+
+def test_what_the_algorithm_writes_or_reads_never_touches_the_calls_pipe(cluster: LocalCluster):
+    cluster.deploy("noisy", [code("noisy.py", NOISY)])
+    outputs = [cluster.call("noisy", n, timeout=10).output for n in (1, 2)]
+    assert outputs == [{"stdin": "", "n": 1}, {"stdin": "", "n": 2}]
+
+
+def test_an_algorithm_that_fails_to_load_is_tried_afresh_at_the_next_call(cluster: LocalCluster, tmp_path: Path):
+    flaky = """
+        import os, pathlib
+        marker = pathlib.Path(os.environ["HOME"]).parent / "loaded-once"
+        if not marker.exists():
+            raise RuntimeError("first load fails")
+
+        def apply(input):
+            return "loaded"
+    """
+    cluster.deploy("flaky", [code("flaky.py", flaky)])
+    failed = cluster.call("flaky", None, timeout=10)
+    assert not failed.ok and failed.error == "RuntimeError: first load fails"
+    (cluster.root / ".calls" / "loaded-once").touch()
+    assert cluster.call("flaky", None, timeout=10).output == "loaded"

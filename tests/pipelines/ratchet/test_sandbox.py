@@ -45,7 +45,8 @@ except ClusterConfigError as exc:
     sys.exit()
 cluster.deploy("spy", [ExportedFile("code", "spy.py", spy.read_bytes()), ExportedFile("data", "d.txt", b"d", "c")])
 result = cluster.call("spy", payload, timeout=20)
-print(json.dumps({"pid": os.getpid(), "result": dataclasses.asdict(result)}))
+again = cluster.call("spy", payload, timeout=20)  # the same warm worker: still as confined
+print(json.dumps({"pid": os.getpid(), "result": dataclasses.asdict(result), "again": dataclasses.asdict(again)}))
 """
 
 # The algorithm: tries what a red team's would, and reports what it got.
@@ -165,6 +166,7 @@ def test_a_hostile_algorithm_reaches_no_secret_and_no_network_unless_allowed(
     assert canary not in output
     assert step["result"]["ok"], step["result"]["error"]
     seen = step["result"]["output"]
+    assert step["again"]["output"] == seen  # a warm worker's second call meets the same walls
     assert seen["ppid"] == step["pid"]  # the process whose environment it tried is the step's
     assert seen["uid"] == pwd.getpwnam("nobody").pw_uid
     assert set(seen["environ"]) == {"PATH", "LANG", "HOME", "TMPDIR"}

@@ -75,6 +75,10 @@ class Cluster(Protocol):
         """Call the algorithm; a call still going at `timeout` seconds is stopped and reported `timed_out`."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the calls held (the local cluster's warm workers, a connection pool); the run is over."""
+        ...
+
 
 @dataclass(frozen=True)
 class ClusterContext:

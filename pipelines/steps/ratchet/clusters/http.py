@@ -155,6 +155,9 @@ class HttpCluster:
         if self._load_path:
             self._send("POST", self._load_path.format(name=quote(algorithm)), f"{algorithm}: load", json={})
 
+    def close(self) -> None:
+        self._session.close()
+
     def call(self, name: str, payload: Any, timeout: float) -> CallResult:
         path = self._call_path.format(
             name=quote(name), owner=self.owner, version=self.version, timeout=max(1, math.ceil(timeout))

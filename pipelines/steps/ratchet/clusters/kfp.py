@@ -144,6 +144,9 @@ class KfpCluster:
                 )
         self._deployed[algorithm] = (pipeline_id, version_id)
 
+    def close(self) -> None:
+        """Nothing to let go of: each call's run ends (or is terminated) within the call."""
+
     def call(self, name: str, payload: Any, timeout: float) -> CallResult:
         if not isinstance(payload, Mapping):
             return CallResult(ok=False, error=f"{name}: a payload is the run's parameters: expected an object")

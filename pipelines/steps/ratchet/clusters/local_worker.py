@@ -1,10 +1,19 @@
-"""One call of a local algorithm in its own process: `python -P local_worker.py ROOT NAME`, JSON in and out.
+"""A local algorithm's warm worker: `python -I local_worker.py ROOT NAME`, fed its calls over a pipe, one at a time.
 
-Standard library only, and run by path: it must work whatever the algorithm's environment holds. The request on
-stdin is `{"input": ..., "confine": {...}}`; the reply on stdout is `{"ok", "output" | "error", "seconds"}`, where
-`seconds` is the time `apply` took (as the seed's platform reported a call's duration: the worker's start-up is no
-part of it). Before it loads the algorithm, the worker confines itself as `confine` says (see ratchet/sandbox.py):
-what it sets up then, the algorithm can no longer undo.
+Standard library only, and run by path: it must work whatever the algorithm's environment holds.
+
+Frames, both ways on stdin and stdout: a 4-byte big-endian length, then that many bytes of UTF-8 JSON. The first
+frame in is `{"confine": {...}}` (see ratchet/sandbox.py): the worker applies it before any of the algorithm's code
+runs, so every call this worker serves runs under it and the algorithm can never undo it. Each further frame in is
+a call `{"input": ..., "timeout": seconds}`, answered by one frame `{"ok", "output" | "error", "seconds"}`, where
+`seconds` is the time `apply` took (as the seed's platform reported a call's duration: neither the worker's
+start-up nor the pipe is part of it).
+
+The worker is warm, as an algorithm was on the seed's platform: the algorithm is loaded once, at its first call,
+and what it keeps (module globals, a model read once, files in its HOME) is there at its next call in this worker.
+The worker ends when its stdin closes (the step is done, or gone), after saying why the algorithm could not be
+loaded (the next call gets a fresh worker, which tries again), or when the algorithm ends the process (sys.exit,
+os._exit, a crash). The step kills it, with its whole process group, at a call's timeout.
 
 Algorithms call each other and read their data files through an `Algorithmia` module this worker provides, the
 subset of the seed platform's client they use: `Algorithmia.client().algo("algo://local/name").pipe(x).result`
@@ -18,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import math
 import os
 import resource
 import sys
@@ -185,29 +195,91 @@ class LocalRuntime:
         return module
 
 
-def main(argv: list[str]) -> int:
-    root, name = Path(argv[1]), argv[2]
-    reply_to = sys.stdout
-    sys.stdout = sys.stderr  # an algorithm's prints must not corrupt the reply
-    runtime = LocalRuntime(root)
-    sys.modules["Algorithmia"] = runtime.module()
+_LENGTH = 4  # bytes of a frame's length prefix
+
+
+def read_frame(fd: int) -> Any:
+    """The next frame's JSON value; None when the pipe closed before a frame began."""
+    head = _read_exactly(fd, _LENGTH)
+    if head is None:
+        return None
+    body = _read_exactly(fd, int.from_bytes(head, "big"))
+    if body is None:
+        raise EOFError("the pipe closed in the middle of a frame")
+    return json.loads(body)
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    view = memoryview(len(data).to_bytes(_LENGTH, "big") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def allow_cpu(timeout: float) -> None:
+    """This call's CPU: its timeout and a second on top of what the worker used so far, as the soft limit.
+
+    The hard limit, the ceiling of the worker's whole life, was set by `confine` and cannot be raised; the step
+    kills the call at its timeout whatever the CPU, so this soft limit matters only to a call that outlives the
+    step (SIGXCPU ends it).
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(usage.ru_utime + usage.ru_stime) + math.ceil(timeout) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
+def serve(runtime: LocalRuntime, name: str, request: dict[str, Any]) -> tuple[bytes, bool]:
+    """One call's reply frame, and whether the worker may serve another."""
     started: float | None = None
     seconds: float | None = None
+    loaded = False
     try:
-        request = json.load(sys.stdin)
-        confine(request["confine"])
+        allow_cpu(float(request["timeout"]))
         runtime.load(name)
+        loaded = True
         started = time.perf_counter()
         output = runtime.apply(name, request["input"])
         seconds = time.perf_counter() - started
-        text = json.dumps({"ok": True, "output": output, "seconds": seconds})
+        return json.dumps({"ok": True, "output": output, "seconds": seconds}).encode(), True
     except Exception as exc:  # the algorithm's failure is the call's result, whatever it is
         if seconds is None and started is not None:
             seconds = time.perf_counter() - started
         reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=-3)}
-        text = json.dumps({**reply, **({"seconds": seconds} if seconds is not None else {})})
-    reply_to.write(text)
-    reply_to.flush()
+        reply |= {"seconds": seconds} if seconds is not None else {}
+        # An algorithm that failed to load may have half-run its module: this worker ends, the next call starts
+        # a fresh one, which tries again.
+        return json.dumps(reply | ({} if loaded else {"ended": True})).encode(), loaded
+
+
+def main(argv: list[str]) -> int:
+    root, name = Path(argv[1]), argv[2]
+    # The frames get descriptors of their own, out of the algorithm's reach by accident: its prints and its
+    # children's output go to stderr, and what reads stdin finds it empty, so nothing it does corrupts a frame.
+    calls, replies = os.dup(0), os.dup(1)  # not inherited by the algorithm's subprocesses (O_CLOEXEC)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.dup2(2, 1)
+    os.close(nothing)
+    sys.stdout = sys.stderr
+    runtime = LocalRuntime(root)
+    sys.modules["Algorithmia"] = runtime.module()
+    confine(read_frame(calls)["confine"])
+    while (request := read_frame(calls)) is not None:
+        reply, again = serve(runtime, name, request)
+        write_frame(replies, reply)
+        if not again:
+            break
     return 0
 
 
