@@ -66,7 +66,7 @@ def test_a_failing_task_is_recorded_as_failed(tmp_path: Path, results: Path):
 
 
 def test_unknown_runs_are_not_found(tmp_path: Path):
-    assert LocalBackend(tmp_path, "r").find_run("nope") is None
+    assert LocalBackend(tmp_path, str(tmp_path / "results")).find_run("nope") is None
 
 
 def test_a_second_start_after_a_crash_never_runs_the_pipeline_twice(tmp_path: Path, results: Path):
