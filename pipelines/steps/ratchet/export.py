@@ -2,7 +2,8 @@
 
 Where things are under the source prefix (gs://, s3:// or file://):
 
-- data files: `data://.my/<collection>/<file>` is `<source>/data/<collection>/<file>` (`<algo>` as the algorithm);
+- data files: `data://.my/<collection>/<file>` is read from `<source>/data/<collection>/<file>` (`<algo>` as the
+  algorithm) and lands, as the seed put it, in the algorithm's own collection: `<algorithm>/<file name>`;
 - code: `code_path`/`code` when given (a `data://.my/...` URI as above, a path relative to the source, or a full
   URI), else the folder `<source>/algorithms/<name>/`. A folder is taken whole; a `.tar.gz`/`.tgz` is unpacked
   (files and folders only, no path may leave the tree); any other single file is the whole tree.
@@ -26,7 +27,15 @@ from urllib.parse import urlsplit
 from pipelines.steps.contract import StepError
 from pipelines.steps.objects import ObjectStore, SourceObject, store_for
 from pipelines.steps.ratchet.clusters import ExportedFile
-from pipelines.steps.ratchet.placeholders import Names, called_algorithms, data_parts, has_placeholders, rewrite_text
+from pipelines.steps.ratchet.placeholders import (
+    ALGO_PLACEHOLDER,
+    Names,
+    called_algorithms,
+    data_files_of,
+    data_parts,
+    has_placeholders,
+    rewrite_text,
+)
 from pipelines.steps.ratchet.workflow import Algorithm
 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a file is held in memory on its way to the destination
@@ -85,15 +94,16 @@ def _export(
     files: list[ExportedFile] = []
     receipts: list[dict[str, Any]] = []
     calls: set[str] = set()
+    landed = data_files_of(algorithm.name, algorithm.data_files)
     for path, data, uri in _code_files(code_uri, stores, limits):
         if has_placeholders(text := _text(data)):
             calls |= called_algorithms(text)
-            data = rewrite_text(text, algorithm.name, names).encode()
+            data = rewrite_text(text, algorithm.name, names, landed).encode()
         files.append(ExportedFile(kind="code", path=path, data=data))
         receipts.append({"kind": "code", "source": uri, "destination": path, "bytes": len(data)})
     for generic in algorithm.data_files:
-        collection, path = data_parts(generic, algorithm.name)
-        uri = data_location(source, collection, path)
+        collection, path = landed[generic.replace(ALGO_PLACEHOLDER, algorithm.name)]
+        uri = data_location(source, *data_parts(generic, algorithm.name))
         items = list(store_for(uri, stores).list(uri))
         if len(items) != 1:
             raise ExportError(f"{algorithm.name}: {generic}: expected one object at {uri}, found {len(items)}")

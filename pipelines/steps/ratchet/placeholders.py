@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 ALGO_PLACEHOLDER = "<algo>"
@@ -31,15 +32,31 @@ def data_parts(uri: str, algorithm: str) -> tuple[str, str]:
     return collection, path
 
 
-def rewrite_text(text: str, algorithm: str, names: Names) -> str:
+def data_files_of(algorithm: str, data_files: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Where each of an algorithm's data files lands, keyed by its generic name with `<algo>` filled in.
+
+    As the seed put them: in the collection named after the algorithm, under the file's own name, whatever collection
+    the workflow read it from (`data://.my/artifacts/willow.jpeg` of `BoundingBoxOnImage` lands at
+    `BoundingBoxOnImage/willow.jpeg`, which its payloads name `data://.my/<algo>/willow.jpeg`).
+    """
+    landed = {}
+    for uri in data_files:
+        _collection, path = data_parts(uri, algorithm)
+        landed[uri.replace(ALGO_PLACEHOLDER, algorithm)] = (algorithm, PurePosixPath(path).name)
+    return landed
+
+
+def rewrite_text(text: str, algorithm: str, names: Names, files: Mapping[str, tuple[str, str]] | None = None) -> str:
     """`text` with every generic data and algorithm name replaced by the destination's.
 
     `algorithm` is whose text it is (its code, data paths and test payload; the entrypoint's, for benchmark tests):
-    `<algo>` becomes its name, as in the seed.
+    `<algo>` becomes its name, as in the seed. `files` (from `data_files_of`) are its data files: named as the
+    workflow lists them, they become where they landed, the only place the destination has them.
     """
 
     def data(match: re.Match[str]) -> str:
-        collection, path = data_parts(match.group(0), algorithm)
+        uri = match.group(0).replace(ALGO_PLACEHOLDER, algorithm)
+        collection, path = (files or {}).get(uri) or data_parts(uri, algorithm)
         return names.data_name(collection, path)
 
     def algo(match: re.Match[str]) -> str:
@@ -48,14 +65,14 @@ def rewrite_text(text: str, algorithm: str, names: Names) -> str:
     return _ALGO.sub(algo, _DATA.sub(data, text))
 
 
-def rewrite_value(value: Any, algorithm: str, names: Names) -> Any:
+def rewrite_value(value: Any, algorithm: str, names: Names, files: Mapping[str, tuple[str, str]] | None = None) -> Any:
     """A JSON value (a payload) with `rewrite_text` applied to every string in it, keys left alone."""
     if isinstance(value, str):
-        return rewrite_text(value, algorithm, names)
+        return rewrite_text(value, algorithm, names, files)
     if isinstance(value, Mapping):
-        return {key: rewrite_value(item, algorithm, names) for key, item in value.items()}
+        return {key: rewrite_value(item, algorithm, names, files) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [rewrite_value(item, algorithm, names) for item in value]
+        return [rewrite_value(item, algorithm, names, files) for item in value]
     return value
 
 

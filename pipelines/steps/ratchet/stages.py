@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipelines.steps.objects import ObjectStore
 from pipelines.steps.ratchet.clusters import CallResult, Cluster, ClusterError
 from pipelines.steps.ratchet.export import DEFAULT_CODE_LIMITS, CodeLimits, ExportError, export_algorithm
-from pipelines.steps.ratchet.placeholders import rewrite_value
+from pipelines.steps.ratchet.placeholders import data_files_of, rewrite_value
 from pipelines.steps.ratchet.workflow import Algorithm, Workflow
 
 VALIDATED, FAILED, SKIPPED = "validated", "failed", "skipped"
@@ -49,6 +49,12 @@ class AlgorithmOutcome:
     depends_on: tuple[str, ...] = ()
     files: tuple[Mapping[str, Any], ...] = ()
     output: str = ""  # the start of the validation output, for the record
+    environment: Mapping[str, str] = field(default_factory=dict)  # the workflow's environment keys, as written
+
+    @property
+    def sent(self) -> bool:
+        """Its files reached the destination (exported and deployed)."""
+        return bool(self.files) and not (self.state == FAILED and self.stage in (EXPORT, DEPLOY))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +65,7 @@ class AlgorithmOutcome:
             "attempts": self.attempts,
             "seconds": None if self.seconds is None else round(self.seconds, 6),
             "depends_on": list(self.depends_on),
+            "environment": dict(self.environment),
             "files": [dict(f) for f in self.files],
             "output": self.output,
         }
@@ -102,9 +109,9 @@ def prepare_algorithms(
     outcomes: dict[str, AlgorithmOutcome] = {}
     order = [a.name for a in workflow.algorithms]
     for algorithm in workflow.algorithms:
-        outcomes[algorithm.name] = _prepare_one(
-            algorithm, workflow, cluster, source, stores, order, outcomes, sleep, limits
-        )
+        outcome = _prepare_one(algorithm, workflow, cluster, source, stores, order, outcomes, sleep, limits)
+        # Recorded, not used: what an environment name means is the destination's business (none here uses it).
+        outcomes[algorithm.name] = replace(outcome, environment=dict(algorithm.declared))
     return list(outcomes.values())
 
 
@@ -142,7 +149,7 @@ def _prepare_one(
     if broken:
         error = f"not validated: depends on {', '.join(broken)}, which did not validate"
         return AlgorithmOutcome(name, SKIPPED, VALIDATE, error, depends_on=depends_on, files=files)
-    payload = rewrite_value(algorithm.test_payload, name, cluster)
+    payload = rewrite_value(algorithm.test_payload, name, cluster, data_files_of(name, algorithm.data_files))
     result, attempts = _call_with_retries(cluster, name, payload, algorithm.timeout, sleep)
     if not result.ok:
         return AlgorithmOutcome(
@@ -179,8 +186,9 @@ def run_benchmark(
         why = f"the entrypoint {entrypoint} did not validate ({states[entrypoint].state} at {states[entrypoint].stage})"
         return [BenchmarkOutcome(t.name, t.timeout, t.repeat, not_run=why) for t in workflow.tests]
     outcomes = []
+    files = data_files_of(entrypoint, workflow.algorithm(entrypoint).data_files)
     for test in workflow.tests:
-        payload = rewrite_value(test.payload, entrypoint, cluster)
+        payload = rewrite_value(test.payload, entrypoint, cluster, files)
         calls: list[CallRecord] = []
         notes: list[str] = []
         for _ in range(test.repeat):

@@ -39,6 +39,7 @@ from pipelines.steps.ratchet.ledger import Ledger, LedgerError, describe_baselin
 from pipelines.steps.ratchet.placeholders import data_parts
 from pipelines.steps.ratchet.report import history_entry, render_html, report_document
 from pipelines.steps.ratchet.stages import (
+    SKIPPED,
     VALIDATED,
     AlgorithmOutcome,
     BenchmarkOutcome,
@@ -296,10 +297,14 @@ def _conclude(
     tests: Sequence[BenchmarkOutcome],
     decision: Decision,
 ) -> tuple[int, str]:
-    """The status (200; 502 when an algorithm or a test failed; 409 when only the ratchet was violated), and why."""
+    """The status (200; 502 when an algorithm or a test failed; 409 when only the ratchet was violated), and why:
+    what was sent, what validated, what was skipped, what passed, and every failure."""
     validated = sum(a.state == VALIDATED for a in algorithms)
+    skipped = sum(a.state == SKIPPED for a in algorithms)
     passed = sum(t.passed for t in tests)
-    head = f"ratchet {workflow.name} on {where}: {validated} of {len(algorithms)} algorithm(s) validated, "
+    head = f"ratchet {workflow.name} on {where}: {_sent(workflow, algorithms)}; "
+    head += f"{validated} of {len(algorithms)} algorithm(s) validated"
+    head += f" ({skipped} skipped: a dependency did not validate), " if skipped else ", "
     head += f"{passed} of {len(tests)} test(s) passed"
     failures = _failures(algorithms, tests, decision)
     if not failures:
@@ -313,6 +318,17 @@ def _conclude(
     more = len(failures) - _LISTED
     listed = "; ".join(failures[:_LISTED]) + (f"; and {more} more" if more > 0 else "")
     return status, f"{head}; failed: {listed}"
+
+
+def _sent(workflow: Workflow, algorithms: Sequence[AlgorithmOutcome]) -> str:
+    """What went to the destination: files and bytes, and of how many algorithms (the others failed to export or
+    deploy, and say why among the failures)."""
+    if workflow.run_only:
+        return "nothing sent (run_only: the algorithms are there already)"
+    sent = [a for a in algorithms if a.sent]
+    files = sum(len(a.files) for a in sent)
+    size = sum(int(f.get("bytes", 0)) for a in sent for f in a.files)
+    return f"sent {files} file(s), {size:,} bytes, for {len(sent)} of {len(algorithms)} algorithm(s)"
 
 
 def _failures(

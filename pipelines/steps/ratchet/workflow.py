@@ -30,6 +30,7 @@ _ALGORITHM = (
     "code",
     "data_files",
     "environment_name",
+    "environment",
     "language",
     "test_payload",
     "depends_on",
@@ -62,10 +63,11 @@ class Algorithm:
     name: str
     code: str | None  # `code_path` or `code`; None means the folder `algorithms/<name>/` under the source
     data_files: tuple[str, ...]
-    environment: str  # `environment_name` or `language`; recorded, the destination decides what it means
+    environment: str  # `environment_name`, `environment` or `language`; the destination decides what it means
     test_payload: Any
     depends_on: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT  # for the validation call
+    declared: tuple[tuple[str, str], ...] = ()  # the environment keys as written, for the record
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ def parse_workflow(document: object, *, default_name: str = "") -> Workflow:
     """A checked Workflow; WorkflowError listing every problem otherwise.
 
     Both the seed's documented and its actually-used key names are accepted: `code_path` or `code`,
-    `environment_name` or `language`. `name` (the workflow's, else `default_name`) is Relay's addition.
+    `environment_name` or `language`, and `environment`, which its code required in April-May 2021 (with
+    `language` then saying how dependencies were declared). `name` (the workflow's, else `default_name`) is
+    Relay's addition.
     """
     problems: list[Problem] = []
     top = _object(document, "workflow", _TOP, problems)
@@ -152,10 +156,19 @@ def _algorithms(value: object, problems: list[Problem]) -> list[Algorithm]:
             problems.append(Problem(f"{where}.name", "a name no other algorithm has", f"a second {name!r}"))
             continue
         code = _one_of(entry, ("code_path", "code"), where, problems, required=False)
-        environment = _one_of(entry, ("environment_name", "language"), where, problems, required=True)
+        if "environment" in entry:
+            # The seed's code of April-May 2021 read `environment` (the image: python3, tensorflow-1.14) and took
+            # `language` for how dependencies were declared (python-pip-old, python-anaconda): not an environment.
+            environment = _one_of(entry, ("environment_name", "environment"), where, problems, required=True)
+            language = entry.get("language", "python-pip-old")  # the seed's default then
+            if not isinstance(language, str) or not language.strip():
+                problems.append(Problem(f"{where}.language", "a non-empty string", _show(language)))
+        else:
+            environment = _one_of(entry, ("environment_name", "language"), where, problems, required=True)
+        declared = tuple((k, str(entry[k])) for k in ("environment_name", "environment", "language") if k in entry)
         if "test_payload" not in entry:
             problems.append(Problem(f"{where}.test_payload", "the payload that validates the algorithm", "nothing"))
-        data_files = _data_files(entry.get("data_files", []), f"{where}.data_files", problems)
+        data_files = _data_files(entry.get("data_files", []), f"{where}.data_files", name, problems)
         depends_on = _depends_on(entry.get("depends_on", []), f"{where}.depends_on", name, seen, problems)
         timeout = _timeout(entry, f"{where}.timeout", problems)
         seen.append(name)
@@ -168,6 +181,7 @@ def _algorithms(value: object, problems: list[Problem]) -> list[Algorithm]:
                 test_payload=entry.get("test_payload"),
                 depends_on=depends_on,
                 timeout=timeout,
+                declared=declared,
             )
         )
     return parsed
@@ -228,11 +242,12 @@ def _test_info(
     return entrypoint, tuple(tests)
 
 
-def _data_files(value: object, where: str, problems: list[Problem]) -> tuple[str, ...]:
+def _data_files(value: object, where: str, algorithm: str, problems: list[Problem]) -> tuple[str, ...]:
     if not isinstance(value, list):
         problems.append(Problem(where, "a list of data://.my/<collection>/<file> URIs", _show(value)))
         return ()
     files: list[str] = []
+    landed: dict[str, str] = {}  # file name -> the data file that lands there
     for index, uri in enumerate(value):
         rest = uri[len(DATA_PREFIX) :] if isinstance(uri, str) and uri.startswith(DATA_PREFIX) else ""
         collection, _, path = rest.partition("/")
@@ -241,6 +256,14 @@ def _data_files(value: object, where: str, problems: list[Problem]) -> tuple[str
             expected = "data://.my/<collection>/<file> (the seed's generic form; <algo> may name the collection)"
             problems.append(Problem(f"{where}[{index}]", expected, _show(uri)))
             continue
+        # Each lands in the algorithm's collection under its file name, as on the seed, which let a second file of
+        # the same name silently replace the first.
+        file_name = path.rsplit("/", 1)[-1]
+        if file_name in landed:
+            expected = f"data files of distinct names: each lands at data://.my/{algorithm}/<file name>"
+            problems.append(Problem(f"{where}[{index}]", expected, f"{uri} and {landed[file_name]}"))
+            continue
+        landed[file_name] = uri
         files.append(str(uri))
     return tuple(files)
 

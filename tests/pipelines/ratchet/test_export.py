@@ -112,6 +112,24 @@ def test_an_archive_is_unpacked_and_rewritten(tmp_path: Path):
     assert [r["kind"] for r in exported.receipts] == ["code", "code", "data"]
 
 
+def test_data_files_land_in_the_algorithms_collection_and_their_listed_names_follow(tmp_path: Path):
+    (tmp_path / "algorithms" / "tok").mkdir(parents=True)
+    (tmp_path / "algorithms" / "tok" / "tok.py").write_text(
+        'A = "data://.my/artifacts/words.txt"\nB = "data://.my/<algo>/words.txt"\nC = "data://.my/artifacts/x.txt"\n'
+    )
+    (tmp_path / "data" / "artifacts").mkdir(parents=True)
+    (tmp_path / "data" / "artifacts" / "words.txt").write_text("a b")
+    item = algorithm("tok", None, ("data://.my/artifacts/words.txt",))
+    exported = export_algorithm(item, tmp_path.as_uri(), default_stores(), Names())
+    code, data = exported.files
+    # Listed or in the seed's <algo> form, the file is where it landed; one the workflow does not send keeps its name.
+    assert code.data == (
+        b'A = "data://qa/tok/words.txt"\nB = "data://qa/tok/words.txt"\nC = "data://qa/artifacts/x.txt"\n'
+    )
+    assert (data.collection, data.path, data.name, data.data) == ("tok", "words.txt", "data://qa/tok/words.txt", b"a b")
+    assert exported.receipts[-1]["source"].endswith("/data/artifacts/words.txt")
+
+
 @pytest.mark.parametrize("member", ["../evil.py", "/abs/evil.py", "src/../../evil.py"])
 def test_an_archive_that_would_write_outside_its_tree_is_refused(tmp_path: Path, member: str):
     archive(tmp_path, {"tok.py": b"", member: b"x"})

@@ -98,6 +98,9 @@ def test_a_broken_algorithm_is_reported_and_what_does_not_depend_on_it_still_run
         "first_sentence": "failed",
         "summarize": "skipped",
     }
+    assert "4 of 4 algorithm(s); 2 of 4 algorithm(s) validated (1 skipped: a dependency did not validate)" in (
+        broken.message
+    )
     assert algorithms["first_sentence"] == {
         "state": "failed",
         "stage": "validate",

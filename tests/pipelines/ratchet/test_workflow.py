@@ -190,6 +190,27 @@ TWO = changed(
             id="environment-disagrees",
         ),
         pytest.param(
+            changed("algorithms.0.environment", "python3"),
+            "algorithms[0].environment_name|environment",
+            "both with the same value",
+            "Python 3.7",
+            id="2021-environment-disagrees",
+        ),
+        pytest.param(
+            changed("algorithms.0.language", 3, changed("algorithms.0.environment", "Python 3.7")),
+            "algorithms[0].language",
+            "a non-empty string",
+            "3",
+            id="2021-language-not-a-string",
+        ),
+        pytest.param(
+            changed("algorithms.0.data_files", ["data://.my/a/model.bin", "data://.my/<algo>/x/model.bin"]),
+            "algorithms[0].data_files[1]",
+            "data files of distinct names: each lands at data://.my/hello_world/<file name>",
+            "data://.my/<algo>/x/model.bin and data://.my/a/model.bin",
+            id="data-files-land-on-each-other",
+        ),
+        pytest.param(
             changed("algorithms.0.test_payload", _REMOVE),
             "algorithms[0].test_payload",
             "the payload that validates",
@@ -290,3 +311,19 @@ def test_a_file_must_be_strict_json(data: bytes, fragment: str):
 def test_the_default_name_must_be_a_path_segment_too():
     with pytest.raises(WorkflowError, match="name: expected a workflow name"):
         parse_workflow(json.loads(json.dumps(HELLO_WORLD)), default_name="")
+
+
+@pytest.mark.parametrize(
+    ("keys", "environment"),
+    [
+        ({"environment": "python3", "language": "python-pip-old"}, "python3"),  # the seed's April 2021 hello.json
+        ({"environment": "tensorflow-1.14"}, "tensorflow-1.14"),  # its DeepFashion then: no language
+        ({"environment_name": "Python 3.7", "environment": "Python 3.7", "language": "python-anaconda"}, "Python 3.7"),
+    ],
+)
+def test_the_2021_environment_key_is_accepted_and_its_keys_kept_as_written(keys: dict[str, str], environment: str):
+    document = changed("algorithms.0.environment_name", _REMOVE)
+    document["algorithms"][0].update(keys)
+    (algorithm,) = parse_workflow(document, default_name="hello").algorithms
+    assert algorithm.environment == environment
+    assert dict(algorithm.declared) == keys
