@@ -1,469 +1,722 @@
-"""`make bench`: Relay's warm per-event overhead against the seed function's per-event work, as a ratio.
+"""`make bench`, launch part: Relay's function against a faithful port of the seed function and against the floor of
+its own round trips, all measured in one run, printed as ratios with the issue's targets beside them (never asserted).
 
-Both sides run in this process, interleaved event by event, against real servers on 127.0.0.1 that this module
-starts and stops: a GCE metadata server and a KFP v2beta1 API (tests.servers) and fake-gcs-server (devstack).
+Every server runs in a process of its own, outside the process that measures: fake-gcs-server (devstack), the test
+suite's KFP v2beta1 and metadata-server fakes (`python -m bench.serve`), and each function in a functions-framework
+server, as deployed (`functions/main.py` `on_object_finalized`, `bench/seed_function.py` `hosted_kfp_test`). This
+process only uploads triggers (never timed), posts binary-mode storage CloudEvents over keep-alive connections and
+reads its clock.
 
-- **relay**: `handle_delivery` on a Relay built like a deployed instance (GCS blob store, the catalog, the KFP
-  backend with metadata-server tokens): trigger read, claim write, token (cached), submit, launch record write.
-- **baseline**: what the seed function did on every event: token GET from the metadata server, a new
-  `kfp.Client` (its constructor calls healthz), `create_experiment` (get-or-create), the pipeline compiled to a
-  file, `run_pipeline` under a timestamp name. It also reads the same trigger file, so both sides pay the read,
-  and, like the seed, it writes no record.
-
-Only the handling of an event is timed (time.perf_counter); uploading its trigger file is not. No figure is
-compared with a threshold: speed is reported as the ratio of the two medians measured in the same run.
-
-google-auth and kfp read GCE_METADATA_HOST when first imported, so every module that imports them (kfp,
-google.cloud.storage, devstack's storage helpers, relay.adapters, tests.servers.kfp) is imported inside a
-function, after the metadata server is up and the environment points at it. The relay core modules imported
-below import neither.
+1. warm: per event, wall time from posting the CloudEvent to the function's answer, for Relay and for the seed port,
+   interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over one keep-alive
+   requests.Session: trigger read, claim create, run create, record write; see bench.harness.Floor) and an event
+   Relay skips without I/O (functions-framework's own cost). Medians and p99 over --events each, after warm-up.
+2. cold: a fresh process per sample (bench.cold) imports the function's module and handles its first event;
+   interleaved Relay/seed, the first pair dropped (it fills the page cache); medians.
+3. burst: unique triggers each delivered twice (the same event again shortly after) through one functions-framework
+   process, --concurrency at a time, a refused delivery redelivered a second later, until every one is answered
+   2xx; triggers/s, the server process group's own CPU time per trigger (/proc/<pid>/stat), and runs per trigger as
+   the KFP fake counted them. The seed port the same, on fewer triggers.
+4. backpressure: a KFP fake admitting --rate run creations a second (429 with Retry-After beyond, every third a 503
+   RESOURCE_EXHAUSTED), --instances Relay processes, each trigger delivered twice: drain time (first delivery to the
+   last run created) against N/rate, the backend requests a second while it refused (first refusal to last run
+   created) against the rate, and runs per trigger.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
-import importlib.util
-import io
+import functools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from relay.events import STORAGE_FINALIZED, EventInfo, ObjectDelivery
-from relay.ports import Blob, BlobInfo, BlobStore, LaunchedRun, LaunchRequest, PipelineBackend
-from relay.service import Relay, handle_delivery
-from tests.servers.metadata import MetadataServer
+import yaml
 
-if TYPE_CHECKING:
-    from tests.servers.kfp import KfpApiServer
+from bench.harness import (
+    ROOT,
+    Counted,
+    Delivered,
+    Dispatcher,
+    Entry,
+    Event,
+    EventPoster,
+    FakeProcess,
+    Floor,
+    Storage,
+    group_cpu_seconds,
+    plain_session,
+    runs_per_identity,
+    storage_event,
+    trigger_document,
+    with_redeliveries,
+    worker_peak_rss_mb,
+)
+from devstack.functions import FunctionsServer
+from devstack.gcs import FakeGcsServer, fake_gcs_available
 
-ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "tests" / "data" / "catalog"
 PIPELINE = "echo"
-EXPERIMENT = "relay"
-TRIGGER_BUCKET = "relay-bench-triggers"
-RESULTS_BUCKET = "relay-bench-results"
-KFP_API = "/apis/v2beta1"
-TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
-# kfp.Client warns on every construction; the baseline constructs one per event.
-KFP_CLIENT_WARNING = "This client only works with Kubeflow Pipeline v2.0.0-beta.2"
-TIMES = "\u00d7"  # the multiplication sign
-RELAY_PHASES = ("trigger read", "claim write", "submit", "record write")
-BASELINE_PHASES = ("trigger read", "token GET", "kfp.Client", "create_experiment", "compile", "run_pipeline")
-
-
-class Phases:
-    """Milliseconds per named step of the event being timed; `take()` hands them over and starts afresh."""
-
-    def __init__(self) -> None:
-        self._current: dict[str, float] = {}
-
-    def add(self, name: str, started: float) -> None:
-        self._current[name] = self._current.get(name, 0.0) + (time.perf_counter() - started) * 1000
-
-    def take(self) -> dict[str, float]:
-        current, self._current = self._current, {}
-        return current
-
-
-class TimedStore:
-    """A BlobStore that times the calls one event makes: the trigger read, then the claim and record writes."""
-
-    def __init__(self, inner: BlobStore, phases: Phases) -> None:
-        self._inner = inner
-        self._phases = phases
-        self._writes = 0
-
-    def read(self, uri: str, *, generation: int | None = None) -> Blob:
-        started = time.perf_counter()
-        try:
-            return self._inner.read(uri, generation=generation)
-        finally:
-            self._phases.add("trigger read", started)
-
-    def stat(self, uri: str) -> BlobInfo:
-        return self._inner.stat(uri)
-
-    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
-        started = time.perf_counter()
-        try:
-            return self._inner.write(uri, data, if_generation_match=if_generation_match)
-        finally:
-            # A launch writes launch.json twice: create-only (the claim), then generation-matched (the record).
-            self._phases.add("claim write" if if_generation_match == 0 else "record write", started)
-
-    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
-        self._inner.delete(uri, if_generation_match=if_generation_match)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return self._inner.list(prefix)
-
-
-class TimedBackend:
-    """A PipelineBackend that times the submit (token from the cache, then run_pipeline)."""
-
-    def __init__(self, inner: PipelineBackend, phases: Phases) -> None:
-        self._inner = inner
-        self._phases = phases
-        self.name = inner.name
-
-    def find_run(self, run_key: str) -> LaunchedRun | None:
-        return self._inner.find_run(run_key)
-
-    def launch(self, request: LaunchRequest) -> LaunchedRun:
-        started = time.perf_counter()
-        try:
-            return self._inner.launch(request)
-        finally:
-            self._phases.add("submit", started)
-
-
-@dataclass
-class Side:
-    """One side's timings (ms) and the work it made the servers do."""
-
-    name: str
-    timings: list[float] = field(default_factory=list)  # measured (warm) events only
-    phases: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    events: int = 0  # every event this side handled: cold, warm-up and measured
-    token_fetches: int = 0  # over all its events
-    warm: Counter[str] = field(default_factory=Counter)  # requests per server over the measured events
-    kfp_calls: Counter[str] = field(default_factory=Counter)
-
-    def per_event(self, what: str) -> float:
-        return self.warm[what] / len(self.timings)
+TRIGGERS = "relay-bench-triggers"
+RESULTS = "relay-bench-results"
+RELAY_SOURCE = ROOT / "functions" / "main.py"
+RELAY_TARGET = "on_object_finalized"
+SEED_SOURCE = ROOT / "bench" / "seed_function.py"
+SEED_TARGET = "hosted_kfp_test"
+TIMES = "\u00d7"
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """Requests each server has answered so far, and access tokens the metadata server has issued."""
-
-    tokens: int
-    metadata: int
-    gcs: int
-    kfp_calls: tuple[str, ...]
-
-
-class HttpCounter:
-    """Counts the requests python-requests sends to one host:port (the storage client rides on requests)."""
-
-    def __init__(self, netloc: str) -> None:
-        self.netloc = netloc
-        self.count = 0
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[HttpCounter]:
-        from requests.adapters import HTTPAdapter
-
-        original = HTTPAdapter.send
-        counter = self
-
-        def send(adapter: HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if urlsplit(str(request.url)).netloc == counter.netloc:
-                counter.count += 1
-            return original(adapter, request, *args, **kwargs)
-
-        HTTPAdapter.send = send  # type: ignore[method-assign,assignment]
-        try:
-            yield self
-        finally:
-            HTTPAdapter.send = original  # type: ignore[method-assign]
+class Plan:
+    events: int  # measured warm events per side
+    warmup: int
+    cold: int  # cold samples per side
+    burst: int  # unique triggers through Relay
+    seed_burst: int  # unique triggers through the seed port
+    concurrency: int
+    backpressure: int  # triggers against the rate-limited KFP
+    rate: float
+    instances: int
+    redeliver_after: float
 
 
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+# The limited KFP admits few runs a second, so that Relay surely outpaces it even on a busy machine (a figure taken
+# while the backend never refused says nothing of backpressure, and is reported as such).
+FULL = Plan(200, 10, 5, 1000, 100, 8, 75, 5.0, 2, 1.0)
+QUICK = Plan(20, 3, 1, 30, 10, 8, 15, 5.0, 2, 1.0)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.launch",
-        description="Relay's warm per-event overhead against the seed function's per-event work, as a ratio.",
+def parse_args(argv: Sequence[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(prog="python -m bench.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts, to prove the harness end to end (also BENCH_QUICK=1)"
     )
-    parser.add_argument("--events", type=int, default=30, help="measured warm events per side (default 30)")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up events per side, not measured (default 3)")
+    parser.add_argument("--events", type=int, help=f"measured warm events per side (default {FULL.events})")
+    parser.add_argument("--cold", type=int, help=f"cold-start samples per side (default {FULL.cold})")
+    parser.add_argument("--burst", type=int, help=f"unique triggers in Relay's burst (default {FULL.burst})")
+    parser.add_argument("--seed-burst", type=int, help=f"unique triggers in the seed's (default {FULL.seed_burst})")
+    parser.add_argument("--backpressure", type=int, help=f"triggers against the limited KFP ({FULL.backpressure})")
+    parser.add_argument("--rate", type=float, help=f"run creations the limited KFP admits a second ({FULL.rate:g})")
+    parser.add_argument("--instances", type=int, help=f"Relay processes in the backpressure part ({FULL.instances})")
+    parser.add_argument("--concurrency", type=int, help=f"deliveries in flight at once ({FULL.concurrency})")
     args = parser.parse_args(argv)
-    if args.events < 1 or args.warmup < 0:
-        parser.error("--events must be at least 1 and --warmup at least 0")
-    return args
+    plan = QUICK if args.quick or os.environ.get("BENCH_QUICK") == "1" else FULL
+    overrides = {
+        name: value
+        for name in ("events", "cold", "burst", "seed_burst", "backpressure", "rate", "instances", "concurrency")
+        if (value := getattr(args, name)) is not None
+    }
+    plan = Plan(**{**plan.__dict__, **overrides})
+    if min(plan.events, plan.cold, plan.burst, plan.seed_burst, plan.backpressure, plan.instances) < 1:
+        parser.error("every count must be at least 1")
+    if plan.rate <= 0 or plan.concurrency < 1:
+        parser.error("--rate must be positive and --concurrency at least 1")
+    return plan
+
+
+# --- statistics ------------------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Warm:
+    times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    windows: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    floor_steps: dict[str, list[float]] = field(default_factory=dict)
+    kfp_calls: dict[str, Counter[str]] = field(default_factory=dict)
+    metadata_requests: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Cold:
+    samples: dict[str, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
+
+    def median(self, side: str, key: str) -> float:
+        return median([sample[key] for sample in self.samples[side]])
+
+
+@dataclass
+class Burst:
+    triggers: int
+    delivered: Delivered
+    cpu_seconds: float
+    runs: Counter[str]
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.runs.values() if count > 1)
+
+    @property
+    def missing(self) -> int:
+        return self.triggers - len(self.runs)
+
+
+@dataclass
+class Backpressure:
+    triggers: int
+    rate: float
+    instances: int
+    delivered: Delivered
+    entries: list[Entry]
+    runs: Counter[str]
+
+    @property
+    def creates(self) -> list[Entry]:
+        return [e for e in self.entries if e.call == "POST /runs"]
+
+    @property
+    def admitted(self) -> list[Entry]:
+        return [e for e in self.creates if e.status == 200]
+
+    @property
+    def refused(self) -> list[Entry]:
+        return [e for e in self.creates if e.status != 200]
+
+    @property
+    def drain(self) -> float:
+        return max(e.at for e in self.admitted) - self.delivered.started_at if self.admitted else float("nan")
+
+    @property
+    def saturated(self) -> tuple[float, int]:
+        """(seconds, backend requests) from the first refusal to the last run created."""
+        if not self.refused or not self.admitted:
+            return 0.0, 0
+        start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
+        return end - start, sum(1 for e in self.entries if start <= e.at <= end)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.runs.values() if count > 1)
+
+    @property
+    def missing(self) -> int:
+        return self.triggers - len(self.runs)
+
+
+class Bench:
+    def __init__(self, plan: Plan, workdir: Path, stack: contextlib.ExitStack) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.stack = stack
+        self.sequence = 0
+
+    # -- servers ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        work = self.workdir
+        for folder in ("home", "local", "seed-tmp", "logs"):
+            (work / folder).mkdir()
+        self.gcs = FakeGcsServer(work / "logs")
+        self.metadata = FakeProcess("metadata", work / "logs")
+        self.kfp = FakeProcess("kfp", work / "logs")
+        self.limited = FakeProcess("kfp", work / "logs", "--admit-rate", str(self.plan.rate))
+        fakes = (self.metadata, self.kfp, self.limited)
+        self.gcs.launch()
+        self.stack.callback(self.gcs.stop)
+        for fake in fakes:
+            fake.launch()
+            self.stack.callback(fake.stop)
+        self.gcs.wait_ready()
+        for fake in fakes:
+            fake.wait_ready()
+        self.storage = Storage(self.gcs.url)
+        for bucket in (TRIGGERS, RESULTS):
+            self.storage.create_bucket(bucket)
+        policy = work / "policy.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "tenants": [{"name": "bench", "triggers": [f"gs://{TRIGGERS}/"], "pipelines": [PIPELINE]}],
+                }
+            )
+        )
+        common = {
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "functions"), str(ROOT)]),
+            "HOME": str(work / "home"),  # kfp.Client reads ~/.config/kfp/context.json
+            "GCE_METADATA_HOST": self.metadata.host_port,
+            "GCE_METADATA_IP": self.metadata.host_port,
+            "STORAGE_EMULATOR_HOST": self.gcs.url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        relay = {
+            "RELAY_BACKEND": "kfp",
+            "RELAY_AUTH": "metadata",
+            "RELAY_KFP_EXPERIMENT": "relay",
+            "RELAY_RESULTS_URI": f"gs://{RESULTS}",
+            "RELAY_CATALOG_URI": str(CATALOG),
+            "RELAY_POLICY_URI": str(policy),
+            "RELAY_LOCAL_ROOT": str(work / "local"),
+        }
+        self.env = {
+            "relay": {**common, **relay, "RELAY_KFP_HOST": self.kfp.url},
+            # One event at a time, as the seed's 1st-gen function ran: its fixed package path is safe only so.
+            "seed": {**common, "SEED_KFP_HOST": self.kfp.url, "TMPDIR": str(work / "seed-tmp"), "THREADS": "1"},
+        }
+        self.relay = self._function("relay", RELAY_TARGET, RELAY_SOURCE, self.env["relay"])
+        self.seed = self._function("seed", SEED_TARGET, SEED_SOURCE, self.env["seed"])
+        limited_env = {**common, **relay, "RELAY_KFP_HOST": self.limited.url}
+        self.instances = [
+            self._function(f"limited-{n}", RELAY_TARGET, RELAY_SOURCE, limited_env) for n in range(self.plan.instances)
+        ]
+        for server in (self.relay, self.seed, *self.instances):
+            server.wait_ready()
+        self.kfp_log, self.metadata_log, self.limited_log = (
+            Counted(self.kfp),
+            Counted(self.metadata),
+            Counted(self.limited),
+        )
+
+    def _function(self, label: str, target: str, source: Path, env: Mapping[str, str]) -> FunctionsServer:
+        logs = self.workdir / "logs" / label
+        logs.mkdir()
+        server = FunctionsServer(target, source, env, workdir=logs)
+        server.launch()
+        self.stack.callback(server.stop)
+        return server
+
+    def pid(self, server: FunctionsServer) -> int:
+        pid = server.process.pid
+        if pid is None:
+            raise RuntimeError(f"{server.target} is not running")
+        return pid
+
+    # -- triggers ---------------------------------------------------------------------------------------------
+
+    def trigger(self, name: str, data: bytes | None = None) -> Event:
+        uri = f"gs://{TRIGGERS}/{name}"
+        resource = self.storage.upload(TRIGGERS, name, data if data is not None else trigger_document(PIPELINE, uri))
+        self.sequence += 1
+        return storage_event(resource, f"bench-{self.sequence}")
+
+    def triggers(self, names: Sequence[str]) -> list[Event]:
+        uris = [f"gs://{TRIGGERS}/{name}" for name in names]
+        with ThreadPoolExecutor(8) as pool:
+            resources = list(
+                pool.map(
+                    lambda pair: self.storage.upload(TRIGGERS, pair[0], trigger_document(PIPELINE, pair[1])),
+                    zip(names, uris, strict=True),
+                )
+            )
+        return [storage_event(resource, f"{name}#1") for name, resource in zip(names, resources, strict=True)]
+
+    # -- 1. warm ----------------------------------------------------------------------------------------------
+
+    def warm(self) -> Warm:
+        result = Warm()
+        relay, seed, skip = EventPoster(self.relay.url), EventPoster(self.seed.url), EventPoster(self.relay.url)
+
+        def post(poster: EventPoster, event: Event) -> Callable[[], None]:
+            def send() -> None:
+                status = poster.post(event)
+                if status != 200:
+                    raise RuntimeError(f"{event.uri}: the function answered {status}")
+
+            return send
+
+        # Each function's first event (its instance's cold path: token, catalog, experiment) is not measured.
+        post(relay, self.trigger("warm/relay-first.json"))()
+        post(seed, self.trigger("warm/seed-first.json"))()
+        spec = yaml.safe_load((CATALOG / f"{PIPELINE}.yaml").read_text())
+        floor = Floor(self.gcs.url, self.kfp.url, self.metadata.host_port, RESULTS, spec)
+        floor.use(self._experiment_id("relay"), self._a_launch_record())
+        try:
+            for index in range(self.plan.warmup + self.plan.events):
+                measured = index >= self.plan.warmup
+                events = {
+                    "relay": self.trigger(f"warm/relay-{index:05d}.json"),
+                    "seed": self.trigger(f"warm/seed-{index:05d}.json"),
+                    "floor": self.trigger(f"warm/floor-{index:05d}.json"),
+                    "skip": self.trigger(f"warm/skip-{index:05d}.txt", b"not a trigger"),
+                }
+                steps: dict[str, Callable[[], None]] = {
+                    "relay": post(relay, events["relay"]),
+                    "seed": post(seed, events["seed"]),
+                    "floor": functools.partial(
+                        floor.handle, events["floor"], f"echo-floor-{index:05d}", measured=measured
+                    ),
+                    "skip": post(skip, events["skip"]),
+                }
+                sides = list(steps)
+                shift = index % len(sides)  # every side takes every place in the order equally often
+                for side in sides[shift:] + sides[:shift]:
+                    for poster in (relay, seed, skip):
+                        poster.prepare()
+                    wall = time.time()
+                    started = time.perf_counter()
+                    steps[side]()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if measured:
+                        result.times[side].append(elapsed)
+                        result.windows[side].append((wall, time.time()))
+        finally:
+            for poster in (relay, seed, skip):
+                poster.close()
+            floor.close()
+        result.floor_steps = floor.steps
+        self.kfp_log.refresh()
+        self.metadata_log.refresh()
+        for side, windows in result.windows.items():
+            calls: Counter[str] = Counter()
+            metadata = 0
+            for start, end in windows:
+                calls.update(e.call for e in self.kfp_log.between(start, end))
+                metadata += len(self.metadata_log.between(start, end))
+            result.kfp_calls[side] = calls
+            result.metadata_requests[side] = metadata
+        result.records = self.storage.count(RESULTS, "runs/")
+        for side, server in (("relay", self.relay), ("seed", self.seed)):
+            result.peak_rss_mb[side] = worker_peak_rss_mb(self.pid(server))
+        return result
+
+    def _experiment_id(self, name: str) -> str:
+        session = plain_session()
+        try:
+            response = session.get(
+                f"{self.kfp.url}/apis/v2beta1/experiments", headers={"Authorization": "Bearer bench"}, timeout=10
+            )
+            response.raise_for_status()
+        finally:
+            session.close()
+        for experiment in response.json().get("experiments") or []:
+            if experiment.get("display_name") == name:
+                return str(experiment["experiment_id"])
+        raise RuntimeError(f"no experiment {name!r} on the KFP fake")
+
+    def _a_launch_record(self) -> bytes:
+        session = plain_session()
+        try:
+            listing = session.get(f"{self.gcs.url}/storage/v1/b/{RESULTS}/o", params={"prefix": "runs/"}, timeout=10)
+            listing.raise_for_status()
+            name = listing.json()["items"][0]["name"]
+            record = session.get(
+                f"{self.gcs.url}/storage/v1/b/{RESULTS}/o/{name.replace('/', '%2F')}",
+                params={"alt": "media"},
+                timeout=10,
+            )
+            record.raise_for_status()
+            return record.content
+        finally:
+            session.close()
+
+    # -- 2. cold ----------------------------------------------------------------------------------------------
+
+    def cold(self) -> Cold:
+        result = Cold()
+        sides = {"relay": (RELAY_SOURCE, RELAY_TARGET), "seed": (SEED_SOURCE, SEED_TARGET)}
+        for sample in range(self.plan.cold + 1):
+            order = ["relay", "seed"] if sample % 2 == 0 else ["seed", "relay"]
+            for side in order:
+                source, target = sides[side]
+                event = self.trigger(f"cold/{side}-{sample:03d}.json")
+                argv = [sys.executable, "-m", "bench.cold", str(source), target, event.as_json()]
+                started = time.perf_counter()
+                done = subprocess.run(
+                    argv,
+                    cwd=source.parent,
+                    env={**os.environ, **self.env[side]},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                wall = (time.perf_counter() - started) * 1000
+                figures = _last_json(done.stdout)
+                if done.returncode != 0 or figures is None or figures["status"] != 200:
+                    raise RuntimeError(f"cold start of {side} failed: {done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+                if sample > 0:  # the first pair fills the page cache
+                    result.samples[side].append({**figures, "process_ms": wall})
+        return result
+
+    # -- 3. burst ---------------------------------------------------------------------------------------------
+
+    def burst(self, side: str, server: FunctionsServer, count: int) -> Burst:
+        events = self.triggers([f"burst/{side}-{index:05d}.json" for index in range(count)])
+        deliveries = with_redeliveries(events, lag=self.plan.concurrency * 4)
+        self.kfp_log.refresh()
+        mark = len(self.kfp_log.entries)
+        dispatcher = Dispatcher([server.url], concurrency=self.plan.concurrency, redeliver_after=1.0)
+        pid = self.pid(server)
+        cpu = group_cpu_seconds(pid)
+        delivered = dispatcher.run(deliveries)
+        cpu = group_cpu_seconds(pid) - cpu
+        self.kfp_log.refresh()
+        uris = {event.uri for event in events}
+        runs = runs_per_identity(self.kfp_log.entries[mark:], uris)
+        outcomes = _outcomes(server.process.log_path, uris) if side == "relay" else Counter[str]()
+        return Burst(count, delivered, cpu, runs, outcomes)
+
+    # -- 4. backpressure --------------------------------------------------------------------------------------
+
+    def backpressure(self) -> Backpressure:
+        count = self.plan.backpressure
+        events = self.triggers([f"limited/relay-{index:05d}.json" for index in range(count)])
+        deliveries = with_redeliveries(events, lag=self.plan.concurrency * 4)
+        self.limited_log.refresh()
+        mark = len(self.limited_log.entries)
+        urls = [server.url for server in self.instances]
+        delivered = Dispatcher(urls, concurrency=self.plan.concurrency, redeliver_after=self.plan.redeliver_after).run(
+            deliveries
+        )
+        self.limited_log.refresh()
+        entries = self.limited_log.entries[mark:]
+        runs = runs_per_identity(entries, {event.uri for event in events})
+        return Backpressure(count, self.plan.rate, len(urls), delivered, entries, runs)
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict) and "cold_ms" in value:
+                return value
+    return None
+
+
+def _outcomes(log: Path, uris: set[str]) -> Counter[str]:
+    """Relay's one outcome line per event, counted by outcome, for the events on `uris`."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("trigger_uri") in uris:
+                counts[str(entry.get("outcome"))] += 1
+    return counts
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _row(label: str, relay: str, base: str, ratio: str, target: str = "", met: bool | str | None = None) -> str:
+    verdict = met if isinstance(met, str) else "" if met is None else ("yes" if met else "NO")
+    return f"  {label:<40}{relay:>10}{base:>10}{ratio:>8}  {target:<18}{verdict}".rstrip()
+
+
+def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, limited: Backpressure) -> list[str]:
+    relay_t, seed_t, floor_t = (warm.times[s] for s in ("relay", "seed", "floor"))
+    relay_cold, seed_cold = cold.median("relay", "cold_ms"), cold.median("seed", "cold_ms")
+    cpu_relay = burst.cpu_seconds * 1000 / burst.triggers
+    cpu_seed = seed_burst.cpu_seconds * 1000 / seed_burst.triggers
+    rate_relay, rate_seed = burst.triggers / burst.delivered.seconds, seed_burst.triggers / seed_burst.delivered.seconds
+    ideal = limited.triggers / limited.rate
+    window, requests = limited.saturated
+    saturated_rate = requests / window if window > 0 else 0.0
+    # Without a refusal the backend was never saturated: the figures are Relay's own pace, not its backpressure.
+    unsaturated = "not saturated" if not limited.refused else None
+    floor_ratio = median(relay_t) / median(floor_t)
+    lines = [
+        f"relay launch bench: {plan.events} measured warm events per side ({plan.warmup} warm-up), {plan.cold} cold "
+        f"starts per side, bursts of {plan.burst} (relay) and {plan.seed_burst} (seed) triggers {TIMES}2 deliveries, "
+        f"{plan.backpressure} triggers {TIMES}2 against a KFP admitting {plan.rate:g} runs/s",
+        "every server in its own process on 127.0.0.1; each function in its own functions-framework server; "
+        "figures from a shared machine are noisy: read the ratios",
+        "",
+        _row("figure", "relay", "baseline", "ratio", "target", None).ljust(90) + "met",
+        _row(
+            "warm median ms, relay vs seed",
+            _fmt(median(relay_t)),
+            _fmt(median(seed_t)),
+            _fmt(median(relay_t) / median(seed_t)),
+        ),
+        _row(
+            "warm p99 ms, relay vs seed",
+            _fmt(p99(relay_t)),
+            _fmt(p99(seed_t)),
+            _fmt(p99(relay_t) / p99(seed_t)),
+            "relay <= 25 ms",
+            p99(relay_t) <= 25,
+        ),
+        _row(
+            "warm median ms, relay vs floor",
+            _fmt(median(relay_t)),
+            _fmt(median(floor_t)),
+            _fmt(floor_ratio),
+            "ratio <= 1.30",
+            floor_ratio <= 1.3,
+        ),
+        _row("warm p99 ms, relay vs floor", _fmt(p99(relay_t)), _fmt(p99(floor_t)), _fmt(p99(relay_t) / p99(floor_t))),
+        _row(
+            "cold start median ms, relay vs seed",
+            _fmt(relay_cold, 1),
+            _fmt(seed_cold, 1),
+            _fmt(relay_cold / seed_cold),
+            "ratio <= 0.50",
+            relay_cold / seed_cold <= 0.5,
+        ),
+        _row("burst triggers/s, relay vs seed", _fmt(rate_relay, 1), _fmt(rate_seed, 1), _fmt(rate_relay / rate_seed)),
+        _row(
+            "burst CPU ms/trigger, relay vs seed",
+            _fmt(cpu_relay),
+            _fmt(cpu_seed),
+            _fmt(cpu_relay / cpu_seed),
+            "relay <= 8 ms",
+            cpu_relay <= 8,
+        ),
+        _row(
+            "burst duplicate runs, relay vs seed",
+            _fmt(burst.duplicates),
+            _fmt(seed_burst.duplicates),
+            "",
+            "relay 0",
+            burst.duplicates == 0 and burst.missing == 0,
+        ),
+        _row(
+            "backpressure drain s, vs N/rate",
+            _fmt(limited.drain),
+            _fmt(ideal),
+            _fmt(limited.drain / ideal),
+            "ratio <= 1.30",
+            unsaturated or limited.drain / ideal <= 1.3,
+        ),
+        _row(
+            "backpressure req/s saturated, vs rate",
+            _fmt(saturated_rate, 1),
+            _fmt(limited.rate, 1),
+            _fmt(saturated_rate / limited.rate),
+            "ratio <= 1.50",
+            unsaturated or saturated_rate / limited.rate <= 1.5,
+        ),
+        _row("backpressure duplicate runs", _fmt(limited.duplicates), "", "", "0", limited.duplicates == 0),
+        _row("backpressure missing runs", _fmt(limited.missing), "", "", "0", limited.missing == 0),
+        "",
+        "ratios are relay / baseline (below 1: relay takes less; for triggers/s, above 1: relay is faster)",
+        "",
+        "warm, ms per event            median       p90       p99       max      n",
+    ]
+    for side, label in (
+        ("relay", "relay (functions-framework)"),
+        ("seed", "seed port (functions-framework)"),
+        ("floor", "floor (4 round trips)"),
+        ("skip", "relay, a skipped event (no I/O)"),
+    ):
+        values = warm.times[side]
+        p90 = statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
+        lines.append(
+            f"  {label:<30}{median(values):>8.2f}{p90:>10.2f}{p99(values):>10.2f}{max(values):>10.2f}{len(values):>7}"
+        )
+    steps = " | ".join(f"{name} {median(values):.2f}" for name, values in warm.floor_steps.items())
+    lines += [
+        f"  floor per round trip (median ms): {steps}",
+        "",
+        "work per warm event (counted by the fakes)",
+    ]
+    for side in ("relay", "seed", "floor"):
+        n = len(warm.times[side])
+        calls = ", ".join(f"{call} {TIMES}{count / n:g}" for call, count in sorted(warm.kfp_calls[side].items()))
+        lines.append(
+            f"  {side:<6} KFP: {calls or 'none'}; metadata server requests {warm.metadata_requests[side] / n:g}"
+        )
+    lines += [
+        f"  launch records written by relay: {warm.records} for {len(relay_t) + plan.warmup + 1} warm events "
+        "(the seed writes none)",
+        f"  peak resident memory of the functions-framework worker after the warm part: relay "
+        f"{warm.peak_rss_mb['relay']:.0f} MB, seed {warm.peak_rss_mb['seed']:.0f} MB",
+        "",
+        "cold start, median ms         import+event  module import  first event  process (spawn to exit)  peak MB",
+    ]
+    for side in ("relay", "seed"):
+        lines.append(
+            f"  {side:<28}{cold.median(side, 'cold_ms'):>12.1f}{cold.median(side, 'import_ms'):>15.1f}"
+            f"{cold.median(side, 'first_event_ms'):>13.1f}{cold.median(side, 'process_ms'):>25.1f}"
+            f"{cold.median(side, 'peak_rss_mb'):>9.0f}"
+        )
+    lines += ["", "burst (one functions-framework process)"]
+    for side, result in (("relay", burst), ("seed", seed_burst)):
+        delivered = result.delivered
+        statuses = ", ".join(f"{status or 'no answer'} {TIMES}{n}" for status, n in sorted(delivered.statuses.items()))
+        outcomes = ", ".join(f"{name} {n}" for name, n in sorted(result.outcomes.items()))
+        lines.append(
+            f"  {side:<6} {result.triggers} triggers, {delivered.deliveries} deliveries, {delivered.attempts} attempts "
+            f"({statuses}) in {delivered.seconds:.2f} s; server CPU {result.cpu_seconds:.2f} s; runs "
+            f"{sum(result.runs.values())}, duplicates {result.duplicates}, missing {result.missing}"
+            + (f"; outcomes: {outcomes}" if outcomes else "")
+        )
+    creates = limited.creates
+    refusals = Counter(e.status for e in limited.refused)
+    backend_calls = Counter(e.call for e in limited.entries)
+    lines += [
+        "",
+        f"backpressure ({limited.instances} relay processes, deliveries redelivered {plan.redeliver_after:g} s after "
+        "a refusal)",
+        f"  all {limited.delivered.deliveries} deliveries answered 2xx after {limited.delivered.seconds:.2f} s and "
+        f"{limited.delivered.attempts} attempts; last run created {limited.drain:.2f} s after the first delivery "
+        f"(N/rate {ideal:.2f} s)",
+        f"  run creations: {len(creates)} ({len(limited.admitted)} admitted, refused: "
+        + (", ".join(f"{status} {TIMES}{n}" for status, n in sorted(refusals.items())) or "none")
+        + f"); saturated for {window:.2f} s with {requests} backend requests",
+        "  backend requests: " + ", ".join(f"{call} {TIMES}{n}" for call, n in sorted(backend_calls.items())),
+    ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    from devstack.gcs import FakeGcsServer, fake_gcs_available
-
+    plan = parse_args(argv)
     unavailable = fake_gcs_available()
     if unavailable:
         print(f"bench: cannot start fake-gcs-server: {unavailable}", file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-bench-")))
-        for folder in ("home", "local", "gcs"):
-            (workdir / folder).mkdir()
-        metadata = stack.enter_context(MetadataServer())
-        gcs = stack.enter_context(FakeGcsServer(workdir / "gcs"))
-        # HOME: kfp.Client reads ~/.config/kfp/context.json.
-        stack.enter_context(patched_environ({**metadata.env(), **gcs.env(), "HOME": str(workdir / "home")}))
-        from tests.servers.kfp import KfpApiServer
+        bench = Bench(plan, workdir, stack)
+        phases: list[tuple[str, float]] = []
 
-        kfp_server = stack.enter_context(KfpApiServer())
-        lines = _bench(args, workdir, metadata, kfp_server, gcs.url)
-        for server in (metadata, kfp_server):
-            if server.errors:
-                raise RuntimeError(f"{type(server).__name__} failed a request:\n{server.errors[0]}")
+        @contextlib.contextmanager
+        def phase(name: str) -> Iterator[None]:
+            started = time.perf_counter()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            yield
+            phases.append((name, time.perf_counter() - started))
+
+        with phase("servers"):
+            bench.start()
+        with phase("warm"):
+            warm = bench.warm()
+        with phase("cold"):
+            cold = bench.cold()
+        with phase("burst"):
+            burst = bench.burst("relay", bench.relay, plan.burst)
+            seed_burst = bench.burst("seed", bench.seed, plan.seed_burst)
+        with phase("backpressure"):
+            limited = bench.backpressure()
+        lines = report(plan, warm, cold, burst, seed_burst, limited)
+    lines += ["", "bench phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases)]
     print("\n".join(lines))
     return 0
-
-
-def _bench(
-    args: argparse.Namespace, workdir: Path, metadata: MetadataServer, kfp_server: KfpApiServer, gcs_url: str
-) -> list[str]:
-    warnings.filterwarnings("ignore", message=KFP_CLIENT_WARNING, category=FutureWarning)
-    # Imported here, after the environment points at the metadata server (see the module docstring), and
-    # before the first event, so that no event pays an import.
-    import kfp  # noqa: F401
-    from google.cloud import storage
-
-    from devstack.gcs import create_bucket, storage_client
-
-    for bucket in (TRIGGER_BUCKET, RESULTS_BUCKET):
-        create_bucket(gcs_url, bucket)
-    uploads = storage_client(gcs_url)
-    gcs_requests = HttpCounter(urlsplit(gcs_url).netloc)
-    relay_side, baseline_side = Side("relay"), Side("baseline")
-    phases = Phases()
-    relay = _relay(workdir, kfp_server.url, phases)
-    baseline = Baseline(workdir, kfp_server.url, metadata.host_port, storage.Client(), phases)
-    sink = io.StringIO()  # kfp.Client prints "Run details: ..."; Relay quiets it too, both pay the redirect
-
-    def snapshot() -> Snapshot:
-        kfp_calls = tuple(f"{r.method} {r.path.removeprefix(KFP_API)}" for r in kfp_server.requests)
-        return Snapshot(metadata.token_fetches, len(metadata.requests), gcs_requests.count, kfp_calls)
-
-    def timed(side: Side, handle: Callable[[], None], *, measured: bool) -> float:
-        before = snapshot()
-        gc.collect()  # outside the timed region, so no event pays for garbage another one made
-        with contextlib.redirect_stdout(sink):
-            started = time.perf_counter()
-            handle()
-            elapsed = (time.perf_counter() - started) * 1000
-        sink.seek(0)
-        sink.truncate()
-        after, steps = snapshot(), phases.take()
-        side.events += 1
-        side.token_fetches += after.tokens - before.tokens
-        if measured:
-            side.timings.append(elapsed)
-            for name, ms in steps.items():
-                side.phases[name].append(ms)
-            side.warm.update(
-                tokens=after.tokens - before.tokens,
-                metadata=after.metadata - before.metadata,
-                kfp=len(after.kfp_calls) - len(before.kfp_calls),
-                gcs=after.gcs - before.gcs,
-            )
-            side.kfp_calls.update(after.kfp_calls[len(before.kfp_calls) :])
-        return elapsed
-
-    def event(index: int, *, measured: bool, relay_first: bool = True) -> None:
-        delivery = _upload(uploads, index)  # not timed; both sides then read this trigger file
-        order = (relay_side, baseline_side) if relay_first else (baseline_side, relay_side)
-        for side in order:
-            if side is relay_side:
-                timed(side, lambda: _launch(relay, delivery), measured=measured)
-            else:
-                timed(side, lambda: baseline.handle(delivery.bucket, delivery.name), measured=measured)
-
-    try:
-        with gcs_requests.installed():
-            cold_delivery = _upload(uploads, 0)
-            cold = timed(relay_side, lambda: _launch(relay, cold_delivery), measured=False)
-            for index in range(1, 1 + args.warmup):
-                event(index, measured=False)
-            for index in range(1 + args.warmup, 1 + args.warmup + args.events):
-                # Alternate which side goes first, so neither always runs right after the other.
-                event(index, measured=True, relay_first=index % 2 == 0)
-        records = sum(1 for _ in uploads.list_blobs(RESULTS_BUCKET))
-    finally:
-        uploads.close()
-    return _report(args, relay_side, baseline_side, cold, records)
-
-
-def _upload(uploads: Any, index: int) -> ObjectDelivery:
-    """A distinct trigger file in the trigger bucket, and the delivery its finalized event makes."""
-    name = f"triggers/bench-{index:04d}.json"
-    document = {"pipeline": PIPELINE, "parameters": {"message": f"bench event {index}"}}
-    blob = uploads.bucket(TRIGGER_BUCKET).blob(name)
-    blob.upload_from_string(json.dumps(document).encode(), content_type="application/json")
-    source = f"//storage.googleapis.com/projects/_/buckets/{TRIGGER_BUCKET}"
-    event = EventInfo(id=f"bench-{index}", type=STORAGE_FINALIZED, source=source, time=datetime.now(UTC))
-    return ObjectDelivery(event, TRIGGER_BUCKET, name, int(blob.generation), int(blob.size), via="storage-event")
-
-
-def _launch(relay: Relay, delivery: ObjectDelivery) -> None:
-    outcome = handle_delivery(relay, delivery)
-    if outcome.outcome != "launched":
-        raise RuntimeError(f"relay: expected a launch, got {outcome.outcome}: {outcome.message}")
-
-
-def _relay(workdir: Path, kfp_url: str, phases: Phases) -> Relay:
-    """A Relay as runtime.build_relay makes it for RELAY_BACKEND=kfp, RELAY_AUTH=metadata, its ports timed."""
-    from relay import runtime
-    from relay.adapters.kfp_backend import KfpBackend
-    from relay.adapters.tokens import token_source_for
-    from relay.catalog import Catalog
-    from relay.config import Settings
-
-    settings = Settings(
-        results_uri=f"gs://{RESULTS_BUCKET}",
-        backend="kfp",
-        catalog_uri=str(CATALOG),
-        auth="metadata",
-        kfp_host=kfp_url,
-        kfp_experiment=EXPERIMENT,
-        local_root=str(workdir / "local"),
-    )
-    store = runtime.blob_store(settings)
-    return Relay(
-        settings=settings,
-        store=TimedStore(store, phases),
-        # The catalog is read once per instance (the cold event): not one of the per-event phases.
-        catalog=Catalog(store, settings.catalog_uri),
-        backend=TimedBackend(KfpBackend(kfp_url, EXPERIMENT, token_source_for(settings)), phases),
-    )
-
-
-class Baseline:
-    """The seed function's per-event work (seed 002), against the same servers."""
-
-    def __init__(self, workdir: Path, kfp_url: str, metadata_host: str, gcs: Any, phases: Phases) -> None:
-        self._kfp_url = kfp_url
-        self._token_url = f"http://{metadata_host}{TOKEN_PATH}"
-        self._gcs = gcs
-        self._phases = phases
-        # The seed defined its pipeline once, at import, and compiled it on every event to a fixed /tmp file.
-        self._pipeline = getattr(_load_module(CATALOG / f"{PIPELINE}.py"), PIPELINE)
-        self._package = workdir / f"{PIPELINE}_pipeline.yaml"
-
-    def handle(self, bucket: str, name: str) -> None:
-        import kfp
-        import requests
-        from kfp import compiler
-
-        step = time.perf_counter()
-        trigger = json.loads(self._gcs.bucket(bucket).blob(name).download_as_bytes())
-        step = self._done("trigger read", step)
-        response = requests.get(self._token_url, headers={"Metadata-Flavor": "Google"}, timeout=10)
-        response.raise_for_status()
-        token = response.json()["access_token"]
-        step = self._done("token GET", step)
-        client = kfp.Client(host=self._kfp_url, existing_token=token)
-        step = self._done("kfp.Client", step)
-        experiment = client.create_experiment(EXPERIMENT)
-        step = self._done("create_experiment", step)
-        compiler.Compiler().compile(self._pipeline, str(self._package))
-        step = self._done("compile", step)
-        client.run_pipeline(
-            experiment.experiment_id,
-            job_name=f"{PIPELINE}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-            pipeline_package_path=str(self._package),
-            params=trigger["parameters"],
-        )
-        self._done("run_pipeline", step)
-
-    def _done(self, name: str, started: float) -> float:
-        self._phases.add(name, started)
-        return time.perf_counter()
-
-
-def _load_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"relay_bench_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _p90(values: Sequence[float]) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=10, method="inclusive")[8]
-
-
-def _report(args: argparse.Namespace, relay: Side, baseline: Side, cold: float, records: int) -> list[str]:
-    relay_median, baseline_median = statistics.median(relay.timings), statistics.median(baseline.timings)
-    ratio = relay_median / baseline_median
-    speed = f"relay is {1 / ratio:.1f}{TIMES} faster" if ratio <= 1 else f"relay is {ratio:.1f}{TIMES} slower"
-
-    def timing(label: str, values: Sequence[float]) -> str:
-        return f"  {label:<40}{statistics.median(values):>10.2f}{_p90(values):>10.2f}"
-
-    def work(label: str, relay_value: float, baseline_value: float, note: str = "") -> str:
-        return f"  {label:<30}{relay_value:>10.2f}{baseline_value:>10.2f}  {note}".rstrip()
-
-    def steps(side: Side, names: Sequence[str]) -> str:
-        return " | ".join(f"{name} {statistics.median(side.phases[name]):.2f}" for name in names)
-
-    def calls(side: Side) -> str:
-        n = len(side.timings)
-        return ", ".join(f"{call} {TIMES}{count / n:g}" for call, count in sorted(side.kfp_calls.items())) or "none"
-
-    return [
-        f"relay bench: {args.events} measured warm events per side after {args.warmup} warm-up events, "
-        "interleaved; all servers on 127.0.0.1",
-        "",
-        f"  {'ms per event':<40}{'median':>10}{'p90':>10}",
-        timing("relay (warm)", relay.timings),
-        timing("baseline (seed's per-event work)", baseline.timings),
-        f"  {'relay cold first event (1 sample)':<40}{cold:>10.2f}{'':>10}  modules imported beforehand",
-        "",
-        f"ratio: relay/baseline = {ratio:.2f} ({speed})",
-        "  (ratio of the two medians above, measured in this run)",
-        "",
-        "median ms per step of a warm event:",
-        f"  relay     {steps(relay, RELAY_PHASES)}",
-        f"  baseline  {steps(baseline, BASELINE_PHASES)}",
-        "",
-        f"  {'work per warm event':<30}{'relay':>10}{'baseline':>10}",
-        work("metadata token fetches", relay.per_event("tokens"), baseline.per_event("tokens")),
-        work("metadata server requests", relay.per_event("metadata"), baseline.per_event("metadata")),
-        work("KFP API requests", relay.per_event("kfp"), baseline.per_event("kfp")),
-        work(
-            "GCS requests",
-            relay.per_event("gcs"),
-            baseline.per_event("gcs"),
-            "relay: trigger read, claim write, record write; baseline: trigger read",
-        ),
-        work("records written", records / relay.events, 0.0, "the seed wrote no record, nor does the baseline"),
-        "",
-        f"metadata token fetches over all events: relay {relay.token_fetches} in {relay.events} events, "
-        f"baseline {baseline.token_fetches} in {baseline.events} events",
-        f"KFP API calls per warm event: relay {calls(relay)}",
-        f"                              baseline {calls(baseline)}",
-    ]
 
 
 if __name__ == "__main__":

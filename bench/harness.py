@@ -1,0 +1,510 @@
+"""The launch bench's moving parts: server processes, their counters, event delivery, and the floor's round trips.
+
+Nothing here is timed on its own: bench.launch decides what is measured. Every server the functions talk to runs
+in a process of its own (fake-gcs-server, and tests.servers' KFP and metadata fakes through bench.serve), and so
+does every function (functions-framework, as deployed), so the process that measures does nothing but send events
+and read clocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import http.client
+import itertools
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from devstack.bridge import STORAGE_FINALIZED, StorageCloudEvent
+from devstack.processes import group_members
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def plain_session() -> requests.Session:
+    """A keep-alive session that reads no proxy settings per request (loopback only)."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+# --- fake servers in processes of their own -------------------------------------------------------------------
+
+
+class FakeProcess:
+    """`python -m bench.serve KIND ...` in its own process group; its port is read from its first line."""
+
+    def __init__(self, kind: str, workdir: Path, *extra: str, env: Mapping[str, str] | None = None) -> None:
+        self.kind = kind
+        self.argv = [sys.executable, "-m", "bench.serve", kind, *extra]
+        self.log_path = workdir / f"fake-{kind}-{os.getpid()}-{id(self)}.log"
+        self._env = {**os.environ, **(env or {})}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._session = plain_session()
+
+    def launch(self) -> FakeProcess:
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self._env, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> FakeProcess:
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            raise RuntimeError(f"{self.kind} fake was not launched")
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("port "):
+            self.stop()
+            raise RuntimeError(f"{self.kind} fake did not start: {line!r}\n{self.log_path.read_text()[-2000:]}")
+        self.port = int(line.split()[1])
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.kind} fake is not running")
+        return self._proc.pid
+
+    @property
+    def host_port(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_port}"
+
+    def stats(self, since: int = 0) -> dict[str, Any]:
+        response = self._session.get(f"{self.url}/_bench/stats", params={"since": str(since)}, timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stop(self) -> None:
+        """SIGTERM, then wait; a fake that answered any request with a traceback exits 1, and that is an error."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        self._session.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if code not in (0, -signal.SIGTERM):
+            raise RuntimeError(f"{self.kind} fake failed requests:\n{self.log_path.read_text()[-4000:]}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request a fake answered (see bench.serve)."""
+
+    at: float
+    method: str
+    path: str
+    status: int
+    identity: str | None
+
+    @property
+    def call(self) -> str:
+        return f"{self.method} {self.path.removeprefix('/apis/v2beta1')}"
+
+
+class Counted:
+    """A fake's request log, read incrementally."""
+
+    def __init__(self, fake: FakeProcess) -> None:
+        self.fake = fake
+        self.entries: list[Entry] = []
+        self.tokens = 0
+
+    def refresh(self) -> Counted:
+        stats = self.fake.stats(len(self.entries))
+        self.entries.extend(Entry(*row) for row in stats["log"])
+        self.tokens = int(stats.get("tokens", 0))
+        return self
+
+    def between(self, start: float, end: float) -> list[Entry]:
+        return [entry for entry in self.entries if start <= entry.at <= end]
+
+
+def runs_per_identity(entries: Sequence[Entry], identities: set[str]) -> Counter[str]:
+    """Runs created for each of `identities` (the trigger URI each side passes as the run's `message`)."""
+    return Counter(e.identity for e in entries if e.identity is not None and e.identity in identities)
+
+
+# --- processes' own CPU time and memory ------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in a process group (the functions-framework server: gunicorn's
+    arbiter and its worker), read from /proc/<pid>/stat."""
+    total = 0
+    for pid in group_members(pgid):
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def worker_peak_rss_mb(pgid: int) -> float:
+    """VmHWM of the group's worker (a member whose parent is the leader), else of the leader itself."""
+    members = group_members(pgid)
+    workers = [pid for pid in members if pid != pgid and int(_stat_fields(pid)[1]) == pgid]
+    for line in Path(f"/proc/{(workers or [pgid])[0]}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- cloud storage: buckets, triggers and events (never timed) -------------------------------------------------
+
+
+class Storage:
+    """Plain JSON API calls to fake-gcs-server for the bench's own setup: buckets, trigger uploads, listings."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._local = threading.local()
+
+    @property
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = plain_session()
+        return session
+
+    def create_bucket(self, name: str) -> None:
+        response = self._session.post(
+            f"{self.url}/storage/v1/b", params={"project": "relay-bench"}, json={"name": name}, timeout=30
+        )
+        if response.status_code not in (200, 409):
+            raise RuntimeError(f"cannot create bucket {name}: {response.status_code} {response.text[:200]}")
+
+    def upload(self, bucket: str, name: str, data: bytes, content_type: str = "application/json") -> dict[str, Any]:
+        """Upload an object; returns its resource, as an Eventarc storage event carries it."""
+        response = self._session.post(
+            f"{self.url}/upload/storage/v1/b/{quote(bucket, safe='')}/o",
+            params={"uploadType": "media", "name": name},
+            data=data,
+            headers={"Content-Type": content_type},
+            timeout=30,
+        )
+        response.raise_for_status()
+        resource: dict[str, Any] = response.json()
+        return resource
+
+    def count(self, bucket: str, prefix: str) -> int:
+        names = 0
+        params = {"prefix": prefix, "maxResults": "1000", "fields": "items(name),nextPageToken"}
+        while True:
+            response = self._session.get(f"{self.url}/storage/v1/b/{quote(bucket, safe='')}/o", params=params)
+            response.raise_for_status()
+            page = response.json()
+            names += len(page.get("items") or [])
+            if not page.get("nextPageToken"):
+                return names
+            params = {**params, "pageToken": page["nextPageToken"]}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A finalized object's storage CloudEvent, binary mode, as Eventarc posts it; `uri` is the trigger's."""
+
+    uri: str
+    headers: Mapping[str, str]
+    body: bytes
+    resource: Mapping[str, Any] = field(repr=False)
+
+    def as_json(self) -> str:
+        return json.dumps({"headers": dict(self.headers), "data": dict(self.resource)})
+
+
+def trigger_document(pipeline: str, uri: str) -> bytes:
+    """A trigger whose one parameter is its own URI: the KFP fake counts runs per trigger by it, on every side."""
+    return json.dumps({"pipeline": pipeline, "parameters": {"message": uri}}).encode()
+
+
+def storage_event(resource: Mapping[str, Any], event_id: str) -> Event:
+    bucket, name = str(resource["bucket"]), str(resource["name"])
+    cloud_event = StorageCloudEvent(
+        id=event_id,
+        type=STORAGE_FINALIZED,
+        source=f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        subject=f"objects/{name}",
+        time=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        data=json.dumps(resource).encode(),
+    )
+    return Event(f"gs://{bucket}/{name}", cloud_event.headers(), cloud_event.data, resource)
+
+
+# --- posting events to functions-framework ---------------------------------------------------------------------
+
+
+class EventPoster:
+    """One keep-alive connection to one functions-framework server (gunicorn keeps idle ones 2 s)."""
+
+    IDLE = 1.0  # reconnect before sending on a connection idle longer than this: the server may have closed it
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or LOOPBACK, parts.port or 80
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = 0.0
+
+    def prepare(self) -> None:
+        """Connect now (outside any timed region) unless a fresh connection is open."""
+        if self._conn is None or time.monotonic() - self._used > self.IDLE:
+            self.close()
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
+            self._conn.connect()
+            self._used = time.monotonic()
+
+    def post(self, event: Event) -> int:
+        """The status of one delivery; 0 when the connection failed before an answer (the delivery is retried)."""
+        self.prepare()
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.request("POST", "/", body=event.body, headers=dict(event.headers))
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            self.close()
+            return 0
+        self._used = time.monotonic()
+        if response.will_close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass
+class Delivered:
+    """What delivering a batch of events until each was acknowledged took."""
+
+    seconds: float = 0.0
+    deliveries: int = 0
+    attempts: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    started_at: float = 0.0  # time.time()
+    acked_at: dict[str, float] = field(default_factory=dict)  # trigger URI -> time.time() of its last ack
+
+
+class Dispatcher:
+    """Delivers events as a push subscription does: `concurrency` at a time, each retried until answered 2xx, a
+    refused one again `redeliver_after` seconds later (Pub/Sub pushes redeliver about once a second), spread over
+    `urls` (the instances) in turn."""
+
+    def __init__(self, urls: Sequence[str], *, concurrency: int, redeliver_after: float) -> None:
+        self._urls = list(urls)
+        self._concurrency = concurrency
+        self._redeliver_after = redeliver_after
+
+    def run(self, events: Sequence[Event]) -> Delivered:
+        result = Delivered(deliveries=len(events), started_at=time.time())
+        queue: list[tuple[float, int, Event]] = []
+        sequence = itertools.count()
+        turn = itertools.count()
+        now = time.monotonic()
+        for event in events:
+            heapq.heappush(queue, (now, next(sequence), event))
+        lock = threading.Condition()
+        outstanding = [len(events)]
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            posters = {url: EventPoster(url) for url in self._urls}
+            try:
+                while True:
+                    with lock:
+                        while True:
+                            if outstanding[0] == 0 or failures:
+                                return
+                            if queue and queue[0][0] <= time.monotonic():
+                                _, _, event = heapq.heappop(queue)
+                                url = self._urls[next(turn) % len(self._urls)]
+                                break
+                            lock.wait(timeout=max(0.001, queue[0][0] - time.monotonic()) if queue else 0.05)
+                    status = posters[url].post(event)
+                    with lock:
+                        result.attempts += 1
+                        result.statuses[status] += 1
+                        if 200 <= status < 300:
+                            outstanding[0] -= 1
+                            result.acked_at[event.uri] = time.time()
+                            lock.notify_all()
+                        else:
+                            jitter = random.uniform(0.9, 1.1) if status else 0.0  # a lost connection: at once
+                            due = time.monotonic() + self._redeliver_after * jitter
+                            heapq.heappush(queue, (due, next(sequence), event))
+                            lock.notify()
+            except BaseException as exc:  # a bench bug: stop everyone and report it
+                with lock:
+                    failures.append(exc)
+                    lock.notify_all()
+            finally:
+                for poster in posters.values():
+                    poster.close()
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self._concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        result.seconds = time.perf_counter() - started
+        if failures:
+            raise RuntimeError("event delivery failed") from failures[0]
+        return result
+
+
+def with_redeliveries(events: Sequence[Event], lag: int) -> list[Event]:
+    """Every event twice: the second delivery `lag` places after the first (a redelivery shortly after)."""
+    ordered: list[Event] = []
+    for index, event in enumerate(events):
+        ordered.append(event)
+        if index >= lag:
+            ordered.append(events[index - lag])
+    ordered.extend(events[max(0, len(events) - lag) :])
+    return ordered
+
+
+# --- the floor: Relay's round trips alone ------------------------------------------------------------------------
+
+
+class Floor:
+    """The requests Relay makes for one launch, and nothing else, over one keep-alive requests.Session: read the
+    trigger (at its generation), create the claim (multipart upload, ifGenerationMatch=0), create the run (the
+    catalog's spec, parsed and serialised once), write the record (ifGenerationMatch=<the claim's generation>), in
+    the results bucket under floor/ rather than runs/.
+    The record bytes are a launch record Relay wrote, so the writes carry what Relay's carry. The token is fetched
+    once, as Relay caches it."""
+
+    BOUNDARY = "bench0floor0boundary"
+
+    def __init__(
+        self, gcs_url: str, kfp_url: str, metadata_host: str, results_bucket: str, spec: Mapping[str, Any]
+    ) -> None:
+        self._gcs = gcs_url.rstrip("/")
+        self._kfp = kfp_url.rstrip("/")
+        self._results = results_bucket
+        self._session = plain_session()
+        response = self._session.get(
+            f"http://{metadata_host}/computeMetadata/v1/instance/service-accounts/default/token",
+            headers={"Metadata-Flavor": "Google"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        self._auth = {"Authorization": f"Bearer {response.json()['access_token']}", "Content-Type": "application/json"}
+        self._spec = json.dumps(spec).encode()
+        self._experiment_id = ""
+        self.record = b"{}"
+        self.steps: dict[str, list[float]] = {"read": [], "claim": [], "submit": [], "record": []}
+
+    def use(self, experiment_id: str, record: bytes) -> None:
+        self._experiment_id = experiment_id
+        self.record = record
+
+    def _multipart(self, name: str) -> bytes:
+        metadata = json.dumps({"name": name, "contentType": "application/json"}).encode()
+        return b"".join(
+            (
+                f"--{self.BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+                metadata,
+                f"\r\n--{self.BOUNDARY}\r\nContent-Type: application/json\r\n\r\n".encode(),
+                self.record,
+                f"\r\n--{self.BOUNDARY}--\r\n".encode(),
+            )
+        )
+
+    def _write(self, name: str, generation: int) -> requests.Response:
+        return self._session.post(
+            f"{self._gcs}/upload/storage/v1/b/{quote(self._results, safe='')}/o",
+            params={"uploadType": "multipart", "fields": "generation", "ifGenerationMatch": str(generation)},
+            data=self._multipart(name),
+            headers={"Content-Type": f"multipart/related; boundary={self.BOUNDARY}"},
+            timeout=30,
+        )
+
+    def handle(self, event: Event, run_key: str, *, measured: bool) -> None:
+        resource = event.resource
+        bucket, name = str(resource["bucket"]), str(resource["name"])
+        marks = [time.perf_counter()]
+        read = self._session.get(
+            f"{self._gcs}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}",
+            params={"alt": "media", "generation": str(resource["generation"])},
+            timeout=30,
+        )
+        marks.append(time.perf_counter())
+        record_name = f"floor/{run_key}/launch.json"  # beside Relay's runs/, not among them
+        claim = self._write(record_name, 0)
+        marks.append(time.perf_counter())
+        if not (read.ok and claim.ok):
+            raise RuntimeError(f"floor: read {read.status_code}, claim {claim.status_code}: {claim.text[:300]}")
+        parameters = json.dumps({"message": json.loads(read.content)["parameters"]["message"]}).encode()
+        body = b"".join(
+            (
+                b'{"experiment_id": "',
+                self._experiment_id.encode(),
+                b'", "display_name": "',
+                run_key.encode(),
+                b'", "pipeline_spec": ',
+                self._spec,
+                b', "runtime_config": {"parameters": ',
+                parameters,
+                b"}}",
+            )
+        )
+        run = self._session.post(f"{self._kfp}/apis/v2beta1/runs", data=body, headers=self._auth, timeout=30)
+        marks.append(time.perf_counter())
+        record = self._write(record_name, int(claim.json()["generation"]))
+        marks.append(time.perf_counter())
+        if not (run.ok and record.ok):
+            raise RuntimeError(f"floor: run {run.status_code}, record {record.status_code}: {run.text[:300]}")
+        if measured:
+            for step, start, end in zip(self.steps, marks, marks[1:], strict=False):
+                self.steps[step].append((end - start) * 1000)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,120 @@
+"""One bench fake server in a process of its own: `python -m bench.serve kfp [--admit-rate R]` or `... metadata`.
+
+It serves on 127.0.0.1, prints `port <n>` on stdout once it listens, and runs until SIGTERM or SIGINT. The servers
+are the test suite's (tests.servers), wrapped so that the bench, in another process, can read what they saw:
+`GET /_bench/stats?since=<i>` answers the requests answered since the i-th, each as
+`[time.time(), method, path, status, identity]`, where identity is the `message` parameter of a created run (the
+bench puts the trigger's gs:// URI there on every side, so runs per trigger can be counted), plus the metadata
+server's access-token count. The wrappers keep no request bodies: the base server's own request log is cleared
+on every stats call, so memory stays flat over thousands of runs.
+
+The servers speak HTTP/1.1 here, so a client's keep-alive connection is kept as the real KFP API and metadata server
+keep it (the test servers answer HTTP/1.0, closing every connection: each request would pay a new connection and a
+new server thread). Every answer carries its Content-Length, which is all HTTP/1.1 persistence needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tests.servers.base import LoopbackServer, Request, Response
+
+STATS = "/_bench/stats"
+
+
+class _Recorder:
+    """What a wrapped server answered, in order: an append-only log read by index."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._log: list[tuple[float, str, str, int, str | None]] = []
+
+    def add(self, request: Request, response: Response) -> None:
+        identity = None
+        if request.method == "POST" and request.path.endswith("/runs") and response.status == 200:
+            body = request.json if isinstance(request.json, dict) else {}
+            config = body.get("runtime_config") or {}
+            parameters = config.get("parameters") if isinstance(config, dict) else None
+            if isinstance(parameters, dict) and isinstance(parameters.get("message"), str):
+                identity = parameters["message"]
+        with self._lock:
+            self._log.append((time.time(), request.method, request.path, response.status, identity))
+
+    def since(self, index: int) -> list[tuple[float, str, str, int, str | None]]:
+        with self._lock:
+            return self._log[index:]
+
+
+def _stats_response(server: LoopbackServer, recorder: _Recorder, request: Request, extra: dict[str, Any]) -> Response:
+    server.clear_requests()  # the base class keeps every request with its body: drop them, the log is ours
+    since = int(request.param("since") or 0)
+    return Response.json(200, {"log": recorder.since(since), **extra})
+
+
+def kfp_server(admit_rate: float | None) -> LoopbackServer:
+    from tests.servers.kfp import KfpApiServer
+
+    class BenchKfp(KfpApiServer):
+        def __init__(self) -> None:
+            super().__init__(admit_rate=admit_rate)
+            self.recorder = _Recorder()
+
+        def handle(self, request: Request) -> Response:
+            if request.path == STATS:
+                admitted, refused = self.run_creations
+                return _stats_response(self, self.recorder, request, {"admitted": admitted, "refused": refused})
+            response = super().handle(request)
+            self.recorder.add(request, response)
+            return response
+
+    return BenchKfp()
+
+
+def metadata_server() -> LoopbackServer:
+    from tests.servers.metadata import MetadataServer
+
+    class BenchMetadata(MetadataServer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.recorder = _Recorder()
+
+        def handle(self, request: Request) -> Response:
+            if request.path == STATS:
+                return _stats_response(self, self.recorder, request, {"tokens": self.token_fetches})
+            response = super().handle(request)
+            self.recorder.add(request, response)
+            return response
+
+    return BenchMetadata()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__)
+    parser.add_argument("kind", choices=("kfp", "metadata"))
+    parser.add_argument("--admit-rate", type=float, default=None, help="kfp: run creations admitted per second")
+    args = parser.parse_args(argv)
+    from tests.servers import base
+
+    base._Handler.protocol_version = "HTTP/1.1"  # this process only: see the module docstring
+    server = kfp_server(args.admit_rate) if args.kind == "kfp" else metadata_server()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        print(f"port {server.port}", flush=True)
+        while not stop.wait(0.5):
+            pass
+        errors = server.errors
+    for error in errors:
+        print(error, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
