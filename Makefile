@@ -75,6 +75,7 @@ unit: $(STAMP)  ## only the tests that start no server
 bench: $(STAMP)  ## launch overhead and a 1 GiB push, each against its baseline in the same run, as ratios
 	$(BIN)/python -m bench.launch
 	$(BIN)/python -m bench.push
+	$(BIN)/python -m bench.ratchet
 
 clean:  ## remove the environment and caches
 	rm -rf $(VENV) $(CHECKOV_VENV) $(LOCK_VENV) .mypy_cache .ruff_cache .pytest_cache .relay
