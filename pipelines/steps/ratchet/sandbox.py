@@ -9,10 +9,10 @@ takes a cloud token from the metadata server (169.254.169.254). Each measure and
 - a fresh network namespace (`unshare --net`, entered before the uid is dropped): its only interface is a loopback
   that is down, so nothing can be reached, the metadata server included. Left out when the rules allow network.
 - Landlock (set up by the worker itself before it loads the algorithm, so the algorithm cannot undo it): writes
-  are confined to the call's own folder, where a uid alone still leaves /tmp and /dev/shm writable; and a confined
+  are confined to the worker's own folder, where a uid alone still leaves /tmp and /dev/shm writable; and a confined
   process may not ptrace, so not read the `/proc/<pid>/environ` of, a process outside its confinement, whatever
   its uid.
-- an empty environment: PATH, LANG and HOME/TMPDIR pointing at the call's folder, nothing of the step's.
+- an empty environment: PATH, LANG and HOME/TMPDIR pointing at the worker's folder, nothing of the step's.
 - rlimits (also set by the worker before the algorithm loads; an unprivileged process cannot raise them): address
   space, file size, processes, and CPU. A worker is warm (it serves one algorithm's calls until the step ends),
   so the step kills each call at its timeout, and the CPU limit is the ceiling of the worker's whole life (its first
@@ -97,7 +97,7 @@ class Isolation:
 def probe(rules: SandboxRules, python: str, worker: Path) -> Isolation:
     """What isolation a worker running `python worker` gets here; cached, as the machine does not change."""
     landlock, why = landlock_abi()
-    missing = [] if landlock else [f"Landlock, to keep writes in the call's folder ({why})"]
+    missing = [] if landlock else [f"Landlock, to keep writes in the worker's folder ({why})"]
     switch = _switch_user(python, worker)
     if isinstance(switch, str):
         missing.append(f"another uid for the worker: {switch}")
