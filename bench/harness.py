@@ -281,6 +281,7 @@ class EventPoster:
         self._host, self._port = parts.hostname or LOOPBACK, parts.port or 80
         self._conn: http.client.HTTPConnection | None = None
         self._used = 0.0
+        self.last_error = ""  # the start of the last answer that was not 2xx
 
     def prepare(self) -> None:
         """Connect now (outside any timed region) unless a fresh connection is open."""
@@ -298,11 +299,14 @@ class EventPoster:
         try:
             conn.request("POST", "/", body=event.body, headers=dict(event.headers))
             response = conn.getresponse()
-            response.read()
+            body = response.read()
             status = response.status
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as exc:
             self.close()
+            self.last_error = f"no answer: {exc!r}"
             return 0
+        if not 200 <= status < 300:
+            self.last_error = f"{status}: {body[:1000].decode(errors='replace')}"
         self._used = time.monotonic()
         if response.will_close:
             self.close()
@@ -324,20 +328,27 @@ class Delivered:
     statuses: Counter[int] = field(default_factory=Counter)
     started_at: float = 0.0  # time.time()
     acked_at: dict[str, float] = field(default_factory=dict)  # trigger URI -> time.time() of its last ack
+    last_error: str = ""
+
+
+class DeliveryTimeout(RuntimeError):
+    """Not every event was acknowledged in time: the function keeps failing (see its log), or is far too slow."""
 
 
 class Dispatcher:
     """Delivers events as a push subscription does: `concurrency` at a time, each retried until answered 2xx, a
     refused one again `redeliver_after` seconds later (Pub/Sub pushes redeliver about once a second), spread over
-    `urls` (the instances) in turn."""
+    `urls` (the instances) in turn. Gives up with DeliveryTimeout once `deadline` seconds have passed, so a function
+    that fails every delivery (a broken build, a backend that never admits) ends the bench instead of hanging it."""
 
     def __init__(self, urls: Sequence[str], *, concurrency: int, redeliver_after: float) -> None:
         self._urls = list(urls)
         self._concurrency = concurrency
         self._redeliver_after = redeliver_after
 
-    def run(self, events: Sequence[Event]) -> Delivered:
+    def run(self, events: Sequence[Event], *, deadline: float) -> Delivered:
         result = Delivered(deliveries=len(events), started_at=time.time())
+        give_up = time.monotonic() + deadline
         queue: list[tuple[float, int, Event]] = []
         sequence = itertools.count()
         turn = itertools.count()
@@ -356,6 +367,16 @@ class Dispatcher:
                         while True:
                             if outstanding[0] == 0 or failures:
                                 return
+                            if time.monotonic() > give_up:
+                                failures.append(
+                                    DeliveryTimeout(
+                                        f"{outstanding[0]} of {len(events)} events unacknowledged after {deadline:.0f}"
+                                        f" s ({result.attempts} attempts: {dict(result.statuses)}); last refusal: "
+                                        f"{result.last_error or 'none'}"
+                                    )
+                                )
+                                lock.notify_all()
+                                return
                             if queue and queue[0][0] <= time.monotonic():
                                 _, _, event = heapq.heappop(queue)
                                 url = self._urls[next(turn) % len(self._urls)]
@@ -370,6 +391,7 @@ class Dispatcher:
                             result.acked_at[event.uri] = time.time()
                             lock.notify_all()
                         else:
+                            result.last_error = posters[url].last_error
                             jitter = random.uniform(0.9, 1.1) if status else 0.0  # a lost connection: at once
                             due = time.monotonic() + self._redeliver_after * jitter
                             heapq.heappush(queue, (due, next(sequence), event))
@@ -390,6 +412,8 @@ class Dispatcher:
             thread.join()
         result.seconds = time.perf_counter() - started
         if failures:
+            if isinstance(failures[0], DeliveryTimeout):
+                raise failures[0]
             raise RuntimeError("event delivery failed") from failures[0]
         return result
 

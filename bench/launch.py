@@ -12,7 +12,7 @@ reads its clock.
    requests.Session: trigger read, claim create, run create, record write; see bench.harness.Floor) and an event
    Relay skips without I/O (functions-framework's own cost). Medians and p99 over --events each, after warm-up.
 2. cold: a fresh process per sample (bench.cold) imports the function's module and handles its first event;
-   interleaved Relay/seed, the first pair dropped (it fills the page cache); medians.
+   interleaved Relay/seed, the first pair dropped when there are several (it fills the page cache); medians.
 3. burst: unique triggers each delivered twice (the same event again shortly after) through one functions-framework
    process, --concurrency at a time, a refused delivery redelivered a second later, until every one is answered
    2xx; triggers/s, the server process group's own CPU time per trigger (/proc/<pid>/stat), and runs per trigger as
@@ -48,6 +48,7 @@ from bench.harness import (
     ROOT,
     Counted,
     Delivered,
+    DeliveryTimeout,
     Dispatcher,
     Entry,
     Event,
@@ -75,6 +76,8 @@ RELAY_TARGET = "on_object_finalized"
 SEED_SOURCE = ROOT / "bench" / "seed_function.py"
 SEED_TARGET = "hosted_kfp_test"
 TIMES = "\u00d7"
+# The most any burst may take before the bench gives up on a function that keeps failing (a broken working tree).
+BURST_DEADLINE = 300.0
 
 
 @dataclass(frozen=True)
@@ -335,9 +338,8 @@ class Bench:
 
         def post(poster: EventPoster, event: Event) -> Callable[[], None]:
             def send() -> None:
-                status = poster.post(event)
-                if status != 200:
-                    raise RuntimeError(f"{event.uri}: the function answered {status}")
+                if poster.post(event) != 200:
+                    raise RuntimeError(f"{event.uri}: the function answered {poster.last_error}")
 
             return send
 
@@ -431,7 +433,9 @@ class Bench:
     def cold(self) -> Cold:
         result = Cold()
         sides = {"relay": (RELAY_SOURCE, RELAY_TARGET), "seed": (SEED_SOURCE, SEED_TARGET)}
-        for sample in range(self.plan.cold + 1):
+        # The first pair only fills the page cache and is dropped (except in a one-sample run, which has no time).
+        dropped = 1 if self.plan.cold > 1 else 0
+        for sample in range(self.plan.cold + dropped):
             order = ["relay", "seed"] if sample % 2 == 0 else ["seed", "relay"]
             for side in order:
                 source, target = sides[side]
@@ -451,7 +455,7 @@ class Bench:
                 figures = _last_json(done.stdout)
                 if done.returncode != 0 or figures is None or figures["status"] != 200:
                     raise RuntimeError(f"cold start of {side} failed: {done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-                if sample > 0:  # the first pair fills the page cache
+                if sample >= dropped:
                     result.samples[side].append({**figures, "process_ms": wall})
         return result
 
@@ -465,7 +469,7 @@ class Bench:
         dispatcher = Dispatcher([server.url], concurrency=self.plan.concurrency, redeliver_after=1.0)
         pid = self.pid(server)
         cpu = group_cpu_seconds(pid)
-        delivered = dispatcher.run(deliveries)
+        delivered = self._dispatch(dispatcher, deliveries, [server], deadline=BURST_DEADLINE)
         cpu = group_cpu_seconds(pid) - cpu
         self.kfp_log.refresh()
         uris = {event.uri for event in events}
@@ -482,13 +486,22 @@ class Bench:
         self.limited_log.refresh()
         mark = len(self.limited_log.entries)
         urls = [server.url for server in self.instances]
-        delivered = Dispatcher(urls, concurrency=self.plan.concurrency, redeliver_after=self.plan.redeliver_after).run(
-            deliveries
-        )
+        dispatcher = Dispatcher(urls, concurrency=self.plan.concurrency, redeliver_after=self.plan.redeliver_after)
+        deadline = 4 * count / self.plan.rate + BURST_DEADLINE
+        delivered = self._dispatch(dispatcher, deliveries, self.instances, deadline=deadline)
         self.limited_log.refresh()
         entries = self.limited_log.entries[mark:]
         runs = runs_per_identity(entries, {event.uri for event in events})
         return Backpressure(count, self.plan.rate, len(urls), delivered, entries, runs)
+
+    def _dispatch(
+        self, dispatcher: Dispatcher, events: Sequence[Event], servers: Sequence[FunctionsServer], *, deadline: float
+    ) -> Delivered:
+        try:
+            return dispatcher.run(events, deadline=deadline)
+        except DeliveryTimeout as timeout:
+            tails = "\n".join(f"--- {s.process.log_path} ---\n{s.process.log_tail(30)}" for s in servers)
+            raise RuntimeError(f"{timeout}\n{tails}") from None
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
@@ -632,6 +645,10 @@ def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, 
     steps = " | ".join(f"{name} {median(values):.2f}" for name, values in warm.floor_steps.items())
     lines += [
         f"  floor per round trip (median ms): {steps}",
+        # Each round's sides ran back to back, so a per-round ratio cancels the machine's load drift across rounds.
+        "  paired, median of per-round ratios: relay/seed "
+        f"{median([r / s for r, s in zip(relay_t, seed_t, strict=True)]):.2f}, relay/floor "
+        f"{median([r / f for r, f in zip(relay_t, floor_t, strict=True)]):.2f}",
         "",
         "work per warm event (counted by the fakes)",
     ]
