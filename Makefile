@@ -7,6 +7,14 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 LOCK_VENV := .venv-lock
 UV := $(LOCK_VENV)/bin/uv
+# uv installs the same hashed locks as pip would, in a fraction of the time, and shows how far it is. It never
+# fetches a Python of its own: the venvs use $(PYTHON). A copy, not a hardlink: the cache is often on another disk.
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE ?= copy
+# `make up` listens here; `make up STORAGE_PORT=4444 PUBSUB_PORT=8086` when another program has these.
+# CATALOG=DIR and POLICY=FILE run it with your own catalog folder and policy template (README: your own pipeline).
+STORAGE_PORT ?= 4443
+PUBSUB_PORT ?= 8085
 # The locks are for where the code runs: Cloud Functions' python311 and the steps image's python:3.11-slim, both
 # x86_64 Linux. They carry the hashes of every file of each pinned version, so other machines install them too.
 LOCK := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
@@ -19,33 +27,41 @@ LOCKS := pipelines/requirements.txt functions/requirements.txt requirements.txt
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-demo: $(STAMP)  ## the whole event chain on this machine: sample triggers in, runs and records out
+demo: $(STAMP)  ## the whole event chain on your machine: sample triggers in, runs and records out
 	$(BIN)/python -m devstack.demo
 
-up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it)
-	$(BIN)/python -m devstack.up
+up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it); see README, "Using it for real"
+	$(BIN)/python -m devstack.up --storage-port $(STORAGE_PORT) --pubsub-port $(PUBSUB_PORT) \
+		$(if $(CATALOG),--catalog $(CATALOG)) $(if $(POLICY),--policy $(POLICY))
 
-# requirements.txt is complete and hashed: --no-deps installs exactly it, and pip check proves nothing is missing.
-$(STAMP): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m pip check
-	touch $@
+# requirements.txt is complete and hashed: --no-deps installs exactly it, and the check proves nothing is missing.
+# The stamp makes a second run a no-op; editing the lock or pyproject.toml brings the venv up to date.
+$(STAMP): requirements.txt pyproject.toml | $(UV)
+	@echo "==> $(VENV): installing Relay's locked requirements with uv (hashes checked)"
+	test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip install --python $(BIN)/python --require-hashes --no-deps -r requirements.txt
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	$(UV) pip check --python $(BIN)/python
+	@touch $@
+	@echo "==> $(VENV) is ready: $(BIN)/relay --help"
 
 # checkov pins packages of its own (boto3 among them) that clash with Relay's: it gets a venv of its own.
-$(CHECKOV):
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==3.3.30
-	touch $@
+$(CHECKOV): | $(UV)
+	@echo "==> $(CHECKOV_VENV): installing checkov (only make test uses it)"
+	test -x $(CHECKOV_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
+	$(UV) pip install --python $(CHECKOV_VENV)/bin/python checkov==3.3.30
+	@touch $@
 
 venv: $(STAMP)  ## create or update the virtual environment in .venv
 
-$(UV):
+# uv itself comes from PyPI with pip, checked against the hashes in requirements-uv.txt (every platform's wheel),
+# so a machine with only Python and PyPI can start. Once: later runs find it.
+$(UV): requirements-uv.txt
+	@echo "==> $(LOCK_VENV): installing uv, the installer, from PyPI (hashes checked)"
 	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet uv==0.13.9
-	touch $@
+	$(LOCK_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar on --require-hashes \
+		-r requirements-uv.txt
+	@touch $@
 
 # The steps image's set is resolved first, as it is the largest (the functions' pins are part of it); the
 # functions' lock and the developers' are then held to its versions, so all three run the same packages. An
@@ -53,10 +69,12 @@ $(UV):
 # a --require-hashes line it reads, so it is put back on top: the functions buildpack installs with plain
 # `pip install -r` (and uv from Python 3.14 on), which checks every hash only when the file says so.
 lock: $(UV)  ## regenerate the hashed locks (requirements.txt) from their inputs (requirements.in)
+	$(UV) pip compile --quiet --generate-hashes --universal --custom-compile-command "make lock" \
+		requirements-uv.in -o requirements-uv.txt
 	$(LOCK) pipelines/requirements.in -o pipelines/requirements.txt
 	$(LOCK) functions/requirements.in -c pipelines/requirements.txt -o functions/requirements.txt
 	$(LOCK) requirements.in -c pipelines/requirements.txt -o requirements.txt
-	for lock in $(LOCKS); do { echo --require-hashes; grep -vx -e --require-hashes "$$lock"; } > "$$lock.tmp" \
+	for lock in requirements-uv.txt $(LOCKS); do { echo --require-hashes; grep -vx -e --require-hashes "$$lock"; } > "$$lock.tmp" \
 		&& mv "$$lock.tmp" "$$lock"; done
 
 lint: $(STAMP)  ## ruff

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from devstack.logs import outcome_lines
-from devstack.policy import write_policy
+from devstack.policy import TEMPLATE, write_policy
 from devstack.pubsub import emulator_available
+from devstack.seed import BENCHMARKS, seed
 from devstack.stack import LocalStack
 from relay import naming
 from relay.adapters.gcs import GcsBlobStore
@@ -33,7 +36,8 @@ PROJECT = "relay-local"
 TRIGGERS, RESULTS, LAB, ML = "relay-triggers", "relay-results", "lab-data", "ml-data"
 TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
 TRIGGER_TOPIC_PATH = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}"
-EXAMPLE_WORKFLOW = REPO / "pipelines" / "examples" / "ratchet" / "workflow.json"
+EXAMPLES = REPO / "examples"
+CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected")
 
 
@@ -96,24 +100,17 @@ class Demo:
         return all(t.as_expected for t in self.tracked)
 
 
+def example(name: str) -> dict[str, Any]:
+    """A trigger of examples/, which the README has users send to `make up`: the demo sends them too."""
+    path = EXAMPLES / name
+    document = yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected a trigger document (a mapping)")
+    return document
+
+
 def samples() -> list[Sample]:
-    push = {
-        "pipeline": "push",
-        "parameters": {
-            "sources": [f"gs://{LAB}/assay/2026-11-21/"],
-            "destination": {"kind": "gcs", "bucket": ML, "prefix": "assay"},
-            "select": "/extra_data",
-        },
-        "labels": {"team": "assay"},
-    }
-    ratchet = {"pipeline": "ratchet", "parameters": {"workflow": {"uri": EXAMPLE_WORKFLOW.as_uri()}}}
-    from_topic = {
-        "pipeline": "push",
-        "parameters": {
-            "sources": [f"gs://{LAB}/reference/"],
-            "destination": {"kind": "gcs", "bucket": ML, "prefix": "reference"},
-        },
-    }
+    push, ratchet, from_topic = example("push.json"), example("ratchet.json"), example("push-reference.yaml")
     malformed = {
         "pipeline": "push",
         "parameters": {"sources": f"gs://{LAB}/assay/", "destination": {"kind": "gcs"}, "colour": "blue"},
@@ -145,16 +142,6 @@ def samples() -> list[Sample]:
         Sample("malformed trigger", malformed, "rejected", "invalid_parameters", name="demo/malformed.json"),
         Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
     ]
-
-
-def seed(stack: LocalStack) -> None:
-    lab = stack.storage_client().bucket(LAB)
-    for plate in range(1, 4):
-        document = {"plate": plate, "extra_data": {"od600": [round(0.1 * plate + 0.01 * i, 3) for i in range(8)]}}
-        blob = lab.blob(f"assay/2026-11-21/plate-{plate}.json")
-        blob.metadata = {"instrument": "reader-7"}
-        blob.upload_from_string(json.dumps(document), content_type="application/json")
-    lab.blob("reference/controls.csv").upload_from_string("well,od600\nA1,0.05\nH12,0.05\n", content_type="text/csv")
 
 
 def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Policy = NO_POLICY) -> None:
@@ -230,13 +217,15 @@ def table(items: Sequence[Tracked], now: float) -> list[str]:
     return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
 
 
-def function_env(workdir: Path, *, notify: bool) -> tuple[dict[str, str], Policy]:
+def function_env(
+    workdir: Path, *, notify: bool, catalog: Path = CATALOG, policy_template: Path = TEMPLATE
+) -> tuple[dict[str, str], Policy]:
     """The functions' RELAY_* settings for the demo's stack (`make up` too), and the policy they will read."""
-    policy_path, policy = write_policy(workdir)
+    policy_path, policy = write_policy(workdir, policy_template)
     env = {
         "RELAY_BACKEND": "local",
         "RELAY_RESULTS_URI": f"gs://{RESULTS}",
-        "RELAY_CATALOG_URI": str(REPO / "pipelines" / "compiled"),
+        "RELAY_CATALOG_URI": str(catalog.absolute()),
         "RELAY_POLICY_URI": str(policy_path),
         "RELAY_LOCAL_ROOT": str(workdir / "runs"),
         **({"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"} if notify else {}),
@@ -257,12 +246,12 @@ def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, em
         trigger_bucket=TRIGGERS,
         trigger_topic=TRIGGER_TOPIC,
         notify_topic=None if missing else NOTIFY_TOPIC,
-        buckets=[RESULTS, LAB, ML],
+        buckets=[RESULTS, LAB, ML, BENCHMARKS],
         function_env=env,
         emulators=missing is None,
     ) as stack:
         print(f"Local stack up in {stack.startup_seconds:.1f} s:\n" + _indent(stack.summary()) + "\n", file=out)
-        seed(stack)
+        seed(stack.storage_client())
         store = GcsBlobStore(endpoint=stack.storage_url, tokens=NoTokenSource())  # fake-gcs-server takes no token
         _watch(stack, store, demo, out, timeout)
         demo.report = _fetch_report(stack, demo, workdir)

@@ -10,10 +10,11 @@ from typing import Any
 def outcome_lines(log_path: Path) -> list[dict[str, Any]]:
     """Every line of the log that is one event's outcome (it carries an `outcome` field)."""
     lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
-    return [entry for entry in (_json(line) for line in lines) if entry is not None and "outcome" in entry]
+    return [entry for entry in (parse_line(line) for line in lines) if entry is not None and "outcome" in entry]
 
 
-def _json(line: str) -> dict[str, Any] | None:
+def parse_line(line: str) -> dict[str, Any] | None:
+    """One JSON log line as a mapping; None for anything else (functions-framework's own text lines)."""
     if not line.startswith("{"):
         return None
     try:

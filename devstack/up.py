@@ -1,60 +1,269 @@
 """`make up`: the demo's local stack, kept running for you to use (the `relay` command, your own triggers).
 
-Prints the environment a shell needs to work against it, then waits; Ctrl-C stops everything it started.
+Seeds sample data, prints what a new shell needs to work against the stack (and writes it to env.sh), then shows
+each event's outcome, and each run's end, as they happen; Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import os
 import shlex
+import shutil
 import signal
+import socket
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TextIO
 
 from devstack import demo
+from devstack.logs import parse_line
+from devstack.policy import TEMPLATE
+from devstack.processes import LOOPBACK, ProcessError
 from devstack.pubsub import emulator_available
+from devstack.seed import BENCHMARKS, DESCRIPTION, seed
 from devstack.stack import LocalStack, StackPorts
+from relay.adapters.gcs import GcsBlobStore
+from relay.adapters.tokens import NoTokenSource
+from relay.policy import PolicyError
+from relay.status import read_run
+from relaycli.output import Paint, colour_wanted, truncate
+
+_POLL = 0.5
+_ENDED = ("succeeded", "failed")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class PortInUseError(Exception):
+    """A port `make up` needs is taken; the message is the one line to print."""
+
+
+def check_ports(ports: Mapping[str, int], host: str = LOOPBACK) -> None:
+    """PortInUseError naming the first of `ports` (what it is for -> number) that something already holds.
+
+    Checked by binding, as the servers will (with SO_REUSEADDR, so a port in TIME_WAIT does not count), before
+    anything starts or the working folder is touched: a second `make up` must leave the first one alone.
+    """
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                why = "in use (another `make up`?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise PortInUseError(
+                    f"{host}:{port} ({what}) is {why}: stop what holds it, or pick other ports, "
+                    "e.g. make up STORAGE_PORT=4444 PUBSUB_PORT=8086"
+                ) from None
+
+
+def shell_lines(repo: Path, bin_dir: Path, exports: Mapping[str, str]) -> list[str]:
+    """What a new shell runs to use the stack: the clone as its folder, `relay` on PATH, the stack's variables."""
+    return [
+        f"cd {shlex.quote(str(repo))}",
+        f'export PATH="{_in_double_quotes(str(bin_dir))}:$PATH"',
+        *(f"export {name}={shlex.quote(value)}" for name, value in sorted(exports.items())),
+    ]
+
+
+def _in_double_quotes(text: str) -> str:
+    # In double quotes only these four keep a meaning; escaped, any folder name survives a paste.
+    return "".join("\\" + c if c in '"$`\\' else c for c in text)
+
+
+class EventFollower:
+    """Prints each outcome line the functions log, then the end of each run they launched, as they happen.
+
+    The functions' logs are files (the processes run detached); they are read from where the last read stopped.
+    """
+
+    def __init__(
+        self,
+        logs: Sequence[Path],
+        read_state: Callable[[str], tuple[str, str] | None],
+        out: TextIO,
+        paint: Paint,
+    ) -> None:
+        self._offsets = dict.fromkeys(logs, 0)
+        self._read_state = read_state
+        self._out = out
+        self._paint = paint
+        self._running: dict[str, str] = {}  # run key -> pipeline, until its run ends
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="make-up-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(_POLL):
+            with contextlib.suppress(Exception):  # a bad line or a stopping stack must not end the display
+                self.poll()
+
+    def poll(self) -> None:
+        for path in self._offsets:
+            for entry in self._new_lines(path):
+                self._show(entry)
+        for key, pipeline in list(self._running.items()):
+            state = self._read_state(key)
+            if state is not None and state[0] in _ENDED:
+                del self._running[key]
+                self._print(state[0], key, pipeline, state[1])
+
+    def _new_lines(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            with path.open("rb") as log:
+                log.seek(self._offsets[path])
+                data = log.read()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+        self._offsets[path] += len(complete)
+        entries = (parse_line(line) for line in complete.decode(errors="replace").splitlines())
+        return [entry for entry in entries if entry is not None and "outcome" in entry]
+
+    def _show(self, entry: Mapping[str, Any]) -> None:
+        outcome, key = str(entry.get("outcome")), str(entry.get("run_key") or "-")
+        if outcome == "launched" and entry.get("run_key"):
+            self._running[key] = str(entry.get("pipeline") or "-")
+        where = str(entry.get("trigger_uri") or "")
+        if outcome == "launched":
+            detail = f"{where} -> run {entry.get('run_id')}"
+        else:  # a rejection's message starts with the trigger's URI already
+            detail = str(entry.get("message") or where)
+        self._print(outcome, key, str(entry.get("pipeline") or "-"), detail)
+
+    def _print(self, state: str, key: str, pipeline: str, detail: str) -> None:
+        width = shutil.get_terminal_size((120, 24)).columns
+        tail = f"  {key}  {pipeline}  "
+        room = max(width - len(f"00:00:00  {state:<9}{tail}"), 20)  # one line each, however narrow the terminal
+        when = f"{datetime.now():%H:%M:%S}"
+        line = f"{when}  {self._paint.state(f'{state:<9}', state)}{tail}{truncate(detail, room)}"
+        print(line, file=self._out, flush=True)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=demo.REPO / ".relay" / "up", help="logs and runs")
-    parser.add_argument("--storage-port", type=int, default=4443)
-    parser.add_argument("--pubsub-port", type=int, default=8085)
+    parser.add_argument("--storage-port", type=int, default=4443, help="fake-gcs-server's (STORAGE_EMULATOR_HOST)")
+    parser.add_argument("--pubsub-port", type=int, default=8085, help="the Pub/Sub emulator's (PUBSUB_EMULATOR_HOST)")
+    parser.add_argument(
+        "--catalog", type=Path, default=demo.CATALOG, help="folder of compiled specs <name>.yaml (pipelines/compiled)"
+    )
+    parser.add_argument(
+        "--policy", type=Path, default=TEMPLATE, help="the policy template the stack fills in (devstack/policy.yaml)"
+    )
     args = parser.parse_args(argv)
+    if not args.catalog.is_dir() or not args.policy.is_file():
+        wrong = f"--catalog {args.catalog}: expected a folder" if not args.catalog.is_dir() else ""
+        wrong = wrong or f"--policy {args.policy}: expected a policy file"
+        print(f"make up: {wrong}, found none", file=sys.stderr)
+        return 1
     missing = emulator_available()
-    env, policy = demo.function_env(args.workdir, notify=missing is None)
+    ports = {"Cloud Storage emulator, STORAGE_PORT": args.storage_port}
+    if not missing:
+        ports["Pub/Sub emulator, PUBSUB_PORT"] = args.pubsub_port
+    try:
+        check_ports(ports)
+    except PortInUseError as error:
+        print(f"make up: {error}", file=sys.stderr)
+        return 1
+    # A fresh start: the records of the last session went with its in-memory storage, so its runs go too.
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    try:
+        env, policy = demo.function_env(
+            args.workdir, notify=missing is None, catalog=args.catalog, policy_template=args.policy
+        )
+    except PolicyError as error:
+        print(f"make up: {error}", file=sys.stderr)
+        return 1
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with LocalStack(
+    for ending in (signal.SIGTERM, signal.SIGHUP):  # `kill`, or the terminal window closed
+        signal.signal(ending, lambda *_: stopped.set())
+    stack = LocalStack(
         args.workdir,
         project=demo.PROJECT,
         trigger_bucket=demo.TRIGGERS,
         trigger_topic=demo.TRIGGER_TOPIC,
         notify_topic=None if missing else demo.NOTIFY_TOPIC,
-        buckets=[demo.RESULTS, demo.LAB, demo.ML],
+        buckets=[demo.RESULTS, demo.LAB, demo.ML, BENCHMARKS],
         function_env=env,
         ports=StackPorts(storage=args.storage_port, pubsub=None if missing else args.pubsub_port),
         emulators=missing is None,
-    ) as stack:
-        if missing:
-            print(f"Note: {missing}; without the Pub/Sub emulator, uploads are not delivered by themselves.")
-        print("Relay's local stack is up. In another shell:\n")
+    )
+    print("Starting Relay's local stack...", file=out, flush=True)
+    try:
+        stack.start()
+    except ProcessError as error:
+        print(f"make up: {error}", file=sys.stderr)
+        return 1
+    try:
+        seed(stack.storage_client())
         exports = {**stack.env(), **({} if missing else {"PUBSUB_PROJECT_ID": demo.PROJECT})}
-        for name, value in sorted(exports.items()):
-            print(f"  export {name}={shlex.quote(value)}")
-        print(f"\n  relay validate my-trigger.json --bucket {demo.TRIGGERS}   # the catalog's and the policy's verdict")
-        print(f"  relay trigger my-trigger.json --bucket {demo.TRIGGERS}")
-        if not missing:  # without the emulator, `relay publish` would go to the real Pub/Sub
-            print(f"  relay publish my-trigger.json --topic {demo.TRIGGER_TOPIC}")
-        print("  relay runs\n\n" + stack.summary())
-        print(f"policy: {policy.source} (devstack/policy.yaml: what triggers may use)\n\nCtrl-C stops everything.")
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave the `with`, which stops everything
+        lines = shell_lines(demo.REPO, Path(sys.executable).absolute().parent, exports)
+        env_file = args.workdir / "env.sh"
+        env_file.write_text(
+            "# Written by `make up`: source it in a shell to use the stack.\n" + "\n".join(lines[1:]) + "\n"
+        )
+        paint = Paint(colour_wanted(out, os.environ))
+        _banner(out, stack, lines, env_file, missing, f"{policy.source} (from {args.policy}: what triggers may use)")
+        store = GcsBlobStore(endpoint=stack.storage_url, tokens=NoTokenSource())  # fake-gcs-server takes no token
+
+        def read_state(key: str) -> tuple[str, str] | None:
+            run = read_run(store, f"gs://{demo.RESULTS}", key)
+            return None if run is None else (run.state, run.message)
+
+        logs = [stack.object_finalized.process.log_path, stack.message_published.process.log_path]
+        follower = EventFollower(logs, read_state, out, paint)
+        follower.start()
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
             stopped.wait()
-    print("Stopped.")
+        follower.stop()
+    finally:
+        # Ctrl-C reaches a `| tee` too, so printing may fail: the stack is stopped whatever happens to `out`.
+        _say_safely(out, "\nStopping (runs still going get a minute to finish)...")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half the stack running
+        stack.stop()
+    _say_safely(out, "Stopped.")
     return 0
+
+
+def _say_safely(out: TextIO, text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a closed pipe, or a closed file
+        print(text, file=out, flush=True)
+
+
+def _banner(out: TextIO, stack: LocalStack, lines: list[str], env_file: Path, missing: str | None, policy: str) -> None:
+    def say(text: str = "") -> None:
+        print(text, file=out)
+
+    if missing:
+        say(f"Note: {missing}; without the Pub/Sub emulator, uploads are not delivered by themselves.")
+    say(f"Relay's local stack is up ({stack.startup_seconds or 0:.1f} s). In a new shell, paste:\n")
+    for line in lines:
+        say(f"  {line}")
+    say(f"\n(or, from the clone's folder: source {shlex.quote(str(env_file))})")
+    say("\nthen send the examples (examples/), each ends `succeeded`:\n")
+    say(f"  relay validate examples/push.json --bucket {demo.TRIGGERS}   # the catalog's and the policy's verdict")
+    say(f"  relay trigger examples/push.json --bucket {demo.TRIGGERS}")
+    say(f"  relay trigger examples/ratchet.json --bucket {demo.TRIGGERS}")
+    if not missing:  # without the emulator, `relay publish` would go to the real Pub/Sub
+        say(f"  relay publish examples/push-reference.yaml --topic {demo.TRIGGER_TOPIC}")
+    say("  relay runs                                  # then: relay status RUN_KEY")
+    say(f"  relay upload FILE gs://{demo.LAB}/mine/     # your data; then examples/push-mine.yaml sends it\n")
+    say(f"sample data: {DESCRIPTION}")
+    say(f"policy: {policy}")
+    say(stack.summary())
+    say("\nEvents and runs appear below as they happen. Ctrl-C stops everything.\n")
+    out.flush()
 
 
 if __name__ == "__main__":

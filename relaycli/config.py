@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from relay.ports import BlobStore
 from relay.runtime import results_store
 from relaycli.emulators import check_emulator
 from relaycli.errors import UsageError
+from relaycli.output import Paint, colour_wanted
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,16 @@ class Context:
     env: Mapping[str, str]
     store: BlobStore | None = None  # None: Cloud Storage (or its emulator) for gs://, the disk for paths
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def paint(self) -> Paint:
+        """Colour for what a command prints on stdout, if a person reads it there (see `colour_wanted`)."""
+        return Paint(colour_wanted(sys.stdout, self.env))
+
+    @property
+    def paint_errors(self) -> Paint:
+        """The same for stderr, where problems that stop a command go."""
+        return Paint(colour_wanted(sys.stderr, self.env))
 
     def config(self, *, results: str | None = None, catalog: str | None = None, policy: str | None = None) -> CliConfig:
         return CliConfig.from_env(self.env, results=results, catalog=catalog, policy=policy)

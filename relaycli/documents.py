@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from relay import naming
 from relay import policy as rules
@@ -12,10 +17,10 @@ from relay.catalog import Catalog
 from relay.errors import InvalidTriggerError, PolicyDeniedError, Problem
 from relay.ports import BlobStore
 from relay.service import check_trigger, parse_document
-from relay.triggers import Format, Trigger, format_for
+from relay.triggers import Format, StrictLoader, Trigger, format_for, strict_json
 from relaycli import policy
 from relaycli.errors import CliError, UsageError
-from relaycli.output import pairs, plural
+from relaycli.output import PLAIN, Paint, pairs, plural
 
 FORMATS: tuple[Format, ...] = ("json", "yaml")
 
@@ -37,6 +42,8 @@ class Validation:
     problems: tuple[Problem, ...] = ()
     code: str | None = None  # the rejection code Relay would record
     check: policy.PolicyCheck | None = None  # None: the policy was not checked (where it comes from is unknown)
+    # Lines shown under a problem: where in the file a syntax error is, or the name that was probably meant.
+    notes: Mapping[Problem, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -122,11 +129,15 @@ def validate(
         return Validation(None, refused.problems, refused.code, check)
     parsed = parse_document(document.data, document.format, document.path)
     if isinstance(parsed, InvalidTriggerError):
-        return Validation(None, parsed.problems, parsed.code, check)
+        where = syntax_position(document)
+        notes = {p: where for p in parsed.problems if p.field == "(document)" and p.expected.startswith("valid ")}
+        return Validation(None, parsed.problems, parsed.code, check, notes if where else {})
+    catalog = Catalog(store, catalog_uri)
     try:
-        check_trigger(Catalog(store, catalog_uri), parsed, document.path)
+        check_trigger(catalog, parsed, document.path)
     except InvalidTriggerError as invalid:
-        return Validation(parsed, invalid.problems, invalid.code, check)
+        notes = _suggestions(parsed, invalid, catalog, store, catalog_uri)
+        return Validation(parsed, invalid.problems, invalid.code, check, notes)
     except ValueError as exc:  # a catalog entry that is not a compiled spec
         raise CliError(str(exc)) from None
     denied = policy.check(check.policy, check.origin, parsed, check.context) if check is not None else ()
@@ -135,5 +146,73 @@ def validate(
     return Validation(parsed, (), None, check)
 
 
-def problem_lines(validation: Validation) -> list[str]:
-    return [f"  {problem}" for problem in validation.problems]
+def problem_lines(validation: Validation, paint: Paint = PLAIN) -> list[str]:
+    """`  field: expected ..., found ...` per problem, each followed by its notes."""
+    lines = []
+    for problem in validation.problems:
+        lines.append(f"  {paint.problem(problem.field)}: expected {problem.expected}, found {problem.found}")
+        lines.extend(
+            f"    {paint.hint(note) if note.startswith('did you mean') else note}"
+            for note in validation.notes.get(problem, ())
+        )
+    return lines
+
+
+def syntax_position(document: TriggerFile) -> tuple[str, ...]:
+    """Where a JSON or YAML syntax error is: the line before, the line itself, and a caret under the column.
+
+    The problem a record holds is one line (it is also a log field); a person at a terminal needs to see the spot.
+    """
+    try:
+        text = document.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ()
+    line = column = -1
+    try:
+        if document.format == "json":
+            strict_json(text)
+        else:
+            yaml.load(text, Loader=StrictLoader)
+    except json.JSONDecodeError as error:
+        line, column = error.lineno - 1, error.colno - 1
+    except yaml.MarkedYAMLError as error:
+        if error.problem_mark is not None:
+            line, column = error.problem_mark.line, error.problem_mark.column
+    except (ValueError, TypeError, yaml.YAMLError, RecursionError):
+        pass  # no position to show (a duplicate key's message names it)
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return ()
+    number = len(str(line + 1))
+    shown = [f"{n + 1:>{number}} | {lines[n]}" for n in range(max(line - 1, 0), line + 1)]
+    return (f"line {line + 1}, column {column + 1}:", *shown, f"{'':>{number}} | {' ' * column}^")
+
+
+def _suggestions(
+    trigger: Trigger, invalid: InvalidTriggerError, catalog: Catalog, store: BlobStore, catalog_uri: str
+) -> dict[Problem, tuple[str, ...]]:
+    """ "did you mean" for a pipeline name the catalog lacks, and for parameters the pipeline does not declare."""
+    notes: dict[Problem, tuple[str, ...]] = {}
+    for problem in invalid.problems:
+        if invalid.code == "unknown_pipeline" and problem.field == "pipeline":
+            names = catalog_names(store, catalog_uri)
+            close = difflib.get_close_matches(trigger.pipeline, names, n=1)
+            listed = f"the catalog has {', '.join(names) or 'no pipelines'}"
+            notes[problem] = (f"did you mean {close[0]}? ({listed})" if close else listed,)
+        elif problem.field.startswith("parameters.") and problem.found == "an unknown name":
+            declared = sorted(catalog.get(trigger.pipeline, trigger_uri="").inputs)  # read already: it was checked
+            close = difflib.get_close_matches(problem.field.removeprefix("parameters."), declared, n=1)
+            if close:
+                notes[problem] = (f"did you mean {close[0]}?",)
+    return notes
+
+
+def catalog_names(store: BlobStore, catalog_uri: str) -> list[str]:
+    """The pipelines a catalog holds: its <name>.yaml entries, the policy beside them left out."""
+    prefix = catalog_uri.rstrip("/") + "/"
+    names = []
+    for uri in store.list(prefix):
+        name = uri.removeprefix(prefix)
+        if "/" not in name and name.endswith(".yaml") and name != f"{naming.POLICY_ENTRY}.yaml":
+            names.append(name.removesuffix(".yaml"))
+    return sorted(names)

@@ -15,14 +15,15 @@ from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
 from relaycli.config import Context
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
-from relaycli.output import one_line
+from relaycli.output import Paint, colour_wanted, one_line
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.runs import COMMAND as RUNS
 from relaycli.status import COMMAND as STATUS
 from relaycli.trigger import COMMAND as TRIGGER
+from relaycli.upload import COMMAND as UPLOAD
 from relaycli.validate import COMMAND as VALIDATE
 
-COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, VALIDATE, COMPILE)
+COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, VALIDATE, UPLOAD, COMPILE)
 
 DESCRIPTION = """\
 Relay turns a trigger file dropped in a bucket, or a message published to a topic, into exactly one
@@ -37,6 +38,7 @@ examples:
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
+  relay upload plate-4.json gs://lab-data/assay/2026-11-22/
 
 environment:
   RELAY_RESULTS_URI      run records: gs://bucket/prefix or a folder (status, runs)
@@ -121,20 +123,21 @@ def main(
         return EXIT_USAGE
     context = Context(env=os.environ if env is None else env, store=store)
     prog = f"relay {args.command}"
+    paint = Paint(colour_wanted(sys.stderr, context.env))
     try:
         code: int = args.handler(args, context)
         return code
     except CliError as error:
-        _report(prog, str(error), error.details)
+        _report(paint, prog, str(error), error.details)
         return error.exit_code
     except RelayError as error:  # storage unavailable, a trigger or catalog entry that cannot be read, ...
         if _no_credentials(error):
-            _report(prog, f"credentials: expected {_ADC} or STORAGE_EMULATOR_HOST, found none")
+            _report(paint, prog, f"credentials: expected {_ADC} or STORAGE_EMULATOR_HOST, found none")
             return EXIT_USAGE
-        _report(prog, str(error))
+        _report(paint, prog, str(error))
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _report(prog, "interrupted")
+        _report(paint, prog, "interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `relay runs | head`: the reader left; say nothing more, even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -150,8 +153,8 @@ def _no_credentials(error: BaseException) -> bool:
     return isinstance(error.__cause__, DefaultCredentialsError)
 
 
-def _report(prog: str, message: str, details: Sequence[str] = ()) -> None:
-    print(f"{prog}: {one_line(message)}", file=sys.stderr)
+def _report(paint: Paint, prog: str, message: str, details: Sequence[str] = ()) -> None:
+    print(f"{paint(prog + ':', 'red+bold')} {one_line(message)}", file=sys.stderr)
     for line in details:
         print(line, file=sys.stderr)
 

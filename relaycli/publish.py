@@ -43,7 +43,9 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
         validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
-            raise UsageError(f"{args.file}: not published: {validation.summary()}", problem_lines(validation))
+            raise UsageError(
+                f"{args.file}: not published: {validation.summary()}", problem_lines(validation, context.paint_errors)
+            )
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
     check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
     message_id = pubsub.publish(topic, document.data, {"format": document.format}, context.env)
@@ -54,7 +56,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         print(to_json({"topic": topic, "message_id": message_id, "run_key": run_key}))
     else:
         print(pairs([("published", topic), ("message id", message_id), ("run key", run_key)]))
-        print(f"\nfollow it: relay status {run_key}")
+        print(context.paint.next(f"\nfollow it: relay status {run_key}"))
     return EXIT_OK
 
 

@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         print(to_json([{**run_summary(run), "age_seconds": _age_seconds(run, now)} for run in runs]))
     elif not runs:
         print(f"no runs under {results}")
+        print(context.paint.next("\nsend a trigger: relay trigger FILE --bucket B (examples/ has some)"))
     else:
         rows = [
             [
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
             ]
             for run in runs
         ]
-        print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows))
+        print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows, {1: context.paint.state}))
     return EXIT_OK
 
 

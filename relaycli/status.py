@@ -17,7 +17,7 @@ from relaycli import policy
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
 from relaycli.config import Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
-from relaycli.output import one_line, pairs, table, to_json, truncate
+from relaycli.output import PLAIN, Paint, one_line, pairs, table, to_json, truncate
 
 # The moments a record may carry, in the order they happen.
 _TIMES = (
@@ -49,8 +49,19 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         run = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
     if run is None:
         via = f" (the run key of {args.run})" if args.run != run_key else ""
-        raise CliError(f"{run_key}{via}: expected records under {results}, found none yet")
-    print(to_json(run_json(run)) if args.json else render(run))
+        raise CliError(
+            f"{run_key}{via}: expected records under {results}, found none yet",
+            ["  the recent runs and their keys: relay runs"],
+        )
+    if args.json:
+        print(to_json(run_json(run)))
+        return EXIT_OK
+    paint = context.paint
+    print(render(run, paint))
+    if run.state in ("launching", "launched", "running"):
+        print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
+    elif run.state == "rejected":
+        print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
     return EXIT_OK
 
 
@@ -116,12 +127,12 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
     }
 
 
-def render(run: RunRecords) -> str:
+def render(run: RunRecords, paint: Paint = PLAIN) -> str:
     summary = run_summary(run)
     rows: list[tuple[str, str | Sequence[str]]] = [
         ("run key", run.run_key),
         ("pipeline", run.pipeline or "-"),
-        ("state", run.state),
+        ("state", paint.state(run.state)),
         ("status", str(run.status) if run.status is not None else "-"),
         ("run id", summary["run_id"] or "-"),
         ("run url", summary["run_url"] or "-"),
@@ -138,7 +149,7 @@ def render(run: RunRecords) -> str:
         error = run.rejection.get("error") or {}
         rows.append(("error", str(error.get("code", "-"))))
         problems = [
-            f"{p.get('field')}: expected {p.get('expected')}, found {p.get('found')}"
+            f"{paint.problem(str(p.get('field')))}: expected {p.get('expected')}, found {p.get('found')}"
             for p in error.get("problems") or []
         ]
         if problems:
@@ -153,7 +164,8 @@ def render(run: RunRecords) -> str:
         for name, record in (("launch", run.launch), ("rejected", run.rejection), ("result", run.result))
         if record is not None
     ]
-    return pairs(rows) + "\n\n" + table(["RECORD", "STATE", "STATUS", "WRITTEN", "URI"], record_rows)
+    records_table = table(["RECORD", "STATE", "STATUS", "WRITTEN", "URI"], record_rows, {1: paint.state})
+    return pairs(rows) + "\n\n" + records_table
 
 
 def summarize_outputs(outputs: Mapping[str, Any]) -> list[str]:

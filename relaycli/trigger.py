@@ -42,7 +42,9 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
         validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
-            raise UsageError(f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation))
+            raise UsageError(
+                f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation, context.paint_errors)
+            )
     store = context.blob_store(config, uri)
     try:
         generation = store.write(uri, document.data)
@@ -54,7 +56,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         print(to_json({"uri": uri, "generation": generation, "run_key": run_key}))
     else:
         print(pairs([("uploaded", uri), ("generation", str(generation)), ("run key", run_key)]))
-        print(f"\nfollow it: relay status {run_key}")
+        print(context.paint.next(f"\nfollow it: relay status {run_key}"))
     return EXIT_OK
 
 

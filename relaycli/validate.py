@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from relay import naming
 from relay.policy import PolicyError, parse_policy
@@ -58,8 +59,22 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if args.json:
         print(to_json({"file": args.file, **validation.to_json()}))
     else:
-        print("\n".join([validation.summary(), *problem_lines(validation), *validation.policy_lines()]))
+        paint = context.paint
+        verdict, _, rest = validation.summary().partition(":")
+        lines = [paint.state(verdict) + ":" + rest, *problem_lines(validation, paint), *validation.policy_lines()]
+        if validation.valid and origin is not None:
+            lines.append(paint.next(f"\nsend it: {_send_command(args, origin)}"))
+        print("\n".join(lines))
     return EXIT_OK if validation.valid else EXIT_FAILED
+
+
+def _send_command(args: argparse.Namespace, origin: policy.Origin) -> str:
+    """The command that sends the file from where it was checked for."""
+    file = shlex.quote(args.file)
+    if origin.topic:
+        return f"relay publish {file} --topic {shlex.quote(origin.uri)}"
+    name = f" --name {shlex.quote(args.name)}" if args.name else ""
+    return f"relay trigger {file} --bucket {shlex.quote(args.bucket)}{name}"
 
 
 def _origin(args: argparse.Namespace, context: Context) -> policy.Origin | None:

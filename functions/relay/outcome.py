@@ -1,4 +1,14 @@
-"""What became of one event, as logged in one JSON line."""
+"""What became of one event, as logged in one JSON line, and how loud that line is.
+
+Severity says whose problem it is, so that Error Reporting and alerts fire for Relay's faults only:
+
+- INFO: all went as it should (launched, a duplicate acknowledged, a skip).
+- WARNING: the trigger's own problem (a rejection: bad document, unknown pipeline, bad parameters, a policy
+  denial, a missing or oversized object), which its author fixes; and a transient fault being retried.
+- ERROR: Relay's fault or its deployment's: a backend that refuses what Relay checked and sent
+  (`launch_rejected`), an event that ran out of time before it could launch (`stale_event`, dropped), a retry
+  caused by configuration or a bug, a delivery Relay cannot make out at all.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +20,20 @@ _SEVERITY: dict[str, str] = {
     "launched": "INFO",
     "duplicate": "INFO",
     "skipped": "INFO",
-    "rejected": "ERROR",
-    "dropped": "WARNING",
+    "rejected": "WARNING",
+    "dropped": "ERROR",
     "retried": "WARNING",
 }
+
+
+# Rejection codes that are not the trigger's doing: the trigger passed every check Relay makes, or never got a
+# chance to (the backend refused it; Relay could not launch it before it went stale).
+_RELAY_FAULTS = frozenset({"launch_rejected", "stale_event"})
+
+
+def severity_of_rejection(code: str) -> str:
+    """WARNING for a trigger's own problem, ERROR for a rejection that is Relay's fault (see the module's doc)."""
+    return "ERROR" if code in _RELAY_FAULTS else "WARNING"
 
 
 @dataclass(frozen=True)
@@ -26,10 +46,15 @@ class Outcome:
     run_id: str | None = None
     pipeline: str | None = None
     severity_override: str | None = None
+    code: str | None = None  # a rejection's error code: it decides whose problem the rejection is
 
     @property
     def severity(self) -> str:
-        return self.severity_override or _SEVERITY[self.outcome]
+        if self.severity_override:
+            return self.severity_override
+        if self.code and self.outcome in ("rejected", "dropped"):
+            return severity_of_rejection(self.code)
+        return _SEVERITY[self.outcome]
 
     def fields(self) -> dict[str, str | None]:
         return {
@@ -39,4 +64,5 @@ class Outcome:
             "run_key": self.run_key,
             "run_id": self.run_id,
             "pipeline": self.pipeline,
+            **({"code": self.code} if self.code else {}),  # a rejection's: for log-based metrics and alerts
         }

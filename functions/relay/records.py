@@ -10,6 +10,7 @@ from typing import Any
 
 from relay.errors import InvalidTriggerError, RelayError
 from relay.events import InlineDelivery, ObjectDelivery
+from relay.outcome import severity_of_rejection
 
 LAUNCHING = "launching"
 LAUNCHED = "launched"
@@ -102,6 +103,7 @@ def rejection_record(
         "run_key": run_key,
         "pipeline": pipeline,
         "trigger": dict(trigger),
+        "severity": severity_of_rejection(getattr(error, "code", "rejected")),
         "error": {
             "code": getattr(error, "code", "rejected"),
             "message": str(error),

@@ -305,7 +305,7 @@ def _reject(
 ) -> Outcome:
     """Record the rejection once (duplicates find it) and publish it."""
     uri = naming.rejection_record(relay.settings.results_uri, run_key)
-    outcome = Outcome("rejected", str(error), delivery.event.id, delivery.uri, run_key, None, pipeline)
+    outcome = Outcome("rejected", str(error), delivery.event.id, delivery.uri, run_key, None, pipeline, code=error.code)
     if _read_record(relay.store, uri) is not None:
         return outcome
     record = records.rejection_record(

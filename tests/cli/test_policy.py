@@ -108,6 +108,8 @@ def test_a_trigger_its_tenant_allows(relay_cli: Callable[..., Ran], tmp_path: Pa
         f"policy   {policy_file}",
         "tenant   assay",
         "run key  assay--nightly-2026-11-21",  # its own key, in its tenant's namespace
+        "",
+        f"send it: relay trigger {path} --bucket triggers --name assay/nightly.json",  # the next command
     ]
 
 
@@ -174,6 +176,8 @@ def test_a_message_speaks_for_the_tenant_of_its_topic(
         f"policy   {policy_file}",
         "tenant   assay",
         "run key  assay--nightly-2026-11-21",
+        "",
+        f"send it: relay publish {path} --topic projects/lab-project/topics/assay-triggers",
     ]
     assert publish(relay, README_TRIGGER).run_key == "assay--nightly-2026-11-21"
     elsewhere = relay_cli("validate", path, "--topic", "projects/lab-project/topics/other")
@@ -184,7 +188,7 @@ def test_a_derived_run_key_is_named_for_what_it_is_a_digest_of(relay_cli: Callab
     document = {key: value for key, value in README_TRIGGER.items() if key != "run_key"}
     path = write(tmp_path, "t.json", document)
     by_topic = relay_cli("validate", path, "--topic", TOPIC)
-    assert by_topic.out.splitlines()[-1] == "run key  push-<digest of the topic and the message id>"
+    assert by_topic.out.splitlines()[-3] == "run key  push-<digest of the topic and the message id>"
     shown = relay_cli("validate", path, "--bucket", "triggers", "--name", "assay/t.json", "--json").json()
     assert shown["policy"]["run_key"] is None  # known once the object has a generation
 

@@ -61,7 +61,11 @@ def test_json_is_a_list_of_summaries_with_ages(cli: Callable[..., Ran], blobs: R
 
 
 def test_no_runs_yet(cli: Callable[..., Ran], results: str):
-    assert cli("runs").out == f"no runs under {results}\n"
+    # Not a dead end: where the runs would come from.
+    assert (
+        cli("runs").out
+        == f"no runs under {results}\n\nsend a trigger: relay trigger FILE --bucket B (examples/ has some)\n"
+    )
     assert cli("runs", "--json").json() == []
 
 

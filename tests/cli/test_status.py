@@ -91,7 +91,8 @@ def test_a_rejection_shows_its_error_and_every_problem(cli: Callable[..., Ran], 
         "parameters.message: expected a string, found nothing",
     ]
     assert shown["run id"] == ["-"] and shown["rejected"][0].endswith("Z")
-    lines = ran.out.splitlines()
+    *lines, _, pointer = ran.out.splitlines()
+    assert pointer == "the trigger's own problems: fix it and check it with relay validate FILE --bucket B"
     assert lines[-1].split() == [
         "rejected",
         "rejected",
@@ -138,7 +139,10 @@ def test_a_result_shows_its_outputs_and_metrics(cli: Callable[..., Ran], relay: 
 def test_an_unknown_run_exits_1(cli: Callable[..., Ran], results: str):
     ran = cli("status", "echo-0123456789abcdef0123")
     assert (ran.code, ran.out) == (1, "")
-    assert ran.err == f"relay status: echo-0123456789abcdef0123: expected records under {results}, found none yet\n"
+    assert ran.err == (
+        f"relay status: echo-0123456789abcdef0123: expected records under {results}, found none yet\n"
+        "  the recent runs and their keys: relay runs\n"  # where to look next
+    )
 
 
 def test_a_missing_trigger_object_exits_1(cli: Callable[..., Ran]):

@@ -39,7 +39,8 @@ def test_the_written_policy_is_the_template_for_this_clone(written: tuple[Path, 
     path, policy = written
     assert path.read_text() == render() and policy.source == str(path)
     assert policy.tenant("lab") is not None
-    assert policy.tenants[0].code == (RATCHET_EXAMPLE.as_uri() + "/",)  # the example folder, not file:/// whole
+    # The example as seeded in the stack's storage, and its folder in this clone (not file:/// whole).
+    assert policy.tenants[0].code == ("gs://lab-benchmarks/", RATCHET_EXAMPLE.as_uri() + "/")
     assert "${" not in path.read_text()
 
 

@@ -15,7 +15,8 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from relay import naming, records, runtime
-from relay.errors import BackendUnavailableError
+from relay.errors import BackendUnavailableError, LaunchRejectedError
+from relay.outcome import Outcome, OutcomeKind
 from relay.service import Relay
 from tests.conftest import DATA
 from tests.fakes import FakeBackend, MemoryBlobStore
@@ -168,3 +169,42 @@ def test_a_malformed_message_is_acknowledged_with_one_error_line(
     assert (line["outcome"], line["severity"], line["event_id"]) == ("skipped", "ERROR", "9921345002400")
     assert reason in line["message"], line["message"]
     assert store.uris("gs://results/") == [] and backend.launches == []
+
+
+def test_a_trigger_s_own_problem_is_a_warning_in_the_log_and_the_record(
+    store: MemoryBlobStore, capsys: pytest.CaptureFixture[str]
+):
+    generation = upload(store, {"pipeline": "echo", "parameters": {"message": 7}})
+    post("on_object_finalized", event("storage_finalized", generation=str(generation)))
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["severity"], line["code"]) == ("rejected", "WARNING", "invalid_parameters")
+    [uri] = store.uris("gs://results/relay/rejected/")
+    assert records.decode(store.read(uri).data)["severity"] == "WARNING"
+
+
+def test_a_backend_refusing_what_relay_checked_is_an_error_in_the_log_and_the_record(
+    store: MemoryBlobStore, backend: FakeBackend, capsys: pytest.CaptureFixture[str]
+):
+    generation = upload(store)
+    backend.failures.append(LaunchRejectedError("KFP answered 400: the spec does not fit this cluster"))
+    assert post("on_object_finalized", event("storage_finalized", generation=str(generation))) == 200
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["severity"], line["code"]) == ("rejected", "ERROR", "launch_rejected")
+    [uri] = store.uris("gs://results/relay/rejected/")
+    assert records.decode(store.read(uri).data)["severity"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "severity"),
+    [
+        ("rejected", "invalid_trigger", "WARNING"),
+        ("rejected", "policy_denied", "WARNING"),
+        ("rejected", "unknown_pipeline", "WARNING"),
+        ("rejected", "trigger_not_found", "WARNING"),
+        ("rejected", "launch_rejected", "ERROR"),
+        ("dropped", "stale_event", "ERROR"),
+        ("launched", None, "INFO"),
+    ],
+)
+def test_severity_says_whose_problem_it_is(kind: OutcomeKind, code: str | None, severity: str):
+    assert Outcome(kind, "", "1", "gs://relay-triggers/a.json", code=code).severity == severity

@@ -1,0 +1,81 @@
+"""`make up`'s own parts: the port check, the lines a new shell pastes, the events it shows as they happen."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devstack.up import EventFollower, PortInUseError, check_ports, shell_lines
+from relaycli.output import Paint
+
+
+def test_a_port_in_use_is_one_line_that_says_how_to_move():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortInUseError) as refused:
+            check_ports({"Cloud Storage emulator, STORAGE_PORT": port})
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"127.0.0.1:{port} (Cloud Storage emulator, STORAGE_PORT) is in use")
+    assert message.endswith("make up STORAGE_PORT=4444 PUBSUB_PORT=8086")
+    check_ports({"Cloud Storage emulator, STORAGE_PORT": port})  # free again once its holder is gone
+
+
+def test_the_pasted_lines_work_in_a_new_shell_whatever_the_folder_is_called(tmp_path: Path):
+    repo = tmp_path / 'a "clone" with $pace`s'
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "relay").write_text("#!/bin/sh\necho relay here\n")
+    (bin_dir / "relay").chmod(0o755)
+    lines = shell_lines(repo, bin_dir, {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443", "RELAY_X": "a b'c"})
+    script = "\n".join([*lines, "pwd", "relay", 'echo "$STORAGE_EMULATOR_HOST|$RELAY_X"'])
+    shown = subprocess.run(
+        ["bash", "--norc", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [str(repo), "relay here", "http://127.0.0.1:4443|a b'c"]
+
+
+def test_each_outcome_and_each_run_end_is_shown_once_as_it_happens(tmp_path: Path):
+    log = tmp_path / "function-on_object_finalized.log"
+    states: dict[str, tuple[str, str]] = {}
+    out = io.StringIO()
+    follower = EventFollower([log, tmp_path / "not-yet.log"], states.get, out, Paint(False))
+
+    def append(text: str) -> None:
+        with log.open("a") as file:
+            file.write(text)
+
+    launched = {
+        "outcome": "launched",
+        "run_key": "push-1",
+        "run_id": "local-1",
+        "pipeline": "push",
+        "trigger_uri": "gs://relay-triggers/push.json",
+        "message": "launched push",
+    }
+    append("[gunicorn] booting worker\n" + json.dumps(launched) + "\n")
+    append(json.dumps({"outcome": "rejected", "run_key": "push-2", "pipeline": "push", "message": "gs://x: bad"})[:20])
+    follower.poll()
+    follower.poll()  # nothing new: nothing printed twice
+    assert [line[10:] for line in out.getvalue().splitlines()] == [
+        "launched   push-1  push  gs://relay-triggers/push.json -> run local-1"
+    ]
+    append(
+        json.dumps({"outcome": "rejected", "run_key": "push-2", "pipeline": "push", "message": "gs://x: bad"})[20:]
+        + "\n"
+    )
+    states["push-1"] = ("succeeded", "sent 3 object(s)")
+    follower.poll()
+    follower.poll()
+    assert [line[10:] for line in out.getvalue().splitlines()[1:]] == [
+        "rejected   push-2  push  gs://x: bad",  # the line finished in a later write
+        "succeeded  push-1  push  sent 3 object(s)",
+    ]
