@@ -228,7 +228,9 @@ class Storage:
         names = 0
         params = {"prefix": prefix, "maxResults": "1000", "fields": "items(name),nextPageToken"}
         while True:
-            response = self._session.get(f"{self.url}/storage/v1/b/{quote(bucket, safe='')}/o", params=params)
+            response = self._session.get(
+                f"{self.url}/storage/v1/b/{quote(bucket, safe='')}/o", params=params, timeout=30
+            )
             response.raise_for_status()
             page = response.json()
             names += len(page.get("items") or [])
