@@ -56,11 +56,14 @@ venv: $(STAMP)  ## create or update the virtual environment in .venv
 
 # uv itself comes from PyPI with pip, checked against the hashes in requirements-uv.txt (every platform's wheel),
 # so a machine with only Python and PyPI can start. Once: later runs find it.
+# The venv gets no pip of its own: ensurepip takes half a minute on a busy machine. The system's pip installs into it
+# (`--python`, pip 22.3+); only a Python without a pip that can gets one there.
+PIP_UV := install --disable-pip-version-check --progress-bar on --require-hashes -r requirements-uv.txt
 $(UV): requirements-uv.txt
 	@echo "==> $(LOCK_VENV): installing uv, the installer, from PyPI (hashes checked)"
-	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar on --require-hashes \
-		-r requirements-uv.txt
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(LOCK_VENV)
+	$(PYTHON) -m pip --python $(LOCK_VENV)/bin/python $(PIP_UV) \
+		|| { $(LOCK_VENV)/bin/python -m ensurepip --default-pip && $(LOCK_VENV)/bin/python -m pip $(PIP_UV); }
 	@touch $@
 
 # The steps image's set is resolved first, as it is the largest (the functions' pins are part of it); the
