@@ -9,10 +9,10 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from relay import logs, runtime
-from relay.errors import TransientError
-from relay.events import Delivery, parse_pubsub_event, parse_storage_event
-from relay.outcome import Outcome
+from relay import lifecycle, logs, runtime
+from relay.errors import PermanentError, TransientError
+from relay.events import PUBSUB_PUBLISHED, Delivery, EventInfo, event_info, parse_pubsub_event, parse_storage_event
+from relay.outcome import Outcome, OutcomeKind
 from relay.service import handle_delivery
 
 logs.configure()
@@ -26,8 +26,62 @@ def on_object_finalized(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def on_message_published(cloud_event: CloudEvent) -> None:
-    """google.cloud.pubsub.topic.v1.messagePublished: an inline trigger, a storage notification or a URI."""
+    """google.cloud.pubsub.topic.v1.messagePublished: an inline trigger, a storage notification or a URI; or, with
+    an `action` attribute, a cancel or rerun of a run of the topic's tenant."""
+    event = event_info(cloud_event.get_attributes())
+    data = cloud_event.get_data()
+    message = data.get("message") if isinstance(data, Mapping) else None
+    topic = event.source.split("pubsub.googleapis.com/", 1)[-1]
+    if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping):
+        action = lifecycle.action_request(event, topic, message)
+        if action is not None:
+            _act(event, f"{topic}#{message.get('messageId') or event.id}", action)
+            return
     _handle(cloud_event, parse_pubsub_event)
+
+
+@functions_framework.cloud_event
+def on_schedule(cloud_event: CloudEvent) -> None:
+    """A Cloud Scheduler tick through Pub/Sub: bring the records of launched runs to the backend's state."""
+    event = event_info(cloud_event.get_attributes())
+    try:
+        seen = lifecycle.reconcile(runtime.current(os.environ))
+    except Exception as error:
+        # The next tick does the same work; a retry of this one would only crowd it.
+        logs.log_outcome(
+            Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
+        )
+        return
+    logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(seen), event.id, "schedule"))
+
+
+def _act(event: EventInfo, uri: str, request: lifecycle.ActionRequest | str) -> None:
+    """One action message: done, refused (acknowledged, like a rejected trigger), or raised for a redelivery."""
+    if not isinstance(request, lifecycle.ActionRequest):
+        logs.log_outcome(Outcome("skipped", str(request), event.id, uri, severity_override="ERROR"))
+        return
+    try:
+        answer = lifecycle.handle_action(runtime.current(os.environ), request)
+    except PermanentError as refused:  # not this tenant's run, a run still going, a policy that no longer allows
+        logs.log_outcome(Outcome("rejected", str(refused), event.id, uri, request.run_key))
+        return
+    except Exception as error:
+        severity = None if isinstance(error, TransientError) else "ERROR"
+        logs.log_outcome(
+            Outcome(
+                "retried",
+                f"{type(error).__name__}: {error}",
+                event.id,
+                uri,
+                request.run_key,
+                severity_override=severity,
+            )
+        )
+        raise
+    kind: OutcomeKind = "skipped"
+    if answer.changed:
+        kind = "cancelled" if request.action == "cancel" else "launched"
+    logs.log_outcome(Outcome(kind, answer.message, event.id, uri, answer.run_key, answer.run_id, answer.pipeline))
 
 
 def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], Delivery]) -> None:

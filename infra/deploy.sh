@@ -17,7 +17,8 @@ usage() {
   cat <<'EOF'
 Usage: infra/deploy.sh --project PROJECT [options]
 
-Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and policy, and both functions.
+Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and policy, the three functions
+and the reconcile schedule.
 
 Where:
   --project ID              Google Cloud project (env GOOGLE_CLOUD_PROJECT, then CLOUDSDK_CORE_PROJECT)
@@ -43,6 +44,8 @@ What Relay runs with:
                             published with its policy elsewhere
   --records-retention Nd    keep deleted or replaced records recoverable for N days, 7 to 90 (the results bucket's
                             soft delete; env DEPLOY_RECORDS_RETENTION); left out, the bucket keeps what it has
+  --reconcile-schedule CRON when Cloud Scheduler asks on_schedule to reconcile launched runs with their backend
+                            (env DEPLOY_RECONCILE_SCHEDULE; "*/5 * * * *", UTC); set when the job is created
 Already built elsewhere (Cloud Build passes both):
   --image URI               the steps image; otherwise built from pipelines/Dockerfile with Cloud Build
   --catalog-dir DIR         a catalog compiled with that image, --policy FILE and --policy-uri gs://PROJECT-PREFIX-
@@ -80,6 +83,8 @@ NOTIFY_BUCKET=${DEPLOY_NOTIFY_BUCKET:-}
 NOTIFY_PREFIX=${DEPLOY_NOTIFY_PREFIX:-}
 POLICY=${DEPLOY_POLICY:-}
 RECORDS_RETENTION=${DEPLOY_RECORDS_RETENTION:-}
+# Every five minutes: a run that ended without writing its own result is recorded within that long.
+RECONCILE_SCHEDULE=${DEPLOY_RECONCILE_SCHEDULE:-*/5 * * * *}
 RUNTIME=python311
 MEMORY=512Mi
 CPU=1
@@ -147,7 +152,7 @@ while [[ $# -gt 0 ]]; do
     --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
       --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
       --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
-      --stage-only | --policy | --records-retention) need_value "$@" ;;
+      --stage-only | --policy | --records-retention | --reconcile-schedule) need_value "$@" ;;
     *) die "unknown option $arg (--help lists them)" ;;
   esac
   case $arg in
@@ -177,6 +182,7 @@ while [[ $# -gt 0 ]]; do
     --stage-only) STAGE=$2; STAGE_ONLY=true ;;
     --policy) POLICY=$2 ;;
     --records-retention) RECORDS_RETENTION=$2 ;;
+    --reconcile-schedule) RECONCILE_SCHEDULE=$2 ;;
   esac
   shift 2
 done
@@ -338,12 +344,16 @@ TRIGGERS_TOPIC=$PREFIX-triggers
 NOTIFICATIONS_TOPIC=$PREFIX-notifications
 DEAD_LETTER_TOPIC=$PREFIX-dead-letter
 DEAD_LETTER_SUBSCRIPTION=$PREFIX-dead-letter
+# Cloud Scheduler publishes a tick here every few minutes; on_schedule reconciles the records on each.
+RECONCILE_TOPIC=$PREFIX-reconcile
+RECONCILE_JOB=$PREFIX-reconcile
 REPOSITORY=$PREFIX
 FUNCTIONS_SA=$PREFIX-functions@$PROJECT.iam.gserviceaccount.com
 TRIGGER_SA=$PREFIX-trigger@$PROJECT.iam.gserviceaccount.com
 PIPELINES_SA=$PREFIX-pipelines@$PROJECT.iam.gserviceaccount.com
 OBJECT_FUNCTION=$PREFIX-on-object-finalized
 MESSAGE_FUNCTION=$PREFIX-on-message-published
+SCHEDULE_FUNCTION=$PREFIX-on-schedule
 BUCKETS=("$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET" "$CATALOG_BUCKET")
 for bucket in "${BUCKETS[@]}"; do
   ((${#bucket} <= 63)) || die "bucket name $bucket is longer than 63 characters: choose a shorter --prefix"
@@ -436,7 +446,7 @@ done
 services() {
   local -a apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
     storage.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com secretmanager.googleapis.com
-    iam.googleapis.com)
+    iam.googleapis.com cloudscheduler.googleapis.com)
   if [[ $BACKEND == vertex ]]; then apis+=(aiplatform.googleapis.com); fi
   run gcloud services enable "${apis[@]}" "--project=$PROJECT"
 }
@@ -473,7 +483,7 @@ buckets() {
 
 topics() {
   local topic
-  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC" "$RECONCILE_TOPIC"; do
     ensure gcloud pubsub topics describe "$topic" "--project=$PROJECT" --format=none -- \
       gcloud pubsub topics create "$topic" "--project=$PROJECT"
   done
@@ -672,9 +682,20 @@ functions() {
   deploy_function "$OBJECT_FUNCTION" on_object_finalized \
     "--trigger-bucket=$TRIGGERS_BUCKET" "--trigger-location=$REGION"
   deploy_function "$MESSAGE_FUNCTION" on_message_published "--trigger-topic=$TRIGGERS_TOPIC"
-  # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these two only.
+  deploy_function "$SCHEDULE_FUNCTION" on_schedule "--trigger-topic=$RECONCILE_TOPIC"
+  # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these three only.
   grant run-service "$OBJECT_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
   grant run-service "$MESSAGE_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
+  grant run-service "$SCHEDULE_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
+}
+
+# The tick's content does not matter: on_schedule reconciles whatever it is sent. Cloud Scheduler publishes as
+# its own service agent, which holds that right from the API's activation (roles/cloudscheduler.serviceAgent).
+schedule() {
+  ensure gcloud scheduler jobs describe "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --format=none -- \
+    gcloud scheduler jobs create pubsub "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" \
+    "--schedule=$RECONCILE_SCHEDULE" --time-zone=Etc/UTC "--topic=projects/$PROJECT/topics/$RECONCILE_TOPIC" \
+    --message-body=reconcile "--description=Relay: reconcile launched runs with their backend"
 }
 
 # Eventarc creates each trigger's push subscription itself, and neither `gcloud functions deploy` nor Terraform
@@ -747,7 +768,9 @@ remove_notification() {
 teardown() {
   local name topic id bucket
   remove_notification
-  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION"; do
+  if_exists gcloud scheduler jobs describe "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --format=none -- \
+    gcloud scheduler jobs delete "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --quiet
+  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION" "$SCHEDULE_FUNCTION"; do
     # Deleting a function deletes its Eventarc trigger and that trigger's subscription and topic.
     if_exists gcloud functions describe "$name" "--region=$REGION" "--project=$PROJECT" --format=none -- \
       gcloud functions delete "$name" "--region=$REGION" "--project=$PROJECT" --quiet
@@ -755,7 +778,7 @@ teardown() {
   bindings
   if_exists gcloud pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --format=none -- \
     gcloud pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "--project=$PROJECT" --quiet
-  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC"; do
+  for topic in "$TRIGGERS_TOPIC" "$NOTIFICATIONS_TOPIC" "$DEAD_LETTER_TOPIC" "$RECONCILE_TOPIC"; do
     if_exists gcloud pubsub topics describe "$topic" "--project=$PROJECT" --format=none -- \
       gcloud pubsub topics delete "$topic" "--project=$PROJECT" --quiet
   done
@@ -822,6 +845,7 @@ if $BUILD_IMAGE; then image; fi
 if $PUBLISH_CATALOG; then catalog; fi
 stage_functions "$STAGE/functions"
 functions
+schedule
 dead_letter
 notification
 if ! $DRY_RUN; then

@@ -11,19 +11,22 @@ from typing import NoReturn
 
 from relay.errors import RelayError
 from relay.ports import BlobStore
+from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
 from relaycli.config import Context
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from relaycli.output import Paint, colour_wanted, one_line
 from relaycli.publish import COMMAND as PUBLISH
+from relaycli.rerun import COMMAND as RERUN
 from relaycli.runs import COMMAND as RUNS
 from relaycli.status import COMMAND as STATUS
+from relaycli.sync import COMMAND as SYNC
 from relaycli.trigger import COMMAND as TRIGGER
 from relaycli.upload import COMMAND as UPLOAD
 from relaycli.validate import COMMAND as VALIDATE
 
-COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, VALIDATE, UPLOAD, COMPILE)
+COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, SYNC, CANCEL, RERUN, VALIDATE, UPLOAD, COMPILE)
 
 DESCRIPTION = """\
 Relay turns a trigger file dropped in a bucket, or a message published to a topic, into exactly one

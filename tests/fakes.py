@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from relay.errors import BlobNotFoundError, PreconditionFailedError
-from relay.ports import Blob, BlobInfo, LaunchedRun, LaunchRequest
+from relay.ports import RUN_CANCELLED, RUN_PENDING, Blob, BlobInfo, LaunchedRun, LaunchRequest, RunState
 
 
 class MemoryBlobStore:
@@ -61,6 +61,9 @@ class FakeBackend:
     launches: list[LaunchRequest] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
     lookups: list[str] = field(default_factory=list)
+    states: dict[str, RunState] = field(default_factory=dict)  # run id -> what run_state answers
+    state_lookups: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
@@ -77,6 +80,18 @@ class FakeBackend:
                 if launched.run_key == run_key:
                     return self._run(run_key, number)
             return None
+
+    def run_state(self, run_key: str, run_id: str) -> RunState:
+        """What `states` says of the run (set by the test), else pending."""
+        with self._lock:
+            self.state_lookups.append(run_id)
+            return self.states.get(run_id, RunState(RUN_PENDING))
+
+    def terminate(self, run_key: str, run_id: str) -> None:
+        with self._lock:
+            self.terminated.append(run_id)
+            if not self.states.get(run_id, RunState(RUN_PENDING)).terminal:
+                self.states[run_id] = RunState(RUN_CANCELLED, "terminated")
 
     @staticmethod
     def _run(run_key: str, number: int) -> LaunchedRun:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-OutcomeKind = Literal["launched", "duplicate", "rejected", "skipped", "retried", "dropped"]
+OutcomeKind = Literal["launched", "duplicate", "rejected", "skipped", "retried", "dropped", "cancelled", "reconciled"]
 _SEVERITY: dict[str, str] = {
     "launched": "INFO",
     "duplicate": "INFO",
@@ -23,6 +23,8 @@ _SEVERITY: dict[str, str] = {
     "rejected": "WARNING",
     "dropped": "ERROR",
     "retried": "WARNING",
+    "cancelled": "INFO",  # a run stopped on request (lifecycle.cancel)
+    "reconciled": "INFO",  # one reconcile tick (on_schedule)
 }
 
 

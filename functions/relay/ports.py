@@ -79,14 +79,45 @@ class LaunchedRun:
     url: str
 
 
+# Where a run is, as Relay names it whatever the backend calls it (KFP CANCELED, Vertex PIPELINE_STATE_CANCELLED).
+RUN_PENDING = "pending"
+RUN_RUNNING = "running"
+RUN_SUCCEEDED = "succeeded"
+RUN_FAILED = "failed"
+RUN_CANCELLED = "cancelled"
+RUN_MISSING = "missing"  # the backend has no such run (deleted, or never made)
+RUN_TERMINAL = (RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the backend says of one run. `message` is a short line from the run's own status, never a request's."""
+
+    state: str
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in RUN_TERMINAL
+
+
 class PipelineBackend(Protocol):
-    """Where runs are created. `find_run` lets a takeover learn whether a crashed instance submitted."""
+    """Where runs are created. `find_run` lets a takeover learn whether a crashed instance submitted; `run_state`
+    and `terminate` follow and stop a run once launched (`run_key` and `run_id` as the launch record holds them)."""
 
     name: str
 
     def find_run(self, run_key: str) -> LaunchedRun | None: ...
 
     def launch(self, request: LaunchRequest) -> LaunchedRun: ...
+
+    def run_state(self, run_key: str, run_id: str) -> RunState: ...
+
+    def terminate(self, run_key: str, run_id: str) -> None:
+        """Ask the backend to stop the run; a run that has already ended is left as it is."""
+        ...
 
 
 class Notifier(Protocol):

@@ -14,12 +14,16 @@ from relay.outcome import severity_of_rejection
 
 LAUNCHING = "launching"
 LAUNCHED = "launched"
+RUNNING = "running"  # launch.json, once a reconcile tick saw the backend run it
+CANCELLED = "cancelled"
 REJECTED = "rejected"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 # Where a run is (state) is kept apart from how it ended (status, HTTP-like), as the seeds' result records do.
 STATUS_ACCEPTED = 202
 STATUS_BAD_REQUEST = 400
+STATUS_CANCELLED = 499  # "client closed request", as grpc-gateway maps CANCELLED
+ENDED = (SUCCEEDED, FAILED, CANCELLED)
 
 
 def timestamp(moment: datetime) -> str:
@@ -159,3 +163,36 @@ def result_record(
         "started_at": timestamp(started),
         "finished_at": timestamp(finished),
     }
+
+
+def ended_record(
+    *,
+    launch: Mapping[str, Any],
+    state: str,
+    message: str,
+    started: datetime | None,
+    finished: datetime,
+    recorded_by: str,
+) -> dict[str, Any]:
+    """`result.json` for a run that ended without writing its own: what the backend (or a cancel) said."""
+    status = {SUCCEEDED: 200, FAILED: 500, CANCELLED: STATUS_CANCELLED}[state]
+    return {
+        "state": state,
+        "status": status,
+        "message": message,
+        "run_key": launch.get("run_key"),
+        "pipeline": launch.get("pipeline"),
+        "backend": launch.get("backend"),
+        "run_id": launch.get("run_id"),
+        "outputs": {},
+        "metrics": {},
+        "started_at": timestamp(started) if started else launch.get("launched_at"),
+        "finished_at": timestamp(finished),
+        # Not the run's own result: who wrote it, so a reader knows why outputs are empty.
+        "recorded_by": recorded_by,
+    }
+
+
+def attempt_link(*, first: str, previous: str, number: int) -> dict[str, Any]:
+    """What a rerun's trigger reference adds: the run it repeats, and which attempt it is (the first is 1)."""
+    return {"attempt": number, "attempt_of": first, "previous_attempt": previous}

@@ -1,4 +1,4 @@
-# The two 2nd-gen functions, built from functions/ (main.py, requirements.txt and the relay package at the top of
+# The three 2nd-gen functions, built from functions/ (main.py, requirements.txt and the relay package at the top of
 # the upload, as Cloud Functions requires), their invoker bindings and the dead-letter step.
 
 locals {
@@ -36,7 +36,7 @@ resource "google_storage_bucket_object" "functions_source" {
 }
 
 locals {
-  # The two functions differ only in their entry point and their event: one resource serves both.
+  # The functions differ only in their entry point and their event: one resource serves them all.
   functions = {
     on_object_finalized = {
       name         = local.object_function
@@ -50,6 +50,13 @@ locals {
       description  = "Relay: a message on the trigger topic (a trigger, a storage notification or a URI) becomes one pipeline run."
       event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
       pubsub_topic = google_pubsub_topic.triggers.id
+      buckets      = []
+    }
+    on_schedule = {
+      name         = local.schedule_function
+      description  = "Relay: on each Cloud Scheduler tick, launched runs' records are brought to their backend's state."
+      event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic = google_pubsub_topic.reconcile.id
       buckets      = []
     }
   }
@@ -121,7 +128,7 @@ resource "google_cloudfunctions2_function" "relay" {
   ]
 }
 
-# Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these two only.
+# Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these three only.
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
   for_each = google_cloudfunctions2_function.relay
 

@@ -6,8 +6,9 @@ locals {
   vertex = var.backend == "vertex"
   notify = var.notify_bucket != ""
 
-  object_function  = "${var.prefix}-on-object-finalized"
-  message_function = "${var.prefix}-on-message-published"
+  object_function   = "${var.prefix}-on-object-finalized"
+  message_function  = "${var.prefix}-on-message-published"
+  schedule_function = "${var.prefix}-on-schedule"
 
   labels = merge({ app = "relay" }, var.labels)
 
@@ -21,6 +22,7 @@ locals {
     "artifactregistry.googleapis.com",
     "secretmanager.googleapis.com",
     "iam.googleapis.com",
+    "cloudscheduler.googleapis.com",
   ], local.vertex ? ["aiplatform.googleapis.com"] : [])
 
   # The catalog and the policy beside it are published to a bucket only the deployer writes, under a versioned
@@ -194,6 +196,34 @@ resource "google_pubsub_topic" "notifications" {
   name    = "${var.prefix}-notifications"
   project = var.project_id
   labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Scheduler publishes a tick here every few minutes; on_schedule reconciles the records on each.
+resource "google_pubsub_topic" "reconcile" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; a customer key is an organisation policy, added with kms_key_name.
+  name    = "${var.prefix}-reconcile"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# The tick's content does not matter: on_schedule reconciles whatever it is sent. Cloud Scheduler publishes as its
+# own service agent, which holds that right from the API's activation (roles/cloudscheduler.serviceAgent).
+resource "google_cloud_scheduler_job" "reconcile" {
+  name        = "${var.prefix}-reconcile"
+  project     = var.project_id
+  region      = var.region
+  description = "Relay: reconcile launched runs with their backend"
+  schedule    = var.reconcile_schedule
+  time_zone   = "Etc/UTC"
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.reconcile.id
+    data       = base64encode("reconcile")
+  }
 
   depends_on = [google_project_service.apis]
 }

@@ -38,10 +38,11 @@ output "service_accounts" {
 }
 
 output "functions" {
-  description = "The two functions' names."
+  description = "The three functions' names."
   value = {
     on_object_finalized  = google_cloudfunctions2_function.relay["on_object_finalized"].name
     on_message_published = google_cloudfunctions2_function.relay["on_message_published"].name
+    on_schedule          = google_cloudfunctions2_function.relay["on_schedule"].name
   }
 }
 

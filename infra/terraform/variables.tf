@@ -119,6 +119,12 @@ variable "records_retention_days" {
   }
 }
 
+variable "reconcile_schedule" {
+  description = "When Cloud Scheduler asks on_schedule to reconcile launched runs with their backend (cron, UTC). infra/deploy.sh --reconcile-schedule."
+  type        = string
+  default     = "*/5 * * * *"
+}
+
 variable "functions_source_dir" {
   description = "The functions/ folder to upload (\"\": this repository's). __pycache__ and *.egg-info are left out, as infra/deploy.sh does."
   type        = string

@@ -83,6 +83,8 @@ def _key(words: list[str], project: str) -> str:
         return f"storage buckets {words[-1]}"
     kind = " ".join(words[:verb])
     name = words[verb + 1]
+    if kind == "scheduler jobs" and words[verb] == "create":  # create pubsub NAME: the target type comes first
+        name = words[verb + 2]
     if kind == "iam service-accounts" and "@" not in name:
         name = f"{name}@{project}.iam.gserviceaccount.com"
     if kind == "artifacts docker images":

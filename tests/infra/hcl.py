@@ -9,6 +9,7 @@ branch or attribute nobody asks for (a file hash, an archive) is never computed.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import re
@@ -333,6 +334,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "strcontains": lambda text, part: part in text,
     "startswith": lambda text, part: text.startswith(part),
     "join": lambda separator, items: separator.join(items),
+    "base64encode": lambda text: base64.b64encode(text.encode()).decode(),
     "lower": str.lower,
     "upper": str.upper,
     "sha256": lambda text: hashlib.sha256(text.encode()).hexdigest(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import subprocess
@@ -148,6 +149,8 @@ class System:
     bindings: set[Binding] = field(default_factory=set)
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: set[tuple[str, str, str, str, str]] = field(default_factory=set)
+    # Cloud Scheduler jobs: name -> (region, schedule, time zone, topic, message body)
+    schedules: dict[str, tuple[str, str, str, str, str]] = field(default_factory=dict)
     # Bindings the script removes: a teardown's, or a deploy's superseded ones (Terraform drops what it no longer
     # declares by itself, so it has none).
     revoked: set[Binding] = field(default_factory=set)
@@ -199,6 +202,9 @@ KNOWN_COMMANDS = {
     ("functions", "describe"),
     ("functions", "delete"),
     ("eventarc", "triggers", "describe"),
+    ("scheduler", "jobs", "describe"),
+    ("scheduler", "jobs", "create", "pubsub"),
+    ("scheduler", "jobs", "delete"),
 }
 
 _BINDING_KINDS = {
@@ -288,6 +294,14 @@ def from_script(output: str) -> System:
             (system.bindings if path[-1] == "add-iam-policy-binding" else system.revoked).add(binding)
         elif path == ("functions", "deploy"):
             system.functions[args[0]] = _script_function(flags, project)
+        elif path == ("scheduler", "jobs", "create", "pubsub"):
+            system.schedules[args[0]] = (
+                str(flags["location"]),
+                str(flags["schedule"]),
+                str(flags.get("time-zone", "Etc/UTC")),
+                str(flags["topic"]),
+                str(flags["message-body"]),
+            )
         elif path == ("storage", "buckets", "notifications", "create"):
             system.notifications.add(
                 (
@@ -448,6 +462,15 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
             system.bindings.add(Binding(binding_kind, resource(iam), iam["member"], iam["role"], condition))
     for _, function, body, scope in module.scoped_instances("google_cloudfunctions2_function"):
         system.functions[function["name"]] = _terraform_function(module, function, body, scope)
+    for _, job, body, scope in module.scoped_instances("google_cloud_scheduler_job"):
+        [target] = module.blocks_of(body, "pubsub_target", scope)
+        system.schedules[job["name"]] = (
+            job["region"],
+            job["schedule"],
+            job["time_zone"],
+            target["topic_name"],
+            base64.b64decode(target["data"]).decode(),
+        )
     for _, notification, _ in module.instances("google_storage_notification"):
         system.notifications.add(
             (

@@ -1,4 +1,4 @@
-"""The Vertex AI Pipelines REST surface: pipelineJobs.create with a caller-chosen ID, and get."""
+"""The Vertex AI Pipelines REST surface: pipelineJobs.create with a caller-chosen ID, get and cancel."""
 
 from __future__ import annotations
 
@@ -136,6 +136,8 @@ class VertexServer(LoopbackServer):
             return google_error(400, "INVALID_ARGUMENT", f"Location {location} does not match {self.location}.")
         if request.method == "POST" and job_id is None:
             return self._create(request)
+        if request.method == "POST" and job_id is not None and job_id.endswith(":cancel"):
+            return self._cancel(job_id.removesuffix(":cancel"))
         if request.method == "GET" and job_id is not None:
             with self._state_lock:
                 job = copy.deepcopy(self._jobs.get(job_id))
@@ -170,6 +172,19 @@ class VertexServer(LoopbackServer):
                 return google_error(409, "ALREADY_EXISTS", "Pipeline job with the specified ID already exists")
             self._jobs[job_id] = job
             return Response.json(200, copy.deepcopy(job))
+
+    def _cancel(self, job_id: str) -> Response:
+        """Like Vertex: a job that has ended cannot be cancelled (FAILED_PRECONDITION); a live one goes through
+        CANCELLING to CANCELLED (at once here; a test may hold it in CANCELLING with set_state)."""
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+            state = job["state"] if job else None
+        if job is None:
+            return google_error(404, "NOT_FOUND", f'PipelineJob "{self.job_name(job_id)}" not found.')
+        if state in _TERMINAL:
+            return google_error(400, "FAILED_PRECONDITION", f"Cannot cancel a pipeline job in state {state}.")
+        self.set_state(job_id, "PIPELINE_STATE_CANCELLED", "The pipeline job was cancelled.")
+        return Response.json(200, {})
 
     def _validated_job(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from json import dumps
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load, sent_nothing
+from relay.adapters.states import KFP_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError, UnauthorizedError
-from relay.ports import LaunchedRun, LaunchRequest, TokenSource
+from relay.ports import RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
 
 _API = "/apis/v2beta1"
 
@@ -69,6 +71,28 @@ class KfpBackend:
         found = self._json(self._send("GET", "/runs", what, params=params), what)
         runs = [run for run in found.get("runs") or [] if run.get("display_name") == run_key]
         return LaunchedRun(run_id=str(runs[0]["run_id"]), url=self.run_url(str(runs[0]["run_id"]))) if runs else None
+
+    def run_state(self, run_key: str, run_id: str) -> RunState:
+        what = f"get run {run_key} ({run_id})"
+        response = self._send("GET", f"/runs/{quote(run_id, safe='')}", what)
+        if response.status_code == 404:
+            return RunState(RUN_MISSING, f"the KFP API has no run {run_id}")
+        run = self._json(response, what)
+        state = relay_state(KFP_STATES, run.get("state"))
+        history = run.get("state_history") or []
+        # When it started running, if the history says; else when it was created.
+        started = next((h.get("update_time") for h in history if h.get("state") == "RUNNING"), None)
+        error = run.get("error") or {}
+        return RunState(
+            state=state,
+            message=short_line(error.get("message") if isinstance(error, dict) else ""),
+            started_at=backend_time(started or run.get("created_at")),
+            finished_at=backend_time(run.get("finished_at")),
+        )
+
+    def terminate(self, run_key: str, run_id: str) -> None:
+        what = f"terminate run {run_key} ({run_id})"
+        self._json(self._send("POST", f"/runs/{quote(run_id, safe='')}:terminate", what), what)
 
     def run_url(self, run_id: str) -> str:
         return f"{self._host}/#/runs/details/{run_id}"

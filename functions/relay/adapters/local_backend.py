@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import naming
 from relay.errors import BackendUnavailableError, BlobNotFoundError, PreconditionFailedError
-from relay.ports import BlobStore, LaunchedRun, LaunchRequest
+from relay.ports import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_MISSING,
+    RUN_PENDING,
+    RUN_RUNNING,
+    BlobStore,
+    LaunchedRun,
+    LaunchRequest,
+    RunState,
+)
 
 RUN_FILE = "run.json"  # written once the runner has started
 REQUEST_FILE = "request.json"  # what the runner reads; written once per run folder
 STARTED_FILE = "started"  # the runner's own mark: a run folder executes at most once
+LOCK_FILE = "runner.lock"  # held by the runner for as long as it runs
+PID_FILE = "runner.pid"  # written by the runner that owns the folder
+CANCELLED_FILE = "cancelled"  # written by terminate before it stops the runner
 INSTANCE_RECORD = "local-backend.json"  # under the results location: which results store the run folders belong to
 # Never handed to pipeline code: the local runner's tasks inherit its environment.
 _WITHHELD = ("RELAY_STATIC_TOKEN", "RELAY_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
@@ -79,6 +94,38 @@ class LocalBackend:
     def find_run(self, run_key: str) -> LaunchedRun | None:
         return _run_of(self._root / run_key, self._store_instance())
 
+    def run_state(self, run_key: str, run_id: str) -> RunState:
+        """Running while its runner lives. A runner records the result before it exits, so a folder that has
+        started, whose runner is gone, ended: cancelled if terminate marked it, else the runner died without a
+        result (killed, out of memory)."""
+        run_dir = self._root / run_key
+        if self.find_run(run_key) is None:
+            return RunState(RUN_MISSING, f"no local run {run_id} in {run_dir}")
+        if _runner(run_dir) is not None:
+            return RunState(RUN_RUNNING, started_at=_mtime(run_dir / STARTED_FILE))
+        if not (run_dir / STARTED_FILE).exists():
+            return RunState(RUN_PENDING)  # launched, and its runner has not taken the folder yet
+        started = _mtime(run_dir / STARTED_FILE)
+        if (run_dir / CANCELLED_FILE).exists():
+            return RunState(RUN_CANCELLED, "terminated on request", started, _mtime(run_dir / CANCELLED_FILE))
+        message = f"the local runner stopped without recording a result; see {run_dir / 'runner.log'}"
+        return RunState(RUN_FAILED, message, started, _mtime(run_dir / "runner.log"))
+
+    def terminate(self, run_key: str, run_id: str) -> None:
+        """Mark the folder cancelled (so a later look says why it stopped), then stop the runner's whole process
+        group: the runner was started in a session of its own, and kfp.local's task processes are in it."""
+        run_dir = self._root / run_key
+        pid = _runner(run_dir)
+        if pid is None:
+            return  # not running (ended, or not started yet): nothing to stop
+        (run_dir / CANCELLED_FILE).touch()
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended between the look and the signal
+        except OSError as exc:
+            raise BackendUnavailableError(f"{run_dir}: cannot stop the local runner: {exc}") from exc
+
     def _store_instance(self) -> str:
         """The results store's id for the local backend, created (create-only) by the first launch it sees."""
         uri = naming.join(self._results_uri, INSTANCE_RECORD)
@@ -105,6 +152,39 @@ def _run_of(run_dir: Path, instance: str) -> LaunchedRun | None:
     if run.get("store_instance") != instance:
         return None
     return LaunchedRun(run_id=str(run["run_id"]), url=run_dir.as_uri())
+
+
+def _runner(run_dir: Path) -> int | None:
+    """The pid of the runner executing `run_dir` while it lives, else None.
+
+    The runner writes its pid once it owns the folder (a second runner that finds it taken writes none). Its lock
+    is never probed by taking it: a probe holding it for an instant would make a starting runner think another
+    runs the folder, and exit. On Linux the process must still be that runner (not a zombie, not a reused pid)."""
+    try:
+        pid = int((run_dir / PID_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")  # empty for a zombie
+        except OSError:
+            return None
+        return pid if str(run_dir).encode() in command and b"relay.adapters.local_runner" in command else None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's: not ours to stop, but it runs
+    return pid
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None
 
 
 def _set_aside_if_foreign(run_dir: Path, instance: str) -> None:

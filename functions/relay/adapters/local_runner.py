@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from relay import records, runtime
-from relay.adapters.local_backend import REQUEST_FILE, STARTED_FILE
+from relay.adapters.local_backend import LOCK_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE
 from relay.config import Settings
 from relay.results import record_result
 from relay.service import Relay
 
 
 def run(run_dir: Path, settings: Settings) -> int:
-    with (run_dir / "runner.lock").open("a") as lock:
+    with (run_dir / LOCK_FILE).open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # a runner for this run is already going
+        # Before the started mark, so a started folder always names its runner: how the backend tells it still
+        # runs, and stops it. A later runner that gets here finds the mark and exits; its pid names no live runner.
+        (run_dir / PID_FILE).write_text(str(os.getpid()))
         try:
             (run_dir / STARTED_FILE).touch(exist_ok=False)
         except FileExistsError:

@@ -9,9 +9,10 @@ from urllib.parse import quote
 import requests
 
 from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load
+from relay.adapters.states import VERTEX_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
-from relay.ports import LaunchedRun, LaunchRequest, TokenSource
+from relay.ports import RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
 
 
 class VertexBackend:
@@ -77,6 +78,33 @@ class VertexBackend:
             return None
         self._raise_for(response, f"get pipeline job {run_key}")
         return self._run(run_key)
+
+    def run_state(self, run_key: str, run_id: str) -> RunState:
+        what = f"get pipeline job {run_id}"
+        response = self._request("GET", f"{self._jobs}/{quote(run_id)}", None, what)
+        if response.status_code == 404:
+            return RunState(RUN_MISSING, f"Vertex AI has no pipeline job {run_id}")
+        self._raise_for(response, what)
+        try:
+            job = response.json()
+        except ValueError:
+            job = None
+        if not isinstance(job, dict):
+            raise BackendUnavailableError(f"{self._jobs}: {what}: not a JSON object")
+        error = job.get("error") or {}
+        return RunState(
+            state=relay_state(VERTEX_STATES, job.get("state")),
+            message=short_line(error.get("message") if isinstance(error, dict) else ""),
+            started_at=backend_time(job.get("startTime") or job.get("createTime")),
+            finished_at=backend_time(job.get("endTime")),
+        )
+
+    def terminate(self, run_key: str, run_id: str) -> None:
+        what = f"cancel pipeline job {run_id}"
+        response = self._request("POST", f"{self._jobs}/{quote(run_id)}:cancel", {}, what)
+        if response.status_code == 400 and error_detail(response).startswith("FAILED_PRECONDITION"):
+            return  # it ended before the cancel arrived: nothing is left to stop
+        self._raise_for(response, what)
 
     def _run(self, run_key: str) -> LaunchedRun:
         url = (

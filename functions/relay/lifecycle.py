@@ -1,0 +1,389 @@
+"""After the launch: records brought to the backend's truth (reconcile), a run stopped (cancel), a failed or
+cancelled run started again as a new attempt (rerun)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relay import naming, records
+from relay import policy as rules
+from relay.catalog import check_parameters
+from relay.errors import (
+    BackendBusyError,
+    BlobNotFoundError,
+    ClaimHeldError,
+    InvalidTriggerError,
+    PermanentError,
+    PolicyDeniedError,
+    PreconditionFailedError,
+    Problem,
+    TransientError,
+)
+from relay.events import EventInfo, InlineDelivery
+from relay.ports import RUN_MISSING, RUN_RUNNING, RunState
+from relay.results import publish_record, record_result
+from relay.service import Relay, _claim_and_launch, _Loaded
+from relay.status import RunRecords, read_run
+from relay.triggers import RESERVED_PARAMETERS, Trigger
+
+# A tick asks the backend about at most this many runs (the oldest first); the rest wait for the next tick.
+TICK_LIMIT = 50
+ACTIONS = ("cancel", "rerun")
+ATTEMPT = "-attempt-"
+
+
+class LifecycleError(PermanentError):
+    """The request cannot be done as asked (no such run, a run still going, a policy that no longer allows it)."""
+
+    code = "refused"
+
+
+# --- reconcile -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one reconcile tick learnt of one run, and what it recorded."""
+
+    run_key: str
+    recorded: str  # the state the records held before
+    backend: str  # the backend's state (RunState.state), or "error"
+    action: str  # "result" (wrote result.json), "kept" (the run's own result won), "running", "none"
+    message: str = ""
+
+
+def reconcile(relay: Relay, *, limit: int = TICK_LIMIT) -> list[Seen]:
+    """Ask the backend about launched runs that have no result, oldest first, at most `limit` of them.
+
+    Idempotent: a run that has a result is never looked at again; every write is conditional (result.json
+    create-only, launch.json generation-matched), so a result the run writes meanwhile always wins, and two
+    ticks at once write each record at most once."""
+    seen: list[Seen] = []
+    for launch, generation in _unfinished(relay)[:limit]:
+        try:
+            state = relay.backend.run_state(launch["run_key"], str(launch["run_id"]))
+        except BackendBusyError:
+            break  # refused for load: the other runs wait for the next tick
+        except TransientError as error:
+            seen.append(Seen(launch["run_key"], launch["state"], "error", "none", _one_line(str(error))))
+            continue
+        seen.append(_record(relay, launch, generation, state))
+    return seen
+
+
+def _unfinished(relay: Relay) -> list[tuple[dict[str, Any], int]]:
+    """Launch records of this backend's runs that have no result yet, oldest launch first.
+
+    The listing is of names only; a launch record is read only where no result.json sits beside it, which, once
+    the ticks have caught up, is only the runs still going."""
+    prefix = naming.join(relay.settings.results_uri, "runs") + "/"
+    launched: set[str] = set()
+    ended: set[str] = set()
+    for uri in relay.store.list(prefix):
+        key, _, name = uri[len(prefix) :].partition("/")
+        if name == "launch.json":
+            launched.add(key)
+        elif name == "result.json":
+            ended.add(key)
+    found: list[tuple[dict[str, Any], int]] = []
+    for key in launched - ended:
+        try:
+            blob = relay.store.read(naming.launch_record(relay.settings.results_uri, key))
+        except BlobNotFoundError:
+            continue  # a claim released after a failed submit
+        launch = records.decode(blob.data)
+        if launch.get("state") not in (records.LAUNCHED, records.RUNNING) or not launch.get("run_id"):
+            continue  # still being claimed: the claim's own lease and takeover settle it
+        if launch.get("backend") != relay.backend.name:
+            continue  # launched by another deployment's backend: this one cannot ask about it
+        found.append((launch, blob.generation))
+    return sorted(found, key=lambda item: str(item[0].get("launched_at") or item[0].get("claimed_at") or ""))
+
+
+def _record(relay: Relay, launch: dict[str, Any], generation: int, state: RunState) -> Seen:
+    key, recorded = launch["run_key"], launch["state"]
+    if state.terminal:
+        message = state.message or f"the {relay.backend.name} backend reports the run {state.state}"
+        ended = records.ended_record(
+            launch=launch,
+            state=state.state,
+            message=f"{message} (recorded by reconcile: the run wrote no result of its own)",
+            started=state.started_at,
+            finished=state.finished_at or relay.clock(),
+            recorded_by="reconcile",
+        )
+        written = record_result(relay.store, relay.notifier, relay.settings.results_uri, ended)
+        return Seen(key, recorded, state.state, "result" if written else "kept", ended["message"])
+    if state.state == RUN_RUNNING and recorded == records.LAUNCHED:
+        running = {
+            **launch,
+            "state": records.RUNNING,
+            "message": f"run {launch['run_id']} running on {launch['backend']}",
+            "running_at": records.timestamp(state.started_at or relay.clock()),
+        }
+        try:
+            publish_record(relay.notifier, running)
+            relay.store.write(
+                naming.launch_record(relay.settings.results_uri, key),
+                records.encode(running),
+                if_generation_match=generation,
+            )
+        except PreconditionFailedError:
+            return Seen(key, recorded, state.state, "none", "the launch record changed meanwhile; next tick")
+        return Seen(key, recorded, state.state, "running")
+    note = state.message if state.state == RUN_MISSING else ""
+    return Seen(key, recorded, state.state, "none", note)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+# --- who may act on which run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose runs a request may touch: the operator's (everyone's), or one tenant's (`tenant` "" : the runs of a
+    deployment without tenants)."""
+
+    operator: bool = False
+    tenant: str = ""
+
+    def owns(self, launch: Mapping[str, Any]) -> bool:
+        return self.operator or str(launch.get("tenant") or "") == self.tenant
+
+
+OPERATOR = Scope(operator=True)
+
+
+def scope_for_topic(policy: rules.Policy, topic: str) -> Scope:
+    """A message's scope comes from the topic it was published to, as for triggers: never from what it says."""
+    tenant = rules.tenant_for_topic(policy, topic)
+    if tenant is None and policy.source:
+        raise PolicyDeniedError(topic, [Problem("(origin)", f"a topic of a tenant ({rules.origins(policy)})", topic)])
+    return Scope(tenant=tenant.name if tenant else "")
+
+
+def resolve(relay: Relay, scope: Scope, given: str) -> RunRecords:
+    """The run `given` names within `scope`: a key as the scope's triggers would have it (`<tenant>--<key>`), or
+    a full key of one of the scope's runs. Another tenant's run is "not found", as if it did not exist."""
+    results = relay.settings.results_uri
+    candidates = [given]
+    if not scope.operator and scope.tenant:
+        scoped = rules.scoped_run_key(relay.policy.tenant(scope.tenant) or rules.Tenant(scope.tenant), given)
+        candidates = [given, scoped] if given != scoped else [given]
+    for key in candidates:
+        if not naming.RUN_KEY.match(key):
+            continue
+        run = read_run(relay.store, results, key)
+        if run is not None and scope.owns(run.launch or run.rejection or {}):
+            return run
+    where = "" if scope.operator else f" of tenant {scope.tenant or '(none)'}"
+    raise LifecycleError(f"no run {given}{where} under {results}")
+
+
+# --- cancel ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a cancel or rerun did: `changed` False when it left everything as it was."""
+
+    run_key: str
+    changed: bool
+    state: str
+    message: str
+    run_id: str | None = None
+    pipeline: str | None = None
+
+
+def cancel(relay: Relay, run_key: str, *, scope: Scope = OPERATOR, by: str = "relay cancel") -> Answer:
+    """Terminate the run on its backend and record `cancelled`; a run that has ended is said so and left alone."""
+    run = resolve(relay, scope, run_key)
+    key, launch = run.run_key, run.launch
+    if launch is None or run.rejection is not None:
+        return Answer(key, False, run.state, f"{key} was rejected: there is no run to cancel")
+    if run.result is not None:
+        return Answer(key, False, run.state, f"{key} already {run.state}; nothing changed", launch.get("run_id"))
+    if launch.get("state") == records.LAUNCHING or not launch.get("run_id"):
+        raise ClaimHeldError(f"{key} is still being launched; cancel it once it is launched")
+    if launch.get("backend") != relay.backend.name:
+        raise LifecycleError(f"{key} runs on the {launch.get('backend')} backend; this is {relay.backend.name}")
+    run_id = str(launch["run_id"])
+    state = relay.backend.run_state(key, run_id)
+    if state.terminal:
+        message = f"{key} already {state.state} on {relay.backend.name}; nothing cancelled (the next sync records it)"
+        return Answer(key, False, state.state, message, run_id)
+    if state.state == RUN_MISSING:
+        raise LifecycleError(f"{key}: {state.message}")
+    relay.backend.terminate(key, run_id)
+    ended = records.ended_record(
+        launch=launch,
+        state=records.CANCELLED,
+        message=f"cancelled by {by}",
+        started=state.started_at,
+        finished=relay.clock(),
+        recorded_by=by,
+    )
+    if not record_result(relay.store, relay.notifier, relay.settings.results_uri, ended):
+        # The run wrote its own result while we stopped it: that record stands.
+        own = read_run(relay.store, relay.settings.results_uri, key)
+        ended_as = own.state if own else "ended"
+        return Answer(key, False, ended_as, f"{key} {ended_as} on its own before the cancel was recorded", run_id)
+    return Answer(key, True, records.CANCELLED, f"{key} cancelled (run {run_id} terminated)", run_id, run.pipeline)
+
+
+# --- rerun -----------------------------------------------------------------------------------------------------
+
+
+def attempt_key(first: str, number: int) -> str:
+    """`<first>-attempt-<n>`, within the 128 characters of a run key: a long first key is cut and a digest of it
+    added, so two long keys that share a beginning never share an attempt's key."""
+    suffix = f"{ATTEMPT}{number}"
+    if len(first) + len(suffix) <= 128:
+        return first + suffix
+    digest = hashlib.sha256(first.encode()).hexdigest()[:12]
+    return f"{first[: 128 - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
+
+
+def rerun(
+    relay: Relay,
+    run_key: str,
+    *,
+    scope: Scope = OPERATOR,
+    force: bool = False,
+    request_id: str = "",
+    by: str = "relay rerun",
+) -> Answer:
+    """Start the next attempt of the run's chain with the same trigger and parameters, if its latest attempt
+    ended failed or cancelled (or `force`). Exactly once per attempt: the attempt's launch record is claimed
+    create-only, as a trigger's is; the catalog and the policy are checked again first."""
+    run = resolve(relay, scope, run_key)
+    if run.launch is None or run.rejection is not None:
+        raise LifecycleError(f"{run.run_key} was rejected: fix the trigger and send it again")
+    trigger = dict(run.launch.get("trigger") or {})
+    first = str(trigger.get("attempt_of") or run.run_key)
+    latest, number = _latest_attempt(relay, first)
+    request_id = request_id or uuid.uuid4().hex
+    if latest.launch and (latest.launch.get("trigger") or {}).get("request_id") == request_id:
+        # This very request started it (a redelivered message): done already.
+        return Answer(latest.run_key, False, latest.state, f"{latest.run_key} was started by this request already")
+    if latest.state not in (records.FAILED, records.CANCELLED) and not force:
+        going = latest.state not in records.ENDED
+        raise LifecycleError(
+            f"{latest.run_key} is {latest.state}"
+            + ("; wait for it to end, or cancel it first" if going else "; pass force to run it again")
+        )
+    launch = latest.launch or {}
+    new_key = attempt_key(first, number + 1)
+    definition = relay.catalog.get(str(launch["pipeline"]), trigger_uri=new_key)
+    parameters = {k: v for k, v in dict(launch.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
+    tenant_name = str(launch.get("tenant") or "")
+    tenant = relay.policy.tenant(tenant_name) if tenant_name else None
+    problems = check_parameters(definition, parameters)
+    if tenant_name and tenant is None:
+        problems.append(Problem("tenant", "a tenant of the policy", repr(tenant_name)))
+    problems += rules.check_request(relay.policy, tenant, definition.name, parameters, relay.policy_context)
+    if problems:
+        raise InvalidTriggerError(f"rerun of {latest.run_key}", problems, code="policy_denied")
+    now = relay.clock()
+    reference = {
+        **{k: v for k, v in trigger.items() if k not in ("attempt", "attempt_of", "previous_attempt")},
+        **records.attempt_link(first=first, previous=latest.run_key, number=number + 1),
+        "via": "rerun",
+        "requested_by": by,
+        "request_id": request_id,
+        "event_id": request_id,
+        "event_time": records.timestamp(now),
+    }
+    delivery = InlineDelivery(
+        event=EventInfo(id=request_id, type="relay.rerun", source=by, time=now),
+        topic=by,
+        message_id=request_id,
+        data=b"",
+        format="json",
+    )
+    loaded = _Loaded(b"", "json", new_key, reference)
+    labels = {str(k): str(v) for k, v in dict(launch.get("labels") or {}).items()}
+    attempt = Trigger(pipeline=definition.name, parameters=parameters, labels=labels)
+    try:
+        # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
+        outcome = _claim_and_launch(relay, delivery, loaded, new_key, attempt, definition, tenant)
+    except ClaimHeldError:
+        return Answer(new_key, False, records.LAUNCHING, f"{new_key} is being started by another request")
+    if outcome.outcome == "duplicate":
+        return Answer(new_key, False, records.LAUNCHED, f"{new_key} was started by another request already")
+    if outcome.outcome != "launched":
+        raise LifecycleError(f"{new_key}: {outcome.message}")
+    message = f"started {new_key} (attempt {number + 1} of {first}) as run {outcome.run_id}"
+    return Answer(new_key, True, records.LAUNCHED, message, outcome.run_id, definition.name)
+
+
+def _latest_attempt(relay: Relay, first: str) -> tuple[RunRecords, int]:
+    """The chain's last attempt that has records, and its number (the first run is attempt 1)."""
+    results = relay.settings.results_uri
+    latest = read_run(relay.store, results, first)
+    if latest is None:
+        raise LifecycleError(f"no run {first} under {results}")
+    number = 1
+    while (following := read_run(relay.store, results, attempt_key(first, number + 1))) is not None:
+        latest, number = following, number + 1
+    return latest, number
+
+
+# --- actions on the trigger topic ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """A message on the trigger topic that asks for an action on a run instead of carrying a trigger."""
+
+    event: EventInfo
+    topic: str
+    message_id: str
+    action: str
+    run_key: str
+    force: bool = False
+
+    @property
+    def uri(self) -> str:
+        return f"{self.topic}#{self.message_id}"
+
+
+def action_request(event: EventInfo, topic: str, message: Mapping[str, Any]) -> ActionRequest | str | None:
+    """The action a message asks for (attributes `action` and `run_key`, `force=true` for a rerun), why it is
+    malformed, or None for a message without an `action` attribute (a trigger)."""
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping) or "action" not in attributes:
+        return None
+    action, key = attributes.get("action"), attributes.get("run_key")
+    if action not in ACTIONS:
+        return f"expected attribute action: one of {', '.join(ACTIONS)}, found {action!r}"
+    if not isinstance(key, str) or not key:
+        return "expected attribute run_key: the run to act on, found none"
+    message_id = message.get("messageId") or message.get("message_id") or event.id
+    force = str(attributes.get("force", "")).lower() == "true"
+    return ActionRequest(event, topic, str(message_id), str(action), key, force)
+
+
+def handle_action(relay: Relay, request: ActionRequest) -> Answer:
+    """Cancel or rerun as the topic's tenant; LifecycleError and PolicyDeniedError are refusals to acknowledge."""
+    scope = scope_for_topic(relay.policy, request.topic)
+    by = f"message {request.message_id} on {request.topic}"
+    if request.action == "cancel":
+        return cancel(relay, request.run_key, scope=scope, by=by)
+    return rerun(relay, request.run_key, scope=scope, force=request.force, request_id=request.message_id, by=by)
+
+
+def tick_summary(seen: list[Seen]) -> str:
+    """One line for the log: how many runs were looked at and what was recorded."""
+    counts: dict[str, int] = {}
+    for item in seen:
+        counts[item.action] = counts.get(item.action, 0) + 1
+    done = ", ".join(f"{count} {action}" for action, count in sorted(counts.items())) or "nothing to do"
+    return f"reconcile: {len(seen)} run(s) checked: {done}"

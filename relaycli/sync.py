@@ -1,0 +1,95 @@
+"""`relay sync`: one reconcile tick from here, as the scheduled function runs it; and the Relay the lifecycle
+commands (sync, cancel, rerun) work with."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from relay import lifecycle, runtime
+from relay.catalog import Catalog
+from relay.config import Settings
+from relay.errors import ConfigError
+from relay.ports import PipelineBackend
+from relay.service import Relay
+from relaycli.command import Command, add_json, add_results
+from relaycli.config import Context
+from relaycli.errors import EXIT_OK, UsageError
+from relaycli.output import table, to_json, truncate
+
+
+def relay_for(context: Context, results: str | None) -> Relay:
+    """Relay as the functions build it from RELAY_* (backend, catalog, policy), on the command's store."""
+    config = context.config(results=results)
+    results_uri = config.require_results()
+    try:
+        settings = Settings.from_env({**context.env, "RELAY_RESULTS_URI": results_uri})
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    store = context.blob_store(config, results_uri, settings.catalog_uri)
+    backend: PipelineBackend
+    if settings.backend == "local":
+        from relay.adapters.local_backend import LocalBackend
+
+        backend = LocalBackend(settings.local_root, settings.results_uri, store)
+    else:
+        backend = runtime.backend(settings)
+    return Relay(
+        settings=settings,
+        store=store,
+        catalog=Catalog(store, settings.catalog_uri),
+        backend=backend,
+        notifier=runtime.notifier_for(settings.notify_topic),
+        policy=runtime.load_policy(settings, store),
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdecimal() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs, 1 or more, found {text!r}")
+    return value
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit",
+        type=_positive,
+        default=lifecycle.TICK_LIMIT,
+        metavar="N",
+        help=f"ask the backend about at most N runs, the oldest first (default {lifecycle.TICK_LIMIT})",
+    )
+    add_results(parser)
+    add_json(parser)
+
+
+def _run(args: argparse.Namespace, context: Context) -> int:
+    relay = relay_for(context, args.results)
+    seen = lifecycle.reconcile(relay, limit=args.limit)
+    if args.json:
+        print(to_json([asdict(item) for item in seen]))
+    elif not seen:
+        print(f"no launched run without a result on the {relay.backend.name} backend")
+    else:
+        rows = [[s.run_key, s.recorded, s.backend, s.action, truncate(s.message, 60)] for s in seen]
+        print(table(["RUN KEY", "RECORDED", "BACKEND", "DONE", "MESSAGE"], rows))
+        print(lifecycle.tick_summary(seen))
+    return EXIT_OK
+
+
+COMMAND = Command(
+    name="sync",
+    summary="bring launched runs' records to their backend's state",
+    description=(
+        "Ask the backend (RELAY_BACKEND) about the runs that are launched and have no result, the oldest first, "
+        "and record what it says: 'running' in launch.json, and for a run that ended without writing its own "
+        "result a result.json (succeeded, failed or cancelled, the backend's error line, times). A result the run "
+        "writes meanwhile always wins. The deployed functions do the same on a schedule."
+    ),
+    examples="""\
+examples:
+  relay sync
+  relay sync --limit 10 --json""",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,110 @@
+"""`relay sync`, `relay cancel` and `relay rerun` against the loopback KFP API, configured as the functions are."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from relay import naming, records
+from relay.adapters.routing import RoutingBlobStore
+from relay.service import Relay
+from relaycli.config import Context
+from relaycli.main import main
+from relaycli.sync import relay_for
+from tests.cli.support import ECHO, Ran, drop, run
+from tests.conftest import CATALOG
+from tests.servers.kfp import KfpApiServer
+
+
+@pytest.fixture
+def kfp() -> Iterator[KfpApiServer]:
+    with KfpApiServer() as server:
+        yield server
+    assert server.errors == []
+
+
+@pytest.fixture
+def env(results: str, kfp: KfpApiServer) -> dict[str, str]:
+    return {
+        "RELAY_RESULTS_URI": results,
+        "RELAY_CATALOG_URI": str(CATALOG),
+        "RELAY_BACKEND": "kfp",
+        "RELAY_KFP_HOST": kfp.url,
+        "RELAY_AUTH": "static",
+        "RELAY_STATIC_TOKEN": "test-token",
+    }
+
+
+@pytest.fixture
+def launcher(env: dict[str, str], blobs: RoutingBlobStore) -> Relay:
+    """The functions' Relay on the same records and KFP API as the commands."""
+    return relay_for(Context(env=env, store=blobs), None)
+
+
+@pytest.fixture
+def relay_cli(capsys: pytest.CaptureFixture[str], env: dict[str, str], blobs: RoutingBlobStore) -> Callable[..., Ran]:
+    def command(*argv: str) -> Ran:
+        return run(capsys, list(argv), env=env, store=blobs)
+
+    return command
+
+
+def launched(launcher: Relay, name: str = "nightly.json") -> tuple[str, str]:
+    outcome = drop(launcher, {**ECHO, "run_key": "nightly"}, name)
+    assert outcome.outcome == "launched" and outcome.run_key and outcome.run_id
+    return outcome.run_key, outcome.run_id
+
+
+def result(launcher: Relay, key: str) -> dict[str, Any]:
+    return records.decode(launcher.store.read(naming.result_record(launcher.settings.results_uri, key)).data)
+
+
+def test_sync_records_a_run_that_failed_on_kfp(launcher: Relay, kfp: KfpApiServer, relay_cli):
+    key, run_id = launched(launcher)
+    kfp.set_run_state(run_id, "RUNNING")
+    ran = relay_cli("sync")
+    assert ran.code == 0 and "1 running" in ran.out
+    kfp.set_run_state(run_id, "FAILED", "task describe failed: exit status 1")
+    ran = relay_cli("sync", "--json")
+    [seen] = ran.json()
+    assert seen["run_key"] == key and seen["recorded"] == "running" and seen["action"] == "result"
+    assert result(launcher, key)["message"].startswith("task describe failed: exit status 1")
+    assert relay_cli("sync").out.startswith("no launched run without a result")
+
+
+def test_cancel_then_rerun_through_the_cli(launcher: Relay, kfp: KfpApiServer, relay_cli):
+    key, run_id = launched(launcher)
+    ran = relay_cli("cancel", key)
+    assert ran.code == 0 and ran.out.strip() == f"{key} cancelled (run {run_id} terminated)"
+    assert kfp.runs[0]["state"] == "CANCELED" and result(launcher, key)["state"] == "cancelled"
+    again = relay_cli("cancel", key)
+    assert again.code == 0 and "already cancelled; nothing changed" in again.out
+    ran = relay_cli("rerun", key, "--json")
+    assert ran.code == 0 and ran.json()["run_key"] == f"{key}-attempt-2"
+    assert [r["display_name"] for r in kfp.runs] == [key, f"{key}-attempt-2"]
+    refused = relay_cli("rerun", key)
+    assert refused.code == 1 and f"{key}-attempt-2 is launched" in refused.err
+    missing = relay_cli("cancel", "no-such-run")
+    assert missing.code == 1 and "no run no-such-run" in missing.err
+
+
+def test_two_reruns_at_once_make_one_attempt(launcher: Relay, kfp: KfpApiServer, env, blobs: RoutingBlobStore):
+    key, _ = launched(launcher)
+    assert main(["cancel", key], env=env, store=blobs) == 0
+    start = threading.Barrier(4)
+    codes: list[int] = []
+
+    def rerun() -> None:
+        start.wait()
+        codes.append(main(["rerun", key], env=env, store=blobs))
+
+    threads = [threading.Thread(target=rerun) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r["display_name"] for r in kfp.runs] == [key, f"{key}-attempt-2"]
+    assert codes.count(0) >= 1  # the one that started it (and any that found it started); the rest were refused
