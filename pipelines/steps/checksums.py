@@ -5,11 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import google_crc32c
+
+# A resumed upload goes back to what the server kept, which trails what was sent by about what is in flight.
+SNAPSHOT_EVERY = 4 * 1024 * 1024
+STATES_KEPT = 64  # 256 MiB back; further back, the hashes start again from byte 0 (read again, not sent again)
+SEEK_PIECE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,15 +57,25 @@ def s3_md5(answer: Mapping[str, Any]) -> str | None:
 
 
 class HashingReader:
-    """Wraps a readable stream: counts bytes and computes CRC32C and MD5 of everything read through it."""
+    """Wraps a readable stream: counts bytes and computes CRC32C and MD5 of everything read through it.
 
-    def __init__(self, stream: BinaryIO) -> None:
+    It can go back (`seek`) when its stream can, as a resumed upload needs: the hashes are restored from a state
+    kept every `every` bytes (the last `kept` of them, else from byte 0) and brought forward by reading again, so
+    they always cover the bytes from 0 to where it is, once each and in order.
+    """
+
+    def __init__(self, stream: BinaryIO, *, every: int = SNAPSHOT_EVERY, kept: int = STATES_KEPT) -> None:
         self._stream = stream
+        self._every = every
         self._crc = google_crc32c.Checksum()
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.bytes = 0
+        # Hash states at earlier offsets; only the latest few, so memory stays bounded whatever the size.
+        self._states: deque[tuple[int, Any, Any]] = deque(maxlen=kept)
 
     def read(self, size: int = -1) -> bytes:
+        if self.bytes >= (self._states[-1][0] if self._states else 0) + self._every:
+            self._states.append((self.bytes, self._crc.copy(), self._md5.copy()))
         chunk = self._stream.read(size)
         if chunk:
             self._crc.update(chunk)
@@ -71,14 +87,25 @@ class HashingReader:
         return True
 
     def tell(self) -> int:
-        # Resumable uploads ask where the stream is; it only ever moves forward, by what was read.
         return self.bytes
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Only to where it already is: hashing needs every byte once, in order (an upload retry cannot rewind)."""
+        """Go to `offset`: back from the nearest kept state (or the start), forward by reading and hashing."""
         target = offset if whence == io.SEEK_SET else self.bytes + offset if whence == io.SEEK_CUR else -1
-        if target != self.bytes:
+        if target < 0:
             raise io.UnsupportedOperation(f"a streamed source cannot seek to {offset} (whence {whence})")
+        if target < self.bytes:
+            while self._states and self._states[-1][0] > target:
+                self._states.pop()
+            fresh = (0, google_crc32c.Checksum(), hashlib.md5(usedforsecurity=False))
+            at, crc, md5 = self._states[-1] if self._states else fresh
+            if not self._stream.seekable():
+                raise io.UnsupportedOperation(f"a streamed source cannot go back to {target}")
+            self._stream.seek(at)
+            self._crc, self._md5, self.bytes = crc.copy(), md5.copy(), at
+        while self.bytes < target:
+            if not self.read(min(target - self.bytes, SEEK_PIECE)):
+                raise io.UnsupportedOperation(f"the source ended at {self.bytes} bytes, before {target}")
         return self.bytes
 
     @property

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import mimetypes
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,7 @@ from pipelines.steps.checksums import Checksums, s3_md5
 from pipelines.steps.contract import StepError
 
 CHUNK = 8 * 1024 * 1024  # read and write in 8 MiB pieces: memory stays bounded whatever the object size
+READ_BUFFER = 1024 * 1024  # what a resuming reader holds between the store's stream and its reader
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class SourceObject:
     checksums: Checksums
     content_type: str = "application/octet-stream"
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The generation (gs) or ETag (s3) listed: every read, a resumed one too, must find these very bytes.
+    version: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -34,8 +40,8 @@ class ObjectStore(Protocol):
         """Objects at `uri`; a URI ending in `/` means every object under it."""
         ...
 
-    def open(self, item: SourceObject) -> BinaryIO:
-        """A stream of the object's bytes; the caller closes it."""
+    def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
+        """A stream of the object's bytes from `offset` on; the caller closes it."""
         ...
 
 
@@ -69,12 +75,31 @@ class GcsObjects:
                 checksums=Checksums(crc32c=blob.crc32c, md5=blob.md5_hash),
                 content_type=blob.content_type or "application/octet-stream",
                 metadata=dict(blob.metadata or {}),
+                version=str(blob.generation) if blob.generation else None,
             )
 
-    def open(self, item: SourceObject) -> BinaryIO:
+    def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
+        """One streamed GET of the listed generation from `offset` on, not a request per chunk (blob.open)."""
+        if offset >= item.size:
+            return io.BytesIO(b"")
         bucket, _, name = item.uri.removeprefix("gs://").partition("/")
-        blob = self._storage().bucket(bucket).blob(name)
-        return blob.open("rb", chunk_size=CHUNK)  # type: ignore[no-any-return]
+        client = self._storage()
+        blob = client.bucket(bucket).blob(name)
+        params = {"alt": "media", **({"generation": item.version} if item.version else {})}
+        # The stored bytes, as their checksums state them: a gzip-encoded object is not decompressed on the way.
+        headers = {"Range": f"bytes={offset}-", "Accept-Encoding": "gzip"}
+        # The client's own authorized session (`_http`): the token it refreshes, the endpoint it was made for.
+        url = f"{client.api_endpoint}/download/storage/v1{blob.path}"
+        answer = client._http.get(url, params=params, headers=headers, stream=True, timeout=(30, 120))
+        if answer.status_code not in (200, 206):
+            answer.close()
+            gone = answer.status_code == 404
+            said = "no longer there as listed" if gone else f"read failed (HTTP {answer.status_code})"
+            raise StepError(404 if gone else 502, f"{item.uri}: {said}")
+        if answer.status_code == 200 and offset:
+            answer.close()
+            raise StepError(502, f"{item.uri}: asked for bytes from {offset}, the store sent the whole object")
+        return io.BufferedReader(_Body(answer), buffer_size=READ_BUFFER)
 
 
 class S3Objects:
@@ -95,9 +120,10 @@ class S3Objects:
         bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
         if uri.endswith("/") or not prefix:
             pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+            # A page at a time, never the whole listing: a prefix may hold millions of keys.
+            keys: Iterator[str] = (entry["Key"] for page in pages for entry in page.get("Contents", []))
         else:
-            keys = [prefix]
+            keys = iter([prefix])
         for key in keys:
             if key.endswith("/"):
                 continue
@@ -109,11 +135,19 @@ class S3Objects:
                 checksums=Checksums(md5=s3_md5(head)),
                 content_type=head.get("ContentType") or "application/octet-stream",
                 metadata=dict(head.get("Metadata") or {}),
+                version=head.get("ETag") or None,
             )
 
-    def open(self, item: SourceObject) -> BinaryIO:
+    def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
+        if offset >= item.size:
+            return io.BytesIO(b"")
         parsed = urlsplit(item.uri)
-        return self._s3().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]  # type: ignore[no-any-return]
+        where = {"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")}
+        if offset:
+            where["Range"] = f"bytes={offset}-"
+        if item.version:
+            where["IfMatch"] = item.version  # the object as listed, or a 412: never two objects' bytes mixed
+        return self._s3().get_object(**where)["Body"]  # type: ignore[no-any-return]
 
 
 class FileObjects:
@@ -131,9 +165,98 @@ class FileObjects:
                 content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
             )
 
-    def open(self, item: SourceObject) -> BinaryIO:
+    def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
         # as_uri() percent-encodes the name (spaces, non-ASCII, %): decode it back to the path.
-        return Path(url2pathname(urlsplit(item.uri).path)).open("rb")
+        stream = Path(url2pathname(urlsplit(item.uri).path)).open("rb")  # noqa: SIM115 - the caller closes it
+        stream.seek(offset)
+        return stream
+
+
+def resuming(store: ObjectStore, item: SourceObject, *, attempts: int = 5) -> BinaryIO:
+    """The object's bytes, read again from where they broke off when a read fails; seekable (by re-opening).
+
+    A connection cut mid-object costs what was in flight, not the object: the store is asked for the rest only.
+    """
+    return io.BufferedReader(_Resuming(store, item, attempts), buffer_size=READ_BUFFER)
+
+
+class _Resuming(io.RawIOBase):
+    def __init__(self, store: ObjectStore, item: SourceObject, attempts: int) -> None:
+        self._store, self._item, self._attempts = store, item, attempts
+        self._stream: BinaryIO | None = None
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset + (self._position if whence == io.SEEK_CUR else 0)
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < 0:
+            raise io.UnsupportedOperation(f"{self._item.uri}: cannot seek to {offset} (whence {whence})")
+        if target != self._position:
+            self._drop()  # opened again at the new position on the next read
+            self._position = target
+        return target
+
+    def readinto(self, buffer: Any) -> int:
+        failures = 0
+        while True:
+            try:
+                if self._stream is None:
+                    self._stream = self._store.open(self._item, self._position)
+                data = self._stream.read(len(buffer))
+            except StepError:
+                raise  # the store's own answer (gone, refused): reading again would find the same
+            except Exception:
+                # A cut connection or a stalled read: whatever the client library calls it, ask again from here.
+                failures += 1
+                self._drop()
+                if failures >= self._attempts:
+                    raise
+                time.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            if not data and self._position < self._item.size and failures + 1 < self._attempts:
+                failures += 1  # ended early without an error: once more from here, then believe it
+                self._drop()
+                continue
+            buffer[: len(data)] = data
+            self._position += len(data)
+            return len(data)
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+    def _drop(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+
+
+class _Body(io.RawIOBase):
+    """A streamed HTTP answer's bytes as they arrived, closed with the answer."""
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data: bytes = self._answer.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._answer.close()
+        super().close()
 
 
 def real_file_uri(uri: str) -> str:

@@ -13,17 +13,34 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from pipelines.steps import pointer
 from pipelines.steps.checksums import HashingReader, of_bytes
 from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main
 from pipelines.steps.destinations import Destination, Factory, Presence, Receipt, default_factories, destination_for
-from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, real_file_uri, store_for
+from pipelines.steps.objects import (
+    CHUNK,
+    ObjectStore,
+    SourceObject,
+    default_stores,
+    real_file_uri,
+    resuming,
+    store_for,
+)
 from relay.policy import PUSH
 
 Opener = Callable[[], BinaryIO]
 MAX_SELECT_BYTES = 256 * 1024 * 1024  # a JSON document is parsed whole; anything larger is no document to select from
+
+
+@runtime_checkable
+class ServerSideCopy(Protocol):
+    """A destination that can copy an object from its own service without the bytes passing through the step."""
+
+    def rewrite(self, item: SourceObject, *, overwrite: bool) -> Receipt | None:
+        """The receipt of the copy; None when the item is not in that service (it is then streamed)."""
+        ...
 
 
 def push(
@@ -101,18 +118,29 @@ def push(
         "mb_per_s": round(sent / 1e6 / seconds, 3),
     }
     outputs = {"receipts": [r.to_json() for r in receipts]}
-    if failures:
-        status = max(f.status for f in failures)
-        listed = "; ".join(str(f) for f in failures[:5]) + (
-            f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
-        )
-        message = f"pushed {len(delivered)} object(s), {len(failures)} failed: {listed}"
-        return StepResult(message=message, status=status, outputs=outputs, metrics=metrics)
-    if not delivered:
+    if not failures and not delivered:
         return StepResult(message=f"nothing to push: no objects at {', '.join(sources)}", status=404, metrics=metrics)
-    skipped = metrics["skipped"]
-    message = f"pushed {len(delivered)} object(s), {sent} bytes" + (f" ({skipped} already there)" if skipped else "")
-    return StepResult(message=message, status=200, outputs=outputs, metrics=metrics)
+    message = _summary(metrics, failures)
+    status = max((f.status for f in failures), default=200)
+    return StepResult(message=message, status=status, outputs=outputs, metrics=metrics)
+
+
+def _summary(metrics: Mapping[str, float], failures: list[StepError]) -> str:
+    """What was sent, what was already there, and what was refused (4xx) or failed on the way (5xx), and why."""
+    sent, skipped = int(metrics["files"] - metrics["skipped"]), int(metrics["skipped"])
+    parts = [f"sent {sent} object(s) ({int(metrics['bytes'])} bytes)"]
+    if skipped:
+        parts.append(f"skipped {skipped} already there")
+    refused = sum(f.status < 500 for f in failures)
+    if refused:
+        parts.append(f"{refused} refused")
+    if len(failures) - refused:
+        parts.append(f"{len(failures) - refused} failed")
+    message = ", ".join(parts)
+    if failures:
+        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        message += ": " + "; ".join(str(f) for f in failures[:5]) + more
+    return message
 
 
 class _Budget:
@@ -149,7 +177,8 @@ def _as_step_error(uri: str, error: Exception) -> StepError:
 
 
 def _opener(store: ObjectStore, item: SourceObject) -> Opener:
-    return lambda: store.open(item)
+    # Read again from where a cut connection left off, and seekable: a resumed upload goes back to what it kept.
+    return lambda: resuming(store, item)
 
 
 def _push_one(
@@ -170,6 +199,11 @@ def _push_one(
         return Receipt(item.uri, "", 0, item.checksums.describe(), skipped=True)
     if presence is Presence.DIFFERENT and not overwrite:
         raise StepError(409, f"{item.uri}: a different {item.name} is at the destination; set overwrite to replace it")
+    if not select and isinstance(destination, ServerSideCopy):
+        # Both ends in one service and the bytes unchanged: it copies them itself, checksums carried and checked.
+        copied = destination.rewrite(item, overwrite=overwrite)
+        if copied is not None:
+            return copied
     with _hashed(open_source) as reader:
         receipt = destination.send(item, reader, overwrite=overwrite)
     if reader.bytes != item.size or reader.checksums.matches(item.checksums) is False:

@@ -173,3 +173,25 @@ def test_overwrite_must_be_a_boolean(sink: MemoryDestination, source: Path):
 )
 def test_an_s3_etag_counts_as_md5_only_when_it_is_one(answer: dict[str, str], md5: str | None):
     assert s3_md5(answer) == md5
+
+
+def test_the_message_says_what_was_sent_skipped_and_refused(sink: MemoryDestination, source: Path):
+    assert run(sink, [f"{source}/"]).message == "sent 2 object(s) (69 bytes)"
+    (source / "plate-2.json").write_text(json.dumps({"extra_data": {"od600": [9.9]}}))
+    again = run(sink, [f"{source}/"])
+    assert again.status == 409
+    assert again.message.startswith("sent 0 object(s) (0 bytes), skipped 1 already there, 1 refused: file://")
+    assert again.metrics == {**again.metrics, "files": 1, "skipped": 1, "failed": 1, "bytes": 0}
+
+
+def test_failures_on_the_way_are_counted_apart_from_refusals(source: Path):
+    class Broken(MemoryDestination):
+        def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
+            if item.name == "plate-2.json":
+                raise StepError(502, "the platform went away")
+            return super().send(item, stream, overwrite=overwrite)
+
+    result = run(Broken(), [f"{source}/", str(source / "missing.json")])
+    assert result.status == 502
+    assert result.message.startswith("sent 1 object(s) (")
+    assert ", 1 refused, 1 failed: " in result.message and "the platform went away" in result.message

@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import math
 import re
+import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from pipelines.steps.checksums import Checksums, HashingReader, etag_is_md5, md5_from_hex
@@ -20,6 +21,8 @@ from relay.urls import safe_for_credentials
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload
+MIB = 1024 * 1024
+IN_MEMORY = 16 * MIB  # a part up to this size is held in memory; a larger one is spooled to a temporary file
 CRC32C_KEY = "relay-crc32c"  # user metadata (x-amz-meta-relay-crc32c): the sender's checksums, base64
 MD5_KEY = "relay-md5"
 
@@ -34,12 +37,12 @@ _RACED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 class S3Destination:
     """Objects become `prefix/name` in `bucket`.
 
-    Small objects take one PutObject, larger ones a multipart upload of `part_size` pieces (one in memory at a
-    time). Every request carries Content-MD5, which S3-compatible stores verify; the ETag the store answers is then
-    compared with the MD5 (one part) or the MD5 of the part MD5s plus "-N" (multipart), except under SSE-KMS or
-    SSE-C, whose ETags are no MD5. The sender's CRC32C and MD5 are kept in user metadata, so `check` can compare a
-    multipart object too. Without `overwrite`, writes are create-only (If-None-Match: *): an object that appears
-    between `check` and the write is not replaced.
+    Small objects take one PutObject, larger ones a multipart upload of `part_size_for` pieces (one at a time,
+    in memory up to IN_MEMORY, on disk beyond). Every request carries Content-MD5, which S3-compatible stores
+    verify; the ETag the store answers is then compared with the MD5 (one part) or the MD5 of the part MD5s plus
+    "-N" (multipart), except under SSE-KMS or SSE-C, whose ETags are no MD5. The sender's CRC32C and MD5 are kept
+    in user metadata, so `check` can compare a multipart object too. Without `overwrite`, writes are create-only
+    (If-None-Match: *): an object that appears between `check` and the write is not replaced.
     """
 
     def __init__(self, bucket: str, prefix: str = "", *, client: Any, part_size: int = CHUNK) -> None:
@@ -96,8 +99,7 @@ class S3Destination:
 
         key = self._key(item)
         _check_metadata(item, self._uri(key))
-        # S3 takes at most MAX_PARTS parts: a very large object needs larger ones.
-        part_size = max(self._part_size, math.ceil(item.size / MAX_PARTS))
+        part_size = part_size_for(item.size, self._part_size)
         try:
             if item.size <= part_size:
                 answer, expected = self._put(item, key, stream, part_size, overwrite)
@@ -123,19 +125,20 @@ class S3Destination:
         return []
 
     def _put(self, item: SourceObject, key: str, stream: HashingReader, size: int, overwrite: bool) -> tuple[Any, str]:
-        body = _read_full(stream, size)
-        stream.read(1)  # a source longer than it said shows here, and fails the check below
-        _verify_read(item, stream, self._uri(key))
-        md5 = stream.checksums.md5 or ""  # the stream is read to its end: its checksums are the body's
-        answer = self._client.put_object(
-            Bucket=self._bucket,
-            Key=key,
-            Body=body,
-            ContentType=item.content_type,
-            ContentMD5=md5,
-            Metadata=_metadata(item, stream.checksums),
-            **_create_only(overwrite),
-        )
+        body, _ = _spooled(stream, size)
+        with body:
+            stream.read(1)  # a source longer than it said shows here, and fails the check below
+            _verify_read(item, stream, self._uri(key))
+            md5 = stream.checksums.md5 or ""  # the stream is read to its end: its checksums are the body's
+            answer = self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType=item.content_type,
+                ContentMD5=md5,
+                Metadata=_metadata(item, stream.checksums),
+                **_create_only(overwrite),
+            )
         return answer, base64.b64decode(md5).hex()
 
     def _multipart(
@@ -154,14 +157,13 @@ class S3Destination:
         digests: list[bytes] = []
         try:
             while True:
-                part = _read_full(stream, size)
-                if not part:
-                    break
-                digest = hashlib.md5(part, usedforsecurity=False).digest()
-                answer = self._client.upload_part(
-                    **target, PartNumber=len(parts) + 1, Body=part, ContentMD5=base64.b64encode(digest).decode()
-                )
-                del part  # before the next read: one part in memory at a time
+                part, digest = _spooled(stream, size)
+                with part:  # one part at a time, and on disk once it is larger than IN_MEMORY
+                    if not digest:
+                        break
+                    answer = self._client.upload_part(
+                        **target, PartNumber=len(parts) + 1, Body=part, ContentMD5=base64.b64encode(digest).decode()
+                    )
                 _verify_etag(answer, digest.hex(), f"{self._uri(key)} (part {len(parts) + 1})")
                 parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
                 digests.append(digest)
@@ -266,15 +268,27 @@ def _create_only(overwrite: bool) -> dict[str, str]:
     return {} if overwrite else {"IfNoneMatch": "*"}
 
 
-def _read_full(stream: HashingReader, size: int) -> bytes:
-    """`size` bytes, fewer only at the end: a network stream may return less than asked before it ends."""
-    data = stream.read(size)
-    if len(data) == size or not data:
-        return data
-    buffer = bytearray(data)
-    while len(buffer) < size and (more := stream.read(size - len(buffer))):
-        buffer += more
-    return bytes(buffer)
+def part_size_for(size: int, smallest: int = CHUNK) -> int:
+    """Parts grow with the object so that it fits in MAX_PARTS, in whole MiB, never under `smallest`."""
+    needed = math.ceil(size / MAX_PARTS / MIB) * MIB
+    return max(smallest, MIN_PART, needed)
+
+
+def _spooled(stream: HashingReader, size: int) -> tuple[IO[bytes], bytes]:
+    """The next `size` bytes (fewer only at the end) in a rewound file, and their MD5 (b"" when none were left).
+
+    A part of a very large object is large (5 TiB / MAX_PARTS is 525 MiB): past IN_MEMORY it goes to disk, so
+    memory stays bounded whatever the size. Botocore reads the file for its signature and again on a retry.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY)  # noqa: SIM115 - returned, the caller closes it
+    md5 = hashlib.md5(usedforsecurity=False)
+    left = size
+    while left and (piece := stream.read(min(CHUNK, left))):  # a network stream may return less than asked
+        spool.write(piece)
+        md5.update(piece)
+        left -= len(piece)
+    spool.seek(0)
+    return spool, (md5.digest() if left < size else b"")
 
 
 def _verify_read(item: SourceObject, stream: HashingReader, uri: str) -> None:

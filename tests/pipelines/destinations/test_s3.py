@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -293,3 +294,20 @@ def test_a_proxy_from_the_environment_is_not_used(store: Store, monkeypatch: pyt
         send(destination, item_for(b"direct", "direct.txt"), b"direct")
         assert proxy.requests == []
     assert store.client().get_object(Bucket=BUCKET, Key="proxied/direct.txt")["Body"].read() == b"direct"
+
+
+@pytest.mark.parametrize(
+    ("size", "part"),
+    [
+        (0, 8 * 1024 * 1024),
+        (78 * 1024**3, 8 * 1024 * 1024),
+        (80 * 1024**3, 9 * 1024 * 1024),  # 10,240 parts of 8 MiB would be too many
+        (5 * 1024**4, 525 * 1024 * 1024),  # S3's largest object in 10,000 parts at most
+    ],
+)
+def test_parts_grow_with_the_object_to_fit_in_ten_thousand(size: int, part: int):
+    from pipelines.steps.destinations.s3 import MAX_PARTS, part_size_for
+
+    assert part_size_for(size) == part
+    assert math.ceil(size / part_size_for(size)) <= MAX_PARTS
+    assert part_size_for(1, smallest=MIN_PART) == MIN_PART
