@@ -38,7 +38,9 @@ up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it); se
 # The stamp makes a second run a no-op; editing the lock or pyproject.toml brings the venv up to date.
 $(STAMP): requirements.txt pyproject.toml | $(UV)
 	@echo "==> $(VENV): installing Relay's locked requirements with uv (hashes checked)"
-	test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	@# With Python's own pip (ensurepip, offline): the local backend runs lightweight components, whose first
+	@# command is a `pip install kfp` that the venv already satisfies.
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(UV) pip install --python $(BIN)/python --require-hashes --no-deps -r requirements.txt
 	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	$(UV) pip check --python $(BIN)/python
