@@ -171,10 +171,11 @@ def test_an_algorithm_not_deployed_fails_without_a_worker(cluster: LocalCluster)
     assert not result.ok and "not deployed" in result.error
 
 
-def test_the_default_root_is_per_workflow(tmp_path: Path):
-    cluster = LocalCluster.from_options({}, ClusterContext(tmp_path, "my-flow"))
-    assert cluster.root.name == "my-flow" and cluster.root.parent.name == "relay-ratchet"
-    assert os.path.isabs(cluster.root)
+def test_the_default_root_is_the_runs_own(tmp_path: Path):
+    first = LocalCluster.from_options({}, ClusterContext(tmp_path / "run-1", "my-flow"))
+    second = LocalCluster.from_options({}, ClusterContext(tmp_path / "run-2", "my-flow"))
+    assert first.root == (tmp_path / "run-1" / "cluster" / "my-flow").resolve() and first.root != second.root
+    assert os.path.isabs(first.root)
 
 
 # A warm worker's state: a module-level counter, and the process it lives in.

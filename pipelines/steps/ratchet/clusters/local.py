@@ -94,7 +94,8 @@ class LocalCluster:
     @classmethod
     def from_options(cls, config: Mapping[str, Any], context: ClusterContext) -> LocalCluster:
         options = options_of(config, ("root",), "local")
-        root = options.get("root") or str(Path(tempfile.gettempdir()) / "relay-ratchet" / context.workflow)
+        # By default inside this run's own folder: two runs of one workflow at once must not install over each other.
+        root = options.get("root") or str(context.workdir / "cluster" / context.workflow)
         if not isinstance(root, str):
             raise ClusterConfigError(f"destination.root: expected a folder path, found {root!r}")
         return cls(Path(root.removeprefix("file://")).resolve(), sandbox=context.sandbox)
