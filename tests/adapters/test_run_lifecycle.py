@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,12 @@ def fake_runner(run_dir: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-c", "import time; time.sleep(120)", "relay.adapters.local_runner", str(run_dir)],
         start_new_session=True,
     )
+    # The real runner writes its pid once it runs; this one's is written once it has exec'd (until then /proc shows
+    # the forking test's command line, which is no runner's).
+    deadline = time.monotonic() + 10
+    while b"relay.adapters.local_runner" not in Path(f"/proc/{runner.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stand-in runner never started"
+        time.sleep(0.01)
     (run_dir / "runner.pid").write_text(str(runner.pid))
     (run_dir / "started").touch()
     return runner
