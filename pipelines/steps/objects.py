@@ -147,7 +147,16 @@ class S3Objects:
             where["Range"] = f"bytes={offset}-"
         if item.version:
             where["IfMatch"] = item.version  # the object as listed, or a 412: never two objects' bytes mixed
-        return self._s3().get_object(**where)["Body"]  # type: ignore[no-any-return]
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3().get_object(**where)["Body"]  # type: ignore[no-any-return]
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status in (404, 412):  # the store's answer, which asking again would not change
+                said = "no longer there" if status == 404 else "changed since it was listed"
+                raise StepError(404 if status == 404 else 502, f"{item.uri}: {said}") from None
+            raise
 
 
 class FileObjects:

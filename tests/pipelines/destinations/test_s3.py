@@ -311,3 +311,19 @@ def test_parts_grow_with_the_object_to_fit_in_ten_thousand(size: int, part: int)
     assert part_size_for(size) == part
     assert math.ceil(size / part_size_for(size)) <= MAX_PARTS
     assert part_size_for(1, smallest=MIN_PART) == MIN_PART
+
+
+def test_an_s3_source_is_read_from_any_offset_and_only_as_it_was_listed(store: Store):
+    from pipelines.steps.objects import S3Objects
+
+    client = store.client()
+    for n in range(3):
+        client.put_object(Bucket=BUCKET, Key=f"source/plate-{n}.bin", Body=bytes([n]) * 1000)
+    objects = S3Objects(client)
+    listed = list(objects.list(f"s3://{BUCKET}/source/"))
+    assert [item.name for item in listed] == ["plate-0.bin", "plate-1.bin", "plate-2.bin"]
+    with objects.open(listed[1], 990) as stream:
+        assert stream.read() == b"\x01" * 10
+    client.put_object(Bucket=BUCKET, Key="source/plate-2.bin", Body=b"replaced")
+    with pytest.raises(StepError, match=r"plate-2\.bin: changed since it was listed"):
+        objects.open(listed[2])  # its ETag is another now: never the new bytes under the old listing
