@@ -164,7 +164,7 @@ class FileObjects:
         root = Path(uri.removeprefix("file://"))
         if not root.exists():
             raise StepError(404, f"{uri}: no such file or folder")
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        paths = _files(root) if root.is_dir() else iter([root])
         for path in paths:
             yield SourceObject(
                 uri=path.as_uri(),
@@ -266,6 +266,16 @@ class _Body(io.RawIOBase):
     def close(self) -> None:
         self._answer.close()
         super().close()
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    """The files under `folder` in path order, as sorted(rglob) gives them, with one folder's entries in memory at
+    a time rather than the whole tree. Like rglob, linked folders are not entered (a linked file is a file)."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            yield from _files(entry)
+        elif entry.is_file():
+            yield entry
 
 
 def real_file_uri(uri: str) -> str:

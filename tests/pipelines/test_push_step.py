@@ -195,3 +195,16 @@ def test_failures_on_the_way_are_counted_apart_from_refusals(source: Path):
     assert result.status == 502
     assert result.message.startswith("sent 1 object(s) (")
     assert ", 1 refused, 1 failed: " in result.message and "the platform went away" in result.message
+
+
+def test_a_folder_is_listed_in_path_order_a_folder_at_a_time(tmp_path: Path):
+    from pipelines.steps.objects import FileObjects
+
+    for name in ["a.txt", "a/b.txt", "a/c/d", "a-b", "a b/x", "B", "é/1", "a.b/c", "aa"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "link-dir").symlink_to(tmp_path / "a")  # not entered, as rglob does not
+    (tmp_path / "link-file").symlink_to(tmp_path / "B")
+    listed = FileObjects().list(f"{tmp_path}/")
+    expected = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert [item.name for item in listed] == [p.relative_to(tmp_path).as_posix() for p in expected]
