@@ -18,11 +18,13 @@ from devstack.processes import LOOPBACK, ManagedProcess, stop_all
 from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
 from devstack.runs import stop_local_runs
 
-__all__ = ["DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
+__all__ = ["DEAD_LETTER", "DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = REPO_ROOT / "functions" / "main.py"
 GCS_EVENTS_TOPIC = "gcs-events"
+# deploy.sh's dead-letter topic and subscription, by the same name, so `relay dead-letters` works here unchanged.
+DEAD_LETTER = "relay-dead-letter"
 OBJECT_FINALIZED_TARGET = "on_object_finalized"
 MESSAGE_PUBLISHED_TARGET = "on_message_published"
 
@@ -213,7 +215,7 @@ class LocalStack(Lifecycle):
                 stack.callback(self.bridge.stop)
                 self.pubsub.wait_ready()
                 # Topics before the first upload: fake-gcs-server silently drops events for a missing topic.
-                topics = [GCS_EVENTS_TOPIC, self.trigger_topic]
+                topics = [GCS_EVENTS_TOPIC, self.trigger_topic, DEAD_LETTER]
                 if self.notify_topic:
                     topics.append(self.notify_topic)
                 for topic in dict.fromkeys(topics):
@@ -234,6 +236,8 @@ class LocalStack(Lifecycle):
                     endpoint=self.bridge.url,
                     ack_deadline_seconds=self.ack_deadline_seconds,
                 )
+                # An empty push endpoint makes a pull subscription (Pub/Sub's rule): it keeps dead letters to list.
+                create_push_subscription(self.pubsub_host, self.project, DEAD_LETTER, topic=DEAD_LETTER, endpoint="")
                 create_push_subscription(
                     self.pubsub_host,
                     self.project,

@@ -15,9 +15,11 @@ from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
 from relaycli.config import Context
+from relaycli.dead_letters import COMMAND as DEAD_LETTERS
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from relaycli.output import Paint, colour_wanted, one_line
 from relaycli.publish import COMMAND as PUBLISH
+from relaycli.report import COMMAND as REPORT
 from relaycli.rerun import COMMAND as RERUN
 from relaycli.runs import COMMAND as RUNS
 from relaycli.status import COMMAND as STATUS
@@ -26,7 +28,20 @@ from relaycli.trigger import COMMAND as TRIGGER
 from relaycli.upload import COMMAND as UPLOAD
 from relaycli.validate import COMMAND as VALIDATE
 
-COMMANDS: tuple[Command, ...] = (TRIGGER, PUBLISH, STATUS, RUNS, SYNC, CANCEL, RERUN, VALIDATE, UPLOAD, COMPILE)
+COMMANDS: tuple[Command, ...] = (
+    TRIGGER,
+    PUBLISH,
+    STATUS,
+    RUNS,
+    REPORT,
+    SYNC,
+    CANCEL,
+    RERUN,
+    DEAD_LETTERS,
+    VALIDATE,
+    UPLOAD,
+    COMPILE,
+)
 
 DESCRIPTION = """\
 Relay turns a trigger file dropped in a bucket, or a message published to a topic, into exactly one

@@ -11,7 +11,7 @@ from relaycli.command import Command, add_catalog, add_format, add_json, add_no_
 from relaycli.config import Context
 from relaycli.documents import problem_lines, read_trigger_file, validate
 from relaycli.emulators import check_emulator
-from relaycli.errors import EXIT_OK, UsageError
+from relaycli.errors import EXIT_OK, CliError
 from relaycli.output import pairs, to_json
 
 
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
         validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
-            raise UsageError(
+            raise CliError(
                 f"{args.file}: not published: {validation.summary()}", problem_lines(validation, context.paint_errors)
             )
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
@@ -68,7 +68,8 @@ COMMAND = Command(
         "on the trigger topic, and print the message id and the run key Relay gives it (its run_key, or "
         "<pipeline>-<digest of topic and message id>; a run_key is scoped <tenant>--<run_key> by the policy's "
         "tenant for the topic). The document is first checked as 'relay validate FILE --topic T' does, catalog "
-        "and policy: an invalid one is not published (exit status 2). Pub/Sub is PUBSUB_EMULATOR_HOST's emulator "
+        "and policy: an invalid one is not published "
+        "(exit status 1, as from relay validate). Pub/Sub is PUBSUB_EMULATOR_HOST's emulator "
         "when set, else the real service with Application Default Credentials."
     ),
     examples="""\

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+import sys
+from datetime import UTC, datetime, timedelta
 
+from relay.policy import parse_seconds
 from relay.records import parse_timestamp
 from relay.status import RunRecords, recent_runs
 from relaycli.command import Command, add_json, add_results
@@ -28,6 +30,19 @@ def _positive(text: str) -> int:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_positive, default=20, metavar="N", help="show at most N runs (default 20)")
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only runs in this state (repeatable: any of them)",
+    )
+    parser.add_argument("--pipeline", action="append", metavar="NAME", help="only runs of this pipeline (repeatable)")
+    parser.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only runs begun within this long (90s, 15m, 1h, 2d) or since this time (2026-11-21T08:00:00Z)",
+    )
     add_results(parser)
     add_json(parser)
 
@@ -35,8 +50,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(results=args.results)
     results = config.require_results()
-    runs = recent_runs(context.blob_store(config, results), results, limit=args.limit)
     now = context.clock()
+    # Filtered before the limit, so --limit counts the runs that match.
+    everything = recent_runs(context.blob_store(config, results), results, limit=sys.maxsize)
+    runs = [run for run in everything if _wanted(run, args, now)][: args.limit]
     if args.json:
         print(to_json([{**run_summary(run), "age_seconds": _age_seconds(run, now)} for run in runs]))
     elif not runs:
@@ -56,6 +73,37 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         ]
         print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows, {1: context.paint.state}))
     return EXIT_OK
+
+
+STATES = ("launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected")
+
+
+def _since(text: str) -> timedelta | datetime:
+    """A duration back from now, or a moment (with its zone; UTC when it names none)."""
+    seconds = parse_seconds(text)
+    if seconds is not None:
+        return timedelta(seconds=seconds)
+    try:
+        moment = parse_timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration (90s, 15m, 1h, 2d) or a time (2026-11-21T08:00:00Z), found {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _wanted(run: RunRecords, args: argparse.Namespace, now: datetime) -> bool:
+    if args.state and run.state not in args.state:
+        return False
+    if args.pipeline and run.pipeline not in args.pipeline:
+        return False
+    if args.since is not None:
+        start = now - args.since if isinstance(args.since, timedelta) else args.since
+        try:
+            return bool(run.since) and parse_timestamp(run.since) >= start
+        except ValueError:
+            return False  # a record without a readable time cannot be shown to be recent
+    return True
 
 
 def _message(run: RunRecords) -> str:
@@ -88,12 +136,15 @@ COMMAND = Command(
     description=(
         "List the most recent runs in the results location, newest first: run key, state (launching, launched, "
         "succeeded, failed, rejected), status, pipeline, age (since the claim or the rejection) and message. "
+        "--state, --pipeline and --since keep only the runs that match (before --limit counts them). "
         "'relay status RUN_KEY' shows one in full."
     ),
     examples="""\
 examples:
   relay runs
   relay runs --limit 5
+  relay runs --state failed --state rejected --since 1d
+  relay runs --pipeline push --since 2026-11-21T08:00:00Z
   relay runs --results gs://relay-results/relay --json""",
     add_arguments=_arguments,
     run=_run,

@@ -13,7 +13,7 @@ from relay.ports import BlobStore
 from relay.service import parse_document
 from relay.status import RunRecords, read_run
 from relay.triggers import format_for
-from relaycli import policy
+from relaycli import policy, wait
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
 from relaycli.config import Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
@@ -37,6 +37,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog(parser)
     add_policy(parser)
     add_json(parser)
+    wait.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
@@ -44,25 +45,37 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     results = config.require_results()
     store = context.blob_store(config, results, args.run)
     run_key = resolve_run_key(store, args.run, lambda: policy.load_policy(context, config))
-    run = read_run(store, results, run_key)
-    if run is None and not args.run.startswith("gs://"):
-        run = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
+
+    def find() -> RunRecords | None:
+        found = read_run(store, results, run_key)
+        if found is None and not args.run.startswith("gs://"):
+            found = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
+        return found
+
+    timed_out = False
+    if args.wait:
+        run, timed_out = wait.follow(find, run_key, args.timeout, args.interval)
+    else:
+        run = find()
+    if run is None and timed_out:
+        raise wait.WaitTimedOut(f"{run_key}: expected records under {results} within {args.timeout:g} s, found none")
     if run is None:
         via = f" (the run key of {args.run})" if args.run != run_key else ""
         raise CliError(
             f"{run_key}{via}: expected records under {results}, found none yet",
             ["  the recent runs and their keys: relay runs"],
         )
+    done = wait.exit_code(run, timed_out) if args.wait else EXIT_OK
     if args.json:
         print(to_json(run_json(run)))
-        return EXIT_OK
+        return done
     paint = context.paint
     print(render(run, paint))
     if run.state in ("launching", "launched", "running"):
         print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
     elif run.state == "rejected":
         print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
-    return EXIT_OK
+    return done
 
 
 def _in_one_tenant(store: BlobStore, results: str, key: str, deployed: Policy) -> RunRecords | None:
@@ -242,7 +255,8 @@ COMMAND = Command(
         "generation after #). A run_key a trigger chose is kept as <tenant>--<run_key> under a policy: given "
         "alone, it finds the run of the one tenant that has it (name it in full when several do). The policy is "
         "read as the functions read it (--policy, RELAY_POLICY_URI, the catalog's policy.yaml). Exit status 0 "
-        "when records were found, 1 when not."
+        "when records were found, 1 when not. With --wait, follow the run (a progress line on stderr) until it "
+        "ends: exit status 0 succeeded, 1 failed, rejected or cancelled, 3 when --timeout passes first."
     ),
     examples="""\
 examples:
@@ -250,7 +264,8 @@ examples:
   relay status nightly-2026-11-21          # or in full: relay status lab--nightly-2026-11-21
   relay status gs://relay-triggers/trigger.yaml
   relay status gs://relay-triggers/trigger.yaml#1763726400123456
-  relay status nightly-2026-11-21 --results gs://relay-results/relay --json""",
+  relay status nightly-2026-11-21 --results gs://relay-results/relay --json
+  relay status push-3f2a1c0d9e8b7a6f5e4d --wait --timeout 600   # 0 succeeded, 1 failed, 3 still going""",
     add_arguments=_arguments,
     run=_run,
 )

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
         validation = validate(document, context.blob_store(config, catalog), catalog, check)
         if not validation.valid:
-            raise UsageError(
+            raise CliError(
                 f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation, context.paint_errors)
             )
     store = context.blob_store(config, uri)
@@ -84,7 +84,8 @@ COMMAND = Command(
         "Upload a trigger file to gs://B/NAME, where Relay picks it up, and print the object's URI, its "
         "generation and the run key Relay gives that generation (its run_key, scoped <tenant>--<run_key> by the "
         "policy's tenant for gs://B/NAME, or <pipeline>-<digest>). The file is first checked as 'relay validate "
-        "FILE --bucket B --name NAME' does, catalog and policy: an invalid one is not uploaded (exit status 2). "
+        "FILE --bucket B --name NAME' does, catalog and policy: an invalid one is not uploaded "
+        "(exit status 1, as from relay validate). "
         "Re-uploading makes a new generation, hence a new run. Cloud Storage is STORAGE_EMULATOR_HOST's "
         "emulator when set, else the real service with Application Default Credentials."
     ),

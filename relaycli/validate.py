@@ -10,7 +10,7 @@ import shlex
 
 from relay import naming
 from relay.policy import PolicyError, parse_policy
-from relaycli import policy, pubsub
+from relaycli import policy, pubsub, routes
 from relaycli.command import Command, add_catalog, add_format, add_json, add_policy
 from relaycli.config import CliConfig, Context
 from relaycli.documents import problem_lines, read_trigger_file, validate
@@ -34,10 +34,17 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog(parser)
     add_policy(parser)
     add_json(parser)
+    routes.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(catalog=args.catalog, policy=args.policy)
+    if args.object is not None:
+        if args.file is not None or args.bucket is not None or args.topic is not None:
+            raise UsageError("--object: expected it alone: a data object is no trigger FILE from --bucket or --topic")
+        return routes.check_object(args, context, config)
+    if args.metadata or args.content_type is not None:
+        raise UsageError("--metadata, --content-type: expected them with --object, the data object they describe")
     if args.name is not None and args.bucket is None:
         raise UsageError("--name: expected it with --bucket, the bucket the object would be in")
     if args.project is not None and args.topic is None:
@@ -117,7 +124,9 @@ COMMAND = Command(
         "(--policy, else RELAY_POLICY_URI, else the catalog's policy.yaml; none at all allows nothing outside "
         "Relay), with file:// locations possible only when RELAY_BACKEND is local (its default). Every problem "
         "is listed as 'field: expected ..., found ...'. With --policy and no FILE, check the policy file itself "
-        "and list every problem in it. Exit status 0 when valid, 1 when not (a policy denial included)."
+        "and list every problem in it. With --object gs://bucket/name[#generation] instead of FILE, say what a data "
+        "object landing there would start through the policy's routes (route, parameters, verdict, run key). "
+        "Exit status 0 when valid, 1 when not (a policy denial included)."
     ),
     examples="""\
 examples:
@@ -126,7 +135,8 @@ examples:
   relay validate message.json --topic projects/lab-prod/topics/relay-triggers --policy policy.yaml
   relay validate nightly.json --catalog gs://relay-deploy/pipelines/3f2a1c0
   relay validate message.txt --format yaml --json
-  relay validate --policy policy.yaml""",
+  relay validate --policy policy.yaml
+  relay validate --object gs://lab-data/assay/x.csv --metadata batch=b1   # what a route would start""",
     add_arguments=_arguments,
     run=_run,
 )

@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,9 @@ class ObjectDelivery:
     generation: int | None
     size: int | None
     via: str  # storage-event, storage-notification or trigger-uri
+    # From a notification's object resource, for routes (relay.routes); None where the event does not say.
+    content_type: str | None = None
+    metadata: Mapping[str, str] | None = field(default=None, hash=False)
 
     @property
     def uri(self) -> str:
@@ -156,7 +159,16 @@ def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) 
         resource = {}
     size = _int_or_none(resource.get("size")) if isinstance(resource, dict) else None
     generation = attributes.get("objectGeneration")
-    return _object(event, attributes["bucketId"], attributes["objectId"], generation, size, "storage-notification")
+    delivery = _object(event, attributes["bucketId"], attributes["objectId"], generation, size, "storage-notification")
+    if isinstance(delivery, ObjectDelivery) and isinstance(resource, dict):
+        content_type = resource.get("contentType")
+        metadata = resource.get("metadata")
+        # Only what has the shape Cloud Storage gives it: whoever can publish chooses this body.
+        if isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            delivery = replace(delivery, metadata=metadata)
+        if isinstance(content_type, str):
+            delivery = replace(delivery, content_type=content_type)
+    return delivery
 
 
 def _trigger_uri(event: EventInfo, value: str) -> Delivery:

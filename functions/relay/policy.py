@@ -44,6 +44,7 @@ from relay import secrets
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
 from relay.naming import PIPELINE_NAME, RUN_KEY
 from relay.ports import BlobStore
+from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
 
 PUSH, RATCHET = "push", "ratchet"
@@ -56,6 +57,7 @@ _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_BUCKET_NAME = re.compile(r"[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]")
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -132,6 +134,7 @@ class Tenant:
     secrets: tuple[Binding, ...] = ()
     code: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    routes: tuple[Route, ...] = ()  # data objects that start runs of this tenant (relay.routes)
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)
@@ -253,7 +256,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits"))
+        item = self._mapping(value, where, (*keys, "limits", "routes"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name or where}"
@@ -278,6 +281,32 @@ class _Reader:
             ),
             code=self._texts(item.get("code"), f"{where}.code", self._location),
             limits=self.limits(item.get("limits", {}), f"{where}.limits"),
+            routes=tuple(
+                self.route(r, f"{where}.routes[{i}]")
+                for i, r in enumerate(self._list(item.get("routes"), f"{where}.routes"))
+            ),
+        )
+
+    def route(self, value: object, where: str) -> Route:
+        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
+        bucket = self._text(item.get("bucket"), f"{where}.bucket", _BUCKET_NAME, "a bucket name")
+        prefix = item.get("prefix", "")
+        # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
+        if not isinstance(prefix, str) or (prefix and not _well_formed_location(f"gs://b/{prefix}")):
+            self._fail(f"{where}.prefix", "an object name prefix without '..', '.' or empty segments", prefix)
+            prefix = ""
+        parameters = item.get("parameters", {})
+        if not isinstance(parameters, dict):
+            self._fail(f"{where}.parameters", "a mapping of the pipeline's parameters", parameters)
+            parameters = {}
+        self.problems.extend(template_problems(parameters, f"{where}.parameters"))
+        return Route(
+            id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),
+            bucket=bucket,
+            prefix=prefix.lstrip("/") if prefix else "",
+            glob=self._text(item.get("glob", "*"), f"{where}.glob", what="a glob such as *.csv"),
+            pipeline=self._text(item.get("pipeline"), f"{where}.pipeline", PIPELINE_NAME, "a pipeline name"),
+            parameters=parameters,
         )
 
     def rule(self, value: object, where: str, kinds: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> Rule:
@@ -417,6 +446,22 @@ def _contradictions(policy: Policy) -> list[str]:
         for location in (*tenant.sources, *tenant.code):
             if inside := protected_by(location, policy.protect):
                 problems.append(f"{where}: {location} lies inside Relay's own {inside}")
+        route_ids = [r.id for r in tenant.routes]
+        problems += [
+            f"{where}.routes: the id {i!r} is used twice"
+            for i in sorted({i for i in route_ids if route_ids.count(i) > 1})
+        ]
+        for route in tenant.routes:
+            if inside := protected_by(route.location, policy.protect):
+                problems.append(f"{where}.routes.{route.id}: {route.location} lies inside Relay's own {inside}")
+            # A trigger file is read as a trigger, a data object never is: no object may be both.
+            for other in policy.tenants:
+                for prefix in other.triggers:
+                    if within(route.location, prefix) or within(prefix, route.location.rstrip("/")):
+                        problems.append(
+                            f"{where}.routes.{route.id}: {route.location} overlaps the trigger location {prefix} "
+                            f"of tenant {other.name}"
+                        )
     return problems
 
 
@@ -455,6 +500,11 @@ def tenant_for_object(policy: Policy, uri: str) -> Tenant | None:
     """The tenant whose trigger prefix holds `uri` (the longest prefix wins), if any."""
     matches = [(len(p), t) for t in policy.tenants for p in t.triggers if within(uri, p)]
     return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def route_for(policy: Policy, bucket: str, name: str) -> tuple[Tenant, Route] | None:
+    """The first route (tenants, then routes, in the policy's order) that takes gs://bucket/name, and its tenant."""
+    return next(((t, r) for t in policy.tenants for r in t.routes if r.matches(bucket, name)), None)
 
 
 def tenant_for_topic(policy: Policy, topic: str) -> Tenant | None:

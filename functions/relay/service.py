@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import naming, records
+from relay import naming, records, routes
 from relay import policy as rules
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.config import Settings
@@ -140,6 +140,11 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     if isinstance(delivery, Skip):
         severity = "ERROR" if delivery.malformed else None
         return Outcome("skipped", delivery.reason, delivery.event.id, delivery.uri, severity_override=severity)
+    # Before the skips and the origin's refusal: a routed data object is no trigger file and lies under no
+    # tenant's trigger prefix (the policy forbids the overlap); the route gives its tenant.
+    routed = route_for(relay.policy, delivery)
+    if routed is not None and isinstance(delivery, ObjectDelivery):
+        return _handle_route(relay, delivery, *routed)
     reason = _skip_reason(relay, delivery)
     if reason:
         return Outcome("skipped", reason, delivery.event.id, delivery.uri)
@@ -184,11 +189,79 @@ def _skip_reason(relay: Relay, delivery: Source) -> str | None:
         return "not a trigger file: the name does not end in .json, .yaml or .yml"
     if delivery.size == 0:
         return "zero-byte object: an upload in progress or a placeholder"
-    # Relay's own objects are never triggers, even where they share the trigger bucket.
+    return _own_object(relay, delivery.uri)
+
+
+def _own_object(relay: Relay, uri: str) -> str | None:
+    # Relay's own objects are never triggers, even where they share the trigger bucket or a routed one.
     for own, what in ((relay.settings.results_uri, "a Relay record"), (relay.settings.catalog_uri, "a catalog entry")):
-        if delivery.uri.startswith(own.rstrip("/") + "/"):
+        if uri.startswith(own.rstrip("/") + "/"):
             return f"{what} under {own}, not a trigger"
     return None
+
+
+def route_for(policy: rules.Policy, delivery: Source) -> tuple[rules.Tenant, routes.Route] | None:
+    """The tenant and route a delivery is for: only storage notifications, which name a finalized object."""
+    if not isinstance(delivery, ObjectDelivery) or delivery.via != "storage-notification":
+        return None
+    return rules.route_for(policy, delivery.bucket, delivery.name)
+
+
+def object_event(delivery: ObjectDelivery) -> routes.ObjectEvent:
+    """What the notification says of the object: all a route's templates may use."""
+    return routes.ObjectEvent(
+        bucket=delivery.bucket,
+        name=delivery.name,
+        generation=delivery.generation,
+        size=delivery.size,
+        content_type=delivery.content_type,
+        metadata=delivery.metadata or {},
+    )
+
+
+def route_trigger(route: routes.Route, event: routes.ObjectEvent) -> Trigger:
+    """The trigger a route makes of an object; InvalidTriggerError naming each value the event lacks."""
+    parameters, problems = routes.render(route.parameters, event)
+    if problems:
+        raise InvalidTriggerError(event.uri, problems, code="invalid_parameters")
+    return Trigger(pipeline=route.pipeline, parameters=parameters)
+
+
+def route_run_key(route: routes.Route, event: routes.ObjectEvent) -> str:
+    """The run key of a routed object: as for a trigger file, `<pipeline>-<digest of bucket, name, generation>`."""
+    return naming.derive_run_key(
+        route.pipeline, naming.object_identity(event.bucket, event.name, event.generation or 0)
+    )
+
+
+def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route) -> Outcome:
+    """A data object a route takes: the run is made from the notification alone, the object is never read."""
+    reason = _own_object(relay, delivery.uri)
+    if reason is None and delivery.size == 0:
+        reason = "zero-byte object: an upload in progress or a placeholder"
+    if reason:
+        return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    event = object_event(delivery)
+    identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
+    reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
+    loaded = _Loaded(b"", "json", identity, reference)
+    run_key = route_run_key(route, event)
+    if _is_stale(relay, delivery):
+        existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
+        if existing is None:
+            return _drop_stale(relay, delivery, loaded, run_key, route.pipeline)
+        if existing.get("state") != records.LAUNCHING:
+            return _duplicate(delivery, run_key, existing)
+    try:
+        if delivery.generation is None:  # without it, two uploads of one name would share a run key
+            problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
+            raise InvalidTriggerError(delivery.uri, [problem], code="invalid_trigger")
+        trigger = route_trigger(route, event)
+        definition = check_trigger(relay.catalog, trigger, delivery.uri)
+        check_policy(relay, tenant, trigger, delivery.uri)
+    except InvalidTriggerError as invalid:
+        return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
 
 
 def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:

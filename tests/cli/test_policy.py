@@ -329,7 +329,7 @@ def test_trigger_refuses_to_upload_what_the_policy_denies(
 ):
     path = write(tmp_path, "nightly.json", README_TRIGGER)
     ran = relay_cli("trigger", path, "--bucket", "triggers", "--name", "chem/nightly.json")
-    assert ran.code == 2 and ran.out == ""
+    assert ran.code == 1 and ran.out == ""
     assert ran.err.splitlines()[0] == f"relay trigger: {path}: not uploaded: invalid: 3 problems (policy_denied)"
     assert list(blobs.list("gs://triggers/")) == []
     # --no-validate sends it all the same, and names the key its rejection is filed under.
@@ -346,7 +346,7 @@ def test_trigger_refuses_to_upload_what_the_policy_denies(
 def test_publish_refuses_to_send_what_the_policy_denies(relay_cli: Callable[..., Ran], tmp_path: Path):
     path = write(tmp_path, "nightly.json", README_TRIGGER)
     ran = relay_cli("publish", path, "--topic", "projects/lab-project/topics/other")
-    assert ran.code == 2 and ran.out == ""
+    assert ran.code == 1 and ran.out == ""
     assert ran.err.splitlines() == [
         f"relay publish: {path}: not published: invalid: 1 problem (policy_denied)",
         "  (origin): expected a trigger location or topic of a tenant (gs://triggers/assay/, "

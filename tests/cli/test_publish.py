@@ -61,7 +61,7 @@ def test_an_invalid_document_is_not_published(cli: Callable[..., Ran], tmp_path:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"pipeline": "echo"}))
     ran = cli("publish", str(path), "--topic", "projects/lab/topics/relay-triggers")
-    assert ran.code == 2 and ran.out == ""
+    assert ran.code == 1 and ran.out == ""
     assert ran.err.splitlines() == [
         f"relay publish: {path}: not published: invalid: 1 problem (invalid_parameters)",
         "  parameters.message: expected a string, found nothing",

@@ -47,7 +47,7 @@ def test_text_output_and_a_name_in_a_folder(cli: Callable[..., Ran], blobs: Rout
 def test_an_invalid_file_is_not_uploaded(cli: Callable[..., Ran], blobs: RoutingBlobStore, tmp_path: Path):
     path = write(tmp_path, "bad.json", {"pipeline": "echo", "parameters": {"count": "x"}})
     ran = cli("trigger", path, "--bucket", "triggers")
-    assert ran.code == 2 and ran.out == ""
+    assert ran.code == 1 and ran.out == ""
     assert ran.err.splitlines() == [
         f"relay trigger: {path}: not uploaded: invalid: 2 problems (invalid_parameters)",
         "  parameters.count: expected an integer, found string 'x'",
@@ -67,7 +67,7 @@ def test_the_object_name_decides_the_format(cli: Callable[..., Ran], tmp_path: P
     path = tmp_path / "t.yaml"
     path.write_text("pipeline: echo\nparameters: {message: hi}\n")
     ran = cli("trigger", str(path), "--bucket", "triggers", "--name", "t.json")  # Relay would read it as JSON
-    assert ran.code == 2 and "expected valid JSON" in ran.err
+    assert ran.code == 1 and "expected valid JSON" in ran.err
     refused = cli("trigger", str(path), "--bucket", "triggers", "--name", "t.txt")
     assert refused.code == 2
     assert refused.err.startswith("relay trigger: t.txt: expected a trigger name ending in .json, .yaml or .yml")

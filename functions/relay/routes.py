@@ -1,0 +1,166 @@
+"""Routes: a finalized data object, seen through a storage notification, becomes a run of a named pipeline.
+
+A route lives in a tenant of the deployment policy:
+
+    routes:
+      - id: assay-csv
+        bucket: lab-data
+        prefix: assay/                 # optional: the object name starts with it
+        glob: "*.csv"                  # optional (default *): fnmatch on the name after the prefix; * also matches /
+        pipeline: push
+        parameters:
+          sources: ["{uri}"]
+          destination: {kind: gcs, bucket: ml-data, prefix: "incoming/{metadata.batch}"}
+
+Templates are plain substitution, never evaluation: in any string value of `parameters` (mapping keys are left as
+written), `{field}` is replaced once by the event's value and the result is never scanned again, so an object
+named `{bucket}` stays `{bucket}`. A string that is exactly one placeholder becomes the value itself (`"{size}"`
+is the number 1234); anything else is text. `{{` and `}}` are literal braces. Fields: uri, bucket, name,
+generation, size, content_type, metadata.KEY (KEY: letters, digits, `_`, `-`, `.`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.errors import Problem
+
+FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
+METADATA = "metadata."
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Objects gs://`bucket`/`prefix`... whose rest matches `glob` start `pipeline` with `parameters` filled in."""
+
+    id: str
+    bucket: str
+    pipeline: str
+    prefix: str = ""
+    glob: str = "*"
+    # Excluded from the hash: a mapping cannot be hashed, and the id, bucket and prefix tell routes apart.
+    parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def location(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}"
+
+    def matches(self, bucket: str, name: str) -> bool:
+        if bucket != self.bucket or not name.startswith(self.prefix):
+            return False
+        # Case-sensitive whatever the platform: object names are.
+        return fnmatch.fnmatchcase(name[len(self.prefix) :], self.glob)
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """What a storage notification says of a finalized object: the values templates may use."""
+
+    bucket: str
+    name: str
+    generation: int | None
+    size: int | None
+    content_type: str | None
+    metadata: Mapping[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}"
+
+    def value(self, name: str) -> str | int | None:
+        if name.startswith(METADATA):
+            return self.metadata.get(name[len(METADATA) :])
+        values: dict[str, str | int | None] = {
+            "uri": self.uri,
+            "bucket": self.bucket,
+            "name": self.name,
+            "generation": self.generation,
+            "size": self.size,
+            "content_type": self.content_type,
+        }
+        return values[name]
+
+
+def _pieces(template: str) -> Iterator[tuple[bool, str]]:
+    """(is a placeholder, text or field name) for each part of `template`; ValueError for a bad one."""
+    position = 0
+    for match in _TOKEN.finditer(template):
+        if match.start() > position:
+            yield False, template[position : match.start()]
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            yield False, token[0]
+        elif match.group(1) is None:
+            raise ValueError(f"a lone {token!r} (write {token * 2} for a literal brace)")
+        else:
+            name = match.group(1).strip()
+            if name not in FIELDS and not (
+                name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
+            ):
+                raise ValueError(f"an unknown field {{{name}}} (known: {', '.join(FIELDS)}, metadata.KEY)")
+            yield True, name
+        position = match.end()
+    if position < len(template):
+        yield False, template[position:]
+
+
+def template_problems(value: Any, where: str) -> list[str]:
+    """Every template in `value` that cannot be filled whatever the event: for the policy's parse."""
+    problems = []
+    for path, text in _strings(value, where):
+        try:
+            list(_pieces(text))
+        except ValueError as error:
+            problems.append(f"{path}: expected {{field}} templates, found {error}")
+    return problems
+
+
+def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str, Any], list[Problem]]:
+    """`parameters` with every placeholder filled from `event`, and a problem for each value the event lacks."""
+    problems: list[Problem] = []
+
+    def fill(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            return _fill(value, path, event, problems)
+        if isinstance(value, Mapping):
+            return {key: fill(inner, f"{path}.{key}") for key, inner in value.items()}
+        if isinstance(value, list):
+            return [fill(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
+        return value
+
+    filled = {key: fill(value, f"parameters.{key}") for key, value in parameters.items()}
+    return filled, problems
+
+
+def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem]) -> Any:
+    pieces = list(_pieces(template))  # checked when the policy was read
+    values = []
+    for is_field, text in pieces:
+        if not is_field:
+            values.append(text)
+            continue
+        found = event.value(text)
+        if found is None:
+            problems.append(Problem(path, f"the object's {text} (route template {{{text}}})", "none in the event"))
+            return template
+        if len(pieces) == 1:
+            return found  # a whole-value placeholder keeps its type: size and generation stay numbers
+        values.append(str(found))
+    return "".join(values)
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from _strings(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from _strings(inner, f"{path}[{i}]")
