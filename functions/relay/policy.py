@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from relay import secrets
+from relay.config import parse_duration
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
 from relay.naming import PIPELINE_NAME, RUN_KEY
 from relay.ports import BlobStore
@@ -55,8 +56,6 @@ MAX_POLICY_BYTES = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _BUCKET_NAME = re.compile(r"[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]")
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
@@ -842,21 +841,20 @@ def reference_paths(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def parse_size(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-    return float(match.group(1)) * _UNITS[(match.group(2) or "").lower()] if match else None
+    """Bytes in 1000, '10GiB', '64 MiB' or '1.5GB'; None when it is not a size."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        return float(match.group(1)) * _UNITS[(match.group(2) or "").lower()] if match else None
+    return _plain_number(value)
 
 
 def parse_seconds(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    return float(match.group(1)) * _SECONDS[match.group(2)] if match else None
+    """Seconds in 90, '90s', '10m', '2h' or '1d' (the settings' duration syntax); None when it is not a duration."""
+    return parse_duration(value) if isinstance(value, str) else _plain_number(value)
+
+
+def _plain_number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _well_formed_location(uri: str) -> bool:
