@@ -71,7 +71,8 @@ environment:
   Without an emulator: the real service, with Application Default Credentials
   (gcloud auth application-default login). --results, --catalog and --policy win over RELAY_*.
 
-exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error.
+exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error,
+3 status --wait timed out.
 'relay COMMAND --help' describes a command."""
 
 

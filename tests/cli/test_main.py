@@ -34,7 +34,8 @@ def test_relay_help_lists_every_command_with_its_summary_examples_and_environmen
     ):
         assert f"\n  {variable}" in ran.out
     assert "\nexamples:\n  relay validate trigger.yaml --bucket relay-triggers\n" in ran.out
-    assert "exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error." in ran.out
+    exit_status = "exit status: 0 done, 1 not found, invalid or failed, 2 usage or configuration error,\n"
+    assert exit_status + "3 status --wait timed out." in ran.out
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: command.name)
