@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -113,7 +114,7 @@ class Relay:
     policy: rules.Policy = rules.NO_POLICY
     gate: SubmitGate = field(default_factory=SubmitGate)
 
-    @property
+    @functools.cached_property  # once per instance: resolving local paths stats the disk
     def policy_context(self) -> rules.Context:
         """What the policy needs to know of this deployment: the backend, and Relay's own storage."""
         settings = self.settings
