@@ -1,8 +1,9 @@
 """`make demo`: Relay's main job on the embedded local default, the whole event chain on this machine.
 
 Starts the local stack (fake-gcs-server notifying the Pub/Sub emulator, the storage-event bridge, both functions on
-functions-framework, the local backend), seeds sample data, drops sample triggers, shows their runs as they go,
-then prints what became of each and stops everything. Exits 0 only if every sample ended as expected.
+functions-framework, the local backend), seeds sample data, drops sample triggers, uploads a data object a route of
+devstack/policy.yaml takes, cancels a run through the topic, shows the runs as they go, then prints what became of
+each and stops everything. Exits 0 only if every sample ended as expected.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from devstack.stack import LocalStack
 from relay import naming
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
-from relay.policy import NO_POLICY, Policy, tenant_for_object, tenant_for_topic
-from relay.service import parse_document, run_key_for
+from relay.policy import NO_POLICY, Policy, route_for, tenant_for_object, tenant_for_topic
+from relay.routes import ObjectEvent
+from relay.service import parse_document, route_run_key, run_key_for
 from relay.status import RunRecords, read_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,8 @@ TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
 TRIGGER_TOPIC_PATH = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}"
 EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
-FINAL = ("succeeded", "failed", "rejected")
+FINAL = ("succeeded", "failed", "rejected", "cancelled")
+ROUTED = "incoming/reading-1.json"  # under the lab tenant's route incoming-json (devstack/policy.yaml)
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,11 @@ class Sample:
 
     label: str
     document: dict[str, Any]
-    expect: str  # succeeded, rejected or duplicate
+    expect: str  # succeeded, rejected, duplicate or cancelled
     code: str = ""  # for `rejected`: the rejection's error code, so that it is refused for the right reason
-    how: str = "bucket"  # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered
+    # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered; route: a data object
+    # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched
+    how: str = "bucket"
     name: str = ""
     after: str = ""  # the label of a sample that must have ended first
 
@@ -65,6 +70,8 @@ class Tracked:
     run: RunRecords | None = None
     note: str = ""
     duplicates_before: int = 0
+    pipeline: str = ""  # a route's, for a data object (which names none)
+    cancel_sent: bool = False
 
     @property
     def done(self) -> bool:
@@ -127,6 +134,10 @@ def samples() -> list[Sample]:
             },
         },
     }
+    # A data object, not a trigger: the route decides the pipeline and its parameters.
+    reading = {"instrument": "plate-reader-2", "well": "B7", "absorbance": 0.412}
+    # Cancelled through the topic as soon as its launch is recorded: kfp.local takes seconds to start any task.
+    to_cancel = {**push, "parameters": {**push["parameters"], "destination": {"kind": "gcs", "bucket": ML}}}
     return [
         Sample("push bucket to bucket", push, "succeeded", name="demo/push-assay.json"),
         Sample("ratchet, first run (sets the bar)", ratchet, "succeeded", name="demo/ratchet-1.json"),
@@ -141,6 +152,8 @@ def samples() -> list[Sample]:
         Sample("the first push, delivered again", push, "duplicate", how="again", after="push bucket to bucket"),
         Sample("malformed trigger", malformed, "rejected", "invalid_parameters", name="demo/malformed.json"),
         Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
+        Sample("data object a route takes", reading, "succeeded", how="route", name=ROUTED),
+        Sample("push cancelled through the topic", to_cancel, "cancelled", how="cancel"),
     ]
 
 
@@ -152,7 +165,10 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Polic
         generation = stack.drop(sample.name, data)
         item.trigger_uri = naming.object_uri(TRIGGERS, sample.name)
         identity = naming.object_identity(TRIGGERS, sample.name, generation)
-    elif sample.how == "topic":
+    elif sample.how == "route":
+        deliver_routed(stack, item, policy, data)
+        return
+    elif sample.how in ("topic", "cancel"):
         message_id = stack.publish(TRIGGER_TOPIC, data, {"source": "relay-demo"})
         item.trigger_uri = f"{TRIGGER_TOPIC_PATH}#{message_id}"
         identity = naming.message_identity(TRIGGER_TOPIC_PATH, message_id)
@@ -170,11 +186,49 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Polic
         item.trigger_uri = first_push.trigger_uri
         identity = naming.object_identity(bucket, name, generation)
     # Where it came from decides the tenant, which scopes a run_key the trigger chooses (as Relay does).
-    topic = sample.how == "topic"
+    topic = sample.how in ("topic", "cancel")
     tenant = tenant_for_topic(policy, TRIGGER_TOPIC_PATH) if topic else tenant_for_object(policy, item.trigger_uri)
     item.run_key = run_key_for(parse_document(data, "json", item.trigger_uri), identity, tenant)
     item.started = time.monotonic()
     item.state = "delivered"
+
+
+def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes) -> None:
+    """Upload a data object to gs://lab-data and deliver its storage notification through the trigger topic.
+
+    fake-gcs-server notifies for one bucket only (-event.bucket), the trigger bucket: the notification a deployment's
+    `deploy.sh --notify-bucket` would have Cloud Storage publish is published here, as for the redelivered push.
+    """
+    name = item.sample.name
+    routed = route_for(policy, LAB, name)
+    if routed is None:
+        raise RuntimeError(f"no route of {policy.source or 'the policy'} takes gs://{LAB}/{name}")
+    blob = stack.storage_client().bucket(LAB).blob(name)
+    blob.upload_from_string(data, content_type="application/json")
+    generation = int(blob.generation)
+    attributes = {
+        "bucketId": LAB,
+        "objectId": name,
+        "objectGeneration": str(generation),
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+    }
+    stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)  # the object resource
+    event = ObjectEvent(LAB, name, generation, len(data), "application/json", {})
+    item.trigger_uri = naming.object_uri(LAB, name)
+    item.pipeline = routed[1].pipeline
+    item.run_key = route_run_key(routed[1], event)
+    item.started = time.monotonic()
+    item.state = "delivered"
+
+
+def cancel_when_launched(stack: LocalStack, item: Tracked) -> None:
+    """Ask for the cancel on the trigger topic (attribute action=cancel) once the run is launched, not before:
+    a run still being launched is not cancelled (Relay says to retry)."""
+    if item.sample.how != "cancel" or item.cancel_sent or item.state not in ("launched", "running"):
+        return
+    stack.publish(TRIGGER_TOPIC, b"", {"action": "cancel", "run_key": item.run_key})
+    item.cancel_sent = True
 
 
 def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
@@ -208,7 +262,7 @@ def table(items: Sequence[Tracked], now: float) -> list[str]:
             (
                 item.sample.label,
                 item.run_key or "-",
-                str(item.sample.document.get("pipeline")),
+                item.pipeline or str(item.sample.document.get("pipeline")),
                 item.state,
                 f"{elapsed:5.1f}s" if item.started else "",
             )
@@ -272,6 +326,7 @@ def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, time
             if item.state == "waiting" and ready:
                 deliver(stack, item, first_push, demo.policy)
             refresh(stack, store, item)
+            cancel_when_launched(stack, item)
         lines = table(demo.tracked, time.monotonic())
         if live:
             out.write(f"\x1b[{printed}F\x1b[J" if printed else "")

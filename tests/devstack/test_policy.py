@@ -8,8 +8,19 @@ from typing import Any
 import pytest
 
 from devstack import demo
-from devstack.policy import RATCHET_EXAMPLE, TEMPLATE, render, write_policy
-from relay.policy import Context, Policy, PolicyError, check_request, own_locations, tenant_for_object, tenant_for_topic
+from devstack.policy import RATCHET_EXAMPLE, TEMPLATE, write_policy
+from devstack.policy import render as render_policy
+from relay.policy import (
+    Context,
+    Policy,
+    PolicyError,
+    check_request,
+    own_locations,
+    route_for,
+    tenant_for_object,
+    tenant_for_topic,
+)
+from relay.routes import ObjectEvent, render
 
 
 @pytest.fixture
@@ -25,19 +36,27 @@ def context(policy_path: Path) -> Context:
 
 def verdict(written: tuple[Path, Policy], sample: demo.Sample) -> list[str]:
     path, policy = written
-    if sample.how == "topic":
+    document: dict[str, Any] = sample.document
+    if sample.how == "route":  # the route's pipeline and parameters, filled in from the object's event
+        routed = route_for(policy, demo.LAB, sample.name)
+        assert routed is not None
+        tenant, route = routed
+        event = ObjectEvent(demo.LAB, sample.name, 1, 75, "application/json", {})
+        parameters, unfilled = render(route.parameters, event)
+        assert unfilled == []
+        document = {"pipeline": route.pipeline, "parameters": parameters}
+    elif sample.how in ("topic", "cancel"):
         tenant = tenant_for_topic(policy, demo.TRIGGER_TOPIC_PATH)
     else:
         tenant = tenant_for_object(policy, f"gs://{demo.TRIGGERS}/{sample.name}")
     assert tenant is not None and tenant.name == "lab"
-    document: dict[str, Any] = sample.document
     problems = check_request(policy, tenant, document["pipeline"], document["parameters"], context(path))
     return [str(problem) for problem in problems]
 
 
 def test_the_written_policy_is_the_template_for_this_clone(written: tuple[Path, Policy]):
     path, policy = written
-    assert path.read_text() == render() and policy.source == str(path)
+    assert path.read_text() == render_policy() and policy.source == str(path)
     assert policy.tenant("lab") is not None
     # The example as seeded in the stack's storage, and its folder in this clone (not file:/// whole).
     assert policy.tenants[0].code == ("gs://lab-benchmarks/", RATCHET_EXAMPLE.as_uri() + "/")
@@ -45,7 +64,7 @@ def test_the_written_policy_is_the_template_for_this_clone(written: tuple[Path, 
 
 
 @pytest.mark.parametrize(
-    "sample", [s for s in demo.samples() if s.expect in ("succeeded", "duplicate")], ids=lambda s: s.label
+    "sample", [s for s in demo.samples() if s.expect in ("succeeded", "duplicate", "cancelled")], ids=lambda s: s.label
 )
 def test_everything_the_demo_runs_is_allowed(written: tuple[Path, Policy], sample: demo.Sample):
     assert verdict(written, sample) == []

@@ -27,6 +27,8 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
         "the first push, delivered again": "duplicate",
         "malformed trigger": "rejected",
         "push beyond the policy": "rejected",
+        "data object a route takes": "succeeded",
+        "push cancelled through the topic": "cancelled",
     }
     codes = {item.sample.label: item.code for item in demo.tracked if item.state == "rejected"}
     assert codes == {"malformed trigger": "invalid_parameters", "push beyond the policy": "policy_denied"}
@@ -39,3 +41,9 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
     assert "The policy the triggers were held to: " in printed
     assert ("delivered straight to the functions" in printed) is not emulators
     assert "every sample ended as expected" in printed
+    routed = next(item for item in demo.tracked if item.sample.how == "route")
+    assert routed.trigger_uri == "gs://lab-data/incoming/reading-1.json" and routed.run.launch is not None
+    assert routed.run.launch["trigger"]["route"] == "lab/incoming-json" and routed.pipeline == "push"
+    assert routed.run.launch["parameters"]["sources"] == [routed.trigger_uri]
+    cancelled = next(item for item in demo.tracked if item.sample.how == "cancel")
+    assert cancelled.cancel_sent and cancelled.note.startswith("cancelled by message ")
