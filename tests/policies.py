@@ -7,7 +7,8 @@ from typing import Any
 
 from pipelines.steps.egress import Egress
 from pipelines.steps.gate import Permit, PolicyGate
-from relay.policy import Context, Policy, Tenant, parse_policy, reference_paths
+from relay.policy import Context, Policy, Tenant, parse_policy
+from relay.secrets import reference_paths
 
 LOCAL = Context(local=True, protected=())
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -558,7 +558,7 @@ def check_request(
     elif pipeline == RATCHET:
         _check_ratchet(scope, parameters)
     denied = {problem.field for problem in scope.problems}
-    for path, reference in reference_paths(parameters):
+    for path, reference in secrets.reference_paths(parameters):
         if f"parameters.{path}" not in scope.bound and f"parameters.{path}" not in denied:
             scope.deny(f"parameters.{path}", f"a secret only where {scope.listed('secrets')} binds it", reference)
     return scope.problems
@@ -658,7 +658,7 @@ class _Scope:
     def _bind(self, rule: Rule, config: Mapping[str, Any], field_name: str, *, cluster: bool) -> None:
         bindings = self._bindings(rule)
         kind = f"cluster:{rule.kind}" if cluster else rule.kind
-        for path, reference in reference_paths(config):
+        for path, reference in secrets.reference_paths(config):
             allowed_field = _field_allowed(path, SECRET_FIELDS[kind])
             bound = next((f for f in bindings if _field_allowed(path, (f,))), None)
             if allowed_field and bound is not None and bindings[bound] == _secret_name(reference):
@@ -826,18 +826,6 @@ def describe_target(config: Mapping[str, Any]) -> str:
     parts = [f"{k} {config[k]!r}" for k in shown if k in config and not secrets.is_reference(config[k])]
     kind = str(config.get("kind") or "local")
     return f"{kind} with {', '.join(parts)}" if parts else kind
-
-
-def reference_paths(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """(dotted path, reference) for every secret reference inside a JSON-like value."""
-    if secrets.is_reference(value):
-        yield path, str(value)
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from reference_paths(inner, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list | tuple):
-        for i, inner in enumerate(value):
-            yield from reference_paths(inner, f"{path}[{i}]")
 
 
 def parse_size(value: object) -> float | None:

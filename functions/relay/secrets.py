@@ -32,16 +32,21 @@ def well_formed(reference: str) -> bool:
     return bool(_SHORT.match(name) or _RESOURCE.match(name))
 
 
+def reference_paths(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted path, reference) for every secret reference inside a JSON-like value, depth first."""
+    if is_reference(value):
+        yield path, str(value)
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from reference_paths(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            yield from reference_paths(inner, f"{path}[{i}]")
+
+
 def references(value: object) -> Iterator[str]:
     """Every secret reference inside a parameter value, depth first."""
-    if is_reference(value):
-        yield str(value)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from references(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from references(item)
+    return (reference for _, reference in reference_paths(value))
 
 
 class SecretResolver(Protocol):

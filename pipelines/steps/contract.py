@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.policy import reference_paths
 from relay.secrets import (
     Redactor,
     SecretNotFoundError,
     SecretResolver,
     is_reference,
+    reference_paths,
     references,
     resolve_all,
     resolver_from_env,
