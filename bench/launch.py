@@ -163,13 +163,11 @@ class Cold:
         return median([sample[key] for sample in self.samples[side]])
 
 
-@dataclass
-class Burst:
+class RunTally:
+    """Runs created per trigger, as the KFP fake counted them: a part's duplicates and missing runs."""
+
     triggers: int
-    delivered: Delivered
-    cpu_seconds: float
     runs: Counter[str]
-    outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def duplicates(self) -> int:
@@ -181,7 +179,16 @@ class Burst:
 
 
 @dataclass
-class Backpressure:
+class Burst(RunTally):
+    triggers: int
+    delivered: Delivered
+    cpu_seconds: float
+    runs: Counter[str]
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Backpressure(RunTally):
     triggers: int
     rate: float
     instances: int
@@ -212,14 +219,6 @@ class Backpressure:
             return 0.0, 0
         start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
         return end - start, sum(1 for e in self.entries if start <= e.at <= end)
-
-    @property
-    def duplicates(self) -> int:
-        return sum(count - 1 for count in self.runs.values() if count > 1)
-
-    @property
-    def missing(self) -> int:
-        return self.triggers - len(self.runs)
 
 
 class Bench:
