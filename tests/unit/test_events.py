@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from relay.events import (
     MAX_GENERATION,
+    Delivery,
     InlineDelivery,
     ObjectDelivery,
     Skip,
+    event_info,
     parse_pubsub_event,
     parse_storage_event,
 )
+from relay.service import Relay, handle_delivery
 
 STORAGE = {
     "id": "evt-1",
@@ -33,6 +37,12 @@ def message(data: bytes = b"", **attributes: str) -> dict[str, object]:
         "subscription": "projects/p/subscriptions/s",
         "message": {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": "42"},
     }
+
+
+def logged(relay: Relay, delivery: Delivery) -> tuple[str, str, str]:
+    """What the outcome line of this delivery says: outcome, severity, message."""
+    outcome = handle_delivery(relay, delivery)
+    return outcome.outcome, outcome.severity, outcome.message
 
 
 def test_storage_event_fields_arrive_as_strings_or_numbers():
@@ -90,10 +100,13 @@ def test_anything_else_is_an_inline_document():
     assert delivery.uri == "projects/p/topics/relay-triggers#42"
 
 
-def test_malformed_messages_are_skipped_as_errors():
-    assert isinstance(parse_pubsub_event(PUBSUB, {"nothing": 1}), Skip)
+def test_malformed_messages_are_skipped_as_errors(relay: Relay):
+    empty = parse_pubsub_event(PUBSUB, {"nothing": 1})
+    assert isinstance(empty, Skip) and empty.malformed and empty.uri == PUBSUB["source"]
+    assert logged(relay, empty) == ("skipped", "ERROR", "expected a Pub/Sub message in the event data, found none")
     broken = parse_pubsub_event(PUBSUB, {"message": {"data": "***", "attributes": {"a": "b"}}})
-    assert isinstance(broken, Skip) and broken.malformed
+    assert isinstance(broken, Skip) and broken.malformed and broken.uri == "projects/p/topics/relay-triggers#msg-1"
+    assert logged(relay, broken) == ("skipped", "ERROR", "expected message data: base64 text, found other text")
 
 
 def envelope(**message: object) -> dict[str, object]:
@@ -120,10 +133,11 @@ def envelope(**message: object) -> dict[str, object]:
         (None, "expected a Pub/Sub message in the event data"),
     ],
 )
-def test_every_malformed_envelope_is_a_malformed_skip_never_an_exception(data: object, reason: str):
+def test_every_malformed_envelope_is_a_malformed_skip_never_an_exception(relay: Relay, data: object, reason: str):
     delivery = parse_pubsub_event(PUBSUB, data)
     assert isinstance(delivery, Skip) and delivery.malformed
     assert reason in delivery.reason, delivery.reason
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 
 
 BUCKET_RULE = "expected a bucket name"
@@ -152,10 +166,12 @@ GENERATION_RULE = f"expected a generation: a whole number from 1 to {MAX_GENERAT
         ("s3://b/t.json", "expected trigger_uri gs://bucket/object[#generation]"),
     ],
 )
-def test_a_trigger_uri_that_names_no_cloud_storage_object_is_a_malformed_skip(uri: str, reason: str):
+def test_a_trigger_uri_that_names_no_cloud_storage_object_is_a_malformed_skip(relay: Relay, uri: str, reason: str):
     delivery = parse_pubsub_event(PUBSUB, message(trigger_uri=uri))
     assert isinstance(delivery, Skip) and delivery.malformed
     assert delivery.reason.startswith(reason), delivery.reason
+    assert delivery.uri == (uri.partition("#")[0] if uri.startswith("gs://") else uri)
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 
 
 @pytest.mark.parametrize(
@@ -197,3 +213,171 @@ def test_a_notification_with_a_hostile_body_still_names_its_object():
     attrs = {"bucketId": "triggers", "objectId": "t.json", "objectGeneration": "3", "eventType": "OBJECT_FINALIZE"}
     deep = parse_pubsub_event(PUBSUB, message(b"[" * 100_000, **attrs))
     assert isinstance(deep, ObjectDelivery) and (deep.generation, deep.size) == (3, None)
+
+
+NOTIFICATION = {"bucketId": "triggers", "objectId": "t.json", "objectGeneration": "3", "eventType": "OBJECT_FINALIZE"}
+
+
+def test_a_storage_notification_is_recognised_by_either_of_its_marks(relay: Relay):
+    by_bucket = parse_pubsub_event(PUBSUB, message(b'{"size": "7"}', **NOTIFICATION))
+    assert isinstance(by_bucket, ObjectDelivery)
+    assert (by_bucket.uri, by_bucket.generation, by_bucket.size, by_bucket.via) == (
+        "gs://triggers/t.json",
+        3,
+        7,
+        "storage-notification",
+    )
+    # The payload format alone says "notification": one without its object is malformed, not an inline document.
+    bare = parse_pubsub_event(PUBSUB, message(b"{}", payloadFormat="JSON_API_V1", eventType="OBJECT_FINALIZE"))
+    assert isinstance(bare, Skip) and bare.malformed and bare.uri == "gs:///"
+    assert logged(relay, bare) == ("skipped", "ERROR", "expected bucketId and objectId attributes, found none")
+    no_object = parse_pubsub_event(PUBSUB, message(b"{}", **{**NOTIFICATION, "objectId": ""}))
+    assert isinstance(no_object, Skip) and no_object.malformed and no_object.uri == "gs://triggers/"
+
+
+def test_a_notification_of_another_event_type_is_skipped_quietly(relay: Relay):
+    archived = parse_pubsub_event(PUBSUB, message(b"{}", **{**NOTIFICATION, "eventType": "OBJECT_ARCHIVE"}))
+    assert isinstance(archived, Skip) and not archived.malformed and archived.uri == "gs://triggers/t.json"
+    assert logged(relay, archived) == (
+        "skipped",
+        "INFO",
+        "notification event type 'OBJECT_ARCHIVE' is not OBJECT_FINALIZE",
+    )
+    untyped = parse_pubsub_event(PUBSUB, message(b"{}", bucketId="triggers", objectId="t.json"))
+    assert isinstance(untyped, Skip) and untyped.reason == "notification event type None is not OBJECT_FINALIZE"
+
+
+@pytest.mark.parametrize(
+    ("body", "size", "content_type", "metadata"),
+    [
+        (b"", None, None, None),
+        (b"not json", None, None, None),
+        (b'["size", 5]', None, None, None),
+        (b'{"size": 5, "contentType": "text/csv", "metadata": {"run": "a"}}', 5, "text/csv", {"run": "a"}),
+        (b'{"size": "x", "contentType": 5, "metadata": {"run": 1}}', None, None, None),
+        (b'{"size": true, "metadata": ["run"]}', None, None, None),
+        (b'{"size": 5.0, "metadata": {"1": "a", "b": "c"}}', None, None, {"1": "a", "b": "c"}),
+    ],
+)
+def test_a_notification_body_gives_only_what_has_cloud_storage_s_shape(
+    body: bytes, size: int | None, content_type: str | None, metadata: dict[str, str] | None
+):
+    delivery = parse_pubsub_event(PUBSUB, message(body, **NOTIFICATION))
+    assert isinstance(delivery, ObjectDelivery) and delivery.uri == "gs://triggers/t.json"
+    assert (delivery.size, delivery.content_type, delivery.metadata) == (size, content_type, metadata)
+
+
+def inline(relay: Relay, data: bytes, **attributes: str) -> tuple[str, str, str]:
+    delivery = parse_pubsub_event(PUBSUB, message(data, **attributes))
+    assert isinstance(delivery, InlineDelivery)
+    return (delivery.format, *logged(relay, delivery)[:2])
+
+
+NAN = b'{"pipeline": "echo", "parameters": {"message": NaN}}'  # not JSON; as YAML, the string "NaN"
+
+
+def test_an_inline_message_is_json_unless_its_format_says_yaml(relay: Relay):
+    assert inline(relay, NAN) == ("json", "rejected", "WARNING")
+    assert inline(relay, NAN, format="JSON") == ("json", "rejected", "WARNING")
+    assert inline(relay, NAN, format="toml") == ("json", "rejected", "WARNING")
+    assert inline(relay, NAN, sender="lab") == ("json", "rejected", "WARNING")
+    assert inline(relay, b"pipeline: echo\nparameters: {message: hi}\n", format="YML") == ("yaml", "launched", "INFO")
+
+
+def test_an_inline_message_without_a_message_id_is_named_by_its_event():
+    envelope_ = {"message": {"data": base64.b64encode(b"{}").decode(), "message_id": "snake-7"}}
+    snake = parse_pubsub_event(PUBSUB, envelope_)
+    assert isinstance(snake, InlineDelivery) and snake.uri == "projects/p/topics/relay-triggers#snake-7"
+    bare = parse_pubsub_event(PUBSUB, {"message": {}})
+    assert isinstance(bare, InlineDelivery) and (bare.message_id, bare.data, bare.format) == ("msg-1", b"", "json")
+
+
+@pytest.mark.parametrize(
+    ("source", "topic"),
+    [
+        ("//pubsub.googleapis.com/projects/p/topics/t", "projects/p/topics/t"),
+        ("projects/p/topics/t", "projects/p/topics/t"),
+        ("", "pubsub"),
+    ],
+)
+def test_the_topic_is_the_event_source_without_its_service(source: str, topic: str):
+    delivery = parse_pubsub_event({**PUBSUB, "source": source}, message(b"{}"))
+    assert isinstance(delivery, InlineDelivery) and delivery.topic == topic
+
+
+def test_events_of_another_type_are_skipped_quietly(relay: Relay):
+    stored = parse_pubsub_event({**PUBSUB, "type": STORAGE["type"]}, message(b"{}"))
+    assert isinstance(stored, Skip) and not stored.malformed and stored.uri == PUBSUB["source"]
+    assert logged(relay, stored) == (
+        "skipped",
+        "INFO",
+        f"event type {STORAGE['type']!r} is not google.cloud.pubsub.topic.v1.messagePublished",
+    )
+    published = parse_storage_event({**STORAGE, "type": PUBSUB["type"]}, {"bucket": "b00", "name": "t.json"})
+    assert isinstance(published, Skip) and not published.malformed and published.uri == STORAGE["source"]
+    assert logged(relay, published)[:2] == ("skipped", "INFO")
+    assert published.reason == f"event type {PUBSUB['type']!r} is not google.cloud.storage.object.v1.finalized"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, ["bucket"], {"name": "t.json"}, {"bucket": "triggers"}, {"bucket": "", "name": "t.json"}],
+)
+def test_a_storage_event_without_its_object_is_an_error(relay: Relay, data: object):
+    delivery = parse_storage_event(STORAGE, data)
+    assert isinstance(delivery, Skip) and delivery.malformed and delivery.uri == STORAGE["source"]
+    assert logged(relay, delivery) == ("skipped", "ERROR", "expected object data with bucket and name, found none")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"bucket": 7, "name": "t.json"}, "expected a bucket name: 3-63 lower-case letters, digits, -, _ or ."),
+        ({"bucket": "triggers", "name": ["t.json"]}, "expected an object name: 1-1024 bytes of UTF-8,"),
+        ({"bucket": "triggers", "name": "t\r.json"}, "no carriage return or line feed, not . or .., found string"),
+        ({"bucket": "triggers", "name": "."}, "expected an object name"),
+        ({"bucket": "triggers", "name": ".."}, "expected an object name"),
+        ({"bucket": "triggers", "name": "t.json", "generation": True}, "found boolean true"),
+        ({"bucket": "triggers", "name": "t.json", "generation": 0}, "found number 0"),
+        ({"bucket": "triggers", "name": "t.json", "generation": 1.0}, "found number 1.0"),
+        ({"bucket": "triggers", "name": "t.json", "generation": "0" * 19 + "1"}, "whole number from 1 to"),
+    ],
+)
+def test_a_storage_event_naming_no_object_names_the_part_that_is_wrong(relay: Relay, data: object, reason: str):
+    delivery = parse_storage_event(STORAGE, data)
+    assert isinstance(delivery, Skip) and delivery.malformed
+    assert reason in delivery.reason, delivery.reason
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
+
+
+@pytest.mark.parametrize(
+    ("generation", "number"),
+    [(MAX_GENERATION, MAX_GENERATION), (1, 1), ("0" * 18 + "1", 1), (None, None)],
+)
+def test_a_generation_is_a_number_or_up_to_19_digits(generation: object, number: int | None):
+    delivery = parse_storage_event(STORAGE, {"bucket": "triggers", "name": "t.json", "generation": generation})
+    assert isinstance(delivery, ObjectDelivery) and delivery.generation == number
+
+
+@pytest.mark.parametrize(("size", "known"), [("12", 12), (12, 12), (True, None), ("12 bytes", None), (1.5, None)])
+def test_a_storage_event_size_is_known_only_when_it_is_a_whole_number(size: object, known: int | None):
+    delivery = parse_storage_event(STORAGE, {"bucket": "triggers", "name": "t.json", "size": size})
+    assert isinstance(delivery, ObjectDelivery) and delivery.size == known
+
+
+@pytest.mark.parametrize(
+    ("attributes", "identity"),
+    [
+        ({}, ("", "", "", None)),
+        ({"id": 7, "type": "t", "source": "s", "time": 1700000000}, ("7", "t", "s", None)),
+        ({"time": ""}, ("", "", "", None)),
+        ({"time": "yesterday"}, ("", "", "", None)),
+        ({"time": datetime(2026, 1, 2, tzinfo=UTC)}, ("", "", "", datetime(2026, 1, 2, tzinfo=UTC))),
+        ({"time": "2026-01-02T00:00:00Z"}, ("", "", "", datetime(2026, 1, 2, tzinfo=UTC))),
+    ],
+)
+def test_an_event_s_identity_is_carried_as_far_as_it_can_be_read(
+    attributes: dict[str, object], identity: tuple[object, ...]
+):
+    event = event_info(attributes)
+    assert (event.id, event.type, event.source, event.time) == identity
