@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from pipelines.steps.ratchet.baseline import (
@@ -184,3 +187,124 @@ def test_the_document_round_trips():
 def test_a_document_this_code_did_not_write_is_refused(document: object):
     with pytest.raises(BaselineError):
         parse_baseline(document)
+
+
+# --- the bar's history: each run decided on the baseline the run before stored, read back from its document ---
+
+
+def next_run(
+    baseline: Baseline, *runs: Measurement, key: str, reset: str | None = None
+) -> tuple[dict[str, tuple[str, str]], Baseline]:
+    """One run of the step: decide, store the document, and read it back as the next run will."""
+    decision = decide_ratchet(baseline, runs, run_key=key, at=f"at-{key}", reset_reason=reset)
+    document = baseline_to_json(decision.baseline, workflow="w", destination="local", run_key=key, at=f"at-{key}")
+    return {v.test: (v.verdict, v.reason) for v in decision.verdicts}, parse_baseline(json.loads(json.dumps(document)))
+
+
+@pytest.mark.parametrize(
+    ("then", "verdict"),
+    [
+        (passing(1.0), (OK, "")),
+        (passing(0.5), (TIGHTENED, "")),
+        (passing(9.0), (VIOLATED, SLOWER_THAN_BAR)),
+    ],
+    ids=["ok", "tightened", "slower-than-bar"],
+)
+def test_a_test_that_passed_is_owed_by_every_later_run_whatever_its_last_verdict(
+    then: Measurement, verdict: tuple[str, str]
+):
+    _, baseline = next_run(Baseline(), passing(1.0), key="r1")
+    seen, baseline = next_run(baseline, then, key="r2")
+    assert seen == {"t": verdict}
+    # The bar still counts as passed: failing or leaving the workflow later is a violation, not a plain failure.
+    assert next_run(baseline, failing(0.5, 0.5), key="r3")[0] == {"t": (VIOLATED, FAILED_THAT_PASSED_BEFORE)}
+    assert next_run(baseline, key="r3")[0] == {"t": (VIOLATED, MISSING)}
+
+
+def test_a_test_that_never_passed_owes_nothing_until_it_does():
+    seen, baseline = next_run(Baseline(), failing(0.5, 0.5), key="r1")
+    assert seen == {"t": (FAILED, "")}
+    assert baseline.bars["t"] == Bar(None, False)
+    # Failing again is still a plain failure, and leaving the workflow is not reported at all.
+    assert next_run(baseline, failing(0.5, 0.5), key="r2")[0] == {"t": (FAILED, "")}
+    assert next_run(baseline, passing(1.0, name="other"), key="r2")[0] == {"other": (SET, "")}
+    # Its first pass sets the bar, and from then on it is owed.
+    seen, baseline = next_run(baseline, passing(2.0), key="r3")
+    assert seen == {"t": (SET, "")} and baseline.bars["t"] == Bar(2.0, True, "r3", "at-r3")
+    assert next_run(baseline, key="r4")[0] == {"t": (VIOLATED, MISSING)}
+
+
+def test_a_violation_keeps_the_bar_and_who_set_it():
+    _, baseline = next_run(Baseline(), passing(1.0), key="r1")
+    for key, run in (("r2", passing(9.0)), ("r3", failing(0.5, 0.5)), ("r4", passing(1.05)), ("r5", None)):
+        _, baseline = next_run(baseline, *([run] if run else []), key=key)
+        assert baseline.bars["t"] == Bar(1.0, True, "r1", "at-r1"), key
+    _, baseline = next_run(baseline, passing(0.9), key="r6")
+    assert baseline.bars["t"] == Bar(0.9, True, "r6", "at-r6")
+
+
+def test_each_verdict_names_the_bar_it_was_judged_against():
+    runs = {
+        "ok": passing(1.05),
+        "tightened": passing(0.5),
+        "slower": passing(2.0),
+        "failed": failing(0.5, 0.5),
+    }
+    baseline = Baseline({name: Bar(1.0, True) for name in (*runs, "missing")})
+    decision = decide_ratchet(baseline, [replace(run, name=name) for name, run in runs.items()], run_key="k", at=AT)
+    assert {v.test: (v.bar_before, v.bar_after) for v in decision.verdicts} == {
+        "ok": (1.0, 1.0),
+        "tightened": (1.0, 0.5),
+        "slower": (1.0, 1.0),
+        "failed": (1.0, 1.0),
+        "missing": (1.0, 1.0),
+    }
+    assert [v.to_json() for v in decision.verdicts if v.test == "slower"] == [
+        {
+            "test": "slower",
+            "verdict": VIOLATED,
+            "reason": SLOWER_THAN_BAR,
+            "median_seconds": 2.0,
+            "bar_before": 1.0,
+            "bar_after": 1.0,
+            "limit_seconds": 1.1,
+        }
+    ]
+    assert [v.test for v in decision.failed] == ["slower", "failed", "missing"]
+    assert [v.test for v in decision.violated] == ["slower", "failed", "missing"]
+
+
+def test_a_plain_failure_is_failed_but_not_a_violation():
+    decision = decide_ratchet(Baseline(), [failing(0.5, 0.5), passing(1.0, name="u")], run_key="k", at=AT)
+    assert [v.test for v in decision.failed] == ["t"] and decision.violated == ()
+
+
+def test_a_reset_forgets_what_was_owed_and_the_next_pass_sets_the_bar_afresh():
+    _, baseline = next_run(Baseline(), passing(1.0), key="r1")
+    seen, baseline = next_run(baseline, failing(0.5, 0.5), key="r2", reset="flaky cluster")
+    assert seen == {"t": (FAILED, "")} and baseline.bars["t"] == Bar(None, False)
+    assert baseline.resets == (Reset("r2", "at-r2", "flaky cluster", {"t": 1.0}),)
+    assert next_run(baseline, key="r3")[0] == {}
+    seen, baseline = next_run(baseline, passing(3.0), key="r3")
+    assert seen == {"t": (SET, "")} and baseline.bars["t"].seconds == 3.0
+    assert len(baseline.resets) == 1  # the history of resets is kept by every later run
+
+
+def test_medians_and_limits_are_kept_to_the_microsecond():
+    decision = decide_ratchet(stored(1.0), [passing(0.1234567, 0.2, 0.1, tolerance=0.1234567)], run_key="k", at=AT)
+    (verdict,) = decision.verdicts
+    assert (verdict.median, verdict.limit) == (0.123457, 1.123457)
+
+
+def test_a_bar_of_zero_seconds_reads_back():
+    # Rounding to the microsecond makes 0.0 from a call faster than half a microsecond.
+    _, baseline = next_run(Baseline(), passing(0.0000004), key="r1")
+    assert baseline.bars["t"] == Bar(0.0, True, "r1", "at-r1")
+    assert next_run(baseline, passing(0.0000004), key="r2")[0] == {"t": (OK, "")}
+
+
+def test_a_document_written_before_set_by_and_set_at_reads_with_them_empty():
+    document = {"version": 1, "tests": {"t": {"bar_seconds": 2, "passed": True}}}
+    assert parse_baseline(document) == Baseline({"t": Bar(2.0, True, "", "")})
+    document = {"version": 1, "tests": {}, "history": [{"event": "reset"}]}
+    assert parse_baseline(document).resets == (Reset("", "", "", {}),)
