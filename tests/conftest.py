@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.catalog import Catalog, parse_pipeline_package
+from relay.catalog import Catalog, PipelineDefinition, parse_pipeline_package
 from relay.config import Settings
 from relay.ports import LaunchRequest
 from relay.service import Relay
@@ -16,16 +16,22 @@ from tests.fakes import FakeBackend, MemoryBlobStore, RecordingNotifier
 DATA = Path(__file__).parent / "data"
 CATALOG = DATA / "catalog"
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
-ECHO = parse_pipeline_package("echo", str(CATALOG / "echo.yaml"), (CATALOG / "echo.yaml").read_bytes())
+
+
+def echo_pipeline() -> PipelineDefinition:
+    """The test catalog's echo pipeline, parsed on each call: a value parsed once at import would be made before
+    mutation testing forks a run under a mutant of the parser, so that run would never see the mutant."""
+    return parse_pipeline_package("echo", str(CATALOG / "echo.yaml"), (CATALOG / "echo.yaml").read_bytes())
 
 
 def echo_request(key: str, **parameters: object) -> LaunchRequest:
     """A launch of the test catalog's echo pipeline, as the service builds one."""
+    echo = echo_pipeline()
     return LaunchRequest(
         run_key=key,
         pipeline="echo",
-        package=ECHO.package,
-        spec=ECHO.spec,
+        package=echo.package,
+        spec=echo.spec,
         parameters={"message": "hi", **parameters},
         labels={"team": "assay"},
     )

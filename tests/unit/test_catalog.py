@@ -4,14 +4,15 @@ import pytest
 
 from relay.catalog import Catalog, check_parameters, run_parameters
 from relay.errors import InvalidTriggerError
-from tests.conftest import CATALOG, ECHO
+from tests.conftest import CATALOG, echo_pipeline
 from tests.fakes import MemoryBlobStore
 
 
 def test_root_inputs_are_read_with_types_and_requiredness():
-    assert ECHO.inputs["message"].type == "STRING" and ECHO.inputs["message"].required
-    assert ECHO.inputs["count"].type == "NUMBER_INTEGER" and not ECHO.inputs["count"].required
-    assert {name: spec.type for name, spec in ECHO.inputs.items()} == {
+    echo = echo_pipeline()
+    assert echo.inputs["message"].type == "STRING" and echo.inputs["message"].required
+    assert echo.inputs["count"].type == "NUMBER_INTEGER" and not echo.inputs["count"].required
+    assert {name: spec.type for name, spec in echo.inputs.items()} == {
         "message": "STRING",
         "count": "NUMBER_INTEGER",
         "ratio": "NUMBER_DOUBLE",
@@ -22,12 +23,12 @@ def test_root_inputs_are_read_with_types_and_requiredness():
         "run_key": "STRING",
         "results_uri": "STRING",
     }
-    assert ECHO.declares_reserved == ("run_key", "results_uri")
+    assert echo.declares_reserved == ("run_key", "results_uri")
 
 
 def test_values_of_every_type_pass():
     parameters = {"message": "hi", "count": 2, "ratio": 1, "enabled": False, "items": [1], "options": {"a": 1}}
-    assert check_parameters(ECHO, parameters) == []
+    assert check_parameters(echo_pipeline(), parameters) == []
 
 
 @pytest.mark.parametrize(
@@ -46,18 +47,21 @@ def test_values_of_every_type_pass():
     ],
 )
 def test_parameter_problems(parameters: dict[str, object], expected: str):
-    problems = [str(p) for p in check_parameters(ECHO, parameters)]
+    problems = [str(p) for p in check_parameters(echo_pipeline(), parameters)]
     assert any(p.startswith(expected) for p in problems), problems
 
 
 def test_secret_references_pass_through_untouched():
     parameters = {"message": "secret://kaggle-key", "options": {"token": "secret://projects/p/secrets/s/versions/3"}}
-    assert check_parameters(ECHO, parameters) == []
-    assert run_parameters(ECHO, parameters, run_key="k", results_uri="gs://r")["message"] == "secret://kaggle-key"
+    assert check_parameters(echo_pipeline(), parameters) == []
+    assert (
+        run_parameters(echo_pipeline(), parameters, run_key="k", results_uri="gs://r")["message"]
+        == "secret://kaggle-key"
+    )
 
 
 def test_reserved_parameters_are_filled_when_declared():
-    filled = run_parameters(ECHO, {"message": "m"}, run_key="echo-1", results_uri="gs://r/x")
+    filled = run_parameters(echo_pipeline(), {"message": "m"}, run_key="echo-1", results_uri="gs://r/x")
     assert filled == {"message": "m", "run_key": "echo-1", "results_uri": "gs://r/x"}
 
 
