@@ -258,7 +258,7 @@ class _Reader:
         item = self._mapping(value, where, (*keys, "limits", "routes"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
-        where = f"tenants.{name or where}"
+        where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
         pipelines = item.get("pipelines")
         return Tenant(
             name=name,
@@ -420,7 +420,7 @@ def _contradictions(policy: Policy) -> list[str]:
     names = [t.name for t in policy.tenants]
     problems += [f"tenants: the name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
     for index, tenant in enumerate(policy.tenants):
-        where = f"tenants.{tenant.name or index}"
+        where = f"tenants.{tenant.name}" if tenant.name else f"tenants[{index}]"
         ids = [r.id for r in (*tenant.destinations, *tenant.clusters)]
         problems += [f"{where}: the id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
         for binding in tenant.secrets:

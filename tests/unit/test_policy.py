@@ -101,26 +101,30 @@ extra: true
 """
     with pytest.raises(PolicyError) as caught:
         parse_policy(text, "p.yaml")
-    found = "\n".join(caught.value.problems)
-    for fragment in (
-        "extra: unknown key",
+    assert list(caught.value.problems) == [
+        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines)",
         "version: expected 1, found number 2",
-        "tenants[0].name: expected a tenant name",
-        "triggers[0]: expected a gs://bucket/prefix, s3://bucket/prefix or file:///folder location, found string",
-        "destinations[0].kind: expected one of gcs, s3, http, kaggle, huggingface, found string 'ftp'",
-        "destinations[1].bucket: expected a value for a gcs rule, found null",
-        "destinations[2].url: expected https:// (plain http only to this machine",
-        "destinations[4].colour: unknown key",
-        "limits.objects: expected a positive whole number",
-        "limits.sizes: unknown key",
-        "secret://k is bound to 'nowhere', which no rule has",
-        "the id 'd' is used twice",
-        "d would reach gs://relay-results/, inside Relay's own gs://relay-results",
-        "gs://t/x is already the origin of tenant two",
-        "secret://projects/other/secrets/k3 is not in the deployment's project",
-    ):
-        assert fragment in found, fragment
-    assert str(caught.value).startswith(f"p.yaml: {len(caught.value.problems)} problem(s) in the policy")
+        "tenants[0].name: expected a tenant name matching [a-z][a-z0-9]{0,19}, found string 'Bad-Name'",
+        "tenants[0].triggers[0]: expected a gs://bucket/prefix, s3://bucket/prefix or file:///folder location, "
+        "found string 'https://example.com/'",
+        "tenants[0].destinations[0].kind: expected one of gcs, s3, http, kaggle, huggingface, found string 'ftp'",
+        "tenants[0].destinations[1].bucket: expected a value for a gcs rule, found null",
+        "tenants[0].destinations[2].url: expected https:// (plain http only to this machine: credentials travel "
+        "over it), found string 'http://lims.example/'",
+        "tenants[0].destinations[4].colour: unknown key (expected one of id, kind, owner, endpoint)",
+        "tenants[0].limits.sizes: unknown key (expected one of objects, bytes, attempts, timeout, tests, repeats, "
+        "code_bytes, code_files)",
+        "tenants[0].limits.objects: expected a positive whole number (or 10GiB), found number -1",
+        "tenants.three: gs://t/x is already the origin of tenant two",
+        "tenants[0]: the id 'd' is used twice",
+        "tenants[0].secrets: secret://k is bound to 'nowhere', which no rule has",
+        "tenants[0].secrets: secret://k2 fills 'url' of d, but a gcs takes secrets only in: none",
+        "tenants[0].secrets: secret://projects/other/secrets/k3 fills 'key' of d, but a gcs takes secrets only in: "
+        "none",
+        "tenants[0].secrets: secret://projects/other/secrets/k3 is not in the deployment's project (none: set project)",
+        "tenants[0]: d would reach gs://relay-results/, inside Relay's own gs://relay-results",
+    ]
+    assert str(caught.value).startswith("p.yaml: 17 problem(s) in the policy: (policy).extra: unknown key")
 
 
 @pytest.mark.parametrize(
