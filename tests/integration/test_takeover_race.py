@@ -1,0 +1,212 @@
+"""Exactly once under racing deliveries, on fake-gcs-server: its generation preconditions are the real ones.
+
+Each race is played in a fixed order: a store or backend that lets the other delivery run to its end at the
+worst moment of the first (between its read of a record and its write, or during its submit), so a write that
+drops its generation precondition shows as a second run, a record moved backwards, or a record rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devstack import FakeGcsServer, create_bucket, fake_gcs_available
+from relay import lifecycle, naming, records
+from relay.adapters.gcs import GcsBlobStore
+from relay.adapters.tokens import NoTokenSource
+from relay.catalog import Catalog
+from relay.config import Settings
+from relay.errors import ClaimHeldError, LaunchRejectedError, PreconditionFailedError
+from relay.events import EventInfo, InlineDelivery
+from relay.outcome import Outcome
+from relay.ports import RUN_RUNNING, Blob, BlobInfo, BlobStore, LaunchedRun, LaunchRequest, RunState
+from relay.service import Relay, handle_delivery
+from tests.conftest import CATALOG, NOW
+from tests.fakes import FakeBackend, MemoryBlobStore
+
+BUCKET = "relay-race"
+TOPIC = "projects/p/topics/t"
+LEASE = 600.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    missing = fake_gcs_available()
+    if missing:
+        pytest.fail(f"the race tests need fake-gcs-server: {missing}")
+    with FakeGcsServer(tmp_path_factory.mktemp("race")) as running:
+        create_bucket(running.url, BUCKET)
+        yield running
+
+
+@pytest.fixture
+def gcs(server: FakeGcsServer) -> GcsBlobStore:
+    return GcsBlobStore(endpoint=server.url, tokens=NoTokenSource())
+
+
+@pytest.fixture
+def results(request: pytest.FixtureRequest) -> str:
+    return f"gs://{BUCKET}/{request.node.name}"  # a results location of its own per test
+
+
+class Meanwhile:
+    """A BlobStore that, once, lets something else happen right after a call on `uri`: the other delivery of a
+    race, run to its end in the gap between this one's read and its next write."""
+
+    def __init__(self, store: BlobStore, uri: str, operation: str, meanwhile: Callable[[], object]) -> None:
+        self._store, self._uri, self._operation = store, uri, operation
+        self._meanwhile: Callable[[], object] | None = meanwhile
+
+    def _after(self, operation: str, uri: str) -> None:
+        if (operation, uri) == (self._operation, self._uri) and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        try:
+            return self._store.read(uri, generation=generation)
+        finally:
+            self._after("read", uri)
+
+    def stat(self, uri: str) -> BlobInfo:
+        return self._store.stat(uri)
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        return self._store.write(uri, data, if_generation_match=if_generation_match)
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        self._store.delete(uri, if_generation_match=if_generation_match)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._store.list(prefix)
+
+
+class SlowSubmit(FakeBackend):
+    """A backend whose next submit takes long enough for `meanwhile` to happen before it answers."""
+
+    meanwhile: Callable[[], object] | None = None
+
+    def launch(self, request: LaunchRequest) -> LaunchedRun:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        try:
+            return super().launch(request)
+        finally:
+            if meanwhile is not None:
+                meanwhile()
+
+
+def relay_on(store: BlobStore, backend: FakeBackend, results: str, *, at: datetime = NOW) -> Relay:
+    catalog = MemoryBlobStore()
+    catalog.write("gs://catalog/echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+    settings = Settings(results_uri=results, catalog_uri="gs://catalog", claim_lease=LEASE)
+    return Relay(
+        settings=settings, store=store, catalog=Catalog(catalog, "gs://catalog"), backend=backend, clock=lambda: at
+    )
+
+
+def message(message_id: str, **trigger: Any) -> InlineDelivery:
+    """A trigger published on the topic, naming its run key, so every message of the race is for one run."""
+    document = {"pipeline": "echo", "parameters": {"message": message_id}, "run_key": "nightly", **trigger}
+    event = EventInfo(id=message_id, type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=None)
+    return InlineDelivery(event, TOPIC, message_id, json.dumps(document).encode(), "json")
+
+
+def saved(store: BlobStore, uri: str) -> dict[str, Any]:
+    return records.decode(store.read(uri).data)
+
+
+def crashed_claim(store: BlobStore, results: str) -> None:
+    """What a holder that crashed between its claim and its submit leaves: a claim whose lease ran out."""
+    claim = records.claim_record(
+        run_key="nightly",
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": "crashed"},
+        parameters={},
+        labels={},
+        now=NOW - timedelta(hours=1),
+        lease_seconds=LEASE,
+    )
+    store.write(naming.launch_record(results, "nightly"), records.encode(claim), if_generation_match=0)
+
+
+@pytest.mark.integration
+def test_two_takeovers_of_an_expired_claim_give_one_run(gcs: GcsBlobStore, results: str):
+    backend = FakeBackend()
+    crashed_claim(gcs, results)
+    uri = naming.launch_record(results, "nightly")
+    outcomes: list[Outcome] = []
+    # The first taker reads the expired claim; the second takes it over and launches before the first writes.
+    first = relay_on(
+        Meanwhile(
+            gcs, uri, "read", lambda: outcomes.append(handle_delivery(relay_on(gcs, backend, results), message("b")))
+        ),
+        backend,
+        results,
+    )
+    with pytest.raises(ClaimHeldError, match="took over run key nightly first"):
+        handle_delivery(first, message("a"))
+    assert [o.outcome for o in outcomes] == ["launched"] and len(backend.launches) == 1
+    record = saved(gcs, uri)
+    assert (record["state"], record["run_id"], record["trigger"]["event_id"]) == ("launched", "run-1", "b")
+    # The loser's redelivery finds the run.
+    assert handle_delivery(relay_on(gcs, backend, results), message("a")).outcome == "duplicate"
+    assert len(backend.launches) == 1
+
+
+@pytest.mark.integration
+def test_a_holder_whose_submit_outlived_its_lease_never_moves_the_record_back(gcs: GcsBlobStore, results: str):
+    backend = SlowSubmit()
+    uri = naming.launch_record(results, "nightly")
+    later = relay_on(gcs, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+
+    def take_over_and_see_it_running() -> None:
+        # The lease has run out: a redelivery takes over, finds the run the holder submitted, and the schedule's
+        # reconcile then records it running.
+        assert handle_delivery(later, message("b")).outcome == "launched"
+        backend.states["run-1"] = RunState(RUN_RUNNING)
+        assert [seen.action for seen in lifecycle.reconcile(later)] == ["running"]
+
+    backend.meanwhile = take_over_and_see_it_running
+    outcome = handle_delivery(relay_on(gcs, backend, results), message("a"))
+    assert outcome.outcome == "launched" and outcome.run_id == "run-1" and len(backend.launches) == 1
+    record = saved(gcs, uri)
+    assert (record["state"], record["run_id"]) == ("running", "run-1")
+
+
+@pytest.mark.integration
+def test_a_rejection_is_recorded_once_by_whichever_delivery_writes_it_first(gcs: GcsBlobStore, results: str):
+    backend = FakeBackend()
+    uri = naming.rejection_record(results, "nightly")
+    late = relay_on(gcs, backend, results, at=NOW + timedelta(seconds=5))
+    # Both read "no rejection yet"; the second writes its record before the first does.
+    first = relay_on(
+        Meanwhile(gcs, uri, "read", lambda: handle_delivery(late, message("b", pipeline="nope"))), backend, results
+    )
+    outcome = handle_delivery(first, message("a", pipeline="nope"))
+    assert outcome.outcome == "rejected" and outcome.code == "unknown_pipeline"
+    record = saved(gcs, uri)
+    assert (record["trigger"]["event_id"], record["rejected_at"]) == ("b", records.timestamp(late.clock()))
+
+
+def test_a_holder_refused_after_its_lease_ran_out_leaves_the_takers_run_on_record(results: str):
+    # fake-gcs-server does not check a delete's generation precondition (Cloud Storage does): the in-memory store
+    # does, so this race is played there.
+    store = MemoryBlobStore()
+    backend = SlowSubmit()
+    uri = naming.launch_record(results, "nightly")
+    later = relay_on(store, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+    # The holder's submit is refused, but only after its lease ran out and a redelivery took over and launched.
+    backend.failures.append(LaunchRejectedError("KFP answered 400 to the holder"))
+    backend.meanwhile = lambda: handle_delivery(later, message("b"))
+    with pytest.raises(PreconditionFailedError):  # the holder learns its claim is gone: the event is redelivered
+        handle_delivery(relay_on(store, backend, results), message("a"))
+    record = saved(store, uri)
+    assert (record["state"], record["run_id"], record["trigger"]["event_id"]) == ("launched", "run-1", "b")
+    assert store.uris(naming.rejection_record(results, "nightly")) == []
+    assert handle_delivery(relay_on(store, backend, results), message("a")).outcome == "duplicate"
+    assert len(backend.launches) == 1
