@@ -19,25 +19,25 @@ from relay.ports import BlobStore, Notifier, PipelineBackend
 from relay.service import Relay, submit_margin
 
 if TYPE_CHECKING:
-    import requests
+    from relay.adapters.http import HttpClient
 
 _current: Relay | None = None
 _lock = threading.Lock()
 
 
-def results_store(results_uri: str, local_root: str, session: requests.Session | None = None) -> BlobStore:
+def results_store(results_uri: str, local_root: str, http: HttpClient | None = None) -> BlobStore:
     """gs:// to Cloud Storage, paths to the disk; local conditional writes lock inside the results folder."""
-    from relay.adapters.gcs import GcsBlobStore  # requests, on first use rather than when main.py loads
+    from relay.adapters.gcs import GcsBlobStore  # on first use rather than when main.py loads
 
     lock_dir = local_root if results_uri.startswith("gs://") else results_uri
-    return RoutingBlobStore(GcsBlobStore(session), LocalBlobStore(Path(lock_dir)))
+    return RoutingBlobStore(GcsBlobStore(http), LocalBlobStore(Path(lock_dir)))
 
 
-def blob_store(settings: Settings, session: requests.Session | None = None) -> BlobStore:
-    return results_store(settings.results_uri, settings.local_root, session)
+def blob_store(settings: Settings, http: HttpClient | None = None) -> BlobStore:
+    return results_store(settings.results_uri, settings.local_root, http)
 
 
-def backend(settings: Settings, session: requests.Session | None = None) -> PipelineBackend:
+def backend(settings: Settings, http: HttpClient | None = None) -> PipelineBackend:
     if settings.backend == "local":
         # The local backend runs the spec with kfp.local, which the function upload does not carry.
         if importlib.util.find_spec("kfp") is None:
@@ -45,17 +45,17 @@ def backend(settings: Settings, session: requests.Session | None = None) -> Pipe
         from relay.adapters.local_backend import LocalBackend
 
         return LocalBackend(settings.local_root, settings.results_uri)
-    from relay.adapters.http import Timeouts, new_session
+    from relay.adapters.http import HttpClient, Timeouts
     from relay.adapters.tokens import token_source_for
 
-    session = session or new_session()
-    tokens = token_source_for(settings, session)
+    http = http or HttpClient()
+    tokens = token_source_for(settings, http)
     # Every backend call ends within the submit margin, so a submit started in time ends before the lease does.
     timeouts = Timeouts.within(submit_margin(settings.claim_lease))
     if settings.backend == "kfp":
         from relay.adapters.kfp_backend import KfpBackend
 
-        return KfpBackend(settings.kfp_host, settings.kfp_experiment, tokens, session=session, timeouts=timeouts)
+        return KfpBackend(settings.kfp_host, settings.kfp_experiment, tokens, http=http, timeouts=timeouts)
     from relay.adapters.vertex_backend import VertexBackend
 
     return VertexBackend(
@@ -65,7 +65,7 @@ def backend(settings: Settings, session: requests.Session | None = None) -> Pipe
         service_account=settings.vertex_service_account,
         endpoint=settings.vertex_endpoint,
         tokens=tokens,
-        session=session,
+        http=http,
         timeouts=timeouts,
     )
 
@@ -88,15 +88,15 @@ def load_policy(settings: Settings, store: BlobStore) -> Policy:
 
 
 def build_relay(settings: Settings) -> Relay:
-    from relay.adapters.http import new_session
+    from relay.adapters.http import HttpClient
 
-    session = new_session()  # one pool of keep-alive connections for storage, tokens and the backend
-    store = blob_store(settings, session)
+    http = HttpClient()  # one pool of keep-alive connections for storage, tokens and the backend
+    store = blob_store(settings, http)
     return Relay(
         settings=settings,
         store=store,
         catalog=Catalog(store, settings.catalog_uri),
-        backend=backend(settings, session),
+        backend=backend(settings, http),
         notifier=notifier_for(settings.notify_topic),
         policy=load_policy(settings, store),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.adapters.http import new_session
+from relay.adapters.http import HttpClient
 from relay.adapters.tokens import token_source_for
 from relay.config import Settings
 from relay.ports import TokenSource
@@ -31,7 +31,7 @@ def key_file(oauth: OAuthTokenServer, tmp_path: Path) -> Path:
 def tokens(key_file: Path) -> TokenSource:
     """Access tokens from a service-account key whose token_uri is the loopback OAuth server."""
     settings = Settings(results_uri="r", backend="vertex", auth="service-account", credentials_file=str(key_file))
-    return token_source_for(settings, new_session())
+    return token_source_for(settings, HttpClient())
 
 
 @pytest.fixture

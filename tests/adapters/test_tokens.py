@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.adapters.http import new_session
+from relay.adapters.http import HttpClient
 from relay.adapters.tokens import MetadataTokenSource, StaticTokenSource, call_with_token, token_source_for
 from relay.config import Settings
 from relay.errors import TokenUnavailableError, UnauthorizedError
@@ -33,7 +33,7 @@ def test_a_service_account_with_an_audience_gets_id_tokens(key_file: Path, oauth
         credentials_file=str(key_file),
         kfp_audience="iap-client.apps.googleusercontent.com",
     )
-    source = token_source_for(settings, new_session())
+    source = token_source_for(settings, HttpClient())
     token = source.token()
     assert source.token() == token and oauth.id_token_fetches == 1
     assert oauth.is_valid(token, audience="iap-client.apps.googleusercontent.com")
@@ -66,7 +66,7 @@ def test_call_with_token_retries_once_with_a_fresh_token():
 def sources(metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> list[str]:
     """Three tokens from the TokenSource `env` configures: cached, cached, forced."""
     monkeypatch.setenv("GCE_METADATA_HOST", metadata.host_port)
-    source = token_source_for(Settings.from_env({"RELAY_RESULTS_URI": "r", **env}), new_session())
+    source = token_source_for(Settings.from_env({"RELAY_RESULTS_URI": "r", **env}), HttpClient())
     return [source.token(), source.token(), source.token(refresh=True)]
 
 
@@ -109,6 +109,6 @@ def test_iap_id_tokens_come_from_the_metadata_identity_endpoint(monkeypatch: pyt
 def test_an_unreachable_metadata_server_is_a_transient_token_error(monkeypatch: pytest.MonkeyPatch):
     with MetadataServer() as metadata:
         host = metadata.host_port
-    source = MetadataTokenSource(new_session(), host)  # the server is gone: the connection is refused
+    source = MetadataTokenSource(HttpClient(), host)  # the server is gone: the connection is refused
     with pytest.raises(TokenUnavailableError, match="no answer"):
         source.token()

@@ -1,4 +1,4 @@
-"""BlobStore on the Cloud Storage JSON API, over the instance's shared session.
+"""BlobStore on the Cloud Storage JSON API, over the instance's shared HTTP client.
 
 One request per operation: python-storage costs ~0.18 s to import and sends bucket-metadata GETs of its own.
 """
@@ -13,9 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from urllib.parse import quote
 
-import requests
-
-from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session
+from relay.adapters.http import DEFAULT_TIMEOUTS, HttpClient, NoAnswerError, Response, Timeouts, error_detail
 from relay.adapters.tokens import NoTokenSource, bearer, call_with_token, default_token_source
 from relay.errors import (
     BlobNotFoundError,
@@ -40,7 +38,7 @@ class GcsBlobStore:
 
     def __init__(
         self,
-        session: requests.Session | None = None,
+        http: HttpClient | None = None,
         tokens: TokenSource | None = None,
         *,
         endpoint: str = "",
@@ -49,10 +47,10 @@ class GcsBlobStore:
     ) -> None:
         emulator = emulator_endpoint()
         self._endpoint = (endpoint or emulator or PUBLIC_ENDPOINT).rstrip("/")
-        self._session = session or new_session()
+        self._http = http or HttpClient()
         if tokens is None:
             # The emulator takes no token; anything else gets the machine's default credentials.
-            tokens = NoTokenSource() if emulator and not endpoint else default_token_source(self._session)
+            tokens = NoTokenSource() if emulator and not endpoint else default_token_source(self._http)
         self._tokens = tokens
         self._timeouts = timeouts
         self._page_size = str(page_size)  # Cloud Storage's own maximum; tests page through smaller ones
@@ -61,7 +59,7 @@ class GcsBlobStore:
         params = {"alt": "media", **({"generation": str(generation)} if generation is not None else {})}
         response = self._call("GET", self._object(uri), uri, params=params)
         # The x-goog-generation header tells which version was read.
-        return Blob(response.content, int(response.headers.get("x-goog-generation") or generation or 0))
+        return Blob(response.data, int(response.headers.get("x-goog-generation") or generation or 0))
 
     def stat(self, uri: str) -> BlobInfo:
         body = self._call("GET", self._object(uri), uri, params={"fields": "size,generation"}).json()
@@ -87,7 +85,7 @@ class GcsBlobStore:
             f"{self._endpoint}/upload/storage/v1/b/{quote(bucket, safe='')}/o",
             uri,
             params=params,
-            data=body,
+            body=body,
             headers={"Content-Type": f"multipart/related; boundary={boundary}"},
             conditional=if_generation_match is not None,
         )
@@ -120,32 +118,28 @@ class GcsBlobStore:
         uri: str,
         *,
         params: Mapping[str, str],
-        data: bytes | None = None,
+        body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         conditional: bool = False,
-    ) -> requests.Response:
+    ) -> Response:
         """One request, errors mapped. One that repeats safely (a read, a delete, a conditional write) is sent once
-        more when no answer came, so a reply lost on a stale keep-alive connection costs no redelivery; a
-        create-only claim write repeated after it went through gets 412, and the service recognises its claim."""
-        repeatable = method != "POST" or conditional
+        more when a kept connection proves stale, so a reply lost that way costs no redelivery; a create-only claim
+        write repeated after it went through gets 412, and the service recognises its claim."""
 
-        def send(token: str) -> requests.Response:
-            attempts = 2 if repeatable else 1
-            for attempt in range(attempts):
-                try:
-                    response = self._session.request(
-                        method,
-                        url,
-                        params=params,
-                        data=data,
-                        headers={**(headers or {}), **bearer(token)},
-                        timeout=self._timeouts.pair,
-                    )
-                    break
-                except requests.RequestException as exc:
-                    if attempt + 1 == attempts:
-                        raise StorageUnavailableError(f"{uri}: Cloud Storage did not answer: {exc}") from exc
-            if response.status_code == 401:
+        def send(token: str) -> Response:
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    body=body,
+                    headers={**(headers or {}), **bearer(token)},
+                    timeouts=self._timeouts,
+                    repeatable=method != "POST" or conditional,
+                )
+            except NoAnswerError as exc:
+                raise StorageUnavailableError(f"{uri}: Cloud Storage did not answer: {exc}") from exc
+            if response.status == 401:
                 raise UnauthorizedError(f"{uri}: Cloud Storage answered 401: {error_detail(response)}")
             return response
 
@@ -156,8 +150,8 @@ def _condition(generation: int | None) -> dict[str, str]:
     return {} if generation is None else {"ifGenerationMatch": str(generation)}
 
 
-def _checked(response: requests.Response, uri: str) -> requests.Response:
-    status = response.status_code
+def _checked(response: Response, uri: str) -> Response:
+    status = response.status
     if response.ok:
         return response
     detail = f"{uri}: Cloud Storage answered {status}: {error_detail(response)}"

@@ -7,9 +7,15 @@ from json import dumps
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
-from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load, sent_nothing
+from relay.adapters.http import (
+    DEFAULT_TIMEOUTS,
+    HttpClient,
+    NoAnswerError,
+    Response,
+    Timeouts,
+    error_detail,
+    refused_for_load,
+)
 from relay.adapters.states import KFP_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError, UnauthorizedError
@@ -24,7 +30,7 @@ class KfpBackend:
     The catalog's parsed spec is sent as is (kfp.Client would re-read and re-parse the package on every submit,
     and importing kfp pulls in the kubernetes client). KFP has no idempotency key: a submit that fails after it
     may have reached the server is a SubmitUncertainError, never retried at once. No lock is held: calls share
-    only the session's connection pool, so one hung request holds up nobody else.
+    only the HTTP client's connection pool, so one hung request holds up nobody else.
     """
 
     name = "kfp"
@@ -35,13 +41,13 @@ class KfpBackend:
         experiment: str,
         tokens: TokenSource,
         *,
-        session: requests.Session | None = None,
+        http: HttpClient | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
     ) -> None:
         self._host = host.rstrip("/")
         self._experiment = experiment
         self._tokens = tokens
-        self._session = session or new_session()
+        self._http = http or HttpClient()
         self._timeouts = timeouts
         # Kept across errors: only an answer saying the experiment is gone makes it be looked up again.
         self._experiment_id: str | None = None
@@ -56,7 +62,7 @@ class KfpBackend:
         }
         what = f"create run {request.run_key}"
         response = self._send("POST", "/runs", what, json=body, before_send=request.check_deadline)
-        if response.status_code == 404:
+        if response.status == 404:
             self._experiment_id = None  # deleted under us: the next launch looks it up (or makes it) afresh
         run = self._json(response, what, submit=True)
         return LaunchedRun(run_id=str(run["run_id"]), url=self.run_url(str(run["run_id"])))
@@ -75,7 +81,7 @@ class KfpBackend:
     def run_state(self, run_key: str, run_id: str) -> RunState:
         what = f"get run {run_key} ({run_id})"
         response = self._send("GET", f"/runs/{quote(run_id, safe='')}", what)
-        if response.status_code == 404:
+        if response.status == 404:
             return RunState(RUN_MISSING, f"the KFP API has no run {run_id}")
         run = self._json(response, what)
         state = relay_state(KFP_STATES, run.get("state"))
@@ -117,7 +123,7 @@ class KfpBackend:
     def _create_experiment(self) -> str:
         what = f"create experiment {self._experiment!r}"
         response = self._send("POST", "/experiments", what, json={"display_name": self._experiment})
-        if response.status_code == 409:  # another instance made it first: use theirs
+        if response.status == 409:  # another instance made it first: use theirs
             made = self._find_experiment()
             if made is None:
                 raise BackendUnavailableError(f"{self._host}: {what}: 409, yet no experiment by that name is found")
@@ -133,34 +139,34 @@ class KfpBackend:
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
         before_send: Callable[[], None] | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         """The request with the cached token (a fresh one after a 401); `before_send` runs right before each try."""
         submit = method == "POST" and path == "/runs"
 
-        def attempt(token: str) -> requests.Response:
+        def attempt(token: str) -> Response:
             if before_send is not None:
                 before_send()
             try:
-                response = self._session.request(
+                response = self._http.request(
                     method,
                     self._host + _API + path,
                     params=params,
                     json=json,
                     headers=bearer(token),
-                    timeout=self._timeouts.pair,
+                    timeouts=self._timeouts,
                 )
-            except requests.RequestException as exc:
+            except NoAnswerError as exc:
                 # Once the request may have left, a run may exist: only the takeover's lookup can tell.
-                error = SubmitUncertainError if submit and not sent_nothing(exc) else BackendUnavailableError
+                error = SubmitUncertainError if submit and exc.sent else BackendUnavailableError
                 raise error(f"{self._host}: {what}: the KFP API did not answer: {exc}") from exc
-            if response.status_code == 401:
+            if response.status == 401:
                 raise UnauthorizedError(f"{self._host}: {what}: 401 {error_detail(response)}")
             return response
 
         return call_with_token(self._tokens, attempt)
 
-    def _json(self, response: requests.Response, what: str, *, submit: bool = False) -> dict[str, Any]:
-        status = response.status_code
+    def _json(self, response: Response, what: str, *, submit: bool = False) -> dict[str, Any]:
+        status = response.status
         detail = f"{self._host}: {what}: the KFP API answered {status}: {error_detail(response)}"
         if response.ok:
             try:

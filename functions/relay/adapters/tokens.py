@@ -1,4 +1,4 @@
-"""TokenSources: cached per instance, refreshed before they expire, fetched over the instance's shared session.
+"""TokenSources: cached per instance, refreshed before they expire, fetched over the instance's shared HTTP client.
 
 The metadata server is asked directly (one GET per token) rather than through google-auth's compute_engine module,
 which costs ~0.12 s to import and two GETs per token; google-auth still reads service-account key files and
@@ -8,18 +8,15 @@ gcloud's Application Default Credentials, where those are what a machine has.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
-
-from relay.adapters.http import Timeouts, new_session
+from relay.adapters.http import HttpClient, NoAnswerError, Response, Timeouts
 from relay.errors import TokenUnavailableError, UnauthorizedError
 
 if TYPE_CHECKING:
@@ -37,12 +34,12 @@ _METADATA_TIMEOUTS = Timeouts(connect=1.0, read=5.0)  # a link-local server: slo
 class MetadataTokenSource:
     """Access tokens (or, with an audience, ID tokens) of the instance's service account from the metadata server."""
 
-    def __init__(self, session: requests.Session, host: str, *, audience: str = "") -> None:
+    def __init__(self, http: HttpClient, host: str, *, audience: str = "") -> None:
         leaf = "identity" if audience else "token"
         self._url = f"http://{host}{_ACCOUNT}{leaf}"
         self._params = {"audience": audience, "format": "full"} if audience else {"scopes": CLOUD_PLATFORM}
         self._what = f"metadata server {'ID token for ' + audience if audience else 'access token'} ({host})"
-        self._session = session
+        self._http = http
         self._cached: tuple[str, float] | None = None  # token, and when to stop handing it out (time.time())
 
     def token(self, *, refresh: bool = False) -> str:
@@ -56,16 +53,17 @@ class MetadataTokenSource:
 
     def _fetch(self) -> tuple[str, float]:
         try:
-            response = self._session.get(
+            response = self._http.request(
+                "GET",
                 self._url,
                 params=self._params,
                 headers={"Metadata-Flavor": "Google"},
-                timeout=_METADATA_TIMEOUTS.pair,
+                timeouts=_METADATA_TIMEOUTS,
             )
-        except requests.RequestException as exc:
+        except NoAnswerError as exc:
             raise TokenUnavailableError(f"{self._what}: no answer: {exc}") from exc
         if not response.ok:
-            raise TokenUnavailableError(f"{self._what}: answered {response.status_code}: {response.text[:200]}")
+            raise TokenUnavailableError(f"{self._what}: answered {response.status}: {response.text[:200]}")
         try:
             if "audience" in self._params:
                 return response.text, _jwt_expiry(response.text)
@@ -85,11 +83,11 @@ def _jwt_expiry(token: str) -> float:
 class CredentialsTokenSource:
     """Wraps google-auth Credentials, made on first use; `valid` turns false ~3m45s before expiry."""
 
-    def __init__(self, credentials: Callable[[], Any], description: str, session: requests.Session) -> None:
+    def __init__(self, credentials: Callable[[], Any], description: str, http: HttpClient) -> None:
         self._make = credentials
         self._credentials: Any = None
         self._description = description
-        self._session = session
+        self._transport = _AuthTransport(http)
         self._lock = threading.Lock()  # guards the lazy construction only; refreshes run without it
 
     def token(self, *, refresh: bool = False) -> str:
@@ -103,16 +101,38 @@ class CredentialsTokenSource:
 
     def _refresh(self, credentials: Any) -> None:
         import google.auth.exceptions
-        import google.auth.transport.requests
 
-        # google-auth's Request waits 120 s by default; a token endpoint slower than ours is down.
-        request = functools.partial(
-            google.auth.transport.requests.Request(self._session), timeout=_METADATA_TIMEOUTS.read
-        )
         try:
-            credentials.refresh(request)
+            credentials.refresh(self._transport)
         except google.auth.exceptions.GoogleAuthError as exc:
             raise TokenUnavailableError(f"{self._description}: token refresh failed: {exc}") from exc
+
+
+class _AuthTransport:
+    """google.auth.transport.Request over the instance's HTTP client (google-auth's own wraps requests)."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self._http = http
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        import google.auth.exceptions
+
+        # google-auth asks for 120 s by default; a token endpoint slower than the metadata bound is down.
+        read = min(timeout or _METADATA_TIMEOUTS.read, _METADATA_TIMEOUTS.read)
+        try:
+            return self._http.request(
+                method, url, body=body, headers=headers, timeouts=Timeouts(_METADATA_TIMEOUTS.connect, read)
+            )
+        except NoAnswerError as exc:
+            raise google.auth.exceptions.TransportError(str(exc)) from exc
 
 
 class StaticTokenSource:
@@ -137,17 +157,17 @@ def metadata_host() -> str:
     return os.environ.get("GCE_METADATA_HOST") or "metadata.google.internal"
 
 
-def token_source_for(settings: Settings, session: requests.Session | None = None) -> TokenSource:
+def token_source_for(settings: Settings, http: HttpClient | None = None) -> TokenSource:
     """The backend's TokenSource that RELAY_AUTH names; building it fetches nothing."""
-    session = session or new_session()
+    http = http or HttpClient()
     if settings.auth == "none":
         return NoTokenSource()
     if settings.auth == "static":
         return StaticTokenSource(settings.static_token)
     if settings.auth == "metadata":
-        return MetadataTokenSource(session, metadata_host())
+        return MetadataTokenSource(http, metadata_host())
     if settings.auth == "iap":
-        return MetadataTokenSource(session, metadata_host(), audience=settings.kfp_audience)
+        return MetadataTokenSource(http, metadata_host(), audience=settings.kfp_audience)
     from google.oauth2 import service_account
 
     key_file = settings.credentials_file
@@ -157,22 +177,22 @@ def token_source_for(settings: Settings, session: requests.Session | None = None
                 key_file, target_audience=settings.kfp_audience
             ),
             f"service-account ID token ({key_file})",
-            session,
+            http,
         )
     return CredentialsTokenSource(
         lambda: service_account.Credentials.from_service_account_file(key_file, scopes=[CLOUD_PLATFORM]),
         f"service-account access token ({key_file})",
-        session,
+        http,
     )
 
 
-def default_token_source(session: requests.Session) -> TokenSource:
+def default_token_source(http: HttpClient) -> TokenSource:
     """Application Default Credentials' access token, looked for where google.auth.default() looks, except that
     on Google Cloud (neither a key file nor a gcloud login here) the metadata server is asked directly."""
     configured = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     gcloud = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
     if not configured and not (gcloud / "application_default_credentials.json").is_file():
-        return MetadataTokenSource(session, metadata_host())
+        return MetadataTokenSource(http, metadata_host())
 
     def application_default() -> Any:
         import google.auth
@@ -184,7 +204,7 @@ def default_token_source(session: requests.Session) -> TokenSource:
             raise TokenUnavailableError(f"Application Default Credentials: {exc}") from exc
         return credentials
 
-    return CredentialsTokenSource(application_default, "Application Default Credentials", session)
+    return CredentialsTokenSource(application_default, "Application Default Credentials", http)
 
 
 def call_with_token(source: TokenSource, call: Callable[[str], T]) -> T:

@@ -6,9 +6,15 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
-from relay.adapters.http import DEFAULT_TIMEOUTS, Timeouts, error_detail, new_session, refused_for_load
+from relay.adapters.http import (
+    DEFAULT_TIMEOUTS,
+    HttpClient,
+    NoAnswerError,
+    Response,
+    Timeouts,
+    error_detail,
+    refused_for_load,
+)
 from relay.adapters.states import VERTEX_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
@@ -19,7 +25,7 @@ class VertexBackend:
     """`pipelineJobs.create` with `pipelineJobId` = run key, so the server itself refuses a second run, and a
     failed submit can be retried at once (no SubmitUncertainError here).
 
-    Plain REST through requests keeps cold start small (the aiplatform SDK imports ~2 s of modules).
+    Plain REST keeps cold start small (the aiplatform SDK imports ~2 s of modules).
     """
 
     name = "vertex"
@@ -33,7 +39,7 @@ class VertexBackend:
         tokens: TokenSource,
         service_account: str = "",
         endpoint: str = "",
-        session: requests.Session | None = None,
+        http: HttpClient | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
     ) -> None:
         self._project = project
@@ -45,7 +51,7 @@ class VertexBackend:
             f"{endpoint or f'https://{location}-aiplatform.googleapis.com'}"
             f"/v1/projects/{project}/locations/{location}/pipelineJobs"
         )
-        self._session = session or new_session()
+        self._http = http or HttpClient()
         self._timeouts = timeouts
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
@@ -63,7 +69,7 @@ class VertexBackend:
         url = f"{self._jobs}?pipelineJobId={quote(request.run_key)}"
         what = f"create pipeline job {request.run_key}"
         response = self._request("POST", url, body, what, before_send=request.check_deadline)
-        if response.status_code == 409 and error_detail(response).startswith("ALREADY_EXISTS"):
+        if response.status == 409 and error_detail(response).startswith("ALREADY_EXISTS"):
             # This key was launched before; the GET confirms it (409 also carries ABORTED, which is retryable).
             existing = self.find_run(request.run_key)
             if existing is None:
@@ -74,7 +80,7 @@ class VertexBackend:
 
     def find_run(self, run_key: str) -> LaunchedRun | None:
         response = self._request("GET", f"{self._jobs}/{quote(run_key)}", None, f"get pipeline job {run_key}")
-        if response.status_code == 404:
+        if response.status == 404:
             return None
         self._raise_for(response, f"get pipeline job {run_key}")
         return self._run(run_key)
@@ -82,7 +88,7 @@ class VertexBackend:
     def run_state(self, run_key: str, run_id: str) -> RunState:
         what = f"get pipeline job {run_id}"
         response = self._request("GET", f"{self._jobs}/{quote(run_id)}", None, what)
-        if response.status_code == 404:
+        if response.status == 404:
             return RunState(RUN_MISSING, f"Vertex AI has no pipeline job {run_id}")
         self._raise_for(response, what)
         try:
@@ -102,7 +108,7 @@ class VertexBackend:
     def terminate(self, run_key: str, run_id: str) -> None:
         what = f"cancel pipeline job {run_id}"
         response = self._request("POST", f"{self._jobs}/{quote(run_id)}:cancel", {}, what)
-        if response.status_code == 400 and error_detail(response).startswith("FAILED_PRECONDITION"):
+        if response.status == 400 and error_detail(response).startswith("FAILED_PRECONDITION"):
             return  # it ended before the cancel arrived: nothing is left to stop
         self._raise_for(response, what)
 
@@ -120,28 +126,26 @@ class VertexBackend:
         body: dict[str, Any] | None,
         what: str,
         before_send: Callable[[], None] | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         """The request with the cached token (a fresh one after a 401); `before_send` runs right before each try."""
 
-        def send(token: str) -> requests.Response:
+        def send(token: str) -> Response:
             if before_send is not None:
                 before_send()
             try:
-                response = self._session.request(
-                    method, url, json=body, headers=bearer(token), timeout=self._timeouts.pair
-                )
-            except requests.RequestException as exc:
+                response = self._http.request(method, url, json=body, headers=bearer(token), timeouts=self._timeouts)
+            except NoAnswerError as exc:
                 raise BackendUnavailableError(f"{url}: {what}: Vertex AI did not answer: {exc}") from exc
-            if response.status_code == 401:
+            if response.status == 401:
                 raise UnauthorizedError(f"{url}: {what}: 401 {error_detail(response)}")
             return response
 
         return call_with_token(self._tokens, send)
 
-    def _raise_for(self, response: requests.Response, what: str) -> None:
+    def _raise_for(self, response: Response, what: str) -> None:
         if response.ok:
             return
-        status = response.status_code
+        status = response.status
         detail = f"{self._jobs}: {what}: Vertex AI answered {status}: {error_detail(response)}"
         busy = refused_for_load(response, detail)  # 429 RESOURCE_EXHAUSTED: the instance holds submits back
         if busy is not None:
