@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from relay import naming, records
 from relay.catalog import Catalog
@@ -47,6 +48,10 @@ def record(store: MemoryBlobStore, uri: str) -> dict[str, object]:
 
 def launch_uri(run_key: str) -> str:
     return naming.launch_record("gs://results/relay", run_key)
+
+
+def rejection_code(store: MemoryBlobStore, run_key: str | None) -> object:
+    return record(store, naming.rejection_record("gs://results/relay", str(run_key)))["error"]["code"]  # type: ignore[index]
 
 
 def leave_claim(store: MemoryBlobStore, key: str, *, event_id: str, claimed_at: datetime) -> None:
@@ -255,6 +260,7 @@ def test_a_trigger_storage_refuses_to_address_is_rejected_not_retried(relay: Rel
     delivery = replace(upload(refusing), generation=10**29)
     outcome = handle_delivery(replace(relay, store=refusing, catalog=Catalog(refusing, "gs://catalog")), delivery)
     assert outcome.outcome == "rejected" and "invalid generation ID" in outcome.message and backend.launches == []
+    assert rejection_code(refusing, outcome.run_key) == "trigger_not_found"
 
 
 def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, store, backend, notifier):
@@ -308,6 +314,7 @@ def test_an_oversized_trigger_is_rejected_without_reading_it(relay: Relay, store
     store.delete(delivery.uri)  # a read would now fail: the size alone decides
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "rejected" and "at most 1048576 bytes" in outcome.message
+    assert rejection_code(store, outcome.run_key) == "too_large"
 
 
 def test_an_overwritten_generation_is_rejected_as_gone(relay: Relay, store):
@@ -315,6 +322,7 @@ def test_an_overwritten_generation_is_rejected_as_gone(relay: Relay, store):
     upload(store, {**TRIGGER, "labels": {"v": "2"}})
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "rejected" and f"no object at generation {delivery.generation}" in outcome.message
+    assert rejection_code(store, outcome.run_key) == "trigger_not_found"
 
 
 def test_a_trigger_uri_without_generation_is_keyed_by_the_current_one(relay: Relay, store):
@@ -496,3 +504,47 @@ def test_objects_under_the_results_or_catalog_location_are_never_triggers(relay:
 def test_documents_json_cannot_hold_are_rejected(relay: Relay, store, backend, raw: bytes, name: str, fragment: str):
     outcome = handle_delivery(relay, upload(store, raw, name))
     assert outcome.outcome == "rejected" and fragment in outcome.message and backend.launches == []
+
+
+def test_the_backend_is_sent_the_catalogs_package_spec_and_the_triggers_labels(relay: Relay, store, backend):
+    handle_delivery(relay, upload(store, {**TRIGGER, "labels": {"team": "assay", "batch": "7"}}))
+    [launched] = backend.launches
+    package = store.read("gs://catalog/echo.yaml").data
+    assert (launched.pipeline, launched.package, launched.spec) == ("echo", package, yaml.safe_load(package))
+    assert launched.labels == {"team": "assay", "batch": "7"}
+
+
+def test_a_takeover_that_finds_no_run_records_the_new_claims_trigger(relay: Relay, store, backend):
+    delivery = upload(store, {**TRIGGER, "labels": {"by": "new"}})
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
+    outcome = handle_delivery(relay, delivery)
+    assert outcome.outcome == "launched" and backend.lookups == [key]
+    saved = records.decode(store.read(launch_uri(key)).data)
+    # The run is this delivery's: the record names its event, parameters and labels, as the submit did.
+    assert saved["trigger"]["event_id"] == "evt-1" and saved["labels"] == {"by": "new"}
+    assert saved["parameters"] == backend.launches[0].parameters
+
+
+@pytest.mark.parametrize(("lease", "margin"), [(40.0, 10.0), (240.0, 60.0), (600.0, 60.0)])
+def test_a_short_lease_leaves_a_quarter_of_itself_after_the_submit_deadline(
+    relay: Relay, store, backend, lease: float, margin: float
+):
+    short = replace(relay, settings=replace(relay.settings, claim_lease=lease))
+    handle_delivery(short, upload(store))
+    [launched] = backend.launches
+    assert launched.deadline == NOW + timedelta(seconds=lease - margin)
+    assert record(store, launch_uri(launched.run_key))["lease_expires_at"] == records.timestamp(
+        NOW + timedelta(seconds=lease)
+    )
+
+
+def test_a_trigger_of_exactly_the_size_limit_is_read_and_one_byte_more_is_refused(relay: Relay, store, backend):
+    document = json.dumps(TRIGGER).encode()
+    at_limit = upload(store, document + b" " * (MAX_TRIGGER_BYTES - len(document)), "limit.json")
+    assert at_limit.size == MAX_TRIGGER_BYTES
+    assert handle_delivery(relay, at_limit).outcome == "launched"
+    over = upload(store, document + b" " * (MAX_TRIGGER_BYTES + 1 - len(document)), "over.json")
+    outcome = handle_delivery(relay, over)
+    assert (outcome.outcome, outcome.code) == ("rejected", "too_large") and len(backend.launches) == 1
+    assert rejection_code(store, outcome.run_key) == "too_large"
