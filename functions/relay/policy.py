@@ -302,7 +302,7 @@ class _Reader:
         return Route(
             id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),
             bucket=bucket,
-            prefix=prefix.lstrip("/") if prefix else "",
+            prefix=prefix,
             glob=self._text(item.get("glob", "*"), f"{where}.glob", what="a glob such as *.csv"),
             pipeline=self._text(item.get("pipeline"), f"{where}.pipeline", PIPELINE_NAME, "a pipeline name"),
             parameters=parameters,
