@@ -13,6 +13,7 @@ import json as jsonlib
 import os
 import re
 import select
+import socket
 import ssl
 import threading
 import time
@@ -216,6 +217,9 @@ class HttpClient:
             where = f"{route.scheme}://{route.host}:{route.port}"
             raise NoAnswerError(f"{where}: no connection: {_describe(exc)}", sent=False) from exc
         if connection.sock is not None:
+            # http.client writes a body after its headers: without this, Nagle's algorithm holds the body back
+            # until the server's delayed ACK of the headers (40 ms on Linux), as urllib3 also avoids.
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.sock.settimeout(timeouts.read)
         return connection, False
 
