@@ -206,6 +206,7 @@ def ratchet(
         },
         algorithms=algorithms,
         tests=tests,
+        runs=runs,
         decision=decision,
         links=links,
     )
