@@ -729,11 +729,11 @@ def _mismatch(
         if "exists_url" in config:
             checks.append(check("exists_url", lambda u: url_within(u, rule.url), f"must start with {rule.url}"))
     if rule.kind == "kaggle":
-        checks.append(check("dataset", lambda d: d.split("/", 1)[0] == rule.owner, f"must belong to {rule.owner}"))
+        checks.append(check("dataset", lambda d: _owned_by(d, rule.owner), f"must belong to {rule.owner}"))
         endpoint = rule.endpoint or KAGGLE
         checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", endpoint))
     if rule.kind == "huggingface":
-        checks.append(check("repo", lambda r: r.split("/", 1)[0] == rule.namespace, f"must belong to {rule.namespace}"))
+        checks.append(check("repo", lambda r: _owned_by(r, rule.namespace), f"must belong to {rule.namespace}"))
         endpoint = rule.endpoint or HUB
         checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", endpoint))
     if rule.kind == "kfp":
@@ -890,6 +890,12 @@ def _prefix_within(prefix: str, allowed: str) -> bool:
     if any(segment in ("..", ".") for segment in prefix.split("/")):
         return False
     return within(prefix.strip("/"), allowed.strip("/"))
+
+
+def _owned_by(name: str, owner: str) -> bool:
+    """`name` is owner/slug with this owner; a bare slug (which the steps refuse) belongs to no owner."""
+    head, _, slug = name.partition("/")
+    return head == owner and bool(slug)
 
 
 def _relative_path(path: str) -> bool:
