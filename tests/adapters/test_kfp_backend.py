@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,8 @@ from relay.errors import (
 )
 from relay.ports import TokenSource
 from tests.conftest import echo_request
+from tests.integration.support import eventually
+from tests.servers.base import Request, Response, TokenCheck
 from tests.servers.kfp import KfpApiServer
 from tests.servers.oauth import OAuthTokenServer
 
@@ -101,6 +104,70 @@ def test_losing_the_race_to_create_the_experiment_means_using_the_winners(
         ("GET", "experiments"),
         ("POST", "runs"),
     ]
+
+
+class SlowLookups(KfpApiServer):
+    """Holds every experiment lookup until `release` is set, so that first launches on other threads overlap it;
+    while `unavailable`, the held lookup is then answered 503."""
+
+    def __init__(self, *, token_check: TokenCheck) -> None:
+        super().__init__(token_check=token_check)
+        self.release = threading.Event()
+        self.unavailable = False
+
+    def handle(self, request: Request) -> Response:
+        if request.method == "GET" and request.path.endswith("/experiments"):
+            self.release.wait(timeout=10)
+            if self.unavailable:
+                return self.fault_response(503)
+        return super().handle(request)
+
+
+def launch_concurrently(backend: KfpBackend, server: SlowLookups, keys: list[str]) -> list[str | BaseException]:
+    """Each key's run id (or error) from a thread of its own, the first experiment lookup held a while."""
+    results: list[str | BaseException] = [""] * len(keys)
+
+    def launch(index: int) -> None:
+        try:
+            results[index] = backend.launch(echo_request(keys[index])).run_id
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=launch, args=(index,)) for index in range(len(keys))]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: len(server.requests_to("/apis/v2beta1/experiments", "GET")) > 0)
+    time.sleep(0.3)  # the other threads reach the lookup meanwhile: without single flight, each would send one
+    server.release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_first_launches_look_the_experiment_up_once(oauth: OAuthTokenServer, tokens: TokenSource):
+    with SlowLookups(token_check=oauth.is_valid) as server:
+        backend = KfpBackend(server.url, "relay", tokens)
+        run_ids = launch_concurrently(backend, server, [f"echo-{n}" for n in range(8)])
+    assert server.errors == []
+    assert sorted(map(str, run_ids)) == sorted(run["run_id"] for run in server.runs) and len(server.runs) == 8
+    lookups = [(r.method, r.path.rsplit("/", 1)[-1]) for r in server.requests if r.path.endswith("/experiments")]
+    assert lookups == [("GET", "experiments"), ("POST", "experiments")]
+    assert {run["experiment_id"] for run in server.runs} == {server.experiments[0]["experiment_id"]}
+
+
+def test_a_failed_lookup_fails_its_waiters_too_and_the_next_launch_looks_again(
+    oauth: OAuthTokenServer, tokens: TokenSource
+):
+    with SlowLookups(token_check=oauth.is_valid) as server:
+        server.unavailable = True
+        backend = KfpBackend(server.url, "relay", tokens)
+        failed = launch_concurrently(backend, server, ["echo-1", "echo-2", "echo-3"])
+        assert all(isinstance(error, BackendUnavailableError) for error in failed) and server.runs == []
+        assert [r.method for r in server.requests] == ["GET"]
+        server.unavailable = False
+        server.clear_requests()
+        backend.launch(echo_request("echo-1"))
+    assert [r.method for r in server.requests] == ["GET", "POST", "POST"]  # lookup, create it, the run
 
 
 def test_a_warm_launch_is_one_request_and_errors_do_not_forget_the_experiment(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from json import dumps
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +25,8 @@ from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUnc
 from relay.ports import RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
 
 _API = "/apis/v2beta1"
+# At most a lookup, a create and (after a 409) a lookup again: how long waiting for another event's lookup may take.
+_LOOKUP_REQUESTS = 3
 
 
 class KfpBackend:
@@ -29,8 +34,9 @@ class KfpBackend:
 
     The catalog's parsed spec is sent as is (kfp.Client would re-read and re-parse the package on every submit,
     and importing kfp pulls in the kubernetes client). KFP has no idempotency key: a submit that fails after it
-    may have reached the server is a SubmitUncertainError, never retried at once. No lock is held: calls share
-    only the HTTP client's connection pool, so one hung request holds up nobody else.
+    may have reached the server is a SubmitUncertainError, never retried at once. No lock is held across I/O: calls
+    share only the HTTP client's connection pool, so one hung request holds up nobody but the events waiting for
+    the same experiment lookup, and those only until its timeouts.
     """
 
     name = "kfp"
@@ -51,6 +57,8 @@ class KfpBackend:
         self._timeouts = timeouts
         # Kept across errors: only an answer saying the experiment is gone makes it be looked up again.
         self._experiment_id: str | None = None
+        self._lookup: Future[str] | None = None  # the lookup in flight, which concurrent first events wait for
+        self._lock = threading.Lock()
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
         experiment_id = self._experiment_id_for()
@@ -105,10 +113,31 @@ class KfpBackend:
 
     def _experiment_id_for(self) -> str:
         known = self._experiment_id
-        if known is None:
-            # Concurrent first events may each look it up; a lost race to create it is a 409, then a lookup.
+        if known is not None:
+            return known
+        # Single flight: the first event looks the experiment up (or makes it), concurrent ones wait for its answer
+        # rather than each send a lookup and a create; the lock guards only who leads, never the I/O.
+        with self._lock:
+            lookup = self._lookup
+            leading = lookup is None
+            if lookup is None:
+                lookup = self._lookup = Future()
+        if not leading:
+            try:
+                return lookup.result(timeout=_LOOKUP_REQUESTS * (self._timeouts.connect + self._timeouts.read))
+            except FutureTimeout:
+                raise BackendUnavailableError(f"{self._host}: no answer to the experiment lookup in time") from None
+        try:
+            # A lost race with another instance to create it is a 409, then a lookup.
             known = self._find_experiment() or self._create_experiment()
-            self._experiment_id = known
+        except BaseException as exc:
+            lookup.set_exception(exc)  # the waiters fail as the leader did; the next event looks it up again
+            raise
+        finally:
+            with self._lock:
+                self._lookup = None
+        self._experiment_id = known
+        lookup.set_result(known)
         return known
 
     def _find_experiment(self) -> str | None:
