@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -224,20 +224,20 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
                    'stroke-dasharray="2 4"/>')  # fmt: skip
         drawn["limit"] = f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>limit'
     above = [(i, v) for i, v in enumerate(limits) if v is not None and v > top]
-    if above:
-        for i, v in above:
-            cx = x(i)
-            svg.append(
-                f'<path class="limit-off" d="M{cx - 7:.1f},{_TOP + 14}L{cx + 7:.1f},{_TOP + 14}L{cx:.1f},{_TOP + 2}Z" '
-                f'fill="{_BAD}"><title>limit {_seconds(v)}, above the chart</title></path>'
-            )
+    if above:  # held along the top edge, where no point can hide it, its latest value above
+        edge = _steps([(x(i), _TOP + 1.5) if v is not None and v > top else None for i, v in enumerate(limits)], step)
+        svg.append(f'<path class="limit-off" d="{edge}" fill="none" stroke="{_BAD}" stroke-width="3" '
+                   f'stroke-dasharray="2 4"><title>limit above the chart</title></path>')  # fmt: skip
         i, v = above[-1]
-        anchor = "end" if x(i) > _LEFT + width / 2 else "start"
+        right = x(i) > _LEFT + width / 2
         svg.append(
-            f'<text x="{x(i) + (8 if anchor == "end" else -8):.1f}" y="{_TOP - 8}" text-anchor="{anchor}" '
-            f'class="off">limit {_seconds(v)} ↑</text>'
+            f'<text x="{x(i) + (step / 2 if right else -step / 2):.1f}" y="{_TOP - 8}" '
+            f'text-anchor="{"end" if right else "start"}" class="off">limit {_seconds(v)} ↑</text>'
         )
-        drawn["limit-off"] = f'<span class="swatch" style="color:{_BAD}">▲</span>limit above the chart'
+        drawn["limit-off"] = (
+            f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>'
+            "limit, above the chart: held at its top edge"
+        )
     line = [(x(i), y(v)) for i, v in enumerate(medians) if v is not None]
     if len(line) > 1:
         coordinates = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
@@ -292,13 +292,13 @@ def _steps(points: Sequence[tuple[float, float] | None], step: float) -> str:
     return "".join(path)
 
 
-def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Any, axis: float) -> list[str]:
+def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Callable[[int], float], axis: float) -> list[str]:
     """Run dates under the axis: as many evenly spread labels as fit at the largest text size, none repeated."""
     times = [_time(e.get("at")) for e in entries]
     known = [t for t in times if t is not None]
     same_day = len({t.date() for t in known}) <= 1
     labels = [
-        (t.strftime("%H:%M") if same_day else f"{t:%b} {t.day}") if t is not None else _short(e.get("run_key"))
+        (f"{t:%b} {t.day}, {t:%H:%M}" if same_day else f"{t:%b} {t.day}") if t is not None else _short(e.get("run_key"))
         for e, t in zip(entries, times, strict=True)
     ]
     widest = max(len(label) for label in labels) * 0.6 * _FONT_MAX + 24
@@ -313,7 +313,9 @@ def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Any, axis: float) -> list[
         last = labels[i]
         centre = min(max(x(i), _LEFT + widest / 2 - 12), _W - widest / 2)
         out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{axis}" y2="{axis + 5}" class="tick"/>')
-        out.append(f'<text x="{centre:.1f}" y="{axis + 8}" dy="1em" text-anchor="middle">{escape(last)}</text>')
+        out.append(
+            f'<text x="{centre:.1f}" y="{axis + 8}" dy="1em" text-anchor="middle" class="date">{escape(last)}</text>'
+        )
     return out
 
 

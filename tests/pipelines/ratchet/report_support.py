@@ -35,15 +35,15 @@ ADDED_LATE = {"cold start": (0.52, 0.55)}  # first run without a limit, then one
 RUN_KEYS = [f"ratchet-{n:02d}-5f0c2a9be41d7733c6a8e1f09b2d4c57a1e3f6b8" for n in range(8)]
 
 
-def realistic_report() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """report.json and history of the last of eight runs over six days, each decided by the real ratchet."""
+def realistic_report(runs: int = len(RUN_KEYS)) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """report.json and history of the last of `runs` (eight: over six days), each decided by the real ratchet."""
     baseline, history = Baseline(), []
     tables = {**MEDIANS, **{name: (None,) * 6 + tuple(values) for name, values in ADDED_LATE.items()}}
     report: dict[str, Any] = {}
-    for run, run_key in enumerate(RUN_KEYS):
+    for run, run_key in enumerate(RUN_KEYS[:runs]):
         at = (START + timedelta(hours=18 * run + 3 * (run % 3))).isoformat(timespec="milliseconds")
         at = at.replace("+00:00", "Z")
-        tests, runs = [], []
+        tests, measured = [], []
         for name, values in tables.items():
             median = values[run]
             if median is None and name in ADDED_LATE:
@@ -54,8 +54,8 @@ def realistic_report() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 else (CallRecord(False, 30.0, "TimeoutError: no answer in 30 s from algo://local/summarize"),) * 3
             )
             tests.append(BenchmarkOutcome(name, timeout=30.0, repeat=3, calls=calls))
-            runs.append(Measurement(name, tuple(Call(c.ok, c.seconds) for c in calls), 0.10, SLACK))
-        decision = decide_ratchet(baseline, runs, run_key=run_key, at=at)
+            measured.append(Measurement(name, tuple(Call(c.ok, c.seconds) for c in calls), 0.10, SLACK))
+        decision = decide_ratchet(baseline, measured, run_key=run_key, at=at)
         baseline = decision.baseline
         algorithms = _algorithms(failing=run >= 6)
         status = 409 if decision.failed else 200
@@ -68,7 +68,7 @@ def realistic_report() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         report = report_document(
             workflow="text-summary", destination={"kind": "local", "name": "local"}, run_key=run_key, at=at,
             status=status, message=f"ratchet text-summary on local: {len(decision.failed)} test(s) failed",
-            parameters={"tolerance": 0.10}, algorithms=algorithms, tests=tests, runs=runs, decision=decision,
+            parameters={"tolerance": 0.10}, algorithms=algorithms, tests=tests, runs=measured, decision=decision,
             links={},
         )  # fmt: skip
     return report, history
@@ -83,8 +83,8 @@ def _algorithms(*, failing: bool) -> list[AlgorithmOutcome]:
     return outcomes
 
 
-def realistic_html(folder: Path) -> Path:
-    report, history = realistic_report()
+def realistic_html(folder: Path, runs: int = len(RUN_KEYS)) -> Path:
+    report, history = realistic_report(runs)
     path = folder / "report.html"
     path.write_text(render_html(report, history))
     return path
@@ -182,8 +182,9 @@ class Browser:
 # What the test asks of the page after layout: the scroll width, each legend item's drawn elements, chart text.
 MEASURE = """(() => {
   const figures = [...document.querySelectorAll("figure")].map((figure) => {
-    const chart = figure.querySelector("svg").getBoundingClientRect();
+    const svg = figure.querySelector("svg"), chart = svg.getBoundingClientRect();
     return {
+      runs: svg.querySelectorAll("circle, path.nolatency").length,
       legend: [...figure.querySelectorAll("ul.legend li")].map((item) => {
         const swatch = getComputedStyle(item.querySelector(".swatch"));
         const drawn = [...figure.querySelectorAll("svg ." + item.dataset.item)].map((e) => {
@@ -197,8 +198,8 @@ MEASURE = """(() => {
       }),
       text: [...figure.querySelectorAll("svg text")].map((t) => {
         const r = t.getBoundingClientRect();
-        return {text: t.textContent, size: parseFloat(getComputedStyle(t).fontSize) * chart.width / 720,
-                left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+        return {text: t.textContent, date: t.classList.contains("date"), left: r.left, right: r.right,
+                size: parseFloat(getComputedStyle(t).fontSize) * chart.width / svg.viewBox.baseVal.width};
       }),
     };
   });

@@ -24,16 +24,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         opened.close()
 
 
-@pytest.mark.parametrize("width", [1280, 390])
-def test_the_report_reads_at_desktop_and_phone_width(browser: Browser, tmp_path: Path, width: int):
-    page = realistic_html(tmp_path)
+@pytest.mark.parametrize(("width", "runs"), [(1280, 8), (390, 8), (390, 1)], ids=["desktop", "phone", "first-run"])
+def test_the_report_reads_at_desktop_and_phone_width(browser: Browser, tmp_path: Path, width: int, runs: int):
+    page = realistic_html(tmp_path, runs)
     browser.open(page, width)
     measured: dict[str, Any] = browser.evaluate(MEASURE)
     shot_width, shot_height = browser.screenshot(tmp_path / f"report-{width}.png")
-    assert shot_width == width and shot_height > 2000, (shot_width, shot_height)  # five tests' charts and tables
+    assert shot_width == width and shot_height > 1500, (shot_width, shot_height)  # four or five charts and tables
     assert measured["client_width"] == width
     assert measured["scroll_width"] <= width, f"the page scrolls sideways at {width} px: {measured['scroll_width']}"
-    assert len(measured["figures"]) == 5
+    assert len(measured["figures"]) == (5 if runs > 6 else 4)  # cold start: added by the seventh run
     for figure in measured["figures"]:
         for item in figure["legend"]:
             shown = [
@@ -43,9 +43,7 @@ def test_the_report_reads_at_desktop_and_phone_width(browser: Browser, tmp_path:
             assert shown, f"legend item {item['item']} is not drawn in its colour {item['swatch']}: {item['drawn']}"
         texts = figure["text"]
         assert min(t["size"] for t in texts) >= 10.5, [(t["text"], t["size"]) for t in texts]
-        ticks = sorted((t for t in texts if t["top"] > texts[0]["top"] and "ms" not in t["text"]),
-                       key=lambda t: t["left"])  # fmt: skip
-        ticks = [t for t in ticks if abs(t["top"] - ticks[-1]["top"]) < 1]  # the row under the axis
-        assert len(ticks) >= 2
-        for left, right in itertools.pairwise(ticks):
+        dates = sorted((t for t in texts if t["date"]), key=lambda t: t["left"])
+        assert len(dates) >= min(figure["runs"], 3), [t["text"] for t in dates]  # more than first and last
+        for left, right in itertools.pairwise(dates):
             assert left["right"] < right["left"], f"date ticks overlap at {width} px: {left['text']}, {right['text']}"
