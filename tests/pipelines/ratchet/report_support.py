@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -101,6 +102,9 @@ def chromium() -> str:
     pytest.skip(reason)
 
 
+ANSWER_SECONDS = 60  # not a measurement: how long a stuck browser may hold the suite before the test says so
+
+
 class Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe): the page laid out
     at an exact width (the command line's --window-size has a floor of 500 px), measured, and photographed."""
@@ -113,18 +117,24 @@ class Browser:
             os.dup2(to_chromium, 3)
             os.dup2(from_chromium, 4)
 
-        self._process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=as_fds_3_and_4, pass_fds=(3, 4),
-        )  # fmt: skip
+        self._log = profile / "chromium.log"  # its own output, quoted when it stops answering
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                 "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=as_fds_3_and_4, pass_fds=(3, 4),
+            )  # fmt: skip
         os.close(to_chromium)
         os.close(from_chromium)
         self._buffer = b""
         self._next = 0
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        try:
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        except BaseException:
+            self._process.kill()
+            self._close()
+            raise
 
     def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
         self._next += 1
@@ -139,8 +149,9 @@ class Browser:
 
     def _read(self) -> dict[str, Any]:
         while b"\0" not in self._buffer:
-            chunk = os.read(self._answers, 1 << 16)
-            assert chunk, "chromium closed the DevTools pipe"
+            ready, _, _ = select.select([self._answers], [], [], ANSWER_SECONDS)
+            chunk = os.read(self._answers, 1 << 16) if ready else b""
+            assert chunk, f"chromium did not answer: {self._log.read_text(errors='replace')[-2000:]}"
             self._buffer += chunk
         message, _, self._buffer = self._buffer.partition(b"\0")
         parsed: dict[str, Any] = json.loads(message)
@@ -174,9 +185,12 @@ class Browser:
         try:
             self.send("Browser.close")
         finally:
-            os.close(self._commands)
-            os.close(self._answers)
-            self._process.wait(timeout=30)
+            self._close()
+
+    def _close(self) -> None:
+        os.close(self._commands)
+        os.close(self._answers)
+        self._process.wait(timeout=ANSWER_SECONDS)
 
 
 # What the test asks of the page after layout: the scroll width, each legend item's drawn elements, chart text.
