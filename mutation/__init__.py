@@ -1,0 +1,1 @@
+"""Mutation testing of Relay's core: `make mutate` (see run.py)."""
