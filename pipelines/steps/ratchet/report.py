@@ -330,21 +330,38 @@ def _nice_ticks(highest: float, target: int = 5) -> list[float]:
 
 
 def _algorithms_table(algorithms: Sequence[Mapping[str, Any]]) -> str:
-    """One row per algorithm; the Stage and Error columns only when some algorithm has one."""
+    """One row per algorithm; the Stage and Error columns only when some algorithm has one. On a phone each row is
+    a block of labelled lines (the style reads each cell's label from `data-label`)."""
     staged = any(a.get("stage") for a in algorithms)
     erred = any(a.get("error") for a in algorithms)
-    head = "<th>Algorithm</th><th>State</th>" + ("<th>Stage</th>" if staged else "")
-    head += "<th>Validation</th><th>Files</th>" + ("<th>Error</th>" if erred else "")
+    columns = [
+        "Algorithm",
+        "State",
+        *(["Stage"] if staged else []),
+        "Validation",
+        "Files",
+        *(["Error"] if erred else []),
+    ]
     rows = []
     for a in algorithms:
-        css = "good" if a["state"] == "validated" else "bad"
-        cells = [f'<td class="name"><code>{escape(str(a["name"]))}</code></td>']
-        cells.append(f'<td class="{css}">{escape(str(a["state"]))}</td>')
-        cells += [f"<td>{escape(str(a['stage']))}</td>"] if staged else []
-        cells.append(f"<td>{_seconds(a['seconds'])} in {a['attempts']} attempt(s)</td><td>{len(a['files'])}</td>")
-        cells += [f'<td class="error">{escape(str(a["error"]))}</td>'] if erred else []
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table class="grid"><tr>{head}</tr>{"".join(rows)}</table></div>'
+        state = "good" if a["state"] == "validated" else "bad"
+        cells = {
+            "Algorithm": ("name", f"<code>{escape(str(a['name']))}</code>"),
+            "State": (state, escape(str(a["state"]))),
+            "Stage": ("", escape(str(a["stage"]))),
+            "Validation": ("", f"{_seconds(a['seconds'])} in {a['attempts']} attempt(s)"),
+            "Files": ("", str(len(a["files"]))),
+            "Error": ("error", escape(str(a["error"]))),
+        }
+        row = []
+        for column in columns:
+            css, text = cells[column]
+            attribute = f' class="{css}"' if css else ""
+            row.append(f'<td{attribute} data-label="{column}">{text}</td>')
+        rows.append(f"<tr>{''.join(row)}</tr>")
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    table = f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
 
 
 def _value(entry: Mapping[str, Any], key: str) -> float | None:
@@ -397,5 +414,9 @@ ul.legend{list-style:none;display:flex;flex-wrap:wrap;gap:2px 16px;margin:4px 0 
 color:#57606a}ul.legend .swatch{display:inline-block;margin-right:5px}
 ul.legend .swatch.line{width:22px;height:0;border-top:2.5px solid;vertical-align:middle}
 @media (max-width:640px){svg.chart{font-size:17px}}
-@media (max-width:480px){body{margin:12px auto}svg.chart{font-size:22px}}
+@media (max-width:480px){body{margin:12px auto}svg.chart{font-size:22px}
+table.grid thead{display:none}table.grid,table.grid tbody,table.grid tr,table.grid td{display:block}
+table.grid tr{border-bottom:1px solid #d0d7de;padding:4px 0}
+table.grid td{border:0;padding:1px 0;white-space:normal;min-width:0;overflow-wrap:anywhere}
+table.grid td:empty{display:none}table.grid td::before{content:attr(data-label) ": ";font-weight:600;color:#57606a}}
 """

@@ -218,5 +218,5 @@ MEASURE = """(() => {
     };
   });
   return {scroll_width: document.documentElement.scrollWidth, client_width: document.documentElement.clientWidth,
-          figures};
+          scrolled: [...document.querySelectorAll(".scroll")].map((e) => e.scrollWidth - e.clientWidth), figures};
 })()"""
