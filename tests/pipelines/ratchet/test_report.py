@@ -32,6 +32,7 @@ def test_the_legend_lists_only_what_the_chart_draws():
     assert drawn["summary of a long report"] == ["bar", "limit", "pass", "nolatency"]
     assert drawn["ping"] == ["bar", "limit-off", "pass"]
     assert drawn["cold start"] == ["bar", "limit", "pass"]
+    assert drawn["never passed"] == ["nolatency"]
 
 
 def test_a_limit_of_one_run_is_a_segment_not_a_point():
