@@ -31,10 +31,10 @@ def message_identity(topic: str, message_id: str) -> str:
 
 
 def derive_run_key(pipeline: str, identity: str) -> str:
-    """`<pipeline>-<digest of identity>`, always matching RUN_KEY."""
+    """`<pipeline>-<digest of identity>`, always matching RUN_KEY: a pipeline name is at most 63 characters."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:_DIGEST_CHARS]
     prefix = pipeline if PIPELINE_NAME.match(pipeline) else UNKNOWN_PIPELINE
-    return f"{prefix[: 127 - _DIGEST_CHARS]}-{digest}"
+    return f"{prefix}-{digest}"
 
 
 def join(base: str, *parts: str) -> str:

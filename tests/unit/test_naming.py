@@ -27,3 +27,71 @@ def test_split_gs_uri():
     assert naming.split_gs_uri("gs://b/a/b.json") == ("b", "a/b.json")
     with pytest.raises(ValueError, match="expected a gs:// URI"):
         naming.split_gs_uri("s3://b/x")
+
+
+def test_a_derived_key_is_the_same_in_every_release():
+    # Re-delivered triggers find their run by this key: a changed derivation would launch them a second time.
+    assert naming.derive_run_key("push", "gs://b/t.json#1") == "push-8f80690e65588015b55d"
+    assert naming.derive_run_key("Not Valid", "x") == "trigger-2d711642b726b0440162"
+
+
+def test_the_longest_pipeline_name_gives_a_key_within_the_run_key_limit():
+    longest = "p" * 63
+    assert naming.PIPELINE_NAME.match(longest) and not naming.PIPELINE_NAME.match(longest + "p")
+    key = naming.derive_run_key(longest, "x")
+    assert key.startswith(longest + "-") and len(key) == 63 + 1 + 20 and naming.RUN_KEY.match(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("a", True),
+        ("a" + "-0z" * 42 + "9", True),  # 128 characters: the longest
+        ("a" * 129, False),
+        ("", False),
+        ("1abc", False),
+        ("-abc", False),
+        ("Abc", False),
+        ("a_b", False),
+        ("abc\n", False),
+        ("a--b-", True),  # run keys a trigger chooses may hold any hyphens; pipeline names may not
+    ],
+)
+def test_run_keys(key: str, valid: bool):
+    assert bool(naming.RUN_KEY.match(key)) is valid
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("echo", True),
+        ("e", True),
+        ("push-2", True),
+        ("a" * 64, False),
+        ("push--x", False),  # "--" separates a tenant from its run key
+        ("push-", False),
+        ("2push", False),
+        ("Push", False),
+        ("push\n", False),
+    ],
+)
+def test_pipeline_names(name: str, valid: bool):
+    assert bool(naming.PIPELINE_NAME.match(name)) is valid
+
+
+def test_identities_and_places():
+    assert naming.object_identity("b", "a/t.json", 7) == "gs://b/a/t.json#7"
+    assert naming.message_identity("projects/p/topics/t", "42") == "pubsub:projects/p/topics/t#42"
+    assert naming.join("gs://r/", "/runs/", "k/") == "gs://r/runs/k"
+    # Only slashes are trimmed: a local results folder or a part may begin or end with any other character.
+    assert naming.join("/srv/BOX/", "/X-ray/", "LAX ") == "/srv/BOX/X-ray/LAX "
+    assert naming.catalog_entry("gs://c/pipelines/", "echo") == "gs://c/pipelines/echo.yaml"
+    assert naming.catalog_entry("gs://c", naming.POLICY_ENTRY) == "gs://c/policy.yaml"
+
+
+@pytest.mark.parametrize(
+    ("uri", "parts"),
+    [("gs://b", ("b", "")), ("gs://b/", ("b", "")), ("gs://b/a/b/c.json", ("b", "a/b/c.json"))],
+)
+def test_split_gs_uri_at_the_first_slash(uri: str, parts: tuple[str, str]):
+    assert naming.split_gs_uri(uri) == parts
