@@ -204,9 +204,9 @@ def parse_baseline(document: object) -> Baseline:
         raise BaselineError("expected `tests` as an object and `history` as a list")
     bars: dict[str, Bar] = {}
     for name, entry in tests.items():
-        seconds = entry.get("bar_seconds") if isinstance(entry, Mapping) else "?"
-        if not isinstance(entry, Mapping) or not (seconds is None or _is_seconds(seconds)):
+        if not isinstance(entry, Mapping) or not _is_bar(entry.get("bar_seconds")):
             raise BaselineError(f"tests.{name}: expected {{bar_seconds, passed, set_by, set_at}}, found {entry!r}")
+        seconds = entry.get("bar_seconds")
         bars[str(name)] = Bar(
             seconds=None if seconds is None else float(seconds),
             passed=bool(entry.get("passed")),
@@ -224,5 +224,6 @@ def parse_baseline(document: object) -> Baseline:
     return Baseline(bars=bars, resets=tuple(resets))
 
 
-def _is_seconds(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+def _is_bar(value: object) -> bool:
+    """None (no pass yet) or a number of seconds, 0 included."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0)

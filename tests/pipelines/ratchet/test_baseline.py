@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -144,7 +145,7 @@ def test_a_test_dropped_from_the_workflow_after_passing_is_violated_and_keeps_it
 
 def test_a_reset_needs_a_reason_drops_every_bar_and_is_recorded():
     baseline = Baseline({"t": Bar(0.1, True), "old": Bar(0.2, True)})
-    with pytest.raises(ValueError, match="reason"):
+    with pytest.raises(ValueError, match=r"^a reset needs a reason$"):
         decide_ratchet(baseline, [passing(5.0)], run_key="now", at=AT, reset_reason="  ")
     decision = decide_ratchet(baseline, [passing(5.0)], run_key="now", at=AT, reset_reason="new hardware")
     assert [(v.test, v.verdict) for v in decision.verdicts] == [("t", SET)]  # "old" is no longer owed
@@ -166,6 +167,14 @@ def test_the_document_round_trips():
         (Reset("r0", AT, "moved clusters", {"t": 0.5}),),
     )
     document = baseline_to_json(baseline, workflow="w", destination="local", run_key="r1", at=AT)
+    assert {k: document[k] for k in ("version", "workflow", "destination", "updated_by", "updated_at")} == {
+        "version": 1,
+        "workflow": "w",
+        "destination": "local",
+        "updated_by": "r1",
+        "updated_at": AT,
+    }
+    assert document["tests"]["u"] == {"bar_seconds": None, "passed": False, "set_by": "", "set_at": ""}
     assert document["tests"]["t"] == {"bar_seconds": 0.25, "passed": True, "set_by": "r1", "set_at": AT}
     assert document["history"] == [
         {"event": "reset", "run_key": "r0", "at": AT, "reason": "moved clusters", "previous": {"t": 0.5}}
@@ -174,19 +183,37 @@ def test_the_document_round_trips():
 
 
 @pytest.mark.parametrize(
-    "document",
+    ("document", "message"),
     [
-        None,
-        {"version": 2, "tests": {}},
-        {"version": 1, "tests": []},
-        {"version": 1, "tests": {"t": {"bar_seconds": "fast"}}},
-        {"version": 1, "tests": {"t": {"bar_seconds": -1}}},
-        {"version": 1, "tests": {}, "history": [{"event": "loosened"}]},
+        (None, "expected a baseline document of version 1"),
+        ({"version": 2, "tests": {}}, "expected a baseline document of version 1"),
+        ({"version": 1, "tests": []}, "expected `tests` as an object and `history` as a list"),
+        ({"version": 1, "tests": {}, "history": {}}, "expected `tests` as an object and `history` as a list"),
+        ({"version": 1, "tests": {"t": 0.5}}, "tests.t: expected {bar_seconds, passed, set_by, set_at}, found 0.5"),
+        (
+            {"version": 1, "tests": {"t": {"bar_seconds": "fast"}}},
+            "tests.t: expected {bar_seconds, passed, set_by, set_at}, found {'bar_seconds': 'fast'}",
+        ),
+        ({"version": 1, "tests": {"t": {"bar_seconds": -1}}}, "tests.t: expected {bar_seconds, passed"),
+        ({"version": 1, "tests": {"t": {"bar_seconds": True}}}, "tests.t: expected {bar_seconds, passed"),
+        (
+            {"version": 1, "tests": {}, "history": [{"event": "loosened"}]},
+            "history: expected reset events, found {'event': 'loosened'}",
+        ),
     ],
 )
-def test_a_document_this_code_did_not_write_is_refused(document: object):
-    with pytest.raises(BaselineError):
+def test_a_document_this_code_did_not_write_is_refused_saying_what_it_expected(document: object, message: str):
+    # The ledger shows this message to whoever must decide whether to reset.
+    with pytest.raises(BaselineError, match=f"^{re.escape(message)}"):
         parse_baseline(document)
+
+
+def test_a_bar_stored_as_never_passed_is_reported_on_a_failure_but_not_owed():
+    # Not what this code writes (a bar with seconds has passed), but a document it accepts, say edited by hand.
+    baseline = parse_baseline({"version": 1, "tests": {"t": {"bar_seconds": 1.5, "passed": False}}})
+    decision = decide_ratchet(baseline, [failing(0.5, 0.5)], run_key="k", at=AT)
+    assert [(v.verdict, v.bar_before, v.bar_after) for v in decision.verdicts] == [(FAILED, 1.5, 1.5)]
+    assert decide_ratchet(baseline, [], run_key="k", at=AT).verdicts == ()
 
 
 # --- the bar's history: each run decided on the baseline the run before stored, read back from its document ---
@@ -225,6 +252,8 @@ def test_a_test_that_never_passed_owes_nothing_until_it_does():
     seen, baseline = next_run(Baseline(), failing(0.5, 0.5), key="r1")
     assert seen == {"t": (FAILED, "")}
     assert baseline.bars["t"] == Bar(None, False)
+    stored_document = baseline_to_json(baseline, workflow="w", destination="local", run_key="r1", at=AT)
+    assert stored_document["tests"]["t"] == {"bar_seconds": None, "passed": False, "set_by": "", "set_at": ""}
     # Failing again is still a plain failure, and leaving the workflow is not reported at all.
     assert next_run(baseline, failing(0.5, 0.5), key="r2")[0] == {"t": (FAILED, "")}
     assert next_run(baseline, passing(1.0, name="other"), key="r2")[0] == {"other": (SET, "")}
