@@ -31,7 +31,7 @@ def timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)  # reads the Z from Python 3.11 on
 
 
 def trigger_reference(delivery: ObjectDelivery | InlineDelivery, generation: int | None) -> dict[str, Any]:
@@ -100,6 +100,7 @@ def rejection_record(
     *, run_key: str, pipeline: str | None, trigger: Mapping[str, Any], error: RelayError, now: datetime
 ) -> dict[str, Any]:
     problems = error.problems if isinstance(error, InvalidTriggerError) else ()
+    code = getattr(error, "code", "rejected")
     return {
         "state": REJECTED,
         "status": STATUS_BAD_REQUEST,
@@ -107,9 +108,9 @@ def rejection_record(
         "run_key": run_key,
         "pipeline": pipeline,
         "trigger": dict(trigger),
-        "severity": severity_of_rejection(getattr(error, "code", "rejected")),
+        "severity": severity_of_rejection(code),
         "error": {
-            "code": getattr(error, "code", "rejected"),
+            "code": code,
             "message": str(error),
             "problems": [{"field": p.field, "expected": p.expected, "found": p.found} for p in problems],
         },
