@@ -13,6 +13,7 @@ from typing import Self
 import pytest
 
 from relay.adapters.http import HttpClient, NoAnswerError, Timeouts
+from tests.integration.support import eventually
 from tests.pipelines.test_egress import _certificate
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
@@ -23,7 +24,8 @@ class RawHttp:
 
     Each request is noted as its first line; `drop` makes the server read the next request on a kept connection
     and close it unanswered (a server timing out an idle connection as the request arrives); `close_after` makes
-    it close every connection once it has answered, without saying so; `hanging` makes it never answer."""
+    it close every connection once it has answered, without saying so; `hanging` makes it never answer; `answer`
+    is what it answers."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -31,9 +33,11 @@ class RawHttp:
         self._lock = threading.Lock()
         self.lines: list[str] = []
         self.connections = 0
+        self.closed = 0  # connections the server has closed
         self.drop = False
         self.close_after = False
         self.hanging = False
+        self.answer = OK  # the bytes of every answer
         self._stopping = threading.Event()
         self._open: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -89,7 +93,7 @@ class RawHttp:
                 if self.hanging:
                     self._stopping.wait()
                     return
-                conn.sendall(OK)
+                conn.sendall(self.answer)
                 answered += 1
                 if self.close_after:
                     return
@@ -97,6 +101,8 @@ class RawHttp:
             return
         finally:
             conn.close()
+            with self._lock:
+                self.closed += 1
 
 
 @pytest.fixture
@@ -122,6 +128,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(server: RawHttp
     server.close_after = True
     url = f"http://127.0.0.1:{server.port}/apis/v2beta1/runs"
     http.request("GET", url)
+    eventually(lambda: server.closed == 1)
     # Closed without a word: seen before anything is sent on it, so even a submit goes out once, on a new one.
     assert http.request("POST", url, json={}).status == 200
     http.close()
@@ -151,6 +158,46 @@ def test_a_conditional_write_marked_repeatable_is_sent_again(server: RawHttp):
     assert http.request("POST", url, body=b"claim", repeatable=True).status == 200
     http.close()
     assert [line.split()[0] for line in server.lines] == ["GET", "POST", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n{"ok"\r\n7\r\n: true}\r\n0\r\nT: 1\r\n\r\n',
+            True,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + OK, True),
+        (b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 12\r\n\r\n{"ok": true}', False),
+        (b'HTTP/1.0 200 OK\r\n\r\n{"ok": true}', False),  # no length: the body ends with the connection
+    ],
+    ids=["chunked", "continue-first", "connection-close", "until-close"],
+)
+def test_answers_are_read_by_length_chunks_or_close(server: RawHttp, answer: bytes, kept: bool):
+    server.answer = answer
+    server.close_after = not kept
+    http = HttpClient()
+    url = f"http://127.0.0.1:{server.port}/x"
+    assert [http.request("GET", url).json() for _ in range(2)] == [{"ok": True}] * 2
+    http.close()
+    assert server.connections == (1 if kept else 2)
+
+
+def test_a_short_body_or_a_garbled_answer_is_no_answer(server: RawHttp):
+    http = HttpClient()
+    url = f"http://127.0.0.1:{server.port}/x"
+    server.close_after = True
+    for answer in (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{}", b"SSH-2.0-OpenSSH\r\n\r\n"):
+        server.answer = answer
+        with pytest.raises(NoAnswerError) as broken:
+            http.request("GET", url)
+        assert broken.value.sent
+
+
+def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(server: RawHttp):
+    with pytest.raises(ValueError, match="line break"):
+        HttpClient().request("GET", f"http://127.0.0.1:{server.port}/x", headers={"Authorization": "a\r\nX-Evil: 1"})
+    assert server.lines == []
 
 
 def test_no_connection_means_nothing_was_sent_and_a_silent_server_means_it_may_have_been():
