@@ -17,6 +17,7 @@ import os
 import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -434,11 +435,38 @@ def with_redeliveries(events: Sequence[Event], lag: int) -> list[Event]:
 # --- the floor: Relay's round trips alone ------------------------------------------------------------------------
 
 
+class KeptConnection:
+    """One keep-alive http.client connection to one server, TCP_NODELAY on: the least a client can do per request."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname or LOOPBACK, parts.port or 80, timeout=30)
+
+    def send(
+        self, method: str, target: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request."""
+        if self._conn.sock is None:
+            self._conn.connect()
+            sock = self._conn.sock
+            if sock is not None:  # a body written after its headers must not wait for the server's delayed ACK
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn.request(method, target, body=body, headers=dict(headers or {}))
+        answer = self._conn.getresponse()
+        data = answer.read()
+        if answer.will_close:
+            self._conn.close()
+        return answer.status, data
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class Floor:
-    """The requests Relay makes for one launch, and nothing else, over one keep-alive requests.Session: read the
-    trigger (at its generation), create the claim (multipart upload, ifGenerationMatch=0), create the run (the
-    catalog's spec, parsed and serialised once), write the record (ifGenerationMatch=<the claim's generation>), in
-    the results bucket under floor/ rather than runs/.
+    """The requests Relay makes for one launch, and nothing else, over one kept http.client connection per server
+    (KeptConnection): read the trigger (at its generation), create the claim (multipart upload,
+    ifGenerationMatch=0), create the run (the catalog's spec, parsed and serialised once), write the record
+    (ifGenerationMatch=<the claim's generation>), in the results bucket under floor/ rather than runs/.
     The record bytes are a launch record Relay wrote, so the writes carry what Relay's carry. The token is fetched
     once, as Relay caches it."""
 
@@ -447,17 +475,24 @@ class Floor:
     def __init__(
         self, gcs_url: str, kfp_url: str, metadata_host: str, results_bucket: str, spec: Mapping[str, Any]
     ) -> None:
-        self._gcs = gcs_url.rstrip("/")
-        self._kfp = kfp_url.rstrip("/")
+        self._gcs = KeptConnection(gcs_url)
+        self._kfp = KeptConnection(kfp_url)
         self._results = results_bucket
-        self._session = plain_session()
-        response = self._session.get(
-            f"http://{metadata_host}/computeMetadata/v1/instance/service-accounts/default/token",
-            headers={"Metadata-Flavor": "Google"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        self._auth = {"Authorization": f"Bearer {response.json()['access_token']}", "Content-Type": "application/json"}
+        metadata = KeptConnection(f"http://{metadata_host}")
+        try:
+            status, token = metadata.send(
+                "GET",
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                headers={"Metadata-Flavor": "Google"},
+            )
+        finally:
+            metadata.close()
+        if status != 200:
+            raise RuntimeError(f"floor: the metadata server answered {status}: {token[:200]!r}")
+        self._auth = {
+            "Authorization": f"Bearer {json.loads(token)['access_token']}",
+            "Content-Type": "application/json",
+        }
         self._spec = json.dumps(spec).encode()
         self._experiment_id = ""
         self.record = b"{}"
@@ -479,31 +514,30 @@ class Floor:
             )
         )
 
-    def _write(self, name: str, generation: int) -> requests.Response:
-        return self._session.post(
-            f"{self._gcs}/upload/storage/v1/b/{quote(self._results, safe='')}/o",
-            params={"uploadType": "multipart", "fields": "generation", "ifGenerationMatch": str(generation)},
-            data=self._multipart(name),
-            headers={"Content-Type": f"multipart/related; boundary={self.BOUNDARY}"},
-            timeout=30,
+    def _write(self, name: str, generation: int) -> tuple[int, bytes]:
+        query = urlencode({"uploadType": "multipart", "fields": "generation", "ifGenerationMatch": str(generation)})
+        return self._gcs.send(
+            "POST",
+            f"/upload/storage/v1/b/{quote(self._results, safe='')}/o?{query}",
+            self._multipart(name),
+            {"Content-Type": f"multipart/related; boundary={self.BOUNDARY}"},
         )
 
     def handle(self, event: Event, run_key: str, *, measured: bool) -> None:
         resource = event.resource
         bucket, name = str(resource["bucket"]), str(resource["name"])
         marks = [time.perf_counter()]
-        read = self._session.get(
-            f"{self._gcs}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}",
-            params={"alt": "media", "generation": str(resource["generation"])},
-            timeout=30,
+        query = urlencode({"alt": "media", "generation": str(resource["generation"])})
+        read, trigger = self._gcs.send(
+            "GET", f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}?{query}"
         )
         marks.append(time.perf_counter())
         record_name = f"floor/{run_key}/launch.json"  # beside Relay's runs/, not among them
-        claim = self._write(record_name, 0)
+        claim, claimed = self._write(record_name, 0)
         marks.append(time.perf_counter())
-        if not (read.ok and claim.ok):
-            raise RuntimeError(f"floor: read {read.status_code}, claim {claim.status_code}: {claim.text[:300]}")
-        parameters = json.dumps({"message": json.loads(read.content)["parameters"]["message"]}).encode()
+        if read != 200 or claim != 200:
+            raise RuntimeError(f"floor: read {read}, claim {claim}: {claimed[:300]!r}")
+        parameters = json.dumps({"message": json.loads(trigger)["parameters"]["message"]}).encode()
         body = b"".join(
             (
                 b'{"experiment_id": "',
@@ -517,18 +551,19 @@ class Floor:
                 b"}}",
             )
         )
-        run = self._session.post(f"{self._kfp}/apis/v2beta1/runs", data=body, headers=self._auth, timeout=30)
+        run, created = self._kfp.send("POST", "/apis/v2beta1/runs", body, self._auth)
         marks.append(time.perf_counter())
-        record = self._write(record_name, int(claim.json()["generation"]))
+        record, _ = self._write(record_name, int(json.loads(claimed)["generation"]))
         marks.append(time.perf_counter())
-        if not (run.ok and record.ok):
-            raise RuntimeError(f"floor: run {run.status_code}, record {record.status_code}: {run.text[:300]}")
+        if run != 200 or record != 200:
+            raise RuntimeError(f"floor: run {run}, record {record}: {created[:300]!r}")
         if measured:
             for step, start, end in zip(self.steps, marks, marks[1:], strict=False):
                 self.steps[step].append((end - start) * 1000)
 
     def close(self) -> None:
-        self._session.close()
+        self._gcs.close()
+        self._kfp.close()
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -8,9 +8,10 @@ process only uploads triggers (never timed), posts binary-mode storage CloudEven
 reads its clock.
 
 1. warm: per event, wall time from posting the CloudEvent to the function's answer, for Relay and for the seed port,
-   interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over one keep-alive
-   requests.Session: trigger read, claim create, run create, record write; see bench.harness.Floor) and an event
-   Relay skips without I/O (functions-framework's own cost). Medians and p99 over --events each, after warm-up.
+   interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over one kept
+   http.client connection per server: trigger read, claim create, run create, record write; see
+   bench.harness.Floor) and an event Relay skips without I/O (functions-framework's own cost). Medians and p99
+   over --events each, after warm-up.
 2. cold: a fresh process per sample (bench.cold) imports the function's module and handles its first event;
    interleaved Relay/seed, the first pair dropped when there are several (it fills the page cache); medians.
 3. burst: unique triggers each delivered twice (the same event again shortly after) through one functions-framework
