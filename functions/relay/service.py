@@ -413,24 +413,24 @@ def _claim_and_launch(
     parameters = run_parameters(
         pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri, tenant=tenant_name
     )
-    claim = records.decode(
-        records.encode(
-            records.claim_record(
-                run_key=run_key,
-                pipeline=pipeline.name,
-                backend=relay.backend.name,
-                trigger=loaded.reference,
-                parameters=parameters,
-                labels=trigger.labels,
-                now=relay.clock(),
-                lease_seconds=settings.claim_lease,
-                tenant=tenant_name,
-            )
+    # Encoded once: the bytes written, and (decoded) the claim as a re-read of them shows it.
+    encoded = records.encode(
+        records.claim_record(
+            run_key=run_key,
+            pipeline=pipeline.name,
+            backend=relay.backend.name,
+            trigger=loaded.reference,
+            parameters=parameters,
+            labels=trigger.labels,
+            now=relay.clock(),
+            lease_seconds=settings.claim_lease,
+            tenant=tenant_name,
         )
     )
+    claim = records.decode(encoded)
     previous: dict[str, Any] | None = None
     try:
-        generation = relay.store.write(uri, records.encode(claim), if_generation_match=0)
+        generation = relay.store.write(uri, encoded, if_generation_match=0)
     except PreconditionFailedError:
         try:
             existing = relay.store.read(uri)
@@ -449,7 +449,7 @@ def _claim_and_launch(
             ) from None
         else:
             try:
-                generation = relay.store.write(uri, records.encode(claim), if_generation_match=existing.generation)
+                generation = relay.store.write(uri, encoded, if_generation_match=existing.generation)
             except PreconditionFailedError:
                 raise ClaimHeldError(f"{uri}: another delivery took over run key {run_key} first") from None
             previous = current
