@@ -143,7 +143,7 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
         return _notification(event, message_attributes, body)
     if "trigger_uri" in message_attributes:
         return _trigger_uri(event, message_attributes["trigger_uri"])
-    fmt: Format = "yaml" if str(message_attributes.get("format", "")).lower() in ("yaml", "yml") else "json"
+    fmt: Format = "yaml" if message_attributes.get("format", "").lower() in ("yaml", "yml") else "json"
     return InlineDelivery(event=event, topic=topic, message_id=message_id, data=body, format=fmt)
 
 
@@ -154,7 +154,7 @@ def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) 
     if not attributes.get("bucketId") or not attributes.get("objectId"):
         return Skip(event, uri, "expected bucketId and objectId attributes, found none", malformed=True)
     try:
-        resource = json.loads(body) if body else {}
+        resource = json.loads(body)  # an empty body is no JSON either
     except (ValueError, RecursionError):  # only its size is used, and the object's own size is read otherwise
         resource = {}
     size = _int_or_none(resource.get("size")) if isinstance(resource, dict) else None
@@ -186,14 +186,14 @@ def _object(event: EventInfo, bucket: object, name: object, generation: object, 
         return Skip(event, shown, f"expected {_BUCKET_RULE}, found {describe_value(bucket)}", malformed=True)
     if not isinstance(name, str) or not _valid_object(name):
         return Skip(event, shown, f"expected {_OBJECT_RULE}, found {describe_value(name)}", malformed=True)
-    number = None if generation is None else _generation(generation)
+    number = _generation(generation)
     if generation is not None and number is None:
         return Skip(event, shown, f"expected {_GENERATION_RULE}, found {describe_value(generation)}", malformed=True)
     return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via)
 
 
 def _valid_bucket(bucket: str) -> bool:
-    return bool(_BUCKET.match(bucket)) and (len(bucket) <= 63 or all(len(part) <= 63 for part in bucket.split(".")))
+    return bool(_BUCKET.match(bucket)) and all(len(part) <= 63 for part in bucket.split("."))
 
 
 def _valid_object(name: str) -> bool:
@@ -239,6 +239,6 @@ def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # Python 3.11's reads "Z" and nanoseconds
     except ValueError:
         return None

@@ -109,33 +109,46 @@ def test_malformed_messages_are_skipped_as_errors(relay: Relay):
     assert logged(relay, broken) == ("skipped", "ERROR", "expected message data: base64 text, found other text")
 
 
+TOPIC = "projects/p/topics/relay-triggers"
+
+
 def envelope(**message: object) -> dict[str, object]:
     return {"subscription": "projects/p/subscriptions/s", "message": {"messageId": "42", **message}}
 
 
 @pytest.mark.parametrize(
-    ("data", "reason"),
+    ("data", "reason", "uri"),
     [
-        (envelope(data=5), "expected message data: base64 text, found number 5"),
-        (envelope(data=["eyJ9"]), "expected message data: base64 text, found a list of 1"),
-        (envelope(data={"a": 1}), "expected message data: base64 text, found a mapping of 1"),
-        (envelope(data="ab\u00e9="), "expected message data: base64 text, found other text"),
-        (envelope(attributes=["trigger_uri", "gs://b/t.json"]), "expected message attributes: a mapping of strings"),
-        (envelope(attributes="trigger_uri"), "expected message attributes: a mapping of strings, found string"),
-        (envelope(attributes={"trigger_uri": 7}), "expected message attributes: a mapping of strings"),
-        (envelope(attributes={"bucketId": ["b"]}), "expected message attributes: a mapping of strings"),
-        (envelope(messageId=42.5), "expected messageId: a string, found number 42.5"),
-        (envelope(messageId=["42"]), "expected messageId: a string, found a list of 1"),
-        ({"message": ["data"]}, "expected a Pub/Sub message in the event data"),
-        ({"message": "eyJ9"}, "expected a Pub/Sub message in the event data"),
-        (["message"], "expected a Pub/Sub message in the event data"),
-        (b'{"message": {}}', "expected a Pub/Sub message in the event data"),
-        (None, "expected a Pub/Sub message in the event data"),
+        (envelope(data=5), "expected message data: base64 text, found number 5", f"{TOPIC}#42"),
+        (envelope(data=["eyJ9"]), "expected message data: base64 text, found a list of 1", f"{TOPIC}#42"),
+        (envelope(data={"a": 1}), "expected message data: base64 text, found a mapping of 1", f"{TOPIC}#42"),
+        (envelope(data="ab\u00e9="), "expected message data: base64 text, found other text", f"{TOPIC}#42"),
+        (
+            envelope(attributes=["trigger_uri", "gs://b/t.json"]),
+            "expected message attributes: a mapping of strings",
+            f"{TOPIC}#42",
+        ),
+        (
+            envelope(attributes="trigger_uri"),
+            "expected message attributes: a mapping of strings, found string",
+            f"{TOPIC}#42",
+        ),
+        (envelope(attributes={"trigger_uri": 7}), "expected message attributes: a mapping of strings", f"{TOPIC}#42"),
+        (envelope(attributes={"bucketId": ["b"]}), "expected message attributes: a mapping of strings", f"{TOPIC}#42"),
+        (envelope(messageId=42.5), "expected messageId: a string, found number 42.5", TOPIC),
+        (envelope(messageId=["42"]), "expected messageId: a string, found a list of 1", TOPIC),
+        ({"message": ["data"]}, "expected a Pub/Sub message in the event data", PUBSUB["source"]),
+        ({"message": "eyJ9"}, "expected a Pub/Sub message in the event data", PUBSUB["source"]),
+        (["message"], "expected a Pub/Sub message in the event data", PUBSUB["source"]),
+        (b'{"message": {}}', "expected a Pub/Sub message in the event data", PUBSUB["source"]),
+        (None, "expected a Pub/Sub message in the event data", PUBSUB["source"]),
     ],
 )
-def test_every_malformed_envelope_is_a_malformed_skip_never_an_exception(relay: Relay, data: object, reason: str):
+def test_every_malformed_envelope_is_a_malformed_skip_never_an_exception(
+    relay: Relay, data: object, reason: str, uri: str
+):
     delivery = parse_pubsub_event(PUBSUB, data)
-    assert isinstance(delivery, Skip) and delivery.malformed
+    assert isinstance(delivery, Skip) and delivery.malformed and delivery.uri == uri
     assert reason in delivery.reason, delivery.reason
     assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 
@@ -163,7 +176,7 @@ GENERATION_RULE = f"expected a generation: a whole number from 1 to {MAX_GENERAT
         ("gs://b/t.json#0", GENERATION_RULE),
         ("gs://b/t.json#", GENERATION_RULE),
         ("gs://b/t.json#\u0663", GENERATION_RULE),  # an Arabic-Indic digit, which int() would read
-        ("s3://b/t.json", "expected trigger_uri gs://bucket/object[#generation]"),
+        ("s3://b/t.json", "expected trigger_uri gs://bucket/object[#generation], found string 's3://b/t.json'"),
     ],
 )
 def test_a_trigger_uri_that_names_no_cloud_storage_object_is_a_malformed_skip(relay: Relay, uri: str, reason: str):
@@ -178,6 +191,7 @@ def test_a_trigger_uri_that_names_no_cloud_storage_object_is_a_malformed_skip(re
     "uri",
     [
         "gs://abc/t.json",  # 3 characters: the shortest name
+        "gs://abc/a",  # 1 byte: the shortest object name
         "gs://" + "b" * 63 + "/t.json",
         "gs://" + ".".join(["b" * 63] * 3) + "." + "b" * 30 + "/t.json",  # 222 with dots
         "gs://my_bucket.example-1/" + "\u00e9" * 509 + "x.json",  # 1,018 + 6 bytes: exactly 1,024
@@ -233,6 +247,7 @@ def test_a_storage_notification_is_recognised_by_either_of_its_marks(relay: Rela
     assert logged(relay, bare) == ("skipped", "ERROR", "expected bucketId and objectId attributes, found none")
     no_object = parse_pubsub_event(PUBSUB, message(b"{}", **{**NOTIFICATION, "objectId": ""}))
     assert isinstance(no_object, Skip) and no_object.malformed and no_object.uri == "gs://triggers/"
+    assert no_object.reason == "expected bucketId and objectId attributes, found none"
 
 
 def test_a_notification_of_another_event_type_is_skipped_quietly(relay: Relay):
@@ -333,6 +348,7 @@ def test_a_storage_event_without_its_object_is_an_error(relay: Relay, data: obje
     ("data", "reason"),
     [
         ({"bucket": 7, "name": "t.json"}, "expected a bucket name: 3-63 lower-case letters, digits, -, _ or ."),
+        ({"bucket": 7, "name": "t.json"}, "starting and ending with a letter or digit, found number 7"),
         ({"bucket": "triggers", "name": ["t.json"]}, "expected an object name: 1-1024 bytes of UTF-8,"),
         ({"bucket": "triggers", "name": "t\r.json"}, "no carriage return or line feed, not . or .., found string"),
         ({"bucket": "triggers", "name": "."}, "expected an object name"),
