@@ -68,7 +68,7 @@ class HashingReader:
         self._stream = stream
         self._every = every
         self._crc = google_crc32c.Checksum()
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = _md5()
         self.bytes = 0
         # Hash states at earlier offsets; only the latest few, so memory stays bounded whatever the size.
         self._states: deque[tuple[int, Any, Any]] = deque(maxlen=kept)
@@ -91,13 +91,13 @@ class HashingReader:
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Go to `offset`: back from the nearest kept state (or the start), forward by reading and hashing."""
-        target = offset if whence == io.SEEK_SET else self.bytes + offset if whence == io.SEEK_CUR else -1
-        if target < 0:
+        target = offset + (self.bytes if whence == io.SEEK_CUR else 0)
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < 0:
             raise io.UnsupportedOperation(f"a streamed source cannot seek to {offset} (whence {whence})")
         if target < self.bytes:
             while self._states and self._states[-1][0] > target:
                 self._states.pop()
-            fresh = (0, google_crc32c.Checksum(), hashlib.md5(usedforsecurity=False))
+            fresh = (0, google_crc32c.Checksum(), _md5())
             at, crc, md5 = self._states[-1] if self._states else fresh
             if not self._stream.seekable():
                 raise io.UnsupportedOperation(f"a streamed source cannot go back to {target}")
@@ -116,8 +116,14 @@ class HashingReader:
 
 
 def of_bytes(data: bytes) -> Checksums:
-    crc = google_crc32c.Checksum(data)
+    md5 = _md5()
+    md5.update(data)
     return Checksums(
-        crc32c=base64.b64encode(crc.digest()).decode(),
-        md5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
+        crc32c=base64.b64encode(google_crc32c.Checksum(data).digest()).decode(),
+        md5=base64.b64encode(md5.digest()).decode(),
     )
+
+
+def _md5() -> Any:
+    # An integrity check, not security: allowed where a FIPS-mode OpenSSL refuses MD5 for security.
+    return hashlib.md5(usedforsecurity=False)
