@@ -224,8 +224,8 @@ class HttpClient:
             where = f"{route.scheme}://{route.host}:{route.port}"
             raise NoAnswerError(f"{where}: no connection: {_describe(exc)}", sent=False) from exc
         if connection.sock is not None:
-            # http.client writes a body after its headers: without this, Nagle's algorithm holds the body back
-            # until the server's delayed ACK of the headers (40 ms on Linux), as urllib3 also avoids.
+            # A request goes out in one write, but a large one in several segments: without this, Nagle's
+            # algorithm may hold the last back until the server's delayed ACK (40 ms on Linux), as urllib3 avoids.
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.sock.settimeout(timeouts.read)
         return connection, False
@@ -249,7 +249,8 @@ class HttpClient:
                     bundle = certifi.where()
                 except ImportError:
                     bundle = None  # the system's store
-            self._tls = ssl.create_default_context(cafile=bundle)
+            folder = bundle is not None and os.path.isdir(bundle)  # requests takes a folder of certificates too
+            self._tls = ssl.create_default_context(cafile=None if folder else bundle, capath=bundle if folder else None)
         return self._tls
 
     def _release(self, route: _Route, connection: http.client.HTTPConnection) -> None:
