@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
@@ -12,7 +13,7 @@ from typing import Self
 
 import pytest
 
-from relay.adapters.http import HttpClient, NoAnswerError, Timeouts
+from relay.adapters.http import Encoded, EncodedOnce, HttpClient, NoAnswerError, Timeouts
 from tests.integration.support import eventually
 from tests.pipelines.test_egress import _certificate
 
@@ -32,6 +33,7 @@ class RawHttp:
         self._tls = tls
         self._lock = threading.Lock()
         self.lines: list[str] = []
+        self.bodies: list[bytes] = []
         self.connections = 0
         self.closed = 0  # connections the server has closed
         self.drop = False
@@ -83,9 +85,10 @@ class RawHttp:
                 if head[0] == b"":
                     return
                 length = next((int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length")), 0)
-                reader.read(length)
+                body = reader.read(length)
                 with self._lock:
                     self.lines.append(head[0].decode().strip())
+                    self.bodies.append(body)
                     drop = self.drop and answered > 0  # only a kept connection is dropped
                     self.drop = self.drop and not drop
                 if drop:
@@ -198,6 +201,22 @@ def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(server: Raw
     with pytest.raises(ValueError, match="line break"):
         HttpClient().request("GET", f"http://127.0.0.1:{server.port}/x", headers={"Authorization": "a\r\nX-Evil: 1"})
     assert server.lines == []
+
+
+def test_a_member_encoded_before_is_sent_as_it_was_encoded(server: RawHttp):
+    spec = {"pipelineInfo": {"name": "echo"}, "root": {"dag": {"tasks": {}}}}
+    specs = EncodedOnce()
+    assert specs(spec) is specs(spec) and specs(dict(spec)) is not specs(spec)  # by the document, not its value
+    http = HttpClient()
+    http.request(
+        "POST", f"http://127.0.0.1:{server.port}/runs", json={"display_name": "k", "pipeline_spec": specs(spec)}
+    )
+    http.request("POST", f"http://127.0.0.1:{server.port}/runs", json={"spec": Encoded(b"[1, 2]"), "n": {"m": 1}})
+    http.close()
+    assert [json.loads(body) for body in server.bodies] == [
+        {"display_name": "k", "pipeline_spec": spec},
+        {"spec": [1, 2], "n": {"m": 1}},
+    ]
 
 
 def test_no_connection_means_nothing_was_sent_and_a_silent_server_means_it_may_have_been():

@@ -38,6 +38,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # sent with a Content-Length even when empty
 _MAX_LINE = 65536
 _MAX_HEADERS = 200
+_ENCODED_KEPT = 64  # documents EncodedOnce keeps: a catalog's pipelines
 _QUOTA = re.compile(r"RESOURCE_EXHAUSTED|quota exceeded|rate ?limit exceeded", re.IGNORECASE)
 _GRPC_RESOURCE_EXHAUSTED = 8
 
@@ -87,6 +88,39 @@ class Response:
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not."""
         return jsonlib.loads(self.data)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """JSON encoded before, sent as is where it stands among the members of a request's `json` object."""
+
+    data: bytes
+
+
+class EncodedOnce:
+    """Encodes each document once: a catalog's specs are parsed once per instance and never change, and encoding
+    the echo pipeline's (3 KB) takes 0.14 ms, as much as a round trip's own CPU; larger specs take more."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[object, Encoded]] = {}  # by id(), the document kept so the id stays its own
+
+    def __call__(self, document: object) -> Encoded:
+        done = self._done.get(id(document))
+        if done is None or done[0] is not document:
+            if len(self._done) >= _ENCODED_KEPT:
+                self._done.clear()  # documents made afresh per request (tests) never pile up
+            done = self._done[id(document)] = (document, Encoded(jsonlib.dumps(document).encode()))
+        return done[1]
+
+
+def _json_bytes(value: Any) -> bytes:
+    if isinstance(value, Mapping) and any(isinstance(member, Encoded) for member in value.values()):
+        members = (
+            jsonlib.dumps(name).encode() + b": " + (member.data if isinstance(member, Encoded) else _json_bytes(member))
+            for name, member in value.items()
+        )
+        return b"{" + b", ".join(members) + b"}"
+    return jsonlib.dumps(value).encode()
 
 
 @dataclass(frozen=True)
@@ -141,7 +175,7 @@ class HttpClient:
             target = f"{target}?{query}"
         sent_headers = {"User-Agent": self._user_agent, **(headers or {})}
         if json is not None:
-            body = jsonlib.dumps(json).encode()
+            body = _json_bytes(json)
             sent_headers["Content-Type"] = "application/json"
         route = self._route(split.scheme, split.netloc)
         if route.proxy is not None and route.scheme == "http":

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from relay.adapters.http import (
     DEFAULT_TIMEOUTS,
+    EncodedOnce,
     HttpClient,
     NoAnswerError,
     Response,
@@ -32,9 +33,9 @@ _LOOKUP_REQUESTS = 3
 class KfpBackend:
     """Runs go into one experiment, looked up (or created) once per instance; the run key is the display name.
 
-    The catalog's parsed spec is sent as is (kfp.Client would re-read and re-parse the package on every submit,
-    and importing kfp pulls in the kubernetes client). KFP has no idempotency key: a submit that fails after it
-    may have reached the server is a SubmitUncertainError, never retried at once. No lock is held across I/O: calls
+    The catalog's spec is sent as parsed, encoded once (kfp.Client would re-read and re-parse the package on every
+    submit, and importing kfp pulls in the kubernetes client). KFP has no idempotency key: a submit that fails after
+    it may have reached the server is a SubmitUncertainError, never retried at once. No lock is held across I/O: calls
     share only the HTTP client's connection pool, so one hung request holds up nobody but the events waiting for
     the same experiment lookup, and those only until its timeouts.
     """
@@ -57,6 +58,7 @@ class KfpBackend:
         self._timeouts = timeouts
         # Kept across errors: only an answer saying the experiment is gone makes it be looked up again.
         self._experiment_id: str | None = None
+        self._specs = EncodedOnce()
         self._lookup: Future[str] | None = None  # the lookup in flight, which concurrent first events wait for
         self._lock = threading.Lock()
 
@@ -65,7 +67,7 @@ class KfpBackend:
         body = {
             "experiment_id": experiment_id,
             "display_name": request.run_key,
-            "pipeline_spec": request.spec,
+            "pipeline_spec": self._specs(request.spec),
             "runtime_config": {"parameters": dict(request.parameters)},
         }
         what = f"create run {request.run_key}"

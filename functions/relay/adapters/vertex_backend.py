@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from relay.adapters.http import (
     DEFAULT_TIMEOUTS,
+    EncodedOnce,
     HttpClient,
     NoAnswerError,
     Response,
@@ -52,12 +53,13 @@ class VertexBackend:
             f"/v1/projects/{project}/locations/{location}/pipelineJobs"
         )
         self._http = http or HttpClient()
+        self._specs = EncodedOnce()
         self._timeouts = timeouts
 
     def launch(self, request: LaunchRequest) -> LaunchedRun:
         body: dict[str, Any] = {
             "displayName": request.run_key,
-            "pipelineSpec": dict(request.spec),
+            "pipelineSpec": self._specs(request.spec),
             "runtimeConfig": {
                 "gcsOutputDirectory": self._pipeline_root,
                 "parameterValues": dict(request.parameters),
