@@ -1,0 +1,207 @@
+"""Routed data objects through the launch use-case: a storage notification of an object a route takes is a run,
+made from the notification alone; what the route cannot fill, or the tenant may not run, is a rejection record."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from relay import naming, records
+from relay.events import EventInfo, ObjectDelivery
+from relay.service import Relay, handle_delivery
+from tests.conftest import NOW
+from tests.fakes import FakeBackend, MemoryBlobStore, RecordingNotifier
+from tests.policies import policy
+
+EVENT = EventInfo(id="msg-1", type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=NOW)
+POLICY = policy(
+    """
+tenants:
+  - name: assay
+    triggers: [gs://triggers/assay/]
+    pipelines: [echo]
+    routes:
+      - id: csv
+        bucket: lab-data
+        prefix: incoming/
+        glob: "*.csv"
+        pipeline: echo
+        parameters:
+          message: "{uri}"
+          count: "{size}"
+          options: {batch: "{metadata.batch}", type: "{content_type}"}
+      - id: bad
+        bucket: lab-data
+        prefix: bad/
+        pipeline: echo
+        parameters: {message: "{uri}", count: "many"}
+      - id: other
+        bucket: lab-data
+        prefix: other/
+        pipeline: missing
+      - id: results
+        bucket: results
+        prefix: relay/
+        pipeline: echo
+  - name: imaging
+    pipelines: [push]
+    routes:
+      - {id: scans, bucket: scans, pipeline: echo, parameters: {message: "{name}"}}
+"""
+)
+
+
+@pytest.fixture
+def routed(relay: Relay) -> Relay:
+    return replace(relay, policy=POLICY)
+
+
+def notification(
+    name: str = "incoming/run-7.csv",
+    *,
+    bucket: str = "lab-data",
+    generation: int | None = 42,
+    size: int | None = 1234,
+    event: EventInfo = EVENT,
+    metadata: dict[str, str] | None = None,
+) -> ObjectDelivery:
+    return ObjectDelivery(
+        event,
+        bucket,
+        name,
+        generation,
+        size,
+        "storage-notification",
+        content_type="text/csv",
+        metadata={"batch": "b7"} if metadata is None else metadata,
+    )
+
+
+def run_key(pipeline: str = "echo", uri: str = "gs://lab-data/incoming/run-7.csv", generation: int = 42) -> str:
+    return naming.derive_run_key(pipeline, f"{uri}#{generation}")
+
+
+def rejection(store: MemoryBlobStore, key: str) -> dict[str, Any]:
+    return records.decode(store.read(naming.rejection_record("gs://results/relay", key)).data)
+
+
+def test_a_routed_object_is_a_run_made_from_the_notification_alone(
+    routed: Relay, store: MemoryBlobStore, backend: FakeBackend, notifier: RecordingNotifier
+):
+    # The object is never read: it is not in the store at all.
+    outcome = handle_delivery(routed, notification())
+    key = run_key()
+    assert (outcome.outcome, outcome.run_key, outcome.run_id, outcome.pipeline) == ("launched", key, "run-1", "echo")
+    assert (outcome.event_id, outcome.trigger_uri) == ("msg-1", "gs://lab-data/incoming/run-7.csv")
+    [launched] = backend.launches
+    assert launched.parameters == {
+        "message": "gs://lab-data/incoming/run-7.csv",
+        "count": 1234,
+        "options": {"batch": "b7", "type": "text/csv"},
+        "run_key": key,
+        "results_uri": "gs://results/relay",
+    }
+    saved = records.decode(store.read(naming.launch_record("gs://results/relay", key)).data)
+    assert saved["tenant"] == "assay" and saved["state"] == "launched"
+    assert saved["trigger"] == {
+        "uri": "gs://lab-data/incoming/run-7.csv",
+        "generation": 42,
+        "event_id": "msg-1",
+        "event_type": EVENT.type,
+        "event_time": records.timestamp(NOW),
+        "via": "storage-notification",
+        "route": "assay/csv",
+    }
+    assert notifier.states == ["launched"]
+    # Another generation of the same name is another run; the same one again is a duplicate.
+    assert handle_delivery(routed, notification()).outcome == "duplicate"
+    again = handle_delivery(routed, notification(generation=43))
+    assert again.outcome == "launched" and again.run_key == run_key(generation=43)
+
+
+def test_only_a_storage_notification_is_routed(routed: Relay, backend: FakeBackend):
+    # A storage event of the same object is read as a trigger file, which a .csv is not.
+    outcome = handle_delivery(routed, replace(notification(), via="storage-event"))
+    assert outcome.outcome == "skipped" and "not a trigger file" in outcome.message and backend.launches == []
+
+
+def test_a_routed_object_under_relays_own_results_or_empty_is_skipped(routed: Relay, store, backend):
+    own = handle_delivery(routed, notification("relay/runs/k/launch.json", bucket="results"))
+    assert own.outcome == "skipped" and own.message == "a Relay record under gs://results/relay, not a trigger"
+    empty = handle_delivery(routed, notification(size=0))
+    assert empty.outcome == "skipped" and empty.message == "zero-byte object: an upload in progress or a placeholder"
+    assert backend.launches == [] and store.uris("gs://results/") == []
+
+
+def test_a_notification_without_the_objects_generation_is_rejected(routed: Relay, store, backend):
+    outcome = handle_delivery(routed, notification(generation=None))
+    key = run_key(generation=0)
+    assert (outcome.outcome, outcome.code, outcome.run_key) == ("rejected", "invalid_trigger", key)
+    saved = rejection(store, key)
+    assert saved["error"]["problems"] == [
+        {
+            "field": "(event)",
+            "expected": "the object's generation (objectGeneration)",
+            "found": "none in the notification",
+        }
+    ]
+    assert saved["pipeline"] == "echo" and saved["trigger"]["route"] == "assay/csv" and backend.launches == []
+
+
+def test_a_value_the_notification_lacks_is_named_in_the_rejection(routed: Relay, store, backend):
+    outcome = handle_delivery(routed, notification(metadata={}))
+    assert (outcome.outcome, outcome.code) == ("rejected", "invalid_parameters")
+    assert rejection(store, run_key())["error"]["problems"] == [
+        {
+            "field": "parameters.options.batch",
+            "expected": "the object's metadata.batch (route template {metadata.batch})",
+            "found": "none in the event",
+        }
+    ]
+    assert backend.launches == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bucket", "pipeline", "code"),
+    [
+        ("bad/x.csv", "lab-data", "echo", "invalid_parameters"),
+        ("other/x.csv", "lab-data", "missing", "unknown_pipeline"),
+        ("scan.tif", "scans", "echo", "policy_denied"),
+    ],
+)
+def test_a_route_whose_run_cannot_be_made_gets_a_rejection_record(
+    routed: Relay, store, backend, name: str, bucket: str, pipeline: str, code: str
+):
+    outcome = handle_delivery(routed, notification(name, bucket=bucket))
+    key = run_key(pipeline, f"gs://{bucket}/{name}")
+    assert (outcome.outcome, outcome.code, outcome.run_key, outcome.pipeline) == ("rejected", code, key, pipeline)
+    assert rejection(store, key)["error"]["code"] == code and backend.launches == []
+
+
+def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(routed: Relay, store, backend):
+    stale = replace(EVENT, time=NOW - timedelta(hours=2))
+    dropped = handle_delivery(routed, notification(event=stale))
+    assert (dropped.outcome, dropped.code) == ("dropped", "stale_event")
+    assert rejection(store, run_key())["trigger"]["route"] == "assay/csv" and backend.launches == []
+    # Launched while fresh: a stale redelivery is a duplicate.
+    fresh = notification("incoming/b.csv")
+    handle_delivery(routed, fresh)
+    assert handle_delivery(routed, replace(fresh, event=stale)).outcome == "duplicate"
+    # Claimed while fresh by a holder that crashed: a stale redelivery takes over and asks the backend first.
+    key = run_key(uri="gs://lab-data/incoming/c.csv")
+    claim = records.claim_record(
+        run_key=key,
+        pipeline="echo",
+        backend="fake",
+        trigger={"event_id": "crashed"},
+        parameters={},
+        labels={},
+        now=NOW - timedelta(hours=3),
+        lease_seconds=600,
+    )
+    store.write(naming.launch_record("gs://results/relay", key), records.encode(claim), if_generation_match=0)
+    outcome = handle_delivery(routed, notification("incoming/c.csv", event=stale))
+    assert outcome.outcome == "launched" and backend.lookups == [key] and len(backend.launches) == 2
