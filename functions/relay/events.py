@@ -220,7 +220,7 @@ def _generation(value: object) -> int | None:
 
 def _topic(source: str) -> str:
     """`projects/P/topics/T` from `//pubsub.googleapis.com/projects/P/topics/T`."""
-    return source.split("pubsub.googleapis.com/", 1)[-1] if source else "pubsub"
+    return source.removeprefix("//pubsub.googleapis.com/") or "pubsub"
 
 
 def _int_or_none(value: object) -> int | None:
