@@ -132,13 +132,13 @@ class KfpBackend:
         try:
             # A lost race with another instance to create it is a 409, then a lookup.
             known = self._find_experiment() or self._create_experiment()
+            self._experiment_id = known  # before the lookup is let go: an event arriving then needs none
         except BaseException as exc:
             lookup.set_exception(exc)  # the waiters fail as the leader did; the next event looks it up again
             raise
         finally:
             with self._lock:
                 self._lookup = None
-        self._experiment_id = known
         lookup.set_result(known)
         return known
 
