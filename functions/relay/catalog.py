@@ -61,7 +61,7 @@ def parse_pipeline_package(name: str, uri: str, package: bytes) -> PipelineDefin
         param: InputSpec(
             name=param,
             type=str(definition.get("parameterType", "STRING")),
-            required="defaultValue" not in definition and not definition.get("isOptional", False),
+            required="defaultValue" not in definition and not definition.get("isOptional"),
         )
         for param, definition in declared.items()
     }
@@ -129,13 +129,17 @@ class Catalog:
             if name in self._loaded:
                 return self._loaded[name]
         uri = naming.catalog_entry(self._uri, name)
-        try:
-            if name == naming.POLICY_ENTRY:
-                raise BlobNotFoundError(uri)  # the policy sits beside the pipelines, and is not one
-            package = self._store.read(uri).data
-        except BlobNotFoundError as exc:
+        # The policy sits beside the pipelines, and is not one.
+        package = None if name == naming.POLICY_ENTRY else self._read(uri)
+        if package is None:
             problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")
-            raise InvalidTriggerError(trigger_uri, [problem], code="unknown_pipeline") from exc
+            raise InvalidTriggerError(trigger_uri, [problem], code="unknown_pipeline")
         pipeline = parse_pipeline_package(name, uri, package)
         with self._lock:
             return self._loaded.setdefault(name, pipeline)
+
+    def _read(self, uri: str) -> bytes | None:
+        try:
+            return self._store.read(uri).data
+        except BlobNotFoundError:
+            return None
