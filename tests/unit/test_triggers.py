@@ -13,6 +13,8 @@ from relay.triggers import (
     MAX_TRIGGER_BYTES,
     Format,
     StrictLoader,
+    Trigger,
+    describe_value,
     format_for,
     nesting_depth,
     parse_trigger,
@@ -42,8 +44,16 @@ def test_a_full_document_parses_in_either_format():
         "yaml",
         URI,
     )
-    assert as_json == as_yaml
-    assert as_json.parameters["token"] == "secret://kaggle"
+    assert (
+        as_json
+        == as_yaml
+        == Trigger(
+            pipeline="push",
+            parameters={"sources": ["gs://a/"], "token": "secret://kaggle"},
+            run_key="nightly-2026-11-21",
+            labels={"team": "assay"},
+        )
+    )
 
 
 def test_yaml_dates_stay_strings_as_in_json():
@@ -51,38 +61,115 @@ def test_yaml_dates_stay_strings_as_in_json():
     assert trigger.parameters == {"message": "2026-11-21"}
 
 
+PIPELINE = f"pipeline: expected {PIPELINE_NAME_RULE}"
+KEYS = "expected one of the keys version, pipeline, parameters, run_key, labels, found an unknown key"
+RESERVED = "expected no value (Relay fills it), found a value"
+
+
 @pytest.mark.parametrize(
     ("raw", "fmt", "expected"),
     [
-        (b"{", "json", "(document): expected valid JSON, found Expecting property name"),
-        (b"pipeline: [", "yaml", "(document): expected valid YAML"),
-        (b'{"pipeline": "a", "pipeline": "b"}', "json", "duplicate key 'pipeline'"),
-        (b"pipeline: a\npipeline: b\n", "yaml", "duplicate key 'pipeline'"),
-        (b'{"pipeline": "echo", "parameters": {"x": NaN}}', "json", "NaN is not a JSON number"),
-        (b"[1, 2]", "json", "(document): expected a mapping, found a list of 2"),
-        (b"\xff\xfe", "json", "(document): expected UTF-8 text"),
-        (b"{}", "json", "pipeline: expected a pipeline name: a lower-case letter"),
         (
-            b'{"pipeline": "Push"}',
+            b"{",
             "json",
-            f"pipeline: expected {PIPELINE_NAME_RULE}, found string 'Push'",
+            "(document): expected valid JSON, found Expecting property name enclosed in double quotes: line 1 column 2"
+            " (char 1)",
         ),
-        (b'{"pipeline": "echo", "extra": 1}', "json", "extra: expected one of the keys"),
-        (b'{"pipeline": "echo", "parameters": [1]}', "json", "parameters: expected a mapping of parameter names"),
-        (b'{"pipeline": "echo", "run_key": "Bad Key"}', "json", "run_key: expected a run key: a lower-case letter"),
-        (b'{"pipeline": "echo", "labels": {"Team": "x"}}', "json", "labels.Team: expected a label key"),
-        (b'{"pipeline": "echo", "labels": {"team": 3}}', "json", "labels.team: expected a label value"),
-        (b'{"pipeline": "echo", "parameters": {"run_key": "x"}}', "json", "parameters.run_key: expected no value"),
+        (
+            b"pipeline: [",
+            "yaml",
+            "(document): expected valid YAML, found while parsing a flow node did not find expected node content in"
+            ' "<unicode string>", line 2, column 1',
+        ),
+        (
+            b'{"pipeline": "a", "pipeline": "b"}',
+            "json",
+            "(document): expected valid JSON, found duplicate key 'pipeline'",
+        ),
+        (
+            b"pipeline: a\npipeline: b\n",
+            "yaml",
+            "(document): expected valid YAML, found duplicate key 'pipeline' in \"<unicode string>\", line 2, column 1",
+        ),
+        (
+            b"a: &x [1]\nb: *x\n",
+            "yaml",
+            "(document): expected valid YAML, found aliases (*name) are not allowed in a trigger in"
+            ' "<unicode string>", line 2, column 4',
+        ),
+        (
+            b'{"pipeline": "echo", "parameters": {"x": NaN}}',
+            "json",
+            "(document): expected valid JSON, found NaN is not a JSON number",
+        ),
+        (b"[1, 2]", "json", "(document): expected a mapping, found a list of 2"),
+        (b"\xff\xfe", "json", "(document): expected UTF-8 text, found bad byte at 0"),
+        (b'{"pipeline": "echo", "x": "\xc3\xa9\xff"}', "json", "(document): expected UTF-8 text, found bad byte at 29"),
+        (b"{}", "json", f"{PIPELINE}, found nothing"),
+        (b'{"pipeline": null}', "json", f"{PIPELINE}, found nothing"),
+        (b'{"pipeline": "Push"}', "json", f"{PIPELINE}, found string 'Push'"),
+        (b'{"pipeline": "echo", "extra": 1}', "json", f"extra: {KEYS}"),
+        (
+            b'{"pipeline": "echo", "parameters": [1]}',
+            "json",
+            "parameters: expected a mapping of parameter names to values, found a list of 1",
+        ),
+        (
+            b'{"pipeline": "echo", "run_key": "Bad Key"}',
+            "json",
+            "run_key: expected a run key: a lower-case letter, then up to 127 lower-case letters, digits or hyphens,"
+            " found string 'Bad Key'",
+        ),
+        (
+            b'{"pipeline": "echo", "labels": {"Team": "x"}}',
+            "json",
+            "labels.Team: expected a label key: a lower-case letter, then up to 62 lower-case letters, digits, _ or -,"
+            " found 'Team'",
+        ),
+        (
+            b'{"pipeline": "echo", "labels": {"team": 3}}',
+            "json",
+            "labels.team: expected a label value: up to 63 lower-case letters, digits, _ or -, found number 3",
+        ),
+        (
+            b'{"pipeline": "echo", "labels": "team"}',
+            "json",
+            "labels: expected a mapping of label names to strings, found string 'team'",
+        ),
+        (b'{"pipeline": "echo", "parameters": {"run_key": "x"}}', "json", f"parameters.run_key: {RESERVED}"),
+        (b'{"pipeline": "echo", "parameters": {"tenant": "x"}}', "json", f"parameters.tenant: {RESERVED}"),
         (b'{"pipeline": "echo", "version": 2}', "json", "version: expected 1, found number 2"),
+        (b'{"pipeline": "echo", "version": true}', "json", "version: expected 1, found boolean true"),
     ],
 )
 def test_each_problem_names_field_expectation_and_finding(raw: bytes, fmt: str, expected: str):
-    assert any(expected in problem for problem in problems_of(raw, fmt)), problems_of(raw, fmt)
+    assert problems_of(raw, fmt) == [expected]
 
 
 def test_every_problem_is_reported_at_once():
     problems = problems_of(b'{"pipeline": 3, "labels": [], "surprise": true, "parameters": {"results_uri": ""}}')
-    assert len(problems) == 4
+    assert problems == [
+        f"surprise: {KEYS}",
+        f"{PIPELINE}, found number 3",
+        f"parameters.results_uri: {RESERVED}",
+        "labels: expected a mapping of label names to strings, found a list of 0",
+    ]
+
+
+def test_a_refused_trigger_says_why_by_its_code():
+    big = b'{"pipeline": "echo", "parameters": {"message": "' + b"x" * MAX_TRIGGER_BYTES + b'"}}'
+    with pytest.raises(InvalidTriggerError) as too_large:
+        parse_trigger(big, "json", URI)
+    with pytest.raises(InvalidTriggerError) as invalid:
+        parse_trigger(b"{}", "json", URI)
+    assert (too_large.value.code, invalid.value.code) == ("too_large", "invalid_trigger")
+
+
+def test_a_trigger_names_only_its_pipeline_and_takes_the_rest_as_empty():
+    assert parse_trigger(b'{"pipeline": "echo"}', "json", URI) == Trigger(pipeline="echo")
+    assert parse_trigger(b"pipeline: echo\nversion: 1\n", "yaml", URI) == Trigger(
+        pipeline="echo", parameters={}, run_key=None, labels={}
+    )
 
 
 def test_documents_over_one_mebibyte_are_refused_before_decoding():
@@ -136,7 +223,9 @@ def test_the_yaml_loader_stops_at_the_first_level_too_deep_before_reading_on():
     assert f"expected at most {MAX_DEPTH} levels" in problem and "line 3" in problem
     # Far deeper than Python's recursion limit: refused as deep, not as a crash of the parser.
     assert "levels of lists and mappings" in problems_of(nested_yaml(10_000, flow=True), "yaml")[0]
-    assert "levels of lists and mappings" in problems_of(nested_json(10_000), "json")[0]
+    assert problems_of(nested_json(10_000), "json") == [
+        f"(document): expected at most {MAX_DEPTH} levels of lists and mappings, found more than {MAX_DEPTH} levels"
+    ]
 
 
 def test_a_syntax_error_at_the_end_of_a_large_yaml_names_its_line():
@@ -190,3 +279,43 @@ def test_the_strict_loader_is_libyamls_where_pyyaml_has_it_and_keeps_dates_as_st
 def test_yaml_only_values_are_refused(text: str, found: str):
     [problem] = problems_of(b"pipeline: echo\nparameters:\n  " + text.encode(), "yaml")
     assert problem.startswith("(document): expected JSON values only") and found in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        (None, "null"),
+        (True, "boolean true"),
+        (False, "boolean false"),
+        (3, "number 3"),
+        (1.5, "number 1.5"),
+        (float("nan"), "NaN"),
+        ("x" * 60, f"string '{'x' * 60}'"),  # up to 60 characters shown whole
+        ("y" * 61, f"string '{'y' * 57}...'"),
+        ([1, 2], "a list of 2"),
+        ({}, "a mapping of 0"),
+        (b"hi", "bytes"),
+    ],
+)
+def test_a_found_value_is_described_by_its_type_first(value: object, described: str):
+    assert describe_value(value) == described
+
+
+@pytest.mark.parametrize(("value", "depth"), [("x", 0), ([], 1), ({"a": [[1], 2]}, 3), ([[1], 2], 2), ([2, [1]], 2)])
+def test_nesting_depth_counts_the_deepest_branch(value: object, depth: int):
+    assert nesting_depth(value) == depth
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_levels_count_down_as_lists_close(fmt: Format):
+    # Many lists side by side are one level each; a nest after them still counts from its own start.
+    siblings = {f"s{i}": [[]] for i in range(MAX_DEPTH + 5)}
+    for levels, refused in [(MAX_DEPTH, False), (MAX_DEPTH + 1, True)]:
+        nest: object = []
+        for _ in range(levels - 3):  # the document, `parameters` and the nest's own outer list are three
+            nest = [nest]
+        raw = json.dumps({"pipeline": "echo", "parameters": {**siblings, "z": nest}}).encode()
+        if refused:
+            assert "levels of lists and mappings" in problems_of(raw, fmt)[0]
+        else:
+            assert nesting_depth(parse_trigger(raw, fmt, URI).parameters) == MAX_DEPTH - 1
