@@ -134,7 +134,9 @@ def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
     delivery = upload(store)
     key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
     leave_claim(store, key, event_id="other", claimed_at=NOW)
-    with pytest.raises(ClaimHeldError, match="being launched by event other"):
+    with pytest.raises(
+        ClaimHeldError, match=r"being launched by event other until 2026-11-21T12:10:00\.000Z; retry later"
+    ):
         handle_delivery(relay, delivery)
     assert backend.launches == []
 
@@ -267,9 +269,11 @@ def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, st
     delivery = upload(store)
     backend.failures.append(LaunchRejectedError("KFP answered 400: bad spec"))
     outcome = handle_delivery(relay, delivery)
-    assert outcome.outcome == "rejected"
-    rejection = record(store, naming.rejection_record("gs://results/relay", outcome.run_key))
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    assert (outcome.outcome, outcome.run_key, outcome.pipeline) == ("rejected", key, "echo")
+    rejection = record(store, naming.rejection_record("gs://results/relay", key))
     assert rejection["error"]["code"] == "launch_rejected" and "bad spec" in rejection["message"]
+    assert rejection["pipeline"] == "echo"
     assert store.uris("gs://results/relay/runs/") == []
     assert notifier.states == ["rejected"]
 
@@ -548,3 +552,97 @@ def test_a_trigger_of_exactly_the_size_limit_is_read_and_one_byte_more_is_refuse
     outcome = handle_delivery(relay, over)
     assert (outcome.outcome, outcome.code) == ("rejected", "too_large") and len(backend.launches) == 1
     assert rejection_code(store, outcome.run_key) == "too_large"
+
+
+def test_a_rejection_names_the_event_trigger_run_key_and_pipeline(relay: Relay, store):
+    delivery = upload(store, {"pipeline": "echo", "parameters": {"count": 1}})
+    outcome = handle_delivery(relay, delivery)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    assert (outcome.outcome, outcome.event_id, outcome.trigger_uri, outcome.run_key, outcome.run_id) == (
+        "rejected",
+        "evt-1",
+        "gs://triggers/t.json",
+        key,
+        None,
+    )
+    assert (outcome.pipeline, outcome.code) == ("echo", "invalid_parameters")
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", key)).data)
+    assert (saved["run_key"], saved["pipeline"]) == (key, "echo")
+    assert saved["message"] == outcome.message and outcome.message.startswith("gs://triggers/t.json: 1 problem(s):")
+
+
+def test_a_stale_drop_says_how_old_the_event_was_on_its_record(relay: Relay, store):
+    delivery = replace(upload(store), event=replace(EVENT, time=NOW - timedelta(hours=2)))
+    outcome = handle_delivery(relay, delivery)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    assert (outcome.outcome, outcome.run_key, outcome.pipeline) == ("dropped", key, "echo")
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", key)).data)
+    assert saved["pipeline"] == "echo" and saved["error"]["problems"] == [
+        {"field": "(event)", "expected": "an event at most 3600 s old", "found": "7200 s old"}
+    ]
+    assert (
+        outcome.message
+        == "gs://triggers/t.json: 1 problem(s): (event): expected an event at most 3600 s old, found 7200 s old"
+    )
+
+
+@pytest.mark.parametrize("results_uri", ["gs://results/relay", "gs://results/relay/"])
+def test_relays_own_objects_are_named_as_such_when_skipped(relay: Relay, backend, results_uri: str):
+    relay = replace(relay, settings=replace(relay.settings, results_uri=results_uri))
+    skipped = {}
+    for uri in ("gs://results/relay/runs/k/launch.json", "gs://catalog/echo.yaml"):
+        bucket, name = naming.split_gs_uri(uri)
+        skipped[uri] = handle_delivery(relay, ObjectDelivery(EVENT, bucket, name, 1, 10, "storage-event")).message
+    assert skipped == {
+        "gs://results/relay/runs/k/launch.json": f"a Relay record under {results_uri}, not a trigger",
+        "gs://catalog/echo.yaml": "a catalog entry under gs://catalog, not a trigger",
+    }
+    # A sibling that merely shares the prefix's letters is a trigger like any other.
+    sibling = handle_delivery(relay, ObjectDelivery(EVENT, "results", "relay-2/t.json", 1, 10, "storage-event"))
+    assert "not a trigger" not in sibling.message
+
+
+def test_while_paused_no_claim_is_made_and_only_a_launched_run_is_answered(relay: Relay, store, backend):
+    class Writes(MemoryBlobStore):
+        written: list[str]
+
+        def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+            self.written.append(uri)
+            return super().write(uri, data, if_generation_match=if_generation_match)
+
+    counting = Writes()
+    counting.written = []
+    counting.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    relay = replace(relay, store=counting, catalog=Catalog(counting, "gs://catalog"), gate=SubmitGate())
+    first = upload(counting, name="launched.json")
+    launched = handle_delivery(relay, first)
+    held = upload(counting, name="held.json")
+    held_key = naming.derive_run_key("echo", f"gs://triggers/held.json#{held.generation}")
+    leave_claim(counting, held_key, event_id="other", claimed_at=NOW)
+    with pytest.raises(BackendBusyError), relay.gate.calling():
+        raise BackendBusyError("429", retry_after=30)
+    counting.written.clear()
+    new = upload(counting, name="new.json")
+    with pytest.raises(BackendPausedError, match=r": echo-\w+ not claimed: the backend asked for a pause: 30.0 s left"):
+        handle_delivery(relay, new)
+    # A claim still being launched is no answer: the delivery waits for the pause like any other.
+    with pytest.raises(BackendPausedError):
+        handle_delivery(relay, held)
+    duplicate = handle_delivery(relay, first)
+    assert (duplicate.outcome, duplicate.run_key, duplicate.run_id) == ("duplicate", launched.run_key, "run-1")
+    assert duplicate.message == f"already launched: {launched.run_key} (run run-1)"
+    assert [uri for uri in counting.written if uri.startswith("gs://results/")] == []
+
+
+def test_a_takeover_whose_submit_is_uncertain_leaves_its_own_claim_to_run_out(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
+    backend.failures.append(SubmitUncertainError("504 from the load balancer"))
+    with pytest.raises(SubmitUncertainError):
+        handle_delivery(relay, delivery)
+    saved = record(store, launch_uri(key))
+    assert (saved["state"], saved["trigger"]["event_id"]) == ("launching", "evt-1")  # type: ignore[index]
+    assert saved["lease_expires_at"] == "2026-11-21T12:10:00.000Z"
+    with pytest.raises(ClaimHeldError, match="being launched by event evt-1"):
+        handle_delivery(relay, delivery)
