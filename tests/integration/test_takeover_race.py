@@ -20,7 +20,13 @@ from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
 from relay.catalog import Catalog
 from relay.config import Settings
-from relay.errors import ClaimHeldError, LaunchRejectedError, PreconditionFailedError
+from relay.errors import (
+    BackendUnavailableError,
+    ClaimHeldError,
+    LaunchRejectedError,
+    PreconditionFailedError,
+    StorageUnavailableError,
+)
 from relay.events import EventInfo, InlineDelivery
 from relay.outcome import Outcome
 from relay.ports import RUN_RUNNING, Blob, BlobInfo, BlobStore, LaunchedRun, LaunchRequest, RunState
@@ -210,3 +216,64 @@ def test_a_holder_refused_after_its_lease_ran_out_leaves_the_takers_run_on_recor
     assert store.uris(naming.rejection_record(results, "nightly")) == []
     assert handle_delivery(relay_on(store, backend, results), message("a")).outcome == "duplicate"
     assert len(backend.launches) == 1
+
+
+class Unreliable(MemoryBlobStore):
+    """Cloud Storage's ways to fail a writer: a create whose reply was lost (the client's retry then finds the
+    object it made), and a write that timed out without taking effect."""
+
+    lose_create_reply = False
+    fail_next_write = False
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        if self.fail_next_write:
+            self.fail_next_write = False
+            raise StorageUnavailableError(f"{uri}: timed out")
+        generation = super().write(uri, data, if_generation_match=if_generation_match)
+        if self.lose_create_reply and if_generation_match == 0:
+            self.lose_create_reply = False
+            raise PreconditionFailedError(uri)
+        return generation
+
+
+def test_a_holder_whose_create_reply_was_lost_never_moves_a_takers_record_back(results: str):
+    store = Unreliable()
+    store.lose_create_reply = True
+    backend = SlowSubmit()
+    later = relay_on(store, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+
+    def take_over_and_see_it_running() -> None:
+        assert handle_delivery(later, message("b")).outcome == "launched"
+        backend.states["run-1"] = RunState(RUN_RUNNING)
+        lifecycle.reconcile(later)
+
+    backend.meanwhile = take_over_and_see_it_running
+    assert handle_delivery(relay_on(store, backend, results), message("a")).outcome == "launched"
+    assert saved(store, naming.launch_record(results, "nightly"))["state"] == "running"
+
+
+def test_a_holder_that_loses_its_claim_then_fails_leaves_the_takers_run_on_record(results: str):
+    # A submit that surely sent nothing, then a record write that timed out: either way the holder frees or
+    # expires its claim, which by then is the taker's record and must stay as the taker wrote it.
+    store = Unreliable()
+    backend = SlowSubmit()
+    later = relay_on(store, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+    backend.failures.append(BackendUnavailableError("connection refused"))
+    backend.meanwhile = lambda: handle_delivery(later, message("b"))
+    with pytest.raises(BackendUnavailableError):
+        handle_delivery(relay_on(store, backend, results), message("a"))
+    uri = naming.launch_record(results, "nightly")
+    assert (saved(store, uri)["state"], saved(store, uri)["run_id"]) == ("launched", "run-1")
+
+    store = Unreliable()
+    backend = SlowSubmit()
+    later = relay_on(store, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+
+    def take_over_then_time_out_the_holders_write() -> None:
+        handle_delivery(later, message("b"))
+        store.fail_next_write = True
+
+    backend.meanwhile = take_over_then_time_out_the_holders_write
+    with pytest.raises(StorageUnavailableError):
+        handle_delivery(relay_on(store, backend, results), message("a"))
+    assert (saved(store, uri)["state"], saved(store, uri)["run_id"]) == ("launched", "run-1")
