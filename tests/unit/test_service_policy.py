@@ -70,7 +70,9 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
     assert outcome.outcome == "rejected" and backend.launches == []
     identity = f"gs://triggers/elsewhere/t.json#{delivery.generation}"
     assert outcome.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)  # never read, never its key
-    error = rejection(store, outcome.run_key)["error"]
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(outcome.run_key))).data)
+    assert (saved["trigger"]["uri"], saved["trigger"]["generation"]) == (delivery.uri, delivery.generation)
+    error = saved["error"]
     assert error["code"] == PolicyDeniedError.code == "policy_denied"
     assert error["problems"] == [
         {
@@ -82,12 +84,16 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
     ]
 
 
-def test_inline_messages_speak_for_the_tenant_of_their_topic(governed: Relay, backend):
+def test_inline_messages_speak_for_the_tenant_of_their_topic(governed: Relay, store: MemoryBlobStore, backend):
     trigger = json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}, "run_key": "k"}).encode()
     mine = handle_delivery(governed, InlineDelivery(EVENT, "projects/p/topics/assay", "1", trigger, "json"))
     other = handle_delivery(governed, InlineDelivery(EVENT, "projects/p/topics/other", "1", trigger, "json"))
     assert mine.outcome == "launched" and mine.run_key == "assay--k"
     assert other.outcome == "rejected" and "(origin)" in other.message
+    # Keyed by the message, never by the key it names; a redelivery finds the same record.
+    assert other.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, "pubsub:projects/p/topics/other#1")
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(other.run_key))).data)
+    assert (saved["trigger"]["message_id"], saved["trigger"]["via"]) == ("1", "pubsub-inline")
 
 
 def test_every_refused_item_is_one_problem_on_the_record(governed: Relay, store: MemoryBlobStore, backend):
@@ -138,6 +144,8 @@ def test_an_object_outside_every_tenant_is_refused_without_being_read(governed: 
     named = ObjectDelivery(EVENT, "lab-data", "private/notes.yaml", None, None, "trigger-uri")
     outcome = handle_delivery(governed, named)
     assert outcome.outcome == "rejected" and outcome.pipeline is None
+    # Without a generation it is keyed as generation 0, as a trigger_uri delivery of it would be.
+    assert outcome.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, "gs://lab-data/private/notes.yaml#0")
     record = rejection(store, outcome.run_key)
     assert record["error"]["code"] == "policy_denied" and "Hunter2" not in json.dumps(record)
     assert store.uris("gs://results/") == [naming.rejection_record("gs://results/relay", outcome.run_key)]
