@@ -94,13 +94,12 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
     try:
         document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=StrictLoader)
     except NestingTooDeepError as exc:
-        raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, " ".join(str(exc).split()))]) from exc
+        raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, _one_line(exc))]) from exc
     except RecursionError as exc:  # JSON deeper than Python's recursion limit, where its C parser stops
         raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")]) from exc
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         # TypeError: a YAML key that is a list or mapping.
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise InvalidTriggerError(uri, [Problem("(document)", f"valid {fmt.upper()}", detail)]) from exc
+        raise InvalidTriggerError(uri, [Problem("(document)", f"valid {fmt.upper()}", _one_line(exc))]) from exc
     if fmt == "json" and nesting_depth(document) > MAX_DEPTH:
         # The YAML loader refuses this depth before composing; JSON's C parser is fast enough to check after.
         raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")])
@@ -108,9 +107,13 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
         # Records and run requests are JSON: YAML's extra types (binary, sets) and NaN must not get past here.
         json.dumps(document, allow_nan=False)
     except (ValueError, TypeError, RecursionError) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise InvalidTriggerError(uri, [Problem("(document)", "JSON values only", detail)]) from exc
+        raise InvalidTriggerError(uri, [Problem("(document)", "JSON values only", _one_line(exc))]) from exc
     return document
+
+
+def _one_line(exc: BaseException) -> str:
+    # The parsers' messages run over lines (YAML's marks); a problem is one line. Each says what it found.
+    return " ".join(str(exc).split())
 
 
 def strict_json(text: str | bytes) -> Any:
