@@ -65,7 +65,6 @@ class PolicyError(RelayError):
     """The policy file is missing, unreadable or wrong; `problems` lists every problem found."""
 
     def __init__(self, where: str, problems: Sequence[str]) -> None:
-        self.where = where
         self.problems = tuple(problems)
         super().__init__(f"{where}: {len(self.problems)} problem(s) in the policy: " + "; ".join(self.problems))
 
@@ -581,7 +580,7 @@ def matching_rule(
 ) -> Rule | None:
     """The rule that allows this destination (or cluster) struct, if one does."""
     scope = _Scope(policy, tenant, context)
-    return scope.target(config, "parameters.destination", cluster=cluster)
+    return scope.target(config, cluster=cluster)
 
 
 def check_location(
@@ -631,8 +630,9 @@ class _Scope:
     def protected(self, uri: str) -> str | None:
         return protected_by(uri, (*self.context.protected, *self.policy.protect))
 
-    def target(self, config: Mapping[str, Any], field_name: str, *, cluster: bool) -> Rule | None:
+    def target(self, config: Mapping[str, Any], *, cluster: bool) -> Rule | None:
         """The tenant's rule that allows this destination or cluster; binds its secrets; denies if none does."""
+        field_name = "parameters.destination"  # push's destination and ratchet's cluster alike
         kind = str(config.get("kind") or ("local" if cluster else ""))
         rules = (self.tenant.clusters if cluster else self.tenant.destinations) if self.tenant else ()
         key = "clusters" if cluster else "destinations"
@@ -674,7 +674,7 @@ def _check_push(scope: _Scope, parameters: Mapping[str, Any]) -> None:
         scope.location(uri, f"parameters.sources[{i}]", "sources", "source")
     destination = parameters.get("destination")
     if isinstance(destination, Mapping):
-        scope.target(destination, "parameters.destination", cluster=False)
+        scope.target(destination, cluster=False)
         limits = scope.tenant.limits if scope.tenant else Limits()
         for option, ceiling in (("max_attempts", limits.attempts), ("timeout", limits.timeout)):
             value = destination.get(option)
@@ -692,7 +692,7 @@ def _check_ratchet(scope: _Scope, parameters: Mapping[str, Any]) -> None:
         scope.location(parameters["source"], "parameters.source", "code", "code")
     destination = parameters.get("destination") or {}
     if isinstance(destination, Mapping):
-        scope.target(destination, "parameters.destination", cluster=True)
+        scope.target(destination, cluster=True)
 
 
 def _mismatch(
@@ -716,9 +716,9 @@ def _mismatch(
 
     checks: list[str | None] = []
     if rule.kind in ("gcs", "s3"):
-        bucket, prefix = value("bucket"), value("prefix")
-        target = f"{'gs' if rule.kind == 'gcs' else 's3'}://{bucket}/{prefix}" if bucket and prefix is not None else ""
-        if target and (inside := protected(target)):
+        # No secret fills a bucket or prefix (SECRET_FIELDS): both are the values written, "" when left out.
+        target = f"{'gs' if rule.kind == 'gcs' else 's3'}://{value('bucket')}/{value('prefix')}"
+        if inside := protected(target):
             return f"{target} is inside Relay's own {inside}"
         checks.append(check("bucket", lambda b: b == rule.bucket, f"must be {rule.bucket}"))
         checks.append(check("prefix", lambda p: _prefix_within(p, rule.prefix), f"must lie under {rule.prefix!r}"))
@@ -877,7 +877,7 @@ def _in_project(reference: str, project: str) -> bool:
 
 def _bucket(location: str) -> str:
     scheme, _, rest = location.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    return f"{scheme}://{rest.partition('/')[0]}"
 
 
 def _as_file(location: str) -> str:
@@ -893,9 +893,9 @@ def _prefix_within(prefix: str, allowed: str) -> bool:
 
 
 def _owned_by(name: str, owner: str) -> bool:
-    """`name` is owner/slug with this owner; a bare slug (which the steps refuse) belongs to no owner."""
-    head, _, slug = name.partition("/")
-    return head == owner and bool(slug)
+    """`name` is owner/slug with this owner; anything else (the steps refuse it) belongs to no owner."""
+    parts = name.split("/")
+    return len(parts) == 2 and parts[0] == owner and bool(parts[1])
 
 
 def _relative_path(path: str) -> bool:

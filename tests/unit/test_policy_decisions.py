@@ -11,6 +11,7 @@ from relay.policy import (
     Context,
     Rule,
     bound_references,
+    check_location,
     check_request,
     check_trigger,
     describe_rule,
@@ -31,7 +32,7 @@ from relay.policy import (
 
 TEXT = """
 project: lab-project
-protect: [gs://relay-results]
+protect: [gs://relay-results, "s3://vault"]
 tenants:
   - name: lab
     triggers: [gs://trig/lab/]
@@ -45,6 +46,7 @@ tenants:
       - {id: h, kind: http, url: "https://lims.example/api"}
       - {id: k, kind: kaggle, owner: lab, endpoint: "https://kaggle.example"}
       - {id: hf, kind: huggingface, namespace: lab}
+      - {id: mail, kind: gcs, bucket: mail, prefix: /INBOX/}
     clusters:
       - {id: c, kind: http, url: "https://infer.example/"}
       - {id: kf, kind: kfp, host: "https://kfp.example", data_uri: "gs://bench/"}
@@ -55,6 +57,7 @@ tenants:
       - {secret: "secret://k-key", to: k, field: key}
       - {secret: "secret://projects/lab-project/secrets/c-tok", to: c, field: token}
       - {secret: "secret://s-key", to: s, field: secret_access_key}
+      - {secret: "secret://Infer_Key", to: c, field: api_key}
     limits: {attempts: 3, timeout: 60}
   - name: other
     triggers: [gs://trig/other/, gs://trig/lab/deep/]
@@ -65,7 +68,8 @@ CLOUD = Context(local=False, protected=("gs://catalog",))
 DESTINATIONS = (
     "a destination tenants.lab.destinations allows: gcs bucket out, prefix runs/ (g); gcs bucket out2 (g2); "
     "s3 bucket drop, prefix lab/, endpoint https://s3.example:9000 (s); http url https://lims.example/api (h); "
-    "kaggle endpoint https://kaggle.example, owner lab (k); huggingface namespace lab (hf)"
+    "kaggle endpoint https://kaggle.example, owner lab (k); huggingface namespace lab (hf); "
+    "gcs bucket mail, prefix /INBOX/ (mail)"
 )
 CLUSTERS = (
     "a cluster tenants.lab.clusters allows: http url https://infer.example/ (c); "
@@ -99,6 +103,8 @@ def ratchet(destination: object = None, **parameters: Any) -> list[str]:
          "headers": {"Authorization": "secret://h-auth"}},
         {"kind": "http", "url": "https://lims.example/api", "max_attempts": 3, "timeout": 60},
         {"kind": "http", "url": "https://lims.example/api", "max_attempts": True, "timeout": "60"},
+        {"kind": "http", "url": "https://lims.example/api", "max_attempts": 1, "timeout": 0.5},
+        {"kind": "gcs", "bucket": "mail", "prefix": "INBOX/2026"},  # the rule's prefix written with slashes
         {"kind": "kaggle", "dataset": "lab/x", "endpoint": "https://kaggle.example", "key": "secret://k-key"},
         {"kind": "huggingface", "repo": "lab/x"},
         {"kind": "huggingface", "repo": "lab/x", "endpoint": "https://huggingface.co:443"},
@@ -112,15 +118,25 @@ def test_what_a_destination_rule_allows(destination: dict[str, Any]):
     ("destination", "found"),
     [
         ({"kind": "gcs", "bucket": "out", "prefix": "runs/../x"},
-         "gcs with bucket 'out', prefix 'runs/../x' (g: prefix must lie under 'runs/'; g2: bucket must be out2)"),
+         "gcs with bucket 'out', prefix 'runs/../x' (g: prefix must lie under 'runs/'; g2: bucket must be out2; "
+         "mail: bucket must be mail; prefix must lie under '/INBOX/')"),
         ({"kind": "gcs", "bucket": "out", "prefix": "runs/./x"}, "(g: prefix must lie under 'runs/'; g2:"),
         ({"kind": "gcs", "bucket": "out", "prefix": "runsx"}, "(g: prefix must lie under 'runs/'; g2:"),
         ({"kind": "gcs", "bucket": "other", "prefix": "x"},
          "gcs with bucket 'other', prefix 'x' (g: bucket must be out; prefix must lie under 'runs/'; "
-         "g2: bucket must be out2)"),
+         "g2: bucket must be out2; mail: bucket must be mail; "
+         "prefix must lie under '/INBOX/')"),
         ({"kind": "gcs", "bucket": "relay-results", "prefix": "x"},
          "gcs with bucket 'relay-results', prefix 'x' (g: gs://relay-results/x is inside Relay's own "
-         "gs://relay-results; g2: gs://relay-results/x is inside Relay's own gs://relay-results)"),
+         "gs://relay-results; g2: gs://relay-results/x is inside Relay's own gs://relay-results; "
+         "mail: gs://relay-results/x is inside Relay's own gs://relay-results)"),
+        ({"kind": "gcs", "bucket": "out", "prefix": "X/runs/a"}, "(g: prefix must lie under 'runs/'; g2:"),
+        ({"kind": "s3", "endpoint": "https://s3.example:9000", "bucket": "other", "prefix": "lab/x"},
+         "(s: bucket must be drop)"),
+        ({"kind": "s3", "endpoint": "https://s3.example:9000", "bucket": "drop", "prefix": "other"},
+         "(s: prefix must lie under 'lab/')"),
+        ({"kind": "s3", "endpoint": "https://s3.example:9000", "bucket": "vault", "prefix": "x"},
+         "(s: s3://vault/x is inside Relay's own s3://vault)"),
         ({"kind": "s3", "endpoint": "https://s3.example", "bucket": "drop", "prefix": "lab/x"},
          "s3 with bucket 'drop', prefix 'lab/x', endpoint 'https://s3.example' "
          "(s: endpoint must be https://s3.example:9000)"),
@@ -137,6 +153,7 @@ def test_what_a_destination_rule_allows(destination: dict[str, Any]):
          "(hf: endpoint must be https://huggingface.co)"),
         ({"kind": "huggingface", "repo": "lab"}, "(hf: repo must belong to lab)"),
         ({"kind": "huggingface", "repo": "lab/"}, "(hf: repo must belong to lab)"),
+        ({"kind": "huggingface", "repo": "lab/x/y"}, "(hf: repo must belong to lab)"),
         ({"kind": "kaggle", "dataset": "lab", "endpoint": "https://kaggle.example"}, "(k: dataset must belong to lab)"),
     ],
 )  # fmt: skip
@@ -155,6 +172,12 @@ def test_a_secret_bound_elsewhere_does_not_satisfy_a_rule():
         "parameters.destination.headers.A.B: expected a secret only where tenants.lab.secrets binds it, "
         "found secret://h-auth"
     ]
+    # A secret bound to headers.* goes in a header, not in an option whose name merely starts alike.
+    for option in ("host_header", "headers_extra"):
+        assert push({"kind": "http", "url": "https://lims.example/api", option: "secret://h-auth"}) == [
+            f"parameters.destination.{option}: expected a secret only where tenants.lab.secrets binds it, "
+            "found secret://h-auth"
+        ]
     assert push({"kind": "http", "url": "secret://k-key"})[0].endswith(
         "found http (h: url must start with https://lims.example/api)"
     )
@@ -214,6 +237,7 @@ def test_ratchet_code_comes_from_the_tenant_s_code_locations():
         {"root": "file:///srv/algos"},
         {"kind": "kfp", "host": "https://kfp.example:443", "data_uri": "gs://bench/x"},
         {"kind": "kfp", "host": "https://kfp.example", "ca_cert": "  -----BEGIN CERTIFICATE-----"},
+        {"kind": "http", "url": "https://infer.example/", "api_key": "secret://projects/lab-project/secrets/Infer_Key"},
         {"kind": "http", "url": "https://infer.example/v1", "token": "secret://c-tok", "call_path": "/call",
          "load_path": "/load", "upload_path": "/up", "code_upload_path": "/code"},
     ],
@@ -346,6 +370,8 @@ def test_what_relay_s_own_storage_covers(uri: str, protected: str, inside: str |
         ("https://h.example/a/./b", "https://h.example/", False),
         ("https://:p@h.example/", "https://h.example/", False),
         ("https://h.example/%2E%2E/", "https://h.example/", False),
+        ("https://h.example/INBOX", "https://h.example/INBOX/", True),
+        ("https://h.example/INBO", "https://h.example/INBOX/", False),
     ],
 )
 def test_a_url_lies_under_a_prefix_path_segment_by_segment(url: str, prefix: str, inside: bool):
@@ -424,3 +450,29 @@ def test_a_target_as_messages_show_it_names_where_never_who():
     assert describe_target({"bucket": "b", "prefix": "p", "token": "t"}) == "local with bucket 'b', prefix 'p'"
     every = {k: k for k in ("bucket", "prefix", "endpoint", "url", "dataset", "repo", "host", "data_uri", "root")}
     assert describe_target({"kind": "x", **every}) == "x with " + ", ".join(f"{k} {k!r}" for k in every)
+
+
+def test_a_location_is_checked_as_a_source_or_as_code():
+    assert [str(p) for p in check_location(POLICY, LAB, "gs://elsewhere/x", CLOUD, "sources[0]", key="sources")] == [
+        "sources[0]: expected a source location under tenants.lab.sources (gs://data/lab/, file:///srv/data/), "
+        "found 'gs://elsewhere/x'"
+    ]
+    assert [str(p) for p in check_location(POLICY, LAB, "gs://elsewhere/x", CLOUD, "workflow", key="code")] == [
+        "workflow: expected a code location under tenants.lab.code (gs://code/), found 'gs://elsewhere/x'"
+    ]
+    assert check_location(POLICY, LAB, "gs://code/w.json", CLOUD, "workflow", key="code") == []
+
+
+def test_without_a_tenant_the_message_says_whether_a_policy_is_configured():
+    assert [str(p) for p in check_request(POLICY, None, "push", {"sources": ["gs://x/"]}, CLOUD)] == [
+        "parameters.sources[0]: expected a source location under tenants[].sources of a tenant (none), found 'gs://x/'"
+    ]
+    assert [str(p) for p in check_request(NO_POLICY, None, "push", {"sources": ["gs://x/"]}, CLOUD)] == [
+        "parameters.sources[0]: expected a source location under tenants[].sources of a policy (none is configured) "
+        "(none), found 'gs://x/'"
+    ]
+
+
+def test_a_workflow_of_the_wrong_shape_is_left_to_the_pipeline_s_type_check():
+    assert ratchet(workflow=["uri"]) == []
+    assert ratchet(workflow={"uri": "gs://elsewhere/w.json", "tests": []}) == []  # an inline workflow, not a location

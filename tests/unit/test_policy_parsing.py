@@ -346,3 +346,26 @@ def test_a_policy_is_read_from_the_store_or_its_absence_is_an_answer():
     store.write("gs://c/policy.yaml", b"tenants: [{name: a}]")
     read = read_policy(store, "gs://c/policy.yaml", required=True)
     assert read.source == "gs://c/policy.yaml" and read.tenant("a") is not None and read.tenant("b") is None
+
+
+def test_a_policy_error_lists_every_problem_after_where_it_was_read():
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("version: 2\nextra: 1\n", "gs://c/policy.yaml")
+    assert str(caught.value) == (
+        "gs://c/policy.yaml: 2 problem(s) in the policy: "
+        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines); "
+        "version: expected 1, found number 2"
+    )
+
+
+def test_a_secret_binding_names_what_is_wrong_with_it():
+    secrets = "[5, {secret: 'secret://k', to: x, field: key, scope: all}]"
+    text = f"tenants: [{{name: a, destinations: [{{id: x, kind: kaggle, owner: o}}], secrets: {secrets}}}]"
+    assert refused(text) == [
+        "tenants.a.secrets[0]: expected a mapping, found number 5",
+        f"tenants.a.secrets[0].secret: {SECRET} null",
+        "tenants.a.secrets[0].to: expected the id of a destination or cluster, found null",
+        "tenants.a.secrets[0].field: expected a non-empty string, found null",
+        "tenants.a.secrets[1].scope: unknown key (expected one of secret, to, field)",
+        "tenants.a.secrets:  is bound to '', which no rule has",
+    ]
