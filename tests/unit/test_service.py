@@ -25,7 +25,7 @@ from relay.errors import (
     SubmitUncertainError,
     TransientError,
 )
-from relay.events import EventInfo, InlineDelivery, ObjectDelivery
+from relay.events import EventInfo, InlineDelivery, ObjectDelivery, Skip
 from relay.ports import Blob, LaunchedRun, LaunchRequest
 from relay.service import CAREFUL_FOR, DEFAULT_PAUSE, MAX_PAUSE, Relay, SubmitGate, handle_delivery
 from relay.triggers import MAX_TRIGGER_BYTES
@@ -646,3 +646,108 @@ def test_a_takeover_whose_submit_is_uncertain_leaves_its_own_claim_to_run_out(re
     assert saved["lease_expires_at"] == "2026-11-21T12:10:00.000Z"
     with pytest.raises(ClaimHeldError, match="being launched by event evt-1"):
         handle_delivery(relay, delivery)
+
+
+def test_every_outcome_names_its_event_and_trigger(relay: Relay, store):
+    delivery = upload(store)
+    launched = handle_delivery(relay, delivery)
+    duplicate = handle_delivery(relay, delivery)
+    stale_duplicate = handle_delivery(relay, replace(delivery, event=replace(EVENT, time=NOW - timedelta(hours=2))))
+    key = launched.run_key
+    assert (launched.pipeline, launched.message) == ("echo", "launched echo as run run-1")
+    for outcome in (duplicate, stale_duplicate):
+        assert (outcome.outcome, outcome.run_key, outcome.run_id, outcome.pipeline) == (
+            "duplicate",
+            key,
+            "run-1",
+            "echo",
+        )
+        assert outcome.message == f"already launched: {key} (run run-1)"
+    skips = [
+        handle_delivery(relay, upload(store, b"", "empty.json")),
+        handle_delivery(relay, upload(store, TRIGGER, "notes.txt")),
+        handle_delivery(relay, replace(upload(store, b"", "unsized.json"), size=None, via="trigger-uri")),
+        handle_delivery(relay, Skip(EVENT, "gs://triggers/odd", "no object in the event", malformed=True)),
+    ]
+    assert [(s.outcome, s.event_id, s.trigger_uri, s.message, s.severity_override) for s in skips] == [
+        (
+            "skipped",
+            "evt-1",
+            "gs://triggers/empty.json",
+            "zero-byte object: an upload in progress or a placeholder",
+            None,
+        ),
+        (
+            "skipped",
+            "evt-1",
+            "gs://triggers/notes.txt",
+            "not a trigger file: the name does not end in .json, .yaml or .yml",
+            None,
+        ),
+        (
+            "skipped",
+            "evt-1",
+            "gs://triggers/unsized.json",
+            "zero-byte object: an upload in progress or a placeholder",
+            None,
+        ),
+        ("skipped", "evt-1", "gs://triggers/odd", "no object in the event", "ERROR"),
+    ]
+
+
+def problems_of(store: MemoryBlobStore, outcome: object) -> list[dict[str, str]]:
+    run_key = getattr(outcome, "run_key", None)
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(run_key))).data)
+    return list(saved["error"]["problems"])
+
+
+def test_why_a_trigger_could_not_be_read_is_on_its_record(relay: Relay, store):
+    big = handle_delivery(relay, replace(upload(store, name="big.json"), size=MAX_TRIGGER_BYTES + 1))
+    assert big.message.startswith("gs://triggers/big.json: 1 problem(s): ")
+    assert problems_of(store, big) == [
+        {"field": "(document)", "expected": "at most 1048576 bytes", "found": "1048577 bytes"}
+    ]
+    gone = upload(store, name="gone.json")
+    upload(store, {**TRIGGER, "labels": {"v": "2"}}, "gone.json")
+    overwritten = handle_delivery(relay, gone)
+    assert overwritten.message.startswith("gs://triggers/gone.json: ")
+    assert problems_of(store, overwritten) == [
+        {"field": "(object)", "expected": "the trigger object", "found": f"no object at generation {gone.generation}"}
+    ]
+    # A trigger_uri naming an object that is not there: no generation to name, keyed as generation 0.
+    missing = ObjectDelivery(EVENT, "triggers", "missing.json", None, None, "trigger-uri")
+    outcome = handle_delivery(relay, missing)
+    assert outcome.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, "gs://triggers/missing.json#0")
+    assert problems_of(store, outcome) == [
+        {"field": "(object)", "expected": "the trigger object", "found": "no object"}
+    ]
+
+
+def test_a_generation_named_without_its_size_is_read_at_that_generation_or_not_at_all(relay: Relay, store, backend):
+    old = upload(store)
+    upload(store, {**TRIGGER, "labels": {"v": "2"}})
+    outcome = handle_delivery(relay, replace(old, size=None, via="trigger-uri"))
+    assert (outcome.outcome, outcome.code) == ("rejected", "trigger_not_found") and backend.launches == []
+
+
+@pytest.mark.parametrize(
+    ("document", "code", "pipeline"),
+    [
+        ({"pipeline": "nope"}, "unknown_pipeline", "nope"),
+        ({"pipeline": "echo", "parameters": {"count": "3"}}, "invalid_parameters", "echo"),
+        (b"{not json", "invalid_trigger", None),
+    ],
+)
+def test_a_rejection_names_the_pipeline_the_trigger_named(relay: Relay, store, document, code, pipeline):
+    outcome = handle_delivery(relay, upload(store, document))
+    assert (outcome.code, outcome.pipeline) == (code, pipeline)
+    assert outcome.message.startswith("gs://triggers/t.json: ")
+    saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(outcome.run_key))).data)
+    assert saved["pipeline"] == pipeline
+
+
+def test_an_event_exactly_as_old_as_allowed_is_not_stale(relay: Relay, store):
+    at_limit = replace(upload(store, name="a.json"), event=replace(EVENT, time=NOW - timedelta(seconds=3600)))
+    assert handle_delivery(relay, at_limit).outcome == "launched"
+    past = replace(upload(store, name="b.json"), event=replace(EVENT, time=NOW - timedelta(seconds=3601)))
+    assert handle_delivery(relay, past).outcome == "dropped"
