@@ -224,12 +224,19 @@ class Unreliable(MemoryBlobStore):
 
     lose_create_reply = False
     fail_next_write = False
+    release_on_conflict = False  # the holder frees its claim just after our create-only write lost to it
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         if self.fail_next_write:
             self.fail_next_write = False
             raise StorageUnavailableError(f"{uri}: timed out")
-        generation = super().write(uri, data, if_generation_match=if_generation_match)
+        try:
+            generation = super().write(uri, data, if_generation_match=if_generation_match)
+        except PreconditionFailedError:
+            if self.release_on_conflict:
+                self.release_on_conflict = False
+                self.delete(uri)
+            raise
         if self.lose_create_reply and if_generation_match == 0:
             self.lose_create_reply = False
             raise PreconditionFailedError(uri)
@@ -277,3 +284,25 @@ def test_a_holder_that_loses_its_claim_then_fails_leaves_the_takers_run_on_recor
     with pytest.raises(StorageUnavailableError):
         handle_delivery(relay_on(store, backend, results), message("a"))
     assert (saved(store, uri)["state"], saved(store, uri)["run_id"]) == ("launched", "run-1")
+
+
+def test_a_taker_that_loses_the_claim_it_took_over_then_fails_leaves_the_next_takers_run(results: str):
+    store = Unreliable()
+    crashed_claim(store, results)
+    backend = SlowSubmit()
+    later = relay_on(store, backend, results, at=NOW + timedelta(seconds=LEASE + 1))
+    backend.failures.append(BackendUnavailableError("connection refused"))
+    backend.meanwhile = lambda: handle_delivery(later, message("b"))
+    with pytest.raises(BackendUnavailableError):
+        handle_delivery(relay_on(store, backend, results), message("a"))
+    record = saved(store, naming.launch_record(results, "nightly"))
+    assert (record["state"], record["run_id"], record["trigger"]["event_id"]) == ("launched", "run-1", "b")
+
+
+def test_a_claim_released_between_our_create_and_our_read_is_retried(results: str):
+    store = Unreliable()
+    relay = relay_on(store, FakeBackend(), results)
+    handle_delivery(relay, message("a"))  # leaves a launched record to conflict with
+    store.release_on_conflict = True
+    with pytest.raises(ClaimHeldError, match="a claim on nightly was just released; retry"):
+        handle_delivery(relay, message("b"))

@@ -228,7 +228,7 @@ def test_the_gate_pauses_for_the_time_asked_then_lets_one_call_through_at_a_time
     assert gate.closed() is not None
     now[0] = 5.0
     with gate.calling():
-        assert "one call at a time" in str(gate.closed())
+        assert gate.closed() == "the backend refused for load lately: one call at a time, and one is under way"
         with pytest.raises(BackendPausedError), gate.calling():
             pass
     assert gate.closed() is None
@@ -524,6 +524,7 @@ def test_a_takeover_that_finds_no_run_records_the_new_claims_trigger(relay: Rela
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and backend.lookups == [key]
+    assert outcome.message == "launched echo as run run-1 (after takeover)"
     saved = records.decode(store.read(launch_uri(key)).data)
     # The run is this delivery's: the record names its event, parameters and labels, as the submit did.
     assert saved["trigger"]["event_id"] == "evt-1" and saved["labels"] == {"by": "new"}
@@ -751,3 +752,9 @@ def test_an_event_exactly_as_old_as_allowed_is_not_stale(relay: Relay, store):
     assert handle_delivery(relay, at_limit).outcome == "launched"
     past = replace(upload(store, name="b.json"), event=replace(EVENT, time=NOW - timedelta(seconds=3601)))
     assert handle_delivery(relay, past).outcome == "dropped"
+
+
+def test_a_gate_never_refused_lets_calls_overlap_from_the_start():
+    gate = SubmitGate(clock=lambda: 0.0)
+    with gate.calling(), gate.calling():
+        assert gate.closed() is None
