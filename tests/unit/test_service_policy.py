@@ -49,6 +49,7 @@ def test_a_squatter_cannot_take_another_tenants_run_key(governed: Relay, store: 
     squatter = handle_delivery(governed, upload(store, "imaging/squat.json", trigger))
     victim = handle_delivery(governed, upload(store, "assay/nightly.json", trigger))
     assert squatter.outcome == "rejected"  # imaging may run push only, and its key is its own anyway
+    assert squatter.message.startswith("gs://triggers/imaging/squat.json: ")
     assert squatter.run_key == "imaging--nightly-2026-11-21"
     assert victim.outcome == "launched" and victim.run_key == "assay--nightly-2026-11-21"
     assert [launch.run_key for launch in backend.launches] == ["assay--nightly-2026-11-21"]

@@ -154,6 +154,7 @@ def test_a_notification_without_the_objects_generation_is_rejected(routed: Relay
 def test_a_value_the_notification_lacks_is_named_in_the_rejection(routed: Relay, store, backend):
     outcome = handle_delivery(routed, notification(metadata={}))
     assert (outcome.outcome, outcome.code) == ("rejected", "invalid_parameters")
+    assert outcome.message.startswith("gs://lab-data/incoming/run-7.csv: 1 problem(s): parameters.options.batch: ")
     assert rejection(store, run_key())["error"]["problems"] == [
         {
             "field": "parameters.options.batch",
@@ -178,6 +179,7 @@ def test_a_route_whose_run_cannot_be_made_gets_a_rejection_record(
     outcome = handle_delivery(routed, notification(name, bucket=bucket))
     key = run_key(pipeline, f"gs://{bucket}/{name}")
     assert (outcome.outcome, outcome.code, outcome.run_key, outcome.pipeline) == ("rejected", code, key, pipeline)
+    assert outcome.message.startswith(f"gs://{bucket}/{name}: ")
     assert rejection(store, key)["error"]["code"] == code and backend.launches == []
 
 
