@@ -633,7 +633,7 @@ class _Scope:
     def target(self, config: Mapping[str, Any], *, cluster: bool) -> Rule | None:
         """The tenant's rule that allows this destination or cluster; binds its secrets; denies if none does."""
         field_name = "parameters.destination"  # push's destination and ratchet's cluster alike
-        kind = str(config.get("kind") or ("local" if cluster else ""))
+        kind = str(config.get("kind") or "local")  # a cluster's default; no destination is "local"
         rules = (self.tenant.clusters if cluster else self.tenant.destinations) if self.tenant else ()
         key = "clusters" if cluster else "destinations"
         candidates = [r for r in rules if r.kind == kind]
@@ -881,7 +881,7 @@ def _bucket(location: str) -> str:
 
 
 def _as_file(location: str) -> str:
-    return location if location.startswith(("gs://", "s3://", "file://")) else "file://" + location
+    return "file://" + location if location.startswith("/") else location
 
 
 def _prefix_within(prefix: str, allowed: str) -> bool:

@@ -461,6 +461,16 @@ def test_a_location_is_checked_as_a_source_or_as_code():
         "workflow: expected a code location under tenants.lab.code (gs://code/), found 'gs://elsewhere/x'"
     ]
     assert check_location(POLICY, LAB, "gs://code/w.json", CLOUD, "workflow", key="code") == []
+    other = POLICY.tenant("other")
+    assert [str(p) for p in check_location(POLICY, other, "gs://data/lab/x", CLOUD, "s", key="sources")] == [
+        "s: expected a source location under tenants.other.sources (none), found 'gs://data/lab/x'"
+    ]
+    assert [str(p) for p in check_location(POLICY, LAB, "gs://data/lab//x", CLOUD, "s", key="sources")] == [
+        "s: expected a source location without '..', '.' or empty path segments, found 'gs://data/lab//x'"
+    ]
+    assert [str(p) for p in check_location(POLICY, LAB, "gs://relay-results/x", CLOUD, "w", key="code")] == [
+        "w: expected a code location outside Relay's own storage (gs://relay-results), found 'gs://relay-results/x'"
+    ]
 
 
 def test_without_a_tenant_the_message_says_whether_a_policy_is_configured():
