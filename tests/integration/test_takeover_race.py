@@ -223,8 +223,14 @@ class Unreliable(MemoryBlobStore):
     object it made), and a write that timed out without taking effect."""
 
     lose_create_reply = False
-    fail_next_write = False
+    fail_next_write = False  # the next write or delete
     release_on_conflict = False  # the holder frees its claim just after our create-only write lost to it
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        if self.fail_next_write:
+            self.fail_next_write = False
+            raise StorageUnavailableError(f"{uri}: timed out")
+        super().delete(uri, if_generation_match=if_generation_match)
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         if self.fail_next_write:
@@ -295,3 +301,18 @@ def test_a_claim_released_between_our_create_and_our_read_is_retried(results: st
     store.release_on_conflict = True
     with pytest.raises(ClaimHeldError, match="a claim on nightly was just released; retry"):
         handle_delivery(relay, message("b"))
+
+
+@pytest.mark.parametrize("taken_over", [False, True], ids=["claim", "takeover"])
+def test_a_claim_that_cannot_be_freed_runs_out_and_the_backends_failure_is_reported(results: str, taken_over: bool):
+    store = Unreliable()
+    if taken_over:
+        crashed_claim(store, results)
+    backend = SlowSubmit()
+    backend.failures.append(BackendUnavailableError("connection refused"))
+    backend.meanwhile = lambda: setattr(store, "fail_next_write", True)  # freeing the claim times out
+    with pytest.raises(BackendUnavailableError, match="connection refused"):
+        handle_delivery(relay_on(store, backend, results), message("a"))
+    record = saved(store, naming.launch_record(results, "nightly"))
+    assert (record["state"], record["trigger"]["event_id"]) == ("launching", "a")
+    assert record["lease_expires_at"] == records.timestamp(NOW + timedelta(seconds=LEASE))
