@@ -587,15 +587,16 @@ def test_a_stale_drop_says_how_old_the_event_was_on_its_record(relay: Relay, sto
     )
 
 
-@pytest.mark.parametrize("results_uri", ["gs://results/relay", "gs://results/relay/"])
+@pytest.mark.parametrize("results_uri", ["gs://results/relay", "gs://results/relay/", "gs://results/relayX/"])
 def test_relays_own_objects_are_named_as_such_when_skipped(relay: Relay, backend, results_uri: str):
     relay = replace(relay, settings=replace(relay.settings, results_uri=results_uri))
     skipped = {}
-    for uri in ("gs://results/relay/runs/k/launch.json", "gs://catalog/echo.yaml"):
+    own = results_uri.rstrip("/") + "/runs/k/launch.json"
+    for uri in (own, "gs://catalog/echo.yaml"):
         bucket, name = naming.split_gs_uri(uri)
         skipped[uri] = handle_delivery(relay, ObjectDelivery(EVENT, bucket, name, 1, 10, "storage-event")).message
     assert skipped == {
-        "gs://results/relay/runs/k/launch.json": f"a Relay record under {results_uri}, not a trigger",
+        own: f"a Relay record under {results_uri}, not a trigger",
         "gs://catalog/echo.yaml": "a catalog entry under gs://catalog, not a trigger",
     }
     # A sibling that merely shares the prefix's letters is a trigger like any other.
@@ -664,6 +665,7 @@ def test_every_outcome_names_its_event_and_trigger(relay: Relay, store):
             "echo",
         )
         assert outcome.message == f"already launched: {key} (run run-1)"
+        assert (outcome.event_id, outcome.trigger_uri) == ("evt-1", "gs://triggers/t.json")
     skips = [
         handle_delivery(relay, upload(store, b"", "empty.json")),
         handle_delivery(relay, upload(store, TRIGGER, "notes.txt")),

@@ -131,6 +131,7 @@ def test_only_a_storage_notification_is_routed(routed: Relay, backend: FakeBacke
 def test_a_routed_object_under_relays_own_results_or_empty_is_skipped(routed: Relay, store, backend):
     own = handle_delivery(routed, notification("relay/runs/k/launch.json", bucket="results"))
     assert own.outcome == "skipped" and own.message == "a Relay record under gs://results/relay, not a trigger"
+    assert (own.event_id, own.trigger_uri) == ("msg-1", "gs://results/relay/runs/k/launch.json")
     empty = handle_delivery(routed, notification(size=0))
     assert empty.outcome == "skipped" and empty.message == "zero-byte object: an upload in progress or a placeholder"
     assert backend.launches == [] and store.uris("gs://results/") == []
@@ -140,6 +141,7 @@ def test_a_notification_without_the_objects_generation_is_rejected(routed: Relay
     outcome = handle_delivery(routed, notification(generation=None))
     key = run_key(generation=0)
     assert (outcome.outcome, outcome.code, outcome.run_key) == ("rejected", "invalid_trigger", key)
+    assert outcome.message.startswith("gs://lab-data/incoming/run-7.csv: 1 problem(s): (event): ")
     saved = rejection(store, key)
     assert saved["error"]["problems"] == [
         {
@@ -186,12 +188,19 @@ def test_a_route_whose_run_cannot_be_made_gets_a_rejection_record(
 def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(routed: Relay, store, backend):
     stale = replace(EVENT, time=NOW - timedelta(hours=2))
     dropped = handle_delivery(routed, notification(event=stale))
-    assert (dropped.outcome, dropped.code) == ("dropped", "stale_event")
-    assert rejection(store, run_key())["trigger"]["route"] == "assay/csv" and backend.launches == []
+    assert (dropped.outcome, dropped.code, dropped.run_key, dropped.pipeline) == (
+        "dropped",
+        "stale_event",
+        run_key(),
+        "echo",
+    )
+    saved = rejection(store, run_key())
+    assert (saved["trigger"]["route"], saved["pipeline"]) == ("assay/csv", "echo") and backend.launches == []
     # Launched while fresh: a stale redelivery is a duplicate.
     fresh = notification("incoming/b.csv")
     handle_delivery(routed, fresh)
-    assert handle_delivery(routed, replace(fresh, event=stale)).outcome == "duplicate"
+    duplicate = handle_delivery(routed, replace(fresh, event=stale))
+    assert (duplicate.outcome, duplicate.run_key) == ("duplicate", run_key(uri="gs://lab-data/incoming/b.csv"))
     # Claimed while fresh by a holder that crashed: a stale redelivery takes over and asks the backend first.
     key = run_key(uri="gs://lab-data/incoming/c.csv")
     claim = records.claim_record(
