@@ -455,7 +455,7 @@ def _contradictions(policy: Policy) -> list[str]:
             # A trigger file is read as a trigger, a data object never is: no object may be both.
             for other in policy.tenants:
                 for prefix in other.triggers:
-                    if within(route.location, prefix) or within(prefix, route.location.rstrip("/")):
+                    if within(route.location, prefix) or within(prefix, route.location):
                         problems.append(
                             f"{where}.routes.{route.id}: {route.location} overlaps the trigger location {prefix} "
                             f"of tenant {other.name}"
@@ -851,8 +851,8 @@ def _well_formed_location(uri: str) -> bool:
         return False
     if scheme == "file" and not rest.startswith("/"):
         return False  # file://host/... names another machine
-    path = rest if scheme != "file" else rest.lstrip("/")
-    segments = path.rstrip("/").split("/")
+    path = rest[1:] if scheme == "file" else rest  # after the root's "/"
+    segments = path.removesuffix("/").split("/")  # a folder may end in "/"
     return all(segment not in ("", ".", "..") for segment in segments) and "\\" not in uri and "\n" not in uri
 
 

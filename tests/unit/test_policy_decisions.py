@@ -28,6 +28,7 @@ from relay.policy import (
     same_origin,
     tenant_for_object,
     url_within,
+    within,
 )
 
 TEXT = """
@@ -486,3 +487,48 @@ def test_without_a_tenant_the_message_says_whether_a_policy_is_configured():
 def test_a_workflow_of_the_wrong_shape_is_left_to_the_pipeline_s_type_check():
     assert ratchet(workflow=["uri"]) == []
     assert ratchet(workflow={"uri": "gs://elsewhere/w.json", "tests": []}) == []  # an inline workflow, not a location
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "gs:///x",
+        "gs://data/lab/a\\b",
+        "gs://data/lab/a\nb",
+        "http://data/lab/x",
+        "gs://data/lab//x",
+        "gs://data/lab/x//",
+    ],
+)
+def test_a_source_that_is_no_well_formed_location_is_refused_as_such(source: str):
+    assert push({"kind": "gcs", "bucket": "out2", "prefix": "x"}, source) == [
+        f"parameters.sources[0]: expected a source location without '..', '.' or empty path segments, found {source!r}"
+    ]
+
+
+def test_a_tenant_listing_no_pipeline_may_run_none():
+    policy = parse_policy("tenants: [{name: a, pipelines: []}]", "p")
+    assert [str(p) for p in check_request(policy, policy.tenant("a"), "echo", {}, CLOUD)] == [
+        "pipeline: expected a pipeline tenants.a.pipelines lists (none), found 'echo'"
+    ]
+
+
+def test_an_unset_location_of_relay_s_own_protects_nothing_and_hides_nothing():
+    context = Context(local=False, protected=("", "gs://relay-catalog"))
+    [problem] = check_location(POLICY, LAB, "gs://relay-catalog/x", context, "w", key="code")
+    assert "outside Relay's own storage (gs://relay-catalog)" in str(problem)
+    assert check_location(POLICY, LAB, "gs://code/x", context, "w", key="code") == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "prefix", "inside"),
+    [
+        ("gs://b/INBOX/a", "gs://b/INBOX/", True),
+        ("gs://b/INBOX", "gs://b/INBOX/", True),
+        ("gs://b/INBO/a", "gs://b/INBOX/", False),
+        ("file:///etc/x", "file:///", True),
+        ("file:/etc/x", "file:///", False),
+    ],
+)
+def test_within_a_folder_or_a_whole_scheme(uri: str, prefix: str, inside: bool):
+    assert within(uri, prefix) is inside

@@ -189,6 +189,12 @@ def test_each_field_names_what_it_expected_and_what_it_found(text: str, problems
         ("tenants: [{name: " + "a" * 20 + "}]", lambda p: p.tenants[0].name == "a" * 20),
         ("tenants: [{name: a1}]", lambda p: p.tenants[0].pipelines is None and p.tenants[0].limits == Limits()),
         ("tenants: [{name: a, pipelines: []}]", lambda p: p.tenants[0].pipelines == ()),
+        ("tenants: [{name: a, limits: {timeout: 2.5}}]", lambda p: p.tenants[0].limits.timeout == 2.5),
+        ("pipelines: {task_timeout: 1}", lambda p: p.resources.task_timeout == 1.0),
+        (
+            "tenants: [{name: a, triggers: [gs://t/INBOX/]}, {name: b, triggers: [gs://t/INBO/]}]",
+            lambda p: [t.triggers for t in p.tenants] == [("gs://t/INBOX/",), ("gs://t/INBO/",)],
+        ),
         (
             "tenants: [{name: a, limits: {timeout: 90, bytes: 10 GiB, objects: 2.5KB, tests: 4611686018427387904}}]",
             lambda p: p.tenants[0].limits == Limits(timeout=90.0, bytes=10 * 2**30, objects=2500, tests=2**62),
@@ -248,12 +254,18 @@ def test_a_policy_of_exactly_one_mebibyte_is_read_one_byte_more_is_not():
     head = "version: 1\n#"
     exact = head + "x" * (MAX_POLICY_BYTES - len(head))
     assert parse_policy(exact, "p.yaml").source == "p.yaml"
-    assert refused(exact + "x") == [f"expected at most {MAX_POLICY_BYTES} bytes, found {MAX_POLICY_BYTES + 1}"]
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(exact + "x", "p.yaml")
+    assert str(caught.value) == (
+        f"p.yaml: 1 problem(s) in the policy: expected at most {MAX_POLICY_BYTES} bytes, found {MAX_POLICY_BYTES + 1}"
+    )
     assert MAX_POLICY_BYTES == 2**20
 
 
 def test_a_document_too_deep_to_read_is_not_a_policy():
-    assert refused("[" * 100_000)[0].startswith("expected valid YAML, found: ")
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("[" * 100_000, "p.yaml")
+    assert str(caught.value).startswith("p.yaml: 1 problem(s) in the policy: expected valid YAML, found: ")
 
 
 def test_contradictions_between_tenants_and_with_relay_s_own_storage():
