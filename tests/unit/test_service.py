@@ -263,6 +263,9 @@ def test_a_trigger_storage_refuses_to_address_is_rejected_not_retried(relay: Rel
     outcome = handle_delivery(replace(relay, store=refusing, catalog=Catalog(refusing, "gs://catalog")), delivery)
     assert outcome.outcome == "rejected" and "invalid generation ID" in outcome.message and backend.launches == []
     assert rejection_code(refusing, outcome.run_key) == "trigger_not_found"
+    assert outcome.message.startswith(
+        "gs://triggers/t.json: 1 problem(s): (object): expected an object Cloud Storage can"
+    )
 
 
 def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, store, backend, notifier):
