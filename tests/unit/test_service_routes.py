@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from relay import naming, records
+from relay.errors import SubmitUncertainError
 from relay.events import EventInfo, ObjectDelivery
 from relay.service import Relay, handle_delivery
 from tests.conftest import NOW
@@ -201,18 +202,14 @@ def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(
     handle_delivery(routed, fresh)
     duplicate = handle_delivery(routed, replace(fresh, event=stale))
     assert (duplicate.outcome, duplicate.run_key) == ("duplicate", run_key(uri="gs://lab-data/incoming/b.csv"))
-    # Claimed while fresh by a holder that crashed: a stale redelivery takes over and asks the backend first.
-    key = run_key(uri="gs://lab-data/incoming/c.csv")
-    claim = records.claim_record(
-        run_key=key,
-        pipeline="echo",
-        backend="fake",
-        trigger={"event_id": "crashed"},
-        parameters={},
-        labels={},
-        now=NOW - timedelta(hours=3),
-        lease_seconds=600,
-    )
-    store.write(naming.launch_record("gs://results/relay", key), records.encode(claim), if_generation_match=0)
+    # Claimed while fresh by a holder whose submit was uncertain: a stale redelivery takes over once its lease
+    # ran out, and asks the backend first.
+    then = replace(EVENT, time=NOW - timedelta(hours=3))
+    backend.failures.append(SubmitUncertainError("504 from the load balancer"))
+    with pytest.raises(SubmitUncertainError):
+        handle_delivery(
+            replace(routed, clock=lambda: NOW - timedelta(hours=3)), notification("incoming/c.csv", event=then)
+        )
     outcome = handle_delivery(routed, notification("incoming/c.csv", event=stale))
+    key = run_key(uri="gs://lab-data/incoming/c.csv")
     assert outcome.outcome == "launched" and backend.lookups == [key] and len(backend.launches) == 2
