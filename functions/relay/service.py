@@ -459,7 +459,13 @@ def _claim_and_launch(
             found = relay.backend.find_run(run_key) if previous is not None else None
             run = found or _submit(relay, claim, pipeline, parameters, trigger)
     except LaunchRejectedError as refused:
-        relay.store.delete(uri, if_generation_match=generation)
+        try:
+            relay.store.delete(uri, if_generation_match=generation)
+        except PreconditionFailedError:
+            # Our lease ran out and a takeover owns the key now: its record, not our refusal, says what happened.
+            raise ClaimHeldError(
+                f"{uri}: run key {run_key} was taken over while its submit was refused; retry"
+            ) from None
         return _reject(relay, delivery, loaded, run_key, pipeline.name, refused)
     except SubmitUncertainError:
         raise  # the run may exist: the lease runs out first, then a takeover asks the backend

@@ -209,7 +209,7 @@ def test_a_holder_refused_after_its_lease_ran_out_leaves_the_takers_run_on_recor
     # The holder's submit is refused, but only after its lease ran out and a redelivery took over and launched.
     backend.failures.append(LaunchRejectedError("KFP answered 400 to the holder"))
     backend.meanwhile = lambda: handle_delivery(later, message("b"))
-    with pytest.raises(PreconditionFailedError):  # the holder learns its claim is gone: the event is redelivered
+    with pytest.raises(ClaimHeldError, match="nightly was taken over while its submit was refused; retry"):
         handle_delivery(relay_on(store, backend, results), message("a"))
     record = saved(store, uri)
     assert (record["state"], record["run_id"], record["trigger"]["event_id"]) == ("launched", "run-1", "b")
