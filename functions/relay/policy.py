@@ -616,7 +616,7 @@ class _Scope:
         if not isinstance(uri, str) or secrets.is_reference(uri):
             return  # the pipeline's own type check reports a value of the wrong type
         uri = as_location(uri)
-        allowed: tuple[str, ...] = getattr(self.tenant, key, ()) if self.tenant else ()
+        allowed: tuple[str, ...] = getattr(self.tenant, key) if self.tenant else ()
         if not _well_formed_location(uri):
             self.deny(field_name, f"a {what} location without '..', '.' or empty path segments", repr(uri))
         elif inside := self.protected(uri):

@@ -381,3 +381,20 @@ def test_a_secret_binding_names_what_is_wrong_with_it():
         "tenants.a.secrets[1].scope: unknown key (expected one of secret, to, field)",
         "tenants.a.secrets:  is bound to '', which no rule has",
     ]
+
+
+def test_a_rule_s_urls_locations_and_names_are_each_checked_as_such():
+    text = """
+tenants:
+  - name: a
+    destinations:
+      - {id: k, kind: kaggle, owner: 5, endpoint: "ftp://kaggle.example"}
+    clusters:
+      - {id: f, kind: kfp, host: "http://10.0.0.1", data_uri: "https://bench.example/"}
+"""
+    assert refused(text) == [
+        "tenants.a.destinations[0].owner: expected a non-empty string, found number 5",
+        f"tenants.a.destinations[0].endpoint: {URL} 'ftp://kaggle.example'",
+        f"tenants.a.clusters[0].host: {PLAIN_HTTP} 'http://10.0.0.1'",
+        f"tenants.a.clusters[0].data_uri: {LOCATION} 'https://bench.example/'",
+    ]
