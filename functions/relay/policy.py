@@ -376,7 +376,7 @@ class _Reader:
 
     def _location(self, value: object, where: str) -> str:
         text = self._text(value, where, what="a gs://, s3:// or file:// location")
-        if text and (text.split("://", 1)[0] not in ("gs", "s3", "file") or not _well_formed_location(text)):
+        if text and not _well_formed_location(text):  # which takes only gs://, s3:// and file:///
             self._fail(where, "a gs://bucket/prefix, s3://bucket/prefix or file:///folder location", text)
             return ""
         return text

@@ -398,3 +398,25 @@ tenants:
         f"tenants.a.clusters[0].host: {PLAIN_HTTP} 'http://10.0.0.1'",
         f"tenants.a.clusters[0].data_uri: {LOCATION} 'https://bench.example/'",
     ]
+
+
+def test_every_list_of_a_tenant_is_named_where_it_is_wrong():
+    text = "tenants: [{name: a, destinations: x, clusters: x, secrets: x, routes: x, code: [http://x], colour: red}]"
+    assert refused(text) == [
+        "tenants[0].colour: unknown key (expected one of name, triggers, topics, pipelines, sources, destinations, "
+        "secrets, clusters, code, limits, routes)",
+        "tenants.a.destinations: expected a list, found string 'x'",
+        "tenants.a.clusters: expected a list, found string 'x'",
+        "tenants.a.secrets: expected a list, found string 'x'",
+        f"tenants.a.code[0]: {LOCATION} 'http://x'",
+        "tenants.a.routes: expected a list, found string 'x'",
+    ]
+
+
+def test_limits_past_an_unknown_key_are_still_read_and_one_is_a_limit():
+    assert refused("tenants: [{name: a, limits: {colour: 1, objects: -1}}]") == [
+        "tenants.a.limits.colour: unknown key (expected one of objects, bytes, attempts, timeout, tests, repeats, "
+        "code_bytes, code_files)",
+        f"tenants.a.limits.objects: {SIZE} number -1",
+    ]
+    assert parse_policy("tenants: [{name: a, limits: {objects: 1}}]", "p").tenants[0].limits == Limits(objects=1)
