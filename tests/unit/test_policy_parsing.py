@@ -420,3 +420,5 @@ def test_limits_past_an_unknown_key_are_still_read_and_one_is_a_limit():
         f"tenants.a.limits.objects: {SIZE} number -1",
     ]
     assert parse_policy("tenants: [{name: a, limits: {objects: 1}}]", "p").tenants[0].limits == Limits(objects=1)
+    # A count is whole: a fractional one is cut down, never rounded up past what the operator wrote.
+    assert parse_policy("tenants: [{name: a, limits: {objects: 2.5}}]", "p").tenants[0].limits == Limits(objects=2)
