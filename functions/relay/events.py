@@ -78,12 +78,14 @@ class InlineDelivery:
 
 @dataclass(frozen=True)
 class Skip:
-    """Nothing to launch; `reason` goes to the log. `malformed` marks events that should never happen."""
+    """Nothing to launch; `reason` goes to the log. `malformed` marks events no platform sends (Relay's or its
+    deployment's problem); `authored` marks a publisher's own mistake, theirs to fix."""
 
     event: EventInfo
     uri: str
     reason: str
     malformed: bool = False
+    authored: bool = False
 
 
 Delivery = ObjectDelivery | InlineDelivery | Skip
@@ -172,11 +174,13 @@ def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) 
 
 
 def _trigger_uri(event: EventInfo, value: str) -> Delivery:
+    """The object a `trigger_uri` attribute names; one that names none is its publisher's mistake (`authored`)."""
     location, hashed, generation = value.partition("#")
     if not location.startswith("gs://"):
-        return Skip(event, value, f"expected {_TRIGGER_URI_RULE}, found {describe_value(value)}", malformed=True)
+        return Skip(event, value, f"expected {_TRIGGER_URI_RULE}, found {describe_value(value)}", authored=True)
     bucket, _, name = location.removeprefix("gs://").partition("/")
-    return _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
+    delivery = _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
+    return replace(delivery, malformed=False, authored=True) if isinstance(delivery, Skip) else delivery
 
 
 def _object(event: EventInfo, bucket: object, name: object, generation: object, size: int | None, via: str) -> Delivery:

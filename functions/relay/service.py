@@ -139,7 +139,7 @@ Source = ObjectDelivery | InlineDelivery
 def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     """Validate, claim and launch; permanent problems become records, transient ones raise."""
     if isinstance(delivery, Skip):
-        severity = "ERROR" if delivery.malformed else None
+        severity = "ERROR" if delivery.malformed else "WARNING" if delivery.authored else None
         return Outcome("skipped", delivery.reason, delivery.event.id, delivery.uri, severity_override=severity)
     # Before the skips and the origin's refusal: a routed data object is no trigger file and lies under no
     # tenant's trigger prefix (the policy forbids the overlap); the route gives its tenant.

@@ -32,11 +32,6 @@ def test_a_storage_event_naming_no_object_is_an_error(relay: Relay, bucket: str,
     assert (outcome.outcome, outcome.severity) == ("skipped", "ERROR")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay.events marks a bad trigger_uri `malformed`, which service.handle_delivery logs at ERROR; "
-    "the fix (an `authored` Skip, logged at WARNING) belongs to events.py and service.py, see issue 13",
-)
 @pytest.mark.parametrize(("bucket", "name", "generation"), BAD, ids=IDS)
 def test_a_trigger_uri_naming_no_object_is_its_publisher_s_problem(
     relay: Relay, bucket: str, name: str, generation: str | None
@@ -46,7 +41,6 @@ def test_a_trigger_uri_naming_no_object_is_its_publisher_s_problem(
     assert (outcome.outcome, outcome.severity) == ("skipped", "WARNING")
 
 
-@pytest.mark.xfail(strict=True, reason="as above: a trigger_uri without gs:// is a malformed skip, at ERROR")
 def test_a_trigger_uri_that_is_no_gs_uri_is_its_publisher_s_problem(relay: Relay):
     outcome = handle_delivery(relay, parse_pubsub_event(PUBSUB, published(trigger_uri="s3://b/t.json")))
     assert (outcome.outcome, outcome.severity) == ("skipped", "WARNING")
