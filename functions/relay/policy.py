@@ -730,12 +730,13 @@ def _mismatch(
             checks.append(check("exists_url", lambda u: url_within(u, rule.url), f"must start with {rule.url}"))
     if rule.kind == "kaggle":
         checks.append(check("dataset", lambda d: _owned_by(d, rule.owner), f"must belong to {rule.owner}"))
+        # Left out, the endpoint is the step's default, not the rule's: a mirror's rule never allows the public API.
         endpoint = rule.endpoint or KAGGLE
-        checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", endpoint))
+        checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", KAGGLE))
     if rule.kind == "huggingface":
         checks.append(check("repo", lambda r: _owned_by(r, rule.namespace), f"must belong to {rule.namespace}"))
         endpoint = rule.endpoint or HUB
-        checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", endpoint))
+        checks.append(check("endpoint", lambda e: same_origin(e, endpoint), f"must be {endpoint}", HUB))
     if rule.kind == "kfp":
         checks.append(check("host", lambda h: same_origin(h, rule.host), f"must be {rule.host}"))
         if "data_uri" in config:

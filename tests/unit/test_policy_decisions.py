@@ -156,6 +156,8 @@ def test_what_a_destination_rule_allows(destination: dict[str, Any]):
         ({"kind": "huggingface", "repo": "lab/"}, "(hf: repo must belong to lab)"),
         ({"kind": "huggingface", "repo": "lab/x/y"}, "(hf: repo must belong to lab)"),
         ({"kind": "kaggle", "dataset": "lab", "endpoint": "https://kaggle.example"}, "(k: dataset must belong to lab)"),
+        # Without an endpoint the step talks to the public API, which a rule naming a mirror does not allow.
+        ({"kind": "kaggle", "dataset": "lab/x"}, "(k: endpoint must be https://kaggle.example)"),
     ],
 )  # fmt: skip
 def test_why_a_destination_is_refused_rule_by_rule(destination: dict[str, Any], found: str):
@@ -532,3 +534,28 @@ def test_an_unset_location_of_relay_s_own_protects_nothing_and_hides_nothing():
 )
 def test_within_a_folder_or_a_whole_scheme(uri: str, prefix: str, inside: bool):
     assert within(uri, prefix) is inside
+
+
+KAGGLE_RULE = '{id: k, kind: kaggle, owner: lab, endpoint: "https://kaggle.example"}'
+HUB_RULE = "{id: hf, kind: huggingface, namespace: lab}"
+
+
+@pytest.mark.parametrize(("rule", "mirror", "target", "public"), [
+    (KAGGLE_RULE, KAGGLE_RULE.replace("kaggle.example", "mirror.example"), {"kind": "kaggle", "dataset": "lab/x"},
+     "https://api.kaggle.com"),
+    (HUB_RULE, HUB_RULE.replace("}", ', endpoint: "https://mirror.example"}'), {"kind": "huggingface", "repo": "lab/x"},
+     "https://huggingface.co"),
+])  # fmt: skip
+def test_a_rule_naming_a_mirror_never_allows_the_public_endpoint(
+    rule: str, mirror: str, target: dict[str, str], public: str
+):
+    # A destination that leaves its endpoint out goes to the public service (the step's default), not the mirror.
+    assert rule in TEXT
+    policy = parse_policy(TEXT.replace(rule, mirror), "gs://c/policy.yaml")
+    tenant = policy.tenant("lab")
+    for destination in (target, {**target, "endpoint": public}):
+        parameters = {"sources": ["gs://data/lab/x"], "destination": destination}
+        [problem] = [str(p) for p in check_request(policy, tenant, "push", parameters, CLOUD)]
+        assert "endpoint must be https://mirror.example)" in problem, problem
+    allowed = {"sources": ["gs://data/lab/x"], "destination": {**target, "endpoint": "https://mirror.example"}}
+    assert check_request(policy, tenant, "push", allowed, CLOUD) == []
