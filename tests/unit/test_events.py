@@ -182,7 +182,7 @@ GENERATION_RULE = f"expected a generation: a whole number from 1 to {MAX_GENERAT
 def test_a_trigger_uri_that_names_no_cloud_storage_object_is_its_publisher_s_skip(relay: Relay, uri: str, reason: str):
     # The publisher wrote the attribute: theirs to fix (WARNING), not a fault of Relay's (ERROR).
     delivery = parse_pubsub_event(PUBSUB, message(trigger_uri=uri))
-    assert isinstance(delivery, Skip) and delivery.authored and not delivery.malformed
+    assert isinstance(delivery, Skip) and (delivery.authored, delivery.malformed) == (True, False)
     assert delivery.reason.startswith(reason), delivery.reason
     assert delivery.uri == (uri.partition("#")[0] if uri.startswith("gs://") else uri)
     assert logged(relay, delivery)[:2] == ("skipped", "WARNING")
