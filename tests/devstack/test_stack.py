@@ -32,7 +32,14 @@ def test_upload_reaches_on_object_finalized_as_the_eventarc_cloudevent(stack: Lo
             blob.upload_from_string(b'{"pipeline": "echo"}', content_type="application/json", if_generation_match=0)
         finally:
             client.close()
-        notification = subscriber.pull(subscription=spy, max_messages=10, timeout=10).received_messages[0].message
+        # fake-gcs-server publishes the notification after answering the upload, and a pull may answer before it is
+        # there with no message at all: pull until it arrives (or give up after 30 s).
+        deadline = time.monotonic() + 30
+        received = []
+        while not received and time.monotonic() < deadline:
+            received = list(subscriber.pull(subscription=spy, max_messages=10, timeout=10).received_messages)
+        assert received, "no storage notification reached the spy subscription within 30 s"
+        notification = received[0].message
 
     subject = "objects/inbox/run 1.json"
     got = events.wait_for(lambda evs: any(e["attributes"].get("subject") == subject for e in evs))
