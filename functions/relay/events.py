@@ -179,20 +179,26 @@ def _trigger_uri(event: EventInfo, value: str) -> Delivery:
     if not location.startswith("gs://"):
         return Skip(event, value, f"expected {_TRIGGER_URI_RULE}, found {describe_value(value)}", authored=True)
     bucket, _, name = location.removeprefix("gs://").partition("/")
-    delivery = _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
-    return replace(delivery, malformed=False, authored=True) if isinstance(delivery, Skip) else delivery
+    return _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
 
 
 def _object(event: EventInfo, bucket: object, name: object, generation: object, size: int | None, via: str) -> Delivery:
-    """An ObjectDelivery, or a malformed skip naming the first part that names no Cloud Storage object."""
+    """An ObjectDelivery, or a skip naming the first part that names no Cloud Storage object: the publisher's own
+    mistake when it wrote a trigger_uri (`authored`), else an event no platform sends (`malformed`)."""
     shown = f"gs://{bucket}/{name}"
+    authored = via == "trigger-uri"
+
+    def skip(rule: str, found: object) -> Skip:
+        reason = f"expected {rule}, found {describe_value(found)}"
+        return Skip(event, shown, reason, malformed=not authored, authored=authored)
+
     if not isinstance(bucket, str) or not _valid_bucket(bucket):
-        return Skip(event, shown, f"expected {_BUCKET_RULE}, found {describe_value(bucket)}", malformed=True)
+        return skip(_BUCKET_RULE, bucket)
     if not isinstance(name, str) or not _valid_object(name):
-        return Skip(event, shown, f"expected {_OBJECT_RULE}, found {describe_value(name)}", malformed=True)
+        return skip(_OBJECT_RULE, name)
     number = _generation(generation)
     if generation is not None and number is None:
-        return Skip(event, shown, f"expected {_GENERATION_RULE}, found {describe_value(generation)}", malformed=True)
+        return skip(_GENERATION_RULE, generation)
     return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via)
 
 
