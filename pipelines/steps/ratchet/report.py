@@ -17,6 +17,8 @@ _W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 720, 260, 104, 16, 34, 44
 # narrow screen, so that it stays readable on a phone. Layout is planned for the largest of those sizes.
 _FONT_MAX = 22
 _GOOD, _BAD, _BAR, _LINE = "#1a7f37", "#cf222e", "#0969da", "#57606a"
+# The limit's swatch in the legend, drawn on the chart or held at its top edge alike.
+_LIMIT_SWATCH = f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>'
 _LIMIT_ON_CHART = 1.6  # a limit up to this many times the highest median or bar is drawn; beyond, marked off chart
 
 
@@ -222,7 +224,7 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
     if limit_path:
         svg.append(f'<path class="limit" d="{limit_path}" fill="none" stroke="{_BAD}" stroke-width="2" '
                    'stroke-dasharray="2 4"/>')  # fmt: skip
-        drawn["limit"] = f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>limit'
+        drawn["limit"] = _LIMIT_SWATCH + "limit"
     above = [(i, v) for i, v in enumerate(limits) if v is not None and v > top]
     if above:  # held along the top edge, where no point can hide it, its latest value above
         edge = _steps([(x(i), _TOP + 1.5) if v is not None and v > top else None for i, v in enumerate(limits)], step)
@@ -234,10 +236,7 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
             f'<text x="{x(i) + (step / 2 if right else -step / 2):.1f}" y="{_TOP - 8}" '
             f'text-anchor="{"end" if right else "start"}" class="off">limit {_seconds(v)} ↑</text>'
         )
-        drawn["limit-off"] = (
-            f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>'
-            "limit, above the chart: held at its top edge"
-        )
+        drawn["limit-off"] = _LIMIT_SWATCH + "limit, above the chart: held at its top edge"
     line = [(x(i), y(v)) for i, v in enumerate(medians) if v is not None]
     if len(line) > 1:
         coordinates = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
