@@ -16,6 +16,7 @@ from relay.triggers import Format, describe_value, format_for
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+NONCE_ATTRIBUTE = "nonce"  # set by `relay publish`, which must know the run key before any delivery
 MAX_GENERATION = 2**63 - 1  # Cloud Storage generations are int64; a longer number can name no object version
 # Cloud Storage's naming rules: what does not follow them names no object, and its client raises on some of it.
 _BUCKET = re.compile(r"^[a-z0-9](?:[-a-z0-9_.]{1,220}[a-z0-9])?\Z")
@@ -70,10 +71,18 @@ class InlineDelivery:
     message_id: str
     data: bytes
     format: Format
+    # The publisher's nonce attribute, else the message's publish time: both stay the same on redeliveries, and
+    # they tell apart the emulator's messages, which it numbers from 1 again after every restart.
+    nonce_or_publish_time: str | None = None
 
     @property
     def uri(self) -> str:
         return f"{self.topic}#{self.message_id}"
+
+    @property
+    def identity(self) -> str:
+        """What the message's derived run key is a digest of."""
+        return naming.message_identity(self.topic, self.message_id, self.nonce_or_publish_time)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,10 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
         found = describe_value(message_id)
         return Skip(event, topic, f"expected messageId: a string, found {found}", malformed=True)
     uri = f"{topic}#{message_id}"
+    publish_time = message.get("publishTime", message.get("publish_time"))
+    if publish_time is not None and not isinstance(publish_time, str):
+        found = describe_value(publish_time)
+        return Skip(event, uri, f"expected publishTime: a string, found {found}", malformed=True)
     message_attributes = message.get("attributes") or {}
     if not isinstance(message_attributes, Mapping) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in message_attributes.items()
@@ -146,7 +159,8 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
     if "trigger_uri" in message_attributes:
         return _trigger_uri(event, message_attributes["trigger_uri"])
     fmt: Format = "yaml" if message_attributes.get("format", "").lower() in ("yaml", "yml") else "json"
-    return InlineDelivery(event=event, topic=topic, message_id=message_id, data=body, format=fmt)
+    stamp = message_attributes.get(NONCE_ATTRIBUTE) or publish_time or None
+    return InlineDelivery(event, topic, message_id, body, fmt, nonce_or_publish_time=stamp)
 
 
 def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) -> Delivery:

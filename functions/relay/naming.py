@@ -26,8 +26,11 @@ def object_identity(bucket: str, name: str, generation: int) -> str:
     return f"{object_uri(bucket, name)}#{generation}"
 
 
-def message_identity(topic: str, message_id: str) -> str:
-    return f"pubsub:{topic}#{message_id}"
+def message_identity(topic: str, message_id: str, stamp: str | None = None) -> str:
+    """The identity of one published message. `stamp` (its nonce, else its publish time) tells apart two messages
+    of one id: the Pub/Sub emulator numbers its messages from 1 again after every restart."""
+    identity = f"pubsub:{topic}#{message_id}"
+    return f"{identity}@{stamp}" if stamp else identity
 
 
 def derive_run_key(pipeline: str, identity: str) -> str:

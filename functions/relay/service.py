@@ -267,7 +267,7 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
 
 def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
     if isinstance(delivery, InlineDelivery):
-        identity = naming.message_identity(delivery.topic, delivery.message_id)
+        identity = delivery.identity
         return _Loaded(delivery.data, delivery.format, identity, records.trigger_reference(delivery, None))
     fmt = delivery.format or "json"
     generation, size = delivery.generation, delivery.size
@@ -349,7 +349,7 @@ def _refuse_origin(relay: Relay, delivery: Source, refusal: PolicyDeniedError) -
     if isinstance(delivery, ObjectDelivery):
         loaded = _unreadable(delivery)
     else:
-        identity = naming.message_identity(delivery.topic, delivery.message_id)
+        identity = delivery.identity
         loaded = _Loaded(b"", delivery.format, identity, records.trigger_reference(delivery, None))
     return _reject(relay, delivery, loaded, origin_run_key(loaded.identity), None, refusal)
 
