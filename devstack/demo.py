@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from devstack.stack import LocalStack
 from relay import naming
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
+from relay.events import NONCE_ATTRIBUTE
 from relay.policy import NO_POLICY, Policy, route_for, tenant_for_object, tenant_for_topic
 from relay.routes import ObjectEvent
 from relay.service import parse_document, route_run_key, run_key_for
@@ -169,9 +171,10 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Polic
         deliver_routed(stack, item, policy, data)
         return
     elif sample.how in ("topic", "cancel"):
-        message_id = stack.publish(TRIGGER_TOPIC, data, {"source": "relay-demo"})
+        nonce = secrets.token_hex(8)  # as `relay publish` does, to know the run key before the function does
+        message_id = stack.publish(TRIGGER_TOPIC, data, {"source": "relay-demo", NONCE_ATTRIBUTE: nonce})
         item.trigger_uri = f"{TRIGGER_TOPIC_PATH}#{message_id}"
-        identity = naming.message_identity(TRIGGER_TOPIC_PATH, message_id)
+        identity = naming.message_identity(TRIGGER_TOPIC_PATH, message_id, nonce)
     else:  # the first push's object again, as a storage notification routed through the topic
         bucket, name = naming.split_gs_uri(first_push.trigger_uri)
         generation = int(stack.storage_client().bucket(bucket).get_blob(name).generation)

@@ -31,7 +31,9 @@ class Origin:
     @property
     def identity(self) -> str:
         """What a derived run key is a digest of, as a reader is told before it exists."""
-        return "the topic and the message id" if self.topic else "the object and its generation"
+        if self.topic:
+            return "the topic, the message id and its nonce or publish time"
+        return "the object and its generation"
 
 
 @dataclass(frozen=True)

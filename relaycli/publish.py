@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 
 from relay import naming
+from relay.events import NONCE_ATTRIBUTE
 from relay.service import parse_document
 from relaycli import policy, pubsub
 from relaycli.command import Command, add_catalog, add_format, add_json, add_no_validate, add_policy
@@ -48,8 +50,11 @@ def _run(args: argparse.Namespace, context: Context) -> int:
             )
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
     check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
-    message_id = pubsub.publish(topic, document.data, {"format": document.format}, context.env)
-    identity = naming.message_identity(topic, message_id)
+    # The nonce makes the run key known here: the publish time, which Relay takes in its place, is not.
+    nonce = secrets.token_hex(8)
+    attributes = {"format": document.format, NONCE_ATTRIBUTE: nonce}
+    message_id = pubsub.publish(topic, document.data, attributes, context.env)
+    identity = naming.message_identity(topic, message_id, nonce)
     parsed = parse_document(document.data, document.format, f"{topic}#{message_id}")
     run_key = policy.run_key(deployed, origin, parsed, identity)
     if args.json:
@@ -65,10 +70,10 @@ COMMAND = Command(
     summary="publish a trigger document on a Pub/Sub topic and print its run key",
     description=(
         "Publish a trigger document (JSON, or YAML with the attribute format=yaml) as the body of one message "
-        "on the trigger topic, and print the message id and the run key Relay gives it (its run_key, or "
-        "<pipeline>-<digest of topic and message id>; a run_key is scoped <tenant>--<run_key> by the policy's "
-        "tenant for the topic). The document is first checked as 'relay validate FILE --topic T' does, catalog "
-        "and policy: an invalid one is not published "
+        "on the trigger topic, with a random nonce attribute, and print the message id and the run key Relay "
+        "gives it (its run_key, or <pipeline>-<digest of topic, message id and nonce>; a run_key is scoped "
+        "<tenant>--<run_key> by the policy's tenant for the topic). The document is first checked as "
+        "'relay validate FILE --topic T' does, catalog and policy: an invalid one is not published "
         "(exit status 1, as from relay validate). Pub/Sub is PUBSUB_EMULATOR_HOST's emulator "
         "when set, else the real service with Application Default Credentials."
     ),

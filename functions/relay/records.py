@@ -45,7 +45,10 @@ def trigger_reference(delivery: ObjectDelivery | InlineDelivery, generation: int
     if isinstance(delivery, ObjectDelivery):
         reference.update(generation=generation, via=delivery.via)
     else:
-        reference.update(message_id=delivery.message_id, via="pubsub-inline")
+        # What the run key is a digest of besides the topic: the message id alone repeats across emulator restarts.
+        reference.update(
+            message_id=delivery.message_id, nonce_or_publish_time=delivery.nonce_or_publish_time, via="pubsub-inline"
+        )
     return reference
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -169,8 +170,10 @@ def test_publish_sends_the_document_under_the_run_key_relay_gives_it(
     topic = f"projects/{PROJECT}/topics/{TRIGGERS}"
     message = pull_one(pubsub_env, subscription)
     assert shown["topic"] == topic and shown["message_id"] == message.message_id
-    assert message.data == path.read_bytes() and dict(message.attributes) == {"format": fmt}
-    identity = naming.message_identity(topic, message.message_id)
+    nonce = message.attributes["nonce"]
+    assert message.data == path.read_bytes() and dict(message.attributes) == {"format": fmt, "nonce": nonce}
+    assert re.fullmatch(r"[0-9a-f]{16}", nonce), nonce
+    identity = naming.message_identity(topic, message.message_id, nonce)
     assert shown["run_key"] == run_key_for(parse_document(message.data, fmt, topic), identity)
     if fmt == "yaml":
         assert shown["run_key"] == "nightly-2026-11-21"
@@ -181,6 +184,7 @@ def test_publish_sends_the_document_under_the_run_key_relay_gives_it(
             "data": base64.b64encode(message.data).decode(),
             "attributes": dict(message.attributes),
             "messageId": message.message_id,
+            "publishTime": "2026-11-29T21:58:21.511Z",  # the nonce, which publish knew, wins over it
         }
     }
     relay = relay_on(MemoryBlobStore(), "gs://results/relay")

@@ -188,7 +188,10 @@ def test_a_derived_run_key_is_named_for_what_it_is_a_digest_of(relay_cli: Callab
     document = {key: value for key, value in README_TRIGGER.items() if key != "run_key"}
     path = write(tmp_path, "t.json", document)
     by_topic = relay_cli("validate", path, "--topic", TOPIC)
-    assert by_topic.out.splitlines()[-3] == "run key  push-<digest of the topic and the message id>"
+    assert (
+        by_topic.out.splitlines()[-3]
+        == "run key  push-<digest of the topic, the message id and its nonce or publish time>"
+    )
     shown = relay_cli("validate", path, "--bucket", "triggers", "--name", "assay/t.json", "--json").json()
     assert shown["policy"]["run_key"] is None  # known once the object has a generation
 

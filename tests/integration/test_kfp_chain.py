@@ -259,9 +259,10 @@ def test_empty_and_stray_objects_are_skipped(stack: LocalStack, storage: Any):
 
 def test_an_inline_message_on_the_topic_launches(stack: LocalStack, storage: Any, kfp: KfpApiServer):
     message_id = stack.publish(
-        TOPIC, json.dumps({**ECHO, "labels": {"source": "scheduler"}}).encode(), {"from": "test"}
+        TOPIC, json.dumps({**ECHO, "labels": {"source": "scheduler"}}).encode(), {"from": "test", "nonce": "kfp-1"}
     )
-    key = naming.derive_run_key("echo", naming.message_identity(f"projects/{PROJECT}/topics/{TOPIC}", message_id))
+    identity = naming.message_identity(f"projects/{PROJECT}/topics/{TOPIC}", message_id, "kfp-1")
+    key = naming.derive_run_key("echo", identity)
     record = wait_for_record(storage, f"runs/{key}/launch.json", "launched")
     assert record["trigger"]["message_id"] == message_id and record["labels"] == {"source": "scheduler"}
     assert len(runs_named(kfp, key)) == 1

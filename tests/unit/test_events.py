@@ -137,6 +137,8 @@ def envelope(**message: object) -> dict[str, object]:
         (envelope(attributes={"bucketId": ["b"]}), "expected message attributes: a mapping of strings", f"{TOPIC}#42"),
         (envelope(messageId=42.5), "expected messageId: a string, found number 42.5", TOPIC),
         (envelope(messageId=["42"]), "expected messageId: a string, found a list of 1", TOPIC),
+        (envelope(publishTime=1764453501), "expected publishTime: a string, found number 1764453501", f"{TOPIC}#42"),
+        (envelope(publish_time={"seconds": 1}), "expected publishTime: a string, found a mapping of 1", f"{TOPIC}#42"),
         ({"message": ["data"]}, "expected a Pub/Sub message in the event data", PUBSUB["source"]),
         ({"message": "eyJ9"}, "expected a Pub/Sub message in the event data", PUBSUB["source"]),
         (["message"], "expected a Pub/Sub message in the event data", PUBSUB["source"]),
@@ -151,6 +153,42 @@ def test_every_malformed_envelope_is_a_malformed_skip_never_an_exception(
     assert isinstance(delivery, Skip) and delivery.malformed and delivery.uri == uri
     assert reason in delivery.reason, delivery.reason
     assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
+
+
+PUBLISHED = "2026-11-29T21:58:21.511Z"
+
+
+@pytest.mark.parametrize(
+    ("fields", "stamp"),
+    [
+        ({"attributes": {"nonce": "5f3a"}, "publishTime": PUBLISHED}, "5f3a"),
+        ({"attributes": {"nonce": "5f3a"}}, "5f3a"),
+        ({"publishTime": PUBLISHED}, PUBLISHED),
+        ({"publish_time": PUBLISHED}, PUBLISHED),
+        ({"publishTime": PUBLISHED, "publish_time": "2026-11-29T21:58:22Z"}, PUBLISHED),
+        ({"attributes": {"nonce": ""}, "publishTime": PUBLISHED}, PUBLISHED),
+        ({"attributes": {"nonce": ""}, "publishTime": ""}, None),
+        ({}, None),
+    ],
+    ids=["nonce-wins", "nonce", "publishTime", "publish_time", "camel-case-wins", "empty-nonce", "empty", "neither"],
+)
+def test_an_inline_message_is_told_apart_by_its_nonce_else_its_publish_time(fields: dict[str, object], stamp: str):
+    delivery = parse_pubsub_event(PUBSUB, envelope(data=base64.b64encode(b"{}").decode(), **fields))
+    assert isinstance(delivery, InlineDelivery) and delivery.nonce_or_publish_time == stamp
+    assert delivery.identity == (f"pubsub:{TOPIC}#42@{stamp}" if stamp else f"pubsub:{TOPIC}#42")
+
+
+def test_a_redelivery_keeps_its_run_key_and_a_reused_message_id_gets_a_new_one(relay: Relay):
+    trigger = base64.b64encode(json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}}).encode()).decode()
+    first = envelope(data=trigger, publishTime=PUBLISHED)
+    launched = handle_delivery(relay, parse_pubsub_event(PUBSUB, first))
+    again = handle_delivery(relay, parse_pubsub_event(PUBSUB, first))
+    # The emulator after a restart: message 42 again, published later.
+    reused = handle_delivery(
+        relay, parse_pubsub_event(PUBSUB, envelope(data=trigger, publishTime="2026-11-29T22:30:00Z"))
+    )
+    assert (launched.outcome, again.outcome, reused.outcome) == ("launched", "duplicate", "launched")
+    assert again.run_key == launched.run_key != reused.run_key
 
 
 BUCKET_RULE = "expected a bucket name"

@@ -64,8 +64,11 @@ def test_an_inline_trigger_is_found_again_by_its_message():
         "event_type": "t",
         "event_time": None,
         "message_id": "m-2",
+        "nonce_or_publish_time": None,
         "via": "pubsub-inline",
     }
+    published = InlineDelivery(EVENT, "top", "m-2", b"", "json", nonce_or_publish_time="2026-11-21T12:00:00.1Z")
+    assert records.trigger_reference(published, None)["nonce_or_publish_time"] == "2026-11-21T12:00:00.1Z"
 
 
 def test_a_claim_says_who_claimed_what_until_when():
