@@ -23,11 +23,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
@@ -435,6 +435,14 @@ def with_redeliveries(events: Sequence[Event], lag: int) -> list[Event]:
 # --- the floor: Relay's round trips alone ------------------------------------------------------------------------
 
 
+class Connection(Protocol):
+    def send(
+        self, method: str, target: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]: ...
+
+    def close(self) -> None: ...
+
+
 class KeptConnection:
     """One keep-alive http.client connection to one server, TCP_NODELAY on: the least a client can do per request."""
 
@@ -462,23 +470,47 @@ class KeptConnection:
         self._conn.close()
 
 
+class SessionConnection:
+    """One requests.Session to one server: the floor as the issue measured it ("Relay's round trips on one
+    keep-alive session"), requests' own work per request included."""
+
+    def __init__(self, url: str) -> None:
+        self._base = url.rstrip("/")
+        self._session = plain_session()
+
+    def send(
+        self, method: str, target: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        answer = self._session.request(method, self._base + target, data=body, headers=dict(headers or {}), timeout=30)
+        return answer.status_code, answer.content
+
+    def close(self) -> None:
+        self._session.close()
+
+
 class Floor:
-    """The requests Relay makes for one launch, and nothing else, over one kept http.client connection per server
-    (KeptConnection): read the trigger (at its generation), create the claim (multipart upload,
-    ifGenerationMatch=0), create the run (the catalog's spec, parsed and serialised once), write the record
-    (ifGenerationMatch=<the claim's generation>), in the results bucket under floor/ rather than runs/.
-    The record bytes are a launch record Relay wrote, so the writes carry what Relay's carry. The token is fetched
-    once, as Relay caches it."""
+    """The requests Relay makes for one launch, and nothing else, over one kept connection per server (`connect`:
+    by default KeptConnection, the transport of Relay's own client): read the trigger (at its generation), create
+    the claim (multipart upload, ifGenerationMatch=0), create the run (the catalog's spec, parsed and serialised
+    once), write the record (ifGenerationMatch=<the claim's generation>), in the results bucket under floor/ rather
+    than runs/. The record bytes are a launch record Relay wrote, so the writes carry what Relay's carry. The token
+    is fetched once, as Relay caches it."""
 
     BOUNDARY = "bench0floor0boundary"
 
     def __init__(
-        self, gcs_url: str, kfp_url: str, metadata_host: str, results_bucket: str, spec: Mapping[str, Any]
+        self,
+        gcs_url: str,
+        kfp_url: str,
+        metadata_host: str,
+        results_bucket: str,
+        spec: Mapping[str, Any],
+        connect: Callable[[str], Connection] = KeptConnection,
     ) -> None:
-        self._gcs = KeptConnection(gcs_url)
-        self._kfp = KeptConnection(kfp_url)
+        self._gcs = connect(gcs_url)
+        self._kfp = connect(kfp_url)
         self._results = results_bucket
-        metadata = KeptConnection(f"http://{metadata_host}")
+        metadata = connect(f"http://{metadata_host}")
         try:
             status, token = metadata.send(
                 "GET",

@@ -10,8 +10,10 @@ reads its clock.
 1. warm: per event, wall time from posting the CloudEvent to the function's answer, for Relay and for the seed port,
    interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over one kept
    http.client connection per server: trigger read, claim create, run create, record write; see
-   bench.harness.Floor) and an event Relay skips without I/O (functions-framework's own cost). Medians and p99
-   over --events each, after warm-up.
+   bench.harness.Floor), the same requests over a requests.Session (the floor as the issue measured it), an event
+   Relay skips without I/O, and an event to a function that does nothing (functions-framework's own cost per
+   event: floor + that cost is the least any function it serves can take). Medians and p99 over --events each,
+   after warm-up.
 2. cold: a fresh process per sample (bench.cold) imports the function's module and handles its first event;
    interleaved Relay/seed, the first pair dropped when there are several (it fills the page cache); medians.
 3. burst: unique triggers each delivered twice (the same event again shortly after) through one functions-framework
@@ -56,6 +58,7 @@ from bench.harness import (
     EventPoster,
     FakeProcess,
     Floor,
+    SessionConnection,
     Storage,
     group_cpu_seconds,
     plain_session,
@@ -76,6 +79,8 @@ RELAY_SOURCE = ROOT / "functions" / "main.py"
 RELAY_TARGET = "on_object_finalized"
 SEED_SOURCE = ROOT / "bench" / "seed_function.py"
 SEED_TARGET = "hosted_kfp_test"
+NOOP_SOURCE = ROOT / "bench" / "noop_function.py"
+NOOP_TARGET = "noop"
 TIMES = "\u00d7"
 # The most any burst may take before the bench gives up on a function that keeps failing (a broken working tree).
 BURST_DEADLINE = 300.0
@@ -285,11 +290,12 @@ class Bench:
         }
         self.relay = self._function("relay", RELAY_TARGET, RELAY_SOURCE, self.env["relay"])
         self.seed = self._function("seed", SEED_TARGET, SEED_SOURCE, self.env["seed"])
+        self.noop = self._function("noop", NOOP_TARGET, NOOP_SOURCE, common)
         limited_env = {**common, **relay, "RELAY_KFP_HOST": self.limited.url}
         self.instances = [
             self._function(f"limited-{n}", RELAY_TARGET, RELAY_SOURCE, limited_env) for n in range(self.plan.instances)
         ]
-        for server in (self.relay, self.seed, *self.instances):
+        for server in (self.relay, self.seed, self.noop, *self.instances):
             server.wait_ready()
         self.kfp_log, self.metadata_log, self.limited_log = (
             Counted(self.kfp),
@@ -335,6 +341,8 @@ class Bench:
     def warm(self) -> Warm:
         result = Warm()
         relay, seed, skip = EventPoster(self.relay.url), EventPoster(self.seed.url), EventPoster(self.relay.url)
+        noop = EventPoster(self.noop.url)
+        posters = (relay, seed, skip, noop)
         skipped = self.trigger("warm/skipped.txt", b"not a trigger")
 
         def post(poster: EventPoster, event: Event) -> Callable[[], None]:
@@ -349,7 +357,9 @@ class Bench:
         post(seed, self.trigger("warm/seed-first.json"))()
         spec = yaml.safe_load((CATALOG / f"{PIPELINE}.yaml").read_text())
         floor = Floor(self.gcs.url, self.kfp.url, self.metadata.host_port, RESULTS, spec)
-        floor.use(self._experiment_id("relay"), self._a_launch_record())
+        session_floor = Floor(self.gcs.url, self.kfp.url, self.metadata.host_port, RESULTS, spec, SessionConnection)
+        for each in (floor, session_floor):
+            each.use(self._experiment_id("relay"), self._a_launch_record())
         try:
             for index in range(self.plan.warmup + self.plan.events):
                 measured = index >= self.plan.warmup
@@ -357,8 +367,10 @@ class Bench:
                     "relay": self.trigger(f"warm/relay-{index:05d}.json"),
                     "seed": self.trigger(f"warm/seed-{index:05d}.json"),
                     "floor": self.trigger(f"warm/floor-{index:05d}.json"),
+                    "session": self.trigger(f"warm/session-{index:05d}.json"),
                     # Skipped for its name, never read: one object serves every round, each a new event of it.
                     "skip": storage_event(skipped.resource, f"bench-skip-{index}"),
+                    "noop": storage_event(skipped.resource, f"bench-noop-{index}"),
                 }
                 steps: dict[str, Callable[[], None]] = {
                     "relay": post(relay, events["relay"]),
@@ -366,12 +378,16 @@ class Bench:
                     "floor": functools.partial(
                         floor.handle, events["floor"], f"echo-floor-{index:05d}", measured=measured
                     ),
+                    "session": functools.partial(
+                        session_floor.handle, events["session"], f"echo-session-{index:05d}", measured=False
+                    ),
                     "skip": post(skip, events["skip"]),
+                    "noop": post(noop, events["noop"]),
                 }
                 sides = list(steps)
                 shift = index % len(sides)  # every side takes every place in the order equally often
                 for side in sides[shift:] + sides[:shift]:
-                    for poster in (relay, seed, skip):
+                    for poster in posters:
                         poster.prepare()
                     wall = time.time()
                     started = time.perf_counter()
@@ -381,9 +397,10 @@ class Bench:
                         result.times[side].append(elapsed)
                         result.windows[side].append((wall, time.time()))
         finally:
-            for poster in (relay, seed, skip):
+            for poster in posters:
                 poster.close()
             floor.close()
+            session_floor.close()
         result.floor_steps = floor.steps
         self.kfp_log.refresh()
         self.metadata_log.refresh()
@@ -544,6 +561,7 @@ def _row(label: str, relay: str, base: str, ratio: str, target: str = "", met: b
 
 def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, limited: Backpressure) -> list[str]:
     relay_t, seed_t, floor_t = (warm.times[s] for s in ("relay", "seed", "floor"))
+    session_t, noop_t = warm.times["session"], warm.times["noop"]
     relay_cold, seed_cold = cold.median("relay", "cold_ms"), cold.median("seed", "cold_ms")
     cpu_relay = burst.cpu_seconds * 1000 / burst.triggers
     cpu_seed = seed_burst.cpu_seconds * 1000 / seed_burst.triggers
@@ -554,6 +572,10 @@ def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, 
     # Without a refusal the backend was never saturated: the figures are Relay's own pace, not its backpressure.
     unsaturated = "not saturated" if not limited.refused else None
     floor_ratio = median(relay_t) / median(floor_t)
+    session_ratio = median(relay_t) / median(session_t)
+    # No function served by functions-framework can take less than the round trips plus the framework's own hop.
+    reachable = (median(floor_t) + median(noop_t)) / median(floor_t)
+    own = median(relay_t) - median(noop_t)
     lines = [
         f"relay launch bench: {plan.events} measured warm events per side ({plan.warmup} warm-up), {plan.cold} cold "
         f"starts per side, bursts of {plan.burst} (relay) and {plan.seed_burst} (seed) triggers {TIMES}2 deliveries, "
@@ -585,6 +607,21 @@ def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, 
             floor_ratio <= 1.3,
         ),
         _row("warm p99 ms, relay vs floor", _fmt(p99(relay_t)), _fmt(p99(floor_t)), _fmt(p99(relay_t) / p99(floor_t))),
+        _row(
+            "  least reachable: floor + framework",
+            _fmt(median(floor_t) + median(noop_t)),
+            _fmt(median(floor_t)),
+            _fmt(reachable),
+        ),
+        _row("  relay less framework, vs floor", _fmt(own), _fmt(median(floor_t)), _fmt(own / median(floor_t))),
+        _row(
+            "warm median ms, relay vs session floor",
+            _fmt(median(relay_t)),
+            _fmt(median(session_t)),
+            _fmt(session_ratio),
+            "ratio <= 1.30",
+            session_ratio <= 1.3,
+        ),
         _row(
             "cold start median ms, relay vs seed",
             _fmt(relay_cold, 1),
@@ -631,18 +668,20 @@ def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, 
         "",
         "ratios are relay / baseline (below 1: relay takes less; for triggers/s, above 1: relay is faster)",
         "",
-        "warm, ms per event            median       p90       p99       max      n",
+        "warm, ms per event                median       p90       p99       max      n",
     ]
     for side, label in (
         ("relay", "relay (functions-framework)"),
         ("seed", "seed port (functions-framework)"),
         ("floor", "floor (4 round trips)"),
+        ("session", "session floor (requests)"),
         ("skip", "relay, a skipped event (no I/O)"),
+        ("noop", "framework (no-op function)"),
     ):
         values = warm.times[side]
         p90 = statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
         lines.append(
-            f"  {label:<30}{median(values):>8.2f}{p90:>10.2f}{p99(values):>10.2f}{max(values):>10.2f}{len(values):>7}"
+            f"  {label:<34}{median(values):>8.2f}{p90:>10.2f}{p99(values):>10.2f}{max(values):>10.2f}{len(values):>7}"
         )
     steps = " | ".join(f"{name} {median(values):.2f}" for name, values in warm.floor_steps.items())
     lines += [
@@ -654,7 +693,7 @@ def report(plan: Plan, warm: Warm, cold: Cold, burst: Burst, seed_burst: Burst, 
         "",
         "work per warm event (counted by the fakes)",
     ]
-    for side in ("relay", "seed", "floor"):
+    for side in ("relay", "seed", "floor", "session", "noop"):
         n = len(warm.times[side])
         calls = ", ".join(f"{call} {TIMES}{count / n:g}" for call, count in sorted(warm.kfp_calls[side].items()))
         lines.append(

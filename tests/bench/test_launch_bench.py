@@ -21,6 +21,9 @@ ROWS = (
     "warm p99 ms, relay vs seed",
     "warm median ms, relay vs floor",
     "warm p99 ms, relay vs floor",
+    "  least reachable: floor + framework",
+    "  relay less framework, vs floor",
+    "warm median ms, relay vs session floor",
     "cold start median ms, relay vs seed",
     "burst triggers/s, relay vs seed",
     "burst CPU ms/trigger, relay vs seed",
@@ -62,7 +65,8 @@ def test_every_figure_has_relay_baseline_and_ratio(output: str) -> None:
         if label != "burst duplicate runs, relay vs seed":
             assert rest and re.fullmatch(NUMBER, rest[0]), (label, output)  # the ratio
     # Targets are printed with a verdict, never asserted.
-    assert re.search(r"^  warm median ms, relay vs floor .* ratio <= 1\.30 +(yes|NO)$", output, re.MULTILINE)
+    for floor in ("floor", "session floor"):
+        assert re.search(rf"^  warm median ms, relay vs {floor} .* ratio <= 1\.30 +(yes|NO)$", output, re.MULTILINE)
 
 
 def test_relay_makes_exactly_one_run_per_trigger_and_the_seed_one_per_delivery(output: str) -> None:
@@ -89,7 +93,10 @@ def test_work_per_warm_event_as_the_fakes_counted_it(output: str) -> None:
         output,
         re.M,
     ), output
-    assert re.search(r"^  floor +KFP: POST /runs \u00d71; metadata server requests 0$", output, re.M), output
+    for floor in ("floor", "session"):
+        assert re.search(rf"^  {floor} +KFP: POST /runs \u00d71; metadata server requests 0$", output, re.M), output
+    # The framework's own cost is measured with a function that calls nothing.
+    assert re.search(r"^  noop +KFP: none; metadata server requests 0$", output, re.M), output
     records = re.search(r"launch records written by relay: (\d+) for (\d+) warm events", output)
     assert records and records[1] == records[2], output
 
@@ -97,6 +104,13 @@ def test_work_per_warm_event_as_the_fakes_counted_it(output: str) -> None:
 def test_cold_start_and_timing_tables_are_complete(output: str) -> None:
     for side in ("relay", "seed"):
         assert re.search(rf"^  {side} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}$", output, re.M), output
-    for label in ("relay (functions-framework)", "seed port (functions-framework)", "floor (4 round trips)"):
+    for label in (
+        "relay (functions-framework)",
+        "seed port (functions-framework)",
+        "floor (4 round trips)",
+        "session floor (requests)",
+        "relay, a skipped event (no I/O)",
+        "framework (no-op function)",
+    ):
         values = _row(output, label)
         assert len(values) == 5 and values[-1] == str(QUICK.events), (label, output)

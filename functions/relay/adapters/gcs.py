@@ -69,12 +69,13 @@ class GcsBlobStore:
         bucket, name = split_gs_uri(uri)
         # A multipart upload (metadata, then the bytes): fake-gcs-server checks ifGenerationMatch on these only.
         boundary = uuid.uuid4().hex
-        metadata = json.dumps({"name": name, "contentType": _content_type(uri)}).encode()
+        content_type = _content_type(uri)
+        metadata = json.dumps({"name": name, "contentType": content_type}).encode()
         body = b"".join(
             (
                 f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
                 metadata,
-                f"\r\n--{boundary}\r\nContent-Type: {_content_type(uri)}\r\n\r\n".encode(),
+                f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode(),
                 data,
                 f"\r\n--{boundary}--\r\n".encode(),
             )

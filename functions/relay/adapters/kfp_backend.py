@@ -198,7 +198,6 @@ class KfpBackend:
 
     def _json(self, response: Response, what: str, *, submit: bool = False) -> dict[str, Any]:
         status = response.status
-        detail = f"{self._host}: {what}: the KFP API answered {status}: {error_detail(response)}"
         if response.ok:
             try:
                 body = response.json()
@@ -207,7 +206,8 @@ class KfpBackend:
             if isinstance(body, dict):
                 return body
             error = SubmitUncertainError if submit else BackendUnavailableError
-            raise error(f"{detail}: not a JSON object")
+            raise error(f"{self._host}: {what}: the KFP API answered {status}: {response.text[:200]}: not a JSON object")
+        detail = f"{self._host}: {what}: the KFP API answered {status}: {error_detail(response)}"
         busy = refused_for_load(response, detail)
         if busy is not None:
             raise busy
