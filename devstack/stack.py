@@ -215,11 +215,7 @@ class LocalStack(Lifecycle):
                 stack.callback(self.bridge.stop)
                 self.pubsub.wait_ready()
                 # Topics before the first upload: fake-gcs-server silently drops events for a missing topic.
-                topics = [GCS_EVENTS_TOPIC, self.trigger_topic, DEAD_LETTER]
-                if self.notify_topic:
-                    topics.append(self.notify_topic)
-                for topic in dict.fromkeys(topics):
-                    create_topic(self.pubsub_host, self.project, topic)
+                self._create_topics()
 
             self.storage.wait_ready()
             for bucket in self.buckets:
@@ -228,24 +224,7 @@ class LocalStack(Lifecycle):
             self.object_finalized.wait_ready()
             self.message_published.wait_ready()
             if self.pubsub is not None:
-                create_push_subscription(
-                    self.pubsub_host,
-                    self.project,
-                    f"{GCS_EVENTS_TOPIC}-bridge",
-                    topic=GCS_EVENTS_TOPIC,
-                    endpoint=self.bridge.url,
-                    ack_deadline_seconds=self.ack_deadline_seconds,
-                )
-                # An empty push endpoint makes a pull subscription (Pub/Sub's rule): it keeps dead letters to list.
-                create_push_subscription(self.pubsub_host, self.project, DEAD_LETTER, topic=DEAD_LETTER, endpoint="")
-                create_push_subscription(
-                    self.pubsub_host,
-                    self.project,
-                    f"{self.trigger_topic}-push",
-                    topic=self.trigger_topic,
-                    endpoint=self.trigger_push_endpoint,
-                    ack_deadline_seconds=self.ack_deadline_seconds,
-                )
+                self._create_subscriptions()
             local_root = self.function_env.get("RELAY_LOCAL_ROOT")
             if local_root:
                 # Closed first: pipelines the local backend started finish (and record) while storage still runs.
@@ -253,6 +232,43 @@ class LocalStack(Lifecycle):
             self._exit_stack = stack.pop_all()
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def restart_pubsub(self) -> None:
+        """Stop the Pub/Sub emulator and start a new one on its port, with the topics and subscriptions made again;
+        the rest keeps running. The emulator keeps nothing across a restart, and numbers messages from 1 again."""
+        if self.pubsub is None or self._exit_stack is None:
+            raise RuntimeError("only a running stack with the Pub/Sub emulator can restart it")
+        self.pubsub.stop()
+        self.pubsub.start()
+        self._create_topics()
+        self._create_subscriptions()
+
+    def _create_topics(self) -> None:
+        topics = [GCS_EVENTS_TOPIC, self.trigger_topic, DEAD_LETTER]
+        if self.notify_topic:
+            topics.append(self.notify_topic)
+        for topic in dict.fromkeys(topics):
+            create_topic(self.pubsub_host, self.project, topic)
+
+    def _create_subscriptions(self) -> None:
+        create_push_subscription(
+            self.pubsub_host,
+            self.project,
+            f"{GCS_EVENTS_TOPIC}-bridge",
+            topic=GCS_EVENTS_TOPIC,
+            endpoint=self.bridge.url,
+            ack_deadline_seconds=self.ack_deadline_seconds,
+        )
+        # An empty push endpoint makes a pull subscription (Pub/Sub's rule): it keeps dead letters to list.
+        create_push_subscription(self.pubsub_host, self.project, DEAD_LETTER, topic=DEAD_LETTER, endpoint="")
+        create_push_subscription(
+            self.pubsub_host,
+            self.project,
+            f"{self.trigger_topic}-push",
+            topic=self.trigger_topic,
+            endpoint=self.trigger_push_endpoint,
+            ack_deadline_seconds=self.ack_deadline_seconds,
+        )
 
     def stop(self) -> None:
         exit_stack, self._exit_stack = self._exit_stack, None
