@@ -88,13 +88,17 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
 def test_inline_messages_speak_for_the_tenant_of_their_topic(governed: Relay, store: MemoryBlobStore, backend):
     trigger = json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}, "run_key": "k"}).encode()
     mine = handle_delivery(governed, InlineDelivery(EVENT, "projects/p/topics/assay", "1", trigger, "json"))
-    other = handle_delivery(governed, InlineDelivery(EVENT, "projects/p/topics/other", "1", trigger, "json"))
+    published = "2026-11-29T21:58:21.511Z"
+    elsewhere = InlineDelivery(EVENT, "projects/p/topics/other", "1", trigger, "json", nonce_or_publish_time=published)
+    other = handle_delivery(governed, elsewhere)
     assert mine.outcome == "launched" and mine.run_key == "assay--k"
     assert other.outcome == "rejected" and "(origin)" in other.message
     # Keyed by the message, never by the key it names; a redelivery finds the same record.
-    assert other.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, "pubsub:projects/p/topics/other#1")
+    identity = f"pubsub:projects/p/topics/other#1@{published}"
+    assert other.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
     saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(other.run_key))).data)
-    assert (saved["trigger"]["message_id"], saved["trigger"]["via"]) == ("1", "pubsub-inline")
+    trigger_reference = (saved["trigger"]["message_id"], saved["trigger"]["nonce_or_publish_time"])
+    assert trigger_reference == ("1", published) and saved["trigger"]["via"] == "pubsub-inline"
 
 
 def test_every_refused_item_is_one_problem_on_the_record(governed: Relay, store: MemoryBlobStore, backend):
