@@ -129,7 +129,9 @@ def lease_expired(record: Mapping[str, Any], now: datetime) -> bool:
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+    """One line of JSON: an indented dump takes the json module's pure-Python encoder, 2.5x the C one's time on
+    every launch's two writes; `relay status` lays records out for reading."""
+    return json.dumps(record, sort_keys=True).encode() + b"\n"
 
 
 def decode(data: bytes) -> dict[str, Any]:
