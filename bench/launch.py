@@ -8,8 +8,8 @@ process only uploads triggers (never timed), posts binary-mode storage CloudEven
 reads its clock.
 
 1. warm: per event, wall time from posting the CloudEvent to the function's answer, for Relay and for the seed port,
-   interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over one kept
-   http.client connection per server: trigger read, claim create, run create, record write; see
+   interleaved event by event (the order rotates) with the floor (Relay's four round trips alone, over Relay's own
+   keep-alive client, one connection per server: trigger read, claim create, run create, record write; see
    bench.harness.Floor), the same requests over a requests.Session (the floor as the issue measured it), an event
    Relay skips without I/O, and an event to a function that does nothing (functions-framework's own cost per
    event: floor + that cost is the least any function it serves can take). Medians and p99 over --events each,
