@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import yaml
@@ -54,8 +57,8 @@ def rejection_code(store: MemoryBlobStore, run_key: str | None) -> object:
     return record(store, naming.rejection_record("gs://results/relay", str(run_key)))["error"]["code"]  # type: ignore[index]
 
 
-def leave_claim(store: MemoryBlobStore, key: str, *, event_id: str, claimed_at: datetime) -> None:
-    """The claim another delivery left: live if claimed_at is recent, a crashed holder's if older than the lease."""
+def claim_of(key: str, *, event_id: str, claimed_at: datetime) -> bytes:
+    """The claim another delivery makes: live if claimed_at is recent, a crashed holder's if older than the lease."""
     claim = records.claim_record(
         run_key=key,
         pipeline="echo",
@@ -66,7 +69,29 @@ def leave_claim(store: MemoryBlobStore, key: str, *, event_id: str, claimed_at: 
         now=claimed_at,
         lease_seconds=600,
     )
-    store.write(launch_uri(key), records.encode(claim), if_generation_match=0)
+    return records.encode(claim)
+
+
+def leave_claim(store: MemoryBlobStore, key: str, *, event_id: str, claimed_at: datetime) -> None:
+    store.write(launch_uri(key), claim_of(key, event_id=event_id, claimed_at=claimed_at), if_generation_match=0)
+
+
+class RacedStore:
+    """The store, with another delivery's step landing right after this one reads `uri` (found or not), before
+    whatever this one writes next: the window a conditional write closes."""
+
+    def __init__(self, inner: MemoryBlobStore, uri: str, meanwhile: Callable[[], object]) -> None:
+        self._inner, self._uri, self._meanwhile = inner, uri, meanwhile
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        try:
+            return self._inner.read(uri, generation=generation)
+        finally:
+            if uri == self._uri:
+                self._meanwhile()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def as_if_crashed_after_submit(store: MemoryBlobStore, key: str) -> None:
@@ -148,6 +173,33 @@ def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: R
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and "after takeover" in outcome.message
     assert backend.lookups == [key] and len(backend.launches) == 1
+
+
+def test_a_takeover_loses_to_another_delivery_that_took_the_expired_claim_first(relay: Relay, store, backend):
+    delivery = upload(store)
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    uri = launch_uri(key)
+    leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
+    theirs = claim_of(key, event_id="other", claimed_at=NOW)
+
+    def other_takes_over() -> None:  # between this delivery's read of the expired claim and its takeover write
+        store.write(uri, theirs, if_generation_match=store.read(uri).generation)
+
+    with pytest.raises(ClaimHeldError, match=rf"^{re.escape(uri)}: another delivery took over run key {key} first$"):
+        handle_delivery(replace(relay, store=RacedStore(store, uri, other_takes_over)), delivery)
+    assert backend.launches == [] and backend.lookups == []
+    assert store.read(uri).data == theirs  # the winner's claim stands
+
+
+def test_a_rejection_a_concurrent_duplicate_recorded_meanwhile_is_kept(relay: Relay, store):
+    delivery = upload(store, {"pipeline": "echo", "parameters": {"message": "hi", "unknown": 1}})
+    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    uri = naming.rejection_record("gs://results/relay", key)
+    theirs = b'{"state": "rejected", "trigger": {"event_id": "the duplicate"}}\n'
+    raced = RacedStore(store, uri, lambda: store.write(uri, theirs, if_generation_match=0))
+    outcome = handle_delivery(replace(relay, store=raced), delivery)
+    assert (outcome.outcome, outcome.run_key, outcome.code) == ("rejected", key, "invalid_parameters")
+    assert store.read(uri).data == theirs  # recorded once: the first record is never overwritten
 
 
 def test_a_crash_between_submit_and_record_never_gives_a_second_run(relay: Relay, store, backend):
