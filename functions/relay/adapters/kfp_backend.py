@@ -206,7 +206,8 @@ class KfpBackend:
             if isinstance(body, dict):
                 return body
             error = SubmitUncertainError if submit else BackendUnavailableError
-            raise error(f"{self._host}: {what}: the KFP API answered {status}: {response.text[:200]}: not a JSON object")
+            answered = f"the KFP API answered {status}: {response.text[:200]}"
+            raise error(f"{self._host}: {what}: {answered}: not a JSON object")
         detail = f"{self._host}: {what}: the KFP API answered {status}: {error_detail(response)}"
         busy = refused_for_load(response, detail)
         if busy is not None:
