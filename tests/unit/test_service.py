@@ -45,6 +45,11 @@ def upload(store: MemoryBlobStore, document: object = TRIGGER, name: str = "t.js
     return ObjectDelivery(EVENT, "triggers", name, generation, len(data), "storage-event")
 
 
+def key_of(delivery: ObjectDelivery) -> str:
+    """The run key Relay derives for an uploaded echo trigger (t.json): its pipeline and object version."""
+    return naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+
+
 def record(store: MemoryBlobStore, uri: str) -> dict[str, object]:
     return records.decode(store.read(uri).data)
 
@@ -105,7 +110,7 @@ def test_a_trigger_file_becomes_one_run_with_a_launch_record(relay: Relay, store
     delivery = upload(store)
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and outcome.run_id == "run-1"
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     assert outcome.run_key == key
     [launched] = backend.launches
     assert launched.parameters == {**TRIGGER["parameters"], "run_key": key, "results_uri": "gs://results/relay"}
@@ -157,7 +162,7 @@ def test_concurrent_deliveries_give_one_run(relay: Relay, store, backend):
 
 def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="other", claimed_at=NOW)
     with pytest.raises(
         ClaimHeldError, match=r"being launched by event other until 2026-11-21T12:10:00\.000Z; retry later"
@@ -168,7 +173,7 @@ def test_a_live_claim_makes_a_redelivery_wait(relay: Relay, store, backend):
 
 def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and "after takeover" in outcome.message
@@ -177,7 +182,7 @@ def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: R
 
 def test_a_takeover_loses_to_another_delivery_that_took_the_expired_claim_first(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     uri = launch_uri(key)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     theirs = claim_of(key, event_id="other", claimed_at=NOW)
@@ -193,7 +198,7 @@ def test_a_takeover_loses_to_another_delivery_that_took_the_expired_claim_first(
 
 def test_a_rejection_a_concurrent_duplicate_recorded_meanwhile_is_kept(relay: Relay, store):
     delivery = upload(store, {"pipeline": "echo", "parameters": {"message": "hi", "unknown": 1}})
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     uri = naming.rejection_record("gs://results/relay", key)
     theirs = b'{"state": "rejected", "trigger": {"event_id": "the duplicate"}}\n'
     raced = RacedStore(store, uri, lambda: store.write(uri, theirs, if_generation_match=0))
@@ -225,7 +230,7 @@ def test_a_submit_that_surely_sent_nothing_frees_the_key_for_the_redelivery(rela
 
 def test_a_taker_whose_submit_sent_nothing_leaves_the_next_one_to_ask_again(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     backend.failures.append(BackendUnavailableError("connection refused"))
     with pytest.raises(BackendUnavailableError):
@@ -324,7 +329,7 @@ def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, st
     delivery = upload(store)
     backend.failures.append(LaunchRejectedError("KFP answered 400: bad spec"))
     outcome = handle_delivery(relay, delivery)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     assert (outcome.outcome, outcome.run_key, outcome.pipeline) == ("rejected", key, "echo")
     rejection = record(store, naming.rejection_record("gs://results/relay", key))
     assert rejection["error"]["code"] == "launch_rejected" and "bad spec" in rejection["message"]
@@ -494,7 +499,7 @@ def test_an_uncertain_submit_keeps_the_claim_until_its_lease_runs_out(relay: Rel
 
 def test_a_stale_redelivery_finishes_a_crashed_claim_instead_of_dropping_it(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=3))
     stale = replace(delivery, event=replace(EVENT, time=NOW - timedelta(hours=2)))
     outcome = handle_delivery(relay, stale)
@@ -579,7 +584,7 @@ def test_the_backend_is_sent_the_catalogs_package_spec_and_the_triggers_labels(r
 
 def test_a_takeover_that_finds_no_run_records_the_new_claims_trigger(relay: Relay, store, backend):
     delivery = upload(store, {**TRIGGER, "labels": {"by": "new"}})
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and backend.lookups == [key]
@@ -617,7 +622,7 @@ def test_a_trigger_of_exactly_the_size_limit_is_read_and_one_byte_more_is_refuse
 def test_a_rejection_names_the_event_trigger_run_key_and_pipeline(relay: Relay, store):
     delivery = upload(store, {"pipeline": "echo", "parameters": {"count": 1}})
     outcome = handle_delivery(relay, delivery)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     assert (outcome.outcome, outcome.event_id, outcome.trigger_uri, outcome.run_key, outcome.run_id) == (
         "rejected",
         "evt-1",
@@ -634,7 +639,7 @@ def test_a_rejection_names_the_event_trigger_run_key_and_pipeline(relay: Relay, 
 def test_a_stale_drop_says_how_old_the_event_was_on_its_record(relay: Relay, store):
     delivery = replace(upload(store), event=replace(EVENT, time=NOW - timedelta(hours=2)))
     outcome = handle_delivery(relay, delivery)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     assert (outcome.outcome, outcome.run_key, outcome.pipeline) == ("dropped", key, "echo")
     saved = records.decode(store.read(naming.rejection_record("gs://results/relay", key)).data)
     assert saved["pipeline"] == "echo" and saved["error"]["problems"] == [
@@ -697,7 +702,7 @@ def test_while_paused_no_claim_is_made_and_only_a_launched_run_is_answered(relay
 
 def test_a_takeover_whose_submit_is_uncertain_leaves_its_own_claim_to_run_out(relay: Relay, store, backend):
     delivery = upload(store)
-    key = naming.derive_run_key("echo", f"gs://triggers/t.json#{delivery.generation}")
+    key = key_of(delivery)
     leave_claim(store, key, event_id="crashed", claimed_at=NOW - timedelta(hours=1))
     backend.failures.append(SubmitUncertainError("504 from the load balancer"))
     with pytest.raises(SubmitUncertainError):
