@@ -358,8 +358,9 @@ class Bench:
         spec = yaml.safe_load((CATALOG / f"{PIPELINE}.yaml").read_text())
         floor = Floor(self.gcs.url, self.kfp.url, self.metadata.host_port, RESULTS, spec)
         session_floor = Floor(self.gcs.url, self.kfp.url, self.metadata.host_port, RESULTS, spec, SessionConnection)
+        experiment_id, record = self._experiment_id("relay"), self._a_launch_record()
         for each in (floor, session_floor):
-            each.use(self._experiment_id("relay"), self._a_launch_record())
+            each.use(experiment_id, record)
         try:
             for index in range(self.plan.warmup + self.plan.events):
                 measured = index >= self.plan.warmup
