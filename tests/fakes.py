@@ -15,8 +15,10 @@ class MemoryBlobStore:
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, int]] = {}
+        self._facts: dict[str, tuple[str | None, dict[str, str]]] = {}  # content type and metadata, set by `put`
         self._next_generation = 1000
         self._lock = threading.Lock()
+        self.stats: list[tuple[str, int | None]] = []  # every stat asked for: (uri, generation)
 
     def read(self, uri: str, *, generation: int | None = None) -> Blob:
         with self._lock:
@@ -25,9 +27,11 @@ class MemoryBlobStore:
             data, current = self._objects[uri]
             return Blob(data, current)
 
-    def stat(self, uri: str) -> BlobInfo:
-        blob = self.read(uri)
-        return BlobInfo(size=len(blob.data), generation=blob.generation)
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        self.stats.append((uri, generation))
+        blob = self.read(uri, generation=generation)
+        content_type, metadata = self._facts.get(uri, (None, {}))
+        return BlobInfo(len(blob.data), blob.generation, content_type, dict(metadata))
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         with self._lock:
@@ -36,7 +40,28 @@ class MemoryBlobStore:
                 raise PreconditionFailedError(f"{uri}: expected {if_generation_match}, found {current}")
             self._next_generation += 1
             self._objects[uri] = (data, self._next_generation)
+            self._facts.pop(uri, None)  # a new version has only what its own upload gave it
             return self._next_generation
+
+    def put(
+        self,
+        uri: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        generation: int | None = None,
+    ) -> int:
+        """An upload with the content type and custom metadata a data object carries, at `generation` if given (as
+        a notification a test writes names it); the generation it got. Only the newest version is kept."""
+        with self._lock:
+            if generation is None:
+                self._next_generation += 1
+                generation = self._next_generation
+            self._next_generation = max(self._next_generation, generation)
+            self._objects[uri] = (data, generation)
+            self._facts[uri] = (content_type, dict(metadata or {}))
+        return generation
 
     def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
         with self._lock:
@@ -44,6 +69,7 @@ class MemoryBlobStore:
             if if_generation_match is not None and current and if_generation_match != current:
                 raise PreconditionFailedError(uri)
             self._objects.pop(uri, None)
+            self._facts.pop(uri, None)
 
     def list(self, prefix: str) -> Iterator[str]:
         return iter(self.uris(prefix))

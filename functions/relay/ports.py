@@ -20,8 +20,12 @@ class Blob:
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """An object's facts at one generation, as the store keeps them: what a route's templates may use."""
+
     size: int
     generation: int
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)  # the object's custom metadata
 
 
 class BlobStore(Protocol):
@@ -31,8 +35,8 @@ class BlobStore(Protocol):
         """The object's bytes (at `generation` if given); BlobNotFoundError when absent."""
         ...
 
-    def stat(self, uri: str) -> BlobInfo:
-        """Size and current generation; BlobNotFoundError when absent."""
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        """The object's facts (at `generation` if given, else the current one); BlobNotFoundError when absent."""
         ...
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:

@@ -63,6 +63,20 @@ def test_reads_at_a_generation_that_is_gone_are_not_found(store: GcsBlobStore, r
         store.stat(f"gs://{BUCKET}/{request.node.name}/missing.json")
 
 
+def test_an_objects_facts_are_read_at_the_generation_asked_for(store: GcsBlobStore, client: Any, request):
+    # What a route's templates use comes from here, never from a message: the version named, or none.
+    blob = client.bucket(BUCKET).blob(f"{request.node.name}/r.csv")
+    blob.metadata = {"batch": "b7"}
+    blob.upload_from_string(b"a,b\n", content_type="text/csv")
+    uri, old = f"gs://{BUCKET}/{request.node.name}/r.csv", int(blob.generation)
+    info = store.stat(uri, generation=old)
+    assert (info.size, info.generation, info.content_type, dict(info.metadata)) == (4, old, "text/csv", {"batch": "b7"})
+    new = store.write(uri, b"later")
+    assert store.stat(uri).generation == new and store.stat(uri, generation=new).metadata == {}
+    with pytest.raises(BlobNotFoundError):
+        store.stat(uri, generation=old)
+
+
 def test_deletes_ignore_absence(store: GcsBlobStore, request: pytest.FixtureRequest):
     # fake-gcs-server 1.54 does not check ifGenerationMatch on delete (Cloud Storage does), so only the
     # unconditional behaviour is asserted here.

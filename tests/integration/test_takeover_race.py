@@ -78,8 +78,8 @@ class Meanwhile:
         finally:
             self._after("read", uri)
 
-    def stat(self, uri: str) -> BlobInfo:
-        return self._store.stat(uri)
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        return self._store.stat(uri, generation=generation)
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         return self._store.write(uri, data, if_generation_match=if_generation_match)

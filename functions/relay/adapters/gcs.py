@@ -61,9 +61,21 @@ class GcsBlobStore:
         # The x-goog-generation header tells which version was read.
         return Blob(response.data, int(response.headers.get("x-goog-generation") or generation or 0))
 
-    def stat(self, uri: str) -> BlobInfo:
-        body = self._call("GET", self._object(uri), uri, params={"fields": "size,generation"}).json()
-        return BlobInfo(size=int(body.get("size") or 0), generation=int(body["generation"]))
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        params = {"fields": "size,generation,contentType,metadata"}
+        if generation is not None:
+            params["generation"] = str(generation)
+        body = self._call("GET", self._object(uri), uri, params=params).json()
+        content_type, metadata = body.get("contentType"), body.get("metadata") or {}
+        return BlobInfo(
+            size=int(body.get("size") or 0),
+            generation=int(body["generation"]),
+            content_type=content_type if isinstance(content_type, str) else None,
+            # Cloud Storage's custom metadata is string to string; anything else is no metadata Relay can use.
+            metadata={k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
+            if isinstance(metadata, dict)
+            else {},
+        )
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         bucket, name = split_gs_uri(uri)

@@ -40,11 +40,14 @@ class LocalBlobStore:
             raise BlobNotFoundError(f"{uri}: no version at generation {generation} (now {current})")
         return Blob(data=data, generation=current)
 
-    def stat(self, uri: str) -> BlobInfo:
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        """A file has no content type or metadata of its own; only its current version exists."""
         try:
             info = local_path(uri).stat()
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"{uri}: no such file") from exc
+        if generation is not None and generation != info.st_mtime_ns:
+            raise BlobNotFoundError(f"{uri}: no version at generation {generation} (now {info.st_mtime_ns})")
         return BlobInfo(size=info.st_size, generation=info.st_mtime_ns)
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:

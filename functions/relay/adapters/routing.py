@@ -18,8 +18,8 @@ class RoutingBlobStore:
     def read(self, uri: str, *, generation: int | None = None) -> Blob:
         return self._for(uri).read(uri, generation=generation)
 
-    def stat(self, uri: str) -> BlobInfo:
-        return self._for(uri).stat(uri)
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        return self._for(uri).stat(uri, generation=generation)
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         return self._for(uri).write(uri, data, if_generation_match=if_generation_match)
