@@ -26,6 +26,8 @@ leaves. Nothing a policy says can open Relay's own storage (catalog, policy, rec
         code: [gs://lab-benchmarks/]    # where ratchet workflows and algorithm code may come from
         limits: {objects: 1000, bytes: 10GiB}
     pipelines: {task_timeout: 2h, cpu: "2", memory: 4G}     # what the compiled pipelines' tasks get
+    notifications:                      # the topics the deployment wired to buckets' Cloud Storage notifications
+      - {topic: projects/my-project/topics/assay-triggers, buckets: [lab-data]}
 """
 
 from __future__ import annotations
@@ -139,12 +141,22 @@ class Tenant:
 
 
 @dataclass(frozen=True)
+class Notifications:
+    """A topic the deployment wired to the Cloud Storage notifications of `buckets` (deploy.sh --notify-bucket):
+    a notification counts only on such a topic, whoever else may publish to one."""
+
+    topic: str
+    buckets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Policy:
     tenants: tuple[Tenant, ...] = ()
     project: str = ""
     protect: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
     source: str = ""  # where it was read from ("" when there is none)
+    notifications: tuple[Notifications, ...] = ()
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
@@ -194,6 +206,7 @@ def parse_policy(raw: bytes | str, where: str) -> Policy:
     reader = _Reader()
     policy = reader.policy(document)
     reader.problems.extend(_contradictions(policy))
+    reader.problems.extend(_unowned_notifications(policy))
     if reader.problems:
         raise PolicyError(where, reader.problems)
     return replace(policy, source=where)
@@ -237,7 +250,9 @@ class _Reader:
         )
 
     def policy(self, document: object) -> Policy:
-        top = self._mapping(document, "(policy)", ("version", "project", "protect", "tenants", "pipelines"))
+        top = self._mapping(
+            document, "(policy)", ("version", "project", "protect", "tenants", "pipelines", "notifications")
+        )
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -250,6 +265,10 @@ class _Reader:
             project=project,
             protect=self._texts(top.get("protect"), "protect", self._location),
             resources=self.resources(top.get("pipelines", {}), "pipelines"),
+            notifications=tuple(
+                self.notifications(n, f"notifications[{i}]")
+                for i, n in enumerate(self._list(top.get("notifications"), "notifications"))
+            ),
         )
 
     def tenant(self, value: object, where: str) -> Tenant:
@@ -284,6 +303,17 @@ class _Reader:
                 for i, r in enumerate(self._list(item.get("routes"), f"{where}.routes"))
             ),
         )
+
+    def notifications(self, value: object, where: str) -> Notifications:
+        item = self._mapping(value, where, ("topic", "buckets"))
+        raw = item.get("buckets")
+        if raw is None or raw == []:
+            self._fail(f"{where}.buckets", "a list of the bucket names whose notifications reach the topic", raw)
+        buckets = self._texts(raw, f"{where}.buckets", self._bucket)
+        return Notifications(topic=self._topic(item.get("topic"), f"{where}.topic"), buckets=buckets)
+
+    def _bucket(self, value: object, where: str) -> str:
+        return self._text(value, where, _BUCKET_NAME, "a bucket name")
 
     def route(self, value: object, where: str) -> Route:
         item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
@@ -463,6 +493,22 @@ def _contradictions(policy: Policy) -> list[str]:
     return problems
 
 
+def _unowned_notifications(policy: Policy) -> list[str]:
+    """Notifications wired to a topic no tenant owns (every one would be refused), or one topic listed twice."""
+    problems = []
+    owned = {topic for tenant in policy.tenants for topic in tenant.topics}
+    topics = [n.topic for n in policy.notifications if n.topic]
+    problems += [
+        f"notifications: the topic {t} is listed twice" for t in sorted({t for t in topics if topics.count(t) > 1})
+    ]
+    for index, wired in enumerate(policy.notifications):
+        if wired.topic and wired.topic not in owned:
+            problems.append(
+                f"notifications[{index}].topic: expected a topic of a tenant (tenants[].topics), found {wired.topic}"
+            )
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Deciding
 
@@ -509,6 +555,16 @@ def tenant_for_topic(policy: Policy, topic: str) -> Tenant | None:
     return next((t for t in policy.tenants if topic in t.topics), None)
 
 
+def route_of(tenant: Tenant, bucket: str, name: str) -> Route | None:
+    """The first of `tenant`'s own routes that takes gs://bucket/name."""
+    return next((r for r in tenant.routes if r.matches(bucket, name)), None)
+
+
+def wired_buckets(policy: Policy, topic: str) -> tuple[str, ...]:
+    """The buckets whose Cloud Storage notifications the deployment sends to `topic`."""
+    return tuple(bucket for wired in policy.notifications if wired.topic == topic for bucket in wired.buckets)
+
+
 def scoped_run_key(tenant: Tenant | None, run_key: str) -> str:
     """A caller-chosen run key inside its tenant's namespace, so no tenant can take another's key."""
     return f"{tenant.name}{SEPARATOR}{run_key}" if tenant else run_key
@@ -525,6 +581,36 @@ def refuse_origin(policy: Policy, tenant: Tenant | None, uri: str) -> PolicyDeni
     if tenant is not None or not policy.source:
         return None
     expected = f"a trigger location or topic of a tenant ({origins(policy)})"
+    return PolicyDeniedError(uri, [Problem("(origin)", expected, uri)])
+
+
+def refuse_topic(policy: Policy, tenant: Tenant | None, topic: str, uri: str) -> PolicyDeniedError | None:
+    """The refusal of a message naming an object (a trigger_uri, a storage notification) on a topic no tenant owns:
+    the topic alone decides the tenant, never the object named. None when a tenant owns it, or without a policy."""
+    if tenant is not None or not policy.source:
+        return None
+    topics = ", ".join(t for owner in policy.tenants for t in owner.topics) or "none"
+    return PolicyDeniedError(uri, [Problem("(origin)", f"a topic of a tenant ({topics})", topic or "no topic")])
+
+
+def refuse_notification(policy: Policy, topic: str, bucket: str, uri: str) -> PolicyDeniedError | None:
+    """The refusal of a storage notification on a topic the deployment did not wire to its bucket: anyone who may
+    publish there could have written it. None when `notifications` wires the two, or without a policy."""
+    if not policy.source:
+        return None
+    wired = wired_buckets(policy, topic)
+    if bucket in wired:
+        return None
+    expected = f"a notification of a bucket that notifications wires to this topic ({', '.join(wired) or 'none'})"
+    return PolicyDeniedError(uri, [Problem("(origin)", expected, f"a notification of {bucket} on {topic}")])
+
+
+def refuse_object(policy: Policy, tenant: Tenant | None, uri: str) -> PolicyDeniedError | None:
+    """The refusal of an object a message names outside its topic's tenant's trigger locations: a tenant's topic
+    leads to its own triggers only. None when the object lies under one, or without a policy."""
+    if tenant is None or not policy.source or any(within(uri, prefix) for prefix in tenant.triggers):
+        return None
+    expected = f"an object under tenants.{tenant.name}.triggers ({', '.join(tenant.triggers) or 'none'})"
     return PolicyDeniedError(uri, [Problem("(origin)", expected, uri)])
 
 
