@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +39,20 @@ class EventInfo:
 
 
 @dataclass(frozen=True)
+class Message:
+    """The Pub/Sub message a delivery came in. Its topic, never the object it names, decides the tenant; its
+    identity keys a refusal, so that a message never writes a record under a key of the object's."""
+
+    topic: str
+    message_id: str
+    nonce_or_publish_time: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return naming.message_identity(self.topic, self.message_id, self.nonce_or_publish_time)
+
+
+@dataclass(frozen=True)
 class ObjectDelivery:
     """Read gs://bucket/name (at `generation`, when known) as a trigger file."""
 
@@ -47,11 +60,11 @@ class ObjectDelivery:
     bucket: str
     name: str
     generation: int | None
-    size: int | None
+    size: int | None  # a storage event's, as Cloud Storage sent it; None for a message's object (read from storage)
     via: str  # storage-event, storage-notification or trigger-uri
-    # From a notification's object resource, for routes (relay.routes); None where the event does not say.
-    content_type: str | None = None
-    metadata: Mapping[str, str] | None = field(default=None, hash=False)
+    # Where it came from: the message that named the object (a trigger_uri or a storage notification); None for
+    # the bucket's own storage event, which Eventarc delivers from the bucket the deployment wired.
+    origin: Message | None = None
 
     @property
     def uri(self) -> str:
@@ -154,49 +167,47 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
         body = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return Skip(event, uri, "expected message data: base64 text, found other text", malformed=True)
-    if message_attributes.get("payloadFormat") == "JSON_API_V1" or "bucketId" in message_attributes:
-        return _notification(event, message_attributes, body)
-    if "trigger_uri" in message_attributes:
-        return _trigger_uri(event, message_attributes["trigger_uri"])
-    fmt: Format = "yaml" if message_attributes.get("format", "").lower() in ("yaml", "yml") else "json"
     stamp = message_attributes.get(NONCE_ATTRIBUTE) or publish_time or None
+    if message_attributes.get("payloadFormat") == "JSON_API_V1" or "bucketId" in message_attributes:
+        return _notification(event, message_attributes, Message(topic, message_id, stamp))
+    if "trigger_uri" in message_attributes:
+        return _trigger_uri(event, message_attributes["trigger_uri"], Message(topic, message_id, stamp))
+    fmt: Format = "yaml" if message_attributes.get("format", "").lower() in ("yaml", "yml") else "json"
     return InlineDelivery(event, topic, message_id, body, fmt, nonce_or_publish_time=stamp)
 
 
-def _notification(event: EventInfo, attributes: Mapping[str, Any], body: bytes) -> Delivery:
+def _notification(event: EventInfo, attributes: Mapping[str, Any], origin: Message) -> Delivery:
+    """The object a notification names, and nothing else it says: its body (size, content type, metadata) is
+    whatever its publisher chose, so an object's facts are read from storage at the named generation."""
     uri = naming.object_uri(str(attributes.get("bucketId", "")), str(attributes.get("objectId", "")))
     if attributes.get("eventType") != "OBJECT_FINALIZE":
         return Skip(event, uri, f"notification event type {attributes.get('eventType')!r} is not OBJECT_FINALIZE")
     if not attributes.get("bucketId") or not attributes.get("objectId"):
         return Skip(event, uri, "expected bucketId and objectId attributes, found none", malformed=True)
-    try:
-        resource = json.loads(body)  # an empty body is no JSON either
-    except (ValueError, RecursionError):  # only its size is used, and the object's own size is read otherwise
-        resource = {}
-    size = _int_or_none(resource.get("size")) if isinstance(resource, dict) else None
     generation = attributes.get("objectGeneration")
-    delivery = _object(event, attributes["bucketId"], attributes["objectId"], generation, size, "storage-notification")
-    if isinstance(delivery, ObjectDelivery) and isinstance(resource, dict):
-        content_type = resource.get("contentType")
-        metadata = resource.get("metadata")
-        # Only what has the shape Cloud Storage gives it: whoever can publish chooses this body.
-        if isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            delivery = replace(delivery, metadata=metadata)
-        if isinstance(content_type, str):
-            delivery = replace(delivery, content_type=content_type)
-    return delivery
+    return _object(
+        event, attributes["bucketId"], attributes["objectId"], generation, None, "storage-notification", origin
+    )
 
 
-def _trigger_uri(event: EventInfo, value: str) -> Delivery:
+def _trigger_uri(event: EventInfo, value: str, origin: Message) -> Delivery:
     """The object a `trigger_uri` attribute names; one that names none is its publisher's mistake (`authored`)."""
     location, hashed, generation = value.partition("#")
     if not location.startswith("gs://"):
         return Skip(event, value, f"expected {_TRIGGER_URI_RULE}, found {describe_value(value)}", authored=True)
     bucket, _, name = location.removeprefix("gs://").partition("/")
-    return _object(event, bucket, name, generation if hashed else None, None, "trigger-uri")
+    return _object(event, bucket, name, generation if hashed else None, None, "trigger-uri", origin)
 
 
-def _object(event: EventInfo, bucket: object, name: object, generation: object, size: int | None, via: str) -> Delivery:
+def _object(
+    event: EventInfo,
+    bucket: object,
+    name: object,
+    generation: object,
+    size: int | None,
+    via: str,
+    origin: Message | None = None,
+) -> Delivery:
     """An ObjectDelivery, or a skip naming the first part that names no Cloud Storage object: the publisher's own
     mistake when it wrote a trigger_uri (`authored`), else an event no platform sends (`malformed`)."""
     shown = f"gs://{bucket}/{name}"
@@ -213,7 +224,7 @@ def _object(event: EventInfo, bucket: object, name: object, generation: object, 
     number = _generation(generation)
     if generation is not None and number is None:
         return skip(_GENERATION_RULE, generation)
-    return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via)
+    return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via, origin=origin)
 
 
 def _valid_bucket(bucket: str) -> bool:

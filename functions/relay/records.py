@@ -44,6 +44,11 @@ def trigger_reference(delivery: ObjectDelivery | InlineDelivery, generation: int
     }
     if isinstance(delivery, ObjectDelivery):
         reference.update(generation=generation, via=delivery.via)
+        if delivery.origin is not None:  # the message that named the object: its topic is whose delivery it was
+            origin = delivery.origin
+            reference.update(
+                topic=origin.topic, message_id=origin.message_id, nonce_or_publish_time=origin.nonce_or_publish_time
+            )
     else:
         # What the run key is a digest of besides the topic: the message id alone repeats across emulator restarts.
         reference.update(

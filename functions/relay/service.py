@@ -32,7 +32,7 @@ from relay.errors import (
 )
 from relay.events import Delivery, InlineDelivery, ObjectDelivery, Skip
 from relay.outcome import Outcome
-from relay.ports import BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
+from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
@@ -141,16 +141,26 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     if isinstance(delivery, Skip):
         severity = "ERROR" if delivery.malformed else "WARNING" if delivery.authored else None
         return Outcome("skipped", delivery.reason, delivery.event.id, delivery.uri, severity_override=severity)
-    # Before the skips and the origin's refusal: a routed data object is no trigger file and lies under no
-    # tenant's trigger prefix (the policy forbids the overlap); the route gives its tenant.
-    routed = route_for(relay.policy, delivery)
-    if routed is not None and isinstance(delivery, ObjectDelivery):
-        return _handle_route(relay, delivery, *routed)
+    tenant = tenant_for(relay.policy, delivery)
+    # An object a message names (a trigger_uri, a storage notification): its topic decides, and nothing of the
+    # object is read before the topic's tenant may have it.
+    named = delivery if isinstance(delivery, ObjectDelivery) and delivery.via != "storage-event" else None
+    if named is not None:
+        refusal = _refuse_message(relay.policy, named, tenant)
+        if refusal is not None:
+            return _refuse_origin(relay, named, refusal)
+        # Before the skips: a routed data object is no trigger file and lies under no tenant's trigger prefix (the
+        # policy forbids the overlap); only the topic's tenant's own routes can take it.
+        route = route_for(named, tenant)
+        if route is not None and tenant is not None:
+            return _handle_route(relay, named, tenant, route)
     reason = _skip_reason(relay, delivery)
     if reason:
         return Outcome("skipped", reason, delivery.event.id, delivery.uri)
-    tenant = tenant_for(relay.policy, delivery)
-    refusal = rules.refuse_origin(relay.policy, tenant, delivery.uri)
+    if named is not None:
+        refusal = rules.refuse_object(relay.policy, tenant, named.uri)
+    else:
+        refusal = rules.refuse_origin(relay.policy, tenant, delivery.uri)
     if refusal is not None:
         return _refuse_origin(relay, delivery, refusal)
     stale = _is_stale(relay, delivery)
@@ -180,7 +190,21 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         check_policy(relay, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
+    if named is not None and not stale and (dropped := _dropped_as_stale(relay, named, run_key, trigger.pipeline)):
+        return dropped
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+
+
+def _refuse_message(
+    policy: rules.Policy, delivery: ObjectDelivery, tenant: rules.Tenant | None
+) -> PolicyDeniedError | None:
+    """Why a message may not name this object at all: a topic no tenant owns, or a storage notification on a topic
+    the deployment did not wire to the object's bucket (anyone who may publish there could have written it)."""
+    topic = delivery.origin.topic if delivery.origin else ""
+    refusal = rules.refuse_topic(policy, tenant, topic, delivery.uri)
+    if refusal is None and delivery.via == "storage-notification":
+        refusal = rules.refuse_notification(policy, topic, delivery.bucket, delivery.uri)
+    return refusal
 
 
 def _skip_reason(relay: Relay, delivery: Source) -> str | None:
@@ -201,22 +225,24 @@ def _own_object(relay: Relay, uri: str) -> str | None:
     return None
 
 
-def route_for(policy: rules.Policy, delivery: Source) -> tuple[rules.Tenant, routes.Route] | None:
-    """The tenant and route a delivery is for: only storage notifications, which name a finalized object."""
-    if not isinstance(delivery, ObjectDelivery) or delivery.via != "storage-notification":
+def route_for(delivery: ObjectDelivery, tenant: rules.Tenant | None) -> routes.Route | None:
+    """The route a delivery is for: only a storage notification, which names a finalized object, and only a route
+    of the tenant whose topic it came on (that topic wired to the object's bucket: see _refuse_message)."""
+    if delivery.via != "storage-notification" or tenant is None:
         return None
-    return rules.route_for(policy, delivery.bucket, delivery.name)
+    return rules.route_of(tenant, delivery.bucket, delivery.name)
 
 
-def object_event(delivery: ObjectDelivery) -> routes.ObjectEvent:
-    """What the notification says of the object: all a route's templates may use."""
+def object_event(info: BlobInfo, delivery: ObjectDelivery) -> routes.ObjectEvent:
+    """The object as the store has it at the notified generation: all a route's templates may use. Nothing comes
+    from the notification's body or attributes, which their publisher chose."""
     return routes.ObjectEvent(
         bucket=delivery.bucket,
         name=delivery.name,
-        generation=delivery.generation,
-        size=delivery.size,
-        content_type=delivery.content_type,
-        metadata=delivery.metadata or {},
+        generation=info.generation,
+        size=info.size,
+        content_type=info.content_type,
+        metadata=info.metadata,
     )
 
 
@@ -236,18 +262,17 @@ def route_run_key(route: routes.Route, event: routes.ObjectEvent) -> str:
 
 
 def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route) -> Outcome:
-    """A data object a route takes: the run is made from the notification alone, the object is never read."""
+    """A data object a route takes: the run is made from the object's facts as the store has them at the notified
+    generation (one stat); its bytes are never read."""
     reason = _own_object(relay, delivery.uri)
-    if reason is None and delivery.size == 0:
-        reason = "zero-byte object: an upload in progress or a placeholder"
     if reason:
         return Outcome("skipped", reason, delivery.event.id, delivery.uri)
-    event = object_event(delivery)
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
-    run_key = route_run_key(route, event)
-    if _is_stale(relay, delivery):
+    run_key = naming.derive_run_key(route.pipeline, identity)  # route_run_key's, before the object is looked at
+    stale = _is_stale(relay, delivery)
+    if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
         if existing is None:
             return _drop_stale(relay, delivery, loaded, run_key, route.pipeline)
@@ -257,12 +282,30 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
         if delivery.generation is None:  # without it, two uploads of one name would share a run key
             problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
             raise InvalidTriggerError(delivery.uri, [problem], code="invalid_trigger")
-        trigger = route_trigger(route, event)
+        if not stale and (dropped := _dropped_as_stale(relay, delivery, run_key, route.pipeline)):
+            return dropped
+        info = _routed_object(relay, delivery, delivery.generation)
+        if info.size == 0:
+            reason = "zero-byte object: an upload in progress or a placeholder"
+            return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+        trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+
+
+def _routed_object(relay: Relay, delivery: ObjectDelivery, generation: int) -> BlobInfo:
+    """The routed object's facts at the notified generation; InvalidTriggerError when no such version exists."""
+    try:
+        return relay.store.stat(delivery.uri, generation=generation)
+    except BlobNotFoundError:
+        found = f"no object at generation {generation}"
+        problem = Problem("(object)", "the notified object, at the generation the notification names", found)
+    except BlobRequestError as refused:  # a bucket name or generation Cloud Storage cannot hold: no retry helps
+        problem = Problem("(object)", "an object Cloud Storage can address", str(refused))
+    raise InvalidTriggerError(delivery.uri, [problem], code="trigger_not_found")
 
 
 def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
@@ -273,10 +316,9 @@ def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
     generation, size = delivery.generation, delivery.size
     raw, error = b"", None
     try:
-        if generation is None or size is None:
-            info = relay.store.stat(delivery.uri)
-            if generation is None or generation == info.generation:
-                generation, size = info.generation, info.size
+        if generation is None or size is None:  # a message's object: its size is the store's, never the message's
+            info = relay.store.stat(delivery.uri, generation=generation)
+            generation, size = info.generation, info.size
         if size == 0:
             return Outcome(
                 "skipped", "zero-byte object: an upload in progress or a placeholder", delivery.event.id, delivery.uri
@@ -324,10 +366,14 @@ def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, ur
 
 
 def tenant_for(policy: rules.Policy, delivery: Source) -> rules.Tenant | None:
-    """The tenant a delivery speaks for: from where the trigger was written, never from what it says."""
-    if isinstance(delivery, ObjectDelivery):
+    """The tenant a delivery speaks for: from where it came, never from what it says or names. A bucket's own
+    storage event speaks for the tenant whose trigger prefix holds the object; a message (inline, a trigger_uri, a
+    storage notification) for the tenant of its topic, whatever object it names."""
+    if isinstance(delivery, InlineDelivery):
+        return rules.tenant_for_topic(policy, delivery.topic)
+    if delivery.via == "storage-event":
         return rules.tenant_for_object(policy, delivery.uri)
-    return rules.tenant_for_topic(policy, delivery.topic)
+    return rules.tenant_for_topic(policy, delivery.origin.topic) if delivery.origin else None
 
 
 def run_key_for(parsed: Trigger | InvalidTriggerError, identity: str, tenant: rules.Tenant | None = None) -> str:
@@ -345,9 +391,12 @@ def origin_run_key(identity: str) -> str:
 
 
 def _refuse_origin(relay: Relay, delivery: Source, refusal: PolicyDeniedError) -> Outcome:
-    """Refused unread: a message naming an object elsewhere must not make Relay read it into a record."""
+    """Refused unread: a message naming an object elsewhere must not make Relay read it into a record. A message's
+    refusal is keyed by the message, so that it lands under no key the object's own delivery would use."""
     if isinstance(delivery, ObjectDelivery):
         loaded = _unreadable(delivery)
+        if delivery.origin is not None:
+            loaded = replace(loaded, identity=delivery.origin.identity)
     else:
         identity = delivery.identity
         loaded = _Loaded(b"", delivery.format, identity, records.trigger_reference(delivery, None))
@@ -362,6 +411,19 @@ def _unreadable(delivery: ObjectDelivery) -> _Loaded:
 def _is_stale(relay: Relay, delivery: Source) -> bool:
     sent = delivery.event.time
     return sent is not None and (relay.clock() - sent).total_seconds() > relay.settings.max_event_age
+
+
+def _dropped_as_stale(relay: Relay, delivery: Source, run_key: str, pipeline: str | None) -> Outcome | None:
+    """A stale event stays stale: a message announcing again an object whose key was dropped as stale is dropped
+    too. One read, for announced objects only: a bucket's own event cannot come again fresh for the same version,
+    so the launch path of trigger files pays nothing for this."""
+    recorded = _read_record(relay.store, naming.rejection_record(relay.settings.results_uri, run_key)) or {}
+    error, trigger = recorded.get("error"), recorded.get("trigger")
+    if not isinstance(error, Mapping) or error.get("code") != "stale_event":
+        return None
+    event = trigger.get("event_id") if isinstance(trigger, Mapping) else None
+    message = f"{delivery.uri}: run key {run_key} was dropped as stale (event {event}); a stale event stays stale"
+    return Outcome("dropped", message, delivery.event.id, delivery.uri, run_key, None, pipeline, code="stale_event")
 
 
 def _drop_stale(relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str | None) -> Outcome:

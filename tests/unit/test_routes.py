@@ -1,4 +1,5 @@
-"""Routes: a data object's storage notification on the trigger topic becomes one run, built from the event alone."""
+"""Routes: a data object's storage notification on the trigger topic becomes one run, built from the object's facts
+as the store has them at the notified generation (never from the notification's body)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ from tests.policies import policy
 
 PUSH_SPEC = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "push.yaml"
 RESULTS = "gs://results/relay"
+TOPIC = "projects/p/topics/t"
 ROUTED = """
+notifications: [{topic: projects/p/topics/t, buckets: [lab-data, elsewhere]}]
 tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
+    topics: [projects/p/topics/t]
     sources: [gs://lab-data/assay/]
     destinations: [{id: ml, kind: gcs, bucket: ml-data, prefix: incoming/}]
     routes:
@@ -48,6 +52,20 @@ def routed(relay: Relay, store: MemoryBlobStore) -> Relay:
     return replace(relay, policy=policy(ROUTED), catalog=Catalog(store, "gs://catalog"))
 
 
+def upload(
+    store: MemoryBlobStore,
+    name: str,
+    generation: int = 7,
+    *,
+    bucket: str = "lab-data",
+    data: bytes = b"x" * 1234,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """The data object as Cloud Storage keeps it: what a route's templates are filled from."""
+    batch = {"batch": "b1"} if metadata is None else metadata
+    store.put(f"gs://{bucket}/{name}", data, content_type="text/csv", metadata=batch, generation=generation)
+
+
 def notification(
     name: str, generation: str | None = "7", message_id: str = "m1", bucket: str = "lab-data", **resource: Any
 ) -> Delivery:
@@ -63,13 +81,13 @@ def notification(
         "data": base64.b64encode(json.dumps(body).encode()).decode(),
     }
     event = {"id": message_id, "type": "google.cloud.pubsub.topic.v1.messagePublished", "time": NOW}
-    return parse_pubsub_event({**event, "source": "//pubsub.googleapis.com/projects/p/topics/t"}, {"message": message})
+    return parse_pubsub_event({**event, "source": f"//pubsub.googleapis.com/{TOPIC}"}, {"message": message})
 
 
 def test_a_route_starts_exactly_one_push_for_an_object_delivered_three_times(
     routed: Relay, backend: FakeBackend, store: MemoryBlobStore
 ):
-    # The object itself is never written to the store: a route that read it would find nothing.
+    upload(store, "assay/x.csv")
     outcomes = [handle_delivery(routed, notification("assay/x.csv", message_id=f"m{i}")) for i in range(3)]
     assert [o.outcome for o in outcomes] == ["launched", "duplicate", "duplicate"]
     key = naming.derive_run_key("push", naming.object_identity("lab-data", "assay/x.csv", 7))
@@ -95,8 +113,10 @@ def test_an_object_outside_the_route_starts_nothing(routed: Relay, backend: Fake
     assert backend.launches == []
 
 
-def test_a_new_generation_is_a_new_run(routed: Relay, backend: FakeBackend):
+def test_a_new_generation_is_a_new_run(routed: Relay, backend: FakeBackend, store: MemoryBlobStore):
+    upload(store, "assay/x.csv", 7)
     first = handle_delivery(routed, notification("assay/x.csv", generation="7"))
+    upload(store, "assay/x.csv", 8)
     second = handle_delivery(routed, notification("assay/x.csv", generation="8", message_id="m2"))
     assert (first.outcome, second.outcome) == ("launched", "launched") and first.run_key != second.run_key
     assert len(backend.launches) == 2
@@ -105,7 +125,8 @@ def test_a_new_generation_is_a_new_run(routed: Relay, backend: FakeBackend):
 def test_a_template_the_event_cannot_fill_is_rejected_with_its_problem(
     routed: Relay, backend: FakeBackend, store: MemoryBlobStore
 ):
-    outcome = handle_delivery(routed, notification("assay/x.csv", metadata={"other": "x"}))
+    upload(store, "assay/x.csv", metadata={"other": "x"})
+    outcome = handle_delivery(routed, notification("assay/x.csv"))
     assert outcome.outcome == "rejected" and backend.launches == []
     error = records.decode(store.read(naming.rejection_record(RESULTS, outcome.run_key or "")).data)["error"]
     assert error["code"] == "invalid_parameters"
@@ -122,6 +143,7 @@ def test_a_template_that_does_not_fit_the_pipelines_inputs_is_rejected(routed: R
     tenant = routed.policy.tenants[0]
     route = replace(tenant.routes[0], parameters={"sources": "{uri}", "destination": {}})  # a string for a list
     governed = replace(routed, policy=replace(routed.policy, tenants=(replace(tenant, routes=(route,)),)))
+    upload(store, "assay/x.csv")
     outcome = handle_delivery(governed, notification("assay/x.csv"))
     assert outcome.outcome == "rejected" and backend.launches == []
     error = records.decode(store.read(naming.rejection_record(RESULTS, outcome.run_key or "")).data)["error"]
@@ -134,6 +156,7 @@ def test_a_route_obeys_its_tenants_policy(routed: Relay, backend: FakeBackend, s
     params = {"sources": ["{uri}"], "destination": {"kind": "gcs", "bucket": "elsewhere", "prefix": "x/"}}
     route = replace(tenant.routes[0], parameters=params)
     governed = replace(routed, policy=replace(routed.policy, tenants=(replace(tenant, routes=(route,)),)))
+    upload(store, "assay/x.csv")
     outcome = handle_delivery(governed, notification("assay/x.csv"))
     assert outcome.outcome == "rejected" and backend.launches == []
     error = records.decode(store.read(naming.rejection_record(RESULTS, outcome.run_key or "")).data)["error"]
@@ -146,15 +169,17 @@ def test_a_notification_without_a_generation_is_rejected_not_keyed_on_the_name(r
     assert outcome.outcome == "rejected" and backend.launches == []
 
 
-def test_zero_byte_objects_and_relays_own_records_are_skipped(routed: Relay, backend: FakeBackend):
-    assert handle_delivery(routed, notification("assay/x.csv", size="0")).outcome == "skipped"
+def test_zero_byte_objects_and_relays_own_records_are_skipped(routed: Relay, backend: FakeBackend, store):
+    upload(store, "assay/x.csv", data=b"")
+    assert handle_delivery(routed, notification("assay/x.csv")).outcome == "skipped"
     assert backend.launches == []
 
 
 def test_storage_events_and_trigger_uris_never_take_a_route(routed: Relay, backend: FakeBackend):
     # Only a notification describes a finalized object; a trigger_uri message names one its publisher chose.
     message = {"messageId": "m9", "attributes": {"trigger_uri": "gs://lab-data/assay/x.csv#7"}, "data": ""}
-    event = {"id": "m9", "type": "google.cloud.pubsub.topic.v1.messagePublished", "time": NOW, "source": "s"}
+    source = f"//pubsub.googleapis.com/{TOPIC}"
+    event = {"id": "m9", "type": "google.cloud.pubsub.topic.v1.messagePublished", "time": NOW, "source": source}
     delivery = parse_pubsub_event(event, {"message": message})
     assert handle_delivery(routed, delivery).outcome == "skipped"  # as any data file: not a trigger name
     assert backend.launches == []

@@ -1,5 +1,6 @@
 """Routed data objects through the launch use-case: a storage notification of an object a route takes is a run,
-made from the notification alone; what the route cannot fill, or the tenant may not run, is a rejection record."""
+made from the object's facts as the store has them (its bytes never read); what the route cannot fill, or the
+tenant may not run, is a rejection record."""
 
 from __future__ import annotations
 
@@ -11,18 +12,23 @@ import pytest
 
 from relay import naming, records
 from relay.errors import SubmitUncertainError
-from relay.events import EventInfo, ObjectDelivery
+from relay.events import EventInfo, Message, ObjectDelivery
 from relay.service import Relay, handle_delivery
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore, RecordingNotifier
 from tests.policies import policy
 
 EVENT = EventInfo(id="msg-1", type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=NOW)
+ASSAY, IMAGING = "projects/p/topics/assay", "projects/p/topics/imaging"
 POLICY = policy(
     """
+notifications:
+  - {topic: projects/p/topics/assay, buckets: [lab-data, results]}
+  - {topic: projects/p/topics/imaging, buckets: [scans]}
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
+    topics: [projects/p/topics/assay]
     pipelines: [echo]
     routes:
       - id: csv
@@ -48,6 +54,7 @@ tenants:
         prefix: relay/
         pipeline: echo
   - name: imaging
+    topics: [projects/p/topics/imaging]
     pipelines: [push]
     routes:
       - {id: scans, bucket: scans, pipeline: echo, parameters: {message: "{name}"}}
@@ -65,20 +72,25 @@ def notification(
     *,
     bucket: str = "lab-data",
     generation: int | None = 42,
-    size: int | None = 1234,
     event: EventInfo = EVENT,
-    metadata: dict[str, str] | None = None,
+    topic: str = ASSAY,
 ) -> ObjectDelivery:
-    return ObjectDelivery(
-        event,
-        bucket,
-        name,
-        generation,
-        size,
-        "storage-notification",
-        content_type="text/csv",
-        metadata={"batch": "b7"} if metadata is None else metadata,
-    )
+    origin = Message(topic, f"m-{name}-{generation}")
+    return ObjectDelivery(event, bucket, name, generation, None, "storage-notification", origin)
+
+
+def upload(
+    store: MemoryBlobStore,
+    name: str = "incoming/run-7.csv",
+    *,
+    bucket: str = "lab-data",
+    generation: int = 42,
+    data: bytes = b"x" * 1234,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """The routed object as Cloud Storage keeps it: all its run is made from."""
+    batch = {"batch": "b7"} if metadata is None else metadata
+    store.put(f"gs://{bucket}/{name}", data, content_type="text/csv", metadata=batch, generation=generation)
 
 
 def run_key(pipeline: str = "echo", uri: str = "gs://lab-data/incoming/run-7.csv", generation: int = 42) -> str:
@@ -92,7 +104,7 @@ def rejection(store: MemoryBlobStore, key: str) -> dict[str, Any]:
 def test_a_routed_object_is_a_run_made_from_the_notification_alone(
     routed: Relay, store: MemoryBlobStore, backend: FakeBackend, notifier: RecordingNotifier
 ):
-    # The object is never read: it is not in the store at all.
+    upload(store)
     outcome = handle_delivery(routed, notification())
     key = run_key()
     assert (outcome.outcome, outcome.run_key, outcome.run_id, outcome.pipeline) == ("launched", key, "run-1", "echo")
@@ -114,11 +126,15 @@ def test_a_routed_object_is_a_run_made_from_the_notification_alone(
         "event_type": EVENT.type,
         "event_time": records.timestamp(NOW),
         "via": "storage-notification",
+        "topic": ASSAY,
+        "message_id": "m-incoming/run-7.csv-42",
+        "nonce_or_publish_time": None,
         "route": "assay/csv",
     }
     assert notifier.states == ["launched"]
     # Another generation of the same name is another run; the same one again is a duplicate.
     assert handle_delivery(routed, notification()).outcome == "duplicate"
+    upload(store, generation=43)
     again = handle_delivery(routed, notification(generation=43))
     assert again.outcome == "launched" and again.run_key == run_key(generation=43)
 
@@ -133,7 +149,8 @@ def test_a_routed_object_under_relays_own_results_or_empty_is_skipped(routed: Re
     own = handle_delivery(routed, notification("relay/runs/k/launch.json", bucket="results"))
     assert own.outcome == "skipped" and own.message == "a Relay record under gs://results/relay, not a trigger"
     assert (own.event_id, own.trigger_uri) == ("msg-1", "gs://results/relay/runs/k/launch.json")
-    empty = handle_delivery(routed, notification(size=0))
+    upload(store, data=b"")
+    empty = handle_delivery(routed, notification())
     assert empty.outcome == "skipped" and empty.message == "zero-byte object: an upload in progress or a placeholder"
     assert backend.launches == [] and store.uris("gs://results/") == []
 
@@ -155,7 +172,8 @@ def test_a_notification_without_the_objects_generation_is_rejected(routed: Relay
 
 
 def test_a_value_the_notification_lacks_is_named_in_the_rejection(routed: Relay, store, backend):
-    outcome = handle_delivery(routed, notification(metadata={}))
+    upload(store, metadata={})
+    outcome = handle_delivery(routed, notification())
     assert (outcome.outcome, outcome.code) == ("rejected", "invalid_parameters")
     assert outcome.message.startswith("gs://lab-data/incoming/run-7.csv: 1 problem(s): parameters.options.batch: ")
     assert rejection(store, run_key())["error"]["problems"] == [
@@ -179,7 +197,8 @@ def test_a_value_the_notification_lacks_is_named_in_the_rejection(routed: Relay,
 def test_a_route_whose_run_cannot_be_made_gets_a_rejection_record(
     routed: Relay, store, backend, name: str, bucket: str, pipeline: str, code: str
 ):
-    outcome = handle_delivery(routed, notification(name, bucket=bucket))
+    upload(store, name, bucket=bucket)
+    outcome = handle_delivery(routed, notification(name, bucket=bucket, topic=IMAGING if bucket == "scans" else ASSAY))
     key = run_key(pipeline, f"gs://{bucket}/{name}")
     assert (outcome.outcome, outcome.code, outcome.run_key, outcome.pipeline) == ("rejected", code, key, pipeline)
     assert outcome.message.startswith(f"gs://{bucket}/{name}: ")
@@ -198,6 +217,7 @@ def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(
     saved = rejection(store, run_key())
     assert (saved["trigger"]["route"], saved["pipeline"]) == ("assay/csv", "echo") and backend.launches == []
     # Launched while fresh: a stale redelivery is a duplicate.
+    upload(store, "incoming/b.csv")
     fresh = notification("incoming/b.csv")
     handle_delivery(routed, fresh)
     duplicate = handle_delivery(routed, replace(fresh, event=stale))
@@ -205,6 +225,7 @@ def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(
     # Claimed while fresh by a holder whose submit was uncertain: a stale redelivery takes over once its lease
     # ran out, and asks the backend first.
     then = replace(EVENT, time=NOW - timedelta(hours=3))
+    upload(store, "incoming/c.csv")
     backend.failures.append(SubmitUncertainError("504 from the load balancer"))
     with pytest.raises(SubmitUncertainError):
         handle_delivery(
