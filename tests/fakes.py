@@ -18,9 +18,13 @@ class MemoryBlobStore:
         self._facts: dict[str, tuple[str | None, dict[str, str]]] = {}  # content type and metadata, set by `put`
         self._next_generation = 1000
         self._lock = threading.Lock()
-        self.stats: list[tuple[str, int | None]] = []  # every stat asked for: (uri, generation)
+        self.looked_at: list[str] = []  # every URI read or stat'ed, in order
 
     def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        self.looked_at.append(uri)
+        return self._get(uri, generation)
+
+    def _get(self, uri: str, generation: int | None) -> Blob:
         with self._lock:
             if uri not in self._objects or generation not in (None, self._objects[uri][1]):
                 raise BlobNotFoundError(uri)
@@ -28,8 +32,8 @@ class MemoryBlobStore:
             return Blob(data, current)
 
     def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
-        self.stats.append((uri, generation))
-        blob = self.read(uri, generation=generation)
+        self.looked_at.append(uri)
+        blob = self._get(uri, generation)
         content_type, metadata = self._facts.get(uri, (None, {}))
         return BlobInfo(len(blob.data), blob.generation, content_type, dict(metadata))
 

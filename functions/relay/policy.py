@@ -306,11 +306,11 @@ class _Reader:
 
     def notifications(self, value: object, where: str) -> Notifications:
         item = self._mapping(value, where, ("topic", "buckets"))
+        topic = self._topic(item.get("topic"), f"{where}.topic")
         raw = item.get("buckets")
         if raw is None or raw == []:
             self._fail(f"{where}.buckets", "a list of the bucket names whose notifications reach the topic", raw)
-        buckets = self._texts(raw, f"{where}.buckets", self._bucket)
-        return Notifications(topic=self._topic(item.get("topic"), f"{where}.topic"), buckets=buckets)
+        return Notifications(topic=topic, buckets=self._texts(raw, f"{where}.buckets", self._bucket))
 
     def _bucket(self, value: object, where: str) -> str:
         return self._text(value, where, _BUCKET_NAME, "a bucket name")
