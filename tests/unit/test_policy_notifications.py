@@ -59,8 +59,7 @@ notifications:
         "notifications[3].buckets: expected a list, found string 'triggers'",
         "notifications[4]: expected a mapping, found string 'just-a-bucket'",
         "notifications[4].topic: expected projects/P/topics/T, found null",
-        "notifications[4].buckets: expected a list of the bucket names whose notifications reach the topic, "
-        "found null",
+        "notifications[4].buckets: expected a list of the bucket names whose notifications reach the topic, found null",
         "notifications: the topic projects/p/topics/assay is listed twice",
         "notifications[2].topic: expected a topic of a tenant (tenants[].topics), found projects/p/topics/nobody",
     ]
