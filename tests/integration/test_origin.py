@@ -100,7 +100,9 @@ def test_assays_topic_never_launches_or_reads_imagings_trigger_or_data(stack: Lo
     scan.metadata = {"batch": "b7"}
     scan.upload_from_string(b"scan" * 100, content_type="image/tiff")
 
-    named = publish_as_assay(stack, {"trigger_uri": f"gs://{IMAGING_TRIGGERS}/imaging/nightly.json#{trigger.generation}"})
+    named = publish_as_assay(
+        stack, {"trigger_uri": f"gs://{IMAGING_TRIGGERS}/imaging/nightly.json#{trigger.generation}"}
+    )
     notification = {
         "payloadFormat": "JSON_API_V1",
         "eventType": "OBJECT_FINALIZE",
