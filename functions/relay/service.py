@@ -254,7 +254,7 @@ def route_trigger(route: routes.Route, event: routes.ObjectEvent) -> Trigger:
     return Trigger(pipeline=route.pipeline, parameters=parameters)
 
 
-def route_run_key(route: routes.Route, event: routes.ObjectEvent) -> str:
+def route_run_key(route: routes.Route, event: routes.ObjectEvent | ObjectDelivery) -> str:
     """The run key of a routed object: as for a trigger file, `<pipeline>-<digest of bucket, name, generation>`."""
     return naming.derive_run_key(
         route.pipeline, naming.object_identity(event.bucket, event.name, event.generation or 0)
@@ -270,7 +270,7 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
-    run_key = naming.derive_run_key(route.pipeline, identity)  # route_run_key's, before the object is looked at
+    run_key = route_run_key(route, delivery)  # known before the object is looked at
     stale = _is_stale(relay, delivery)
     if stale:
         existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
