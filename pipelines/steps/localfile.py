@@ -73,8 +73,9 @@ def check_file(found: Found, *, where: str) -> None:
 
 
 def identity(info: os.stat_result) -> str:
-    """The listed file as later opens must find it: the same file (device, inode), unchanged (size, mtime)."""
-    return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    """The listed file as later opens must find it: the same file (device, inode). Its bytes changing in place
+    is the reader's to find, by their size and checksums, as for any store."""
+    return f"{info.st_dev}:{info.st_ino}"
 
 
 def entries(folder: int) -> Iterator[tuple[str, os.stat_result]]:
@@ -123,14 +124,19 @@ def resolve_openat2(root: int, parts: Sequence[str], flags: int) -> int:
 
 def resolve_walking(root: int, parts: Sequence[str], flags: int) -> int:
     """One open per component, each relative to the folder opened before it and with O_NOFOLLOW: a link anywhere
-    fails with ELOOP; '..' never reaches here (`_beneath` refuses it)."""
+    fails with ELOOP; '..' never reaches here (`_beneath` refuses it). A folder on the way is opened with O_PATH
+    and judged by fstat, as O_DIRECTORY would call a link "not a directory"."""
     current = root
     try:
         for part in parts[:-1]:
-            inner = os.open(part, _FOLDER, dir_fd=current)
+            inner = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
             if current != root:
                 os.close(current)
             current = inner
+            mode = os.fstat(inner).st_mode
+            if not stat.S_ISDIR(mode):
+                number = errno.ELOOP if stat.S_ISLNK(mode) else errno.ENOTDIR
+                raise OSError(number, os.strerror(number))
         return os.open(parts[-1] if parts else ".", flags | os.O_NOFOLLOW, dir_fd=current)
     finally:
         if current != root:
@@ -189,15 +195,12 @@ def _folder(root: str) -> str:
 
 
 def _refusal(exc: OSError, anchor: int, root: str, parts: Sequence[str], where: str) -> Exception:
-    if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
+    if exc.errno in (errno.ELOOP, errno.EXDEV):  # a link on the way (EXDEV: one that would have led out)
+        expected = f"policy_denied: {where}: expected a path without symbolic links below {root}"
         link = _first_link(anchor, parts)
-        if link is not None:
-            at = os.path.join(root, *link)
-            return StepError(403, f"policy_denied: {where}: expected a path without symbolic links below {root}, "
-                                  f"found a symbolic link at {at}")  # fmt: skip
-        if exc.errno != errno.ENOTDIR:  # gone again: the path held a link while it was opened
-            return StepError(403, f"policy_denied: {where}: expected a path without symbolic links below {root}, "
-                                  "found one that was swapped while it was opened")  # fmt: skip
+        if link is None:  # no longer there: swapped back since the open met it
+            return StepError(403, f"{expected}, found a symbolic link swapped in while it was opened")
+        return StepError(403, f"{expected}, found a symbolic link at {os.path.join(root, *link)}")
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return StepError(404, f"{where}: no such file or folder")
     return exc

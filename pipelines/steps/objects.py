@@ -166,12 +166,13 @@ class FileObjects:
     never through a symbolic link (see localfile). A listed file's identity is its version: every later open, a
     resumed one too, must find that very file, as a generation pins a gs:// read."""
 
-    def __init__(self, roots: Sequence[str] | None = None) -> None:
+    def __init__(self, roots: Sequence[str] | None = None, resolver: localfile.Resolver | None = None) -> None:
         self._roots = None if roots is None else tuple(r for r in roots if r.startswith("file:"))
+        self._resolver = resolver  # None: openat2 where the kernel has it, else the walk
 
     def list(self, uri: str) -> Iterator[SourceObject]:
         path = uri.removeprefix("file://")
-        found = localfile.open_path(path, self._roots, where=uri)
+        found = localfile.open_path(path, self._roots, where=uri, resolver=self._resolver)
         try:
             if stat.S_ISDIR(found.info.st_mode):
                 for name, info in localfile.entries(found.fd):
@@ -183,11 +184,12 @@ class FileObjects:
 
     def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
         # as_uri() percent-encodes the name (spaces, non-ASCII, %): decode it back to the path.
-        found = localfile.open_path(url2pathname(urlsplit(item.uri).path), self._roots, where=item.uri)
+        path = url2pathname(urlsplit(item.uri).path)
+        found = localfile.open_path(path, self._roots, where=item.uri, resolver=self._resolver)
         try:
             localfile.check_file(found, where=item.uri)
             if item.version is not None and localfile.identity(found.info) != item.version:
-                raise StepError(502, f"{item.uri}: changed since it was listed (another file, or other bytes)")
+                raise StepError(502, f"{item.uri}: another file than the one listed is there now")
             return localfile.reader(found, offset)
         except BaseException:
             os.close(found.fd)
