@@ -47,7 +47,10 @@ def open_path(path: str, roots: Sequence[str] | None, *, where: str, resolver: R
     beneath / when `roots` is None; StepError 403 for a path outside them, with '..' or '.', or with a link."""
     root, parts = _beneath(path, roots, where=where)
     resolve = resolver or best_resolver()
-    anchor = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's folder, as configured
+    try:
+        anchor = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's folder, as configured
+    except (FileNotFoundError, NotADirectoryError):
+        raise StepError(404, f"{where}: no such file or folder (the allowed folder {root} is not there)") from None
     try:
         try:
             fd = resolve(anchor, parts, _ANYTHING)
@@ -160,7 +163,7 @@ def best_resolver() -> Resolver:
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]  # noqa: RUF012
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 @cache
@@ -181,7 +184,8 @@ def _beneath(path: str, roots: Sequence[str] | None, *, where: str) -> tuple[str
         raise StepError(403, f"policy_denied: {where}: expected a path under the allowed folders ({allowed}), "
                              f"found {path}")  # fmt: skip
     root = max(holding, key=len)
-    below = path[len(root) :].strip("/")
+    below = path[len(root) :] if root != "/" else path
+    below = below.removeprefix("/").removesuffix("/")  # the root's separator, a folder's trailing one: no more
     parts = tuple(below.split("/")) if below else ()
     if any(part in ("", ".", "..") for part in parts):
         raise StepError(403, f"policy_denied: {where}: expected a path without '..', '.' or empty segments, "
