@@ -27,6 +27,8 @@ Resolver = Callable[[int, Sequence[str], int], int]
 _OPENAT2 = {"x86_64": 437, "aarch64": 437}  # one number on both: syscalls added since 5.x share them
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A component on the way, whatever it is (O_PATH: Linux; elsewhere a link fails the open, and a file is read-only).
+_ON_THE_WAY = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
 # Whatever is there, without following it: O_NONBLOCK so that a FIFO cannot hold the open, O_NOCTTY for a terminal.
 _ANYTHING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _KINDS = {stat.S_IFDIR: "folder", stat.S_IFLNK: "symbolic link", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
@@ -132,7 +134,7 @@ def resolve_walking(root: int, parts: Sequence[str], flags: int) -> int:
     current = root
     try:
         for part in parts[:-1]:
-            inner = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            inner = os.open(part, _ON_THE_WAY, dir_fd=current)
             if current != root:
                 os.close(current)
             current = inner
