@@ -138,16 +138,22 @@ def flipper() -> Iterator[FlipperStarter]:
         process.stdout.close()
 
 
-@pytest.mark.parametrize("resolver", [None, resolve_walking], ids=["openat2 where the kernel has it", "walk"])
+FILE = "a link to a file of assay's and a link to imaging's file"
+FOLDER = "a folder of assay's and a link to imaging's folder"
+
+
+# The step's own resolver (openat2 here), and the per-component walk it falls back to where folders on the way
+# are what it must judge one by one (a link in the last component is the same O_NOFOLLOW open for both).
 @pytest.mark.parametrize(
-    "swapped",
-    ["a link to a file of assay's and a link to imaging's file", "a folder of assay's and a link to imaging's folder"],
+    ("swapped", "resolver"),
+    [(FILE, None), (FOLDER, None), (FOLDER, resolve_walking)],
+    ids=["file, openat2 where the kernel has it", "folder, openat2 where the kernel has it", "folder, walk"],
 )
 def test_a_source_swapped_with_a_link_never_sends_another_tenants_bytes(
     lab: Lab, lims: LimsServer, flipper: FlipperStarter, swapped: str, resolver: Resolver | None
 ):
     (lab.assay / "own.csv").write_bytes(OWN)
-    if swapped.startswith("a folder"):
+    if swapped == FOLDER:
         (lab.assay / "run").mkdir()
         (lab.assay / "run" / "plate.csv").write_bytes(OWN)
         (lab.staging / "run").symlink_to(lab.imaging / "run")
