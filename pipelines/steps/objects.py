@@ -6,14 +6,16 @@ import contextlib
 import io
 import mimetypes
 import os
+import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from pipelines.steps import localfile
 from pipelines.steps.checksums import Checksums, s3_md5
 from pipelines.steps.contract import StepError
 
@@ -160,25 +162,50 @@ class S3Objects:
 
 
 class FileObjects:
+    """Local files, listed and opened beneath the allowed folders (`roots`, file:// locations; None: beneath /) and
+    never through a symbolic link (see localfile). A listed file's identity is its version: every later open, a
+    resumed one too, must find that very file, as a generation pins a gs:// read."""
+
+    def __init__(self, roots: Sequence[str] | None = None, resolver: localfile.Resolver | None = None) -> None:
+        self._roots = None if roots is None else tuple(r for r in roots if r.startswith("file:"))
+        self._resolver = resolver  # None: openat2 where the kernel has it, else the walk
+
     def list(self, uri: str) -> Iterator[SourceObject]:
-        root = Path(uri.removeprefix("file://"))
-        if not root.exists():
-            raise StepError(404, f"{uri}: no such file or folder")
-        paths = _files(root) if root.is_dir() else iter([root])
-        for path in paths:
-            yield SourceObject(
-                uri=path.as_uri(),
-                name=path.relative_to(root).as_posix() if root.is_dir() else path.name,
-                size=path.stat().st_size,
-                checksums=Checksums(),
-                content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-            )
+        path = uri.removeprefix("file://")
+        found = localfile.open_path(path, self._roots, where=uri, resolver=self._resolver)
+        try:
+            if stat.S_ISDIR(found.info.st_mode):
+                for name, info in localfile.entries(found.fd):
+                    yield _local_object(Path(path, name), name, info)
+            else:
+                yield _local_object(Path(path), Path(path).name, found.info)
+        finally:
+            os.close(found.fd)
 
     def open(self, item: SourceObject, offset: int = 0) -> BinaryIO:
         # as_uri() percent-encodes the name (spaces, non-ASCII, %): decode it back to the path.
-        stream = Path(url2pathname(urlsplit(item.uri).path)).open("rb")  # noqa: SIM115 - the caller closes it
-        stream.seek(offset)
-        return stream
+        path = url2pathname(urlsplit(item.uri).path)
+        found = localfile.open_path(path, self._roots, where=item.uri, resolver=self._resolver)
+        try:
+            localfile.check_file(found, where=item.uri)
+            if item.version is not None and localfile.identity(found.info) != item.version:
+                raise StepError(502, f"{item.uri}: another file than the one listed is there now")
+            return localfile.reader(found, offset)
+        except BaseException:
+            os.close(found.fd)
+            raise
+
+
+def _local_object(path: Path, name: str, info: os.stat_result) -> SourceObject:
+    """A listed entry; one that is not a regular file (a link, a FIFO) has no version, and its open refuses it."""
+    return SourceObject(
+        uri=path.as_uri(),
+        name=name,
+        size=info.st_size,
+        checksums=Checksums(),
+        content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        version=localfile.identity(info) if stat.S_ISREG(info.st_mode) else None,
+    )
 
 
 def resuming(store: ObjectStore, item: SourceObject, *, attempts: int = 5) -> BinaryIO:
@@ -268,21 +295,6 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-def _files(folder: Path) -> Iterator[Path]:
-    """The files under `folder` in path order, as sorted(rglob) gives them, with one folder's entries in memory at
-    a time rather than the whole tree. Like rglob, linked folders are not entered (a linked file is a file)."""
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            yield from _files(entry)
-        elif entry.is_file():
-            yield entry
-
-
-def real_file_uri(uri: str) -> str:
-    """A file:// URI with its symbolic links resolved, as the policy must judge it."""
-    return Path(url2pathname(urlsplit(uri).path)).resolve().as_uri()
-
-
 def store_for(uri: str, stores: Mapping[str, ObjectStore]) -> ObjectStore:
     scheme = urlsplit(uri).scheme or "file"
     if scheme not in stores:
@@ -290,8 +302,9 @@ def store_for(uri: str, stores: Mapping[str, ObjectStore]) -> ObjectStore:
     return stores[scheme]
 
 
-def default_stores() -> dict[str, ObjectStore]:
-    return {"gs": GcsObjects(), "s3": S3Objects(), "file": FileObjects()}
+def default_stores(local_roots: Sequence[str] | None = None) -> dict[str, ObjectStore]:
+    """The stores a step reads from; local files only beneath `local_roots` (the tenant's allowed folders)."""
+    return {"gs": GcsObjects(), "s3": S3Objects(), "file": FileObjects(local_roots)}
 
 
 def _relative(key: str, prefix: str, uri: str) -> str:

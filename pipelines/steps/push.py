@@ -24,7 +24,6 @@ from pipelines.steps.objects import (
     ObjectStore,
     SourceObject,
     default_stores,
-    real_file_uri,
     resuming,
     store_for,
 )
@@ -70,7 +69,8 @@ def push(
     destination = destination_for(
         context.resolve(config, allowed), factories or default_factories(egress=permit.egress)
     )
-    stores = stores or default_stores()
+    # Local files are opened beneath the tenant's own folders only, and never through a link.
+    stores = stores or default_stores(permit.tenant.sources if permit.tenant else None)
 
     started = time.monotonic()
     receipts: list[Receipt] = []
@@ -92,8 +92,9 @@ def push(
                 failures.append(refused)
                 break
             try:
-                if item.uri.startswith("file:"):  # a link inside an allowed folder must not lead out of it
-                    context.gate.check_location(permit.tenant, real_file_uri(item.uri), item.uri, key="sources")
+                if item.uri.startswith("file:"):
+                    # The path as listed, which is where the file is: its open follows no link (FileObjects).
+                    context.gate.check_location(permit.tenant, item.uri, item.uri, key="sources")
                 receipts.append(_push_one(item, _opener(store, item), destination, select, overwrite))
             except Exception as error:  # the destination's or the store's own errors included
                 failures.append(_as_step_error(item.uri, error))

@@ -121,7 +121,8 @@ def ratchet(
     parameters = parse_parameters(spec.parameters)
     # The policy first: no workflow is read, no secret resolved, no code run before it allows the request.
     permit = context.gate.admit(RATCHET, spec.parameters)
-    stores = stores or default_stores()
+    # Workflows, code and data files on this machine are opened beneath the tenant's code folders, never via a link.
+    stores = stores or default_stores(permit.tenant.code if permit.tenant else None)
     workflow, workflow_uri = _load(parameters.workflow, stores)
     source = parameters.source or (workflow_uri.rsplit("/", 1)[0] + "/" if workflow_uri else "")
     if not source and not workflow.run_only:
