@@ -28,6 +28,7 @@ from pipelines.steps.ratchet.clusters import (
     destination_kind,
     destination_name,
 )
+from pipelines.steps.ratchet.clusters.local import LocalCluster
 from pipelines.steps.ratchet.export import (
     DEFAULT_CODE_LIMITS,
     CodeLimits,
@@ -150,6 +151,8 @@ def ratchet(
             )
         except ClusterConfigError as exc:
             raise StepError(400, str(exc)) from None
+        # What the machine gave the algorithms' workers, in the run's record (only the local cluster runs them here).
+        sandbox = {"sandbox": cluster.isolation.record()} if isinstance(cluster, LocalCluster) else {}
         code_limits = CodeLimits(
             max_bytes=permit.limits.code_bytes,
             max_files=permit.limits.code_files,
@@ -173,6 +176,7 @@ def ratchet(
         "workflow": workflow.name,
         "destination": where,
         "algorithms": {a.name: {"state": a.state, "stage": a.stage, "error": a.error} for a in algorithms},
+        **sandbox,
     }
     try:
         _, decision = ledger.ratchet(
@@ -210,6 +214,7 @@ def ratchet(
         decision=decision,
         links=links,
     )
+    report |= sandbox
     try:
         history = ledger.append_history(
             history_entry(
