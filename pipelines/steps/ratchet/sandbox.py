@@ -166,7 +166,9 @@ def probe(rules: SandboxRules, python: str, worker: Path) -> Isolation:
             missing.append("a network namespace: root enters it, then drops to the worker's uid")
     else:
         unshare = shutil.which("unshare")
-        wanted = [("a PID namespace, so that all a worker starts ends with it", _PID_NAMESPACE)]
+        wanted: list[tuple[str, tuple[str, ...]]] = [
+            ("a PID namespace, so that all a worker starts ends with it", _PID_NAMESPACE)
+        ]
         wanted += [] if rules.network else [("a network namespace", ("--net",))]
         for what, flags in wanted:
             refused = _fails([unshare, *flags, "--", interpreter, "-I", "-c", ""]) if unshare else "no unshare command"

@@ -83,7 +83,7 @@ def confine(rules: dict[str, Any], strict: bool = True) -> list[str]:
     algorithm code runs. Raises on the first that fails; with `strict` false (a probe), goes on and says which."""
     failures: list[str] = []
     libc = ctypes.CDLL(None, use_errno=True)
-    stages = [("rlimits", lambda: _limit(rules["limits"]))]
+    stages: list[tuple[str, Callable[[], object]]] = [("rlimits", lambda: _limit(rules["limits"]))]
     # An unprivileged process may restrict itself only once it cannot gain privileges (setuid programs).
     stages += [("no_new_privs", lambda: _checked(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs"))]
     if rules["landlock"]:
@@ -205,12 +205,16 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     home, inside, outside = request["confine"]["write"][0], request["inside"], request["outside"]
     seen["reads"] = [attempt(lambda: open(inside).close()), attempt(lambda: open(outside).close())]
     seen["writes"] = [attempt(lambda: write(os.path.join(home, "x"))), attempt(lambda: write(outside + ".new"))]
-    seen["unix"] = [attempt(lambda: pysocket.socket(pysocket.AF_UNIX).close()),
-                    attempt(lambda: [s.close() for s in pysocket.socketpair()])]  # fmt: skip
+    seen["unix"] = [attempt(lambda: pysocket.socket(pysocket.AF_UNIX).close()), attempt(_socketpair)]
     seen["limits"] = {name: resource.getrlimit(getattr(resource, name))[0] for name in request["confine"]["limits"]}
     with open("/proc/self/status") as status:
         seen["no_new_privs"] = any(line.split() == ["NoNewPrivs:", "1"] for line in status)
     return seen
+
+
+def _socketpair() -> None:
+    for end in pysocket.socketpair():
+        end.close()
 
 
 def become_init() -> None:
