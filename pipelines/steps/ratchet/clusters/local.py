@@ -4,8 +4,9 @@ Names here: `data://.my/<c>/<f>` becomes `data://local/<c>/<f>` (stored at `<roo
 `algo://.my/<name>` becomes `algo://local/<name>` (the tree `<root>/algorithms/<name>/`, with `<name>.py` at its top
 or under `src/` defining `apply(input)`, the seed's convention).
 
-Workers run the trigger's code in the sandbox of `ratchet/sandbox.py`: another uid, no network unless the rules
-allow it, writes only to the worker's own folder `<root>/.calls/<id>/` (its HOME and TMPDIR, removed with it).
+Workers run the trigger's code in the sandbox of `ratchet/sandbox.py`: a uid of the run's own, a PID namespace of
+the worker's own, no network unless the rules allow it, no unix sockets, reads only in the cluster's folder and the
+interpreter's, writes only to the worker's own folder `<root>/.calls/<id>/` (its HOME and TMPDIR, removed with it).
 What is deployed is made readable, never writable, by that uid. When the rules require isolation this machine cannot
 give, the cluster refuses to start.
 
@@ -15,8 +16,9 @@ a call to another algorithm, a redeploy or the end of the run stops it. What per
 what the algorithm keeps in that process: its module globals (and those of the algorithms it called in-process),
 files in its HOME, threads and children it left running. Every call runs under the same confinement, applied once
 before the algorithm's code first ran and beyond its power to undo; no worker serves two algorithms, two runs or a
-redeployed tree. A call still going at its timeout is killed with its worker's whole process group, as is a worker
-that ended or broke the protocol; the next call starts a fresh one.
+redeployed tree. A call still going at its timeout is killed with its worker's process group and PID namespace (all
+the worker started, whatever session it moved to), as is a worker that ended or broke the protocol; the next call
+starts a fresh one. Stopping a worker returns once the kernel has ended everything in its namespace.
 """
 
 from __future__ import annotations

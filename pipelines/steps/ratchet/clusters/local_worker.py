@@ -13,7 +13,12 @@ The worker is warm, as an algorithm was on the seed's platform: the algorithm is
 and what it keeps (module globals, a model read once, files in its HOME) is there at its next call in this worker.
 The worker ends when its stdin closes (the step is done, or gone), after saying why the algorithm could not be
 loaded (the next call gets a fresh worker, which tries again), or when the algorithm ends the process (sys.exit,
-os._exit, a crash). The step kills it, with its whole process group, at a call's timeout.
+os._exit, a crash). The step kills it, with its whole process group, at a call's timeout. In a PID namespace of its
+own, its first process stays the namespace's init (`become_init`) and the worker serves from its child: when the
+worker ends, so does the init, and the kernel ends all else in the namespace.
+
+`local_worker.py --probe` is the sandbox's probe (ratchet/sandbox.py): one frame in, the confinement to apply and
+files to try, one frame out, what it found.
 
 Algorithms call each other and read their data files through an `Algorithmia` module this worker provides, the
 subset of the seed platform's client they use: `Algorithmia.client().algo("algo://local/name").pipe(x).result`
