@@ -25,7 +25,7 @@ from pipelines.steps.ratchet.clusters import ClusterContext, ExportedFile
 from pipelines.steps.ratchet.clusters.local import WORKER, LocalCluster
 from pipelines.steps.ratchet.sandbox import ADDRESS_SPACE, FILE_SIZE, PROCESSES, RUN_UIDS, SandboxRules, probe
 from tests.pipelines.ratchet.support import EXAMPLE, REPO
-from tests.pipelines.ratchet.test_local_cluster import wait_for_process
+from tests.pipelines.ratchet.test_local_cluster import eventually_gone, wait_for_process
 
 # The step's dependencies, for a step run by another interpreter (as an unprivileged user, below).
 PACKAGES = sysconfig.get_paths()["purelib"]
@@ -258,9 +258,10 @@ sys.exit(subprocess.run([sys.executable, "-c", {READ_PARENT!r}], capture_output=
     assert done.returncode == (1 if hidden else 0), done.stderr
 
 
-# What an algorithm leaves running: a child in a session of its own, and a double-forked orphan, named by `input`.
+# What an algorithm leaves running: a child in a session of its own, and a double-forked orphan, named by `input`;
+# an `input` ending in "hang" then keeps the call going.
 LEAVER = """
-import os, subprocess, sys
+import os, subprocess, sys, time
 
 def apply(input):
     subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(120)  # {input}-setsid"],
@@ -272,6 +273,8 @@ def apply(input):
             os.execv(sys.executable, [sys.executable, "-c", f"import time; time.sleep(120)  # {input}-orphan"])
         os._exit(0)
     os.waitpid(child, 0)
+    if input.endswith("hang"):
+        time.sleep(120)
     return os.getuid()
 """
 
@@ -311,6 +314,34 @@ def test_what_an_algorithm_leaves_running_ends_with_its_cluster(tmp_path: Path):
     assert len(left) == 2 and all(alive(pid) for pid in left)  # the call returned; they run on, warm state
     cluster.close()
     assert not any(alive(pid) for pid in left)  # gone when close returns, as when the step ends
+
+
+# A step that starts the leaver's call and is killed in the middle of it (its task's time limit, a node going away).
+DYING_STEP = """
+import sys
+from pathlib import Path
+from pipelines.steps.ratchet.clusters import ExportedFile
+from pipelines.steps.ratchet.clusters.local import LocalCluster
+
+cluster = LocalCluster(Path(sys.argv[1]))
+cluster.deploy("leaver", [ExportedFile("code", "leaver.py", sys.argv[3].encode())])
+cluster.call("leaver", sys.argv[2], timeout=300)
+"""
+
+
+@as_root
+def test_what_an_algorithm_leaves_running_ends_with_a_step_that_is_killed(tmp_path: Path):
+    token = f"leftover-{uuid.uuid4().hex}-hang"
+    arguments = [str(tmp_path / "cluster"), token, LEAVER]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{REPO}:{REPO / 'functions'}:{PACKAGES}"}
+    step = subprocess.Popen([sys.executable, "-c", DYING_STEP, *arguments], env=env, cwd="/")
+    try:
+        left = wait_for_process(f"{token}-setsid", timeout=30) + wait_for_process(f"{token}-orphan", timeout=30)
+        assert len(left) == 2 and all(alive(pid) for pid in left)
+    finally:
+        step.kill()
+        step.wait()
+    assert all(eventually_gone(pid) for pid in left)
 
 
 @as_root

@@ -307,7 +307,9 @@ class _Worker:
             self.process.wait()
             # An init's end comes after the kernel has ended all else in its namespace: then nothing is left.
             for handle in inits:
-                select.select([handle], [], [], _NAMESPACE_GRACE)
+                ended = select.poll()
+                ended.register(handle, select.POLLIN)
+                ended.poll(_NAMESPACE_GRACE * 1000)
                 os.close(handle)
             # What it wrote before it died: the group is gone, so stderr ends unless something escaped the group.
             end = time.monotonic() + _STDERR_GRACE

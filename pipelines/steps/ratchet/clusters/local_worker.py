@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 4, 38, 22, 2
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _LANDLOCK_RULE_PATH_BENEATH = 1
 # Landlock's rights (LANDLOCK_ACCESS_FS_*): EXECUTE, WRITE_FILE, READ_FILE, READ_DIR, then REMOVE_DIR to MAKE_SYM,
@@ -235,6 +235,8 @@ def become_init() -> None:
     if child == 0:
         return
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # an init ignores what it does not handle
+    # Not dumpable: a process of the same uid (the algorithm, where Landlock is missing) cannot ptrace it.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.closerange(3, 1 << 20)  # the calls' pipes and the cluster's folder are the worker's, not this init's
     for fd in (0, 1):
         os.close(fd)
