@@ -28,6 +28,7 @@ from pipelines.steps.ratchet.clusters import (
     destination_kind,
     destination_name,
 )
+from pipelines.steps.ratchet.clusters.local import LocalCluster
 from pipelines.steps.ratchet.export import (
     DEFAULT_CODE_LIMITS,
     CodeLimits,
@@ -151,6 +152,8 @@ def ratchet(
             )
         except ClusterConfigError as exc:
             raise StepError(400, str(exc)) from None
+        # What the machine gave the algorithms' workers, in the run's record (only the local cluster runs them here).
+        sandbox = {"sandbox": cluster.isolation.record()} if isinstance(cluster, LocalCluster) else {}
         code_limits = CodeLimits(
             max_bytes=permit.limits.code_bytes,
             max_files=permit.limits.code_files,
@@ -174,6 +177,7 @@ def ratchet(
         "workflow": workflow.name,
         "destination": where,
         "algorithms": {a.name: {"state": a.state, "stage": a.stage, "error": a.error} for a in algorithms},
+        **sandbox,
     }
     try:
         _, decision = ledger.ratchet(
@@ -211,6 +215,7 @@ def ratchet(
         decision=decision,
         links=links,
     )
+    report |= sandbox
     try:
         history = ledger.append_history(
             history_entry(

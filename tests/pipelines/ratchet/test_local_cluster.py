@@ -178,11 +178,13 @@ def test_the_default_root_is_the_runs_own(tmp_path: Path):
     assert os.path.isabs(first.root)
 
 
-# A warm worker's state: a module-level counter, and the process it lives in.
+# A warm worker's state: a module-level counter, and the process it lives in (named at its start: in its own PID
+# namespace every worker's pid is the same).
 COUNTER = """
-import os, sys, time
+import os, sys, time, uuid
 
 calls = 0
+worker = uuid.uuid4().hex
 
 def apply(input):
     global calls
@@ -191,8 +193,18 @@ def apply(input):
         os._exit(7)
     if input == "hang":
         time.sleep(30)
-    return {"calls": calls, "pid": os.getpid()}
+    return {"calls": calls, "worker": worker}
 """
+
+
+def processes_in(folder: Path) -> set[int]:
+    """The pids (here) of the processes whose working folder is in `folder`: a worker, its init and `unshare`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                found.add(int(entry.name))
+    return found
 
 
 @pytest.fixture
@@ -204,42 +216,46 @@ def counter(cluster: LocalCluster) -> LocalCluster:
 def test_a_worker_stays_warm_across_calls(counter: LocalCluster):
     first, second, third = (counter.call("counter", None, timeout=10) for _ in range(3))
     assert [r.output["calls"] for r in (first, second, third)] == [1, 2, 3]  # module globals persist
-    assert first.output["pid"] == second.output["pid"] == third.output["pid"]
+    assert first.output["worker"] == second.output["worker"] == third.output["worker"]
 
 
 def test_a_worker_that_dies_mid_call_is_reported_and_the_next_call_gets_a_fresh_one(counter: LocalCluster):
     before = counter.call("counter", None, timeout=10).output
+    processes = processes_in(counter.root)
     crashed = counter.call("counter", "crash", timeout=10)
     assert not crashed.ok and not crashed.timed_out
     assert crashed.error == "counter: the worker exited 7 without a reply"
-    assert eventually_gone(before["pid"])
+    assert processes and all(eventually_gone(pid) for pid in processes)
     after = counter.call("counter", None, timeout=10).output
-    assert after["calls"] == 1 and after["pid"] != before["pid"]
+    assert after["calls"] == 1 and after["worker"] != before["worker"]
 
 
 def test_a_timeout_kills_the_warm_worker_and_the_next_call_gets_a_fresh_one(counter: LocalCluster):
     before = counter.call("counter", None, timeout=10).output
+    processes = processes_in(counter.root)
     hung = counter.call("counter", "hang", timeout=1)
     assert not hung.ok and hung.timed_out and hung.error == "timed out after 1 s: the worker was killed"
     assert 1 <= hung.seconds < 5
-    assert eventually_gone(before["pid"])
+    assert processes and all(eventually_gone(pid) for pid in processes)
     after = counter.call("counter", None, timeout=10).output
-    assert after["calls"] == 1 and after["pid"] != before["pid"]
+    assert after["calls"] == 1 and after["worker"] != before["worker"]
 
 
 def test_only_the_last_called_algorithm_keeps_a_worker(counter: LocalCluster):
-    counter.deploy("other", [code("other.py", "import os\ndef apply(input):\n    return os.getpid()\n")])
-    first = counter.call("counter", None, timeout=10).output
-    other = counter.call("other", None, timeout=10).output
-    assert other != first["pid"] and eventually_gone(first["pid"])  # one worker's memory and processes at a time
+    counter.deploy("other", [code("other.py", "def apply(input):\n    return 'other'\n")])
+    assert counter.call("counter", None, timeout=10).output["calls"] == 1
+    first = processes_in(counter.root / "algorithms" / "counter")
+    assert counter.call("other", None, timeout=10).output == "other"
+    assert first and all(eventually_gone(pid) for pid in first)  # one worker's memory and processes at a time
     assert counter.call("counter", None, timeout=10).output["calls"] == 1
 
 
 def test_close_stops_the_worker_and_removes_its_folder(counter: LocalCluster):
-    pid = counter.call("counter", None, timeout=10).output["pid"]
-    assert any((counter.root / ".calls").iterdir())
+    counter.call("counter", None, timeout=10)
+    processes = processes_in(counter.root)
+    assert processes and any((counter.root / ".calls").iterdir())
     counter.close()
-    assert eventually_gone(pid) and not any((counter.root / ".calls").iterdir())
+    assert all(eventually_gone(pid) for pid in processes) and not any((counter.root / ".calls").iterdir())
 
 
 LIMITS = """

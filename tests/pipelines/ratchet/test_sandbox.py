@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
-from pipelines.steps.ratchet.clusters.local import WORKER
-from pipelines.steps.ratchet.sandbox import ADDRESS_SPACE, FILE_SIZE, PROCESSES, SandboxRules, probe
-from tests.pipelines.ratchet.support import REPO
+from pipelines.steps.contract import spec_for
+from pipelines.steps.ratchet.clusters import ClusterContext, ExportedFile
+from pipelines.steps.ratchet.clusters.local import WORKER, LocalCluster
+from pipelines.steps.ratchet.sandbox import ADDRESS_SPACE, FILE_SIZE, PROCESSES, RUN_UIDS, SandboxRules, probe
+from tests.pipelines.ratchet.support import EXAMPLE, REPO
+from tests.pipelines.ratchet.test_local_cluster import eventually_gone, wait_for_process
 
 # The step's dependencies, for a step run by another interpreter (as an unprivileged user, below).
 PACKAGES = sysconfig.get_paths()["purelib"]
@@ -37,7 +40,7 @@ from pipelines.steps.ratchet.clusters.local import LocalCluster
 from pipelines.steps.ratchet.sandbox import SandboxRules
 
 root, spy = Path(sys.argv[1]), Path(sys.argv[4])
-rules, payload = SandboxRules(**json.loads(sys.argv[2])), json.loads(sys.argv[3])
+rules, payload = SandboxRules(**json.loads(sys.argv[2])), json.loads(sys.argv[3]) | {"step": os.getpid()}
 try:
     cluster = LocalCluster(root, sandbox=rules)
 except ClusterConfigError as exc:
@@ -67,8 +70,14 @@ def connect(port):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         return connection.recv(16).decode()
 
+def connect_unix(address):
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(5)
+        connection.connect(address.replace("@", "\\0", 1) if address.startswith("@") else address)
+        return connection.recv(16).decode()
+
 def apply(input):
-    parent = f"/proc/{os.getppid()}"
+    parent = f"/proc/{input['step']}"  # the step's pid, as the step knows it
     return {
         "uid": os.getuid(),
         "ppid": os.getppid(),
@@ -79,6 +88,8 @@ def apply(input):
         "writes": {path: attempt(lambda p=path: write(p)) for path in input["outside"]},
         "home": attempt(lambda: write(os.path.join(os.environ["HOME"], "scratch.txt"))),
         "connect": attempt(lambda: connect(input["port"])),
+        "unix": {address: attempt(lambda a=address: connect_unix(a)) for address in input.get("unix", [])},
+        "own_data": attempt(lambda: pathlib.Path(os.environ["HOME"], "..", "..", "data", "c", "d.txt").read_text()),
         "limits": {name: resource.getrlimit(getattr(resource, name))[0]
                    for name in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NPROC")},
     }
@@ -167,14 +178,16 @@ def test_a_hostile_algorithm_reaches_no_secret_and_no_network_unless_allowed(
     assert step["result"]["ok"], step["result"]["error"]
     seen = step["result"]["output"]
     assert step["again"]["output"] == seen  # a warm worker's second call meets the same walls
-    assert seen["ppid"] == step["pid"]  # the process whose environment it tried is the step's
-    assert seen["uid"] == pwd.getpwnam("nobody").pw_uid
+    assert seen["uid"] in RUN_UIDS
     assert set(seen["environ"]) == {"PATH", "LANG", "HOME", "TMPDIR"}
-    assert seen["parent_environ"] == ["refused", "PermissionError"]
-    assert seen["parent_memory"] == ["refused", "PermissionError"]
+    # In its own PID namespace the step's pid names no process at all; its parent is the namespace's init.
+    assert seen["ppid"] == 1
+    assert seen["parent_environ"] == ["refused", "FileNotFoundError"]
+    assert seen["parent_memory"] == ["refused", "FileNotFoundError"]
     assert seen["reads"] == {path: ["refused", "PermissionError"] for path in payload["secrets"]}
     assert seen["writes"] == {path: ["refused", "PermissionError"] for path in outside}
     assert seen["home"][0] == "done"  # its own folder it may write
+    assert seen["own_data"] == ["done", "d"]  # and its cluster's files it may read
     assert seen["connect"] == (["done", "hello"] if network else ["refused", "OSError"])
     assert seen["limits"] == {
         "RLIMIT_AS": ADDRESS_SPACE,
@@ -188,10 +201,9 @@ def test_a_hostile_algorithm_reaches_no_secret_and_no_network_unless_allowed(
 @as_root
 def test_as_root_this_machine_gives_every_tier():
     isolation = probe(SandboxRules(), sys.executable, WORKER)
-    assert isolation.missing == ()
-    assert isolation.user == (pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
-    assert "--net" in isolation.prefix and isolation.landlock > 0
-    assert "--net" not in probe(SandboxRules(network=True), sys.executable, WORKER).prefix
+    assert isolation.missing == () and isolation.setpriv is not None and all(isolation.tiers.values())
+    assert {"--net", "--pid"} <= set(isolation.namespaces) and isolation.landlock > 0
+    assert "--net" not in probe(SandboxRules(network=True), sys.executable, WORKER).namespaces
 
 
 @pytest.fixture
@@ -244,3 +256,234 @@ sys.exit(subprocess.run([sys.executable, "-c", {READ_PARENT!r}], capture_output=
 """
     done = subprocess.run([*as_nobody, "-c", step], env={"PYTHONPATH": str(REPO)}, capture_output=True, timeout=30)
     assert done.returncode == (1 if hidden else 0), done.stderr
+
+
+# What an algorithm leaves running: a child in a session of its own, and a double-forked orphan, named by `input`;
+# an `input` ending in "hang" then keeps the call going.
+LEAVER = """
+import os, subprocess, sys, time
+
+def apply(input):
+    subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(120)  # {input}-setsid"],
+                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            os.setsid()
+            os.execv(sys.executable, [sys.executable, "-c", f"import time; time.sleep(120)  # {input}-orphan"])
+        os._exit(0)
+    os.waitpid(child, 0)
+    if input.endswith("hang"):
+        time.sleep(120)
+    return os.getuid()
+"""
+
+# An algorithm that tries to kill the process `input` names, as a leftover of an earlier run did.
+KILLER = """
+import os, signal
+
+def apply(input):
+    try:
+        os.kill(input, signal.SIGKILL)
+        outcome = "done"
+    except OSError as exc:
+        outcome = type(exc).__name__
+    return {"kill": outcome, "uid": os.getuid()}
+"""
+
+
+def local_cluster(root: Path) -> LocalCluster:
+    return LocalCluster.from_options({"kind": "local", "root": str(root)}, ClusterContext(root.parent, "w"))
+
+
+def alive(pid: int) -> bool:
+    """The process runs (it is neither gone nor a zombie), now."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@as_root
+def test_what_an_algorithm_leaves_running_ends_with_its_cluster(tmp_path: Path):
+    cluster = local_cluster(tmp_path / "cluster")
+    token = f"leftover-{uuid.uuid4().hex}"
+    cluster.deploy("leaver", [ExportedFile("code", "leaver.py", LEAVER.encode())])
+    assert cluster.call("leaver", token, timeout=20).ok
+    left = wait_for_process(f"{token}-setsid") + wait_for_process(f"{token}-orphan")
+    assert len(left) == 2 and all(alive(pid) for pid in left)  # the call returned; they run on, warm state
+    cluster.close()
+    assert not any(alive(pid) for pid in left)  # gone when close returns, as when the step ends
+
+
+# A step that starts the leaver's call and is killed in the middle of it (its task's time limit, a node going away).
+DYING_STEP = """
+import sys
+from pathlib import Path
+from pipelines.steps.ratchet.clusters import ExportedFile
+from pipelines.steps.ratchet.clusters.local import LocalCluster
+
+cluster = LocalCluster(Path(sys.argv[1]))
+cluster.deploy("leaver", [ExportedFile("code", "leaver.py", sys.argv[3].encode())])
+cluster.call("leaver", sys.argv[2], timeout=300)
+"""
+
+
+@as_root
+def test_what_an_algorithm_leaves_running_ends_with_a_step_that_is_killed(tmp_path: Path):
+    token = f"leftover-{uuid.uuid4().hex}-hang"
+    arguments = [str(tmp_path / "cluster"), token, LEAVER]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{REPO}:{REPO / 'functions'}:{PACKAGES}"}
+    step = subprocess.Popen([sys.executable, "-c", DYING_STEP, *arguments], env=env, cwd="/")
+    try:
+        left = wait_for_process(f"{token}-setsid", timeout=30) + wait_for_process(f"{token}-orphan", timeout=30)
+        assert len(left) == 2 and all(alive(pid) for pid in left)
+    finally:
+        step.kill()
+        step.wait()
+    assert all(eventually_gone(pid) for pid in left)
+
+
+@as_root
+def test_a_run_cannot_signal_another_runs_worker(tmp_path: Path):
+    victim, attacker = local_cluster(tmp_path / "imaging"), local_cluster(tmp_path / "assay")
+    token = f"victim-{uuid.uuid4().hex}"
+    try:
+        victim.deploy("leaver", [ExportedFile("code", "leaver.py", LEAVER.encode())])
+        victim_uid = victim.call("leaver", token, timeout=20).output
+        pid = wait_for_process(f"{token}-setsid")[0]
+        attacker.deploy("killer", [ExportedFile("code", "killer.py", KILLER.encode())])
+        tried = attacker.call("killer", pid, timeout=20).output
+        assert tried["kill"] != "done" and alive(pid)
+        assert {victim_uid, tried["uid"]} <= set(RUN_UIDS) and victim_uid != tried["uid"]
+        # Even where it could name the process (a pid it saw in its own namespace), its uid may not signal it.
+        as_attacker = ["setpriv", f"--reuid={tried['uid']}", f"--regid={tried['uid']}", "--clear-groups"]
+        kill = "import os, sys; os.kill(int(sys.argv[1]), 9)"
+        done = subprocess.run([*as_attacker, sys.executable, "-c", kill, str(pid)], capture_output=True, text=True)
+        assert done.returncode != 0 and "PermissionError" in done.stderr and alive(pid)
+    finally:
+        victim.close()
+        attacker.close()
+
+
+@as_root
+def test_an_algorithm_reads_no_world_readable_file_outside_its_folders(tmp_path: Path, shared: Path):
+    other_tenant = shared / "imaging-results.csv"  # another tenant's file, readable by everyone on the host
+    policy = shared / "policy.yaml"  # Relay's policy, as the step reads it from RELAY_POLICY_URI
+    for path in (other_tenant, policy):
+        path.write_text("tenants: []\n")
+        path.chmod(0o644)
+    readable = [str(other_tenant), str(policy), str(REPO / "devstack" / "policy.yaml")]
+    _, step = run_step(tmp_path, SandboxRules(), {"secrets": readable, "outside": [], "port": 1}, {}, (sys.executable,))
+    seen = step["result"]["output"]
+    assert seen["reads"] == {path: ["refused", "PermissionError"] for path in readable}
+    assert seen["own_data"] == ["done", "d"]
+
+
+@pytest.fixture
+def unix_servers(shared: Path) -> Iterator[list[str]]:
+    """A host service on a pathname unix socket any uid may open, and one on an abstract socket: their addresses."""
+    path = shared / "service.sock"
+    abstract = f"relay-test-{uuid.uuid4().hex}"
+    listeners = [socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)]
+    listeners[0].bind(str(path))
+    path.chmod(0o777)
+    listeners[1].bind("\0" + abstract)
+
+    def serve(listener: socket.socket) -> None:
+        listener.listen()
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"hello")
+
+    threads = [threading.Thread(target=serve, args=(listener,), daemon=True) for listener in listeners]
+    for thread in threads:
+        thread.start()
+    yield [str(path), "@" + abstract]
+    for listener in listeners:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+    for thread in threads:
+        thread.join(5)
+
+
+@as_root
+@pytest.mark.parametrize("network", [False, True])
+def test_an_algorithm_reaches_no_unix_socket_service(tmp_path: Path, unix_servers: list[str], network: bool):
+    with socket.socket(socket.AF_UNIX) as check:  # the services answer whoever may connect
+        check.connect(unix_servers[0])
+        assert check.recv(16) == b"hello"
+    payload = {"secrets": [], "outside": [], "port": 1, "unix": unix_servers}
+    _, step = run_step(tmp_path, SandboxRules(network=network), payload, {}, (sys.executable,))
+    assert step["result"]["ok"], step["result"]["error"]  # the worker's own pipe to the step still works
+    assert step["result"]["output"]["unix"] == {address: ["refused", "PermissionError"] for address in unix_servers}
+
+
+@as_root
+def test_the_run_records_what_sandbox_its_algorithms_ran_in(tmp_path: Path):
+    spec = spec_for(
+        inputs={},
+        outputs={},
+        parameters={
+            "workflow": (EXAMPLE / "workflow.json").as_uri(),
+            "destination": {"root": str(tmp_path / "cluster")},
+            "results_uri": str(tmp_path / "results"),
+            "tenant": "lab",
+        },
+    )
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
+    (tmp_path / "policy.yaml").write_text(
+        "tenants:\n- name: lab\n"
+        f"  code: ['{EXAMPLE.as_uri()}/']\n"
+        f"  clusters: [{{kind: local, root: '{(tmp_path / 'cluster').as_uri()}'}}]\n"
+    )
+    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.steps.ratchet", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == 200, result["message"]
+    sandbox = result["outputs"]["sandbox"]
+    tiers = ("uid_switch", "pid_namespace", "network_namespace", "landlock_reads", "landlock_writes")
+    tiers += ("unix_sockets_blocked", "rlimits", "no_new_privs")
+    assert all(sandbox[tier] is True for tier in tiers) and sandbox["landlock_abi"] >= 1
+    assert (sandbox["missing"], sandbox["required"], sandbox["network_allowed"]) == ([], True, False)
+    report = json.loads(Path(result["outputs"]["report_json"]).read_text())
+    assert report["sandbox"] == sandbox
+
+
+# `unshare` as a container's seccomp profile leaves it: new network namespaces allowed, PID namespaces refused.
+NO_PID_NAMESPACES = """#!/bin/sh
+for argument in "$@"; do
+    [ "$argument" = "--" ] && break
+    [ "$argument" = "--pid" ] && { echo "unshare: unshare failed: Operation not permitted" >&2; exit 1; }
+done
+exec /usr/bin/unshare "$@"
+"""
+
+
+@as_root
+@pytest.mark.parametrize("required", [True, False])
+def test_a_machine_without_pid_namespaces_is_refused_when_the_sandbox_is_required(
+    tmp_path: Path, shared: Path, server: int, required: bool
+):
+    (shared / "unshare").write_text(NO_PID_NAMESPACES)
+    (shared / "unshare").chmod(0o755)
+    env = {"PATH": f"{shared}:{os.environ['PATH']}"}
+    payload = {"secrets": [], "outside": [], "port": server}
+    output, step = run_step(tmp_path, SandboxRules(required=required), payload, env, (sys.executable,))
+    if required:
+        assert "a PID namespace" in step["refused"] and "Operation not permitted" in step["refused"]
+        assert not (tmp_path / "cluster").exists()
+    else:  # run as the rule allows, and the log says what was missing
+        assert step["result"]["ok"] and "without a PID namespace" in output

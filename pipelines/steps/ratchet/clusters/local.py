@@ -4,8 +4,9 @@ Names here: `data://.my/<c>/<f>` becomes `data://local/<c>/<f>` (stored at `<roo
 `algo://.my/<name>` becomes `algo://local/<name>` (the tree `<root>/algorithms/<name>/`, with `<name>.py` at its top
 or under `src/` defining `apply(input)`, the seed's convention).
 
-Workers run the trigger's code in the sandbox of `ratchet/sandbox.py`: another uid, no network unless the rules
-allow it, writes only to the worker's own folder `<root>/.calls/<id>/` (its HOME and TMPDIR, removed with it).
+Workers run the trigger's code in the sandbox of `ratchet/sandbox.py`: a uid of the run's own, a PID namespace of
+the worker's own, no network unless the rules allow it, no unix sockets, reads only in the cluster's folder and the
+interpreter's, writes only to the worker's own folder `<root>/.calls/<id>/` (its HOME and TMPDIR, removed with it).
 What is deployed is made readable, never writable, by that uid. When the rules require isolation this machine cannot
 give, the cluster refuses to start.
 
@@ -15,8 +16,9 @@ a call to another algorithm, a redeploy or the end of the run stops it. What per
 what the algorithm keeps in that process: its module globals (and those of the algorithms it called in-process),
 files in its HOME, threads and children it left running. Every call runs under the same confinement, applied once
 before the algorithm's code first ran and beyond its power to undo; no worker serves two algorithms, two runs or a
-redeployed tree. A call still going at its timeout is killed with its worker's whole process group, as is a worker
-that ended or broke the protocol; the next call starts a fresh one.
+redeployed tree. A call still going at its timeout is killed with its worker's process group and PID namespace (all
+the worker started, whatever session it moved to), as is a worker that ended or broke the protocol; the next call
+starts a fresh one. Stopping a worker returns once the kernel has ended everything in its namespace.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from pipelines.steps.ratchet.sandbox import (
     call_cpu,
     hide_step_process,
     probe,
+    run_user,
     worker_environment,
 )
 
@@ -66,6 +69,7 @@ _LENGTH = 4  # bytes of a frame's length prefix (local_worker.py)
 _CHUNK = 1 << 16
 _MAX_REPLY = 256 * 1024 * 1024  # what the step holds of one reply, as of one exported file
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_NAMESPACE_GRACE = 5.0  # seconds for the kernel to end what a worker's PID namespace held once its init is killed
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +85,8 @@ class LocalCluster:
                 f"{'; nor '.join(self.isolation.missing)}. Run the step as root on a host that allows them, or "
                 "send the algorithms to a destination that runs them elsewhere"
             )
+        # One uid (and gid) for this run's workers, no other run's: no worker can signal or read another run's.
+        self.user = run_user() if self.isolation.setpriv else None
         hide_step_process()
         level = logging.WARNING if self.isolation.missing else logging.INFO
         log.log(level, "local destination: workers run with %s", self.isolation.describe())
@@ -168,8 +174,8 @@ class LocalCluster:
         calls.mkdir(exist_ok=True)
         calls.chmod(0o711)  # workers pass through to their own folder, and see no other
         scratch = Path(tempfile.mkdtemp(dir=calls))
-        if self.isolation.user is not None:
-            os.chown(scratch, *self.isolation.user)
+        if self.user is not None:
+            os.chown(scratch, *self.user)
         # The worker reaches the cluster through this descriptor, whatever the folders above the root allow (a 0700
         # temporary folder of the step's): /proc/self/fd/N is the root itself, for the worker as for the step.
         descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -179,7 +185,7 @@ class LocalCluster:
         try:
             # Its own session: a kill takes whatever the algorithm started with it.
             process = subprocess.Popen(
-                [*self.isolation.prefix, self.isolation.python, "-I", str(WORKER), root, name],
+                [*self.isolation.command(self.user), self.isolation.python, "-I", str(WORKER), root, name],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -193,9 +199,10 @@ class LocalCluster:
             raise
         finally:
             os.close(descriptor)
-        worker = _Worker(name, process, scratch, ceiling)
+        worker = _Worker(name, process, scratch, ceiling, nested="--pid" in self.isolation.namespaces)
         self._held.append(worker)
-        worker.queue(json.dumps({"confine": self.isolation.confinement(home, ceiling)}).encode())
+        confinement = self.isolation.confinement(root, home, ceiling, self.user is not None)
+        worker.queue(json.dumps({"confine": confinement}).encode())
         return worker
 
     def _stop(self) -> _Worker | None:
@@ -222,9 +229,15 @@ class _Worker:
     (a hung one, one that never reads, one that floods stderr) can hold a call past its timeout.
     """
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], scratch: Path, cpu_ceiling: int) -> None:
+    def __init__(
+        self, name: str, process: subprocess.Popen[bytes], scratch: Path, cpu_ceiling: int, *, nested: bool
+    ) -> None:
         assert process.stdin and process.stdout and process.stderr
         self.name, self.process, self.scratch, self.cpu_ceiling = name, process, scratch, cpu_ceiling
+        # In a PID namespace of its own, `process` is `unshare`, whose child is the namespace's init, whose first
+        # child serves the calls; without one, `process` serves them.
+        self.nested = nested
+        self._serving: int | None = None if nested else process.pid
         self._to, self._from, self._errors = process.stdin.fileno(), process.stdout.fileno(), process.stderr.fileno()
         for fd in (self._to, self._from, self._errors):
             os.set_blocking(fd, False)
@@ -236,7 +249,8 @@ class _Worker:
 
     def can_take(self, timeout: float) -> bool:
         """Alive, and its CPU ceiling can still give this call its allowance (else a fresh worker does)."""
-        used = _cpu_seconds(self.process.pid)
+        serving = self._serving_pid()
+        used = _cpu_seconds(serving) if serving is not None else None
         return used is not None and used + call_cpu(timeout) <= self.cpu_ceiling
 
     def exchange(self, request: bytes, deadline: float) -> dict[str, Any]:
@@ -281,11 +295,22 @@ class _Worker:
         return f"the worker {how} without a reply{': ' + tail if tail else ''}"
 
     def stop(self) -> None:
-        """Kill its process group, reap it, and remove its folder; idempotent."""
+        """Kill its process group and its namespace's init, wait until the namespace is empty, reap it, and remove
+        its folder; idempotent."""
         if self.process.returncode is None:
+            inits = [handle for pid in _children(self.process.pid) if (handle := _pidfd(pid)) is not None]
             with contextlib.suppress(ProcessLookupError):  # it may have ended and taken its group with it
                 os.killpg(self.process.pid, signal.SIGKILL)
+            for handle in inits:  # in the group too, unless the algorithm moved it: an init cannot leave it
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(handle, signal.SIGKILL)
             self.process.wait()
+            # An init's end comes after the kernel has ended all else in its namespace: then nothing is left.
+            for handle in inits:
+                ended = select.poll()
+                ended.register(handle, select.POLLIN)
+                ended.poll(_NAMESPACE_GRACE * 1000)
+                os.close(handle)
             # What it wrote before it died: the group is gone, so stderr ends unless something escaped the group.
             end = time.monotonic() + _STDERR_GRACE
             while time.monotonic() < end and self._read_available(self._errors, wait=end - time.monotonic()):
@@ -295,6 +320,13 @@ class _Worker:
                     if stream is not None:
                         stream.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _serving_pid(self) -> int | None:
+        """The pid (here) of the process serving the calls; None when it cannot be found (it ended)."""
+        if self._serving is None:
+            for init in _children(self.process.pid):
+                self._serving = next((pid for pid in _children(init) if _namespace_pid(pid) == 2), None)
+        return self._serving
 
     def _write(self) -> bool:
         """Write what the pipe takes now; False once nothing is left to write or the worker is gone."""
@@ -357,6 +389,31 @@ def _cpu_seconds(pid: int) -> float | None:
     if fields[0] in ("Z", "X"):  # ended, not yet reaped
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime and stime, fields 14 and 15 of stat(5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _namespace_pid(pid: int) -> int | None:
+    """The process' pid in its own PID namespace (the last of NSpid in /proc/<pid>/status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # ended meanwhile
+        return None
 
 
 def _stop_all(workers: list[_Worker]) -> None:
