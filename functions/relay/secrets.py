@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import html
+import json
+import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,26 +124,210 @@ def resolve_all(value: Any, resolver: SecretResolver) -> tuple[Any, tuple[str, .
     return walk(value), tuple(found.values())
 
 
+# A value this long is scrubbed wherever it appears, in every form below. A shorter one (a PIN, a test value) would
+# match inside unrelated words and numbers, so it is scrubbed only where it stands alone (no letter or digit
+# touching it), in its plain and escaped forms, and its derived forms are not sought: use longer secrets.
+MIN_SCRUBBED = 6
+_WORD = "A-Za-z0-9"
+
+
 class Redactor:
-    """Scrubs secret values out of any text before it is logged, recorded or raised."""
+    """Scrubs secret values out of any text before it is logged, recorded or raised.
+
+    A careless server hands a token back in some other shape, so each value is sought in the forms it travels in:
+    as given and stripped, the credentials after an auth scheme (`Bearer X`, `Basic B64`, then B64's `user:key` and
+    `key`), the string fields of a JSON key file, the long parts of a URL, and the base64 and hex of each of those
+    (base64 at each of its three alignments, standard and URL-safe, so that it is found inside a longer encoded
+    value such as the base64 of `user:key`). Each character of each form may itself be written plainly,
+    percent-encoded (once or twice, any case), JSON- or Python-escaped, as an HTML entity, or `+` for a space, in
+    any mix; letters in any case. Every match of every form is found, overlaps included, and their union replaced,
+    so no part of one form survives next to another.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
+        self._values: set[str] = set()
+        self._patterns: list[re.Pattern[str]] = []
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        found = set(self._secrets)
-        for secret in secrets:
-            if secret:
-                found.add(secret)
-                found.update(_url_parts(secret))
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted(found, key=len, reverse=True)
+        fresh = {secret for secret in secrets if secret and secret not in self._values}
+        for secret in sorted(fresh):
+            self._values.add(secret)
+            self._patterns += _patterns_of(secret)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        spans: list[tuple[int, int]] = []
+        for pattern in self._patterns:
+            spans += [(m.start(1), m.end(1)) for m in pattern.finditer(text) if m.end(1) > m.start(1)]
+        if not spans:
+            return text
+        pieces, at = [], 0
+        for start, end in _merged(spans):
+            pieces += [text[at:start], REDACTED]
+            at = end
+        return "".join(pieces) + text[at:]
+
+
+class SecretFilter(logging.Filter):
+    """Scrubs a log record in place: its message with its arguments merged in, its exception and its stack."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format: both, as text
+            message = f"{record.msg} {record.args!r}"
+        record.msg, record.args = self._redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        record.exc_info = None  # a formatter would format it again, from the exception as raised
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
+        return True
+
+
+class _ScrubbingFactory:
+    """A log record factory that runs a SecretFilter on each record as it is made."""
+
+    def __init__(self, base: Callable[..., logging.LogRecord], scrub: SecretFilter) -> None:
+        self.base, self._scrub = base, scrub
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.base(*args, **kwargs)
+        self._scrub.filter(record)
+        return record
+
+
+def scrub_logs(redact: Callable[[str], str]) -> None:
+    """From now on, every log record this process makes is scrubbed by `redact` as it is made.
+
+    At the record's making rather than on a handler: whichever handler writes it (Relay's, the pipeline runtime's,
+    a library's, logging's last resort, one added later) gets it scrubbed. A second call replaces the first's.
+    """
+    current = logging.getLogRecordFactory()
+    base = current.base if isinstance(current, _ScrubbingFactory) else current
+    logging.setLogRecordFactory(_ScrubbingFactory(base, SecretFilter(redact)))
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _patterns_of(secret: str) -> list[re.Pattern[str]]:
+    """One pattern per form of `secret`; each finds every start of that form (overlapping ones too)."""
+    forms = {form for form in _forms(secret) if len(form) >= MIN_SCRUBBED}
+    patterns = [re.compile(f"(?=({_fuzzy(form)}))", re.IGNORECASE) for form in sorted(forms, key=len, reverse=True)]
+    short = {form for form in (secret, secret.strip()) if form and len(form) < MIN_SCRUBBED}
+    patterns += [
+        re.compile(f"(?<![{_WORD}])(?=({_fuzzy(form)})(?![{_WORD}]))", re.IGNORECASE) for form in sorted(short)
+    ]
+    return patterns
+
+
+def _forms(secret: str) -> set[str]:
+    """The secret and what travels of it: credentials after a scheme, JSON key fields, URL parts; and their codes."""
+    plain = {secret, secret.strip()}
+    words = secret.split(None, 1)
+    if len(words) == 2:
+        scheme, credentials = words[0], words[1].strip()
+        plain.add(credentials)
+        if scheme.lower() == "basic":
+            plain |= _basic_parts(credentials)
+    plain |= _json_strings(secret)
+    plain |= _url_parts(secret)
+    encoded = set(plain)
+    for form in plain:
+        if len(form) >= MIN_SCRUBBED:
+            data = form.encode()
+            encoded.add(data.hex())
+            encoded |= _base64_cores(data)
+    return encoded
+
+
+def _basic_parts(credentials: str) -> set[str]:
+    """`user:key` and `key` from the base64 of a Basic authorization."""
+    try:
+        pair = base64.b64decode(credentials + "=" * (-len(credentials) % 4), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return set()
+    return {pair, pair.partition(":")[2]}
+
+
+def _json_strings(secret: str) -> set[str]:
+    """The string fields of a secret that is a JSON object (a service account key: its private key, its id)."""
+    if not secret.lstrip().startswith("{"):
+        return set()
+    try:
+        document = json.loads(secret)
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    stack: list[object] = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, Mapping):
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return found
+
+
+def _base64_cores(data: bytes) -> set[str]:
+    """The part of base64 that `data` alone decides, at each of the three byte alignments it may sit at inside a
+    longer encoded value, in the standard and URL-safe alphabets."""
+    cores = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + data).decode()
+        start, end = -(-8 * shift // 6), 8 * (shift + len(data)) // 6
+        core = encoded[start:end]
+        cores |= {core, core.translate(_URLSAFE)}
+    return cores
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _fuzzy(form: str) -> str:
+    return "".join(_spellings(char) for char in form)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spellings(char: str) -> str:
+    """Every way a character is commonly written in text a step keeps: a regex group."""
+    code = ord(char)
+    utf8 = char.encode("utf-8", "surrogatepass")
+    escape = r"\\+"  # a backslash, or several where escaped text was escaped again (JSON inside JSON)
+    ways = {re.escape(char)}
+    ways.add("".join(f"%(?:25)?{byte:02x}" for byte in utf8))  # percent-encoded, and encoded twice
+    if code < 0x10000:
+        ways.add(f"{escape}u{code:04x}")  # JSON \uXXXX
+    else:
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        ways.add(f"{escape}u{high:04x}{escape}u{low:04x}")
+    if code < 0x100:
+        ways.add(f"{escape}x{code:02x}")  # a Python repr
+    short = json.dumps(char)[1:-1]
+    if short.startswith("\\"):
+        ways.add(escape + re.escape(short[1:]))  # \" \\ \n ...
+    if char in "/'\"\\":
+        ways.add(escape + re.escape(char))  # \/ as PHP writes it, \' as Python may
+    ways |= {f"&#0*{code};", f"&#x0*{code:x};", re.escape(html.escape(char))}
+    if char in " +":
+        ways.add(re.escape("+" if char == " " else " "))  # a form's space, and a + a form decoder took for one
+    return "(?:" + "|".join(sorted(ways, key=len, reverse=True)) + ")"
 
 
 def _url_parts(secret: str) -> set[str]:
