@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -103,13 +104,16 @@ def _embedded(ip: Address) -> ipaddress.IPv4Address | None:
     return ip.sixtofour
 
 
-def status_line(status: int, reason: str | None = "") -> str:
+def status_line(status: int) -> str:
     """What of a remote service's error answer goes into messages and records: `HTTP 403 Forbidden`.
 
-    Never the body: the server wrote it, and careless servers echo tokens back. The reason phrase is the server's
-    text as well, so only a short printable one is kept.
+    The status code and the standard phrase for it, never the server's own words: not its body, and not its reason
+    phrase either (careless servers echo tokens back in both).
     """
-    phrase = reason if reason and len(reason) <= 40 and reason.isprintable() else ""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
     return f"HTTP {status} {phrase}".rstrip()
 
 

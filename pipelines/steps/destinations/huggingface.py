@@ -209,12 +209,13 @@ class HuggingFaceDestination:
             # The status line only, and not chained: the Hub's message is the server's text, and may quote the request.
             response = exc.response
             status = response.status_code if response is not None else 0
-            said = status_line(status, response.reason_phrase if response is not None else "")
+            said = status_line(status)
             raise StepError(
                 _status(status), f"{self.repo_url}: {what} failed: {said}{_MEANING.get(status, '')}"
             ) from None
         except httpx2.HTTPError as exc:
-            raise StepError(502, f"{self.repo_url}: {what} failed: {type(exc).__name__}: {_clip(str(exc))}") from exc
+            # Its type only: httpx's text quotes URLs, a redirect's among them, which are the server's words.
+            raise StepError(502, f"{self.repo_url}: {what} failed: {type(exc).__name__}") from None
 
     def _entry(self, path: str) -> Any:
         """What the repository holds at `path` at the base revision, looked up once; None when nothing."""
@@ -308,7 +309,3 @@ _MEANING = {
     403: ": the token may not do this",
     412: ": a commit has happened since the repository was looked at; not committed",
 }
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
