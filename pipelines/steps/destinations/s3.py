@@ -309,8 +309,9 @@ def _verify_etag(answer: Mapping[str, Any], expected: str, where: str) -> None:
         return  # encrypted with KMS or a customer key: the ETag is no MD5, and Content-MD5 was checked on arrival
     etag = str(answer.get("ETag", "")).strip('"')
     if etag != expected:
-        said = repr(etag) if _ETAG.fullmatch(etag) else "that is no MD5"  # the store's word: shown if it is an ETag
-        raise StepError(502, f"{where}: the store answered an ETag {said}, the bytes sent have {expected!r}")
+        # The store's word: shown when it is an ETag, nothing else of it.
+        said = f"ETag {etag!r}" if _ETAG.fullmatch(etag) else "an ETag that is no MD5"
+        raise StepError(502, f"{where}: the store answered {said}, the bytes sent have {expected!r}")
 
 
 def _stored(head: Mapping[str, Any]) -> Checksums:
