@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,26 @@ def status_line(status: int) -> str:
     except ValueError:
         phrase = ""
     return f"HTTP {status} {phrase}".rstrip()
+
+
+def client_failure(exc: BaseException) -> str:
+    """What of a client library's failure goes into messages and records: its type, and the TLS verdict when one
+    is behind it (`SSLError (CERTIFICATE_VERIFY_FAILED)`).
+
+    Not its text: requests, urllib3 and httpx quote the URL they were at, a redirect's Location among them, which
+    is the server's word (careless servers put tokens there).
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending and len(seen) < 20:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError) and isinstance(item.reason, str) and item.reason.isupper():
+            return f"{type(exc).__name__} ({item.reason})"
+        pending += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
+    return type(exc).__name__
 
 
 def system_resolver(host: str, port: int) -> list[str]:

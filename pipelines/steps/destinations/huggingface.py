@@ -16,7 +16,7 @@ from urllib.parse import quote
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
-from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -214,8 +214,7 @@ class HuggingFaceDestination:
                 _status(status), f"{self.repo_url}: {what} failed: {said}{_MEANING.get(status, '')}"
             ) from None
         except httpx2.HTTPError as exc:
-            # Its type only: httpx's text quotes URLs, a redirect's among them, which are the server's words.
-            raise StepError(502, f"{self.repo_url}: {what} failed: {type(exc).__name__}") from None
+            raise StepError(502, f"{self.repo_url}: {what} failed: {client_failure(exc)}") from None
 
     def _entry(self, path: str) -> Any:
         """What the repository holds at `path` at the base revision, looked up once; None when nothing."""

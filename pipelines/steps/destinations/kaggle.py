@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
-from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -209,8 +209,7 @@ class KaggleDestination:
             status = response.status_code if response is not None else 0
             raise StepError(_status(status), f"{self.url}: Kaggle {what} failed: {said}") from None
         except requests.RequestException as exc:
-            # Its type only: requests' text quotes URLs, a redirect's among them, which are the server's words.
-            raise StepError(502, f"{self.url}: Kaggle {what} failed: {type(exc).__name__}") from None
+            raise StepError(502, f"{self.url}: Kaggle {what} failed: {client_failure(exc)}") from None
 
     def _dataset_exists(self) -> bool:
         if self._problem is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipelines.steps.egress import Egress, EgressError, status_line
+from pipelines.steps.egress import Egress, EgressError, client_failure, status_line
 from pipelines.steps.ratchet.clusters import (
     CODE,
     DATA,
@@ -263,8 +263,7 @@ def _api_errors(context: str) -> Iterator[None]:
         message = f"{context}: the KFP API answered {status_line(status)}"
         raise ClusterError(message, retryable=status in _RETRYABLE) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        # Its type only: urllib3's text quotes URLs, a redirect's among them, which are the server's words.
-        raise ClusterError(f"{context}: {type(exc).__name__}", retryable=True) from None
+        raise ClusterError(f"{context}: {client_failure(exc)}", retryable=True) from None
     except ValueError as exc:  # kfp.Client's own checks, e.g. "Multiple pipelines with the name"
         raise ClusterError(f"{context}: {exc}") from exc
 
