@@ -177,7 +177,10 @@ class HuggingFaceDestination:
                     parent_commit=self._base,
                 ),
             )
-            return [replace(s.receipt, version=str(commit.oid)) for s in self._spooled]
+            # The Hub's word for the commit: kept when it is a commit id (hex), nothing else of it.
+            oid = str(commit.oid)
+            version = oid if 7 <= len(oid) <= 64 and all(c in "0123456789abcdef" for c in oid) else None
+            return [replace(s.receipt, version=version) for s in self._spooled]
         finally:
             self._discard()
 
