@@ -63,7 +63,9 @@ def leaks(text: str, token: str = TOKEN) -> list[str]:
     return sorted({needle for candidate in candidates for needle in needles if needle in candidate})
 
 
-def run_step(step: str, tmp_path: Path, parameters: dict[str, Any], policy: str) -> tuple[dict[str, Any], str]:
+def run_step(
+    step: str, tmp_path: Path, parameters: dict[str, Any], policy: str, secrets: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
     """The step command as a backend runs it; its result and everything it printed."""
     spec = spec_for(inputs=parameters.pop("inputs", {}), outputs={}, parameters=parameters)
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
@@ -76,6 +78,7 @@ def run_step(step: str, tmp_path: Path, parameters: dict[str, Any], policy: str)
         "RELAY_RESULTS_URI": str(tmp_path / "results"),
         "RELAY_SECRET_LIMS_TOKEN": f"Bearer {TOKEN}",
         "RELAY_SECRET_MODEL_TOKEN": TOKEN,
+        **(secrets or {}),
     }
     done = subprocess.run(
         [sys.executable, "-m", f"pipelines.steps.{step}", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
@@ -164,6 +167,48 @@ def test_a_token_the_lims_hands_back_reaches_no_record(tmp_path: Path, lab: Path
     if where in ("created", "id"):  # the receipt keeps the server's version, scrubbed
         [receipt] = result["outputs"]["receipts"]
         assert "[redacted]" in receipt["version"]
+
+
+# --- the push step and a careless Kaggle: the key travels inside the base64 of `user:key` ---------------------
+
+KAGGLE_KEY = "kgl-7f3a9c0e5b1d-canary"
+
+
+class CarelessKaggle(LoopbackServer):
+    """Refuses every call with a 401 whose reason phrase is the Basic credentials it was sent, still encoded."""
+
+    def handle(self, request: Request) -> Response:
+        sent = (request.header("Authorization") or "").partition(" ")[2]
+        return Response(401, b"{}", {"Content-Type": "application/json"}, reason=sent)
+
+
+def test_a_kaggle_key_handed_back_inside_basic_credentials_reaches_no_record(tmp_path: Path, lab: Path):
+    with CarelessKaggle() as kaggle:
+        policy = textwrap.dedent(f"""\
+            version: 1
+            tenants:
+              - name: lab
+                sources: ["{lab.as_uri()}/"]
+                destinations: [{{id: kaggle-lab, kind: kaggle, owner: lab, endpoint: "{kaggle.url}"}}]
+                secrets: [{{secret: "secret://kaggle-key", to: kaggle-lab, field: key}}]
+            """)
+        destination = {
+            "kind": "kaggle",
+            "dataset": "lab/plate-reader-od600",
+            "title": "Plate reader OD600",
+            "licence": "CC0-1.0",
+            "username": "lab",
+            "key": "secret://kaggle-key",
+            "endpoint": kaggle.url,
+        }
+        parameters = {"inputs": {"sources": [f"{lab.as_uri()}/"]}, "destination": destination, "tenant": "lab"}
+        result, printed = run_step("push", tmp_path, parameters, policy, {"RELAY_SECRET_KAGGLE_KEY": KAGGLE_KEY})
+        sent = {r.header("Authorization") for r in kaggle.requests}
+    basic = base64.b64encode(f"lab:{KAGGLE_KEY}".encode()).decode()
+    assert sent == {f"Basic {basic}"}  # the key reached the server, which had it to echo
+    assert result["status"] == 401 and "HTTP 401 Unauthorized" in result["message"], result["message"]
+    for text in (json.dumps(result), printed):
+        assert basic not in text and basic[6:30] not in text and leaks(text, KAGGLE_KEY) == [], text
 
 
 # --- the ratchet step and a careless inference server ------------------------------------------------------
