@@ -33,6 +33,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, _OUTCOME_FIELDS, {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # formatted (and scrubbed of secrets) already: relay.secrets.SecretFilter
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 

@@ -25,6 +25,12 @@ class Checksums:
     crc32c: str | None = None  # base64 of the big-endian 4 bytes, as Cloud Storage states it
     md5: str | None = None  # base64 of the 16 bytes, as Cloud Storage states it (S3's ETag is the hex)
 
+    @classmethod
+    def stated(cls, crc32c: object, md5: object) -> Checksums:
+        """Checksums a remote store stated: each kept only when it is one (the base64 of 4 or 16 bytes), as they
+        go into messages and a store's other words never do."""
+        return cls(crc32c=_digest_or_none(crc32c, 4), md5=_digest_or_none(md5, 16))
+
     def matches(self, other: Checksums) -> bool | None:
         """True or False on the first checksum both know; None when they share none."""
         for mine, theirs in ((self.crc32c, other.crc32c), (self.md5, other.md5)):
@@ -34,6 +40,16 @@ class Checksums:
 
     def describe(self) -> str:
         return f"crc32c={self.crc32c}" if self.crc32c else f"md5={self.md5}" if self.md5 else "none"
+
+
+def _digest_or_none(value: object, size: int) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return value if len(digest) == size else None
 
 
 def md5_from_hex(hex_digest: str) -> str:

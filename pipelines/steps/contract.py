@@ -24,6 +24,7 @@ from relay.secrets import (
     references,
     resolve_all,
     resolver_from_env,
+    scrub_logs,
 )
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ Step = Callable[[StepSpec, StepContext], StepResult]
 
 
 def run_step(step: Step, spec: StepSpec, context: StepContext) -> StepResult:
-    """Run `step`; any failure becomes a result, and no secret survives in its message."""
+    """Run `step`; any failure becomes a result, and no secret survives in it: its message, outputs and metrics are
+    scrubbed here, the one place every result passes on its way to result.json and the run's record."""
     try:
         result = step(spec, context)
     except StepError as error:
@@ -144,15 +146,20 @@ def run_step(step: Step, spec: StepSpec, context: StepContext) -> StepResult:
         message=context.redact(result.message),
         status=result.status,
         outputs=_redacted(result.outputs, context.redact),
-        metrics=dict(result.metrics),
+        metrics=_redacted(result.metrics, context.redact),
     )
 
 
 def step_context(environ: Mapping[str, str]) -> StepContext:
-    """The context a step runs with: secrets and the policy as the deployment's environment says."""
+    """The context a step runs with: secrets and the policy as the deployment's environment says.
+
+    From here on, every log line the step's process makes is scrubbed of the secrets the context resolves.
+    """
     from pipelines.steps.gate import gate_from_env
 
-    return StepContext(resolver=resolver_from_env(environ), gate=gate_from_env(environ))
+    context = StepContext(resolver=resolver_from_env(environ), gate=gate_from_env(environ))
+    scrub_logs(context.redact)
+    return context
 
 
 def main(step: Step, argv: Sequence[str] | None = None) -> int:

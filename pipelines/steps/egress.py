@@ -12,9 +12,11 @@ import contextlib
 import ipaddress
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -103,14 +105,37 @@ def _embedded(ip: Address) -> ipaddress.IPv4Address | None:
     return ip.sixtofour
 
 
-def status_line(status: int, reason: str | None = "") -> str:
+def status_line(status: int) -> str:
     """What of a remote service's error answer goes into messages and records: `HTTP 403 Forbidden`.
 
-    Never the body: the server wrote it, and careless servers echo tokens back. The reason phrase is the server's
-    text as well, so only a short printable one is kept.
+    The status code and the standard phrase for it, never the server's own words: not its body, and not its reason
+    phrase either (careless servers echo tokens back in both).
     """
-    phrase = reason if reason and len(reason) <= 40 and reason.isprintable() else ""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
     return f"HTTP {status} {phrase}".rstrip()
+
+
+def client_failure(exc: BaseException) -> str:
+    """What of a client library's failure goes into messages and records: its type, and the TLS verdict when one
+    is behind it (`SSLError (CERTIFICATE_VERIFY_FAILED)`).
+
+    Not its text: requests, urllib3 and httpx quote the URL they were at, a redirect's Location among them, which
+    is the server's word (careless servers put tokens there).
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending and len(seen) < 20:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError) and isinstance(item.reason, str) and item.reason.isupper():
+            return f"{type(exc).__name__} ({item.reason})"
+        pending += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
+    return type(exc).__name__
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -140,11 +140,14 @@ def test_an_unresolvable_name_is_left_to_the_connection():
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "line"),
-    [(403, "Forbidden", "HTTP 403 Forbidden"), (500, "", "HTTP 500"), (400, "token=abc " * 10, "HTTP 400")],
-)
-def test_a_status_line_keeps_only_a_short_reason(status: int, reason: str, line: str):
-    assert status_line(status, reason) == line
+    ("status", "line"),
+    [(403, "HTTP 403 Forbidden"), (500, "HTTP 500 Internal Server Error"), (401, "HTTP 401 Unauthorized"),
+     (599, "HTTP 599")],
+)  # fmt: skip
+def test_a_status_line_is_the_code_and_its_standard_phrase(status: int, line: str):
+    # Never the server's reason phrase: a careless one says "Unauthorized: Bearer <token>" (tests/pipelines/
+    # test_echoed_secrets.py sends one through the push step).
+    assert status_line(status) == line
 
 
 # --- connections dial the address that was checked -------------------------------------------------------

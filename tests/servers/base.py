@@ -40,6 +40,7 @@ class Response:
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    reason: str | None = None  # the status line's phrase; None: the standard one for the status
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -269,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self.server.app._serve(request))
 
     def _send(self, response: Response) -> None:
-        self.send_response(response.status)
+        self.send_response(response.status, response.reason)
         for name, value in {**response.headers, **self.server.app.always_headers}.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))

@@ -71,7 +71,7 @@ class GcsDestination:
         else:
             stored = self._upload_streamed(item, name, stream, overwrite)
         sent = stream.checksums
-        checksums = Checksums(crc32c=stored.get("crc32c"), md5=stored.get("md5Hash"))
+        checksums = Checksums.stated(stored.get("crc32c"), stored.get("md5Hash"))
         if stream.bytes != item.size or sent.matches(item.checksums) is False or sent.matches(checksums) is False:
             # Never leave a wrong object behind: a re-run would take it for the source's and skip it.
             self._remove(name, stored)
@@ -80,7 +80,7 @@ class GcsDestination:
                 f"{self._uri(name)}: sent {stream.bytes} bytes with {sent.describe()}, the source states "
                 f"{item.size} with {item.checksums.describe()} and the bucket stored {checksums.describe()}; removed",
             )
-        return Receipt(item.uri, self._uri(name), stream.bytes, sent.describe(), version=str(stored.get("generation")))
+        return Receipt(item.uri, self._uri(name), stream.bytes, sent.describe(), version=_generation(stored))
 
     def rewrite(self, item: SourceObject, *, overwrite: bool) -> Receipt | None:
         """The service copies a Cloud Storage object itself; None for a source elsewhere, which is streamed."""
@@ -103,7 +103,7 @@ class GcsDestination:
             raise StepError(409, f"{self._uri(name)}: appeared meanwhile; not overwritten") from exc
         except exceptions.GoogleAPIError as exc:
             raise StepError(*_failed(exc, f"{self._uri(name)}: copy from {item.uri} failed")) from None
-        stored = Checksums(crc32c=target.crc32c, md5=target.md5_hash)
+        stored = Checksums.stated(target.crc32c, target.md5_hash)
         if target.size != item.size or stored.matches(item.checksums) is not True:
             self._remove(name, {"generation": target.generation})
             raise StepError(
@@ -111,7 +111,8 @@ class GcsDestination:
                 f"{self._uri(name)}: copied {target.size} bytes with {stored.describe()}, the source states "
                 f"{item.size} with {item.checksums.describe()}; removed",
             )
-        return Receipt(item.uri, self._uri(name), item.size, stored.describe(), version=str(target.generation))
+        version = _generation({"generation": target.generation})
+        return Receipt(item.uri, self._uri(name), item.size, stored.describe(), version=version)
 
     def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
         self._http.close()  # nothing to publish: every object was final when sent
@@ -144,7 +145,7 @@ class GcsDestination:
         except exceptions.PreconditionFailed as exc:
             raise StepError(409, f"{self._uri(name)}: appeared meanwhile; not overwritten") from exc
         except DataCorruption as exc:
-            raise StepError(502, f"{self._uri(name)}: checksum mismatch after upload: {exc}") from exc
+            raise StepError(502, f"{self._uri(name)}: checksum mismatch after upload") from exc
         except exceptions.GoogleAPIError as exc:
             raise StepError(*_failed(exc, f"{self._uri(name)}: upload failed")) from None
         return {"crc32c": blob.crc32c, "md5Hash": blob.md5_hash, "generation": blob.generation, "size": blob.size}
@@ -269,6 +270,12 @@ class _Body:
                 f"{self.item.uri}: read {self.stream.checksums.describe()}, the source states "
                 f"{self.item.checksums.describe()}: changed or corrupted in transit; not stored",
             )
+
+
+def _generation(stored: Mapping[str, Any]) -> str | None:
+    """The generation the bucket answered, for the receipt: a number, or nothing (it is the server's word)."""
+    generation = str(stored.get("generation"))
+    return generation if generation.isdigit() and len(generation) <= 20 else None
 
 
 def _failed(exc: Exception, what: str) -> tuple[int, str]:

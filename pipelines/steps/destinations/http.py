@@ -40,6 +40,7 @@ _RESERVED_HEADERS = frozenset(
      "forwarded", "x-real-ip"}
 )  # fmt: skip
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+_MAX_VERSION = 200  # characters of a version (an id, a Location's path) a receipt keeps
 
 Sleep = Callable[[float], None]
 
@@ -47,7 +48,6 @@ Sleep = Callable[[float], None]
 @dataclass(frozen=True)
 class _Answer:
     status: int
-    reason: str
     headers: Mapping[str, str]  # names lower-cased
     head: bytes  # the first _ANSWER_HEAD bytes of the body
 
@@ -198,7 +198,6 @@ class HttpDestination:
                 ) as response:
                     answer = _Answer(
                         response.status_code,
-                        response.reason or "",
                         {name.lower(): value for name, value in response.headers.items()},
                         b"" if method == "HEAD" or response.status_code >= 300 else _head(response),
                     )
@@ -214,7 +213,7 @@ class HttpDestination:
             else:
                 if answer.status != 429 and answer.status < 500:
                     return answer
-                failure = f"answered {status_line(answer.status, answer.reason)}"
+                failure = f"answered {status_line(answer.status)}"
                 wait = retry_after(answer.headers.get("retry-after"), datetime.now(UTC))
             if attempt < self._max_attempts:
                 self._sleep(min(_MAX_WAIT, _FIRST_WAIT * 2 ** (attempt - 1) if wait is None else wait))
@@ -223,12 +222,15 @@ class HttpDestination:
         )
 
     def _refused(self, method: str, url: str, answer: _Answer, *, overwrite: bool = True) -> StepError:
-        """The answer's status line and Relay's explanation; never its body, which the server wrote."""
+        """The answer's status line and Relay's explanation; never its body or reason phrase, which the server wrote."""
         where = f"{method} {_public(url)}"
-        said = status_line(answer.status, answer.reason)
+        said = status_line(answer.status)
         if 300 <= answer.status < 400:
-            target = _public(answer.headers.get("location", "")) or "elsewhere"
-            return StepError(400, f"{where}: answered {said} to {target}; redirects are not followed, give that URL")
+            # Where it points is the server's word (careless ones put the token there): only its origin is named.
+            target = _origin(answer.headers.get("location", ""), url) or "elsewhere"
+            return StepError(
+                400, f"{where}: answered {said} to {target}; redirects are not followed, give the URL it leads to"
+            )
         if answer.status in (401, 403):
             names = ", ".join(sorted(self._headers)) or "none"
             return StepError(answer.status, f"{where}: answered {said}; headers sent: {names} (values not shown)")
@@ -298,16 +300,43 @@ def _public(url: str) -> str:
 
 
 def _version(answer: _Answer) -> str | None:
-    if answer.headers.get("location"):
-        return answer.headers["location"]
+    """What the server calls the upload: the path of its Location, or the `id` of its JSON answer.
+
+    The server's word, kept as a receipt's version only when it looks like one: printable, without a query (where
+    tokens go), at most _MAX_VERSION characters (never cut short: a cut token would be a token in part). The step
+    scrubs secrets out of it like out of everything it writes.
+    """
+    location = answer.headers.get("location")
+    if location:
+        parts = urlsplit(location)
+        return _bounded(_public(location) if parts.scheme else parts.path)
     if "json" in answer.headers.get("content-type", ""):
         try:
             document = json.loads(answer.head)
         except ValueError:
             return None
-        if isinstance(document, dict) and document.get("id") is not None:
-            return str(document["id"])
+        found = document.get("id") if isinstance(document, dict) else None
+        if isinstance(found, str) or (isinstance(found, int) and not isinstance(found, bool)):
+            return _bounded(str(found))
     return None
+
+
+def _bounded(value: str) -> str | None:
+    return value if 0 < len(value) <= _MAX_VERSION and value.isprintable() else None
+
+
+def _origin(location: str, base: str) -> str:
+    """`scheme://host[:port]` of where a redirect points (relative: the request's own), nothing of its path."""
+    parts = urlsplit(location)
+    if not parts.scheme:
+        parts = urlsplit(base)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}" if parts.scheme in ("http", "https") and host else ""
 
 
 def _stated(headers: Mapping[str, str]) -> Checksums:

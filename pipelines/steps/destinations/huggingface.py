@@ -16,7 +16,7 @@ from urllib.parse import quote
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
-from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -177,7 +177,10 @@ class HuggingFaceDestination:
                     parent_commit=self._base,
                 ),
             )
-            return [replace(s.receipt, version=str(commit.oid)) for s in self._spooled]
+            # The Hub's word for the commit: kept when it is a commit id (hex), nothing else of it.
+            oid = str(commit.oid)
+            version = oid if 7 <= len(oid) <= 64 and all(c in "0123456789abcdef" for c in oid) else None
+            return [replace(s.receipt, version=version) for s in self._spooled]
         finally:
             self._discard()
 
@@ -209,12 +212,12 @@ class HuggingFaceDestination:
             # The status line only, and not chained: the Hub's message is the server's text, and may quote the request.
             response = exc.response
             status = response.status_code if response is not None else 0
-            said = status_line(status, response.reason_phrase if response is not None else "")
+            said = status_line(status)
             raise StepError(
                 _status(status), f"{self.repo_url}: {what} failed: {said}{_MEANING.get(status, '')}"
             ) from None
         except httpx2.HTTPError as exc:
-            raise StepError(502, f"{self.repo_url}: {what} failed: {type(exc).__name__}: {_clip(str(exc))}") from exc
+            raise StepError(502, f"{self.repo_url}: {what} failed: {client_failure(exc)}") from None
 
     def _entry(self, path: str) -> Any:
         """What the repository holds at `path` at the base revision, looked up once; None when nothing."""
@@ -308,7 +311,3 @@ _MEANING = {
     403: ": the token may not do this",
     412: ": a commit has happened since the repository was looked at; not committed",
 }
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
-from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 
@@ -172,10 +171,9 @@ class KaggleDestination:
                     response = self._api("create", lambda: self._create(kaggle, files, directories))
             error, status = response.error, response.status
             if error or status.lower() != "ok":
-                # Its error text is Kaggle's, not shown; its status is, when it is a word.
+                # Its status and error text are Kaggle's words: neither is shown.
                 action = "a new version" if exists else "the dataset"
-                said = status if status.isalpha() and len(status) <= 20 else "not ok"
-                raise StepError(502, f"{self.url}: Kaggle refused {action} (status {said!r}, error not shown)")
+                raise StepError(502, f"{self.url}: Kaggle refused {action} (its status and error not shown)")
             # The response states no version number (the version is built asynchronously), so none is claimed.
             return [self._receipt(s) for s in self._spooled]
         finally:
@@ -207,11 +205,11 @@ class KaggleDestination:
         except requests.HTTPError as exc:
             # The status line only, and not chained: kagglesdk makes the answer's message the exception's.
             response = exc.response
-            said = status_line(response.status_code, response.reason) if response is not None else "no status"
+            said = status_line(response.status_code) if response is not None else "no status"
             status = response.status_code if response is not None else 0
             raise StepError(_status(status), f"{self.url}: Kaggle {what} failed: {said}") from None
         except requests.RequestException as exc:
-            raise StepError(502, f"{self.url}: Kaggle {what} failed: {type(exc).__name__}: {_clip(str(exc))}") from exc
+            raise StepError(502, f"{self.url}: Kaggle {what} failed: {client_failure(exc)}") from None
 
     def _dataset_exists(self) -> bool:
         if self._problem is not None:
@@ -393,23 +391,9 @@ def _stored_checksums(response: Any) -> Checksums:
             resource = None
         if isinstance(resource, dict):
             stated = {"crc32c": resource.get("crc32c"), "md5": resource.get("md5Hash")}
-    return Checksums(crc32c=_base64_or_none(stated.get("crc32c")), md5=_base64_or_none(stated.get("md5")))
-
-
-def _base64_or_none(value: object) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        base64.b64decode(value, validate=True)
-    except ValueError:
-        return None
-    return value
+    return Checksums.stated(stated.get("crc32c"), stated.get("md5"))
 
 
 def _status(upstream: int) -> int:
     """Kaggle's 4xx (credentials, permissions, a missing dataset) stays the step's status; anything else is a 502."""
     return upstream if 400 <= upstream < 500 else 502
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -30,6 +30,8 @@ _OPTIONS = frozenset({"endpoint", "bucket", "prefix", "access_key_id", "secret_a
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
 _CODE = re.compile(r"[A-Za-z0-9.]{1,64}")
+_ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # one part, or the MD5 of the parts' and their number
+_VERSION = re.compile(r"[A-Za-z0-9._+=-]{1,200}")
 _DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"})
 _RACED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
@@ -110,15 +112,15 @@ class S3Destination:
             raise _refused(exc, self._uri(key)) from None
         except BotoCoreError as exc:
             raise _unreachable(exc, self._uri(key)) from None
-        etag = str(answer.get("ETag", "")).strip('"')
-        version = answer.get("VersionId")
+        etag = _kept(str(answer.get("ETag", "")).strip('"'))
+        version = _kept(str(answer.get("VersionId") or ""))
         return Receipt(
             source=item.uri,
             destination=self._uri(key),
             bytes=stream.bytes,
             checksum=stream.checksums.describe(),
             # "null" is the version of an object written while versioning was off or suspended: not a version.
-            version=version if version and version != "null" else etag,
+            version=version or etag,
         )
 
     def close(self, message: str, *, failed: int = 0) -> list[Receipt]:
@@ -307,7 +309,9 @@ def _verify_etag(answer: Mapping[str, Any], expected: str, where: str) -> None:
         return  # encrypted with KMS or a customer key: the ETag is no MD5, and Content-MD5 was checked on arrival
     etag = str(answer.get("ETag", "")).strip('"')
     if etag != expected:
-        raise StepError(502, f"{where}: the store answered ETag {etag!r}, the bytes sent have {expected!r}")
+        # The store's word: shown when it is an ETag, nothing else of it.
+        said = f"ETag {etag!r}" if _ETAG.fullmatch(etag) else "an ETag that is no MD5"
+        raise StepError(502, f"{where}: the store answered {said}, the bytes sent have {expected!r}")
 
 
 def _stored(head: Mapping[str, Any]) -> Checksums:
@@ -316,6 +320,11 @@ def _stored(head: Mapping[str, Any]) -> Checksums:
     etag = str(head.get("ETag", "")).strip('"')
     md5 = metadata.get(MD5_KEY) or (md5_from_hex(etag) if _MD5_HEX.fullmatch(etag) and etag_is_md5(head) else None)
     return Checksums(crc32c=metadata.get(CRC32C_KEY), md5=md5)
+
+
+def _kept(value: str) -> str | None:
+    """A version id or ETag the store answered, for a receipt: the store's word, kept only when it looks like one."""
+    return value if _VERSION.fullmatch(value) and value != "null" else None
 
 
 def _status(exc: Any) -> int:

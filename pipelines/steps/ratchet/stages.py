@@ -104,12 +104,17 @@ def prepare_algorithms(
     stores: Mapping[str, ObjectStore],
     sleep: Callable[[float], None] = time.sleep,
     limits: CodeLimits = DEFAULT_CODE_LIMITS,
+    redact: Callable[[str], str] = lambda text: text,
 ) -> list[AlgorithmOutcome]:
-    """Export, deploy and validate each algorithm in the workflow's order (dependencies first)."""
+    """Export, deploy and validate each algorithm in the workflow's order (dependencies first).
+
+    `redact` scrubs the start of each validation's output before it is cut short for the record: a secret the
+    destination echoed there would otherwise survive in part, past the scrubbing of what is written.
+    """
     outcomes: dict[str, AlgorithmOutcome] = {}
     order = [a.name for a in workflow.algorithms]
     for algorithm in workflow.algorithms:
-        outcome = _prepare_one(algorithm, workflow, cluster, source, stores, order, outcomes, sleep, limits)
+        outcome = _prepare_one(algorithm, workflow, cluster, source, stores, order, outcomes, sleep, limits, redact)
         # Recorded, not used: what an environment name means is the destination's business (none here uses it).
         outcomes[algorithm.name] = replace(outcome, environment=dict(algorithm.declared))
     return list(outcomes.values())
@@ -125,6 +130,7 @@ def _prepare_one(
     done: Mapping[str, AlgorithmOutcome],
     sleep: Callable[[float], None],
     limits: CodeLimits,
+    redact: Callable[[str], str],
 ) -> AlgorithmOutcome:
     name = algorithm.name
     depends_on = tuple(algorithm.depends_on)
@@ -155,7 +161,7 @@ def _prepare_one(
         return AlgorithmOutcome(
             name, FAILED, VALIDATE, result.error, attempts, result.seconds, depends_on=depends_on, files=files
         )
-    preview = json.dumps(result.output, default=str)[:_PREVIEW_CHARS]
+    preview = redact(json.dumps(result.output, default=str))[:_PREVIEW_CHARS]
     return AlgorithmOutcome(name, VALIDATED, "", "", attempts, result.seconds, depends_on, files, preview)
 
 

@@ -161,7 +161,7 @@ def ratchet(
         )
         try:
             algorithms = prepare_algorithms(
-                workflow, cluster, source=source, stores=stores, sleep=sleep, limits=code_limits
+                workflow, cluster, source=source, stores=stores, sleep=sleep, limits=code_limits, redact=context.redact
             )
             tests = run_benchmark(workflow, cluster, algorithms)
         finally:

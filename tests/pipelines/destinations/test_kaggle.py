@@ -118,7 +118,7 @@ def test_a_refused_create_fails_the_step(kaggle: KaggleServer, source: Path, spo
     kaggle.fail_next(1, 200, body=refusal, path_prefix="/v1/datasets.DatasetApiService/CreateDataset")
     result = run([f"{source}/"], destination(kaggle), spool)
     assert result.status == 502
-    assert "Kaggle refused the dataset (status 'error', error not shown)" in result.message
+    assert "Kaggle refused the dataset (its status and error not shown)" in result.message
     assert "already in use" not in result.message  # Kaggle's own text is not recorded
     assert kaggle.datasets == {}
     assert list(spool.iterdir()) == []

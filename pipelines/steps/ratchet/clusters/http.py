@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from pipelines.steps.egress import STRICT, Egress, EgressError, status_line
+from pipelines.steps.egress import STRICT, Egress, EgressError, client_failure, status_line
 from pipelines.steps.ratchet.clusters import (
     CODE,
     DATA,
@@ -171,7 +171,7 @@ class HttpCluster:
             elapsed = time.monotonic() - started
             return CallResult(ok=False, error=f"timed out after {timeout:g} s", seconds=elapsed, timed_out=True)
         except requests.RequestException as exc:
-            return CallResult(ok=False, error=f"{self.url}: {type(exc).__name__}: {exc}", retryable=True)
+            return CallResult(ok=False, error=f"{self.url}: {client_failure(exc)}", retryable=True)
         except EgressError as exc:
             return CallResult(ok=False, error=str(exc))
         elapsed = time.monotonic() - started
@@ -201,7 +201,7 @@ class HttpCluster:
                 method, self.url + path, timeout=_DEPLOY_TIMEOUT, verify=self._verify, **kwargs
             )
         except requests.RequestException as exc:
-            raise ClusterError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            raise ClusterError(f"{what}: {client_failure(exc)}") from None
         except EgressError as exc:
             raise ClusterError(f"{what}: {exc}") from None
         if not response.ok:
@@ -234,5 +234,5 @@ def _refusal(response: requests.Response) -> tuple[str, bool]:
     recorded.
     """
     building = _STILL_BUILDING in response.text
-    line = status_line(response.status_code, response.reason)
+    line = status_line(response.status_code)
     return (f"{line}: the algorithm is still being built" if building else line), building

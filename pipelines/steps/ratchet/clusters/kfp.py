@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipelines.steps.egress import Egress, EgressError, status_line
+from pipelines.steps.egress import Egress, EgressError, client_failure, status_line
 from pipelines.steps.ratchet.clusters import (
     CODE,
     DATA,
@@ -175,10 +176,11 @@ class KfpCluster:
         state = str(run.state).upper()
         duration = _duration(run)
         seconds = duration if duration is not None else self._clock() - started
-        output = {"run_id": run.run_id, "state": state}
+        run_id = _run_id(run.run_id)
+        output = {"run_id": run_id, "state": state}
         if state != "SUCCEEDED":
-            message = getattr(getattr(run, "error", None), "message", None) or f"the run ended {state}"
-            return CallResult(ok=False, output=output, error=f"run {run.run_id}: {message}", seconds=seconds)
+            # The run's error message is the API's text: the state says what happened, the KFP UI says why.
+            return CallResult(ok=False, output=output, error=f"run {run_id}: the run ended {state}", seconds=seconds)
         return CallResult(ok=True, output=output, seconds=seconds)
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -242,6 +244,7 @@ class KfpCluster:
 
 
 _DESCRIPTION = "Deployed by Relay's ratchet pipeline"
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @contextlib.contextmanager
@@ -257,12 +260,18 @@ def _api_errors(context: str) -> Iterator[None]:
     except kfp_server_api.ApiException as exc:
         # The status line only, and not chained: the exception holds the answer's body, the server's text.
         status = int(exc.status or 0)
-        message = f"{context}: the KFP API answered {status_line(status, exc.reason)}"
+        message = f"{context}: the KFP API answered {status_line(status)}"
         raise ClusterError(message, retryable=status in _RETRYABLE) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise ClusterError(f"{context}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        raise ClusterError(f"{context}: {client_failure(exc)}", retryable=True) from None
     except ValueError as exc:  # kfp.Client's own checks, e.g. "Multiple pipelines with the name"
         raise ClusterError(f"{context}: {exc}") from exc
+
+
+def _run_id(value: object) -> str:
+    """A run id the API answered, as records show it: an id, or a placeholder (it is the server's word)."""
+    text = str(value)
+    return text if _RUN_ID.fullmatch(text) else "(an id that is not one)"
 
 
 def _check_token(host: str, token: str | None, ca: str | None, egress: Egress) -> None:
@@ -278,7 +287,7 @@ def _check_token(host: str, token: str | None, ca: str | None, egress: Egress) -
     except requests.RequestException:
         return  # unreachable for now: kfp.Client's retries decide
     if answer.status_code in (401, 403):
-        raise ClusterError(f"the KFP API refused the token ({status_line(answer.status_code, answer.reason)})")
+        raise ClusterError(f"the KFP API refused the token ({status_line(answer.status_code)})")
 
 
 def _pin(client: Any, egress: Egress) -> None:
