@@ -26,7 +26,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     origin = parser.add_mutually_exclusive_group()
     origin.add_argument("--bucket", metavar="B", help="check it as a trigger file uploaded to this bucket")
     origin.add_argument(
-        "--topic", metavar="T", help="check it as a message on this topic (a name, or projects/P/topics/T)"
+        "--topic",
+        metavar="T",
+        help="check it as a message on this topic (a name, or projects/P/topics/T); with --object, the topic the "
+        "object's storage notification would arrive on",
     )
     parser.add_argument("--name", metavar="NAME", help="its object name in --bucket (default: FILE's name)")
     parser.add_argument("--project", metavar="P", help="project of a short --topic name (as 'relay publish')")
