@@ -37,7 +37,8 @@ What Relay runs with:
   --step-secret SECRET      a secret that triggers may name as secret://SECRET for the pipeline steps
                             (repeatable; env DEPLOY_STEP_SECRETS, comma-separated)
   --notify-bucket BUCKET    route finalized objects of an existing data bucket to the trigger topic
-                            (env DEPLOY_NOTIFY_BUCKET)
+                            (env DEPLOY_NOTIFY_BUCKET); the policy must list BUCKET under notifications for
+                            projects/PROJECT/topics/PREFIX-triggers (a tenant's topic), else Relay refuses them
   --notify-prefix PREFIX    ... only those under PREFIX (env DEPLOY_NOTIFY_PREFIX)
   --policy FILE             the deployment policy, published as policy.yaml beside the catalog, its task resources
                             compiled into it (env DEPLOY_POLICY); required unless --catalog-uri names a catalog

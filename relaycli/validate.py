@@ -26,7 +26,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     origin = parser.add_mutually_exclusive_group()
     origin.add_argument("--bucket", metavar="B", help="check it as a trigger file uploaded to this bucket")
     origin.add_argument(
-        "--topic", metavar="T", help="check it as a message on this topic (a name, or projects/P/topics/T)"
+        "--topic",
+        metavar="T",
+        help="check it as a message on this topic (a name, or projects/P/topics/T); with --object, the topic the "
+        "object's storage notification would arrive on",
     )
     parser.add_argument("--name", metavar="NAME", help="its object name in --bucket (default: FILE's name)")
     parser.add_argument("--project", metavar="P", help="project of a short --topic name (as 'relay publish')")
@@ -40,8 +43,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(catalog=args.catalog, policy=args.policy)
     if args.object is not None:
-        if args.file is not None or args.bucket is not None or args.topic is not None:
-            raise UsageError("--object: expected it alone: a data object is no trigger FILE from --bucket or --topic")
+        if args.file is not None or args.bucket is not None or args.name is not None:
+            raise UsageError("--object: expected it without FILE, --bucket or --name: a data object is no trigger file")
+        if args.project is not None and args.topic is None:
+            raise UsageError("--project: expected it with --topic, the topic it is the project of")
         return routes.check_object(args, context, config)
     if args.metadata or args.content_type is not None:
         raise UsageError("--metadata, --content-type: expected them with --object, the data object they describe")
@@ -124,8 +129,11 @@ COMMAND = Command(
         "(--policy, else RELAY_POLICY_URI, else the catalog's policy.yaml; none at all allows nothing outside "
         "Relay), with file:// locations possible only when RELAY_BACKEND is local (its default). Every problem "
         "is listed as 'field: expected ..., found ...'. With --policy and no FILE, check the policy file itself "
-        "and list every problem in it. With --object gs://bucket/name[#generation] instead of FILE, say what a data "
-        "object landing there would start through the policy's routes (route, parameters, verdict, run key). "
+        "and list every problem in it. With --object gs://bucket/name[#generation] instead of FILE, say what a "
+        "storage notification of that data object arriving on --topic T would start (T defaults to the one topic the "
+        "policy's notifications wire to the bucket): refused unless a tenant owns T and notifications wires the "
+        "bucket to it, else that tenant's route, its parameters from the object's facts in storage (for an object "
+        "not there yet, a what-if from --metadata and --content-type), the verdict and the run key. "
         "Exit status 0 when valid, 1 when not (a policy denial included)."
     ),
     examples="""\
@@ -136,7 +144,8 @@ examples:
   relay validate nightly.json --catalog gs://relay-deploy/pipelines/3f2a1c0
   relay validate message.txt --format yaml --json
   relay validate --policy policy.yaml
-  relay validate --object gs://lab-data/assay/x.csv --metadata batch=b1   # what a route would start""",
+  relay validate --object gs://lab-data/assay/x.csv --topic assay-triggers   # what a route would start
+  relay validate --object gs://lab-data/assay/new.csv --metadata batch=b1    # what-if: not uploaded yet""",
     add_arguments=_arguments,
     run=_run,
 )

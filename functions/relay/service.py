@@ -146,7 +146,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     # object is read before the topic's tenant may have it.
     named = delivery if isinstance(delivery, ObjectDelivery) and delivery.via != "storage-event" else None
     if named is not None:
-        refusal = _refuse_message(relay.policy, named, tenant)
+        refusal = refuse_message(relay.policy, named, tenant)
         if refusal is not None:
             return _refuse_origin(relay, named, refusal)
         # Before the skips: a routed data object is no trigger file and lies under no tenant's trigger prefix (the
@@ -195,7 +195,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
 
 
-def _refuse_message(
+def refuse_message(
     policy: rules.Policy, delivery: ObjectDelivery, tenant: rules.Tenant | None
 ) -> PolicyDeniedError | None:
     """Why a message may not name this object at all: a topic no tenant owns, or a storage notification on a topic
@@ -227,7 +227,7 @@ def _own_object(relay: Relay, uri: str) -> str | None:
 
 def route_for(delivery: ObjectDelivery, tenant: rules.Tenant | None) -> routes.Route | None:
     """The route a delivery is for: only a storage notification, which names a finalized object, and only a route
-    of the tenant whose topic it came on (that topic wired to the object's bucket: see _refuse_message)."""
+    of the tenant whose topic it came on (that topic wired to the object's bucket: see refuse_message)."""
     if delivery.via != "storage-notification" or tenant is None:
         return None
     return rules.route_of(tenant, delivery.bucket, delivery.name)

@@ -72,7 +72,7 @@ variable "step_secrets" {
 }
 
 variable "notify_bucket" {
-  description = "Optional existing data bucket whose finalized objects are announced on the trigger topic and read as trigger files (\"\" for none)."
+  description = "Optional existing data bucket whose finalized objects are announced on the trigger topic and read as trigger files or routed (\"\" for none); the policy must list it under notifications for that topic."
   type        = string
   default     = ""
 }

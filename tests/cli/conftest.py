@@ -23,9 +23,15 @@ def results(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def blobs(results: str) -> RoutingBlobStore:
+def gcs() -> MemoryBlobStore:
+    """Cloud Storage in memory: where a test uploads an object with its content type and metadata (`put`)."""
+    return MemoryBlobStore()
+
+
+@pytest.fixture
+def blobs(gcs: MemoryBlobStore, results: str) -> RoutingBlobStore:
     """gs:// objects in memory, paths on the disk: what the CLI and the service share in these tests."""
-    return RoutingBlobStore(MemoryBlobStore(), LocalBlobStore(results))
+    return RoutingBlobStore(gcs, LocalBlobStore(results))
 
 
 @pytest.fixture

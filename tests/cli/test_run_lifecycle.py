@@ -16,6 +16,7 @@ from relay.service import Relay
 from relay.status import RunRecords
 from relaycli.wait import EXIT_TIMEOUT, follow
 from tests.cli.support import ECHO, Ran, drop, finish, relay_on
+from tests.fakes import MemoryBlobStore
 
 Cli = Callable[..., Ran]
 FAST = ("--interval", "0.02")
@@ -142,9 +143,12 @@ def test_one_exit_status_for_an_invalid_document_whichever_command(cli: Cli, tmp
 
 
 ROUTED = """
+notifications:
+  - {topic: projects/lab/topics/lab-triggers, buckets: [lab-data]}
 tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
+    topics: [projects/lab/topics/lab-triggers]
     routes:
       - id: assay-csv
         bucket: lab-data
@@ -155,12 +159,14 @@ tenants:
 """
 
 
-def test_validate_says_what_a_data_object_would_start(cli: Cli, blobs: RoutingBlobStore, tmp_path: Path):
+def test_validate_says_what_a_data_object_would_start(cli: Cli, gcs: MemoryBlobStore, tmp_path: Path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(ROUTED)
-    generation = blobs.write("gs://lab-data/assay/x.csv", b"a,b\n1,2\n")
+    # The object's facts are storage's (issue 20): its content type and metadata come with its upload.
+    data = b"a,b\n1,2\n"
+    generation = gcs.put("gs://lab-data/assay/x.csv", data, content_type="text/csv", metadata={"batch": "b1"})
     argv = ("validate", "--object", "gs://lab-data/assay/x.csv", "--policy", str(policy))
-    ran = cli(*argv, "--metadata", "batch=b1", "--content-type", "text/csv", "--json")
+    ran = cli(*argv, "--json")
     assert ran.code == 0, ran.out + ran.err
     shown = ran.json()
     assert (shown["route"], shown["pipeline"], shown["valid"]) == ("lab/assay-csv", "echo", True)
@@ -168,7 +174,8 @@ def test_validate_says_what_a_data_object_would_start(cli: Cli, blobs: RoutingBl
     identity = naming.object_identity("lab-data", "assay/x.csv", generation)
     assert shown["run_key"] == naming.derive_run_key("echo", identity)
     # Without the metadata the template needs, it says what Relay's rejection would.
-    lacking = cli(*argv, "--content-type", "text/csv")
+    gcs.put("gs://lab-data/assay/y.csv", data, content_type="text/csv")
+    lacking = cli("validate", "--object", "gs://lab-data/assay/y.csv", "--policy", str(policy))
     assert lacking.code == 1 and "would be rejected (invalid_parameters)" in lacking.out
     assert "parameters.options.batch: expected the object's metadata.batch" in lacking.out
     outside = cli("validate", "--object", "gs://lab-data/other/x.csv", "--policy", str(policy))
