@@ -97,13 +97,14 @@ class Deployment:
         given = dict(parameters)
         inputs = {"sources": given.pop("sources")} if "sources" in given else {}
         spec = spec_for(inputs=inputs, outputs={}, parameters=given)
-        (self.root / "spec.json").write_text(json.dumps(spec.to_json()))
+        spec_path, result_path = self.root / "spec.json", self.root / "result.json"
+        spec_path.write_text(json.dumps(spec.to_json()))
         done = subprocess.run(
-            [sys.executable, "-m", f"pipelines.steps.{name}", str(self.root / "spec.json"), str(self.root / "result.json")],
+            [sys.executable, "-m", f"pipelines.steps.{name}", str(spec_path), str(result_path)],
             cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode in (0, 1), done.stderr
-        result: dict[str, Any] = json.loads((self.root / "result.json").read_text())
+        result: dict[str, Any] = json.loads(result_path.read_text())
         return result
 
     def task(self, function: str, arguments: Mapping[str, Any], module: str = "pipelines.components.push") -> int:
