@@ -277,3 +277,17 @@ def test_without_direct_runs_a_run_with_no_launch_record_only_records_its_refusa
     assert refusal["status"] == 403 and "the policy allows no direct runs" in refusal["message"]
     assert [p.name for p in deployed.results.iterdir() if not p.name.startswith(".")] == ["refused"]
     assert deployed.sent() == {"assay": [], "imaging": []}
+
+
+def test_a_ratchet_that_names_another_tenant_cannot_reset_its_baseline(tmp_path: Path, lims: dict[str, LimsServer]):
+    deployed = deployment(tmp_path, lims)
+    workflow = {"uri": (EXAMPLE / "workflow.json").as_uri()}
+    imaging = {"workflow": workflow, "destination": {"kind": "local", "root": (tmp_path / "cluster-imaging").as_uri()}}
+    for run_key in ("imaging--reset", "assay--bench"):
+        if run_key == "assay--bench":  # a genuine key of assay's
+            launch(deployed.results, "ratchet", {"workflow": workflow}, run_key=run_key, tenant="assay")
+        asked = {**imaging, "reset_baseline": True, "reason": "mine now", "run_key": run_key, "tenant": "imaging",
+                 "results_uri": str(deployed.results)}  # fmt: skip
+        result = deployed.step("ratchet", asked)
+        assert result["status"] == 403 and "policy_denied" in result["message"], result
+    assert not (deployed.results / "ratchet").exists() and not (tmp_path / "cluster-imaging").exists()
