@@ -94,7 +94,7 @@ def verify_launch(
     if not results_uri or launches.store is None:
         raise _refused("expected the deployment's results location (RELAY_RESULTS_URI) to verify launches, found none")
     asked = parameters.get("results_uri") or ""
-    if asked and _plain(asked) != _plain(results_uri):
+    if asked and (not isinstance(asked, str) or _plain(asked) != _plain(results_uri)):
         expected = f"the deployment's results location {results_uri}"
         raise _refused(f"parameters.results_uri: expected {expected}, found {asked!r}")
     run_key, tenant = parameters.get("run_key") or "", parameters.get("tenant") or ""
@@ -108,9 +108,10 @@ def verify_launch(
         if differences:
             raise _refused(f"run {run_key} is not what the functions launched ({where}): " + "; ".join(differences))
         return Launch(run_key, tenant, results_uri)
-    expected = f"a launch record at {naming.launch_record(results_uri, run_key)}" if keyed else naming.RUN_KEY_RULE
     if not direct_tenant:
-        raise _refused(f"run key {run_key!r}: expected {expected}, found none; and the policy allows no direct runs")
+        missing = f"a launch record at {naming.launch_record(results_uri, run_key)}, found none" if keyed else (
+            f"{naming.RUN_KEY_RULE} with a launch record, found {run_key!r}")  # fmt: skip
+        raise _refused(f"parameters.run_key: expected {missing}; and the policy allows no direct runs (direct_runs)")
     if tenant != direct_tenant:
         raise _refused(f"parameters.tenant: expected {direct_tenant!r}, the one tenant direct runs act as (policy "
                        f"direct_runs), found {tenant!r}")  # fmt: skip
