@@ -193,11 +193,13 @@ def bench(sizes: Mapping[int, int]) -> dict[int, dict[str, list[Measured]]]:
         client = storage_client(gcs.url)
         for bucket in (SOURCE, *TARGETS.values()):
             create_bucket(gcs.url, bucket)
-        # The step obeys a deployment policy as it would when deployed: one that allows exactly these pushes.
+        # The step obeys a deployment policy as it would when deployed: one that allows exactly these pushes, run
+        # by hand as an operator's direct runs (direct_runs) do, without a launch record of the functions.
         policy = work / "policy.yaml"
         destinations = ", ".join(f"{{id: {k}, kind: gcs, bucket: {TARGETS[k]}}}" for k in TARGETS if "relay" in k)
-        policy.write_text(f"tenants:\n- name: bench\n  sources: ['gs://{SOURCE}/']\n  destinations: [{destinations}]\n")
-        env = {**os.environ, **gcs.env(), "RELAY_POLICY_URI": str(policy)}
+        policy.write_text(f"tenants:\n- name: bench\n  sources: ['gs://{SOURCE}/']\n  destinations: [{destinations}]\n"
+                          "direct_runs: {tenant: bench}\n")  # fmt: skip
+        env = {**os.environ, **gcs.env(), "RELAY_POLICY_URI": str(policy), "RELAY_RESULTS_URI": str(work / "results")}
         for mib, rounds in sizes.items():
             name = _object_name(mib)
             _put_streamed(client, SOURCE, name, _Source(mib * MIB), mib * MIB)

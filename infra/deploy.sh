@@ -511,13 +511,21 @@ repository() {
 }
 
 # under BUCKET TITLE PREFIX...: an IAM condition (gcloud's --condition syntax) that holds for the objects under
-# these prefixes. IAM names an object projects/_/buckets/BUCKET/objects/NAME; listing a bucket is not an object
-# request, so a binding under such a condition never lists. infra/terraform/iam.tf writes the same ones.
+# these prefixes; a PREFIX with a * (runs/*/result.json) holds for the names that start with what comes before it
+# and end with what comes after. IAM names an object projects/_/buckets/BUCKET/objects/NAME; listing a bucket is
+# not an object request, so a binding under such a condition never lists. infra/terraform/iam.tf writes the same.
 under() {
-  local bucket=$1 title=$2 prefix expression=""
+  local bucket=$1 title=$2 prefix objects expression=""
   shift 2
+  objects="projects/_/buckets/$bucket/objects"
   for prefix in "$@"; do
-    expression+="${expression:+ || }resource.name.startsWith(\"projects/_/buckets/$bucket/objects/$prefix\")"
+    expression+="${expression:+ || }"
+    if [[ $prefix == *'*'* ]]; then
+      expression+="(resource.name.startsWith(\"$objects/${prefix%%\**}\") && "
+      expression+="resource.name.endsWith(\"${prefix#*\*}\"))"
+    else
+      expression+="resource.name.startsWith(\"$objects/$prefix\")"
+    fi
   done
   printf 'expression=%s,title=%s' "$expression" "$title"
 }
@@ -556,14 +564,18 @@ grant() {
   if $TEARDOWN; then run_tolerant "${cmd[@]}"; else run_retrying "${cmd[@]}"; fi
 }
 
-# Deployments before the catalog bucket gave both accounts objectUser on the whole results bucket, which outlives
-# a redeploy (bindings are only ever added): take those back so that only the conditional ones remain.
+# Deployments before the catalog bucket gave both accounts objectUser on the whole results bucket, and before
+# launch records were the steps' proof of a run, the steps could create anything under runs/ (launch.json too).
+# Both outlive a redeploy (bindings are only ever added): take them back so that only today's conditions remain.
 revoke_superseded() {
   local account
   for account in "$FUNCTIONS_SA" "$PIPELINES_SA"; do
     run_tolerant gcloud storage buckets remove-iam-policy-binding "gs://$RESULTS_BUCKET" --condition=None \
       "--member=serviceAccount:$account" --role=roles/storage.objectUser --format=none
   done
+  run_tolerant gcloud storage buckets remove-iam-policy-binding "gs://$RESULTS_BUCKET" \
+    "--condition=$(under "$RESULTS_BUCKET" "Relay pipelines: create run records" runs/)" \
+    "--member=serviceAccount:$PIPELINES_SA" --role=roles/storage.objectCreator --format=none
 }
 
 # Every role Relay's principals hold, each on the one resource it is needed for. infra/terraform/iam.tf holds the
@@ -596,13 +608,16 @@ bindings() {
   fi
   # Pub/Sub forwards undeliverable events to the dead-letter topic as its own service agent.
   grant topic "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
-  # Pipeline steps: Vertex's scratch space; the catalog's policy; the run's result record, created once and never
-  # replaced (objectCreator has no delete, which an overwrite needs), so no run can rewrite another's; the
-  # ratchet's ledger, which moves by generation-matched overwrites; the notification; secret:// references.
+  # Pipeline steps: Vertex's scratch space; the catalog's policy; the records a step creates, once and never
+  # replaced (objectCreator has no delete, which an overwrite needs): a run's result.json, a refusal, a direct
+  # run's result; never a launch.json, which is a run's proof that the functions launched it, and which the steps
+  # only read; the ratchet's ledger, which moves by generation-matched overwrites; the notification; secret://.
   grant bucket "$PIPELINE_ROOT_BUCKET" "$pipelines" roles/storage.objectAdmin
   grant bucket "$CATALOG_BUCKET" "$pipelines" roles/storage.objectViewer
   grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectCreator \
-    "$(under "$RESULTS_BUCKET" "Relay pipelines: create run records" runs/)"
+    "$(under "$RESULTS_BUCKET" "Relay pipelines: create results and refusals" "runs/*/result.json" refused/ direct/)"
+  grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectViewer \
+    "$(under "$RESULTS_BUCKET" "Relay pipelines: read launch records" "runs/*/launch.json")"
   grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectUser \
     "$(under "$RESULTS_BUCKET" "Relay pipelines: the ratchet ledger" ratchet/)"
   grant topic "$NOTIFICATIONS_TOPIC" "$pipelines" roles/pubsub.publisher

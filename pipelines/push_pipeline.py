@@ -6,14 +6,17 @@ from typing import Any
 from kfp import dsl
 
 from pipelines.components import Deployment, component, configure
-from pipelines.components.finish import finish
+from pipelines.components.finish import finish_push
 from pipelines.components.push import push_objects
+from pipelines.steps.launch import DEFAULTS
+
+DEFAULT = DEFAULTS["push"]  # what the backend fills in for a parameter the launch left out
 
 
 def build(deployment: Deployment) -> Any:
     image = deployment.image
     push_op = component(push_objects, image)
-    finish_op = component(finish, image)
+    finish_op = component(finish_push, image)
 
     @dsl.pipeline(
         name="push",
@@ -23,26 +26,25 @@ def build(deployment: Deployment) -> Any:
     def push(
         sources: list,
         destination: dict,
-        select: str = "",
-        overwrite: bool = False,
-        run_key: str = "",
-        results_uri: str = "",
-        tenant: str = "",
+        select: str = DEFAULT["select"],
+        overwrite: bool = DEFAULT["overwrite"],
+        run_key: str = DEFAULT["run_key"],
+        results_uri: str = DEFAULT["results_uri"],
+        tenant: str = DEFAULT["tenant"],
     ) -> None:
-        recorded = configure(finish_op(pipeline="push", run_key=run_key, results_uri=results_uri), deployment)
+        # The exit task gets what the step gets: it records only for a run it verifies as the step does.
+        arguments = {
+            "sources": sources,
+            "destination": destination,
+            "select": select,
+            "overwrite": overwrite,
+            "run_key": run_key,
+            "results_uri": results_uri,
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "tenant": tenant,
+        }
+        recorded = configure(finish_op(**arguments), deployment)
         with dsl.ExitHandler(recorded, name="push-and-record"):
-            configure(
-                push_op(
-                    sources=sources,
-                    destination=destination,
-                    select=select,
-                    overwrite=overwrite,
-                    run_key=run_key,
-                    results_uri=results_uri,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    tenant=tenant,
-                ),
-                deployment,
-            )
+            configure(push_op(**arguments), deployment)
 
     return push

@@ -6,14 +6,17 @@ from typing import Any
 from kfp import dsl
 
 from pipelines.components import Deployment, component, configure
-from pipelines.components.finish import finish
+from pipelines.components.finish import finish_ratchet
 from pipelines.components.ratchet import ratchet_algorithms
+from pipelines.steps.launch import DEFAULTS
+
+DEFAULT = DEFAULTS["ratchet"]  # what the backend fills in for a parameter the launch left out
 
 
 def build(deployment: Deployment) -> Any:
     image = deployment.image
     ratchet_op = component(ratchet_algorithms, image)
-    finish_op = component(finish, image)
+    finish_op = component(finish_ratchet, image)
 
     @dsl.pipeline(
         name="ratchet",
@@ -22,31 +25,30 @@ def build(deployment: Deployment) -> Any:
     )
     def ratchet(
         workflow: dict,
-        source: str = "",
-        destination: dict = {},  # noqa: B006 - KFP takes pipeline defaults as literals; {} is the local destination
-        tolerance: float = 0.1,
-        reset_baseline: bool = False,
-        reason: str = "",
-        run_key: str = "",
-        results_uri: str = "",
-        tenant: str = "",
+        source: str = DEFAULT["source"],
+        destination: dict = DEFAULT["destination"],  # {} is the local destination
+        tolerance: float = DEFAULT["tolerance"],
+        reset_baseline: bool = DEFAULT["reset_baseline"],
+        reason: str = DEFAULT["reason"],
+        run_key: str = DEFAULT["run_key"],
+        results_uri: str = DEFAULT["results_uri"],
+        tenant: str = DEFAULT["tenant"],
     ) -> None:
-        recorded = configure(finish_op(pipeline="ratchet", run_key=run_key, results_uri=results_uri), deployment)
+        # The exit task gets what the step gets: it records only for a run it verifies as the step does.
+        arguments = {
+            "workflow": workflow,
+            "source": source,
+            "destination": destination,
+            "tolerance": tolerance,
+            "reset_baseline": reset_baseline,
+            "reason": reason,
+            "run_key": run_key,
+            "results_uri": results_uri,
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "tenant": tenant,
+        }
+        recorded = configure(finish_op(**arguments), deployment)
         with dsl.ExitHandler(recorded, name="ratchet-and-record"):
-            configure(
-                ratchet_op(
-                    workflow=workflow,
-                    source=source,
-                    destination=destination,
-                    tolerance=tolerance,
-                    reset_baseline=reset_baseline,
-                    reason=reason,
-                    run_key=run_key,
-                    results_uri=results_uri,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    tenant=tenant,
-                ),
-                deployment,
-            )
+            configure(ratchet_op(**arguments), deployment)
 
     return ratchet

@@ -7,6 +7,7 @@ from typing import Any
 
 from pipelines.steps.egress import Egress
 from pipelines.steps.gate import Permit, PolicyGate
+from pipelines.steps.launch import Launch
 from relay.policy import Context, Policy, Tenant, parse_policy
 from relay.secrets import reference_paths
 
@@ -25,9 +26,13 @@ class TrustingGate:
     """Admits every request and binds every secret reference: for tests of how a step pushes or ratchets, not of
     what it may (the policy's own tests and the attack tests use real policies)."""
 
+    def launch(self, pipeline: str, parameters: Mapping[str, Any]) -> Launch:
+        results_uri = str(parameters.get("results_uri") or "")
+        return Launch(str(parameters.get("run_key") or ""), str(parameters.get("tenant") or ""), results_uri)
+
     def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
         bound = {f"parameters.{path}": reference for path, reference in reference_paths(parameters)}
-        return Permit(tenant=None, bound=bound, egress=Egress.loopback())
+        return Permit(tenant=None, bound=bound, egress=Egress.loopback(), launch=self.launch(pipeline, parameters))
 
     def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
         return None

@@ -56,6 +56,26 @@ def rejection_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "rejected", f"{run_key}.json")
 
 
+def refusal_record(results_uri: str, run_key: str, run_id: str) -> str:
+    """Where a pipeline task records that it refused to run: never a name the functions or a real run write."""
+    return join(results_uri, "refused", record_name(run_key), f"{record_name(run_id)}.json")
+
+
+def direct_result(results_uri: str, run_id: str) -> str:
+    """Where an operator's direct run (the policy's direct_runs) records its result: apart from every run key."""
+    return join(results_uri, "direct", f"{record_name(run_id)}.json")
+
+
+_RECORD_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,127}\Z")
+
+
+def record_name(text: str) -> str:
+    """`text` as one object name segment: as it is when plain, else a digest (a run's key or id may be anything)."""
+    if _RECORD_NAME.match(text):
+        return text
+    return "sha256-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def catalog_entry(catalog_uri: str, pipeline: str) -> str:
     return join(catalog_uri, f"{pipeline}.yaml")
 

@@ -28,6 +28,7 @@ leaves. Nothing a policy says can open Relay's own storage (catalog, policy, rec
     pipelines: {task_timeout: 2h, cpu: "2", memory: 4G}     # what the compiled pipelines' tasks get
     notifications:                      # the topics the deployment wired to buckets' Cloud Storage notifications
       - {topic: projects/my-project/topics/assay-triggers, buckets: [lab-data]}
+    direct_runs: {tenant: assay}        # optional: runs started on the backend by hand act as this tenant only
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class Policy:
     resources: Resources = field(default_factory=Resources)
     source: str = ""  # where it was read from ("" when there is none)
     notifications: tuple[Notifications, ...] = ()
+    # The one tenant a run without a launch record acts as ("": such a run does nothing).
+    direct_tenant: str = ""
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
@@ -250,9 +253,8 @@ class _Reader:
         )
 
     def policy(self, document: object) -> Policy:
-        top = self._mapping(
-            document, "(policy)", ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        )
+        keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -269,7 +271,21 @@ class _Reader:
                 self.notifications(n, f"notifications[{i}]")
                 for i, n in enumerate(self._list(top.get("notifications"), "notifications"))
             ),
+            direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
         )
+
+    def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
+        """`direct_runs: {tenant: NAME}`: NAME must be a tenant of the policy; absent, direct runs do nothing."""
+        if value is None:
+            return ""
+        item = self._mapping(value, "direct_runs", ("tenant",))
+        names = [t.name for t in tenants if t.name]
+        expected = f"a tenant of the policy ({', '.join(names) or 'none'})"
+        name = item.get("tenant")
+        if isinstance(value, dict) and name not in names:
+            self._fail("direct_runs.tenant", expected, name)
+            return ""
+        return str(name or "")
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")

@@ -108,16 +108,28 @@ resource "google_storage_bucket_iam_member" "pipelines_read_catalog" {
   member = google_service_account.pipelines.member
 }
 
-# A run's result record is created once and never replaced: objectCreator has no delete, which an overwrite needs,
-# so no run can rewrite another's record.
+# The records a step creates, once and never replaced (objectCreator has no delete, which an overwrite needs): a
+# run's result.json, a refusal, a direct run's result. Never a launch.json: that is a run's proof that the
+# functions launched it (pipelines/steps/launch.py), which the steps only read.
 resource "google_storage_bucket_iam_member" "pipelines_create_records" {
   bucket = google_storage_bucket.results.name
   role   = "roles/storage.objectCreator"
   member = google_service_account.pipelines.member
 
   condition {
-    title      = "Relay pipelines: create run records"
-    expression = "resource.name.startsWith(\"${local.results_objects}/runs/\")"
+    title      = "Relay pipelines: create results and refusals"
+    expression = "(resource.name.startsWith(\"${local.results_objects}/runs/\") && resource.name.endsWith(\"/result.json\")) || resource.name.startsWith(\"${local.results_objects}/refused/\") || resource.name.startsWith(\"${local.results_objects}/direct/\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "pipelines_read_launches" {
+  bucket = google_storage_bucket.results.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.pipelines.member
+
+  condition {
+    title      = "Relay pipelines: read launch records"
+    expression = "(resource.name.startsWith(\"${local.results_objects}/runs/\") && resource.name.endsWith(\"/launch.json\"))"
   }
 }
 

@@ -1,8 +1,9 @@
 """The deployment policy inside a step: read from the deployment (never from the spec), applied before any byte or
 credential leaves, with the same functions the trigger function applied.
 
-A step learns its tenant from its `tenant` parameter, which Relay fills. Someone who starts runs on the backend
-directly can name any tenant, but never do more than the policy allows that tenant.
+A step learns its tenant from its `tenant` parameter, which Relay fills; before anything else the gate checks that
+parameter, the run key and every other parameter against the launch record the functions wrote (launch.py), so
+someone who starts runs on the backend directly cannot name a tenant, or anything else, of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pipelines.steps.contract import StepError
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.launch import Launch, LaunchRecords, launch_records, verify_launch
 from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay import policy as rules
 from relay.errors import RelayError
@@ -29,6 +31,7 @@ class Permit:
     bound: Mapping[str, str] = field(default_factory=dict)  # `parameters.destination.key` -> reference
     rule: Rule | None = None
     egress: Egress = STRICT  # public addresses, plus the hosts the rule names
+    launch: Launch | None = None  # what the run was verified to be (None: a gate that verifies nothing)
 
     @property
     def sandbox(self) -> SandboxRules:
@@ -49,6 +52,10 @@ def named_hosts(rule: Rule | None) -> tuple[str, ...]:
 class Gate(Protocol):
     """Admits a step's request, or refuses it (StepError 403) naming every refused item."""
 
+    def launch(self, pipeline: str, parameters: Mapping[str, Any]) -> Launch:
+        """The launch the run's parameters are exactly those of; StepError 403 for a run nobody launched."""
+        ...
+
     def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit: ...
 
     def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
@@ -62,8 +69,13 @@ class PolicyGate:
 
     policy: Policy = rules.NO_POLICY
     scope: rules.Context = field(default_factory=lambda: rules.Context(local=False, protected=()))
+    launches: LaunchRecords = field(default_factory=LaunchRecords)  # none: no run is verified, so none is admitted
+
+    def launch(self, pipeline: str, parameters: Mapping[str, Any]) -> Launch:
+        return verify_launch(self.launches, pipeline, parameters, direct_tenant=self.policy.direct_tenant)
 
     def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
+        launch = self.launch(pipeline, parameters)  # first: nothing is checked for a run nobody launched
         tenant = self._tenant(parameters)
         problems = rules.check_request(self.policy, tenant, pipeline, parameters, self.scope)
         if problems:
@@ -79,6 +91,7 @@ class PolicyGate:
             bound=rules.bound_references(self.policy, tenant, pipeline, parameters, self.scope),
             rule=rule,
             egress=Egress(allow_private=named_hosts(rule)),
+            launch=launch,
         )
 
     def check_location(self, tenant: Tenant | None, uri: str, where: str, *, key: str) -> None:
@@ -104,8 +117,8 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     """The policy at RELAY_POLICY_URI (none: nothing outside is allowed), for the deployment the env describes.
 
     RELAY_BACKEND=local (set by the local backend's runner) allows file:// locations; Relay's own storage is the
-    policy's and catalog's locations and RELAY_RESULTS_URI, all baked into the compiled pipeline or set by the
-    local runner, never taken from the run's parameters.
+    policy's and catalog's locations and RELAY_RESULTS_URI (where launch records are read, and records written),
+    all baked into the compiled pipeline or set by the local runner, never taken from the run's parameters.
     """
     import tempfile
 
@@ -114,10 +127,11 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     uri = environ.get("RELAY_POLICY_URI", "")
     own = (uri, environ.get("RELAY_CATALOG_URI", ""), environ.get("RELAY_RESULTS_URI", ""))
     scope = rules.Context(local=environ.get("RELAY_BACKEND") == "local", protected=rules.own_locations(*own))
+    launches = launch_records(environ)
     if not uri:
-        return PolicyGate(rules.NO_POLICY, scope)
+        return PolicyGate(rules.NO_POLICY, scope, launches)
     try:
         policy = rules.read_policy(results_store(uri, tempfile.gettempdir()), uri, required=True)
     except RelayError as error:  # unreadable or wrong: nothing may run until the deployment is fixed
         raise StepError(503, str(error)) from None
-    return PolicyGate(policy, scope)
+    return PolicyGate(policy, scope, launches)

@@ -10,7 +10,8 @@ from types import FrameType
 from typing import Any
 
 from pipelines.steps.contract import Step, StepError, StepResult, run_step, spec_for, step_context
-from pipelines.steps.outcome import record_step_result
+from pipelines.steps.launch import task_launch
+from pipelines.steps.outcome import record_refusal, record_step_result
 
 
 class StepFailedError(RuntimeError):
@@ -29,10 +30,18 @@ def run_in_pipeline(
     environ: Mapping[str, str],
 ) -> dict[str, Any]:
     started = datetime.now(UTC)
-    # A compiled deployment names its records' location: whoever starts a run cannot send them elsewhere.
-    results_uri = environ.get("RELAY_RESULTS_URI") or results_uri
-    if "results_uri" in parameters:
-        parameters = {**parameters, "results_uri": results_uri}
+    # Everything the run was started with, as the functions record a launch: checked before anything runs.
+    asked = {**inputs, **parameters, "run_key": run_key, "results_uri": results_uri}
+    try:
+        launch = task_launch(environ, pipeline, asked)
+    except StepError as refusal:
+        refused = StepResult(message=str(refusal), status=refusal.status)
+        record_refusal(
+            pipeline=pipeline, parameters=asked, run_id=run_id, result=refused, started=started, environ=environ
+        )
+        raise StepFailedError(f"{pipeline} refused with status {refused.status}: {refused.message}") from None
+    if "results_uri" in parameters:  # the deployment's location: the one the launch names, or left empty
+        parameters = {**parameters, "results_uri": launch.results_uri}
     spec = spec_for(inputs=inputs, outputs={}, parameters=parameters)
     try:
         context = step_context(environ)
@@ -41,16 +50,14 @@ def run_in_pipeline(
     else:
         with _time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
             result = run_step(step, spec, context)
-    if run_key and results_uri:
-        record_step_result(
-            pipeline=pipeline,
-            run_key=run_key,
-            results_uri=results_uri,
-            run_id=run_id,
-            result=result,
-            started=started,
-            finished=datetime.now(UTC),
-        )
+    record_step_result(
+        pipeline=pipeline,
+        launch=launch,
+        run_id=run_id,
+        result=result,
+        started=started,
+        finished=datetime.now(UTC),
+    )
     if not result.succeeded:
         raise StepFailedError(f"{pipeline} failed with status {result.status}: {result.message}")
     return result.to_json()

@@ -207,7 +207,15 @@ def test_the_records_retention_is_the_results_buckets_soft_delete():
 
 
 def _objects(bucket: str, *prefixes: str) -> str:
-    return " || ".join(f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{p}")' for p in prefixes)
+    """The condition for these prefixes; one with a * is a name's beginning and end (runs/*/result.json)."""
+    names = [
+        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{p}")'
+        if "*" not in p
+        else f'(resource.name.startsWith("projects/_/buckets/{bucket}/objects/{p.split("*")[0]}") && '
+        f'resource.name.endsWith("{p.split("*")[1]}"))'
+        for p in prefixes
+    ]
+    return " || ".join(names)
 
 
 def test_the_accounts_write_records_only_under_their_prefixes_and_never_the_catalog():
@@ -219,8 +227,13 @@ def test_the_accounts_write_records_only_under_their_prefixes_and_never_the_cata
     assert on_results == {
         Binding("bucket", results, fn, "roles/storage.objectUser",
                 ("Relay functions: runs and rejected records", _objects(results, "runs/", "rejected/"))),
+        # The steps create results, refusals and direct runs' results, and only read launch records: they can
+        # never write the proof that the functions launched a run.
         Binding("bucket", results, pipelines, "roles/storage.objectCreator",
-                ("Relay pipelines: create run records", _objects(results, "runs/"))),
+                ("Relay pipelines: create results and refusals",
+                 _objects(results, "runs/*/result.json", "refused/", "direct/"))),
+        Binding("bucket", results, pipelines, "roles/storage.objectViewer",
+                ("Relay pipelines: read launch records", _objects(results, "runs/*/launch.json"))),
         Binding("bucket", results, pipelines, "roles/storage.objectUser",
                 ("Relay pipelines: the ratchet ledger", _objects(results, "ratchet/"))),
     }  # fmt: skip
@@ -233,7 +246,9 @@ def test_the_accounts_write_records_only_under_their_prefixes_and_never_the_cata
     assert system.revoked == {
         Binding("bucket", results, fn, "roles/storage.objectUser"),
         Binding("bucket", results, pipelines, "roles/storage.objectUser"),
-    }
+        Binding("bucket", results, pipelines, "roles/storage.objectCreator",
+                ("Relay pipelines: create run records", _objects(results, "runs/"))),
+    }  # fmt: skip
 
 
 def test_every_bucket_binding_names_its_condition():

@@ -99,3 +99,11 @@ def test_identities_and_places():
 )
 def test_split_gs_uri_at_the_first_slash(uri: str, parts: tuple[str, str]):
     assert naming.split_gs_uri(uri) == parts
+
+
+@pytest.mark.parametrize("run_key", ["../runs/imaging--nightly", "imaging--nightly/result.json", "", "a" * 200])
+def test_a_refusal_or_direct_result_is_named_inside_its_own_folder_whatever_the_run_says(run_key: str):
+    refused = naming.refusal_record("gs://r", run_key, "../launch")
+    assert refused.startswith("gs://r/refused/") and refused.count("/") == 5 and ".." not in refused
+    assert naming.direct_result("gs://r", run_key).count("/") == 4
+    assert naming.refusal_record("gs://r", "imaging--nightly", "run-1") == "gs://r/refused/imaging--nightly/run-1.json"

@@ -26,6 +26,7 @@ NAME = "expected a tenant name matching [a-z][a-z0-9]{0,19}, found string"
 PLAIN_HTTP = "expected https:// (plain http only to this machine: credentials travel over it), found string"
 SECRET = "expected secret://NAME or secret://projects/P/secrets/S, found"
 QUANTITY = "expected a Kubernetes quantity like"
+DIRECT = "expected a tenant of the policy (assay), found"
 PREFIX = "expected an object name prefix without '..', '.' or empty segments, found"
 
 
@@ -365,7 +366,7 @@ def test_a_policy_error_lists_every_problem_after_where_it_was_read():
         parse_policy("version: 2\nextra: 1\n", "gs://c/policy.yaml")
     assert str(caught.value) == (
         "gs://c/policy.yaml: 2 problem(s) in the policy: "
-        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications); "
+        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, direct_runs); "
         "version: expected 1, found number 2"
     )
 
@@ -422,3 +423,21 @@ def test_limits_past_an_unknown_key_are_still_read_and_one_is_a_limit():
     assert parse_policy("tenants: [{name: a, limits: {objects: 1}}]", "p").tenants[0].limits == Limits(objects=1)
     # A count is whole: a fractional one is cut down, never rounded up past what the operator wrote.
     assert parse_policy("tenants: [{name: a, limits: {objects: 2.5}}]", "p").tenants[0].limits == Limits(objects=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        ("direct_runs: {tenant: imaging}", [f"direct_runs.tenant: {DIRECT} string 'imaging'"]),
+        ("direct_runs: {}", [f"direct_runs.tenant: {DIRECT} null"]),
+        ("direct_runs: assay", ["direct_runs: expected a mapping, found string 'assay'"]),
+        ("direct_runs: {tenant: assay, as: root}", ["direct_runs.as: unknown key (expected one of tenant)"]),
+    ],
+)  # fmt: skip
+def test_direct_runs_name_one_tenant_of_the_policy(text: str, problems: list[str]):
+    assert refused(f"tenants: [{{name: assay}}]\n{text}\n") == problems
+
+
+def test_without_direct_runs_a_direct_run_acts_as_no_tenant():
+    assert parse_policy("tenants: [{name: assay}]\n", "p.yaml").direct_tenant == ""
+    assert parse_policy("tenants: [{name: assay}]\ndirect_runs: {tenant: assay}\n", "p.yaml").direct_tenant == "assay"

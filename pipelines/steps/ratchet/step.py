@@ -3,7 +3,8 @@
 Parameters: `workflow` (`{"uri": ...}`, a URI string, or the workflow itself), `source` (the gs://, s3:// or file://
 prefix code and data files are read from; by default the folder holding the workflow file), `destination` (a
 struct with `kind` local, http or kfp and its options, credentials as secret references), `tolerance` (0.10),
-`reset_baseline` with a `reason`, `run_key` and `results_uri` (where the baseline, history and reports live).
+`reset_baseline` with a `reason`, `run_key` and `results_uri` (where the baseline, history and reports live: it
+must be the deployment's results location, which is where they go).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,10 @@ def ratchet(
     parameters = parse_parameters(spec.parameters)
     # The policy first: no workflow is read, no secret resolved, no code run before it allows the request.
     permit = context.gate.admit(RATCHET, spec.parameters)
+    if permit.launch is None:
+        raise StepError(500, "the gate admitted a run without verifying its launch")
+    # The deployment's results location, never a parameter's (one that differs was refused by the gate).
+    parameters = replace(parameters, results_uri=permit.launch.results_uri)
     # Workflows, code and data files on this machine are opened beneath the tenant's code folders, never via a link.
     stores = stores or default_stores(permit.tenant.code if permit.tenant else None)
     workflow, workflow_uri = _load(parameters.workflow, stores)
