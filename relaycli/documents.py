@@ -132,7 +132,7 @@ def validate(
         where = syntax_position(document)
         notes = {p: where for p in parsed.problems if p.field == "(document)" and p.expected.startswith("valid ")}
         return Validation(None, parsed.problems, parsed.code, check, notes if where else {})
-    catalog = Catalog(store, catalog_uri)
+    catalog = Catalog(store, catalog_uri, show_location=True)
     try:
         check_trigger(catalog, parsed, document.path)
     except InvalidTriggerError as invalid:
