@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from relay import naming
-from relay.triggers import Format, describe_value, format_for, value_shape
+from relay.triggers import Format, describe_value, format_for, not_utf8, value_shape
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -115,10 +115,7 @@ def envelope_problem(attributes: Mapping[str, Any], data: Any) -> str | None:
     shape = value_shape(data)
     if shape is not None:
         return f"expected event data of {shape.expected}, found {shape.found}"
-    try:
-        # What is not JSON (bytes of a body that was not) holds no str: it has nothing to check.
-        json.dumps([dict(attributes), data], ensure_ascii=False, default=lambda _: None).encode("utf-8")
-    except UnicodeEncodeError:
+    if not_utf8([dict(attributes), data], limit=1):
         return "expected event attributes and data in UTF-8, found a lone surrogate"
     return None
 

@@ -160,20 +160,32 @@ def _values(text: bytes, opened: int) -> int:
 def not_utf8(document: object, limit: int = 10) -> list[Problem]:
     """A problem for each key or string in `document` that has no UTF-8 form (the first `limit` of them)."""
     problems: list[Problem] = []
-    pending: list[tuple[str, object]] = [("", document)]
+    pending: list[tuple[tuple[object, ...], object]] = [((), document)]  # a field's path is formatted once found
     while pending and len(problems) < limit:
         path, value = pending.pop()
-        if isinstance(value, str) and not _is_utf8(value):
-            problems.append(Problem(path or "(document)", _UTF8_RULE, describe_value(value)))
+        if isinstance(value, str):
+            if not (value.isascii() or _is_utf8(value)):
+                problems.append(Problem(_field(path), _UTF8_RULE, describe_value(value)))
         elif isinstance(value, dict):
             for key, child in reversed(value.items()):
-                name = f"{path}.{_shown(key)}" if path else _shown(key)
-                if isinstance(key, str) and not _is_utf8(key):
-                    problems.append(Problem(name, _UTF8_RULE, f"the key {key!r}"))
-                pending.append((name, child))
+                if isinstance(key, str) and not (key.isascii() or _is_utf8(key)):
+                    problems.append(Problem(_field((*path, key)), _UTF8_RULE, f"the key {key!r}"))
+                pending.append(((*path, key), child))
         elif isinstance(value, list):
-            pending.extend((f"{path}[{index}]", child) for index, child in reversed(list(enumerate(value))))
+            pending.extend(((*path, index), child) for index, child in reversed(list(enumerate(value))))
     return problems[:limit]
+
+
+def _field(path: tuple[object, ...]) -> str:
+    # As the other problems name fields (`parameters.sources[0]`); a key that has no UTF-8 form shows its escapes.
+    shown = ""
+    for part in path:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        else:
+            name = str(part).encode("utf-8", "backslashreplace").decode("utf-8")
+            shown += f".{name}" if shown else name
+    return shown or "(document)"
 
 
 def _is_utf8(text: str) -> bool:
@@ -182,11 +194,6 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _shown(key: object) -> str:
-    # A field name for a message: a key that has no UTF-8 form is shown with its escapes, as JSON would write it.
-    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _one_line(exc: BaseException) -> str:
