@@ -59,7 +59,7 @@ def check_object(args: argparse.Namespace, context: Context, config: CliConfig) 
         trigger = route_trigger(route, event)
         parameters = dict(trigger.parameters)
         catalog = config.require_catalog()
-        check_trigger(Catalog(context.blob_store(config, catalog), catalog, show_location=True), trigger, event.uri)
+        check_trigger(Catalog(context.blob_store(config, catalog), catalog), trigger, event.uri)
         decision = policy.decision_context(config)
         problems = tuple(rules.check_trigger(deployed, tenant, route.pipeline, parameters, None, decision))
         code = "policy_denied" if problems else None
