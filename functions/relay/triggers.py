@@ -101,7 +101,7 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
         if shape is not None:
             raise InvalidTriggerError(uri, [shape])
     try:
-        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=StrictLoader)
+        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=TriggerLoader)
     except NestingTooDeepError as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, _one_line(exc))]) from exc
     except TooManyValuesError as exc:
@@ -236,8 +236,10 @@ class StrictLoader(_SafeLoader):
     pass alone (about a fifth of the time a full load takes).
     """
 
+    max_values: int | None = None  # no bound on values: the operator's policy is read with this loader too
+
     def __init__(self, stream: str | bytes) -> None:
-        _check_events(_SafeLoader(stream))
+        _check_events(_SafeLoader(stream), self.max_values)
         super().__init__(stream)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -250,6 +252,12 @@ class StrictLoader(_SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class TriggerLoader(StrictLoader):
+    """StrictLoader that also stops at the first value past MAX_VALUES: a trigger's author is not trusted."""
+
+    max_values = MAX_VALUES
+
+
 class NestingTooDeepError(yaml.composer.ComposerError):
     """A YAML document whose lists and mappings nest deeper than MAX_DEPTH."""
 
@@ -258,9 +266,9 @@ class TooManyValuesError(yaml.composer.ComposerError):
     """A YAML document of more than MAX_VALUES values."""
 
 
-def _check_events(parser: _SafeLoader) -> None:
-    """Read the stream as events, raising at the first alias, level past MAX_DEPTH, value past MAX_VALUES or
-    syntax error."""
+def _check_events(parser: _SafeLoader, max_values: int | None) -> None:
+    """Read the stream as events, raising at the first alias, level past MAX_DEPTH, value past `max_values` (when
+    given) or syntax error."""
     depth = values = 0
     try:
         while not parser.check_event(yaml.StreamEndEvent):
@@ -274,8 +282,8 @@ def _check_events(parser: _SafeLoader) -> None:
                 continue
             if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
                 values += 1
-                if values > MAX_VALUES:
-                    raise TooManyValuesError(None, None, f"more than {MAX_VALUES}", _mark(event))
+                if max_values is not None and values > max_values:
+                    raise TooManyValuesError(None, None, f"more than {max_values}", _mark(event))
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:

@@ -15,6 +15,7 @@ from relay.triggers import (
     Format,
     StrictLoader,
     Trigger,
+    TriggerLoader,
     describe_value,
     format_for,
     nesting_depth,
@@ -385,3 +386,11 @@ def test_commas_colons_and_brackets_inside_json_strings_are_no_values():
     # Nor do they hide a nest: brackets are counted outside strings only.
     deep = b'{"pipeline": "echo", "parameters": {"m": "]]]]", "p": ' + b"[" * 63 + b"]" * 63 + b"}}"
     assert "levels of lists and mappings" in problems_of(deep)[0]
+
+
+def test_the_policy_s_loader_keeps_every_rule_but_the_bound_on_values():
+    # The operator's policy is read with StrictLoader: a large deployment may list more values than a trigger may.
+    entries = "".join(f"  - {{name: t{i}, triggers: [gs://b/t{i}/]}}\n" for i in range(MAX_VALUES // 4))
+    assert len(yaml.load("tenants:\n" + entries, Loader=StrictLoader)["tenants"]) == MAX_VALUES // 4
+    with pytest.raises(yaml.YAMLError, match=f"more than {MAX_VALUES}"):
+        yaml.load("tenants:\n" + entries, Loader=TriggerLoader)
