@@ -131,10 +131,11 @@ _OPENING = frozenset(b"[{")
 def _json_shape(raw: bytes) -> Problem | None:
     """The first of MAX_DEPTH and MAX_VALUES that JSON text exceeds, read from its bytes before it is parsed.
 
-    Outside strings, each value but the first follows a `,` or a `:`, and `[` and `{` open lists and mappings. Up to
-    the first syntax error (where the parser stops) this is how the parser reads the text, so the counts bound what
-    it would build; an empty list or mapping counts one value more than it is, erring on the safe side. A real
-    trigger is within both limits with its strings counted in, and is never searched for strings.
+    Outside strings, every value but the document itself follows a `,`, a `:`, or the `[` or `{` of a list or mapping
+    that is not empty, and `[` and `{` open lists and mappings. Up to the first syntax error (where the parser stops)
+    this is how the parser reads the text, so the counts bound what it would build. A real trigger is within both
+    limits even with its strings' bytes counted in and no list or mapping taken as empty, and is never searched for
+    strings.
     """
     opened = raw.count(b"[") + raw.count(b"{")
     if opened <= MAX_DEPTH and _values(raw, opened) <= MAX_VALUES:
@@ -148,7 +149,9 @@ def _json_shape(raw: bytes) -> Problem | None:
             depth += 1 if bracket in _OPENING else -1
             if depth > MAX_DEPTH:
                 return Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")
-    if strings > MAX_VALUES or _values(bare, opened) > MAX_VALUES:  # each string is a value
+    tight = bare.translate(None, b" \t\r\n")  # JSON's whitespace: `[ ]` is as empty as `[]`
+    empty = tight.count(b"[]") + tight.count(b"{}")
+    if strings > MAX_VALUES or _values(bare, opened) - empty > MAX_VALUES:  # each string is a value
         return Problem("(document)", _VALUES_RULE, f"more than {MAX_VALUES}")
     return None
 

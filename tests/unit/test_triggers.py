@@ -379,6 +379,14 @@ def test_more_values_than_the_limit_are_refused_before_anything_is_built(fmt: Fo
     assert len(flood) <= MAX_TRIGGER_BYTES and "values" in problems_of(flood, fmt)[0]
 
 
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_an_empty_list_or_mapping_is_one_value(fmt: Format):
+    at_limit = values_document(MAX_VALUES, fmt).replace(b"0", b"[ ]").replace(b"[ ], [ ]", b"[ ], {}")
+    assert len(parse_trigger(at_limit, fmt, URI).parameters["p"]) == MAX_VALUES - 7
+    one_more = at_limit.replace(b"[ ]", b"{ }, [ ]", 1)
+    assert "values" in problems_of(one_more, fmt)[0]
+
+
 def test_commas_colons_and_brackets_inside_json_strings_are_no_values():
     text = ",:[{" * (MAX_VALUES // 2) + '\\"]}'
     trigger = parse_trigger(json.dumps({"pipeline": "echo", "parameters": {"m": text}}).encode(), "json", URI)
