@@ -6,12 +6,22 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import lifecycle, logs, runtime
+from relay import lifecycle, logs, runtime, unreadable
 from relay.errors import PermanentError, TransientError
-from relay.events import PUBSUB_PUBLISHED, Delivery, EventInfo, event_info, parse_pubsub_event, parse_storage_event
+from relay.events import (
+    PUBSUB_PUBLISHED,
+    Delivery,
+    EventInfo,
+    envelope_problem,
+    event_info,
+    parse_pubsub_event,
+    parse_storage_event,
+)
 from relay.outcome import Outcome, OutcomeKind
 from relay.service import handle_delivery
 
@@ -28,11 +38,12 @@ def on_object_finalized(cloud_event: CloudEvent) -> None:
 def on_message_published(cloud_event: CloudEvent) -> None:
     """google.cloud.pubsub.topic.v1.messagePublished: an inline trigger, a storage notification or a URI; or, with
     an `action` attribute, a cancel or rerun of a run of the topic's tenant."""
-    event = event_info(cloud_event.get_attributes())
-    data = cloud_event.get_data()
+    attributes, data = cloud_event.get_attributes(), cloud_event.get_data()
+    event = event_info(attributes)
     message = data.get("message") if isinstance(data, Mapping) else None
     topic = event.source.split("pubsub.googleapis.com/", 1)[-1]
-    if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping):
+    # An envelope that cannot be read is no action either: the parser below skips it.
+    if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping) and envelope_problem(attributes, data) is None:
         action = lifecycle.action_request(event, topic, message)
         if action is not None:
             _act(event, f"{topic}#{message.get('messageId') or event.id}", action)
@@ -53,6 +64,19 @@ def on_schedule(cloud_event: CloudEvent) -> None:
         )
         return
     logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(seen), event.id, "schedule"))
+
+
+@functions_framework.errorhandler(Exception)
+def _unreadable_request(error: Exception) -> Any:
+    """What the framework raised before an entry point could run (a body it cannot read: see relay.unreadable) is
+    acknowledged with one outcome line; what an entry point raised keeps the framework's 500, for a redelivery."""
+    if isinstance(error, HTTPException) and not isinstance(error, BadRequest):
+        return error  # Flask's own answers (a GET, an unknown path) stay as they are
+    if not unreadable.raised_before(error, _handle.__code__.co_filename):
+        raise error
+    headers = flask.request.headers
+    logs.log_outcome(unreadable.outcome(error, headers.get("ce-id", ""), headers.get("ce-source", "")))
+    return "OK"
 
 
 def _act(event: EventInfo, uri: str, request: lifecycle.ActionRequest | str) -> None:

@@ -17,7 +17,7 @@ from relay.catalog import Catalog
 from relay.errors import InvalidTriggerError, PolicyDeniedError, Problem
 from relay.ports import BlobStore
 from relay.service import check_trigger, parse_document
-from relay.triggers import Format, StrictLoader, Trigger, format_for, strict_json
+from relay.triggers import Format, Trigger, TriggerLoader, format_for, strict_json
 from relaycli import policy
 from relaycli.errors import CliError, UsageError
 from relaycli.output import PLAIN, Paint, pairs, plural
@@ -132,7 +132,7 @@ def validate(
         where = syntax_position(document)
         notes = {p: where for p in parsed.problems if p.field == "(document)" and p.expected.startswith("valid ")}
         return Validation(None, parsed.problems, parsed.code, check, notes if where else {})
-    catalog = Catalog(store, catalog_uri)
+    catalog = Catalog(store, catalog_uri, show_location=True)
     try:
         check_trigger(catalog, parsed, document.path)
     except InvalidTriggerError as invalid:
@@ -172,7 +172,7 @@ def syntax_position(document: TriggerFile) -> tuple[str, ...]:
         if document.format == "json":
             strict_json(text)
         else:
-            yaml.load(text, Loader=StrictLoader)
+            yaml.load(text, Loader=TriggerLoader)
     except json.JSONDecodeError as error:
         line, column = error.lineno - 1, error.colno - 1
     except yaml.MarkedYAMLError as error:

@@ -115,11 +115,16 @@ def _matches(kind: str, value: object) -> bool:
 
 
 class Catalog:
-    """Compiled pipelines under one URI, read through a BlobStore once per instance."""
+    """Compiled pipelines under one URI, read through a BlobStore once per instance.
 
-    def __init__(self, store: BlobStore, catalog_uri: str) -> None:
+    A refusal names the catalog's location only with `show_location` (the `relay` command, whose user chose it):
+    the functions' records are read by trigger authors, to whom Relay's own storage is none of their business.
+    """
+
+    def __init__(self, store: BlobStore, catalog_uri: str, *, show_location: bool = False) -> None:
         self._store = store
         self._uri = catalog_uri
+        self._show_location = show_location
         self._loaded: dict[str, PipelineDefinition] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +137,9 @@ class Catalog:
         # The policy sits beside the pipelines, and is not one.
         package = None if name == naming.POLICY_ENTRY else self._read(uri)
         if package is None:
-            problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")
+            problem = Problem("pipeline", "a pipeline in the catalog", f"{name!r}, which it does not hold")
+            if self._show_location:
+                problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")
             raise InvalidTriggerError(trigger_uri, [problem], code="unknown_pipeline")
         pipeline = parse_pipeline_package(name, uri, package)
         with self._lock:

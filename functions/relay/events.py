@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from relay import naming
-from relay.triggers import Format, describe_value, format_for
+from relay.triggers import Format, describe_value, format_for, not_utf8, value_shape
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -122,9 +122,23 @@ def event_info(attributes: Mapping[str, Any]) -> EventInfo:
     )
 
 
+def envelope_problem(attributes: Mapping[str, Any], data: Any) -> str | None:
+    """Why a CloudEvent cannot be read at all: data past a trigger's own bounds (depth, values), or text with no
+    UTF-8 form (a lone surrogate, which JSON can spell and no platform sends), which would fail whatever reads it."""
+    shape = value_shape(data)
+    if shape is not None:
+        return f"expected event data of {shape.expected}, found {shape.found}"
+    if not_utf8([dict(attributes), data], limit=1):
+        return "expected event attributes and data in UTF-8, found a lone surrogate"
+    return None
+
+
 def parse_storage_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
     """A `storage.object.v1.finalized` CloudEvent, as Eventarc delivers it."""
     event = event_info(attributes)
+    unreadable = envelope_problem(attributes, data)
+    if unreadable:
+        return Skip(event, event.source, unreadable, malformed=True)
     if event.type != STORAGE_FINALIZED:
         return Skip(event, event.source, f"event type {event.type!r} is not {STORAGE_FINALIZED}")
     if not isinstance(data, Mapping) or not data.get("bucket") or not data.get("name"):
@@ -137,6 +151,9 @@ def parse_storage_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
 def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
     """A `pubsub.topic.v1.messagePublished` CloudEvent: a storage notification, a trigger URI, or inline text."""
     event = event_info(attributes)
+    unreadable = envelope_problem(attributes, data)
+    if unreadable:
+        return Skip(event, event.source, unreadable, malformed=True)
     if event.type != PUBSUB_PUBLISHED:
         return Skip(event, event.source, f"event type {event.type!r} is not {PUBSUB_PUBLISHED}")
     message = data.get("message") if isinstance(data, Mapping) else None

@@ -721,8 +721,9 @@ class _Scope:
         allowed: tuple[str, ...] = getattr(self.tenant, key) if self.tenant else ()
         if not _well_formed_location(uri):
             self.deny(field_name, f"a {what} location without '..', '.' or empty path segments", repr(uri))
-        elif inside := self.protected(uri):
-            self.deny(field_name, f"a {what} location outside Relay's own storage ({inside})", repr(uri))
+        elif self.protected(uri):
+            # Which of Relay's locations it is stays out of the record: trigger authors read records.
+            self.deny(field_name, f"a {what} location outside Relay's own storage", repr(uri))
         elif uri.startswith("file:") and not self.context.local:
             self.deny(field_name, f"a gs:// or s3:// {what} location (file:// only with the local backend)", repr(uri))
         elif not any(within(uri, rule) for rule in allowed):
@@ -820,8 +821,8 @@ def _mismatch(
     if rule.kind in ("gcs", "s3"):
         # No secret fills a bucket or prefix (SECRET_FIELDS): both are the values written, "" when left out.
         target = f"{'gs' if rule.kind == 'gcs' else 's3'}://{value('bucket')}/{value('prefix')}"
-        if inside := protected(target):
-            return f"{target} is inside Relay's own {inside}"
+        if protected(target):
+            return f"{target} is inside Relay's own storage"
         checks.append(check("bucket", lambda b: b == rule.bucket, f"must be {rule.bucket}"))
         checks.append(check("prefix", lambda p: _prefix_within(p, rule.prefix), f"must lie under {rule.prefix!r}"))
     if rule.kind == "s3":

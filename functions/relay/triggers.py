@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -19,6 +19,11 @@ MAX_TRIGGER_BYTES = 1024 * 1024
 # the recursion of everything that walks a document afterwards (records, run requests).
 MAX_DEPTH = 64
 _DEPTH_RULE = f"at most {MAX_DEPTH} levels of lists and mappings"
+# Values (scalars, lists and mappings; a mapping's keys count too): a real trigger holds a few dozen. Counted before
+# anything is built, the limit bounds the parse itself: a mebibyte of `[],` or YAML `1,` took 0.3 to 7 s to load.
+MAX_VALUES = 10_000
+_VALUES_RULE = f"at most {MAX_VALUES} values (list items, mapping keys and values)"
+_UTF8_RULE = "UTF-8 text (a lone surrogate such as \\ud800 has none)"
 RESERVED_PARAMETERS = ("run_key", "results_uri", "tenant")
 TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
@@ -91,24 +96,107 @@ def _decode(raw: bytes, fmt: Format, uri: str) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", "UTF-8 text", f"bad byte at {exc.start}")]) from exc
+    if fmt == "json":
+        shape = _json_shape(raw)
+        if shape is not None:
+            raise InvalidTriggerError(uri, [shape])
     try:
-        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=StrictLoader)
+        document = strict_json(text) if fmt == "json" else yaml.load(text, Loader=TriggerLoader)
     except NestingTooDeepError as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, _one_line(exc))]) from exc
-    except RecursionError as exc:  # JSON deeper than Python's recursion limit, where its C parser stops
-        raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")]) from exc
+    except TooManyValuesError as exc:
+        raise InvalidTriggerError(uri, [Problem("(document)", _VALUES_RULE, _one_line(exc))]) from exc
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         # TypeError: a YAML key that is a list or mapping.
         raise InvalidTriggerError(uri, [Problem("(document)", f"valid {fmt.upper()}", _one_line(exc))]) from exc
-    if fmt == "json" and nesting_depth(document) > MAX_DEPTH:
-        # The YAML loader refuses this depth before composing; JSON's C parser is fast enough to check after.
-        raise InvalidTriggerError(uri, [Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")])
     try:
         # Records and run requests are JSON: YAML's extra types (binary, sets) and NaN must not get past here.
-        json.dumps(document, allow_nan=False)
-    except (ValueError, TypeError, RecursionError) as exc:
+        encoded = json.dumps(document, allow_nan=False, ensure_ascii=False)
+    except (ValueError, TypeError) as exc:
         raise InvalidTriggerError(uri, [Problem("(document)", "JSON values only", _one_line(exc))]) from exc
+    try:
+        # A lone surrogate (JSON's "\ud800"; YAML's where PyYAML lacks libyaml) is a str that no backend takes.
+        encoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTriggerError(uri, not_utf8(document)) from None
     return document
+
+
+# A JSON string token, escapes included: what is left once they are cut out is the document's structure.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_NESTING = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENING = frozenset(b"[{")
+
+
+def _json_shape(raw: bytes) -> Problem | None:
+    """The first of MAX_DEPTH and MAX_VALUES that JSON text exceeds, read from its bytes before it is parsed.
+
+    Outside strings, every value but the document itself follows a `,`, a `:`, or the `[` or `{` of a list or mapping
+    that is not empty, and `[` and `{` open lists and mappings. Up to the first syntax error (where the parser stops)
+    this is how the parser reads the text, so the counts bound what it would build. A real trigger is within both
+    limits even with its strings' bytes counted in and no list or mapping taken as empty, and is never searched for
+    strings.
+    """
+    opened = raw.count(b"[") + raw.count(b"{")
+    if opened <= MAX_DEPTH and _values(raw, opened) <= MAX_VALUES:
+        return None  # so few lists and mappings cannot nest too deep
+    bare, strings = _JSON_STRING.subn(b"", raw, count=MAX_VALUES + 1) if b'"' in raw else (raw, 0)
+    opened = bare.count(b"[") + bare.count(b"{")
+    if opened > MAX_DEPTH:
+        depth = 0
+        # A nest too deep shows in its first MAX_DEPTH + 1 brackets; past 2 * MAX_VALUES the values are too many.
+        for bracket in bare.translate(None, _NOT_NESTING)[: 2 * MAX_VALUES + 1]:
+            depth += 1 if bracket in _OPENING else -1
+            if depth > MAX_DEPTH:
+                return Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")
+    tight = bare.translate(None, b" \t\r\n")  # JSON's whitespace: `[ ]` is as empty as `[]`
+    empty = tight.count(b"[]") + tight.count(b"{}")
+    if strings > MAX_VALUES or _values(bare, opened) - empty > MAX_VALUES:  # each string is a value
+        return Problem("(document)", _VALUES_RULE, f"more than {MAX_VALUES}")
+    return None
+
+
+def _values(text: bytes, opened: int) -> int:
+    return 1 + text.count(b",") + text.count(b":") + opened
+
+
+def not_utf8(document: object, limit: int = 10) -> list[Problem]:
+    """A problem for each key or string in `document` that has no UTF-8 form (the first `limit` of them)."""
+    problems: list[Problem] = []
+    pending: list[tuple[tuple[object, ...], object]] = [((), document)]  # a field's path is formatted once found
+    while pending and len(problems) < limit:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not (value.isascii() or _is_utf8(value)):
+                problems.append(Problem(_field(path), _UTF8_RULE, describe_value(value)))
+        elif isinstance(value, dict):
+            for key, child in reversed(value.items()):
+                if isinstance(key, str) and not (key.isascii() or _is_utf8(key)):
+                    problems.append(Problem(_field((*path, key)), _UTF8_RULE, f"the key {key!r}"))
+                pending.append(((*path, key), child))
+        elif isinstance(value, list):
+            pending.extend(((*path, index), child) for index, child in reversed(list(enumerate(value))))
+    return problems[:limit]
+
+
+def _field(path: tuple[object, ...]) -> str:
+    # As the other problems name fields (`parameters.sources[0]`); a key that has no UTF-8 form shows its escapes.
+    shown = ""
+    for part in path:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        else:
+            name = str(part).encode("utf-8", "backslashreplace").decode("utf-8")
+            shown += f".{name}" if shown else name
+    return shown or "(document)"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _one_line(exc: BaseException) -> str:
@@ -151,8 +239,10 @@ class StrictLoader(_SafeLoader):
     pass alone (about a fifth of the time a full load takes).
     """
 
+    max_values: int | None = None  # no bound on values: the operator's policy is read with this loader too
+
     def __init__(self, stream: str | bytes) -> None:
-        _check_events(_SafeLoader(stream))
+        _check_events(_SafeLoader(stream), self.max_values)
         super().__init__(stream)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -165,13 +255,24 @@ class StrictLoader(_SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class TriggerLoader(StrictLoader):
+    """StrictLoader that also stops at the first value past MAX_VALUES: a trigger's author is not trusted."""
+
+    max_values = MAX_VALUES
+
+
 class NestingTooDeepError(yaml.composer.ComposerError):
     """A YAML document whose lists and mappings nest deeper than MAX_DEPTH."""
 
 
-def _check_events(parser: _SafeLoader) -> None:
-    """Read the whole stream as events, raising at the first alias, level past MAX_DEPTH or syntax error."""
-    depth = 0
+class TooManyValuesError(yaml.composer.ComposerError):
+    """A YAML document of more than MAX_VALUES values."""
+
+
+def _check_events(parser: _SafeLoader, max_values: int | None) -> None:
+    """Read the stream as events, raising at the first alias, level past MAX_DEPTH, value past `max_values` (when
+    given) or syntax error."""
+    depth = values = 0
     try:
         while not parser.check_event(yaml.StreamEndEvent):
             event = parser.get_event()
@@ -179,12 +280,17 @@ def _check_events(parser: _SafeLoader) -> None:
                 # Aliases can expand a small file into gigabytes ("billion laughs"); a trigger never needs one.
                 message = "aliases (*name) are not allowed in a trigger"
                 raise yaml.composer.ComposerError(None, None, message, _mark(event))
+            if isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                continue
+            if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+                values += 1
+                if max_values is not None and values > max_values:
+                    raise TooManyValuesError(None, None, f"more than {max_values}", _mark(event))
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise NestingTooDeepError(None, None, f"more than {MAX_DEPTH} levels", _mark(event))
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
     finally:
         parser.dispose()
 
@@ -199,6 +305,28 @@ StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def value_shape(value: object) -> Problem | None:
+    """The first of MAX_VALUES and MAX_DEPTH that an already parsed value exceeds; the walk stops there, so it
+    costs no more than MAX_VALUES steps however large the value is."""
+    count, pending = 1, [(value, 1)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, dict):
+            children: Iterable[object] = current.values()
+            count += 2 * len(current)  # a mapping's keys are values too
+        elif isinstance(current, list):
+            children = current
+            count += len(current)
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return Problem("(document)", _DEPTH_RULE, f"more than {MAX_DEPTH} levels")
+        if count > MAX_VALUES:
+            return Problem("(document)", _VALUES_RULE, f"more than {MAX_VALUES}")
+        pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def nesting_depth(value: object, limit: int = MAX_DEPTH) -> int:

@@ -75,4 +75,8 @@ def test_catalog_reads_each_pipeline_once_and_names_missing_ones():
     with pytest.raises(InvalidTriggerError) as caught:
         catalog.get("nope", trigger_uri="gs://t/x.json")
     assert caught.value.code == "unknown_pipeline"
-    assert "expected a pipeline in the catalog gs://c, found 'nope' (no gs://c/nope.yaml)" in str(caught.value)
+    assert "expected a pipeline in the catalog, found 'nope', which it does not hold" in str(caught.value)
+    assert "gs://c" not in str(caught.value)  # a record's reader learns nothing of where Relay keeps it
+    with pytest.raises(InvalidTriggerError) as shown:  # the `relay` command's user chose the catalog
+        Catalog(store, "gs://c", show_location=True).get("nope", trigger_uri="gs://t/x.json")
+    assert "expected a pipeline in the catalog gs://c, found 'nope' (no gs://c/nope.yaml)" in str(shown.value)

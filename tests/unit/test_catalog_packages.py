@@ -187,7 +187,7 @@ def test_the_policy_beside_the_pipelines_is_never_a_pipeline():
         catalog.get("policy", trigger_uri="gs://t/x.json")
     assert (caught.value.code, caught.value.uri) == ("unknown_pipeline", "gs://t/x.json")
     assert [str(p) for p in caught.value.problems] == [
-        "pipeline: expected a pipeline in the catalog gs://c, found 'policy' (no gs://c/policy.yaml)"
+        "pipeline: expected a pipeline in the catalog, found 'policy', which it does not hold"
     ]
 
 

@@ -18,6 +18,7 @@ from relay.events import (
     parse_storage_event,
 )
 from relay.service import Relay, handle_delivery
+from relay.triggers import MAX_VALUES
 
 STORAGE = {
     "id": "evt-1",
@@ -215,7 +216,6 @@ GENERATION_RULE = f"expected a generation: a whole number from 1 to {MAX_GENERAT
         ("gs://-bucket/a.json", BUCKET_RULE),
         ("gs://b/a\n.json", OBJECT_RULE),
         ("gs://b/" + "\u00e9" * 509 + "xy.json", OBJECT_RULE),  # 1,018 + 7 bytes: one past 1,024
-        ("gs://b/\ud800.json", OBJECT_RULE),  # JSON can carry a lone surrogate; UTF-8 cannot
         ("gs://b/", OBJECT_RULE),
         ("gs://b/t.json#" + "9" * 30, GENERATION_RULE),
         (f"gs://b/t.json#{MAX_GENERATION + 1}", GENERATION_RULE),  # one past int64
@@ -442,3 +442,55 @@ def test_an_event_s_identity_is_carried_as_far_as_it_can_be_read(
 ):
     event = event_info(attributes)
     assert (event.id, event.type, event.source, event.time) == identity
+
+
+@pytest.mark.parametrize(
+    ("attributes", "data"),
+    [
+        # Pub/Sub's API takes UTF-8 only, so no publisher's message carries these: a push that does is forged.
+        (PUBSUB, message(b'{"pipeline": "echo"}', nonce="\ud800")),
+        (PUBSUB, message(b'{"pipeline": "echo"}', **{"\udfff": "key"})),
+        (PUBSUB, message(trigger_uri="gs://b/\ud800.json")),
+        (PUBSUB, envelope(messageId="\ud800", data="")),
+        (PUBSUB, envelope(publishTime="2026-11-29T21:58:21\ud800Z", data="")),
+        ({**PUBSUB, "id": "\udc00"}, {"message": {"data": "", "attributes": {"a": "b"}}}),
+        ({**PUBSUB, "source": "//pubsub.googleapis.com/projects/p/topics/\ud800"}, message(b'{"pipeline": "echo"}')),
+        (STORAGE, {"bucket": "triggers", "name": "a/\ud800.json", "generation": "1"}),
+    ],
+    ids=["nonce", "attribute-key", "trigger-uri", "message-id", "publish-time", "event-id", "topic", "object-name"],
+)
+def test_text_with_no_utf8_form_anywhere_in_an_event_is_a_malformed_skip(
+    relay: Relay, attributes: dict[str, str], data: object
+):
+    # Before, a nonce, message id, publish time or event id like these raised UnicodeEncodeError while the run key
+    # was derived: a 500, redelivered until the dead letter.
+    parse = parse_storage_event if attributes is STORAGE else parse_pubsub_event
+    delivery = parse(attributes, data)
+    assert isinstance(delivery, Skip) and delivery.malformed
+    assert delivery.reason == "expected event attributes and data in UTF-8, found a lone surrogate"
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
+
+
+def nest(levels: int) -> object:
+    value: object = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        # The message itself is well formed: the bound holds over everything the event carries, read or not.
+        ({**message(b'{"pipeline": "echo"}'), "extra": nest(64)}, "64 levels of lists and mappings, found more"),
+        ({**message(b'{"pipeline": "echo"}'), "extra": list(range(MAX_VALUES))}, f"{MAX_VALUES} values"),
+    ],
+    ids=["deep", "wide"],
+)
+def test_event_data_past_a_trigger_s_bounds_is_a_malformed_skip(relay: Relay, data: object, reason: str):
+    delivery = parse_pubsub_event(PUBSUB, data)
+    assert isinstance(delivery, Skip) and delivery.malformed
+    assert delivery.reason.startswith("expected event data of at most ") and reason in delivery.reason
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
+    within = {**message(b'{"pipeline": "echo", "parameters": {"message": "m"}}'), "extra": nest(60)}
+    assert isinstance(parse_pubsub_event(PUBSUB, within), InlineDelivery)

@@ -342,7 +342,7 @@ def test_a_refused_submit_becomes_a_rejection_and_frees_the_key(relay: Relay, st
     ("document", "code", "fragment"),
     [
         (b"{not json", "invalid_trigger", "expected valid JSON"),
-        ({"pipeline": "nope"}, "unknown_pipeline", "found 'nope' (no gs://catalog/nope.yaml)"),
+        ({"pipeline": "nope"}, "unknown_pipeline", "expected a pipeline in the catalog, found 'nope', which it"),
         (
             {"pipeline": "echo", "parameters": {"count": "3"}},
             "invalid_parameters",
