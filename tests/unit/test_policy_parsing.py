@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -366,7 +367,8 @@ def test_a_policy_error_lists_every_problem_after_where_it_was_read():
         parse_policy("version: 2\nextra: 1\n", "gs://c/policy.yaml")
     assert str(caught.value) == (
         "gs://c/policy.yaml: 2 problem(s) in the policy: "
-        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, direct_runs); "
+        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, "
+        "direct_runs); "
         "version: expected 1, found number 2"
     )
 
@@ -441,3 +443,14 @@ def test_direct_runs_name_one_tenant_of_the_policy(text: str, problems: list[str
 def test_without_direct_runs_a_direct_run_acts_as_no_tenant():
     assert parse_policy("tenants: [{name: assay}]\n", "p.yaml").direct_tenant == ""
     assert parse_policy("tenants: [{name: assay}]\ndirect_runs: {tenant: assay}\n", "p.yaml").direct_tenant == "assay"
+
+
+def test_the_readmes_policy_example_is_a_valid_policy():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("### Writing a policy", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(example, "README.md")
+    assert [tenant.name for tenant in policy.tenants] == ["assay"]
+    assert policy.direct_tenant == "assay"
+    assert [(wired.topic, wired.buckets) for wired in policy.notifications] == [
+        ("projects/my-project/topics/assay-triggers", ("lab-data",))
+    ]
