@@ -366,7 +366,8 @@ def test_a_policy_error_lists_every_problem_after_where_it_was_read():
         parse_policy("version: 2\nextra: 1\n", "gs://c/policy.yaml")
     assert str(caught.value) == (
         "gs://c/policy.yaml: 2 problem(s) in the policy: "
-        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, direct_runs); "
+        "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, "
+        "direct_runs); "
         "version: expected 1, found number 2"
     )
 
