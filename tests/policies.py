@@ -7,8 +7,8 @@ from typing import Any
 
 from pipelines.steps.egress import Egress
 from pipelines.steps.gate import Permit, PolicyGate
-from pipelines.steps.launch import Launch
-from relay.policy import Context, Policy, Tenant, parse_policy
+from pipelines.steps.launch import Launch, launch_records
+from relay.policy import Context, Policy, Tenant, own_locations, parse_policy
 from relay.secrets import reference_paths
 
 LOCAL = Context(local=True, protected=())
@@ -18,8 +18,11 @@ def policy(text: str) -> Policy:
     return parse_policy(text, "test-policy.yaml")
 
 
-def gate(text: str, *, local: bool = True, protected: tuple[str, ...] = ()) -> PolicyGate:
-    return PolicyGate(policy(text), Context(local=local, protected=protected))
+def gate(text: str, *, local: bool = True, protected: tuple[str, ...] = (), results: str = "") -> PolicyGate:
+    """A step's gate for the policy `text`; with `results`, the deployment's results location (Relay's own storage),
+    where it reads the launch records the functions wrote (tests.launches). Without, it admits no run."""
+    scope = Context(local=local, protected=(*protected, *own_locations(results)))
+    return PolicyGate(policy(text), scope, launch_records({"RELAY_RESULTS_URI": results}))
 
 
 class TrustingGate:

@@ -3,9 +3,9 @@
 A LIMS and an inference server the policy allows echo the token they were sent (without its `Bearer ` prefix, and
 percent-encoded, base64-encoded or JSON-escaped) where clients look: a 401's reason phrase, a redirect's
 Location, the Location of what was made, the id in a JSON answer, an algorithm's output. The push and ratchet steps
-run as on a backend (`python -m pipelines.steps.<step> spec.json result.json`, the policy from the deployment's
-environment, the secret bound by it); then result.json, the step's stdout and stderr, and the ratchet's baseline,
-history and reports are searched for the token in any of its forms, whole or in part.
+run as on a backend (`python -m pipelines.steps.<step> spec.json result.json`, for a run the functions launched, the
+policy from the deployment's environment, the secret bound by it); then result.json, the step's stdout and stderr,
+and the ratchet's baseline, history and reports are searched for the token in any of its forms, whole or in part.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote
 import pytest
 
 from pipelines.steps.contract import spec_for
+from relay.triggers import RESERVED_PARAMETERS
+from tests.launches import launch
 from tests.servers.base import LoopbackServer, Request, Response
 from tests.servers.lims import LimsServer
 
@@ -66,8 +68,13 @@ def leaks(text: str, token: str = TOKEN) -> list[str]:
 def run_step(
     step: str, tmp_path: Path, parameters: dict[str, Any], policy: str, secrets: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], str]:
-    """The step command as a backend runs it; its result and everything it printed."""
-    spec = spec_for(inputs=parameters.pop("inputs", {}), outputs={}, parameters=parameters)
+    """The step command as a backend runs it, for the run the functions launched with `parameters` (the tenant's
+    own, under the deployment's results location); its result and everything it printed."""
+    results, tenant, inputs = str(tmp_path / "results"), parameters["tenant"], parameters.pop("inputs", {})
+    run_key = f"{tenant}--{step}"
+    given = {name: value for name, value in parameters.items() if name not in RESERVED_PARAMETERS}
+    launch(results, step, {**inputs, **given}, run_key=run_key, tenant=tenant)
+    spec = spec_for(inputs=inputs, outputs={}, parameters={**parameters, "run_key": run_key})
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
     (tmp_path / "policy.yaml").write_text(policy)
     env = {
@@ -75,7 +82,7 @@ def run_step(
         "PYTHONPATH": f"{REPO / 'functions'}{os.pathsep}{REPO}",
         "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"),
         "RELAY_BACKEND": "local",
-        "RELAY_RESULTS_URI": str(tmp_path / "results"),
+        "RELAY_RESULTS_URI": results,  # as compiled into the catalog
         "RELAY_SECRET_LIMS_TOKEN": f"Bearer {TOKEN}",
         "RELAY_SECRET_MODEL_TOKEN": TOKEN,
         **(secrets or {}),

@@ -24,7 +24,9 @@ from pipelines.steps.localfile import Resolver, resolve_walking
 from pipelines.steps.objects import FileObjects, ObjectStore
 from pipelines.steps.push import push
 from pipelines.steps.ratchet.step import ratchet
+from relay import naming
 from relay.secrets import LocalSecrets
+from tests.launches import launch
 from tests.pipelines.ratchet.support import EXAMPLE
 from tests.policies import gate
 from tests.servers.lims import LimsServer
@@ -32,6 +34,7 @@ from tests.servers.lims import LimsServer
 TOKEN = "Bearer lims-t0ken"
 OWN = b"assay-own,00000\n"
 SECRET = b"imaging-ONLY,42\n"  # as long as OWN: a size check alone would not tell them apart
+RUN_KEY = "attempt"
 ATTEMPTS = 1000  # today's code sends imaging's bytes within a few hundred
 
 # Swaps two names for ever with renameat2(RENAME_EXCHANGE): each name always exists, as a file, folder or link.
@@ -53,6 +56,10 @@ class Lab:
     assay: Path  # assay's allowed folder: the attacker writes here
     imaging: Path  # another tenant's folder: the attacker must never get these bytes sent
     staging: Path  # the attacker's own scratch space, outside both
+
+    @property
+    def results(self) -> Path:  # the deployment's results location: the functions' launch records are here
+        return self.root / "results"
 
     @property
     def assay_sources(self) -> list[str]:
@@ -91,24 +98,25 @@ def policy(lab: Lab, lims: LimsServer) -> str:
 def push_as_assay(
     lab: Lab, lims: LimsServer, sources: list[str], stores: Mapping[str, ObjectStore] | None = None
 ) -> StepResult:
-    """The real push step, as the assay tenant's trigger asks for it, under the deployment's policy."""
-    spec = spec_for(
-        inputs={"sources": sources},
-        outputs={},
-        parameters={
-            "tenant": "assay",
-            "run_key": "attempt",
-            "overwrite": True,  # each attempt a fresh upload: a LIMS that already has the name refuses a second
-            "destination": {
-                "kind": "http",
-                "url": f"{lims.url}/files/{{name}}",
-                "method": "PUT",
-                "headers": {"Authorization": "secret://lims-token"},
-            },
+    """The real push step, for the run the functions launched as the assay tenant's trigger asked for it (each call
+    an attempt of that run), under the deployment's policy."""
+    parameters = {
+        "overwrite": True,  # each attempt a fresh upload: a LIMS that already has the name refuses a second
+        "destination": {
+            "kind": "http",
+            "url": f"{lims.url}/files/{{name}}",
+            "method": "PUT",
+            "headers": {"Authorization": "secret://lims-token"},
         },
+    }
+    if not Path(naming.launch_record(str(lab.results), RUN_KEY)).exists():
+        launch(lab.results, "push", {"sources": sources, **parameters}, run_key=RUN_KEY, tenant="assay")
+    spec = spec_for(
+        inputs={"sources": sources}, outputs={}, parameters={**parameters, "tenant": "assay", "run_key": RUN_KEY}
     )
     context = StepContext(
-        resolver=LocalSecrets(env={"RELAY_SECRET_LIMS_TOKEN": TOKEN}), gate=gate(policy(lab, lims), local=True)
+        resolver=LocalSecrets(env={"RELAY_SECRET_LIMS_TOKEN": TOKEN}),
+        gate=gate(policy(lab, lims), local=True, results=str(lab.results)),
     )
     return run_step(lambda s, c: push(s, c, stores=stores), spec, context)
 
@@ -226,19 +234,19 @@ def test_a_ratchet_data_file_that_links_to_another_tenants_file_never_reaches_th
         f"  clusters: [{{kind: local, root: '{cluster.as_uri()}'}}]\n"
         f"- name: imaging\n  code: ['{imaging.as_uri()}/']\n"
     )
+    results = tmp_path / "results"
+    given = {
+        "workflow": {"uri": (code / "workflow.json").as_uri()},
+        "destination": {"kind": "local", "root": str(cluster)},
+    }
+    launch(results, "ratchet", given, run_key="linked", tenant="assay")  # what the functions launched
     spec = spec_for(
-        inputs={},
-        outputs={},
-        parameters={
-            "workflow": {"uri": (code / "workflow.json").as_uri()},
-            "destination": {"kind": "local", "root": str(cluster)},
-            "results_uri": str(tmp_path / "results"),
-            "run_key": "linked",
-            "tenant": "assay",
-        },
+        inputs={}, outputs={}, parameters={**given, "results_uri": str(results), "run_key": "linked", "tenant": "assay"}
     )
-    result = run_step(ratchet, spec, StepContext(resolver=LocalSecrets(env={}), gate=gate(text, local=True)))
+    context = StepContext(resolver=LocalSecrets(env={}), gate=gate(text, local=True, results=str(results)))
+    result = run_step(ratchet, spec, context)
     assert result.status >= 400
     assert f"found a symbolic link at {stopwords}" in result.outputs["algorithms"]["tokenize"]["error"]
-    written = [p for p in (*cluster.rglob("*"), *(tmp_path / "results").rglob("*")) if p.is_file()]
+    launched = Path(naming.launch_record(str(results), "linked"))  # the test's own: what the step wrote is the rest
+    written = [p for p in (*cluster.rglob("*"), *results.rglob("*")) if p.is_file() and p != launched]
     assert written and not any(SECRET in p.read_bytes() for p in written)

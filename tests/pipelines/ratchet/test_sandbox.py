@@ -24,6 +24,7 @@ from pipelines.steps.contract import spec_for
 from pipelines.steps.ratchet.clusters import ClusterContext, ExportedFile
 from pipelines.steps.ratchet.clusters.local import WORKER, LocalCluster
 from pipelines.steps.ratchet.sandbox import ADDRESS_SPACE, FILE_SIZE, PROCESSES, RUN_UIDS, SandboxRules, probe
+from tests.launches import launch
 from tests.pipelines.ratchet.support import EXAMPLE, REPO
 from tests.pipelines.ratchet.test_local_cluster import eventually_gone, wait_for_process
 
@@ -425,15 +426,11 @@ def test_an_algorithm_reaches_no_unix_socket_service(tmp_path: Path, unix_server
 
 @as_root
 def test_the_run_records_what_sandbox_its_algorithms_ran_in(tmp_path: Path):
+    given = {"workflow": (EXAMPLE / "workflow.json").as_uri(), "destination": {"root": str(tmp_path / "cluster")}}
+    results = str(tmp_path / "results")
+    launch(results, "ratchet", given, run_key="lab--sandbox", tenant="lab")  # what the functions launched
     spec = spec_for(
-        inputs={},
-        outputs={},
-        parameters={
-            "workflow": (EXAMPLE / "workflow.json").as_uri(),
-            "destination": {"root": str(tmp_path / "cluster")},
-            "results_uri": str(tmp_path / "results"),
-            "tenant": "lab",
-        },
+        inputs={}, outputs={}, parameters={**given, "results_uri": results, "tenant": "lab", "run_key": "lab--sandbox"}
     )
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
     (tmp_path / "policy.yaml").write_text(
@@ -441,7 +438,8 @@ def test_the_run_records_what_sandbox_its_algorithms_ran_in(tmp_path: Path):
         f"  code: ['{EXAMPLE.as_uri()}/']\n"
         f"  clusters: [{{kind: local, root: '{(tmp_path / 'cluster').as_uri()}'}}]\n"
     )
-    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local"}
+    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local",
+           "RELAY_RESULTS_URI": results}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.steps.ratchet", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
         cwd=REPO,
