@@ -242,13 +242,13 @@ def cancel(relay: Relay, run_key: str, *, scope: Scope = OPERATOR, by: str = "re
 
 
 def attempt_key(first: str, number: int) -> str:
-    """`<first>-attempt-<n>`, within the 128 characters of a run key: a long first key is cut and a digest of it
-    added, so two long keys that share a beginning never share an attempt's key."""
+    """`<first>-attempt-<n>`, within the MAX_RUN_KEY characters of a run key: a long first key is cut and a digest
+    of it added, so two long keys that share a beginning never share an attempt's key."""
     suffix = f"{ATTEMPT}{number}"
-    if len(first) + len(suffix) <= 128:
+    if len(first) + len(suffix) <= naming.MAX_RUN_KEY:
         return first + suffix
     digest = hashlib.sha256(first.encode()).hexdigest()[:12]
-    return f"{first[: 128 - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
+    return f"{first[: naming.MAX_RUN_KEY - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
 
 
 def rerun(

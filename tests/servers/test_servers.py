@@ -571,7 +571,8 @@ def test_vertex_creates_gets_and_refuses_a_repeated_id(pipeline_spec):
             "runtime_config": {"gcs_output_directory": "gs://b/r", "parameter_values": PARAMS},
         }
         assert _create_job(vertex, snake, job_id="run-snake").status_code == 200
-        assert list(vertex.jobs) == ["run-abc", "run-snake"]
+        assert _create_job(vertex, _job(pipeline_spec), job_id="r" * 127).status_code == 200  # the longest id
+        assert list(vertex.jobs) == ["run-abc", "run-snake", "r" * 127]
 
 
 def test_vertex_rejects_what_vertex_rejects(pipeline_spec):
@@ -579,7 +580,7 @@ def test_vertex_rejects_what_vertex_rejects(pipeline_spec):
     cases: dict[str, tuple[int, Any, str | None]] = {
         "id_uppercase": (400, _job(pipeline_spec), "Run-abc"),
         "id_starts_with_digit": (400, _job(pipeline_spec), "1run"),
-        "id_too_long": (400, _job(pipeline_spec), "r" * 129),
+        "id_too_long": (400, _job(pipeline_spec), "r" * 128),  # "less than 128 characters"
         "unknown_field": (400, _job(pipeline_spec, color="red"), "ok-1"),
         "no_output_directory": (400, _job(pipeline_spec, runtimeConfig={"parameterValues": PARAMS}), "ok-2"),
         "invalid_spec": (400, _job({"pipelineInfo": {"name": "x"}, "root": {"bogus": {}}}), "ok-3"),

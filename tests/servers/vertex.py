@@ -13,7 +13,9 @@ from tests.servers.base import LoopbackServer, Request, Response, TokenCheck, an
 from tests.servers.spec import SpecError, check_parameters, parse_pipeline_spec
 
 _PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/pipelineJobs(?:/([^/]+))?$")
-JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
+# aiplatform v1 pipelineJobs.create: pipelineJobId "should be less than 128 characters, and valid characters are
+# /a-z-/" (the real service takes digits after the first letter too).
+JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,126}\Z")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _NETWORK = re.compile(r"^projects/[0-9]+/global/networks/[^/]+$")

@@ -119,7 +119,7 @@ RESERVED = "expected no value (Relay fills it), found a value"
         (
             b'{"pipeline": "echo", "run_key": "Bad Key"}',
             "json",
-            "run_key: expected a run key: a lower-case letter, then up to 127 lower-case letters, digits or hyphens,"
+            "run_key: expected a run key: a lower-case letter, then up to 126 lower-case letters, digits or hyphens,"
             " found string 'Bad Key'",
         ),
         (
