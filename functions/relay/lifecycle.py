@@ -28,7 +28,7 @@ from relay.ports import RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
 from relay.service import Relay, _claim_and_launch, _Loaded
 from relay.status import RunRecords, read_run
-from relay.triggers import RESERVED_PARAMETERS, Trigger
+from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
 # A tick asks the backend about at most this many runs (the oldest first); the rest wait for the next tick.
 TICK_LIMIT = 50
@@ -289,6 +289,9 @@ def rerun(
     if tenant_name and tenant is None:
         problems.append(Problem("tenant", "a tenant of the policy", repr(tenant_name)))
     problems += rules.check_request(relay.policy, tenant, definition.name, parameters, relay.policy_context)
+    # Recorded before a release that reserved keys or kept room for Relay's own: such labels fail as a trigger would.
+    labels = launch.get("labels") or {}
+    problems += label_problems(labels)
     if problems:
         raise InvalidTriggerError(f"rerun of {latest.run_key}", problems, code="policy_denied")
     now = relay.clock()
@@ -309,7 +312,6 @@ def rerun(
         format="json",
     )
     loaded = _Loaded(b"", "json", new_key, reference)
-    labels = {str(k): str(v) for k, v in dict(launch.get("labels") or {}).items()}
     attempt = Trigger(pipeline=definition.name, parameters=parameters, labels=labels)
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.

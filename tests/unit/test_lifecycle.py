@@ -264,6 +264,36 @@ def test_rerun_applies_the_policy_again(relay: Relay, store, backend: FakeBacken
     assert len(backend.launches) == 1
 
 
+def test_a_rerun_is_labelled_as_one_and_keeps_the_triggers_own_labels(relay: Relay, store, backend: FakeBackend):
+    governed = replace(relay, policy=POLICY)
+    key = launch(governed, "assay/t.json", "nightly")
+    launch_uri = naming.launch_record(RESULTS, key)
+    store.write(launch_uri, records.encode({**record(store, "launch", key), "labels": {"team": "assay"}}))
+    fail(store, key)
+    lifecycle.rerun(governed, key)
+    first, second = backend.launches
+    assert first.labels == {"relay-tenant": "assay", "relay-pipeline": "echo", "relay-trigger": "object"}
+    assert second.labels == {
+        "team": "assay",
+        "relay-tenant": "assay",
+        "relay-pipeline": "echo",
+        "relay-trigger": "rerun",
+    }
+    assert record(store, "launch", f"{key}-attempt-2")["labels"] == {"team": "assay"}  # the trigger's own, as asked
+
+
+def test_a_rerun_checks_recorded_labels_as_a_trigger_s(relay: Relay, store, backend: FakeBackend):
+    # A launch record from before the reserved keys and Relay's three: its labels would now break the run's 64.
+    key = launch(relay)
+    crowded = {f"l{n}": "" for n in range(62)} | {"vertex-ai-pipelines-run-billing-id": "mine"}
+    store.write(naming.launch_record(RESULTS, key), records.encode({**record(store, "launch", key), "labels": crowded}))
+    fail(store, key)
+    with pytest.raises(InvalidTriggerError) as refused:
+        lifecycle.rerun(relay, key)
+    assert [p.field for p in refused.value.problems] == ["labels", "labels.vertex-ai-pipelines-run-billing-id"]
+    assert len(backend.launches) == 1
+
+
 CLOUD = rules.Context(local=False, protected=("gs://catalog",))
 
 

@@ -117,6 +117,8 @@ def test_a_routed_object_is_a_run_made_from_the_notification_alone(
         "run_key": key,
         "results_uri": "gs://results/relay",
     }
+    # In the console the run shows whose it is, which pipeline, and that a route started it.
+    assert launched.labels == {"relay-tenant": "assay", "relay-pipeline": "echo", "relay-trigger": "route"}
     saved = records.decode(store.read(naming.launch_record("gs://results/relay", key)).data)
     assert saved["tenant"] == "assay" and saved["state"] == "launched"
     assert saved["trigger"] == {
