@@ -28,7 +28,7 @@ from relay.ports import RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
 from relay.service import Relay, _claim_and_launch, _Loaded
 from relay.status import RunRecords, read_run
-from relay.triggers import RESERVED_PARAMETERS, Trigger
+from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
 # A tick asks the backend about at most this many runs (the oldest first); the rest wait for the next tick.
 TICK_LIMIT = 50
@@ -242,13 +242,13 @@ def cancel(relay: Relay, run_key: str, *, scope: Scope = OPERATOR, by: str = "re
 
 
 def attempt_key(first: str, number: int) -> str:
-    """`<first>-attempt-<n>`, within the 128 characters of a run key: a long first key is cut and a digest of it
-    added, so two long keys that share a beginning never share an attempt's key."""
+    """`<first>-attempt-<n>`, within the MAX_RUN_KEY characters of a run key: a long first key is cut and a digest
+    of it added, so two long keys that share a beginning never share an attempt's key."""
     suffix = f"{ATTEMPT}{number}"
-    if len(first) + len(suffix) <= 128:
+    if len(first) + len(suffix) <= naming.MAX_RUN_KEY:
         return first + suffix
     digest = hashlib.sha256(first.encode()).hexdigest()[:12]
-    return f"{first[: 128 - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
+    return f"{first[: naming.MAX_RUN_KEY - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
 
 
 def rerun(
@@ -289,6 +289,9 @@ def rerun(
     if tenant_name and tenant is None:
         problems.append(Problem("tenant", "a tenant of the policy", repr(tenant_name)))
     problems += rules.check_request(relay.policy, tenant, definition.name, parameters, relay.policy_context)
+    # Recorded before a release that reserved keys or kept room for Relay's own: such labels fail as a trigger would.
+    labels = launch.get("labels") or {}
+    problems += label_problems(labels)
     if problems:
         raise InvalidTriggerError(f"rerun of {latest.run_key}", problems, code="policy_denied")
     now = relay.clock()
@@ -309,7 +312,6 @@ def rerun(
         format="json",
     )
     loaded = _Loaded(b"", "json", new_key, reference)
-    labels = {str(k): str(v) for k, v in dict(launch.get("labels") or {}).items()}
     attempt = Trigger(pipeline=definition.name, parameters=parameters, labels=labels)
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.

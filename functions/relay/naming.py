@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-RUN_KEY = re.compile(r"^[a-z][-a-z0-9]{0,127}\Z")
-RUN_KEY_RULE = "a run key: a lower-case letter, then up to 127 lower-case letters, digits or hyphens"
+# Vertex's pipelineJobId (the run key, as sent): "should be less than 128 characters" (aiplatform v1, create).
+MAX_RUN_KEY = 127
+RUN_KEY = re.compile(rf"^[a-z][-a-z0-9]{{0,{MAX_RUN_KEY - 1}}}\Z")
+RUN_KEY_RULE = f"a run key: a lower-case letter, then up to {MAX_RUN_KEY - 1} lower-case letters, digits or hyphens"
 # No "--" in a pipeline name: it separates a tenant from the run key it chose, which derived keys must never look like.
 PIPELINE_NAME = re.compile(r"^(?!.*--)(?!.*-\Z)[a-z][-a-z0-9]{0,62}\Z")
 PIPELINE_NAME_RULE = (

@@ -46,7 +46,7 @@ import yaml
 from relay import secrets
 from relay.config import parse_duration
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
-from relay.naming import PIPELINE_NAME, RUN_KEY
+from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
@@ -641,7 +641,7 @@ def check_trigger(
     """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace included."""
     problems = check_request(policy, tenant, pipeline, parameters, context)
     if run_key and not RUN_KEY.match(scoped_run_key(tenant, run_key)):
-        room = 128 - len(scoped_run_key(tenant, ""))
+        room = MAX_RUN_KEY - len(scoped_run_key(tenant, ""))
         problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(run_key)}"))
     return problems
 

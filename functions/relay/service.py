@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from relay import labels as label_rules
 from relay import naming, records, routes
 from relay import policy as rules
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
@@ -519,7 +520,7 @@ def _claim_and_launch(
         with relay.gate.calling():
             # A takeover first asks the backend: the crashed holder may have submitted before it could record.
             found = relay.backend.find_run(run_key) if previous is not None else None
-            run = found or _submit(relay, claim, pipeline, parameters, trigger)
+            run = found or _submit(relay, claim, pipeline, parameters, trigger, tenant_name)
     except LaunchRejectedError as refused:
         try:
             relay.store.delete(uri, if_generation_match=generation)
@@ -558,8 +559,12 @@ def _submit(
     pipeline: PipelineDefinition,
     parameters: Mapping[str, Any],
     trigger: Trigger,
+    tenant: str,
 ) -> LaunchedRun:
     lease_end = records.parse_timestamp(claim["lease_expires_at"])
+    # The record keeps the trigger's own labels (a rerun starts from them); the run is told whose and how too.
+    triggered = label_rules.triggered_by(claim["trigger"])
+    labels = label_rules.for_run(trigger.labels, tenant=tenant, pipeline=pipeline.name, triggered=triggered)
     margin = timedelta(seconds=submit_margin(relay.settings.claim_lease))
     return relay.backend.launch(
         LaunchRequest(
@@ -568,7 +573,7 @@ def _submit(
             package=pipeline.package,
             spec=pipeline.spec,
             parameters=parameters,
-            labels=trigger.labels,
+            labels=labels,
             deadline=lease_end - margin,
         )
     )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 
+from relay import labels as label_rules
 from relay.errors import InvalidTriggerError, Problem
 from relay.naming import PIPELINE_NAME, PIPELINE_NAME_RULE, RUN_KEY, RUN_KEY_RULE
 
@@ -29,11 +30,6 @@ TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
 
 _KEYS = ("version", "pipeline", "parameters", "run_key", "labels")
-# Cloud labels (Vertex takes them as they are): lowercase keys starting with a letter, values may be empty.
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}\Z")
-_LABEL_KEY_RULE = "a label key: a lower-case letter, then up to 62 lower-case letters, digits, _ or -"
-_LABEL_VALUE_RULE = "a label value: up to 63 lower-case letters, digits, _ or -"
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,7 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     if run_key is not None and (not isinstance(run_key, str) or not RUN_KEY.match(run_key)):
         problems.append(Problem("run_key", RUN_KEY_RULE, describe_value(run_key)))
     labels = document.get("labels", {})
-    problems.extend(_label_problems(labels))
+    problems.extend(label_problems(labels))
     if problems:
         raise InvalidTriggerError(uri, problems)
     return Trigger(pipeline=str(pipeline), parameters=parameters, run_key=run_key, labels=labels)
@@ -344,15 +340,21 @@ def nesting_depth(value: object, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
-def _label_problems(labels: object) -> list[Problem]:
+def label_problems(labels: object) -> list[Problem]:
+    """Every way a trigger's `labels` break the rules of cloud labels, take a key Relay or Vertex AI sets, or
+    leave Relay's own labels no room within a run's 64."""
     if not isinstance(labels, dict):
         return [Problem("labels", "a mapping of label names to strings", describe_value(labels))]
     problems = []
+    if len(labels) > label_rules.MAX_TRIGGER_LABELS:
+        problems.append(Problem("labels", label_rules.COUNT_RULE, f"{len(labels)}"))
     for key, value in labels.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            problems.append(Problem(f"labels.{key}", _LABEL_KEY_RULE, repr(key)))
-        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-            problems.append(Problem(f"labels.{key}", _LABEL_VALUE_RULE, describe_value(value)))
+        if not isinstance(key, str) or not label_rules.KEY.match(key):
+            problems.append(Problem(f"labels.{key}", label_rules.KEY_RULE, repr(key)))
+        elif label_rules.is_reserved(key):
+            problems.append(Problem(f"labels.{key}", label_rules.RESERVED_RULE, repr(key)))
+        if not isinstance(value, str) or not label_rules.VALUE.match(value):
+            problems.append(Problem(f"labels.{key}", label_rules.VALUE_RULE, describe_value(value)))
     return problems
 
 

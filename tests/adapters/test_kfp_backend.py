@@ -42,6 +42,15 @@ def test_runs_go_into_one_experiment_named_by_run_key(kfp_server: KfpApiServer, 
     assert kfp_server.runs[1]["request_body"]["runtime_config"]["parameters"]["count"] == 3
 
 
+def test_a_run_s_labels_are_in_its_description_as_a_v2beta1_run_has_no_labels(
+    kfp_server: KfpApiServer, tokens: TokenSource
+):
+    labels = {"team": "assay", "relay-tenant": "lab", "relay-pipeline": "echo", "relay-trigger": "object"}
+    KfpBackend(kfp_server.url, "relay", tokens).launch(replace(echo_request("echo-1"), labels=labels))
+    [run] = kfp_server.runs
+    assert run["description"] == "team=assay relay-tenant=lab relay-pipeline=echo relay-trigger=object"
+
+
 def test_find_run_looks_up_the_display_name(kfp_server: KfpApiServer, tokens: TokenSource):
     backend = KfpBackend(kfp_server.url, "relay", tokens)
     assert backend.find_run("echo-1") is None

@@ -201,7 +201,7 @@ def test_a_run_key_too_long_for_its_tenant(relay_cli: Callable[..., Ran], relay:
     path = write(tmp_path, "long.json", document)
     ran = relay_cli("validate", path, "--bucket", "triggers", "--name", "assay/long.json")
     assert ran.code == 1
-    assert "  run_key: expected at most 121 characters in this tenant, found 127" in ran.out.splitlines()
+    assert "  run_key: expected at most 120 characters in this tenant, found 127" in ran.out.splitlines()
     refused = drop(relay, json.dumps(document).encode(), "assay/long.json")
     assert rejection(relay, refused)["problems"][-1]["field"] == "run_key"
 

@@ -571,7 +571,10 @@ def test_vertex_creates_gets_and_refuses_a_repeated_id(pipeline_spec):
             "runtime_config": {"gcs_output_directory": "gs://b/r", "parameter_values": PARAMS},
         }
         assert _create_job(vertex, snake, job_id="run-snake").status_code == 200
-        assert list(vertex.jobs) == ["run-abc", "run-snake"]
+        # The longest id, 64 labels, international lower-case letters: all within what Vertex takes.
+        widest = _job(pipeline_spec, labels={f"k{n}": "été" for n in range(63)} | {"équipe": ""})
+        assert _create_job(vertex, widest, job_id="r" * 127).status_code == 200
+        assert list(vertex.jobs) == ["run-abc", "run-snake", "r" * 127]
 
 
 def test_vertex_rejects_what_vertex_rejects(pipeline_spec):
@@ -579,7 +582,7 @@ def test_vertex_rejects_what_vertex_rejects(pipeline_spec):
     cases: dict[str, tuple[int, Any, str | None]] = {
         "id_uppercase": (400, _job(pipeline_spec), "Run-abc"),
         "id_starts_with_digit": (400, _job(pipeline_spec), "1run"),
-        "id_too_long": (400, _job(pipeline_spec), "r" * 129),
+        "id_too_long": (400, _job(pipeline_spec), "r" * 128),  # "less than 128 characters"
         "unknown_field": (400, _job(pipeline_spec, color="red"), "ok-1"),
         "no_output_directory": (400, _job(pipeline_spec, runtimeConfig={"parameterValues": PARAMS}), "ok-2"),
         "invalid_spec": (400, _job({"pipelineInfo": {"name": "x"}, "root": {"bogus": {}}}), "ok-3"),
@@ -596,6 +599,9 @@ def test_vertex_rejects_what_vertex_rejects(pipeline_spec):
         "label_value_uppercase": (400, _job(pipeline_spec, labels={"relay": "Push"}), "ok-8"),
         "label_value_dot": (400, _job(pipeline_spec, labels={"relay": "a.b"}), "ok-9"),
         "not_an_object": (400, ["x"], "ok-10"),
+        "label_reserved": (400, _job(pipeline_spec, labels={BILLING_LABEL: "mine"}), "ok-11"),
+        "labels_65": (400, _job(pipeline_spec, labels={f"k{n}": "" for n in range(65)}), "ok-12"),
+        "label_key_capital_letter": (400, _job(pipeline_spec, labels={"équipe": "Étude"}), "ok-13"),
     }
     with VertexServer() as vertex:
         answers = {name: _create_job(vertex, body, job_id) for name, (_, body, job_id) in cases.items()}

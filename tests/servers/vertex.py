@@ -13,9 +13,12 @@ from tests.servers.base import LoopbackServer, Request, Response, TokenCheck, an
 from tests.servers.spec import SpecError, check_parameters, parse_pipeline_spec
 
 _PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/pipelineJobs(?:/([^/]+))?$")
-JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+# aiplatform v1 pipelineJobs.create: pipelineJobId "should be less than 128 characters, and valid characters are
+# /a-z-/" (the real service takes digits after the first letter too).
+JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,126}\Z")
+# PipelineJob.labels: keys and values of lower-case letters (international ones too), digits, _ and -; at most 64.
+_LABEL_KEY = re.compile(r"^[^\W\d_A-Z][\w-]{0,62}\Z")
+_LABEL_VALUE = re.compile(r"^[\w-]{0,63}\Z")
 _NETWORK = re.compile(r"^projects/[0-9]+/global/networks/[^/]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INPUT_FIELDS = {
@@ -252,11 +255,14 @@ def _check_labels(labels: Any) -> None:
     if not isinstance(labels, dict) or len(labels) > 64:
         raise _Invalid("labels must be a map of at most 64 entries.")
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if key == BILLING_LABEL:
+            # Vertex overrides a value sent for it; refused here so that a test sees Relay sent one.
+            raise _Invalid(f"Label key {key!r} is reserved for Vertex AI Pipelines.")
+        if not _LABEL_KEY.match(key) or key != key.lower():
             raise _Invalid(
                 f"Label key {key!r} is invalid: 1-63 lowercase letters, digits, '_' or '-', starting with a letter."
             )
-        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value) or value != value.lower():
             raise _Invalid(
                 f"Label value {value!r} (key {key!r}) is invalid: 0-63 lowercase letters, digits, '_' or '-'."
             )

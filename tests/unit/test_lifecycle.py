@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from relay import lifecycle, naming, records
+from relay import policy as rules
 from relay.errors import ClaimHeldError, InvalidTriggerError, PolicyDeniedError
 from relay.events import EventInfo, ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_RUNNING, RUN_SUCCEEDED, RunState
@@ -17,6 +18,7 @@ from relay.service import Relay, handle_delivery
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
+from tests.servers.vertex import JOB_ID as VERTEX_JOB_ID
 
 RESULTS = "gs://results/relay"
 EVENT = EventInfo(id="evt-1", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
@@ -262,11 +264,58 @@ def test_rerun_applies_the_policy_again(relay: Relay, store, backend: FakeBacken
     assert len(backend.launches) == 1
 
 
+def test_a_rerun_is_labelled_as_one_and_keeps_the_triggers_own_labels(relay: Relay, store, backend: FakeBackend):
+    governed = replace(relay, policy=POLICY)
+    key = launch(governed, "assay/t.json", "nightly")
+    launch_uri = naming.launch_record(RESULTS, key)
+    store.write(launch_uri, records.encode({**record(store, "launch", key), "labels": {"team": "assay"}}))
+    fail(store, key)
+    lifecycle.rerun(governed, key)
+    first, second = backend.launches
+    assert first.labels == {"relay-tenant": "assay", "relay-pipeline": "echo", "relay-trigger": "object"}
+    assert second.labels == {
+        "team": "assay",
+        "relay-tenant": "assay",
+        "relay-pipeline": "echo",
+        "relay-trigger": "rerun",
+    }
+    assert record(store, "launch", f"{key}-attempt-2")["labels"] == {"team": "assay"}  # the trigger's own, as asked
+
+
+def test_a_rerun_checks_recorded_labels_as_a_trigger_s(relay: Relay, store, backend: FakeBackend):
+    # A launch record from before the reserved keys and Relay's three: its labels would now break the run's 64.
+    key = launch(relay)
+    crowded = {f"l{n}": "" for n in range(62)} | {"vertex-ai-pipelines-run-billing-id": "mine"}
+    store.write(naming.launch_record(RESULTS, key), records.encode({**record(store, "launch", key), "labels": crowded}))
+    fail(store, key)
+    with pytest.raises(InvalidTriggerError) as refused:
+        lifecycle.rerun(relay, key)
+    assert [p.field for p in refused.value.problems] == ["labels", "labels.vertex-ai-pipelines-run-billing-id"]
+    assert len(backend.launches) == 1
+
+
+CLOUD = rules.Context(local=False, protected=("gs://catalog",))
+
+
+def test_the_longest_key_a_tenant_may_choose_and_its_attempts_are_ids_vertex_takes():
+    # The longest tenant name the policy takes, and the longest key the trigger rules then let it choose.
+    tenant = rules.Tenant("t" + "0" * 19)
+    assert rules.TENANT_NAME.fullmatch(tenant.name) and not rules.TENANT_NAME.fullmatch(tenant.name + "0")
+    longest = max(n for n in range(1, 200) if not rules.check_trigger(POLICY, tenant, "echo", {}, "k" * n, CLOUD))
+    first = rules.scoped_run_key(tenant, "k" * longest)
+    derived = naming.derive_run_key("p" * 63, "gs://triggers/t.json#1")  # the longest pipeline name's
+    for key in (first, derived):
+        assert VERTEX_JOB_ID.match(key), f"{len(key)} characters"
+        for number in (2, 9, 10, 99, 100, 10_000):
+            attempt = lifecycle.attempt_key(key, number)
+            assert VERTEX_JOB_ID.match(attempt) and naming.RUN_KEY.match(attempt), f"{len(attempt)} characters"
+
+
 def test_attempt_keys_stay_within_the_rule():
-    long = "a" * 128
+    long = "a" * 127
     key = lifecycle.attempt_key(long, 12)
-    assert len(key) == 128 and naming.RUN_KEY.match(key) and key.endswith("-attempt-12")
-    assert lifecycle.attempt_key("a" * 127 + "b", 12) != key
+    assert len(key) == 127 and naming.RUN_KEY.match(key) and key.endswith("-attempt-12")
+    assert lifecycle.attempt_key("a" * 126 + "b", 12) != key
 
 
 # --- actions on the topic --------------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ def test_the_longest_pipeline_name_gives_a_key_within_the_run_key_limit():
     ("key", "valid"),
     [
         ("a", True),
-        ("a" + "-0z" * 42 + "9", True),  # 128 characters: the longest
-        ("a" * 129, False),
+        ("a" + "-0z" * 42, True),  # 127 characters: the longest (Vertex: "less than 128")
+        ("a" * 128, False),
         ("", False),
         ("1abc", False),
         ("-abc", False),

@@ -313,12 +313,12 @@ def test_the_rule_a_struct_matches():
 
 
 def test_a_trigger_s_own_run_key_must_fit_in_its_tenant_s_namespace():
-    assert check_trigger(POLICY, LAB, "echo", {}, "k" * 123, CLOUD) == []  # lab-- and 123: 128 in all
-    [problem] = check_trigger(POLICY, LAB, "echo", {}, "k" * 124, CLOUD)
-    assert str(problem) == "run_key: expected at most 123 characters in this tenant, found 124"
-    assert check_trigger(POLICY, None, "echo", {}, "k" * 128, CLOUD) == []
-    assert [str(p) for p in check_trigger(POLICY, None, "echo", {}, "k" * 129, CLOUD)] == [
-        "run_key: expected at most 128 characters in this tenant, found 129"
+    assert check_trigger(POLICY, LAB, "echo", {}, "k" * 122, CLOUD) == []  # lab-- and 122: 127 in all
+    [problem] = check_trigger(POLICY, LAB, "echo", {}, "k" * 123, CLOUD)
+    assert str(problem) == "run_key: expected at most 122 characters in this tenant, found 123"
+    assert check_trigger(POLICY, None, "echo", {}, "k" * 127, CLOUD) == []
+    assert [str(p) for p in check_trigger(POLICY, None, "echo", {}, "k" * 128, CLOUD)] == [
+        "run_key: expected at most 127 characters in this tenant, found 128"
     ]
     assert check_trigger(POLICY, LAB, "echo", {}, None, CLOUD) == []
 

@@ -574,12 +574,25 @@ def test_documents_json_cannot_hold_are_rejected(relay: Relay, store, backend, r
     assert outcome.outcome == "rejected" and fragment in outcome.message and backend.launches == []
 
 
+def test_a_message_carrying_its_trigger_is_labelled_as_a_message(relay: Relay, backend):
+    document = {**TRIGGER, "labels": {"team": "assay"}}
+    handle_delivery(relay, InlineDelivery(EVENT, "projects/p/topics/t", "42", json.dumps(document).encode(), "json"))
+    [launched] = backend.launches
+    assert launched.labels == {
+        "team": "assay",
+        "relay-tenant": "",
+        "relay-pipeline": "echo",
+        "relay-trigger": "message",
+    }
+
+
 def test_the_backend_is_sent_the_catalogs_package_spec_and_the_triggers_labels(relay: Relay, store, backend):
     handle_delivery(relay, upload(store, {**TRIGGER, "labels": {"team": "assay", "batch": "7"}}))
     [launched] = backend.launches
     package = store.read("gs://catalog/echo.yaml").data
     assert (launched.pipeline, launched.package, launched.spec) == ("echo", package, yaml.safe_load(package))
-    assert launched.labels == {"team": "assay", "batch": "7"}
+    own = {"relay-tenant": "", "relay-pipeline": "echo", "relay-trigger": "object"}  # Relay's, on every run
+    assert launched.labels == {"team": "assay", "batch": "7", **own}
 
 
 def test_a_takeover_that_finds_no_run_records_the_new_claims_trigger(relay: Relay, store, backend):

@@ -111,11 +111,11 @@ def test_every_refused_item_is_one_problem_on_the_record(governed: Relay, store:
 
 
 def test_a_tenant_key_that_no_longer_fits_is_refused(governed: Relay, store: MemoryBlobStore, backend):
-    trigger = {"pipeline": "echo", "parameters": {"message": "hi"}, "run_key": "k" * 128}
+    trigger = {"pipeline": "echo", "parameters": {"message": "hi"}, "run_key": "k" * 127}
     outcome = handle_delivery(governed, upload(store, "assay/t.json", trigger))
     assert outcome.outcome == "rejected" and backend.launches == []
     [problem] = rejection(store, outcome.run_key)["error"]["problems"]
-    assert problem == {"field": "run_key", "expected": "at most 121 characters in this tenant", "found": "128"}
+    assert problem == {"field": "run_key", "expected": "at most 120 characters in this tenant", "found": "127"}
 
 
 def test_without_a_policy_a_trigger_naming_nothing_outside_still_runs(relay: Relay, store: MemoryBlobStore, backend):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay import naming, records
+from relay import lifecycle, naming, records
 from relay.errors import SubmitUncertainError
 from relay.events import EventInfo, Message, ObjectDelivery
 from relay.service import Relay, handle_delivery
@@ -117,6 +117,8 @@ def test_a_routed_object_is_a_run_made_from_the_notification_alone(
         "run_key": key,
         "results_uri": "gs://results/relay",
     }
+    # In the console the run shows whose it is, which pipeline, and that a route started it.
+    assert launched.labels == {"relay-tenant": "assay", "relay-pipeline": "echo", "relay-trigger": "route"}
     saved = records.decode(store.read(naming.launch_record("gs://results/relay", key)).data)
     assert saved["tenant"] == "assay" and saved["state"] == "launched"
     assert saved["trigger"] == {
@@ -234,3 +236,11 @@ def test_a_stale_notification_is_dropped_unless_its_run_was_claimed_while_fresh(
     outcome = handle_delivery(routed, notification("incoming/c.csv", event=stale))
     key = run_key(uri="gs://lab-data/incoming/c.csv")
     assert outcome.outcome == "launched" and backend.lookups == [key] and len(backend.launches) == 2
+
+
+def test_a_rerun_of_a_routed_run_is_labelled_a_rerun(routed: Relay, store: MemoryBlobStore, backend: FakeBackend):
+    upload(store)
+    key = handle_delivery(routed, notification()).run_key
+    assert key is not None
+    lifecycle.rerun(routed, key, force=True)  # its launch record still names the route it came by
+    assert [launched.labels["relay-trigger"] for launched in backend.launches] == ["route", "rerun"]

@@ -119,7 +119,7 @@ RESERVED = "expected no value (Relay fills it), found a value"
         (
             b'{"pipeline": "echo", "run_key": "Bad Key"}',
             "json",
-            "run_key: expected a run key: a lower-case letter, then up to 127 lower-case letters, digits or hyphens,"
+            "run_key: expected a run key: a lower-case letter, then up to 126 lower-case letters, digits or hyphens,"
             " found string 'Bad Key'",
         ),
         (
@@ -155,6 +155,29 @@ def test_every_problem_is_reported_at_once():
         f"{PIPELINE}, found number 3",
         f"parameters.results_uri: {RESERVED}",
         "labels: expected a mapping of label names to strings, found a list of 0",
+    ]
+
+
+OWN = "a key of the trigger's own (not relay-*, which Relay sets, nor vertex-ai-pipelines-run-billing-id)"
+
+
+@pytest.mark.parametrize(
+    "key", ["vertex-ai-pipelines-run-billing-id", "relay-tenant", "relay-pipeline", "relay-trigger", "relay-x"]
+)
+def test_a_trigger_cannot_set_a_label_relay_or_vertex_sets(key: str):
+    # Vertex overrides the billing id silently; Relay's own would say another tenant, pipeline or origin.
+    raw = json.dumps({"pipeline": "echo", "labels": {"team": "assay", key: "other"}}).encode()
+    assert problems_of(raw) == [f"labels.{key}: expected {OWN}, found {key!r}"]
+    assert problems_of(raw, "yaml") == [f"labels.{key}: expected {OWN}, found {key!r}"]
+
+
+def test_a_trigger_leaves_room_in_a_runs_64_labels_for_relays_own_three():
+    labels = {f"l{n}": "" for n in range(61)}
+    assert parse_trigger(json.dumps({"pipeline": "echo", "labels": labels}).encode(), "json", URI).labels == labels
+    crowded = json.dumps({"pipeline": "echo", "labels": {**labels, "l61": ""}}).encode()
+    assert problems_of(crowded) == [
+        "labels: expected at most 61 labels (a run takes 64; Relay adds relay-tenant, relay-pipeline, relay-trigger),"
+        " found 62"
     ]
 
 

@@ -67,6 +67,8 @@ class KfpBackend:
         body = {
             "experiment_id": experiment_id,
             "display_name": request.run_key,
+            # A v2beta1 run has no labels: its description, which the KFP UI shows, carries them.
+            "description": " ".join(f"{key}={value}" for key, value in request.labels.items()),
             "pipeline_spec": self._specs(request.spec),
             "runtime_config": {"parameters": dict(request.parameters)},
         }
