@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from relay import naming
+from relay import lifecycle, naming
 from relay.errors import BlobNotFoundError
 from relay.policy import Policy
 from relay.ports import BlobStore
@@ -66,11 +66,14 @@ def _run(args: argparse.Namespace, context: Context) -> int:
             ["  the recent runs and their keys: relay runs"],
         )
     done = wait.exit_code(run, timed_out) if args.wait else EXIT_OK
+    later = later_attempts(store, results, run)
     if args.json:
-        print(to_json(run_json(run)))
+        print(to_json({**run_json(run), "later_attempts": [run_summary(attempt) for attempt in later]}))
         return done
     paint = context.paint
-    print(render(run, paint))
+    print(render(run, paint, later))
+    if later:
+        print(paint.next(f"\nthe latest attempt: relay status {later[-1].run_key}"))
     if run.state in ("launching", "launched", "running"):
         print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
     elif run.state == "rejected":
@@ -114,6 +117,26 @@ def resolve_run_key(store: BlobStore, given: str, deployed: Callable[[], Policy]
     return policy.run_key(deployed(), policy.Origin(uri), parsed, identity)
 
 
+def later_attempts(store: BlobStore, results: str, run: RunRecords) -> list[RunRecords]:
+    """The attempts `relay rerun` started after this one, oldest first (`<first>-attempt-<n>`, as lifecycle names
+    them): a run that failed may have succeeded since."""
+    first, number = attempt_of(run)
+    later = []
+    while (following := read_run(store, results, lifecycle.attempt_key(first, number + 1))) is not None:
+        later.append(following)
+        number += 1
+    return later
+
+
+def attempt_of(run: RunRecords) -> tuple[str, int]:
+    """The first run of this run's chain and this run's number in it (the first is 1), from its launch record."""
+    trigger = (run.launch or {}).get("trigger") or {}
+    number = trigger.get("attempt")
+    if isinstance(number, int) and number > 1 and trigger.get("attempt_of"):
+        return str(trigger["attempt_of"]), number
+    return run.run_key, 1
+
+
 def run_json(run: RunRecords) -> dict[str, Any]:
     """Everything known about the run: a summary, the record URIs and the records as written."""
     return {
@@ -140,8 +163,9 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
     }
 
 
-def render(run: RunRecords, paint: Paint = PLAIN) -> str:
+def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = ()) -> str:
     summary = run_summary(run)
+    first, number = attempt_of(run)
     rows: list[tuple[str, str | Sequence[str]]] = [
         ("run key", run.run_key),
         ("pipeline", run.pipeline or "-"),
@@ -152,6 +176,10 @@ def render(run: RunRecords, paint: Paint = PLAIN) -> str:
         *_job_id(run, summary["run_id"]),
         ("trigger", _trigger(run)),
     ]
+    if number > 1:
+        rows.append(("attempt", f"{number} of {first}"))
+    if later:
+        rows.append(("later attempts", [f"{attempt.run_key}  {paint.state(attempt.state)}" for attempt in later]))
     records = [record for record in (run.launch, run.rejection, run.result) if record]
     for label, key in _TIMES:
         moment = next((str(record[key]) for record in records if record.get(key)), None)
