@@ -17,6 +17,7 @@ from relaycli.compile import COMMAND as COMPILE
 from relaycli.config import Context
 from relaycli.dead_letters import COMMAND as DEAD_LETTERS
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from relaycli.logs import COMMAND as LOGS
 from relaycli.output import Paint, colour_wanted, one_line
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.report import COMMAND as REPORT
@@ -33,6 +34,7 @@ COMMANDS: tuple[Command, ...] = (
     PUBLISH,
     STATUS,
     RUNS,
+    LOGS,
     REPORT,
     SYNC,
     CANCEL,
@@ -56,6 +58,7 @@ examples:
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
+  relay logs RUN_KEY
   relay upload plate-4.json gs://lab-data/assay/2026-11-22/
 
 environment:

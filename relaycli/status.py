@@ -15,7 +15,7 @@ from relay.status import RunRecords, read_run
 from relay.triggers import format_for
 from relaycli import policy, wait
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
-from relaycli.config import Context
+from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import PLAIN, Paint, one_line, pairs, table, to_json, truncate
 
@@ -44,14 +44,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(results=args.results, catalog=args.catalog, policy=args.policy)
     results = config.require_results()
     store = context.blob_store(config, results, args.run)
-    run_key = resolve_run_key(store, args.run, lambda: policy.load_policy(context, config))
-
-    def find() -> RunRecords | None:
-        found = read_run(store, results, run_key)
-        if found is None and not args.run.startswith("gs://"):
-            found = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
-        return found
-
+    run_key, find = run_finder(context, config, store, args.run)
     timed_out = False
     if args.wait:
         run, timed_out = wait.follow(find, run_key, args.timeout, args.interval)
@@ -60,11 +53,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if run is None and timed_out:
         raise wait.WaitTimedOut(f"{run_key}: expected records under {results} within {args.timeout:g} s, found none")
     if run is None:
-        via = f" (the run key of {args.run})" if args.run != run_key else ""
-        raise CliError(
-            f"{run_key}{via}: expected records under {results}, found none yet",
-            ["  the recent runs and their keys: relay runs"],
-        )
+        raise not_found(args.run, run_key, results)
     done = wait.exit_code(run, timed_out) if args.wait else EXIT_OK
     later = later_attempts(store, results, run)
     if args.json:
@@ -79,6 +68,31 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     elif run.state == "rejected":
         print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
     return done
+
+
+def run_finder(
+    context: Context, config: CliConfig, store: BlobStore, given: str
+) -> tuple[str, Callable[[], RunRecords | None]]:
+    """The run key `given` names (a key, or a trigger's gs:// URI), and what reads its records: the key as given,
+    else, for a key a trigger chose, the one tenant's run that has it."""
+    results = config.require_results()
+    run_key = resolve_run_key(store, given, lambda: policy.load_policy(context, config))
+
+    def find() -> RunRecords | None:
+        found = read_run(store, results, run_key)
+        if found is None and not given.startswith("gs://"):
+            found = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
+        return found
+
+    return run_key, find
+
+
+def not_found(given: str, run_key: str, results: str) -> CliError:
+    via = f" (the run key of {given})" if given != run_key else ""
+    return CliError(
+        f"{run_key}{via}: expected records under {results}, found none yet",
+        ["  the recent runs and their keys: relay runs"],
+    )
 
 
 def _in_one_tenant(store: BlobStore, results: str, key: str, deployed: Policy) -> RunRecords | None:
