@@ -250,3 +250,21 @@ def test_publish_adds_attributes_and_sends_a_cancel_as_the_function_reads_it(
     asked = lifecycle.action_request(event, topic, wire)
     assert isinstance(asked, lifecycle.ActionRequest) and (asked.action, asked.run_key) == ("cancel", "lab--nightly")
     assert ran.out.splitlines()[2] == "action      cancel lab--nightly"
+
+
+def test_ls_and_cat_read_records_and_objects_from_the_storage_emulator(storage_env: str, capsys, tmp_path: Path):
+    store = results_store(RESULTS + "-objects", str(tmp_path / "local"))
+    key = drop(relay_on(store, RESULTS + "-objects"), ECHO, "objects.json", TRIGGERS).run_key or ""
+    record = naming.launch_record(RESULTS + "-objects", key)
+    listed = relay_cli(capsys, "ls", RESULTS + "-objects", "--json")
+    assert listed.code == 0, listed.err
+    assert [(item["uri"], item["size"]) for item in listed.json()] == [(record, len(store.read(record).data))]
+    printed = relay_cli(capsys, "cat", record)
+    assert (printed.code, printed.out.encode()) == (0, store.read(record).data)
+    data = b"".join(b"%015d\n" % n for n in range(4096))
+    store.write(f"gs://{TRIGGERS}/data/plates.txt", data)
+    assert relay_cli(capsys, "cat", f"gs://{TRIGGERS}/data/plates.txt").out.encode() == data
+    head = relay_cli(capsys, "cat", f"gs://{TRIGGERS}/data/plates.txt", "--bytes", "16")
+    assert head.out == "000000000000000\n"
+    missing = relay_cli(capsys, "ls", "gs://no-such-bucket/x/")
+    assert missing.code == 1 and missing.err.startswith("relay ls: gs://no-such-bucket/x/: expected an existing bucket")
