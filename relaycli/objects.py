@@ -10,17 +10,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pipelines.steps.contract import StepError
-from pipelines.steps.objects import CHUNK, ObjectStore, SourceObject, default_stores, store_for
 from relaycli.command import Command, add_json
 from relaycli.config import Context
 from relaycli.emulators import check_emulator
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import table, to_json
 
+if TYPE_CHECKING:
+    from pipelines.steps.objects import ObjectStore, SourceObject
+
 LS_LIMIT = 1000
+CHUNK = 1024 * 1024  # what one write to stdout carries
 
 
 def _count(text: str) -> int:
@@ -115,9 +118,13 @@ def _reading(uri: str, context: Context) -> Iterator[ObjectStore]:
         raise UsageError(f"URI: expected gs://bucket/..., s3://bucket/... or a local path, found {uri!r}")
     if scheme == "gs":
         check_emulator(context.env, "STORAGE_EMULATOR_HOST")
+    # Here, not at the top: `relay --help` and the other commands never load the storage clients.
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
     from google.api_core.exceptions import GoogleAPIError, NotFound
     from google.auth.exceptions import DefaultCredentialsError
+
+    from pipelines.steps.contract import StepError
+    from pipelines.steps.objects import default_stores, store_for
 
     try:
         yield store_for(uri, default_stores(None))
