@@ -8,12 +8,15 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from relay.adapters.http import HttpClient
 from relay.adapters.local_backend import LOG_FILE
 from relay.status import RunRecords
+from relaycli import cloud_logging
 from relaycli.command import Command, add_catalog, add_policy, add_results
 from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_OK, CliError
@@ -35,7 +38,7 @@ def _lines(text: str) -> int:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="a run key, or a trigger file's gs://bucket/object[#generation]")
-    parser.add_argument("--tail", type=_lines, metavar="N", help="only the last N lines (local runs)")
+    parser.add_argument("--tail", type=_lines, metavar="N", help="only the last N lines")
     add_results(parser)
     add_catalog(parser)
     add_policy(parser)
@@ -59,7 +62,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if backend == "local":
         _local(run, url, config, args.tail, plain=not context.paint.enabled)
     elif backend == "vertex":
-        _vertex(run, url)
+        _vertex(run, url, context, args.tail)
     else:
         _elsewhere(run, backend, url)
     if run.state == "failed":
@@ -101,7 +104,7 @@ def _lines_of(text: TextIO) -> Iterator[str]:
         yield piece
 
 
-def _vertex(run: RunRecords, url: str) -> None:
+def _vertex(run: RunRecords, url: str, context: Context, tail: int | None) -> None:
     parts = urlsplit(url)
     project = (parse_qs(parts.query).get("project") or [""])[0]
     segments = parts.path.split("/")
@@ -111,6 +114,20 @@ def _vertex(run: RunRecords, url: str) -> None:
     rows = [("run", url), ("logs", explorer), ("project", project or "-"), ("location", location or "-")]
     print(pairs(rows))
     print(f"\nthe lines, with your credentials:\n  gcloud logging read '{query}' --project {project} --order asc")
+    if not project:
+        return
+    where = cloud_logging.endpoint(context.env)
+    print("", flush=True)
+    http = HttpClient()
+    try:
+        source = cloud_logging.tokens(context.env, http)
+        found = cloud_logging.entries(http, where, source, project, query, newest_first=tail is not None)
+        shown = list(islice(found, tail))[::-1] if tail is not None else found
+        for entry in shown:
+            print(cloud_logging.line(entry))
+    except cloud_logging.LinesUnavailableError as error:
+        # The links above stand: whoever may read the project's logs sees the lines there.
+        print(f"relay logs: no lines read from Cloud Logging: {error}", file=sys.stderr)
 
 
 def vertex_filter(run_key: str) -> str:
@@ -135,8 +152,9 @@ COMMAND = Command(
         "as the launch record names it), its tasks' output as they wrote it (the steps scrub the secrets they "
         "resolve), streamed, or its last --tail N lines; a failed run's error follows on stderr. On KFP: the "
         "run's page, whose tasks show their logs (KFP's API serves none). On Vertex AI: the run's page, the "
-        "Logs Explorer link for the pipeline job and the 'gcloud logging read' command that prints the lines with "
-        "your credentials. RUN is found as 'relay status' finds it."
+        "Logs Explorer link for the pipeline job, the 'gcloud logging read' command, and the lines themselves where "
+        "your credentials may read them (Application Default Credentials; RELAY_LOGGING_ENDPOINT for another "
+        "endpoint). RUN is found as 'relay status' finds it."
     ),
     examples="""\
 examples:

@@ -13,10 +13,11 @@ from relay import naming, records
 from relay.adapters.routing import RoutingBlobStore
 from relay.service import Relay
 from relaycli.config import Context
-from relaycli.logs import vertex_filter
+from relaycli.logs import VERTEX_RESOURCE, vertex_filter
 from relaycli.sync import relay_for
 from tests.cli.support import ECHO, Ran, drop, run
 from tests.conftest import CATALOG
+from tests.servers.cloud_logging import CloudLoggingServer
 from tests.servers.kfp import KfpApiServer
 from tests.servers.vertex import VertexServer
 
@@ -125,10 +126,14 @@ def vertex() -> Iterator[VertexServer]:
         yield server
 
 
-def test_a_vertex_run_gets_its_page_and_its_logs_query(
-    capsys: pytest.CaptureFixture[str], results: str, blobs: RoutingBlobStore, vertex: VertexServer
-):
-    env = {
+@pytest.fixture
+def cloud_logging() -> Iterator[CloudLoggingServer]:
+    with CloudLoggingServer(token_check=lambda token: token == "test-token") as server:
+        yield server
+
+
+def vertex_env(results: str, vertex: VertexServer, cloud_logging: CloudLoggingServer) -> dict[str, str]:
+    return {
         "RELAY_RESULTS_URI": results,
         "RELAY_CATALOG_URI": str(CATALOG),
         "RELAY_BACKEND": "vertex",
@@ -137,22 +142,81 @@ def test_a_vertex_run_gets_its_page_and_its_logs_query(
         "RELAY_VERTEX_PIPELINE_ROOT": "gs://relay-pipeline-root",
         "RELAY_VERTEX_SERVICE_ACCOUNT": "pipelines@relay-test.iam.gserviceaccount.com",
         "RELAY_VERTEX_ENDPOINT": vertex.url,
+        "RELAY_LOGGING_ENDPOINT": cloud_logging.url,
         "RELAY_AUTH": "static",
         "RELAY_STATIC_TOKEN": "test-token",
     }
-    relay, cli = backend_cli(capsys, env, blobs)
+
+
+def test_a_vertex_run_gets_its_page_its_logs_query_and_its_lines(
+    capsys: pytest.CaptureFixture[str],
+    results: str,
+    blobs: RoutingBlobStore,
+    vertex: VertexServer,
+    cloud_logging: CloudLoggingServer,
+):
+    relay, cli = backend_cli(capsys, vertex_env(results, vertex, cloud_logging), blobs)
     launched = drop(relay, ECHO, "t.json")
     assert launched.outcome == "launched", launched.message
-    key = launched.run_key
+    key = launched.run_key or ""
+    job = {"pipeline_job_id": key}
+    # More than a page (1000), stored out of order; another job's entry, and one in another project.
+    for n in reversed(range(1002)):
+        cloud_logging.add(
+            "relay-test",
+            VERTEX_RESOURCE,
+            job,
+            timestamp=f"2026-12-07T10:{n // 60:02d}:{n % 60:02d}Z",
+            severity="INFO",
+            textPayload=f"line {n}",
+        )
+    cloud_logging.add(
+        "relay-test",
+        VERTEX_RESOURCE,
+        job,
+        timestamp="2026-12-07T11:00:00Z",
+        severity="ERROR",
+        jsonPayload={"message": "task describe failed"},
+    )
+    cloud_logging.add(
+        "relay-test",
+        VERTEX_RESOURCE,
+        {"pipeline_job_id": "other"},
+        timestamp="2026-12-07T10:00:00Z",
+        textPayload="not this job",
+    )
+    cloud_logging.add("elsewhere", VERTEX_RESOURCE, job, timestamp="2026-12-07T10:00:00Z", textPayload="not here")
     ran = cli("logs", key)
     assert ran.code == 0, ran.err
     lines = ran.out.splitlines()
-    assert (
-        lines[0]
-        == f"run       https://console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/{key}?project=relay-test"
-    )
+    console = f"https://console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/{key}"
+    assert lines[0] == f"run       {console}?project=relay-test"
     assert lines[1].startswith("logs      https://console.cloud.google.com/logs/query;query=")
-    assert lines[-1] == f"  gcloud logging read '{vertex_filter(key)}' --project relay-test --order asc"
+    assert f"  gcloud logging read '{vertex_filter(key)}' --project relay-test --order asc" in lines
+    shown = lines[lines.index("") + 4 :]
+    assert shown[0] == "2026-12-07T10:00:00Z INFO line 0" and len(shown) == 1003
+    assert shown[-1] == "2026-12-07T11:00:00Z ERROR task describe failed"
+    assert "not this job" not in ran.out and "not here" not in ran.out
+    last = cli("logs", key, "--tail", "2").out.splitlines()[-2:]
+    assert last == ["2026-12-07T10:16:41Z INFO line 1001", "2026-12-07T11:00:00Z ERROR task describe failed"]
     assert vertex_filter(key) == (
         f'resource.type="aiplatform.googleapis.com/PipelineJob" AND resource.labels.pipeline_job_id="{key}"'
     )
+
+
+def test_credentials_that_may_not_read_the_logs_still_get_the_links(
+    capsys: pytest.CaptureFixture[str],
+    results: str,
+    blobs: RoutingBlobStore,
+    vertex: VertexServer,
+    cloud_logging: CloudLoggingServer,
+):
+    env = vertex_env(results, vertex, cloud_logging)
+    relay, _ = backend_cli(capsys, env, blobs)
+    key = drop(relay, ECHO, "t.json").run_key or ""
+    cloud_logging.add("relay-test", VERTEX_RESOURCE, {"pipeline_job_id": key}, textPayload="secret line")
+    ran = run(capsys, ["logs", key], env={**env, "RELAY_STATIC_TOKEN": "someone-else"}, store=blobs)
+    assert ran.code == 0 and "secret line" not in ran.out and "someone-else" not in ran.out + ran.err
+    assert ran.out.startswith("run       https://console.cloud.google.com/vertex-ai/")
+    assert ran.err.startswith("relay logs: no lines read from Cloud Logging: ")
+    assert "401" in ran.err or "UNAUTHENTICATED" in ran.err
