@@ -62,7 +62,7 @@ examples:
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
   relay logs RUN_KEY
-  relay ls gs://relay-results/relay/RUN_KEY/
+  relay ls gs://relay-results/relay/runs/RUN_KEY/
   relay upload plate-4.json gs://lab-data/assay/2026-11-22/
 
 environment:

@@ -155,7 +155,7 @@ LS = Command(
     examples="""\
 examples:
   relay ls                                     # the run records
-  relay ls gs://relay-results/relay/push-3f2a1c0d9e8b7a6f5e4d/
+  relay ls gs://relay-results/relay/runs/push-3f2a1c0d9e8b7a6f5e4d/
   relay ls gs://ml-data/mine/ --json
   relay ls s3://lab-archive/assay/ --limit 50""",
     add_arguments=_ls_arguments,
@@ -172,7 +172,7 @@ CAT = Command(
     ),
     examples="""\
 examples:
-  relay cat gs://relay-results/relay/push-3f2a1c0d9e8b7a6f5e4d/result.json
+  relay cat gs://relay-results/relay/runs/push-3f2a1c0d9e8b7a6f5e4d/result.json
   relay cat gs://ml-data/mine/plate-9.json
   relay cat s3://lab-archive/assay/big.csv --bytes 4096""",
     add_arguments=_cat_arguments,
