@@ -61,6 +61,21 @@ def check_ports(ports: Mapping[str, int], host: str = LOOPBACK) -> None:
                 ) from None
 
 
+def shell_exports(stack_env: Mapping[str, str], pubsub_host: str | None, project: str) -> dict[str, str]:
+    """The variables a new shell gets: the stack's, and with the Pub/Sub emulator what makes `relay publish` and
+    `gcloud pubsub ...` reach it. gcloud ignores PUBSUB_EMULATOR_HOST: it takes the endpoint, no credentials (the
+    emulator needs none, and a laptop's would otherwise be sent) and the stack's project."""
+    if pubsub_host is None:
+        return dict(stack_env)
+    return {
+        **stack_env,
+        "PUBSUB_PROJECT_ID": project,
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{pubsub_host}/",
+        "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+        "CLOUDSDK_CORE_PROJECT": project,
+    }
+
+
 def shell_lines(repo: Path, bin_dir: Path, exports: Mapping[str, str]) -> list[str]:
     """What a new shell runs to use the stack: the clone as its folder, `relay` on PATH, the stack's variables."""
     return [
@@ -207,7 +222,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 1
     try:
         seed(stack.storage_client())
-        exports = {**stack.env(), **({} if missing else {"PUBSUB_PROJECT_ID": demo.PROJECT})}
+        exports = shell_exports(stack.env(), None if missing else stack.pubsub_host, demo.PROJECT)
         lines = shell_lines(demo.REPO, Path(sys.executable).absolute().parent, exports)
         env_file = args.workdir / "env.sh"
         env_file.write_text(

@@ -16,13 +16,18 @@ from relay import policy as rules
 from relay.catalog import Catalog
 from relay.errors import InvalidTriggerError, PolicyDeniedError, Problem
 from relay.ports import BlobStore
-from relay.service import check_trigger, parse_document
+from relay.service import EMPTY_OBJECT, check_trigger, parse_document
 from relay.triggers import Format, Trigger, TriggerLoader, format_for, strict_json
 from relaycli import policy
 from relaycli.errors import CliError, UsageError
 from relaycli.output import PLAIN, Paint, pairs, plural
 
 FORMATS: tuple[Format, ...] = ("json", "yaml")
+# An empty trigger file never becomes a run: Relay skips the zero-byte object, so no record ever has its key.
+SKIPPED = "skipped"
+EMPTY_FILE = Problem(
+    "(document)", f"a trigger document: Relay skips a {EMPTY_OBJECT}, no run and no record", "an empty file"
+)
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,15 @@ class Validation:
             whose = "none"
         pipeline = self.trigger.pipeline if self.trigger is not None else naming.UNKNOWN_PIPELINE
         key = self.run_key or f"{pipeline}-<digest of {check.origin.identity}>"
+        if self.code == SKIPPED:
+            key = "none: Relay skips a zero-byte object"
         return pairs([("policy", source), ("tenant", whose), ("run key", key)]).splitlines()
 
     def summary(self) -> str:
         if self.trigger is not None and self.valid:
             return f"valid: {self.trigger.pipeline} with {plural(len(self.trigger.parameters), 'parameter')}"
+        if self.code == SKIPPED:
+            return "skipped: an empty file never becomes a run"
         return f"invalid: {plural(len(self.problems), 'problem')} ({self.code})"
 
     def to_json(self) -> dict[str, Any]:
@@ -123,7 +132,9 @@ def validate(
 ) -> Validation:
     """The checks Relay runs before a claim, in its order, stopping where it stops: its origin (with a policy, a
     tenant must take triggers from there), the document, its pipeline and parameters against the catalog, then
-    what it uses against the tenant's rules."""
+    what it uses against the tenant's rules. An empty file sent as an object is skipped before all of them."""
+    if not document.data and (check is None or not check.origin.topic):
+        return Validation(None, (EMPTY_FILE,), SKIPPED, check)
     refused = policy.refusal(check.policy, check.origin) if check is not None else None
     if refused is not None:  # before the document is read, as the functions refuse it
         return Validation(None, refused.problems, refused.code, check)
@@ -144,6 +155,14 @@ def validate(
     if denied:
         return Validation(parsed, denied, PolicyDeniedError.code, check)
     return Validation(parsed, (), None, check)
+
+
+def refuse_empty(document: TriggerFile, verb: str) -> None:
+    """A CliError for an empty file sent as an object, with or without validation: the run key it would be
+    given names a run that never exists."""
+    if not document.data:
+        skipped = Validation(None, (EMPTY_FILE,), SKIPPED)
+        raise CliError(f"{document.path}: not {verb}: {skipped.summary()}", problem_lines(skipped))
 
 
 def problem_lines(validation: Validation, paint: Paint = PLAIN) -> list[str]:

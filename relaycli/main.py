@@ -17,6 +17,8 @@ from relaycli.compile import COMMAND as COMPILE
 from relaycli.config import Context
 from relaycli.dead_letters import COMMAND as DEAD_LETTERS
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from relaycli.logs import COMMAND as LOGS
+from relaycli.objects import CAT, LS
 from relaycli.output import Paint, colour_wanted, one_line
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.report import COMMAND as REPORT
@@ -33,6 +35,9 @@ COMMANDS: tuple[Command, ...] = (
     PUBLISH,
     STATUS,
     RUNS,
+    LOGS,
+    LS,
+    CAT,
     REPORT,
     SYNC,
     CANCEL,
@@ -56,6 +61,8 @@ examples:
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
+  relay logs RUN_KEY
+  relay ls gs://relay-results/relay/runs/RUN_KEY/
   relay upload plate-4.json gs://lab-data/assay/2026-11-22/
 
 environment:
@@ -66,6 +73,7 @@ environment:
   RELAY_LOCAL_ROOT       the local backend's working folder (default .relay/local)
   STORAGE_EMULATOR_HOST  Cloud Storage emulator to use (fake-gcs-server)
   PUBSUB_EMULATOR_HOST   Pub/Sub emulator to use
+  AWS_ENDPOINT_URL       S3-compatible endpoint for s3:// (ls, cat), with the AWS_* keys
   PUBSUB_PROJECT_ID      project of a short --topic name, with the emulator
   GOOGLE_CLOUD_PROJECT   project of a short --topic name
   Without an emulator: the real service, with Application Default Credentials

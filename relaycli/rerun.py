@@ -25,7 +25,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, context: Context) -> int:
     relay = relay_for(context, args.results)
     try:
-        answer = lifecycle.rerun(relay, args.run_key, force=args.force)
+        answer = lifecycle.rerun(relay, args.run_key, force=args.force, forcing="--force")
     except lifecycle.LifecycleError as refused:
         raise CliError(str(refused)) from None
     except InvalidTriggerError as invalid:

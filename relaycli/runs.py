@@ -137,7 +137,9 @@ COMMAND = Command(
         "List the most recent runs in the results location, newest first: run key, state (launching, launched, "
         "succeeded, failed, rejected), status, pipeline, age (since the claim or the rejection) and message. "
         "--state, --pipeline and --since keep only the runs that match (before --limit counts them). "
-        "'relay status RUN_KEY' shows one in full."
+        "'relay status RUN_KEY' shows one in full. Skipped deliveries are not runs and leave no record, so they are "
+        "not listed (a name not ending in .json, .yaml or .yml, a zero-byte object, Relay's own objects): the "
+        "functions' log has them, and 'relay validate FILE --bucket B' says why a file would be skipped."
     ),
     examples="""\
 examples:

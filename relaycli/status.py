@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from relay import naming
+from relay import lifecycle, naming
 from relay.errors import BlobNotFoundError
 from relay.policy import Policy
 from relay.ports import BlobStore
@@ -15,7 +15,7 @@ from relay.status import RunRecords, read_run
 from relay.triggers import format_for
 from relaycli import policy, wait
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
-from relaycli.config import Context
+from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import PLAIN, Paint, one_line, pairs, table, to_json, truncate
 
@@ -44,14 +44,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(results=args.results, catalog=args.catalog, policy=args.policy)
     results = config.require_results()
     store = context.blob_store(config, results, args.run)
-    run_key = resolve_run_key(store, args.run, lambda: policy.load_policy(context, config))
-
-    def find() -> RunRecords | None:
-        found = read_run(store, results, run_key)
-        if found is None and not args.run.startswith("gs://"):
-            found = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
-        return found
-
+    run_key, find = run_finder(context, config, store, args.run)
     timed_out = False
     if args.wait:
         run, timed_out = wait.follow(find, run_key, args.timeout, args.interval)
@@ -60,22 +53,46 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if run is None and timed_out:
         raise wait.WaitTimedOut(f"{run_key}: expected records under {results} within {args.timeout:g} s, found none")
     if run is None:
-        via = f" (the run key of {args.run})" if args.run != run_key else ""
-        raise CliError(
-            f"{run_key}{via}: expected records under {results}, found none yet",
-            ["  the recent runs and their keys: relay runs"],
-        )
+        raise not_found(args.run, run_key, results)
     done = wait.exit_code(run, timed_out) if args.wait else EXIT_OK
+    later = later_attempts(store, results, run)
     if args.json:
-        print(to_json(run_json(run)))
+        print(to_json({**run_json(run), "later_attempts": [run_summary(attempt) for attempt in later]}))
         return done
     paint = context.paint
-    print(render(run, paint))
+    print(render(run, paint, later))
+    if later:
+        print(paint.next(f"\nthe latest attempt: relay status {later[-1].run_key}"))
     if run.state in ("launching", "launched", "running"):
         print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
     elif run.state == "rejected":
         print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
     return done
+
+
+def run_finder(
+    context: Context, config: CliConfig, store: BlobStore, given: str
+) -> tuple[str, Callable[[], RunRecords | None]]:
+    """The run key `given` names (a key, or a trigger's gs:// URI), and what reads its records: the key as given,
+    else, for a key a trigger chose, the one tenant's run that has it."""
+    results = config.require_results()
+    run_key = resolve_run_key(store, given, lambda: policy.load_policy(context, config))
+
+    def find() -> RunRecords | None:
+        found = read_run(store, results, run_key)
+        if found is None and not given.startswith("gs://"):
+            found = _in_one_tenant(store, results, run_key, policy.load_policy(context, config))
+        return found
+
+    return run_key, find
+
+
+def not_found(given: str, run_key: str, results: str) -> CliError:
+    via = f" (the run key of {given})" if given != run_key else ""
+    return CliError(
+        f"{run_key}{via}: expected records under {results}, found none yet",
+        ["  the recent runs and their keys: relay runs"],
+    )
 
 
 def _in_one_tenant(store: BlobStore, results: str, key: str, deployed: Policy) -> RunRecords | None:
@@ -114,6 +131,26 @@ def resolve_run_key(store: BlobStore, given: str, deployed: Callable[[], Policy]
     return policy.run_key(deployed(), policy.Origin(uri), parsed, identity)
 
 
+def later_attempts(store: BlobStore, results: str, run: RunRecords) -> list[RunRecords]:
+    """The attempts `relay rerun` started after this one, oldest first (`<first>-attempt-<n>`, as lifecycle names
+    them): a run that failed may have succeeded since."""
+    first, number = attempt_of(run)
+    later = []
+    while (following := read_run(store, results, lifecycle.attempt_key(first, number + 1))) is not None:
+        later.append(following)
+        number += 1
+    return later
+
+
+def attempt_of(run: RunRecords) -> tuple[str, int]:
+    """The first run of this run's chain and this run's number in it (the first is 1), from its launch record."""
+    trigger = (run.launch or {}).get("trigger") or {}
+    number = trigger.get("attempt")
+    if isinstance(number, int) and number > 1 and trigger.get("attempt_of"):
+        return str(trigger["attempt_of"]), number
+    return run.run_key, 1
+
+
 def run_json(run: RunRecords) -> dict[str, Any]:
     """Everything known about the run: a summary, the record URIs and the records as written."""
     return {
@@ -140,8 +177,9 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
     }
 
 
-def render(run: RunRecords, paint: Paint = PLAIN) -> str:
+def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = ()) -> str:
     summary = run_summary(run)
+    first, number = attempt_of(run)
     rows: list[tuple[str, str | Sequence[str]]] = [
         ("run key", run.run_key),
         ("pipeline", run.pipeline or "-"),
@@ -152,6 +190,10 @@ def render(run: RunRecords, paint: Paint = PLAIN) -> str:
         *_job_id(run, summary["run_id"]),
         ("trigger", _trigger(run)),
     ]
+    if number > 1:
+        rows.append(("attempt", f"{number} of {first}"))
+    if later:
+        rows.append(("later attempts", [f"{attempt.run_key}  {paint.state(attempt.state)}" for attempt in later]))
     records = [record for record in (run.launch, run.rejection, run.result) if record]
     for label, key in _TIMES:
         moment = next((str(record[key]) for record in records if record.get(key)), None)

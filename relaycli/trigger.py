@@ -12,7 +12,7 @@ from relay.service import parse_document
 from relaycli import policy
 from relaycli.command import Command, add_catalog, add_json, add_no_validate, add_policy
 from relaycli.config import Context
-from relaycli.documents import problem_lines, read_trigger_file, validate
+from relaycli.documents import problem_lines, read_trigger_file, refuse_empty, validate
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import pairs, to_json
 
@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     bucket, name = naming.split_gs_uri(uri)
     config = context.config(catalog=args.catalog, policy=args.policy)
     document = read_trigger_file(args.file, named=name)  # decoded as Relay will: by the object's name
+    refuse_empty(document, "uploaded")  # even with --no-validate: Relay skips it, so its run key never exists
     origin = policy.Origin(uri)
     # Read before anything is sent: it decides the run key, and a policy that cannot be read stops the functions too.
     deployed = policy.load_policy(context, config)

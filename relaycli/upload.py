@@ -8,8 +8,10 @@ from pathlib import Path
 
 from relay import naming
 from relay.errors import BlobNotFoundError
-from relaycli.command import Command, add_json
-from relaycli.config import Context
+from relay.triggers import format_for
+from relaycli import policy
+from relaycli.command import Command, add_catalog, add_json, add_policy
+from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import plural, to_json
 
@@ -23,14 +25,18 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DEST",
         help="gs://bucket/prefix/ (each file keeps its name, a folder its tree) or, for one file, gs://bucket/name",
     )
+    add_catalog(parser)
+    add_policy(parser)
     add_json(parser)
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
     uploads = plan(args.files, args.destination)
-    config = context.config()
+    config = context.config(catalog=args.catalog, policy=args.policy)
     store = context.blob_store(config, args.destination)
     paint = context.paint
+    # Before anything is sent: a policy the functions could not read stops them too.
+    triggers = _triggers(context, config, [uri for path, uri in uploads if path.stat().st_size])
     for path, uri in uploads:
         try:
             store.write(uri, path.read_bytes())
@@ -45,8 +51,28 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         print(to_json([{"file": str(path), "uri": uri} for path, uri in uploads]))
     else:
         where = args.destination if args.destination.endswith("/") else uploads[0][1]
-        print(paint.next(f"\n{plural(len(uploads), 'file')} uploaded: name {where} in a trigger's sources"))
+        if triggers:
+            # Where a tenant takes triggers, a trigger file is picked up as it lands: it is a run, not data.
+            follow = f"relay status {triggers[0]}" if len(triggers) == 1 else "relay runs"
+            print(
+                paint.next(
+                    f"\n{plural(len(triggers), 'trigger file')} uploaded where Relay takes triggers: "
+                    f"{'it starts a run' if len(triggers) == 1 else 'each starts a run'}; follow it: {follow}"
+                )
+            )
+        else:
+            print(paint.next(f"\n{plural(len(uploads), 'file')} uploaded: name {where} in a trigger's sources"))
     return EXIT_OK
+
+
+def _triggers(context: Context, config: CliConfig, uris: list[str]) -> list[str]:
+    """The uploaded objects Relay takes as trigger files: a trigger name, where the policy's tenant takes triggers
+    (the policy as the functions read it; without one, where they are deployed is not known here)."""
+    named = [uri for uri in uris if format_for(uri) is not None]
+    if not named:
+        return []
+    deployed = policy.load_policy(context, config)
+    return [uri for uri in named if policy.Origin(uri).tenant(deployed) is not None]
 
 
 def plan(files: list[str], destination: str) -> list[tuple[Path, str]]:

@@ -259,10 +259,12 @@ def rerun(
     force: bool = False,
     request_id: str = "",
     by: str = "relay rerun",
+    forcing: str = "the attribute force=true",
 ) -> Answer:
     """Start the next attempt of the run's chain with the same trigger and parameters, if its latest attempt
     ended failed or cancelled (or `force`). Exactly once per attempt: the attempt's launch record is claimed
-    create-only, as a trigger's is; the catalog and the policy are checked again first."""
+    create-only, as a trigger's is; the catalog and the policy are checked again first. `forcing` names how the
+    caller asks for `force` (a flag, an attribute), in the refusal that needs it."""
     run = resolve(relay, scope, run_key)
     if run.launch is None or run.rejection is not None:
         raise LifecycleError(f"{run.run_key} was rejected: fix the trigger and send it again")
@@ -277,7 +279,7 @@ def rerun(
         going = latest.state not in records.ENDED
         raise LifecycleError(
             f"{latest.run_key} is {latest.state}"
-            + ("; wait for it to end, or cancel it first" if going else "; pass force to run it again")
+            + ("; wait for it to end, or cancel it first" if going else f"; ask again with {forcing} to run it again")
         )
     launch = latest.launch or {}
     new_key = attempt_key(first, number + 1)

@@ -46,6 +46,8 @@ MAX_PAUSE = 60.0
 # After a refusal for load, submits go one at a time for this long: a burst of redeliveries would otherwise all
 # reach the backend the moment a pause ends, and all but the first few be refused again.
 CAREFUL_FOR = 30.0
+# Why a zero-byte object is skipped, not rejected: no run and no record (`relay trigger` and `validate` say the same).
+EMPTY_OBJECT = "zero-byte object: an upload in progress or a placeholder"
 
 
 def _utcnow() -> datetime:
@@ -214,7 +216,7 @@ def _skip_reason(relay: Relay, delivery: Source) -> str | None:
     if delivery.format is None:
         return "not a trigger file: the name does not end in .json, .yaml or .yml"
     if delivery.size == 0:
-        return "zero-byte object: an upload in progress or a placeholder"
+        return EMPTY_OBJECT
     return _own_object(relay, delivery.uri)
 
 
@@ -287,8 +289,7 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
             return dropped
         info = _routed_object(relay, delivery, delivery.generation)
         if info.size == 0:
-            reason = "zero-byte object: an upload in progress or a placeholder"
-            return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+            return Outcome("skipped", EMPTY_OBJECT, delivery.event.id, delivery.uri)
         trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
@@ -321,9 +322,7 @@ def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
             info = relay.store.stat(delivery.uri, generation=generation)
             generation, size = info.generation, info.size
         if size == 0:
-            return Outcome(
-                "skipped", "zero-byte object: an upload in progress or a placeholder", delivery.event.id, delivery.uri
-            )
+            return Outcome("skipped", EMPTY_OBJECT, delivery.event.id, delivery.uri)
         if size is not None and size > MAX_TRIGGER_BYTES:
             problem = Problem("(document)", f"at most {MAX_TRIGGER_BYTES} bytes", f"{size} bytes")
             error = InvalidTriggerError(delivery.uri, [problem], code="too_large")

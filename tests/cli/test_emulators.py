@@ -16,8 +16,8 @@ import pytest
 from devstack import FakeGcsServer, PubSubEmulator, create_bucket, create_topic, emulator_available, fake_gcs_available
 from devstack.gcs import storage_client
 from devstack.pubsub import subscriber_client, subscription_path
-from relay import naming
-from relay.events import PUBSUB_PUBLISHED, parse_pubsub_event, parse_storage_event
+from relay import lifecycle, naming
+from relay.events import PUBSUB_PUBLISHED, EventInfo, parse_pubsub_event, parse_storage_event
 from relay.runtime import results_store
 from relay.service import handle_delivery, parse_document, run_key_for
 from relay.status import run_key_for_object
@@ -226,3 +226,45 @@ def test_publish_to_a_missing_topic(pubsub_env: str, capsys, tmp_path: Path):
     assert (
         ran.err == f"relay publish: projects/{PROJECT}/topics/no-such-topic: expected an existing topic, found none\n"
     )
+
+
+def test_publish_adds_attributes_and_sends_a_cancel_as_the_function_reads_it(
+    pubsub_env: str, subscription: str, capsys, tmp_path: Path
+):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(ECHO))
+    ran = relay_cli(capsys, "publish", str(path), "--topic", TRIGGERS, "--attribute", "team=assay", "--json")
+    assert ran.code == 0, ran.err
+    message = pull_one(pubsub_env, subscription)
+    assert dict(message.attributes) == {"format": "json", "nonce": message.attributes["nonce"], "team": "assay"}
+    topic = f"projects/{PROJECT}/topics/{TRIGGERS}"
+    identity = naming.message_identity(topic, message.message_id, message.attributes["nonce"])
+    assert ran.json()["run_key"] == run_key_for(parse_document(message.data, "json", topic), identity)
+    cancel = ("--attribute", "action=cancel", "--attribute", "run_key=lab--nightly")
+    ran = relay_cli(capsys, "publish", "--topic", TRIGGERS, *cancel)
+    assert ran.code == 0, ran.err
+    message = pull_one(pubsub_env, subscription)
+    assert (message.data, dict(message.attributes)) == (b"", {"action": "cancel", "run_key": "lab--nightly"})
+    event = EventInfo("e", PUBSUB_PUBLISHED, "s", datetime.now(UTC))
+    wire = {"attributes": dict(message.attributes), "messageId": message.message_id}
+    asked = lifecycle.action_request(event, topic, wire)
+    assert isinstance(asked, lifecycle.ActionRequest) and (asked.action, asked.run_key) == ("cancel", "lab--nightly")
+    assert ran.out.splitlines()[2] == "action      cancel lab--nightly"
+
+
+def test_ls_and_cat_read_records_and_objects_from_the_storage_emulator(storage_env: str, capsys, tmp_path: Path):
+    store = results_store(RESULTS + "-objects", str(tmp_path / "local"))
+    key = drop(relay_on(store, RESULTS + "-objects"), ECHO, "objects.json", TRIGGERS).run_key or ""
+    record = naming.launch_record(RESULTS + "-objects", key)
+    listed = relay_cli(capsys, "ls", RESULTS + "-objects", "--json")
+    assert listed.code == 0, listed.err
+    assert [(item["uri"], item["size"]) for item in listed.json()] == [(record, len(store.read(record).data))]
+    printed = relay_cli(capsys, "cat", record)
+    assert (printed.code, printed.out.encode()) == (0, store.read(record).data)
+    data = b"".join(b"%015d\n" % n for n in range(4096))
+    store.write(f"gs://{TRIGGERS}/data/plates.txt", data)
+    assert relay_cli(capsys, "cat", f"gs://{TRIGGERS}/data/plates.txt").out.encode() == data
+    head = relay_cli(capsys, "cat", f"gs://{TRIGGERS}/data/plates.txt", "--bytes", "16")
+    assert head.out == "000000000000000\n"
+    missing = relay_cli(capsys, "ls", "gs://no-such-bucket/x/")
+    assert missing.code == 1 and missing.err.startswith("relay ls: gs://no-such-bucket/x/: expected an existing bucket")

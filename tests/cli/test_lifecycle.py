@@ -14,7 +14,7 @@ from relay.service import Relay
 from relaycli.config import Context
 from relaycli.main import main
 from relaycli.sync import relay_for
-from tests.cli.support import ECHO, Ran, drop, run
+from tests.cli.support import ECHO, Ran, drop, fields, run
 from tests.conftest import CATALOG
 from tests.servers.kfp import KfpApiServer
 
@@ -108,3 +108,23 @@ def test_two_reruns_at_once_make_one_attempt(launcher: Relay, kfp: KfpApiServer,
         thread.join()
     assert [r["display_name"] for r in kfp.runs] == [key, f"{key}-attempt-2"]
     assert codes.count(0) >= 1  # the one that started it (and any that found it started); the rest were refused
+
+
+def test_a_rerun_refused_names_the_flag_and_status_shows_the_later_attempts(
+    launcher: Relay, kfp: KfpApiServer, relay_cli
+):
+    key, run_id = launched(launcher)
+    kfp.set_run_state(run_id, "FAILED", "task describe failed: exit status 1")
+    assert relay_cli("sync").code == 0
+    attempt = relay_cli("rerun", key, "--json").json()["run_key"]
+    kfp.set_run_state(kfp.runs[1]["run_id"], "SUCCEEDED")
+    assert relay_cli("sync").code == 0
+    refused = relay_cli("rerun", key)
+    assert refused.err == f"relay rerun: {attempt} is succeeded; ask again with --force to run it again\n"
+    assert relay_cli("rerun", key, "--force").code == 0
+    status = relay_cli("status", key)  # the first run failed: what became of it is in the later attempts
+    assert fields(status.out)["later attempts"] == [f"{attempt}  succeeded", f"{key}-attempt-3  launched"]
+    assert status.out.splitlines()[-1] == f"the latest attempt: relay status {key}-attempt-3"
+    second = relay_cli("status", attempt, "--json").json()
+    assert [later["run_key"] for later in second["later_attempts"]] == [f"{key}-attempt-3"]
+    assert fields(relay_cli("status", attempt).out)["attempt"] == [f"2 of {key}"]

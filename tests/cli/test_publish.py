@@ -66,3 +66,25 @@ def test_an_invalid_document_is_not_published(cli: Callable[..., Ran], tmp_path:
         f"relay publish: {path}: not published: invalid: 1 problem (invalid_parameters)",
         "  parameters.message: expected a string, found nothing",
     ]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "error"),
+    [
+        (["nonce=1"], "--attribute: expected none of format, nonce (set here: use --format), found nonce"),
+        (["bucketId=lab-data"], "--attribute: expected none of payloadFormat, bucketId"),
+        (["a=1", "a=2"], "--attribute: expected each key once, found a more than once"),
+        (["action=cancel"], "--attribute: expected attribute run_key: the run to act on, found none"),
+        (["action=explode", "run_key=k"], "--attribute: expected attribute action: one of"),
+        (["noequals"], "argument --attribute: expected KEY=VALUE (action=cancel), found 'noequals'"),
+        (["goog-x=1"], "argument --attribute: expected a key of at most 256 bytes not starting with goog"),
+    ],
+)
+def test_attributes_the_function_would_misread_are_refused_before_publishing(
+    cli: Callable[..., Ran], tmp_path: Path, attributes: list[str], error: str
+):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}}))
+    flags = [part for attribute in attributes for part in ("--attribute", attribute)]
+    ran = cli("publish", str(path), "--topic", "projects/lab/topics/relay-triggers", *flags)
+    assert ran.code == 2 and ran.out == "" and error in ran.err

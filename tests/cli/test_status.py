@@ -72,7 +72,9 @@ def test_json_holds_the_summary_and_the_records_as_written(cli: Callable[..., Ra
         "launch",
         "result",
         "rejection",
+        "later_attempts",
     }
+    assert shown["later_attempts"] == []
     assert shown["records"] == {"launch": naming.launch_record(results, key)}
     assert shown["launch"]["parameters"] == {**ECHO["parameters"], "run_key": key, "results_uri": results}
     assert shown["result"] is None and shown["rejection"] is None

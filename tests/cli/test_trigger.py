@@ -83,3 +83,30 @@ def test_bad_buckets_are_usage_errors(cli: Callable[..., Ran], tmp_path: Path):
     assert cli("trigger", path, "--bucket", "B").code == 2
     missing = cli("trigger", path)
     assert missing.code == 2 and "the following arguments are required: --bucket" in missing.err
+
+
+def test_an_empty_file_gets_no_run_key_for_relay_skips_it(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, relay: Relay, tmp_path: Path
+):
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    # What the function does with it: skipped, so no record will ever have a key printed for it.
+    generation = blobs.write("gs://triggers/empty.json", b"")
+    event = EventInfo("e0", "google.cloud.storage.object.v1.finalized", "s", relay.clock())
+    skipped = handle_delivery(relay, ObjectDelivery(event, "triggers", "empty.json", generation, 0, "storage-event"))
+    assert skipped.outcome == "skipped" and skipped.run_key is None
+    refusal = [
+        f"relay trigger: {empty}: not uploaded: skipped: an empty file never becomes a run",
+        f"  (document): expected a trigger document: Relay skips a {skipped.message}, no run and no record, "
+        "found an empty file",
+    ]
+    for argv in ((), ("--no-validate",)):
+        ran = cli("trigger", str(empty), "--bucket", "triggers", "--name", "again.json", *argv)
+        assert (ran.code, ran.out, ran.err.splitlines()) == (1, "", refusal)
+    assert list(blobs.list("gs://triggers/again")) == []
+    checked = cli("validate", str(empty), "--bucket", "triggers")
+    assert checked.code == 1 and checked.out.splitlines()[:2] == [
+        "skipped: an empty file never becomes a run",
+        refusal[1],
+    ]
+    assert "run key  none: Relay skips a zero-byte object" in checked.out

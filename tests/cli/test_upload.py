@@ -47,3 +47,18 @@ def test_nothing_is_sent_unless_every_argument_makes_sense(
     local = cli("upload", str(tmp_path / "a.txt"), str(tmp_path / "elsewhere"))
     assert local.code == 2 and "DEST: expected gs://bucket/prefix/ or gs://bucket/name" in local.err
     assert list(blobs.list("gs://lab-data/")) == []
+
+
+def test_a_trigger_file_uploaded_where_triggers_land_is_said_to_start_a_run(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, tmp_path: Path
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntenants:\n  - name: lab\n    triggers: [gs://triggers/]\n")
+    (tmp_path / "t.json").write_text('{"pipeline": "echo", "parameters": {"message": "hi"}}')
+    ran = cli("upload", str(tmp_path / "t.json"), "gs://triggers/", "--policy", str(policy))
+    assert ran.code == 0 and ran.out.splitlines()[-1] == (
+        "1 trigger file uploaded where Relay takes triggers: it starts a run; "
+        "follow it: relay status gs://triggers/t.json"
+    )
+    data = cli("upload", str(tmp_path / "t.json"), "gs://lab-data/mine/", "--policy", str(policy))
+    assert data.out.splitlines()[-1] == "1 file uploaded: name gs://lab-data/mine/ in a trigger's sources"

@@ -6,12 +6,18 @@ import io
 import json
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from devstack.up import EventFollower, PortInUseError, check_ports, shell_lines
+from devstack import PubSubEmulator, create_topic, emulator_available
+from devstack.pubsub import subscriber_client, subscription_path
+from devstack.up import EventFollower, PortInUseError, check_ports, shell_exports, shell_lines
 from relaycli.output import Paint
+from tests.infra.gcloud import offline_config, sdk_root
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_a_port_in_use_is_one_line_that_says_how_to_move():
@@ -79,3 +85,33 @@ def test_each_outcome_and_each_run_end_is_shown_once_as_it_happens(tmp_path: Pat
         "rejected   push-2  push  gs://x: bad",  # the line finished in a later write
         "succeeded  push-1  push  sent 3 object(s)",
     ]
+
+
+@pytest.mark.integration
+def test_the_readmes_gcloud_cancel_reaches_the_emulator_with_the_printed_exports(tmp_path: Path):
+    """The README's `gcloud pubsub topics publish ... --attribute=action=cancel,...`, as written, in a shell that ran
+    `make up`'s exports: the real gcloud, the real emulator, the message Relay's function would read."""
+    sdk_root()
+    missing = emulator_available()
+    if missing:
+        pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
+    [command] = [line.strip() for line in README.read_text().splitlines() if "gcloud pubsub topics publish" in line]
+    with PubSubEmulator(tmp_path / "pubsub", project="relay-local") as emulator, offline_config() as isolated:
+        topic = create_topic(emulator.host_port, "relay-local", "relay-triggers")
+        subscription = subscription_path("relay-local", "readme-pull")
+        with subscriber_client(emulator.host_port) as subscriber:
+            subscriber.create_subscription(name=subscription, topic=topic)
+        # Only the throwaway configuration: its loopback proxy and its project would hide what the exports do.
+        env = {
+            k: v for k, v in isolated.items() if not k.startswith("CLOUDSDK_PROXY_") and k != "CLOUDSDK_CORE_PROJECT"
+        }
+        exports = shell_exports({"PUBSUB_EMULATOR_HOST": emulator.host_port}, emulator.host_port, "relay-local")
+        lines = shell_lines(tmp_path, Path(sys.executable).parent, exports)
+        sent = subprocess.run(
+            ["bash", "--norc", "-c", "\n".join([*lines, command])], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert sent.returncode == 0, sent.stderr
+        with subscriber_client(emulator.host_port) as subscriber:
+            pulled = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
+        [received] = pulled.received_messages
+        assert dict(received.message.attributes) == {"action": "cancel", "run_key": "nightly-2026-11-21"}

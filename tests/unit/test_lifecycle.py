@@ -214,7 +214,7 @@ def test_rerun_starts_a_linked_attempt_with_the_same_parameters(relay: Relay, st
 def test_rerun_of_a_succeeded_run_needs_force(relay: Relay, store, backend: FakeBackend):
     key = launch(relay)
     fail(store, key, "succeeded")
-    with pytest.raises(lifecycle.LifecycleError, match="succeeded; pass force"):
+    with pytest.raises(lifecycle.LifecycleError, match="succeeded; ask again with the attribute force=true"):
         lifecycle.rerun(relay, key)
     assert lifecycle.rerun(relay, key, force=True).run_key == f"{key}-attempt-2"
 

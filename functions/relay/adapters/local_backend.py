@@ -31,6 +31,7 @@ STARTED_FILE = "started"  # the runner's own mark: a run folder executes at most
 LOCK_FILE = "runner.lock"  # held by the runner for as long as it runs
 PID_FILE = "runner.pid"  # written by the runner that owns the folder
 CANCELLED_FILE = "cancelled"  # written by terminate before it stops the runner
+LOG_FILE = "runner.log"  # the runner's and its tasks' output: what `relay logs` shows
 INSTANCE_RECORD = "local-backend.json"  # under the results location: which results store the run folders belong to
 # Never handed to pipeline code: the local runner's tasks inherit its environment.
 _WITHHELD = ("RELAY_STATIC_TOKEN", "RELAY_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
@@ -108,8 +109,8 @@ class LocalBackend:
         started = _mtime(run_dir / STARTED_FILE)
         if (run_dir / CANCELLED_FILE).exists():
             return RunState(RUN_CANCELLED, "terminated on request", started, _mtime(run_dir / CANCELLED_FILE))
-        message = f"the local runner stopped without recording a result; see {run_dir / 'runner.log'}"
-        return RunState(RUN_FAILED, message, started, _mtime(run_dir / "runner.log"))
+        message = f"the local runner stopped without recording a result; see {run_dir / LOG_FILE}"
+        return RunState(RUN_FAILED, message, started, _mtime(run_dir / LOG_FILE))
 
     def terminate(self, run_key: str, run_id: str) -> None:
         """Mark the folder cancelled (so a later look says why it stopped), then stop the runner's whole process

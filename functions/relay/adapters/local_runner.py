@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import records, runtime
-from relay.adapters.local_backend import LOCK_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE
+from relay.adapters.local_backend import LOCK_FILE, LOG_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE
 from relay.config import Settings
 from relay.results import record_result
 from relay.service import Relay
@@ -81,7 +81,7 @@ def _execute(run_dir: Path, parameters: dict[str, Any]) -> tuple[bool, str, dict
         task = pipeline(**parameters)
     except Exception as exc:  # kfp.local raises RuntimeError for a failed task; any failure ends the run
         message = _ANSI.sub("", str(exc))
-        return False, f"{message} The tasks' output is in {run_dir / 'runner.log'}", {}
+        return False, f"{message} The tasks' output is in {run_dir / LOG_FILE}", {}
     outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
     return True, "pipeline finished", outputs
 
@@ -96,7 +96,7 @@ def _plain(value: object) -> object:
 
 def detach(run_dir: Path) -> int:
     """Start the runner for `run_dir` in its own session, print its pid, and return at once."""
-    with (run_dir / "runner.log").open("ab") as log:
+    with (run_dir / LOG_FILE).open("ab") as log:
         runner = subprocess.Popen(
             [sys.executable, "-m", "relay.adapters.local_runner", str(run_dir)],
             stdout=log,
