@@ -158,3 +158,18 @@ def test_what_is_no_pipeline_is_named_with_what_was_expected(
     ran = run(capsys, ["compile", source.format(tmp=tmp_path), "--out", str(tmp_path / "out")], env={})
     assert ran.code == 1 and found in ran.err and "Traceback" not in ran.err, ran.err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("pipelines: {cpu: lots}\n", "pipelines.cpu: expected a Kubernetes quantity"), (None, "expected a readable")],
+)
+def test_a_policy_that_cannot_set_the_ceilings_stops_it_before_anything_is_written(
+    text: str | None, found: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    policy = tmp_path / "policy.yaml"
+    if text is not None:
+        policy.write_text(text)
+    ran = run(capsys, ["compile", "--out", str(tmp_path / "out"), "--policy", str(policy)], env={})
+    assert ran.code == 2 and found in ran.err and "Traceback" not in ran.err, ran.err
+    assert not (tmp_path / "out").exists()

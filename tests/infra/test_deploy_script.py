@@ -313,6 +313,14 @@ def test_the_catalog_is_compiled_for_the_policy_published_beside_it():
     ]
 
 
+def test_pipelines_of_ones_own_are_compiled_into_the_catalog_the_deploy_publishes():
+    output = dry_run(*FULL.script_args(), "--pipeline=examples/hello/hello.py", "--pipeline=mine.yaml")
+    [compile_line] = [line for line in output.splitlines() if "relaycli.main compile" in line]
+    [argv] = command_lines(compile_line)
+    assert argv[-2:] == ["examples/hello/hello.py", "mine.yaml"]
+    assert argv[argv.index("--out") + 1] == "STAGING_DIR/catalog"
+
+
 def test_a_built_catalog_is_published_without_compiling():
     output = dry_run(*FULL.script_args(), "--image=i:1", "--catalog-dir=build/catalog")
     assert "relaycli.main compile" not in output
