@@ -51,7 +51,9 @@ Already built elsewhere (Cloud Build passes both):
   --image URI               the steps image; otherwise built from pipelines/Dockerfile with Cloud Build
   --catalog-dir DIR         a catalog compiled with that image, --policy FILE and --policy-uri gs://PROJECT-PREFIX-
                             catalog/VERSION/policy.yaml, to publish to gs://PROJECT-PREFIX-catalog/VERSION
-                            (otherwise compiled here)
+                            (otherwise compiled here: relay compile [PIPELINE...] --out DIR)
+  --pipeline PIPELINE       a pipeline of your own for the catalog compiled here, as relay compile takes it: a .py
+                            file or module with a @dsl.pipeline, or a compiled spec .yaml (repeatable)
   --catalog-uri gs://...    a catalog published elsewhere, its policy.yaml beside it: RELAY_CATALOG_URI, nothing is
                             published
 Function shape:
@@ -80,6 +82,7 @@ BACKEND=${RELAY_BACKEND:-vertex}
 IMAGE=${DEPLOY_IMAGE:-}
 CATALOG_URI=${DEPLOY_CATALOG_URI:-}
 CATALOG_DIR=${DEPLOY_CATALOG_DIR:-}
+PIPELINES=()
 NOTIFY_BUCKET=${DEPLOY_NOTIFY_BUCKET:-}
 NOTIFY_PREFIX=${DEPLOY_NOTIFY_PREFIX:-}
 POLICY=${DEPLOY_POLICY:-}
@@ -153,7 +156,7 @@ while [[ $# -gt 0 ]]; do
     --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
       --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
       --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
-      --stage-only | --policy | --records-retention | --reconcile-schedule) need_value "$@" ;;
+      --stage-only | --policy | --records-retention | --reconcile-schedule | --pipeline) need_value "$@" ;;
     *) die "unknown option $arg (--help lists them)" ;;
   esac
   case $arg in
@@ -170,6 +173,7 @@ while [[ $# -gt 0 ]]; do
     --image) IMAGE=$2 ;;
     --catalog-uri) CATALOG_URI=${2%/} ;;
     --catalog-dir) CATALOG_DIR=$2 ;;
+    --pipeline) PIPELINES+=("$2") ;;
     --runtime) RUNTIME=$2 ;;
     --memory) MEMORY=$2 ;;
     --cpu) CPU=$2 ;;
@@ -323,6 +327,9 @@ fi
 if [[ -n $NOTIFY_PREFIX && -z $NOTIFY_BUCKET ]]; then die "--notify-prefix needs --notify-bucket"; fi
 if [[ -n $PROJECT_NUMBER && ! $PROJECT_NUMBER =~ ^[0-9]+$ ]]; then die "--project-number: expected digits, found '$PROJECT_NUMBER'"; fi
 if [[ -n $CATALOG_DIR && -n $CATALOG_URI ]]; then die "--catalog-dir publishes a catalog, --catalog-uri names one: not both"; fi
+if ((${#PIPELINES[@]})) && [[ -n $CATALOG_DIR || -n $CATALOG_URI ]]; then
+  die "--pipeline joins the catalog compiled here; --catalog-dir and --catalog-uri name one compiled elsewhere: not both"
+fi
 if [[ -n $POLICY && -n $CATALOG_URI ]]; then
   die "--policy is published beside the catalog this script publishes; --catalog-uri names one published with its own: not both"
 fi
@@ -657,9 +664,10 @@ catalog() {
   local dir=$CATALOG_DIR
   if [[ -z $dir ]]; then
     dir=$STAGE/catalog
-    # The policy's task resources, where the steps read it, and where they write records are compiled in.
-    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m pipelines.compile --image "$IMAGE" --policy "$POLICY" \
-      --policy-uri "$POLICY_URI" --results-uri "gs://$RESULTS_BUCKET" --out "$dir"
+    # The policy's task ceilings, where the steps read it, and where they write records are compiled in: relay
+    # compile, as a user compiles a catalog, with the user's pipelines; the folder holds exactly what it wrote.
+    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m relaycli.main compile --image "$IMAGE" --policy "$POLICY" \
+      --policy-uri "$POLICY_URI" --results-uri "gs://$RESULTS_BUCKET" --out "$dir" ${PIPELINES[@]+"${PIPELINES[@]}"}
   elif ! $DRY_RUN; then
     # A catalog compiled for another version would send its steps to that version's policy.
     local spec

@@ -5,7 +5,7 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.components import Deployment, component, configure
+from pipelines.components import component
 from pipelines.components.finish import finish_push
 from pipelines.components.push import push_objects
 from pipelines.steps.launch import DEFAULTS
@@ -13,10 +13,10 @@ from pipelines.steps.launch import DEFAULTS
 DEFAULT = DEFAULTS["push"]  # what the backend fills in for a parameter the launch left out
 
 
-def build(deployment: Deployment) -> Any:
-    image = deployment.image
-    push_op = component(push_objects, image)
-    finish_op = component(finish_push, image)
+def build() -> Any:
+    """The pipeline, in the steps image; the deployment's settings are stamped into the compiled spec."""
+    push_op = component(push_objects)
+    finish_op = component(finish_push)
 
     @dsl.pipeline(
         name="push",
@@ -43,8 +43,8 @@ def build(deployment: Deployment) -> Any:
             "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             "tenant": tenant,
         }
-        recorded = configure(finish_op(**arguments), deployment)
+        recorded = finish_op(**arguments)
         with dsl.ExitHandler(recorded, name="push-and-record"):
-            configure(push_op(**arguments), deployment)
+            push_op(**arguments)
 
     return push

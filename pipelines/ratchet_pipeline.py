@@ -5,7 +5,7 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.components import Deployment, component, configure
+from pipelines.components import component
 from pipelines.components.finish import finish_ratchet
 from pipelines.components.ratchet import ratchet_algorithms
 from pipelines.steps.launch import DEFAULTS
@@ -13,10 +13,10 @@ from pipelines.steps.launch import DEFAULTS
 DEFAULT = DEFAULTS["ratchet"]  # what the backend fills in for a parameter the launch left out
 
 
-def build(deployment: Deployment) -> Any:
-    image = deployment.image
-    ratchet_op = component(ratchet_algorithms, image)
-    finish_op = component(finish_ratchet, image)
+def build() -> Any:
+    """The pipeline, in the steps image; the deployment's settings are stamped into the compiled spec."""
+    ratchet_op = component(ratchet_algorithms)
+    finish_op = component(finish_ratchet)
 
     @dsl.pipeline(
         name="ratchet",
@@ -47,8 +47,8 @@ def build(deployment: Deployment) -> Any:
             "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             "tenant": tenant,
         }
-        recorded = configure(finish_op(**arguments), deployment)
+        recorded = finish_op(**arguments)
         with dsl.ExitHandler(recorded, name="ratchet-and-record"):
-            configure(ratchet_op(**arguments), deployment)
+            ratchet_op(**arguments)
 
     return ratchet

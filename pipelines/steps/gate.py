@@ -71,8 +71,11 @@ class PolicyGate:
     scope: rules.Context = field(default_factory=lambda: rules.Context(local=False, protected=()))
     launches: LaunchRecords = field(default_factory=LaunchRecords)  # none: no run is verified, so none is admitted
 
-    def launch(self, pipeline: str, parameters: Mapping[str, Any]) -> Launch:
-        return verify_launch(self.launches, pipeline, parameters, direct_tenant=self.policy.direct_tenant)
+    def launch(
+        self, pipeline: str, parameters: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+    ) -> Launch:
+        direct = self.policy.direct_tenant
+        return verify_launch(self.launches, pipeline, parameters, direct_tenant=direct, defaults=defaults)
 
     def admit(self, pipeline: str, parameters: Mapping[str, Any]) -> Permit:
         launch = self.launch(pipeline, parameters)  # first: nothing is checked for a run nobody launched

@@ -48,7 +48,7 @@ def run_in_pipeline(
     except StepError as error:  # the deployment's policy cannot be read: nothing may run
         result = StepResult(message=str(error), status=error.status)
     else:
-        with _time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
+        with time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
             result = run_step(step, spec, context)
     record_step_result(
         pipeline=pipeline,
@@ -64,7 +64,7 @@ def run_in_pipeline(
 
 
 @contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     """Ends the step with a 504 result once `seconds` have passed (the policy's task timeout); 0 means none.
 
     KFP v2 and Vertex have no per-task timeout of their own to compile in, so the step keeps it: the timer's

@@ -86,10 +86,17 @@ def launch_records(environ: Mapping[str, str]) -> LaunchRecords:
 
 
 def verify_launch(
-    launches: LaunchRecords, pipeline: str, parameters: Mapping[str, Any], *, direct_tenant: str = ""
+    launches: LaunchRecords,
+    pipeline: str,
+    parameters: Mapping[str, Any],
+    *,
+    direct_tenant: str = "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> Launch:
     """The launch `parameters` (all a run acts on, `run_key` and `tenant` among them) are exactly those of; a
-    StepError 403 naming what differs otherwise. `direct_tenant`: the policy's direct_runs ("" for none)."""
+    StepError 403 naming what differs otherwise. `direct_tenant`: the policy's direct_runs ("" for none).
+    `defaults`: a pipeline of one's own's signature defaults, what the backend fills in for a parameter its launch
+    left out (Relay's pipelines have theirs in DEFAULTS, which a caller's never replace)."""
     results_uri = launches.results_uri
     if not results_uri or launches.store is None:
         raise _refused("expected the deployment's results location (RELAY_RESULTS_URI) to verify launches, found none")
@@ -104,7 +111,8 @@ def verify_launch(
     record = launches.read(run_key) if keyed else None
     if record is not None:
         where = naming.launch_record(results_uri, run_key)
-        differences = _differences(record, pipeline, run_key, tenant, parameters)
+        filled = {**(defaults or {}), **DEFAULTS.get(pipeline, {})}
+        differences = _differences(record, pipeline, run_key, tenant, parameters, filled)
         if differences:
             raise _refused(f"run {run_key} is not what the functions launched ({where}): " + "; ".join(differences))
         return Launch(run_key, tenant, results_uri)
@@ -120,19 +128,30 @@ def verify_launch(
     return Launch(run_key, tenant, results_uri, direct=True)
 
 
-def task_launch(environ: Mapping[str, str], pipeline: str, parameters: Mapping[str, Any]) -> Launch:
+def task_launch(
+    environ: Mapping[str, str],
+    pipeline: str,
+    parameters: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> Launch:
     """As a pipeline task verifies its launch: with the policy's direct_runs, when the policy can be read."""
     from pipelines.steps.gate import gate_from_env
 
     try:
         gate = gate_from_env(environ)
     except StepError:  # an unreadable policy allows no direct run; a launched one still records how it ended
-        return verify_launch(launch_records(environ), pipeline, parameters)
-    return gate.launch(pipeline, parameters)
+        return verify_launch(launch_records(environ), pipeline, parameters, defaults=defaults)
+    return gate.launch(pipeline, parameters, defaults=defaults)
 
 
 def _differences(
-    record: Mapping[str, Any], pipeline: str, run_key: str, tenant: str, parameters: Mapping[str, Any]
+    record: Mapping[str, Any],
+    pipeline: str,
+    run_key: str,
+    tenant: str,
+    parameters: Mapping[str, Any],
+    defaults: Mapping[str, Any],
 ) -> list[str]:
     found = []
     if record.get("state") not in LIVE:
@@ -144,7 +163,6 @@ def _differences(
     launched = record.get("parameters")
     if not isinstance(launched, Mapping):
         return [*found, f"parameters: expected a mapping, found {describe_value(launched)}"]
-    defaults = DEFAULTS.get(pipeline, {})
     # The reserved ones are compared above: run key and tenant with the record's own, the results location with the
     # deployment's (the functions add them only where the pipeline declares them).
     for name in sorted((set(launched) | set(parameters)) - set(RESERVED_PARAMETERS)):

@@ -114,3 +114,23 @@ def test_a_catalog_compiled_for_another_policy_is_refused_before_anything_is_pub
     assert result.returncode == 2
     assert f"does not name {INPUTS.policy_uri()}: compile it with --policy-uri" in result.stderr
     assert not [verb for verb in _verbs(cloud.calls()) if verb in ("storage rsync", "storage cp", "functions deploy")]
+
+
+def test_a_pipeline_of_ones_own_joins_the_catalog_the_deploy_compiles_and_publishes(cloud: FakeCloud):
+    hello = Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello.py"
+    cloud.args = [a for a in cloud.args if not a.startswith("--catalog-dir")]
+    ran = cloud.run(f"--pipeline={hello}")
+    staged = Path(next(a for a in cloud.args if a.startswith("--stage=")).split("=", 1)[1]) / "catalog"
+    assert sorted(p.name for p in staged.iterdir()) == ["hello.yaml", "push.yaml", "ratchet.yaml"]
+    spec = (staged / "hello.yaml").read_text()
+    assert f"value: {INPUTS.policy_uri()}" in spec and "value: gs://demo-project-relay-results" in spec
+    assert "image: europe-west1-docker.pkg.dev/demo-project/relay/steps:abc123def456" in spec
+    published = [call[2:4] for call in ran if call[:2] == ["storage", "rsync"]]
+    assert published == [[str(staged), "gs://demo-project-relay-catalog/abc123def456"]]
+
+
+def test_a_pipeline_of_ones_own_with_a_catalog_compiled_elsewhere_is_refused(cloud: FakeCloud):
+    env = {"PATH": f"{cloud.bin}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(cloud.state)}
+    result = run_script(*cloud.args, "--pipeline=examples/hello/hello.py", env=env)
+    assert result.returncode == 2 and "--pipeline joins the catalog compiled here" in result.stderr
+    assert not cloud.calls()

@@ -291,7 +291,7 @@ def test_settings_come_from_the_environment_too():
 def test_image_and_catalog_from_elsewhere_are_used_as_given():
     image = "europe-west1-docker.pkg.dev/demo-project/relay/steps:abc1234"
     output = dry_run("--project=demo-project", f"--image={image}", "--catalog-uri=gs://elsewhere/catalog/abc1234")
-    assert "builds submit" not in output and "pipelines.compile" not in output and "rsync" not in output
+    assert "builds submit" not in output and "relaycli.main compile" not in output and "rsync" not in output
     assert "storage cp" not in output
     [function, *_] = from_script(output).functions.values()
     assert function["env"]["RELAY_CATALOG_URI"] == "gs://elsewhere/catalog/abc1234"
@@ -300,7 +300,7 @@ def test_image_and_catalog_from_elsewhere_are_used_as_given():
 
 def test_the_catalog_is_compiled_for_the_policy_published_beside_it():
     output = dry_run(*FULL.script_args())
-    [compile_line] = [line for line in output.splitlines() if "pipelines.compile" in line]
+    [compile_line] = [line for line in output.splitlines() if "relaycli.main compile" in line]
     [argv] = command_lines(compile_line)
     assert argv[argv.index("--policy") + 1] == str(POLICY)  # its task resources
     assert argv[argv.index("--policy-uri") + 1] == "gs://demo-project-relay-catalog/abc123def456/policy.yaml"
@@ -313,9 +313,17 @@ def test_the_catalog_is_compiled_for_the_policy_published_beside_it():
     ]
 
 
+def test_pipelines_of_ones_own_are_compiled_into_the_catalog_the_deploy_publishes():
+    output = dry_run(*FULL.script_args(), "--pipeline=examples/hello/hello.py", "--pipeline=mine.yaml")
+    [compile_line] = [line for line in output.splitlines() if "relaycli.main compile" in line]
+    [argv] = command_lines(compile_line)
+    assert argv[-2:] == ["examples/hello/hello.py", "mine.yaml"]
+    assert argv[argv.index("--out") + 1] == "STAGING_DIR/catalog"
+
+
 def test_a_built_catalog_is_published_without_compiling():
     output = dry_run(*FULL.script_args(), "--image=i:1", "--catalog-dir=build/catalog")
-    assert "pipelines.compile" not in output
+    assert "relaycli.main compile" not in output
     assert "gcloud storage rsync build/catalog gs://demo-project-relay-catalog/abc123def456" in output
 
 
