@@ -12,7 +12,7 @@ UV := $(LOCK_VENV)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE ?= copy
 # `make up` listens here; `make up STORAGE_PORT=4444 PUBSUB_PORT=8086` when another program has these.
-# CATALOG=DIR and POLICY=FILE run it with your own catalog folder and policy template (README: your own pipeline).
+# CATALOG=DIR and POLICY=FILE run it with your own catalog folder and policy template (docs/own-pipeline.md).
 STORAGE_PORT ?= 4443
 PUBSUB_PORT ?= 8085
 # The locks are for where the code runs: Cloud Functions' python311 and the steps image's python:3.11-slim, both
@@ -30,7 +30,7 @@ help:  ## list the targets
 demo: $(STAMP)  ## the whole event chain on your machine: sample triggers in, runs and records out
 	$(BIN)/python -m devstack.demo
 
-up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it); see README, "Using it for real"
+up: $(STAMP)  ## start the local stack and keep it running (Ctrl-C stops it); see docs/quickstart.md, "Using it for real"
 	$(BIN)/python -m devstack.up --storage-port $(STORAGE_PORT) --pubsub-port $(PUBSUB_PORT) \
 		$(if $(CATALOG),--catalog $(CATALOG)) $(if $(POLICY),--policy $(POLICY))
 

@@ -1,4 +1,4 @@
-"""A pipeline of your own for Relay's catalog: README, "Add your own pipeline".
+"""A pipeline of your own for Relay's catalog: docs/own-pipeline.md.
 
 Compile it into a catalog with Relay's own: `relay compile examples/hello/hello.py --out build/catalog`.
 Relay checks a trigger's parameters against the inputs compiled here: `greeting` is required (no default),

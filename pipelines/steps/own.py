@@ -1,4 +1,4 @@
-"""Relay's result for a component of a pipeline of one's own: README, "Add your own pipeline".
+"""Relay's result for a component of a pipeline of one's own: docs/own-pipeline.md.
 
     with relay_step("hello", parameters, run_id=run_id, defaults={"times": 2}) as step:
         ...  # the work

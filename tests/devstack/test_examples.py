@@ -44,14 +44,14 @@ def test_an_example_is_valid_where_make_up_takes_triggers(
 
 def test_the_examples_name_data_the_stack_seeds():
     sources = {s for p in EXAMPLES for s in demo.example(p.name)["parameters"].get("sources", [])}
-    # mine/ is where the README has you upload your own files first.
+    # mine/ is where docs/quickstart.md has you upload your own files first.
     assert sources <= {f"gs://{LAB}/assay/2026-11-21/", f"gs://{LAB}/reference/", f"gs://{LAB}/mine/"}
     ratchet = demo.example("ratchet.json")["parameters"]["workflow"]["uri"]
     assert ratchet == f"gs://{BENCHMARKS}/{RATCHET_PREFIX}workflow.json"
 
 
 def test_your_own_pipeline_as_the_readme_adds_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    """README, "Add your own pipeline": compile examples/hello into a catalog, name it in the policy, trigger it."""
+    """docs/own-pipeline.md: compile examples/hello into a catalog, name it in the policy, trigger it."""
     catalog = tmp_path / "catalog"
     assert main(["compile", str(demo.EXAMPLES / "hello" / "hello.py"), "--out", str(catalog)], env={}) == 0
     template = tmp_path / "policy.yaml"

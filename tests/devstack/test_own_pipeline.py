@@ -1,4 +1,4 @@
-"""README, "Add your own pipeline", end to end: `relay compile` examples/hello with Relay's pipelines, deploy that
+"""docs/own-pipeline.md, end to end: `relay compile` examples/hello with Relay's pipelines, deploy that
 catalog with infra/deploy.sh and the recording gcloud, and trigger it on the local stack, where its step records
 its result through relay_step."""
 

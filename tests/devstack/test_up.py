@@ -17,7 +17,7 @@ from devstack.up import EventFollower, PortInUseError, check_ports, shell_export
 from relaycli.output import Paint
 from tests.infra.gcloud import offline_config, sdk_root
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def test_a_port_in_use_is_one_line_that_says_how_to_move():
@@ -89,13 +89,13 @@ def test_each_outcome_and_each_run_end_is_shown_once_as_it_happens(tmp_path: Pat
 
 @pytest.mark.integration
 def test_the_readmes_gcloud_cancel_reaches_the_emulator_with_the_printed_exports(tmp_path: Path):
-    """The README's `gcloud pubsub topics publish ... --attribute=action=cancel,...`, as written, in a shell that ran
-    `make up`'s exports: the real gcloud, the real emulator, the message Relay's function would read."""
+    """docs/operations.md's `gcloud pubsub topics publish ... --attribute=action=cancel,...`, as written, in a shell
+    that ran `make up`'s exports: the real gcloud, the real emulator, the message Relay's function would read."""
     sdk_root()
     missing = emulator_available()
     if missing:
         pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
-    [command] = [line.strip() for line in README.read_text().splitlines() if "gcloud pubsub topics publish" in line]
+    [command] = [line.strip() for line in OPERATIONS.read_text().splitlines() if "gcloud pubsub topics publish" in line]
     with PubSubEmulator(tmp_path / "pubsub", project="relay-local") as emulator, offline_config() as isolated:
         topic = create_topic(emulator.host_port, "relay-local", "relay-triggers")
         subscription = subscription_path("relay-local", "readme-pull")

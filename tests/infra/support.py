@@ -92,9 +92,17 @@ def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_script(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_script(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", str(DEPLOY), *args], capture_output=True, text=True, env=script_env(env), timeout=60, check=False
+        ["bash", str(DEPLOY), *args],
+        capture_output=True,
+        text=True,
+        env=script_env(env),
+        cwd=cwd,
+        timeout=60,
+        check=False,
     )
 
 

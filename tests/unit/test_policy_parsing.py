@@ -446,9 +446,9 @@ def test_without_direct_runs_a_direct_run_acts_as_no_tenant():
 
 
 def test_the_readmes_policy_example_is_a_valid_policy():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    example = readme.split("### Writing a policy", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
-    policy = parse_policy(example, "README.md")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    example = page.split("# Writing a policy", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(example, "docs/policy.md")
     assert [tenant.name for tenant in policy.tenants] == ["assay"]
     assert policy.direct_tenant == "assay"
     assert [(wired.topic, wired.buckets) for wired in policy.notifications] == [
