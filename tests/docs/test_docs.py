@@ -11,6 +11,7 @@ import importlib.util
 import io
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -24,12 +25,12 @@ from tests.infra.support import run_script
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 SHELL = frozenset({"bash", "sh", "shell", "console"})
-FENCE = re.compile(r"^(```+)(\S*)[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^([ \t]*)(```+)(\S*)[^\n]*\n(.*?)^\1\2[ \t]*$", re.MULTILINE | re.DOTALL)  # in a list item too
 SPAN = re.compile(r"`([^`]+)`")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # Shell lines whose program is checked elsewhere or has nothing of Relay's to check (the docs' gcloud cancel line:
 # tests/devstack/test_up.py::test_the_readmes_gcloud_cancel_reaches_the_emulator_with_the_printed_exports).
-NOT_RELAYS = frozenset({"echo", "sed", "source", "gcloud"})
+NOT_RELAYS = frozenset({"echo", "source", "gcloud"})
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def _fences(page: Path) -> Iterator[tuple[str, int, str]]:
     """Each fenced block: its language, the line number of its first content line, its content."""
     text = page.read_text()
     for match in FENCE.finditer(text):
-        yield match.group(2), _number(text, match.start(3)), match.group(3)
+        body = "".join(line.removeprefix(match.group(1)) for line in match.group(4).splitlines(keepends=True))
+        yield match.group(3), _number(text, match.start(4)), body
 
 
 def _prose(page: Path) -> str:
@@ -129,7 +131,7 @@ def test_the_docs_show_commands_to_check():
 
 def test_every_shell_line_is_one_these_tests_check():
     """A new kind of command in a page gets a check here before it ships."""
-    checked = {"relay", "make", "infra/deploy.sh", *NOT_RELAYS}
+    checked = {"relay", "make", "infra/deploy.sh", "sed", *NOT_RELAYS}
     unchecked = [
         f"{line.where}: {line.text}"
         for line in shell_lines()
@@ -149,6 +151,8 @@ def test_each_relay_command_the_docs_show_is_one_the_cli_accepts(line: Line):
             assert stop.code == 0, f"{line.where}: `{line.text}`: {stderr.getvalue().strip()}"
             return
     assert isinstance(args, argparse.Namespace) and args.command, f"{line.where}: `{line.text}` names no command"
+    # argparse takes `--out` for `--output`: the docs show an option's whole name.
+    assert line.flags - _options(_subcommands()[args.command]) == set(), f"{line.where}: `{line.text}`"
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -224,6 +228,22 @@ def test_each_deploy_command_the_docs_show_plans_a_deploy_with_the_docs_policy(l
     planned = run_script(*args, cwd=tmp_path)
     assert planned.returncode == 0, f"{line.where}: `{line.text}`: {planned.stderr}"
     assert "gcloud functions deploy" in planned.stdout
+
+
+SED_LINES = [line for line in shell_lines() if line.argv[0] == "sed"]
+
+
+@pytest.mark.parametrize("line", SED_LINES, ids=_ids(SED_LINES))
+def test_each_edit_the_docs_show_changes_the_file_it_reads(line: Line, tmp_path: Path):
+    """`sed 's/pipelines: [push, ratchet]/.../' devstack/policy.yaml > build/policy.yaml` keeps working only while
+    the file still says what the pattern looks for; a sed that matches nothing copies the file and says nothing."""
+    [read] = [word for word in line.argv[2:] if (ROOT / word).is_file()]
+    [_, written] = line.text.split(" > ")
+    (tmp_path / read).parent.mkdir(parents=True)
+    (tmp_path / read).write_text((ROOT / read).read_text())
+    (tmp_path / written).parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["bash", "-c", line.text], cwd=tmp_path, check=True, timeout=30)
+    assert (tmp_path / written).read_text() != (ROOT / read).read_text(), f"{line.where}: `{line.text}` changed nothing"
 
 
 def policy_example() -> str:
