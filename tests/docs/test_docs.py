@@ -217,6 +217,24 @@ def test_each_deploy_flag_the_docs_show_is_one_deploy_sh_takes(line: Line):
     assert line.flags - deploy_flags() == set(), f"{line.where}: `{line.text}`"
 
 
+# Options the prose names that belong to tools outside Relay.
+OUTSIDE_OPTIONS = {"--require-hashes": "pip", "--set-secrets": "gcloud functions deploy", "--pdeathsig": "setpriv"}
+
+
+def test_each_option_the_prose_names_alone_is_one_relay_or_deploy_sh_takes():
+    """`--records-retention 30d` in a sentence about deploy.sh, `--interval` in one about relay status."""
+    known = _options(build_parser()) | deploy_flags() | set(OUTSIDE_OPTIONS)
+    named: list[tuple[str, str]] = []
+    for page in PAGES:
+        text = _prose(page)
+        for match in SPAN.finditer(text):
+            option = re.match(r"--[a-z][a-z-]*", match.group(1))
+            if option:
+                named.append((f"{page.relative_to(ROOT)}:{_number(text, match.start())}", option.group(0)))
+    assert len(named) >= 20, named
+    assert [f"{where}: {option}" for where, option in named if option not in known] == []
+
+
 DEPLOY_BLOCKS = [line for line in DEPLOY_LINES if line.fenced]
 
 
