@@ -110,7 +110,7 @@ class Demo:
 
 
 def example(name: str) -> dict[str, Any]:
-    """A trigger of examples/, which the README has users send to `make up`: the demo sends them too."""
+    """A trigger of examples/, which docs/quickstart.md has users send to `make up`: the demo sends them too."""
     path = EXAMPLES / name
     document = yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
     if not isinstance(document, dict):

@@ -421,7 +421,7 @@ function_env() {
     for local_only in "${LOCAL_ONLY[@]}"; do
       [[ $name == "$local_only" ]] && die "$name is for running Relay on one machine, not on Google Cloud"
     done
-    $known || die "--env: $name is not a Relay function setting (README, Configuration)"
+    $known || die "--env: $name is not a Relay function setting (docs/reference.md, Configuration)"
     env[$name]=$value
   done
   for name in $(printf '%s\n' "${!env[@]}" | sort); do
