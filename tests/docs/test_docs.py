@@ -297,6 +297,22 @@ def test_each_python_module_the_docs_run_exists():
     assert missing == []
 
 
+REPO_PATH = re.compile(r"(?<![\w./-])(?:examples|devstack|pipelines|infra|functions|relaycli|bench|mutation)/[\w./-]*")
+
+
+def test_every_file_of_the_repository_the_docs_name_exists():
+    """`relay trigger examples/push.json` parses whatever the file is called; it runs only while the file is there.
+    The prose and the shell lines count; the layout's tree names its paths relative to its own lines."""
+    named = [(line.where, path) for line in shell_lines() for path in REPO_PATH.findall(line.text)]
+    for page in PAGES:
+        text = _prose(page)
+        for match in REPO_PATH.finditer(text):
+            named.append((f"{page.relative_to(ROOT)}:{_number(text, match.start())}", match.group(0)))
+    named = [(where, path.rstrip(".")) for where, path in named]
+    assert len(named) >= 30, named
+    assert [f"{where}: {path}" for where, path in named if not (ROOT / path).exists()] == []
+
+
 TEST_FILE = re.compile(r"^(?:tests/[\w/]+/)?test_\w+\.py$")
 TEST_NAME = re.compile(r"^test(_[a-z0-9]+){3,}$")  # a test's name is a sentence; `test_info` is a workflow key
 
