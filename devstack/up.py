@@ -284,7 +284,12 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
             follower = EventFollower(logs, read_state, out, paint, feed.poll if feed else None)
             follower.start()
             running.callback(follower.stop)
-            reconciler = Every(RECONCILE_SECONDS, _reconcile_tick(), name="make-up-reconcile")
+            reconciler = Every(
+                RECONCILE_SECONDS,
+                _reconcile_tick(),
+                name="make-up-reconcile",
+                failed=lambda said: _say_safely(out, f"{datetime.now():%H:%M:%S}  reconcile failed: {said}"),
+            )
             reconciler.start()
             running.callback(reconciler.stop)
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
@@ -299,11 +304,13 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 class Every:
-    """Calls `tick` every `seconds` in a thread of its own until stopped; a tick that raises waits for the next."""
+    """Calls `tick` every `seconds` in a thread of its own until stopped; a tick that raises waits for the next,
+    and what it raised goes to `failed` (once while it stays the same: a stopped backend fails every tick)."""
 
-    def __init__(self, seconds: float, tick: Callable[[], object], *, name: str) -> None:
+    def __init__(self, seconds: float, tick: Callable[[], object], *, name: str, failed: Callable[[str], None]) -> None:
         self._seconds = seconds
         self._tick = tick
+        self._failed = failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
@@ -315,9 +322,16 @@ class Every:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        last = ""
         while not self._stop.wait(self._seconds):
-            with contextlib.suppress(Exception):  # storage stopping, a backend hiccup: the next tick tries again
+            try:
                 self._tick()
+                last = ""
+            except Exception as error:  # storage stopping, a backend hiccup: the next tick tries again
+                said = f"{type(error).__name__}: {error}"
+                if said != last:
+                    self._failed(said)
+                last = said
 
 
 def _reconcile_tick() -> Callable[[], object]:

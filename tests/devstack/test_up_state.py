@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -179,3 +180,21 @@ def test_a_pipeline_recompiled_while_the_stack_runs_is_what_the_next_trigger_run
     assert marker in (run_dir / again["run_key"] / "runner.log").read_text()
     assert marker not in (run_dir / pushed["run_key"] / "runner.log").read_text()
     up.down()
+
+
+def test_a_run_whose_runner_died_is_recorded_failed_without_a_relay_sync(up: Up):
+    env = up.start()
+    ratchet = relay(env, "trigger", str(REPO / "examples" / "ratchet.json"), "--bucket", "relay-triggers")
+    key = ratchet["run_key"]
+    run_dir = Path(env["RELAY_LOCAL_ROOT"]) / key
+    deadline = time.monotonic() + 60
+    while not (run_dir / "started").exists():  # the runner has taken the folder: the pipeline runs
+        assert time.monotonic() < deadline, f"{run_dir}: not started"
+        time.sleep(0.05)
+    run_file = run_dir / "run.json"
+    os.killpg(int(json.loads(run_file.read_text())["pid"]), signal.SIGKILL)  # out of memory, say: no result written
+    answer = relay(env, "status", key, "--wait", "--timeout", "60", codes=(1,))  # no `relay sync` run by anyone
+    assert answer["state"] == "failed"
+    assert "recorded by reconcile" in answer["result"]["message"]
+    up.down()
+    assert f"failed     {key}" in up.terminal.read_text()
