@@ -25,6 +25,7 @@ import yaml
 from devstack.demo import CATALOG, REPO
 from devstack.gcs import fake_gcs_available
 from devstack.processes import free_port
+from devstack.pubsub import emulator_available
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
 
@@ -140,9 +141,11 @@ def test_a_restarted_stack_still_has_every_record_upload_and_baseline(up: Up, tm
     said = up.down()
     assert "stopped `make up`" in said
     terminal = up.terminal.read_text()
-    for key in [*keys, again["run_key"]]:
+    for key in keys:
         assert f"succeeded  {key}" in terminal, terminal
-    assert f"rerun      {again['run_key']}" in terminal, terminal
+    if emulator_available() is None:  # what no function logs comes from the notify topic, on the emulator
+        assert f"rerun      {again['run_key']}" in terminal, terminal
+        assert f"succeeded  {again['run_key']}" in terminal, terminal
 
     env = up.start()  # the same folder: the state is the folder's, not the servers'
     after = stored(env, "relay-results", "lab-data", "ml-data")
