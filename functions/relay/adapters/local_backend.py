@@ -46,8 +46,8 @@ class LocalBackend:
     runner (`python -m relay.adapters.local_runner DIR`) outlives the function call, so the event is answered at
     once, and it records the final state in the results location when the pipeline ends.
 
-    Run folders outlive the results store when it is fake-gcs-server's memory (`make up` restarted): records gone,
-    folders kept. So each folder names the results store it was launched for (an id kept in the store itself,
+    Run folders can outlive the results store (fake-gcs-server's memory restarted, or its folder removed): records
+    gone, folders kept. So each folder names the results store it was launched for (an id kept in the store itself,
     `<results>/local-backend.json`), and a folder of another store is not this store's run: it is set aside as
     `<run_key>.<store id>` for its outputs, and the run key starts afresh. Records and runs agree, both or neither.
     """
