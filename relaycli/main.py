@@ -18,6 +18,7 @@ from relaycli.config import Context
 from relaycli.dead_letters import COMMAND as DEAD_LETTERS
 from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from relaycli.output import Paint, colour_wanted, one_line
+from relaycli.preflight import COMMAND as PREFLIGHT
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.report import COMMAND as REPORT
 from relaycli.rerun import COMMAND as RERUN
@@ -41,6 +42,7 @@ COMMANDS: tuple[Command, ...] = (
     VALIDATE,
     UPLOAD,
     COMPILE,
+    PREFLIGHT,
 )
 
 DESCRIPTION = """\
