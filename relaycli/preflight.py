@@ -79,7 +79,12 @@ def preflight(
     except rules.PolicyError as error:
         problems += [f"{where}: {problem}" for problem in error.problems]
         return Report(tuple(problems), tuple(warnings))
-    warnings += _uncovered(parsed, deployment)
+    uncovered = _uncovered(parsed, deployment)
+    if deployment.trigger_bucket and deployment.trigger_topic and len(uncovered) == 2:
+        # Neither origin: nothing this deployment receives can ever start a run.
+        problems.append(f"{where}: no tenant takes triggers from this deployment: " + "; ".join(uncovered))
+    else:
+        warnings += uncovered
     found, granted_only = _secrets(parsed, deployment)
     problems += found
     warnings += granted_only
