@@ -212,9 +212,9 @@ def _grants(policy: rules.Policy, deployment: Deployment) -> tuple[str, ...]:
                 where = f"gs://{rule.bucket}/{rule.prefix}"
                 wanted.setdefault((rule.bucket, "roles/storage.objectUser"), set()).add(f"write {where}")
     return tuple(
-        f"gcloud storage buckets add-iam-policy-binding gs://{bucket} --member={member} --role={role}  # {tenant_uses}"
+        f"gcloud storage buckets add-iam-policy-binding gs://{bucket} --member={member} --role={role}"
+        f"  # {'; '.join(sorted(uses))}"
         for (bucket, role), uses in sorted(wanted.items())
-        for tenant_uses in ["; ".join(sorted(uses))]
     )
 
 
@@ -346,7 +346,8 @@ COMMAND = Command(
         "listed); the functions' settings are complete for the backend (--backend, --env, --secret); every spec in "
         "--catalog-dir was compiled for this policy location and results location; every secret a tenant binds is "
         "granted to the steps (--step-secret); every --notify-bucket is listed under notifications for the trigger "
-        "topic. A trigger bucket or topic no tenant covers is a warning, as is a granted secret no tenant binds. "
+        "topic; some tenant takes triggers from the trigger bucket or topic (one of the two left uncovered is a "
+        "warning, as is a granted secret no tenant binds). "
         "The grants the policy implies on buckets that are not Relay's (read on sources and code, write on gcs "
         "destinations) are printed as commands to run. Exit status 0 when nothing stops the deploy, 2 otherwise."
     ),

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
+from relaycli.main import main
+from relaycli.next_steps import next_steps
 from relaycli.preflight import Deployment, preflight
 
 PROJECT = "demo-project"
@@ -113,3 +120,29 @@ def test_a_notify_bucket_must_be_wired_to_the_trigger_topic():
     unlisted = preflight(Deployment(**{**DEPLOYMENT.__dict__, "notify_buckets": ("other-data",)}), (POLICY, "p"))
     [problem] = unlisted.problems
     assert problem.startswith("--notify-bucket other-data: expected under notifications for projects/demo-project")
+
+
+def test_the_next_steps_export_the_functions_settings_and_send_a_first_trigger_where_a_tenant_takes_it():
+    report = preflight(DEPLOYMENT, (POLICY, "policy.yaml"))
+    steps = next_steps(DEPLOYMENT, report.policy, report.todo)
+    assert "   export RELAY_POLICY_URI=gs://demo-project-relay-catalog/v1/policy.yaml" in steps
+    assert "   export GOOGLE_CLOUD_PROJECT=demo-project" in steps
+    name = "--bucket demo-project-relay-triggers --name assay/push.json"
+    assert f"   relay validate examples/push.json {name}" in steps
+    assert f"   relay trigger examples/push.json {name}" in steps
+    topic_only = Deployment(env=ENV, trigger_bucket="other", trigger_topic=DEPLOYMENT.trigger_topic)
+    sent = next_steps(topic_only, report.policy, ())
+    assert f"   relay publish examples/push.json --topic {DEPLOYMENT.trigger_topic}" in sent
+    assert '   relay validate --policy "$RELAY_POLICY_URI"' in next_steps(DEPLOYMENT, None, ())
+
+
+def test_relay_preflight_exits_2_with_every_problem_and_answers_json(tmp_path: Path, capsys: pytest.CaptureFixture):
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(POLICY)
+    args = ["preflight", f"--policy={policy}", "--backend=kfp", "--trigger-bucket=demo-project-relay-triggers"]
+    args += [f"--env={name}={value}" for name, value in ENV.items() if name != "RELAY_KFP_HOST"]
+    assert main([*args, "--json"], env={}) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["ok"] is False and len(answer["problems"]) == 2  # the host, the secret not granted
+    assert main([*args, "--env=RELAY_KFP_HOST=https://kfp.example.com", "--step-secret=hf-token"], env={}) == 0
+    assert capsys.readouterr().out.startswith("preflight: ok (0 problems, 0 warnings)")
