@@ -444,10 +444,14 @@ done
 
 # --- preflight ------------------------------------------------------------------------------------------------
 
-# The same Python compiles the catalog and runs the preflight: the repository's own environment if there is one.
+# The same Python compiles the catalog and runs the preflight: PYTHON, else the repository's own environment if it
+# runs here (a .venv made in another image, as Cloud Build's, does not), else python3; the preflight needs PyYAML.
 PYTHON_BIN=${PYTHON:-}
 if [[ -z $PYTHON_BIN ]]; then
-  if [[ -x $ROOT/.venv/bin/python ]]; then PYTHON_BIN=$ROOT/.venv/bin/python; else PYTHON_BIN=python3; fi
+  PYTHON_BIN=python3
+  if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import yaml' 2>/dev/null; then
+    PYTHON_BIN=$ROOT/.venv/bin/python
+  fi
 fi
 
 # relaycli/preflight.py, beside the policy reader it must agree with (infra/terraform reads the same during plan):
