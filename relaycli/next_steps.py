@@ -46,7 +46,7 @@ def next_steps(deployment: Deployment, policy: rules.Policy | None, todo: Sequen
     command, where = origin
     heading("check a trigger against the deployed catalog and policy, launching nothing:")
     lines.append(f"   relay validate {EXAMPLE} {where}")
-    heading("then send it and follow it:")
+    heading("then send it (or a trigger of your own that validate accepts) and follow it:")
     lines.append(f"   relay {command} {EXAMPLE} {where}")
     lines.append("   relay runs --limit 5")
     return lines
