@@ -581,6 +581,18 @@ def wired_buckets(policy: Policy, topic: str) -> tuple[str, ...]:
     return tuple(bucket for wired in policy.notifications if wired.topic == topic for bucket in wired.buckets)
 
 
+def bound_secrets(policy: Policy) -> dict[str, tuple[str, ...]]:
+    """Each secret id a tenant binds (secret://NAME and its projects/P/secrets/NAME form alike), with the tenants
+    that bind it: what the pipeline steps must be able to read."""
+    bound: dict[str, tuple[str, ...]] = {}
+    for tenant in policy.tenants:
+        for binding in tenant.secrets:
+            if binding.secret:
+                name = _secret_name(binding.secret)
+                bound[name] = (*bound.get(name, ()), *(() if tenant.name in bound.get(name, ()) else (tenant.name,)))
+    return bound
+
+
 def scoped_run_key(tenant: Tenant | None, run_key: str) -> str:
     """A caller-chosen run key inside its tenant's namespace, so no tenant can take another's key."""
     return f"{tenant.name}{SEPARATOR}{run_key}" if tenant else run_key
