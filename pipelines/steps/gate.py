@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from pipelines.steps.contract import StepError
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.launch import Launch, LaunchRecords, launch_records, verify_launch
 from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay import policy as rules
@@ -138,3 +138,18 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     except RelayError as error:  # unreadable or wrong: nothing may run until the deployment is fixed
         raise StepError(503, str(error)) from None
     return PolicyGate(policy, scope, launches)
+
+
+def task_launch(
+    environ: Mapping[str, str],
+    pipeline: str,
+    parameters: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> Launch:
+    """As a pipeline task verifies its launch: with the policy's direct_runs, when the policy can be read."""
+    try:
+        gate = gate_from_env(environ)
+    except StepError:  # an unreadable policy allows no direct run; a launched one still records how it ended
+        return verify_launch(launch_records(environ), pipeline, parameters, defaults=defaults)
+    return gate.launch(pipeline, parameters, defaults=defaults)

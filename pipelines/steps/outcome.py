@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.steps.contract import StepError, StepResult
-from pipelines.steps.launch import Launch, launch_records, task_launch
+from pipelines.steps.contract import StepResult
+from pipelines.steps.errors import StepError
+from pipelines.steps.gate import task_launch
+from pipelines.steps.launch import Launch, launch_records
 from relay import naming, records
 from relay.config import Settings
 from relay.errors import PreconditionFailedError

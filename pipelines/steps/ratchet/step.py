@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec
+from pipelines.steps.contract import StepContext, StepResult, StepSpec
+from pipelines.steps.errors import StepError
 from pipelines.steps.gate import Gate, Permit
 from pipelines.steps.objects import ObjectStore, default_stores, store_for
 from pipelines.steps.ratchet.baseline import SET, TIGHTENED, Call, Decision, Measurement, decide_ratchet
