@@ -20,6 +20,7 @@ from typing import Any
 
 from pipelines.steps.errors import StepError
 from relay import naming, records
+from relay.adapters.stores import results_store
 from relay.errors import BlobNotFoundError, RelayError
 from relay.policy import PUSH, RATCHET
 from relay.ports import BlobStore
@@ -80,8 +81,6 @@ def launch_records(environ: Mapping[str, str]) -> LaunchRecords:
     uri = environ.get("RELAY_RESULTS_URI", "")
     if not uri:
         return LaunchRecords()
-    from relay.runtime import results_store
-
     return LaunchRecords(uri, results_store(uri, environ.get("RELAY_LOCAL_ROOT") or tempfile.gettempdir()))
 
 
