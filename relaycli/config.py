@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from relay import naming
 from relay.adapters.localfs import local_path
+from relay.adapters.stores import results_store
 from relay.config import DEFAULT_CATALOG, Settings
 from relay.ports import BlobStore
-from relay.runtime import results_store
 from relaycli.emulators import check_emulator
 from relaycli.errors import UsageError
 from relaycli.output import Paint, colour_wanted

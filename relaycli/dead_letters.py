@@ -171,6 +171,7 @@ def _subscriber(env: Mapping[str, str]) -> Iterator[Any]:
     emulator = env.get("PUBSUB_EMULATOR_HOST", "").strip()
     try:
         if emulator:
+            # devstack's client keeps loopback traffic off any http_proxy and speaks plain gRPC to the emulator.
             from devstack.pubsub import subscriber_client
 
             client = subscriber_client(emulator)

@@ -177,6 +177,7 @@ _ADC = "Application Default Credentials (gcloud auth application-default login)"
 
 
 def _no_credentials(error: BaseException) -> bool:
+    # Here, and in _version, not at the top: every command pays for what loads with this module.
     from google.auth.exceptions import DefaultCredentialsError
 
     return isinstance(error.__cause__, DefaultCredentialsError)

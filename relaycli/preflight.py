@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -365,8 +366,6 @@ examples:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, Any] | None = None) -> int:
     """`python -m relaycli.preflight ARGS`, as `relay preflight ARGS` without loading every other command."""
-    import os
-
     parser = argparse.ArgumentParser(prog="relay preflight", description=COMMAND.description)
     COMMAND.add_arguments(parser)
     args = parser.parse_args(argv)

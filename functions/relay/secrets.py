@@ -86,6 +86,7 @@ class SecretManagerSecrets:
         self._client = client
 
     def resolve(self, reference: str) -> str:
+        # Here, not at the top: only steps resolve secrets; the function's cold start never loads the client.
         from google.api_core import exceptions
         from google.cloud import secretmanager
 

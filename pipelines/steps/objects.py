@@ -17,7 +17,7 @@ from urllib.request import url2pathname
 
 from pipelines.steps import localfile
 from pipelines.steps.checksums import Checksums, s3_md5
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 
 CHUNK = 8 * 1024 * 1024  # read and write in 8 MiB pieces: memory stays bounded whatever the object size
 READ_BUFFER = 1024 * 1024  # what a resuming reader holds between the store's stream and its reader

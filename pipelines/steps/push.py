@@ -17,8 +17,9 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from pipelines.steps import pointer
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, main
 from pipelines.steps.destinations import Destination, Factory, Presence, Receipt, default_factories, destination_for
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import (
     CHUNK,
     ObjectStore,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import naming
+from relay.adapters.stores import results_store
 from relay.errors import BackendUnavailableError, BlobNotFoundError, PreconditionFailedError
 from relay.ports import (
     RUN_CANCELLED,
@@ -58,8 +59,6 @@ class LocalBackend:
         self._root = Path(root).resolve()
         self._results_uri = results_uri
         if store is None:
-            from relay.runtime import results_store  # runtime builds this backend: imported here, not at load
-
             store = results_store(results_uri, str(self._root))
         self._store = store
 

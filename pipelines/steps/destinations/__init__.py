@@ -9,8 +9,8 @@ from enum import Enum
 from typing import Any, Protocol
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepError
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 
 

@@ -20,9 +20,9 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
-from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 

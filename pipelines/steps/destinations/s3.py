@@ -13,9 +13,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from pipelines.steps.checksums import Checksums, HashingReader, etag_is_md5, md5_from_hex
-from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import safe_for_credentials
 

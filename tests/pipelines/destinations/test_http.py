@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, run_step, spec_for
 from pipelines.steps.destinations import Presence, Receipt, default_factories
 from pipelines.steps.destinations.http import HttpDestination, retry_after
 from pipelines.steps.egress import Egress, EgressError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets

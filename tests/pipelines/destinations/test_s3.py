@@ -19,10 +19,11 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, run_step, spec_for
 from pipelines.steps.destinations import Presence, Receipt, default_factories
 from pipelines.steps.destinations.s3 import CRC32C_KEY, MD5_KEY, MIN_PART, S3Destination, make_client
 from pipelines.steps.egress import Egress, EgressError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
