@@ -10,7 +10,7 @@ from relay.adapters.http import HttpClient, NoAnswerError, Response, error_detai
 from relay.adapters.tokens import StaticTokenSource, bearer, call_with_token, default_token_source
 from relay.errors import RelayError, UnauthorizedError
 from relay.ports import TokenSource
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 from relaycli.errors import UsageError
 
 PUBLIC_ENDPOINT = "https://logging.googleapis.com"
@@ -25,7 +25,7 @@ def endpoint(env: Mapping[str, str]) -> str:
     """RELAY_LOGGING_ENDPOINT (a private endpoint, a test's server), else Cloud Logging's own."""
     url = env.get("RELAY_LOGGING_ENDPOINT", "").strip().rstrip("/") or PUBLIC_ENDPOINT
     if not safe_for_credentials(url):
-        raise UsageError(f"RELAY_LOGGING_ENDPOINT: expected an https:// URL (tokens are sent to it), found {url!r}")
+        raise UsageError(credentials_refusal("RELAY_LOGGING_ENDPOINT", repr(url)))
     return url
 
 

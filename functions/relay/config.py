@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
 AuthKind = Literal["metadata", "iap", "service-account", "static", "none"]
@@ -113,7 +113,7 @@ class Settings:
             )
         for name, url in (("KFP_HOST", settings["kfp_host"]), ("VERTEX_ENDPOINT", get("VERTEX_ENDPOINT"))):
             if url and auth != "none" and not safe_for_credentials(url):
-                problems.append(f"RELAY_{name}: expected an https:// URL (tokens are sent to it), found {url!r}")
+                problems.append(credentials_refusal(f"RELAY_{name}", repr(url)))
         if problems:
             raise ConfigError(problems)
         return cls(

@@ -33,7 +33,6 @@ leaves. Nothing a policy says can open Relay's own storage (catalog, policy, rec
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -50,6 +49,7 @@ from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
+from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 PUSH, RATCHET = "push", "ratchet"
 TENANT_NAME = re.compile(r"[a-z][a-z0-9]{0,19}")
@@ -446,8 +446,8 @@ class _Reader:
         if text and (parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.query):
             self._fail(where, "an https:// URL with a host and no user or query", text)
             return ""
-        if text and parts.scheme == "http" and not _is_loopback_host(parts.hostname or ""):
-            self._fail(where, "https:// (plain http only to this machine: credentials travel over it)", text)
+        if text and not safe_for_credentials(text):
+            self._fail(where, CREDENTIALS_URL, text)
             return ""
         return text
 
@@ -1021,12 +1021,3 @@ def _relative_path(path: str) -> bool:
 
 def _port(scheme: str, port: int | None) -> int:
     return port if port is not None else (443 if scheme == "https" else 80)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

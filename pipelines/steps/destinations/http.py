@@ -24,7 +24,7 @@ from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
 _PIECE = 1024 * 1024  # spooling reads this much at a time
@@ -353,9 +353,7 @@ def _url(options: Mapping[str, Any], name: str) -> str:
     if safe_for_credentials(url):
         return url
     # Headers hold tokens: they cross the network only encrypted.
-    raise StepError(
-        400, f"destination.{name}: expected https:// (plain http only to 127.0.0.1 or localhost), found {_public(url)}"
-    )
+    raise StepError(400, credentials_refusal(f"destination.{name}", _public(url)))
 
 
 def _headers(value: object) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 HUB = "https://huggingface.co"
 
@@ -61,10 +61,7 @@ class HuggingFaceDestination:
             raise StepError(400, f"destination.endpoint: expected an http(s) URL for huggingface, found {endpoint!r}")
         if endpoint is not None and not safe_for_credentials(endpoint):
             # Every request carries the token.
-            raise StepError(
-                400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found "
-                f"{endpoint!r}",
-            )  # fmt: skip
+            raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
         self._repo = repo
         self._token = token
         self._endpoint = (endpoint or HUB).rstrip("/")

@@ -17,7 +17,7 @@ from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 API = "https://api.kaggle.com"
 WEB = "https://www.kaggle.com"
@@ -74,10 +74,7 @@ class KaggleDestination:
             raise StepError(400, f"destination.endpoint: expected an http(s) URL for kaggle, found {endpoint!r}")
         if not safe_for_credentials(endpoint):
             # Every request carries the username and key (HTTP Basic).
-            raise StepError(
-                400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found "
-                f"{endpoint!r}",
-            )  # fmt: skip
+            raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
         self._owner, self._slug = owner, slug
         self._username, self._key = username, key
         self._title, self._licence = title, licence

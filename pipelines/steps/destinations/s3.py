@@ -17,7 +17,7 @@ from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload
@@ -241,9 +241,7 @@ def _endpoint(value: object) -> str | None:
     if safe_for_credentials(value):
         return value.rstrip("/")
     # Signed requests, a session token and the data itself would cross the network in clear.
-    raise StepError(
-        400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found {value!r}"
-    )
+    raise StepError(400, credentials_refusal("destination.endpoint", repr(value)))
 
 
 def _secret(options: Mapping[str, Any], name: str) -> str:
