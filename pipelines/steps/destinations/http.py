@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import tempfile
 import time
@@ -12,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +23,7 @@ from pipelines.steps.destinations import Presence, Receipt, known_options, requi
 from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import credentials_refusal, safe_for_credentials
+from relay.waits import retry_after
 
 _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
 _PIECE = 1024 * 1024  # spooling reads this much at a time
@@ -252,21 +251,6 @@ def _spooled(stream: HashingReader, size: int) -> Iterator[IO[bytes]]:
         while stream.bytes <= size and (piece := stream.read(_PIECE)):
             spool.write(piece)
         yield spool
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() - now.timestamp()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _verify_read(item: SourceObject, stream: HashingReader, url: str) -> None:
