@@ -588,7 +588,7 @@ def bound_secrets(policy: Policy) -> dict[str, tuple[str, ...]]:
     for tenant in policy.tenants:
         for binding in tenant.secrets:
             if binding.secret:
-                name = _secret_name(binding.secret)
+                name = secrets.secret_id(binding.secret)
                 bound[name] = (*bound.get(name, ()), *(() if tenant.name in bound.get(name, ()) else (tenant.name,)))
     return bound
 
@@ -768,7 +768,7 @@ class _Scope:
         """field -> normalised secret name, for the secrets bound to this rule."""
         if self.tenant is None:
             return {}
-        return {b.field: _secret_name(b.secret) for b in self.tenant.secrets if b.to == rule.id}
+        return {b.field: secrets.secret_id(b.secret) for b in self.tenant.secrets if b.to == rule.id}
 
     def _bind(self, rule: Rule, config: Mapping[str, Any], field_name: str, *, cluster: bool) -> None:
         bindings = self._bindings(rule)
@@ -776,7 +776,7 @@ class _Scope:
         for path, reference in secrets.reference_paths(config):
             allowed_field = _field_allowed(path, SECRET_FIELDS[kind])
             bound = next((f for f in bindings if _field_allowed(path, (f,))), None)
-            if allowed_field and bound is not None and bindings[bound] == _secret_name(reference):
+            if allowed_field and bound is not None and bindings[bound] == secrets.secret_id(reference):
                 if _in_project(reference, self.policy.project):
                     self.bound[f"{field_name}.{path}"] = reference
                     continue
@@ -819,7 +819,7 @@ def _mismatch(
         # A reference bound to this very field stands for a value the operator chose; any other reference is
         # denied by check_request's last pass, and a value of the wrong type by the pipeline's type check.
         found = config.get(name, default)
-        if secrets.is_reference(found) and bindings.get(name) == _secret_name(str(found)):
+        if secrets.is_reference(found) and bindings.get(name) == secrets.secret_id(str(found)):
             return None
         return found if isinstance(found, str) else repr(found)
 
@@ -975,13 +975,6 @@ def _well_formed_location(uri: str) -> bool:
 def _field_allowed(path: str, allowed: Sequence[str]) -> bool:
     return any(path == a or (a.endswith(".*") and path.startswith(a[:-1]) and "." not in path[len(a) - 1 :])
                for a in allowed)  # fmt: skip
-
-
-def _secret_name(reference: str) -> str:
-    """secret://NAME and secret://projects/P/secrets/NAME[/versions/V] name the same secret NAME."""
-    name = reference.removeprefix(secrets.PREFIX)
-    match = re.fullmatch(r"projects/[^/]+/secrets/([A-Za-z0-9_-]+)(/versions/\w+)?", name)
-    return match.group(1) if match else name
 
 
 def _in_project(reference: str, project: str) -> bool:
