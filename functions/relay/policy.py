@@ -45,7 +45,7 @@ import yaml
 from relay import secrets
 from relay.config import parse_duration
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
-from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY
+from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY, is_bucket_name
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
@@ -59,7 +59,6 @@ MAX_POLICY_BYTES = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
-_BUCKET_NAME = re.compile(r"[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]")
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -329,11 +328,15 @@ class _Reader:
         return Notifications(topic=topic, buckets=self._texts(raw, f"{where}.buckets", self._bucket))
 
     def _bucket(self, value: object, where: str) -> str:
-        return self._text(value, where, _BUCKET_NAME, "a bucket name")
+        text = self._text(value, where, what="a bucket name")
+        if text and not is_bucket_name(text):
+            self._fail(where, "a bucket name", value)
+            return ""
+        return text
 
     def route(self, value: object, where: str) -> Route:
         item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
-        bucket = self._text(item.get("bucket"), f"{where}.bucket", _BUCKET_NAME, "a bucket name")
+        bucket = self._bucket(item.get("bucket"), f"{where}.bucket")
         prefix = item.get("prefix", "")
         # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
         if not isinstance(prefix, str) or (prefix and not _well_formed_location(f"gs://b/{prefix}")):
