@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT = "relay-local"
 TRIGGERS, RESULTS, LAB, ML = "relay-triggers", "relay-results", "lab-data", "ml-data"
 TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
-TRIGGER_TOPIC_PATH = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}"
+TRIGGER_TOPIC_PATH = naming.topic_path(PROJECT, TRIGGER_TOPIC)
 EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
@@ -285,7 +285,7 @@ def function_env(
         "RELAY_CATALOG_URI": str(catalog.absolute()),
         "RELAY_POLICY_URI": str(policy_path),
         "RELAY_LOCAL_ROOT": str(workdir / "runs"),
-        **({"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"} if notify else {}),
+        **({"RELAY_NOTIFY_TOPIC": naming.topic_path(PROJECT, NOTIFY_TOPIC)} if notify else {}),
     }
     return env, policy
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
+from relay.naming import is_topic_path
 from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
@@ -20,7 +21,6 @@ AUTH_KINDS: tuple[AuthKind, ...] = ("metadata", "iap", "service-account", "stati
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}\Z")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Settings:
         if auth == "static":
             settings["static_token"] = required("STATIC_TOKEN", "when RELAY_AUTH=static")
         notify_topic = get("NOTIFY_TOPIC")
-        if notify_topic and not _TOPIC.match(notify_topic):
+        if notify_topic and not is_topic_path(notify_topic):
             problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)

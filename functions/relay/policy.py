@@ -45,7 +45,7 @@ import yaml
 from relay import secrets
 from relay.config import parse_duration
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
-from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY, is_bucket_name
+from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, PROJECT_ID, RUN_KEY, is_bucket_name
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
@@ -258,7 +258,7 @@ class _Reader:
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
         if project != "":
-            project = self._text(project, "project", re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]"), "a project id")
+            project = self._text(project, "project", PROJECT_ID, "a project id")
         listed = self._list(top.get("tenants"), "tenants")
         tenants = tuple(self.tenant(t, f"tenants[{i}]") for i, t in enumerate(listed))
         return Policy(
