@@ -19,7 +19,7 @@ from urllib3.exceptions import NewConnectionError
 
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, required
 from pipelines.steps.egress import STRICT, Egress, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import credentials_refusal, safe_for_credentials
@@ -139,7 +139,7 @@ class HttpDestination:
     def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
         url = _named(self._url, item.name)
         with _spooled(stream, item.size) as spool:
-            _verify_read(item, stream, _public(url))
+            check_read(item, stream, f"not sent to {_public(url)}")
             answer = self._exchange(self._method, url, lambda: self._payload(item, spool), overwrite=overwrite)
         if not 200 <= answer.status < 300:
             raise self._refused(self._method, url, answer, overwrite=overwrite)
@@ -251,16 +251,6 @@ def _spooled(stream: HashingReader, size: int) -> Iterator[IO[bytes]]:
         while stream.bytes <= size and (piece := stream.read(_PIECE)):
             spool.write(piece)
         yield spool
-
-
-def _verify_read(item: SourceObject, stream: HashingReader, url: str) -> None:
-    """Before anything is sent: a source that changed while read is not uploaded."""
-    if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
-        raise StepError(
-            502,
-            f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
-            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit; not sent to {url}",
-        )
 
 
 def _unsent(exc: requests.RequestException) -> bool:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, optional, required
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.objects import CHUNK, SourceObject
 from relay.urls import credentials_refusal, safe_for_credentials
@@ -130,12 +130,7 @@ class HuggingFaceDestination:
         target = self._spool_folder() / f"{len(self._spooled):06d}"  # never the object's name: no path tricks
         try:
             sha256, git_sha1 = _spool(stream, target, item.size)
-            if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
-                raise StepError(
-                    502,
-                    f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
-                    f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit",
-                )
+            check_read(item, stream)
             receipt = Receipt(item.uri, self.destination(path), stream.bytes, stream.checksums.describe())
             if entry is not None:
                 lfs = getattr(entry, "lfs", None)
