@@ -8,6 +8,7 @@ from typing import Any
 
 from relay.adapters.http import HttpClient, NoAnswerError, Response, error_detail
 from relay.adapters.tokens import StaticTokenSource, bearer, call_with_token, default_token_source
+from relay.config import setting
 from relay.errors import RelayError, UnauthorizedError
 from relay.ports import TokenSource
 from relay.urls import credentials_refusal, safe_for_credentials
@@ -23,7 +24,7 @@ class LinesUnavailableError(Exception):
 
 def endpoint(env: Mapping[str, str]) -> str:
     """RELAY_LOGGING_ENDPOINT (a private endpoint, a test's server), else Cloud Logging's own."""
-    url = env.get("RELAY_LOGGING_ENDPOINT", "").strip().rstrip("/") or PUBLIC_ENDPOINT
+    url = setting(env, "LOGGING_ENDPOINT").rstrip("/") or PUBLIC_ENDPOINT
     if not safe_for_credentials(url):
         raise UsageError(credentials_refusal("RELAY_LOGGING_ENDPOINT", repr(url)))
     return url
@@ -32,7 +33,7 @@ def endpoint(env: Mapping[str, str]) -> str:
 def tokens(env: Mapping[str, str], http: HttpClient) -> TokenSource:
     """The caller's credentials, as the relay command uses them: RELAY_AUTH=static's token, else Application
     Default Credentials (gcloud auth application-default login, a key file)."""
-    if env.get("RELAY_AUTH", "").strip() == "static":
+    if setting(env, "AUTH") == "static":
         return StaticTokenSource(env.get("RELAY_STATIC_TOKEN", ""))
     return default_token_source(http)
 

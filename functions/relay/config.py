@@ -53,7 +53,7 @@ class Settings:
         problems: list[str] = []
 
         def get(name: str, default: str = "") -> str:
-            return env.get(f"RELAY_{name}", default).strip()
+            return setting(env, name, default)
 
         def required(name: str, why: str) -> str:
             value = get(name)
@@ -132,6 +132,11 @@ class Settings:
             local_root=get("LOCAL_ROOT", cls.local_root),
             **settings,
         )
+
+
+def setting(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """RELAY_<name> as the functions and the CLI both read it: stripped, and set but empty is unset (the default)."""
+    return env.get(f"RELAY_{name}", "").strip() or default
 
 
 def parse_duration(text: str) -> float | None:
