@@ -33,7 +33,6 @@ leaves. Nothing a policy says can open Relay's own storage (catalog, policy, rec
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -46,10 +45,11 @@ import yaml
 from relay import secrets
 from relay.config import parse_duration
 from relay.errors import BlobNotFoundError, PolicyDeniedError, Problem, RelayError
-from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, RUN_KEY
+from relay.naming import MAX_RUN_KEY, PIPELINE_NAME, PROJECT_ID, RUN_KEY, is_bucket_name
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
 from relay.triggers import StrictLoader, describe_value
+from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 PUSH, RATCHET = "push", "ratchet"
 TENANT_NAME = re.compile(r"[a-z][a-z0-9]{0,19}")
@@ -59,7 +59,6 @@ MAX_POLICY_BYTES = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
-_BUCKET_NAME = re.compile(r"[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]")
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -259,7 +258,7 @@ class _Reader:
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
         if project != "":
-            project = self._text(project, "project", re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]"), "a project id")
+            project = self._text(project, "project", PROJECT_ID, "a project id")
         listed = self._list(top.get("tenants"), "tenants")
         tenants = tuple(self.tenant(t, f"tenants[{i}]") for i, t in enumerate(listed))
         return Policy(
@@ -329,11 +328,15 @@ class _Reader:
         return Notifications(topic=topic, buckets=self._texts(raw, f"{where}.buckets", self._bucket))
 
     def _bucket(self, value: object, where: str) -> str:
-        return self._text(value, where, _BUCKET_NAME, "a bucket name")
+        text = self._text(value, where, what="a bucket name")
+        if text and not is_bucket_name(text):
+            self._fail(where, "a bucket name", value)
+            return ""
+        return text
 
     def route(self, value: object, where: str) -> Route:
         item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
-        bucket = self._text(item.get("bucket"), f"{where}.bucket", _BUCKET_NAME, "a bucket name")
+        bucket = self._bucket(item.get("bucket"), f"{where}.bucket")
         prefix = item.get("prefix", "")
         # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
         if not isinstance(prefix, str) or (prefix and not _well_formed_location(f"gs://b/{prefix}")):
@@ -446,8 +449,8 @@ class _Reader:
         if text and (parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.query):
             self._fail(where, "an https:// URL with a host and no user or query", text)
             return ""
-        if text and parts.scheme == "http" and not _is_loopback_host(parts.hostname or ""):
-            self._fail(where, "https:// (plain http only to this machine: credentials travel over it)", text)
+        if text and not safe_for_credentials(text):
+            self._fail(where, CREDENTIALS_URL, text)
             return ""
         return text
 
@@ -588,7 +591,7 @@ def bound_secrets(policy: Policy) -> dict[str, tuple[str, ...]]:
     for tenant in policy.tenants:
         for binding in tenant.secrets:
             if binding.secret:
-                name = _secret_name(binding.secret)
+                name = secrets.secret_id(binding.secret)
                 bound[name] = (*bound.get(name, ()), *(() if tenant.name in bound.get(name, ()) else (tenant.name,)))
     return bound
 
@@ -768,7 +771,7 @@ class _Scope:
         """field -> normalised secret name, for the secrets bound to this rule."""
         if self.tenant is None:
             return {}
-        return {b.field: _secret_name(b.secret) for b in self.tenant.secrets if b.to == rule.id}
+        return {b.field: secrets.secret_id(b.secret) for b in self.tenant.secrets if b.to == rule.id}
 
     def _bind(self, rule: Rule, config: Mapping[str, Any], field_name: str, *, cluster: bool) -> None:
         bindings = self._bindings(rule)
@@ -776,7 +779,7 @@ class _Scope:
         for path, reference in secrets.reference_paths(config):
             allowed_field = _field_allowed(path, SECRET_FIELDS[kind])
             bound = next((f for f in bindings if _field_allowed(path, (f,))), None)
-            if allowed_field and bound is not None and bindings[bound] == _secret_name(reference):
+            if allowed_field and bound is not None and bindings[bound] == secrets.secret_id(reference):
                 if _in_project(reference, self.policy.project):
                     self.bound[f"{field_name}.{path}"] = reference
                     continue
@@ -819,7 +822,7 @@ def _mismatch(
         # A reference bound to this very field stands for a value the operator chose; any other reference is
         # denied by check_request's last pass, and a value of the wrong type by the pipeline's type check.
         found = config.get(name, default)
-        if secrets.is_reference(found) and bindings.get(name) == _secret_name(str(found)):
+        if secrets.is_reference(found) and bindings.get(name) == secrets.secret_id(str(found)):
             return None
         return found if isinstance(found, str) else repr(found)
 
@@ -977,13 +980,6 @@ def _field_allowed(path: str, allowed: Sequence[str]) -> bool:
                for a in allowed)  # fmt: skip
 
 
-def _secret_name(reference: str) -> str:
-    """secret://NAME and secret://projects/P/secrets/NAME[/versions/V] name the same secret NAME."""
-    name = reference.removeprefix(secrets.PREFIX)
-    match = re.fullmatch(r"projects/[^/]+/secrets/([A-Za-z0-9_-]+)(/versions/\w+)?", name)
-    return match.group(1) if match else name
-
-
 def _in_project(reference: str, project: str) -> bool:
     name = reference.removeprefix(secrets.PREFIX)
     if not name.startswith("projects/"):
@@ -1021,12 +1017,3 @@ def _relative_path(path: str) -> bool:
 
 def _port(scheme: str, port: int | None) -> int:
     return port if port is not None else (443 if scheme == "https" else 80)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

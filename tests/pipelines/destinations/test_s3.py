@@ -218,7 +218,7 @@ def test_wrong_keys_are_denied_without_naming_them(store: Store, wrong: str):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"endpoint": "http://minio.lab.example:9000"}, "expected https:// (plain http only to 127.0.0.1"),
+        ({"endpoint": "http://minio.lab.example:9000"}, "expected https:// (plain http only to this machine"),
         ({"endpoint": "https://admin:hunter2@minio.lab.example"}, "expected a URL without credentials"),
         ({"secret_access_key": 42}, "secret_access_key: expected a non-empty string (a secret:// reference), found a"),
         ({"bucket": ""}, "destination.bucket: expected a non-empty string for s3"),
