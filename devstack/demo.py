@@ -217,7 +217,8 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
         "eventType": "OBJECT_FINALIZE",
         "payloadFormat": "JSON_API_V1",
     }
-    stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)  # the object resource
+    # The object resource; `_properties` is private, pinned by tests/pipelines/test_library_contracts.py.
+    stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)
     event = ObjectEvent(LAB, name, generation, len(data), "application/json", {})
     item.trigger_uri = naming.object_uri(LAB, name)
     item.pipeline = routed[1].pipeline

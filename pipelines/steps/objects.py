@@ -91,6 +91,7 @@ class GcsObjects:
         # The stored bytes, as their checksums state them: a gzip-encoded object is not decompressed on the way.
         headers = {"Range": f"bytes={offset}-", "Accept-Encoding": "gzip"}
         # The client's own authorized session (`_http`): the token it refreshes, the endpoint it was made for.
+        # Private, no public equivalent: pinned by tests/pipelines/test_library_contracts.py.
         url = f"{client.api_endpoint}/download/storage/v1{blob.path}"
         answer = client._http.get(url, params=params, headers=headers, stream=True, timeout=(30, 120))
         if answer.status_code not in (200, 206):

@@ -174,6 +174,7 @@ class KaggleDestination:
 
         with KaggleClient(env=KaggleEnv.PROD, username=self._username, password=self._key) as client:
             http = client.http_client()
+            # Private attributes, no public equivalent: pinned by tests/pipelines/test_library_contracts.py.
             # kagglesdk has no endpoint URL setting, only KaggleEnv's fixed hosts (api.kaggle.com, localhost:7777...);
             # for PROD it calls `<_endpoint>/v1/<service>/<method>`, so another host is set on that attribute.
             http._endpoint = self._endpoint
