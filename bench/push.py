@@ -9,7 +9,7 @@ Sides, each a child process of its own, run in turn within every round (the orde
 
 Reported per size: medians of time and of peak memory (VmHWM, which each child reads from its own /proc/<pid>/status
 as it ends: wait4's ru_maxrss can count pages shared before exec), and speed as a ratio to raw, whole. No figure is
-compared with a threshold here; the targets are in README.md's Speed section.
+compared with a threshold here; the targets are in docs/development.md, Speed.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
 from devstack.lifecycle import Lifecycle
 from devstack.processes import LOOPBACK
 
@@ -36,15 +39,23 @@ class StorageCloudEvent:
     data: bytes
 
     def headers(self) -> dict[str, str]:
-        return {
-            "ce-id": self.id,
-            "ce-specversion": "1.0",
-            "ce-type": self.type,
-            "ce-source": self.source,
-            "ce-subject": self.subject,
-            "ce-time": self.time,
-            "Content-Type": "application/json",
+        """The ce-* headers and Content-Type, as the cloudevents SDK writes a binary-mode event (spec version 1.0)."""
+        attributes = {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "subject": self.subject,
+            "time": self.time,
+            "datacontenttype": "application/json",
         }
+        headers, _ = to_binary(CloudEvent(attributes, self.data), data_marshaller=_as_is)
+        # Header names are case-insensitive; the SDK writes content-type, Eventarc (and the stack's logs) Content-Type.
+        return {("Content-Type" if name == "content-type" else name): value for name, value in headers.items()}
+
+
+def _as_is(data: bytes) -> bytes:
+    """The object resource is already JSON: the body is sent as read, not serialized again."""
+    return data
 
 
 def cloud_event_from_push(push: Mapping[str, Any]) -> StorageCloudEvent | None:

@@ -34,12 +34,13 @@ from relay.policy import NO_POLICY, Policy, route_for, tenant_for_object, tenant
 from relay.routes import ObjectEvent
 from relay.service import parse_document, route_run_key, run_key_for
 from relay.status import RunRecords, read_run
+from relaycli import output
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "relay-local"
 TRIGGERS, RESULTS, LAB, ML = "relay-triggers", "relay-results", "lab-data", "ml-data"
 TRIGGER_TOPIC, NOTIFY_TOPIC = "relay-triggers", "relay-notify"
-TRIGGER_TOPIC_PATH = f"projects/{PROJECT}/topics/{TRIGGER_TOPIC}"
+TRIGGER_TOPIC_PATH = naming.topic_path(PROJECT, TRIGGER_TOPIC)
 EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
@@ -216,7 +217,8 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
         "eventType": "OBJECT_FINALIZE",
         "payloadFormat": "JSON_API_V1",
     }
-    stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)  # the object resource
+    # The object resource; `_properties` is private, pinned by tests/pipelines/test_library_contracts.py.
+    stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)
     event = ObjectEvent(LAB, name, generation, len(data), "application/json", {})
     item.trigger_uri = naming.object_uri(LAB, name)
     item.pipeline = routed[1].pipeline
@@ -258,7 +260,7 @@ def _duplicates(stack: LocalStack, run_key: str) -> int:
 
 
 def table(items: Sequence[Tracked], now: float) -> list[str]:
-    rows = [("trigger", "run key", "pipeline", "state", "elapsed")]
+    rows = []
     for item in items:
         elapsed = (item.ended or now) - item.started if item.started else 0.0
         rows.append(
@@ -270,8 +272,8 @@ def table(items: Sequence[Tracked], now: float) -> list[str]:
                 f"{elapsed:5.1f}s" if item.started else "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    shown = output.table(("trigger", "run key", "pipeline", "state", "elapsed"), rows)
+    return ["  " + line for line in shown.splitlines()]
 
 
 def function_env(
@@ -285,7 +287,7 @@ def function_env(
         "RELAY_CATALOG_URI": str(catalog.absolute()),
         "RELAY_POLICY_URI": str(policy_path),
         "RELAY_LOCAL_ROOT": str(workdir / "runs"),
-        **({"RELAY_NOTIFY_TOPIC": f"projects/{PROJECT}/topics/{NOTIFY_TOPIC}"} if notify else {}),
+        **({"RELAY_NOTIFY_TOPIC": naming.topic_path(PROJECT, NOTIFY_TOPIC)} if notify else {}),
     }
     return env, policy
 

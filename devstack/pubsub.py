@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.processes import LOOPBACK, ManagedProcess, ProcessService, ProcessSpec, free_port, tcp_probe
+from relay.naming import subscription_path, topic_path
 
 __all__ = [
     "PubSubEmulator",
@@ -30,14 +31,6 @@ _EMULATOR_SCRIPT = Path("platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 # Every admin call gets a bounded retry: the client default retries UNAVAILABLE for up to 600 s, which turns
 # a dead or misaddressed emulator into a hang instead of an error.
 _RPC_TIMEOUT = 10.0
-
-
-def topic_path(project: str, topic: str) -> str:
-    return f"projects/{project}/topics/{topic}"
-
-
-def subscription_path(project: str, subscription: str) -> str:
-    return f"projects/{project}/subscriptions/{subscription}"
 
 
 # -- locating the emulator ---------------------------------------------------------------------------------

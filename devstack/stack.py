@@ -177,7 +177,7 @@ class LocalStack(Lifecycle):
         blob = self.storage_client().bucket(self.trigger_bucket).blob(name)
         blob.upload_from_string(data, content_type=content_type)
         if self.pubsub is None:
-            self.direct.storage_event(blob._properties)  # the object resource, as a notification carries it
+            self.direct.storage_event(blob._properties)  # a notification's resource (test_library_contracts)
         return int(blob.generation)
 
     def summary(self) -> str:

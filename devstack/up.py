@@ -1,7 +1,9 @@
 """`make up`: the demo's local stack, kept running for you to use (the `relay` command, your own triggers).
 
 Seeds sample data, prints what a new shell needs to work against the stack (and writes it to env.sh), then shows
-each event's outcome, and each run's end, as they happen; Ctrl-C stops everything it started.
+each event's outcome, and each run's end, cancel and rerun, as they happen; Ctrl-C (or `make down` from another
+shell) stops everything it started. What the stack stores (records, uploads, ratchet baselines, the local runs) is
+kept in its folder, `.relay/up/`, for the next start; `make clean` throws it away.
 """
 
 from __future__ import annotations
@@ -21,21 +23,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from devstack import demo
+from devstack import demo, pidfile
+from devstack.down import PID_FILE, WORKDIR
+from devstack.feed import RecordFeed
 from devstack.logs import parse_line
 from devstack.policy import TEMPLATE
 from devstack.processes import LOOPBACK, ProcessError
 from devstack.pubsub import emulator_available
 from devstack.seed import BENCHMARKS, DESCRIPTION, seed
 from devstack.stack import LocalStack, StackPorts
+from relay import lifecycle
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
 from relay.policy import PolicyError
 from relay.status import read_run
+from relaycli.config import Context
 from relaycli.output import Paint, colour_wanted, truncate
+from relaycli.sync import relay_for
 
 _POLL = 0.5
-_ENDED = ("succeeded", "failed")
+_ENDED = ("succeeded", "failed", "cancelled")
+# The reconciler's schedule: a run that ended without recording it (a runner killed, a stack stopped mid-run) is
+# recorded within this, as the deployed scheduler does every few minutes.
+RECONCILE_SECONDS = 10.0
+FEED_SUBSCRIPTION = "relay-notify-make-up"
 
 
 class PortInUseError(Exception):
@@ -102,12 +113,16 @@ class EventFollower:
         read_state: Callable[[str], tuple[str, str] | None],
         out: TextIO,
         paint: Paint,
+        records: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._offsets = dict.fromkeys(logs, 0)
         self._read_state = read_state
+        self._records = records
         self._out = out
         self._paint = paint
         self._running: dict[str, str] = {}  # run key -> pipeline, until its run ends
+        # A launch and an end may be seen twice (a function's log line, then its published record): shown once.
+        self._shown: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="make-up-events", daemon=True)
 
@@ -127,11 +142,34 @@ class EventFollower:
         for path in self._offsets:
             for entry in self._new_lines(path):
                 self._show(entry)
+        # What no function logs: the `relay` command's cancels and reruns, ends the runner or the reconciler records.
+        for record in self._records() if self._records else []:
+            self._show_record(record)
         for key, pipeline in list(self._running.items()):
             state = self._read_state(key)
             if state is not None and state[0] in _ENDED:
-                del self._running[key]
-                self._print(state[0], key, pipeline, state[1])
+                self._end(state[0], key, pipeline, state[1])
+
+    def _show_record(self, record: Mapping[str, Any]) -> None:
+        state, key, pipeline = str(record.get("state")), str(record.get("run_key")), str(record.get("pipeline") or "-")
+        given = record.get("trigger")
+        trigger: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        if state in _ENDED:
+            self._end(state, key, pipeline, str(record.get("message") or ""))
+        elif state == "launched" and trigger.get("via") == "rerun":
+            self._running.setdefault(key, pipeline)
+            by, previous = trigger.get("requested_by"), trigger.get("previous_attempt")
+            detail = f"rerun of {previous} by {by} -> run {record.get('run_id')}"
+            self._once("rerun", key, pipeline, detail, shown_as="launched")
+
+    def _end(self, state: str, key: str, pipeline: str, detail: str) -> None:
+        self._running.pop(key, None)
+        self._once(state, key, pipeline, detail, shown_as="ended")
+
+    def _once(self, state: str, key: str, pipeline: str, detail: str, *, shown_as: str) -> None:
+        if (shown_as, key) not in self._shown:
+            self._shown.add((shown_as, key))
+            self._print(state, key, pipeline, detail)
 
     def _new_lines(self, path: Path) -> list[dict[str, Any]]:
         try:
@@ -147,14 +185,15 @@ class EventFollower:
 
     def _show(self, entry: Mapping[str, Any]) -> None:
         outcome, key = str(entry.get("outcome")), str(entry.get("run_key") or "-")
-        if outcome == "launched" and entry.get("run_key"):
-            self._running[key] = str(entry.get("pipeline") or "-")
+        pipeline = str(entry.get("pipeline") or "-")
         where = str(entry.get("trigger_uri") or "")
-        if outcome == "launched":
-            detail = f"{where} -> run {entry.get('run_id')}"
+        if outcome == "launched" and entry.get("run_key"):
+            self._running[key] = pipeline
+            self._once(outcome, key, pipeline, f"{where} -> run {entry.get('run_id')}", shown_as="launched")
+        elif outcome == "cancelled" and entry.get("run_key"):  # by a message: the record may come first
+            self._end(outcome, key, pipeline, str(entry.get("message") or where))
         else:  # a rejection's message starts with the trigger's URI already
-            detail = str(entry.get("message") or where)
-        self._print(outcome, key, str(entry.get("pipeline") or "-"), detail)
+            self._print(outcome, key, pipeline, str(entry.get("message") or where))
 
     def _print(self, state: str, key: str, pipeline: str, detail: str) -> None:
         width = shutil.get_terminal_size((120, 24)).columns
@@ -167,7 +206,7 @@ class EventFollower:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=demo.REPO / ".relay" / "up", help="logs and runs")
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help="its state, runs and logs (kept across starts)")
     parser.add_argument("--storage-port", type=int, default=4443, help="fake-gcs-server's (STORAGE_EMULATOR_HOST)")
     parser.add_argument("--pubsub-port", type=int, default=8085, help="the Pub/Sub emulator's (PUBSUB_EMULATOR_HOST)")
     parser.add_argument(
@@ -182,6 +221,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         wrong = wrong or f"--policy {args.policy}: expected a policy file"
         print(f"make up: {wrong}, found none", file=sys.stderr)
         return 1
+    pid_file = args.workdir / PID_FILE
+    try:
+        pidfile.claim(pid_file)  # one stack per folder: two storage servers on one folder would corrupt it
+    except pidfile.StackRunningError as error:
+        print(f"make up: {error}", file=sys.stderr)
+        return 1
+    try:
+        return _up(args, out)
+    finally:
+        pidfile.release(pid_file)
+
+
+def _up(args: argparse.Namespace, out: TextIO) -> int:
     missing = emulator_available()
     ports = {"Cloud Storage emulator, STORAGE_PORT": args.storage_port}
     if not missing:
@@ -191,8 +243,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except PortInUseError as error:
         print(f"make up: {error}", file=sys.stderr)
         return 1
-    # A fresh start: the records of the last session went with its in-memory storage, so its runs go too.
-    shutil.rmtree(args.workdir, ignore_errors=True)
+    # The folder is kept: storage's objects (records, uploads, baselines) and the local runs agree across starts.
     try:
         env, policy = demo.function_env(
             args.workdir, notify=missing is None, catalog=args.catalog, policy_template=args.policy
@@ -213,6 +264,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         function_env=env,
         ports=StackPorts(storage=args.storage_port, pubsub=None if missing else args.pubsub_port),
         emulators=missing is None,
+        gcs_backend="filesystem",  # under the folder: what was stored is there at the next start
     )
     print("Starting Relay's local stack...", file=out, flush=True)
     try:
@@ -223,6 +275,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         seed(stack.storage_client())
         exports = shell_exports(stack.env(), None if missing else stack.pubsub_host, demo.PROJECT)
+        # This process then sees the stack as a shell with env.sh does: the reconciler is `relay sync`, run here.
+        os.environ.update(exports)
         lines = shell_lines(demo.REPO, Path(sys.executable).absolute().parent, exports)
         env_file = args.workdir / "env.sh"
         env_file.write_text(
@@ -237,11 +291,24 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             return None if run is None else (run.state, run.message)
 
         logs = [stack.object_finalized.process.log_path, stack.message_published.process.log_path]
-        follower = EventFollower(logs, read_state, out, paint)
-        follower.start()
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
-            stopped.wait()
-        follower.stop()
+        with contextlib.ExitStack() as running:
+            feed = None
+            if not missing:
+                feed = RecordFeed(stack.pubsub_host, demo.PROJECT, demo.NOTIFY_TOPIC, FEED_SUBSCRIPTION)
+                running.callback(feed.close)
+            follower = EventFollower(logs, read_state, out, paint, feed.poll if feed else None)
+            follower.start()
+            running.callback(follower.stop)
+            reconciler = Every(
+                RECONCILE_SECONDS,
+                _reconcile_tick(),
+                name="make-up-reconcile",
+                failed=lambda said: _say_safely(out, f"{datetime.now():%H:%M:%S}  reconcile failed: {said}"),
+            )
+            reconciler.start()
+            running.callback(reconciler.stop)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
+                stopped.wait()
     finally:
         # Ctrl-C reaches a `| tee` too, so printing may fail: the stack is stopped whatever happens to `out`.
         _say_safely(out, "\nStopping (runs still going get a minute to finish)...")
@@ -249,6 +316,44 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         stack.stop()
     _say_safely(out, "Stopped.")
     return 0
+
+
+class Every:
+    """Calls `tick` every `seconds` in a thread of its own until stopped; a tick that raises waits for the next,
+    and what it raised goes to `failed` (once while it stays the same: a stopped backend fails every tick)."""
+
+    def __init__(self, seconds: float, tick: Callable[[], object], *, name: str, failed: Callable[[str], None]) -> None:
+        self._seconds = seconds
+        self._tick = tick
+        self._failed = failed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        last = ""
+        while not self._stop.wait(self._seconds):
+            try:
+                self._tick()
+                last = ""
+            except Exception as error:  # storage stopping, a backend hiccup: the next tick tries again
+                said = f"{type(error).__name__}: {error}"
+                if said != last:
+                    self._failed(said)
+                last = said
+
+
+def _reconcile_tick() -> Callable[[], object]:
+    """One `relay sync` on the environment env.sh sets (see `_up`); what it records reaches the terminal as any
+    record does (published on the notify topic, or seen by the follower's look at the runs it follows)."""
+    relay = relay_for(Context(os.environ), None)
+    return lambda: lifecycle.reconcile(relay)
 
 
 def _say_safely(out: TextIO, text: str) -> None:
@@ -277,7 +382,8 @@ def _banner(out: TextIO, stack: LocalStack, lines: list[str], env_file: Path, mi
     say(f"sample data: {DESCRIPTION}")
     say(f"policy: {policy}")
     say(stack.summary())
-    say("\nEvents and runs appear below as they happen. Ctrl-C stops everything.\n")
+    say(f"state: {stack.workdir} (kept across starts; make clean removes it)")
+    say("\nEvents and runs appear below as they happen. Ctrl-C (or make down in another shell) stops everything.\n")
     out.flush()
 
 

@@ -449,6 +449,58 @@ for secret in "${STEP_SECRETS[@]}"; do
   [[ $secret =~ ^[A-Za-z0-9_-]+$ ]] || die "--step-secret: expected a secret id, found '$secret'"
 done
 
+# --- preflight ------------------------------------------------------------------------------------------------
+
+# The same Python compiles the catalog and runs the preflight: PYTHON, else the repository's own environment if it
+# runs here (a .venv made in another image, as Cloud Build's, does not), else python3; the preflight needs PyYAML.
+PYTHON_BIN=${PYTHON:-}
+if [[ -z $PYTHON_BIN ]]; then
+  PYTHON_BIN=python3
+  if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import yaml' 2>/dev/null; then
+    PYTHON_BIN=$ROOT/.venv/bin/python
+  fi
+fi
+
+# relaycli/preflight.py, beside the policy reader it must agree with (infra/terraform reads the same during plan):
+# the policy parses, the settings are complete, the catalog names this policy, every bound secret is granted, the
+# notify bucket is wired in the policy. It only reads files, so it runs in a dry run too; `--next-steps` prints what
+# to export and try once deployed.
+preflight_command() {
+  local -a cmd=(env "PYTHONPATH=$ROOT:$ROOT/functions" "$PYTHON_BIN" -m relaycli.preflight
+    "--trigger-bucket=$TRIGGERS_BUCKET" "--trigger-topic=projects/$PROJECT/topics/$TRIGGERS_TOPIC"
+    "--pipelines-account=$PIPELINES_SA")
+  local pair spec secret
+  local -a pairs=()
+  IFS=',' read -r -a pairs <<<"$ENV_VARS"
+  for pair in "${pairs[@]}"; do cmd+=("--env=$pair"); done
+  for spec in "${FUNCTION_SECRETS[@]}"; do cmd+=("--secret=$spec"); done
+  for secret in "${STEP_SECRETS[@]}"; do cmd+=("--step-secret=$secret"); done
+  if [[ -n $POLICY ]]; then cmd+=("--policy=$POLICY"); fi
+  if [[ -n $CATALOG_DIR ]]; then cmd+=("--catalog-dir=$CATALOG_DIR"); fi
+  if [[ -n $NOTIFY_BUCKET ]]; then cmd+=("--notify-bucket=$NOTIFY_BUCKET"); fi
+  "${cmd[@]}" "$@"
+}
+
+preflight() {
+  local status=0
+  preflight_command >&2 || status=$?
+  if ((status != 0)); then
+    log "deploy.sh: stopped by the preflight before changing anything (exit $status): fix what it lists above"
+    exit 2
+  fi
+}
+
+next_steps() {
+  if $DRY_RUN; then
+    printf '\n# next steps, once this deploy has run:\n'
+    preflight_command --next-steps | while IFS= read -r line; do printf '# %s\n' "$line"; done
+  else
+    log ""
+    log "Next steps:"
+    preflight_command --next-steps >&2
+  fi
+}
+
 # --- resources ------------------------------------------------------------------------------------------------
 
 services() {
@@ -657,26 +709,15 @@ image() {
 # The catalog, compiled with the image's URI and the policy's, and the policy beside it, under a versioned folder of
 # the catalog bucket that the functions read: the upload holds functions/ only, so pipelines/compiled/ is not there.
 catalog() {
-  local python=${PYTHON:-}
-  if [[ -z $python ]]; then
-    if [[ -x $ROOT/.venv/bin/python ]]; then python=$ROOT/.venv/bin/python; else python=python3; fi
-  fi
   local dir=$CATALOG_DIR
   if [[ -z $dir ]]; then
     dir=$STAGE/catalog
     # The policy's task ceilings, where the steps read it, and where they write records are compiled in: relay
     # compile, as a user compiles a catalog, with the user's pipelines; the folder holds exactly what it wrote.
-    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$python" -m relaycli.main compile --image "$IMAGE" --policy "$POLICY" \
+    run env "PYTHONPATH=$ROOT:$ROOT/functions" "$PYTHON_BIN" -m relaycli.main compile --image "$IMAGE" --policy "$POLICY" \
       --policy-uri "$POLICY_URI" --results-uri "gs://$RESULTS_BUCKET" --out "$dir" ${PIPELINES[@]+"${PIPELINES[@]}"}
-  elif ! $DRY_RUN; then
-    # A catalog compiled for another version would send its steps to that version's policy.
-    local spec
-    for spec in "$dir"/*.yaml; do
-      [[ ${spec##*/} == policy.yaml ]] && continue
-      grep -qF "$POLICY_URI" "$spec" ||
-        die "$spec does not name $POLICY_URI: compile it with --policy-uri $POLICY_URI"
-    done
   fi
+  # A catalog built elsewhere was checked by the preflight: compiled for this policy and results location.
   run gcloud storage rsync "$dir" "$CATALOG_URI" "--project=$PROJECT" --checksums-only
   # Last, so that it replaces any policy.yaml the folder held.
   run gcloud storage cp "$POLICY" "$POLICY_URI" "--project=$PROJECT"
@@ -847,6 +888,8 @@ if $TEARDOWN; then
   exit 0
 fi
 
+ENV_VARS=$(function_env)
+preflight
 if [[ -z $STAGE ]]; then
   if $DRY_RUN; then
     STAGE=STAGING_DIR
@@ -855,7 +898,6 @@ if [[ -z $STAGE ]]; then
     trap 'rm -rf "$STAGE"' EXIT
   fi
 fi
-ENV_VARS=$(function_env)
 
 services
 service_agents
@@ -876,3 +918,4 @@ if ! $DRY_RUN; then
   log "Relay is deployed: drop a trigger file in gs://$TRIGGERS_BUCKET or publish one to $TRIGGERS_TOPIC;"
   log "records go to gs://$RESULTS_BUCKET, the catalog is $CATALOG_URI (policy: $POLICY_URI), the steps image $IMAGE."
 fi
+next_steps

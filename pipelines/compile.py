@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from kfp import compiler
+from kfp.dsl.graph_component import GraphComponent
 
 from pipelines import push_pipeline, ratchet_pipeline
 from pipelines.stamp import DEFAULT_IMAGE, Deployment, StampError, stamp_package
 from relay import naming
+from relay.catalog import parse_pipeline_package
 from relay.policy import Resources, parse_policy
 
 COMPILED = Path(__file__).parent / "compiled"
@@ -110,8 +112,6 @@ def _import(name: str) -> Any:
 
 
 def _pipelines(module: Any, attribute: str, source: str) -> list[Any]:
-    from kfp.dsl.graph_component import GraphComponent
-
     if attribute:
         found = getattr(module, attribute, None)
         if not isinstance(found, GraphComponent):
@@ -137,8 +137,6 @@ def _compiled(pipeline: Any, where: str) -> str:
 
 
 def _spec_name(package: str, where: str) -> str:
-    from relay.catalog import parse_pipeline_package
-
     try:
         spec = parse_pipeline_package("", where, package.encode()).spec
     except Exception as exc:  # ValueError for no spec, yaml's errors for no YAML

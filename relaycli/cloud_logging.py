@@ -8,9 +8,10 @@ from typing import Any
 
 from relay.adapters.http import HttpClient, NoAnswerError, Response, error_detail
 from relay.adapters.tokens import StaticTokenSource, bearer, call_with_token, default_token_source
+from relay.config import setting
 from relay.errors import RelayError, UnauthorizedError
 from relay.ports import TokenSource
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 from relaycli.errors import UsageError
 
 PUBLIC_ENDPOINT = "https://logging.googleapis.com"
@@ -23,16 +24,16 @@ class LinesUnavailableError(Exception):
 
 def endpoint(env: Mapping[str, str]) -> str:
     """RELAY_LOGGING_ENDPOINT (a private endpoint, a test's server), else Cloud Logging's own."""
-    url = env.get("RELAY_LOGGING_ENDPOINT", "").strip().rstrip("/") or PUBLIC_ENDPOINT
+    url = setting(env, "LOGGING_ENDPOINT").rstrip("/") or PUBLIC_ENDPOINT
     if not safe_for_credentials(url):
-        raise UsageError(f"RELAY_LOGGING_ENDPOINT: expected an https:// URL (tokens are sent to it), found {url!r}")
+        raise UsageError(credentials_refusal("RELAY_LOGGING_ENDPOINT", repr(url)))
     return url
 
 
 def tokens(env: Mapping[str, str], http: HttpClient) -> TokenSource:
     """The caller's credentials, as the relay command uses them: RELAY_AUTH=static's token, else Application
     Default Credentials (gcloud auth application-default login, a key file)."""
-    if env.get("RELAY_AUTH", "").strip() == "static":
+    if setting(env, "AUTH") == "static":
         return StaticTokenSource(env.get("RELAY_STATIC_TOKEN", ""))
     return default_token_source(http)
 

@@ -38,6 +38,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
+    # Here, not at the top: kfp's compiler loads only for `relay compile`, never for `relay --help` or the others.
     from pipelines.compile import CompileError, compile_catalog, deployment_env, policy_resources
     from pipelines.stamp import StampError
     from relay.errors import RelayError

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from relay import naming
 from relay.adapters.localfs import local_path
-from relay.config import DEFAULT_CATALOG, Settings
+from relay.adapters.stores import results_store
+from relay.config import DEFAULT_CATALOG, Settings, setting
 from relay.ports import BlobStore
-from relay.runtime import results_store
 from relaycli.emulators import check_emulator
 from relaycli.errors import UsageError
 from relaycli.output import Paint, colour_wanted
@@ -44,13 +44,13 @@ class CliConfig:
         def pick(value: str | None, flag: str, name: str, default: str) -> tuple[str, str]:
             if value is not None:
                 return value.strip().rstrip("/"), flag
-            return env.get(name, default).strip().rstrip("/"), name
+            return setting(env, name.removeprefix("RELAY_"), default).rstrip("/"), name
 
         results_uri, results_from = pick(results, "--results", "RELAY_RESULTS_URI", "")
         catalog_uri, catalog_from = pick(catalog, "--catalog", "RELAY_CATALOG_URI", str(DEFAULT_CATALOG))
         policy_uri, policy_from = pick(policy, "--policy", "RELAY_POLICY_URI", "")
-        local_root = env.get("RELAY_LOCAL_ROOT", "").strip() or Settings.local_root
-        backend = env.get("RELAY_BACKEND", "").strip() or Settings.backend
+        local_root = setting(env, "LOCAL_ROOT", Settings.local_root)
+        backend = setting(env, "BACKEND", Settings.backend)
         return cls(
             results_uri,
             catalog_uri or str(DEFAULT_CATALOG),

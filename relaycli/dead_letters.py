@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from relay import naming
 from relaycli import pubsub
 from relaycli.command import Command, add_json
 from relaycli.config import Context
@@ -159,9 +160,9 @@ def subscription_path(name: str, project: str | None, env: Mapping[str, str]) ->
         if len(parts) != 4 or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
             raise UsageError(f"--subscription: expected a name or projects/P/subscriptions/S, found {name!r}")
         return name
-    # A topic's rules and project lookup are a subscription's too: borrow them, then swap the collection.
+    # A topic's rules and project lookup are a subscription's too: borrow them, then name the subscription.
     topic = pubsub.topic_path(name, project, env)
-    return topic.replace("/topics/", "/subscriptions/", 1)
+    return naming.subscription_path(topic[len("projects/") : topic.rindex("/topics/")], name)
 
 
 @contextmanager
@@ -171,6 +172,7 @@ def _subscriber(env: Mapping[str, str]) -> Iterator[Any]:
     emulator = env.get("PUBSUB_EMULATOR_HOST", "").strip()
     try:
         if emulator:
+            # devstack's client keeps loopback traffic off any http_proxy and speaks plain gRPC to the emulator.
             from devstack.pubsub import subscriber_client
 
             client = subscriber_client(emulator)

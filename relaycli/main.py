@@ -20,6 +20,7 @@ from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from relaycli.logs import COMMAND as LOGS
 from relaycli.objects import CAT, LS
 from relaycli.output import Paint, colour_wanted, one_line
+from relaycli.preflight import COMMAND as PREFLIGHT
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.report import COMMAND as REPORT
 from relaycli.rerun import COMMAND as RERUN
@@ -46,6 +47,7 @@ COMMANDS: tuple[Command, ...] = (
     VALIDATE,
     UPLOAD,
     COMPILE,
+    PREFLIGHT,
 )
 
 DESCRIPTION = """\
@@ -175,6 +177,7 @@ _ADC = "Application Default Credentials (gcloud auth application-default login)"
 
 
 def _no_credentials(error: BaseException) -> bool:
+    # Here, and in _version, not at the top: every command pays for what loads with this module.
     from google.auth.exceptions import DefaultCredentialsError
 
     return isinstance(error.__cause__, DefaultCredentialsError)

@@ -123,7 +123,7 @@ def _reading(uri: str, context: Context) -> Iterator[ObjectStore]:
     from google.api_core.exceptions import GoogleAPIError, NotFound
     from google.auth.exceptions import DefaultCredentialsError
 
-    from pipelines.steps.contract import StepError
+    from pipelines.steps.errors import StepError
     from pipelines.steps.objects import default_stores, store_for
 
     try:

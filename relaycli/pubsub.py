@@ -6,12 +6,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from relay import naming
 from relaycli.errors import CliError, UsageError
 from relaycli.output import one_line
 
 # Bounds every publish: the client's default retries UNAVAILABLE for up to 600 s, a hang rather than an error.
 PUBLISH_TIMEOUT = 30.0
-_TOPIC_NAME = re.compile(r"^[A-Za-z][-\w.~+%]{2,254}\Z")
 _TOPIC_PATH = re.compile(r"^projects/([^/]+)/topics/([^/]+)\Z")
 
 
@@ -24,7 +24,7 @@ def topic_path(topic: str, project: str | None, env: Mapping[str, str]) -> str:
         name = full.group(2)
     else:
         name = topic
-    if not _TOPIC_NAME.match(name):
+    if not naming.PUBSUB_NAME.match(name):
         raise UsageError(
             f"--topic: expected a topic name (a letter, then 2-254 of A-Z a-z 0-9 - _ . ~ + %) or "
             f"projects/P/topics/T, found {topic!r}"
@@ -37,7 +37,7 @@ def topic_path(topic: str, project: str | None, env: Mapping[str, str]) -> str:
             f"--project: expected the project of topic {topic} (--project, PUBSUB_PROJECT_ID with the emulator, "
             "GOOGLE_CLOUD_PROJECT, or --topic projects/P/topics/T), found none"
         )
-    return f"projects/{chosen}/topics/{topic}"
+    return naming.topic_path(chosen, topic)
 
 
 def _project_from(env: Mapping[str, str]) -> str:

@@ -7,10 +7,10 @@ import argparse
 from dataclasses import asdict
 
 from relay import lifecycle, runtime
+from relay.adapters import factory
 from relay.catalog import Catalog
 from relay.config import Settings
 from relay.errors import ConfigError
-from relay.ports import PipelineBackend
 from relay.service import Relay
 from relaycli.command import Command, add_json, add_results
 from relaycli.config import Context
@@ -27,19 +27,16 @@ def relay_for(context: Context, results: str | None) -> Relay:
     except ConfigError as error:
         raise UsageError(str(error)) from None
     store = context.blob_store(config, results_uri, settings.catalog_uri)
-    backend: PipelineBackend
-    if settings.backend == "local":
-        from relay.adapters.local_backend import LocalBackend
-
-        backend = LocalBackend(settings.local_root, settings.results_uri, store)
-    else:
-        backend = runtime.backend(settings)
+    try:
+        backend = factory.backend(settings, store=store)  # the local backend records in the command's store
+    except ConfigError as error:  # RELAY_BACKEND=local where kfp is not installed
+        raise UsageError(str(error)) from None
     return Relay(
         settings=settings,
         store=store,
         catalog=Catalog(store, settings.catalog_uri),
         backend=backend,
-        notifier=runtime.notifier_for(settings.notify_topic),
+        notifier=factory.notifier_for(settings.notify_topic),
         policy=runtime.load_policy(settings, store),
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from relay import naming
@@ -15,8 +14,6 @@ from relaycli.config import Context
 from relaycli.documents import problem_lines, read_trigger_file, refuse_empty, validate
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import pairs, to_json
-
-_BUCKET_NAME = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]\Z")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +70,8 @@ def bucket_name(value: str) -> str:
     bucket = value.removeprefix("gs://").rstrip("/")
     if "/" in bucket:
         raise UsageError(f"--bucket: expected a bucket name alone (folders go in --name), found {value!r}")
-    if not _BUCKET_NAME.match(bucket):
-        raise UsageError(f"--bucket: expected a bucket name (3-222 of a-z 0-9 - _ .), found {value!r}")
+    if not naming.is_bucket_name(bucket):
+        raise UsageError(f"--bucket: expected {naming.BUCKET_RULE}, found {value!r}")
     return bucket
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from relay import naming, records
+from relay.adapters.stores import results_store
 from relay.catalog import parse_pipeline_package, run_parameters
-from relay.runtime import results_store
 
 COMPILED = Path(__file__).resolve().parents[1] / "pipelines" / "compiled"  # the committed catalog
 

@@ -115,7 +115,12 @@ def _matches(kind: str, value: object) -> bool:
 
 
 class Catalog:
-    """Compiled pipelines under one URI, read through a BlobStore once per instance.
+    """Compiled pipelines under one URI, read through a BlobStore.
+
+    A gs:// catalog is read once per instance: a deploy publishes it, and a new deploy makes new instances. A local
+    folder (`make up`, the `relay` command) is one a developer edits and recompiles while the stack runs, so each
+    lookup asks the file's size and version first (a stat, no read) and reads it again when either changed; the
+    parsed pipeline is kept while the bytes are the same, so a mere touch costs one read, not a parse.
 
     A refusal names the catalog's location only with `show_location` (the `relay` command, whose user chose it):
     the functions' records are read by trigger authors, to whom Relay's own storage is none of their business.
@@ -125,28 +130,56 @@ class Catalog:
         self._store = store
         self._uri = catalog_uri
         self._show_location = show_location
-        self._loaded: dict[str, PipelineDefinition] = {}
+        self._local = not catalog_uri.startswith("gs://")  # the rule RoutingBlobStore sends to the disk by
+        self._loaded: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, *, trigger_uri: str) -> PipelineDefinition:
         """The named pipeline; an InvalidTriggerError when the catalog has no such entry."""
         with self._lock:
-            if name in self._loaded:
-                return self._loaded[name]
+            cached = self._loaded.get(name)
+        if cached is not None and not self._local:
+            return cached.pipeline
         uri = naming.catalog_entry(self._uri, name)
         # The policy sits beside the pipelines, and is not one.
-        package = None if name == naming.POLICY_ENTRY else self._read(uri)
+        version = None if name == naming.POLICY_ENTRY else self._version(uri)
+        if cached is not None and version is not None and cached.version == version:
+            return cached.pipeline
+        # Asked before the read: a change between the two is read now and seen as a change by the next lookup.
+        package = None if version is None else self._read(uri)
         if package is None:
             problem = Problem("pipeline", "a pipeline in the catalog", f"{name!r}, which it does not hold")
             if self._show_location:
                 problem = Problem("pipeline", f"a pipeline in the catalog {self._uri}", f"{name!r} (no {uri})")
             raise InvalidTriggerError(trigger_uri, [problem], code="unknown_pipeline")
-        pipeline = parse_pipeline_package(name, uri, package)
+        same = cached is not None and cached.pipeline.package == package
+        pipeline = cached.pipeline if cached is not None and same else parse_pipeline_package(name, uri, package)
         with self._lock:
-            return self._loaded.setdefault(name, pipeline)
+            if self._local:
+                self._loaded[name] = _Entry(pipeline, version)
+                return pipeline
+            return self._loaded.setdefault(name, _Entry(pipeline, version)).pipeline
+
+    def _version(self, uri: str) -> tuple[int, int] | None:
+        """(size, generation) of a local entry, (0, 0) for a gs:// one (read once); None when there is none."""
+        if not self._local:
+            return (0, 0)
+        try:
+            info = self._store.stat(uri)
+        except BlobNotFoundError:
+            return None
+        return (info.size, info.generation)
 
     def _read(self, uri: str) -> bytes | None:
         try:
             return self._store.read(uri).data
         except BlobNotFoundError:
             return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A parsed pipeline, and the version of its file it was read at (local catalogs only)."""
+
+    pipeline: PipelineDefinition
+    version: tuple[int, int] | None

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
-from relay.urls import safe_for_credentials
+from relay.naming import is_topic_path
+from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
 AuthKind = Literal["metadata", "iap", "service-account", "static", "none"]
@@ -20,7 +21,6 @@ AUTH_KINDS: tuple[AuthKind, ...] = ("metadata", "iap", "service-account", "stati
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOPIC = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}\Z")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Settings:
         problems: list[str] = []
 
         def get(name: str, default: str = "") -> str:
-            return env.get(f"RELAY_{name}", default).strip()
+            return setting(env, name, default)
 
         def required(name: str, why: str) -> str:
             value = get(name)
@@ -101,7 +101,7 @@ class Settings:
         if auth == "static":
             settings["static_token"] = required("STATIC_TOKEN", "when RELAY_AUTH=static")
         notify_topic = get("NOTIFY_TOPIC")
-        if notify_topic and not _TOPIC.match(notify_topic):
+        if notify_topic and not is_topic_path(notify_topic):
             problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
@@ -113,7 +113,7 @@ class Settings:
             )
         for name, url in (("KFP_HOST", settings["kfp_host"]), ("VERTEX_ENDPOINT", get("VERTEX_ENDPOINT"))):
             if url and auth != "none" and not safe_for_credentials(url):
-                problems.append(f"RELAY_{name}: expected an https:// URL (tokens are sent to it), found {url!r}")
+                problems.append(credentials_refusal(f"RELAY_{name}", repr(url)))
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -132,6 +132,11 @@ class Settings:
             local_root=get("LOCAL_ROOT", cls.local_root),
             **settings,
         )
+
+
+def setting(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """RELAY_<name> as the functions and the CLI both read it: stripped, and set but empty is unset (the default)."""
+    return env.get(f"RELAY_{name}", "").strip() or default
 
 
 def parse_duration(text: str) -> float | None:

@@ -14,9 +14,40 @@ PIPELINE_NAME = re.compile(r"^(?!.*--)(?!.*-\Z)[a-z][-a-z0-9]{0,62}\Z")
 PIPELINE_NAME_RULE = (
     "a pipeline name: a lower-case letter, then up to 62 lower-case letters, digits or single hyphens, not ending in -"
 )
+# Cloud Storage's bucket names: 3-222 characters, at most 63 between dots (each a DNS label).
+_BUCKET_NAME = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]\Z")
+BUCKET_RULE = (
+    "a bucket name: 3-63 lower-case letters, digits, -, _ or . (222 with dots, 63 between them), "
+    "starting and ending with a letter or digit"
+)
+# Pub/Sub's resource names: a Google Cloud project id; a topic or subscription name (a letter, then 2-254 of
+# letters, digits, - _ . ~ + %).
+_PROJECT_ID = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+_PUBSUB_NAME = r"[A-Za-z][-\w.~+%]{2,254}"
+PROJECT_ID = re.compile(rf"^{_PROJECT_ID}\Z")
+PUBSUB_NAME = re.compile(rf"^{_PUBSUB_NAME}\Z")
+_TOPIC_PATH = re.compile(rf"^projects/{_PROJECT_ID}/topics/{_PUBSUB_NAME}\Z")
 _DIGEST_CHARS = 20  # 80 bits: collisions are out of reach for any bucket's lifetime of triggers
 POLICY_ENTRY = "policy"  # the catalog's policy.yaml: never a pipeline
 UNKNOWN_PIPELINE = "trigger"  # run key prefix for documents whose pipeline could not be read
+
+
+def is_bucket_name(name: str) -> bool:
+    """Cloud Storage's naming rule for buckets (BUCKET_RULE), for the policy, the events and the CLI alike."""
+    return bool(_BUCKET_NAME.match(name)) and all(len(label) <= 63 for label in name.split("."))
+
+
+def topic_path(project: str, topic: str) -> str:
+    return f"projects/{project}/topics/{topic}"
+
+
+def subscription_path(project: str, subscription: str) -> str:
+    return f"projects/{project}/subscriptions/{subscription}"
+
+
+def is_topic_path(text: str) -> bool:
+    """projects/PROJECT/topics/TOPIC, with a project id and a topic name as Google Cloud makes them."""
+    return _TOPIC_PATH.match(text) is not None
 
 
 def object_uri(bucket: str, name: str) -> str:

@@ -86,6 +86,7 @@ class SecretManagerSecrets:
         self._client = client
 
     def resolve(self, reference: str) -> str:
+        # Here, not at the top: only steps resolve secrets; the function's cold start never loads the client.
         from google.api_core import exceptions
         from google.cloud import secretmanager
 
@@ -377,11 +378,18 @@ def _url_parts(secret: str) -> set[str]:
     return {piece for piece in pieces if len(piece) >= 8}
 
 
-def _short_name(reference: str) -> str:
+def secret_id(reference: str) -> str:
+    """secret://NAME and secret://projects/P/secrets/NAME[/versions/V] name the same secret NAME; anything else is
+    returned as written (the policy compares it, `_short_name` refuses it)."""
     name = reference.removeprefix(PREFIX)
     resource = _RESOURCE.match(name)
-    if resource:
-        return resource.group("secret")
+    return resource.group("secret") if resource else name
+
+
+def _short_name(reference: str) -> str:
+    name = reference.removeprefix(PREFIX)
+    if _RESOURCE.match(name):
+        return secret_id(reference)
     if not _SHORT.match(name):
         raise SecretNotFoundError(f"{reference}: expected secret://NAME or secret://projects/P/secrets/S[/versions/V]")
     return name

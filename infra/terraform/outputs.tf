@@ -65,3 +65,8 @@ output "steps_image_repository" {
   description = "Push the steps image here (REGION-docker.pkg.dev/PROJECT/PREFIX/steps:TAG) and compile the catalog with it."
   value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.steps.repository_id}"
 }
+
+output "next_steps" {
+  description = "The grants the policy implies on buckets that are not Relay's, the exports that point relay at this deployment, and the first commands to try (relay preflight --next-steps)."
+  value       = data.external.preflight.result.next_steps
+}

@@ -200,6 +200,12 @@ variable "build_service_account" {
   default     = ""
 }
 
+variable "preflight_python" {
+  description = "The Python that runs relay preflight while Terraform plans: one with the repository's requirements, such as the one that compiled the catalog (.venv/bin/python)."
+  type        = string
+  default     = "python3"
+}
+
 variable "enable_apis" {
   description = "Enable the APIs Relay uses (never disabled on destroy: other things in the project may use them)."
   type        = bool

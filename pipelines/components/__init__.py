@@ -1,4 +1,7 @@
-"""Thin KFP components: each calls step code from `pipelines.steps` inside the Relay steps image."""
+"""Thin KFP components: each calls step code from `pipelines.steps` inside the Relay steps image.
+
+Each imports what it uses inside its function: KFP ships the function's source alone, and nothing above it.
+"""
 
 from __future__ import annotations
 

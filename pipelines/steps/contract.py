@@ -13,8 +13,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipelines.steps.errors import StepError
+from pipelines.steps.gate import Gate, PolicyGate, gate_from_env
 from relay.secrets import (
     Redactor,
     SecretNotFoundError,
@@ -27,18 +29,7 @@ from relay.secrets import (
     scrub_logs,
 )
 
-if TYPE_CHECKING:
-    from pipelines.steps.gate import Gate
-
 log = logging.getLogger("relay.step")
-
-
-class StepError(Exception):
-    """Ends a step with `status` (4xx: the request was wrong; 5xx: something failed on the way)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -103,8 +94,6 @@ def spec_for(inputs: Mapping[str, Any], outputs: Mapping[str, Any], parameters: 
 
 
 def _closed_gate() -> Gate:
-    from pipelines.steps.gate import PolicyGate
-
     return PolicyGate()  # no policy: nothing outside is allowed
 
 
@@ -155,8 +144,6 @@ def step_context(environ: Mapping[str, str]) -> StepContext:
 
     From here on, every log line the step's process makes is scrubbed of the secrets the context resolves.
     """
-    from pipelines.steps.gate import gate_from_env
-
     context = StepContext(resolver=resolver_from_env(environ), gate=gate_from_env(environ))
     scrub_logs(context.redact)
     return context

@@ -8,16 +8,18 @@ someone who starts runs on the backend directly cannot name a tenant, or anythin
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from pipelines.steps.contract import StepError
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.launch import Launch, LaunchRecords, launch_records, verify_launch
 from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay import policy as rules
+from relay.adapters.stores import results_store
 from relay.errors import RelayError
 from relay.policy import Limits, Policy, Rule, Tenant
 
@@ -123,10 +125,6 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     policy's and catalog's locations and RELAY_RESULTS_URI (where launch records are read, and records written),
     all baked into the compiled pipeline or set by the local runner, never taken from the run's parameters.
     """
-    import tempfile
-
-    from relay.runtime import results_store
-
     uri = environ.get("RELAY_POLICY_URI", "")
     own = (uri, environ.get("RELAY_CATALOG_URI", ""), environ.get("RELAY_RESULTS_URI", ""))
     scope = rules.Context(local=environ.get("RELAY_BACKEND") == "local", protected=rules.own_locations(*own))
@@ -138,3 +136,18 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     except RelayError as error:  # unreadable or wrong: nothing may run until the deployment is fixed
         raise StepError(503, str(error)) from None
     return PolicyGate(policy, scope, launches)
+
+
+def task_launch(
+    environ: Mapping[str, str],
+    pipeline: str,
+    parameters: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> Launch:
+    """As a pipeline task verifies its launch: with the policy's direct_runs, when the policy can be read."""
+    try:
+        gate = gate_from_env(environ)
+    except StepError:  # an unreadable policy allows no direct run; a launched one still records how it ended
+        return verify_launch(launch_records(environ), pipeline, parameters, defaults=defaults)
+    return gate.launch(pipeline, parameters, defaults=defaults)

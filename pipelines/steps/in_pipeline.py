@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from pipelines.steps.contract import Step, StepError, StepResult, run_step, spec_for, step_context
-from pipelines.steps.launch import task_launch
+from pipelines.steps.contract import Step, StepResult, run_step, spec_for, step_context
+from pipelines.steps.errors import StepError
+from pipelines.steps.gate import task_launch
 from pipelines.steps.outcome import record_refusal, record_step_result
 
 

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 from relay import naming, records
+from relay.adapters.stores import results_store
 from relay.errors import BlobNotFoundError, RelayError
 from relay.policy import PUSH, RATCHET
 from relay.ports import BlobStore
@@ -80,8 +81,6 @@ def launch_records(environ: Mapping[str, str]) -> LaunchRecords:
     uri = environ.get("RELAY_RESULTS_URI", "")
     if not uri:
         return LaunchRecords()
-    from relay.runtime import results_store
-
     return LaunchRecords(uri, results_store(uri, environ.get("RELAY_LOCAL_ROOT") or tempfile.gettempdir()))
 
 
@@ -126,23 +125,6 @@ def verify_launch(
     if run_key and not keyed:
         raise _refused(f"parameters.run_key: expected {naming.RUN_KEY_RULE}, found {run_key!r}")
     return Launch(run_key, tenant, results_uri, direct=True)
-
-
-def task_launch(
-    environ: Mapping[str, str],
-    pipeline: str,
-    parameters: Mapping[str, Any],
-    *,
-    defaults: Mapping[str, Any] | None = None,
-) -> Launch:
-    """As a pipeline task verifies its launch: with the policy's direct_runs, when the policy can be read."""
-    from pipelines.steps.gate import gate_from_env
-
-    try:
-        gate = gate_from_env(environ)
-    except StepError:  # an unreadable policy allows no direct run; a launched one still records how it ended
-        return verify_launch(launch_records(environ), pipeline, parameters, defaults=defaults)
-    return gate.launch(pipeline, parameters, defaults=defaults)
 
 
 def _differences(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, BinaryIO
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 
 # (root descriptor, components below it, open flags) -> descriptor; OSError as the kernel said it.
 Resolver = Callable[[int, Sequence[str], int], int]

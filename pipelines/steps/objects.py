@@ -17,7 +17,7 @@ from urllib.request import url2pathname
 
 from pipelines.steps import localfile
 from pipelines.steps.checksums import Checksums, s3_md5
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 
 CHUNK = 8 * 1024 * 1024  # read and write in 8 MiB pieces: memory stays bounded whatever the object size
 READ_BUFFER = 1024 * 1024  # what a resuming reader holds between the store's stream and its reader
@@ -91,6 +91,7 @@ class GcsObjects:
         # The stored bytes, as their checksums state them: a gzip-encoded object is not decompressed on the way.
         headers = {"Range": f"bytes={offset}-", "Accept-Encoding": "gzip"}
         # The client's own authorized session (`_http`): the token it refreshes, the endpoint it was made for.
+        # Private, no public equivalent: pinned by tests/pipelines/test_library_contracts.py.
         url = f"{client.api_endpoint}/download/storage/v1{blob.path}"
         answer = client._http.get(url, params=params, headers=headers, stream=True, timeout=(30, 120))
         if answer.status_code not in (200, 206):

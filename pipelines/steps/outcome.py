@@ -11,14 +11,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.steps.contract import StepError, StepResult
-from pipelines.steps.launch import Launch, launch_records, task_launch
+from pipelines.steps.contract import StepResult
+from pipelines.steps.errors import StepError
+from pipelines.steps.gate import task_launch
+from pipelines.steps.launch import Launch, launch_records
 from relay import naming, records
-from relay.config import Settings
+from relay.adapters.factory import notifier_for
+from relay.adapters.stores import results_store
+from relay.config import Settings, setting
 from relay.errors import PreconditionFailedError
 from relay.ports import BlobStore
 from relay.results import record_result
-from relay.runtime import notifier_for, results_store
 
 log = logging.getLogger("relay.step")
 REFUSED = "refused"  # a refusal record's state: the run did nothing
@@ -104,7 +107,7 @@ def _record(
 
 def _store(results_uri: str) -> BlobStore:
     # The task inherits RELAY_LOCAL_ROOT from its runner's environment, when set.
-    return results_store(results_uri, os.environ.get("RELAY_LOCAL_ROOT", Settings.local_root))
+    return results_store(results_uri, setting(os.environ, "LOCAL_ROOT", Settings.local_root))
 
 
 def _create(store: BlobStore, uri: str, record: Mapping[str, Any]) -> bool:

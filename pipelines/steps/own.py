@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.steps.contract import StepError, StepResult
+from pipelines.steps.contract import StepResult
+from pipelines.steps.errors import StepError
+from pipelines.steps.gate import task_launch
 from pipelines.steps.in_pipeline import StepFailedError, time_limit
-from pipelines.steps.launch import task_launch
 from pipelines.steps.outcome import record_refusal, record_step_result
 
 

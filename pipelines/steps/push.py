@@ -17,8 +17,17 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from pipelines.steps import pointer
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main
-from pipelines.steps.destinations import Destination, Factory, Presence, Receipt, default_factories, destination_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, main
+from pipelines.steps.destinations import (
+    Destination,
+    Factory,
+    Presence,
+    Receipt,
+    check_read,
+    default_factories,
+    destination_for,
+)
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import (
     CHUNK,
     ObjectStore,
@@ -207,12 +216,7 @@ def _push_one(
             return copied
     with _hashed(open_source) as reader:
         receipt = destination.send(item, reader, overwrite=overwrite)
-    if reader.bytes != item.size or reader.checksums.matches(item.checksums) is False:
-        raise StepError(
-            502,
-            f"{item.uri}: read {reader.bytes} bytes with {reader.checksums.describe()}, the source states "
-            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit",
-        )
+    check_read(item, reader)
     return receipt
 
 

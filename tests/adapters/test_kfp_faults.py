@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from relay import runtime
+from relay.adapters import factory
 from relay.catalog import Catalog
 from relay.config import Settings
 from relay.errors import TransientError
@@ -46,7 +46,7 @@ def relay_on(kfp: KfpApiServer, store: MemoryBlobStore, lease: float) -> Relay:
         claim_lease=lease,
     )
     return Relay(
-        settings=settings, store=store, catalog=Catalog(store, "gs://catalog"), backend=runtime.backend(settings)
+        settings=settings, store=store, catalog=Catalog(store, "gs://catalog"), backend=factory.backend(settings)
     )
 
 

@@ -17,8 +17,8 @@ from devstack import FakeGcsServer, PubSubEmulator, create_bucket, create_topic,
 from devstack.gcs import storage_client
 from devstack.pubsub import subscriber_client, subscription_path
 from relay import lifecycle, naming
+from relay.adapters.stores import results_store
 from relay.events import PUBSUB_PUBLISHED, EventInfo, parse_pubsub_event, parse_storage_event
-from relay.runtime import results_store
 from relay.service import handle_delivery, parse_document, run_key_for
 from relay.status import run_key_for_object
 from relay.triggers import Format

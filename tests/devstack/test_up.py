@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import PubSubEmulator, create_topic, emulator_available
+from devstack import PubSubEmulator, create_topic, emulator_available, pidfile
 from devstack.pubsub import subscriber_client, subscription_path
 from devstack.up import EventFollower, PortInUseError, check_ports, shell_exports, shell_lines
 from relaycli.output import Paint
@@ -115,3 +116,65 @@ def test_the_readmes_gcloud_cancel_reaches_the_emulator_with_the_printed_exports
             pulled = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
         [received] = pulled.received_messages
         assert dict(received.message.attributes) == {"action": "cancel", "run_key": "nightly-2026-11-21"}
+
+
+def test_cancels_reruns_and_ends_no_function_logged_are_shown_once_from_the_published_records(tmp_path: Path):
+    log = tmp_path / "function-on_message_published.log"
+    launched = {"outcome": "launched", "run_key": "push-1", "run_id": "local-1", "pipeline": "push", "trigger_uri": "t"}
+    log.write_text(json.dumps(launched) + "\n")
+    published: list[dict[str, object]] = []
+    states: dict[str, tuple[str, str]] = {}
+    out = io.StringIO()
+
+    def records() -> list[dict[str, object]]:
+        taken = list(published)
+        published.clear()
+        return taken
+
+    follower = EventFollower([log], states.get, out, Paint(False), records)
+    follower.poll()
+    # `relay cancel` and `relay rerun` write records and publish them; no function logs a line for either.
+    cancelled = {"state": "cancelled", "run_key": "push-1", "pipeline": "push", "message": "cancelled by relay cancel"}
+    rerun = {
+        "state": "launched",
+        "run_key": "push-1-attempt-2",
+        "pipeline": "push",
+        "run_id": "local-2",
+        "trigger": {"via": "rerun", "requested_by": "relay rerun", "previous_attempt": "push-1"},
+    }
+    published += [cancelled, rerun]
+    states["push-1"] = ("cancelled", "cancelled by relay cancel")  # the records say so too: shown once all the same
+    follower.poll()
+    published.append({"state": "succeeded", "run_key": "push-1-attempt-2", "pipeline": "push", "message": "sent 3"})
+    states["push-1-attempt-2"] = ("succeeded", "sent 3")
+    follower.poll()
+    follower.poll()
+    assert [line[10:] for line in out.getvalue().splitlines()] == [
+        "launched   push-1  push  t -> run local-1",
+        "cancelled  push-1  push  cancelled by relay cancel",
+        "rerun      push-1-attempt-2  push  rerun of push-1 by relay rerun -> run local-2",
+        "succeeded  push-1-attempt-2  push  sent 3",
+    ]
+
+
+def test_a_second_make_up_on_the_same_folder_is_refused_and_make_down_stops_the_first(tmp_path: Path):
+    pid_file = tmp_path / "up" / "make-up.pid"
+    # A stand-in whose command line reads as `make up`'s, that ends on SIGTERM as `make up` does.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "devstack.up"])
+    try:
+        pid_file.parent.mkdir()
+        pid_file.write_text(f"{holder.pid}\n")
+        while pidfile.running(pid_file) is None:  # until the child has exec'd: before, it reads as pytest
+            assert holder.poll() is None
+        with pytest.raises(pidfile.StackRunningError) as refused:
+            pidfile.claim(pid_file)
+        assert f"another `make up` (pid {holder.pid}) uses {pid_file.parent}" in str(refused.value)
+        assert pidfile.stop(pid_file, timeout=10) == holder.pid
+        assert holder.wait(timeout=5) != 0
+    finally:
+        holder.kill()
+    assert pidfile.stop(pid_file, timeout=10) is None  # nothing runs: nothing to stop
+    pid_file.write_text(f"{os.getpid()}\n")  # a pid reused by another program is not `make up`
+    assert pidfile.running(pid_file) is None
+    pidfile.claim(pid_file)
+    assert pid_file.read_text() == f"{os.getpid()}\n"

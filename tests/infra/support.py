@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.infra.hcl import Module, Scope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +86,15 @@ class Inputs:
 
     def policy_uri(self) -> str:
         return f"gs://{self.project}-{self.prefix}-catalog/{self.version}/policy.yaml"
+
+    def results_uri(self) -> str:
+        return f"gs://{self.project}-{self.prefix}-results"
+
+
+def compiled_spec(policy_uri: str, results_uri: str) -> str:
+    """A compiled spec, the part a preflight reads: the deployment's locations stamped into each step."""
+    env = [{"name": "RELAY_POLICY_URI", "value": policy_uri}, {"name": "RELAY_RESULTS_URI", "value": results_uri}]
+    return yaml.safe_dump({"deploymentSpec": {"executors": {"exec-push": {"container": {"env": env}}}}})
 
 
 def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

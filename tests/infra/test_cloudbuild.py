@@ -18,6 +18,7 @@ from tests.infra.support import (
     POLICY,
     ROOT,
     Inputs,
+    compiled_spec,
     dry_run,
     from_script,
     gcloud_commands,
@@ -191,12 +192,12 @@ def test_the_compile_step_compiles_the_catalog_with_this_builds_image_and_policy
         assert "gs://demo-project-relay-results" in spec.read_text(), f"{spec.name} does not name the records"
 
 
-def test_the_catalog_names_the_policy_the_deploy_step_publishes():
+def test_the_catalog_names_the_policy_the_deploy_step_publishes(tmp_path: Path):
     """The compile step bakes in the URI that deploy.sh then publishes the policy to and hands the functions."""
     config = load(CLOUDBUILD)
     compiled_for = re.search(r"--policy-uri (\S+)", script_of(config, "compile"))
     assert compiled_for and compiled_for.group(1) == POLICY_URI
-    output = _deploy_dry_run(config, VALUES)
+    output = _deploy_dry_run(config, VALUES, tmp_path / "catalog")
     [cp] = [c for c in gcloud_commands(output) if c[:2] == ["storage", "cp"]]
     assert split_command(cp).positionals == (str(POLICY), POLICY_URI)
     for function in from_script(output).functions.values():
@@ -219,9 +220,16 @@ def test_the_deploy_step_runs_the_cloud_sdk_release_these_tests_parse_with():
     assert release.group(1) == (sdk_root() / "VERSION").read_text().strip()
 
 
-def _deploy_dry_run(config: dict[str, Any], values: dict[str, str]) -> str:
+def _deploy_dry_run(config: dict[str, Any], values: dict[str, str], catalog: Path) -> str:
+    """The deploy step's dry run, with `catalog` as the build/catalog the compile step makes (the preflight reads it,
+    in a dry run too)."""
     script = script_of(config, "deploy", values).replace("bash infra/deploy.sh ", "bash infra/deploy.sh --dry-run ", 1)
-    assert "--dry-run" in script
+    assert "--dry-run" in script and "--catalog-dir=build/catalog " in script
+    # The Cloud SDK image's python3 gets PyYAML there; a test installs nothing.
+    script = "\n".join(line for line in script.splitlines() if "apt-get" not in line)
+    catalog.mkdir(exist_ok=True)
+    (catalog / "push.yaml").write_text(compiled_spec(POLICY_URI, "gs://demo-project-relay-results"))
+    script = script.replace("--catalog-dir=build/catalog ", f"--catalog-dir={catalog} ")
     result = subprocess.run(
         ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, env=script_env(), timeout=60, check=False
     )
@@ -229,13 +237,13 @@ def _deploy_dry_run(config: dict[str, Any], values: dict[str, str]) -> str:
     return result.stdout
 
 
-def test_the_deploy_step_publishes_that_catalog_and_deploys_with_that_image():
+def test_the_deploy_step_publishes_that_catalog_and_deploys_with_that_image(tmp_path: Path):
     config = load(CLOUDBUILD)
     values = {**VALUES, "_DEPLOY_ARGS": "--secret=RELAY_STATIC_TOKEN=kfp-token --step-secret=hf-token"}
-    output = _deploy_dry_run(config, values)
+    output = _deploy_dry_run(config, values, tmp_path / "catalog")
     assert "builds submit" not in output and "pipelines.compile" not in output
     [rsync] = [c for c in gcloud_commands(output) if c[:2] == ["storage", "rsync"]]
-    assert split_command(rsync).positionals == ("build/catalog", CATALOG_URI)
+    assert split_command(rsync).positionals == (str(tmp_path / "catalog"), CATALOG_URI)
     system = from_script(output)
     for function in system.functions.values():
         assert function["env"]["RELAY_CATALOG_URI"] == CATALOG_URI

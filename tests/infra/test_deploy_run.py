@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.support import Inputs, dry_run, gcloud_commands, run_script, split_command
+from tests.infra.support import Inputs, compiled_spec, dry_run, gcloud_commands, run_script, split_command
 
 INPUTS = Inputs(
     function_secrets={"RELAY_STATIC_TOKEN": ("kfp-token", "latest")},
@@ -33,8 +33,8 @@ class FakeCloud:
         shim.chmod(0o755)
         self.catalog = catalog = folder / "catalog"
         catalog.mkdir()
-        # deploy.sh checks that a prebuilt catalog names the policy it publishes beside it.
-        (catalog / "push.yaml").write_text(f"value: {INPUTS.policy_uri()}\n")
+        # deploy.sh's preflight checks that a prebuilt catalog names the policy it publishes beside it.
+        (catalog / "push.yaml").write_text(compiled_spec(INPUTS.policy_uri(), INPUTS.results_uri()))
         self.args = [
             *(a for a in INPUTS.script_args() if not a.startswith("--project-number")),
             "--image=europe-west1-docker.pkg.dev/demo-project/relay/steps:abc123def456",
@@ -108,7 +108,8 @@ def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(c
 
 
 def test_a_catalog_compiled_for_another_policy_is_refused_before_anything_is_published(cloud: FakeCloud):
-    (cloud.catalog / "push.yaml").write_text("value: gs://demo-project-relay-catalog/older/policy.yaml\n")
+    older = "gs://demo-project-relay-catalog/older/policy.yaml"
+    (cloud.catalog / "push.yaml").write_text(compiled_spec(older, INPUTS.results_uri()))
     env = {"PATH": f"{cloud.bin}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(cloud.state)}
     result = run_script(*cloud.args, env=env)
     assert result.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.infra.support import (
     Binding,
     Inputs,
     command_lines,
+    compiled_spec,
     dry_run,
     from_script,
     gcloud_commands,
@@ -48,13 +50,15 @@ def test_the_script_is_executable_and_strict():
 
 
 def test_a_dry_run_runs_nothing(tmp_path: Path):
-    # Every command the script could run is on PATH as a recorder: none may be called.
+    # Every command the script could run is on PATH as a recorder: none may be called, but for the preflight,
+    # which only reads files (python3 runs it for real; anything else it is asked to run is recorded and fails).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
     for name in ("gcloud", "gsutil", "python3", "git", "cp", "find", "mktemp", "rm"):
         tool = bin_dir / name
-        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit 1\n')
+        preflight = f'case "$*" in "-m relaycli.preflight "*) exec {sys.executable} "$@";; esac\n'
+        tool.write_text(f'#!/bin/sh\n{preflight if name == "python3" else ""}echo "{name} $*" >> {calls}\nexit 1\n')
         tool.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(bin_dir / "python3")}
     for args in (FULL.script_args(), ["--teardown", "--delete-buckets", *FULL.script_args()]):
@@ -321,10 +325,12 @@ def test_pipelines_of_ones_own_are_compiled_into_the_catalog_the_deploy_publishe
     assert argv[argv.index("--out") + 1] == "STAGING_DIR/catalog"
 
 
-def test_a_built_catalog_is_published_without_compiling():
-    output = dry_run(*FULL.script_args(), "--image=i:1", "--catalog-dir=build/catalog")
+def test_a_built_catalog_is_published_without_compiling(tmp_path: Path):
+    # The preflight reads it, in a dry run too: it must be there, compiled for this deployment.
+    (tmp_path / "push.yaml").write_text(compiled_spec(FULL.policy_uri(), FULL.results_uri()))
+    output = dry_run(*FULL.script_args(), "--image=i:1", f"--catalog-dir={tmp_path}")
     assert "relaycli.main compile" not in output
-    assert "gcloud storage rsync build/catalog gs://demo-project-relay-catalog/abc123def456" in output
+    assert f"gcloud storage rsync {tmp_path} gs://demo-project-relay-catalog/abc123def456" in output
 
 
 def test_the_image_is_built_from_the_repository_with_the_steps_config():

@@ -114,6 +114,7 @@ def test_the_context_keeps_what_the_image_needs():
         "functions/relay/config.py",
         "pipelines/requirements.txt",
         "pipelines/steps/push.py",
+        "pipelines/steps/ratchet/report.html.jinja",  # package data: the ratchet report's template
     ):
         assert not ignored(path, PATTERNS), path
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra.gcloud import Verdict, parse_all, run_binary, upload_of
-from tests.infra.support import POLICY, ROOT, Inputs, dry_run, gcloud_commands, run_script
+from tests.infra.support import POLICY, ROOT, Inputs, compiled_spec, dry_run, gcloud_commands, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,9 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_script("--stage-only", str(folder / "functions"))
     assert result.returncode == 0, result.stderr
     (folder / "catalog").mkdir()
-    (folder / "catalog" / "push.yaml").write_text("{}\n")
+    # The Cloud Build path's catalog below: compiled for its policy, as the preflight checks.
+    spec = compiled_spec("gs://demo-project-relay-catalog/v1/policy.yaml", "gs://demo-project-relay-results")
+    (folder / "catalog" / "push.yaml").write_text(spec)
     return folder
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.infra.support import (
     Binding,
     Inputs,
     System,
+    compiled_spec,
     dry_run,
     from_script,
     from_terraform,
@@ -73,7 +75,7 @@ def test_the_providers_are_pinned_to_a_major_version():
     module = Module(TERRAFORM, {"project_id": "p-123456", "catalog_dir": "/x"})
     [terraform] = module.blocks["terraform"]
     [providers] = terraform["required_providers"]
-    for name in ("google", "archive"):
+    for name in ("google", "archive", "external"):
         version = module.value(providers[name]["version"])
         assert re.fullmatch(r"~> \d+\.\d+", version), f"{name}: {version} admits the next major version"
     assert module.value(terraform["required_version"]).startswith(">=")
@@ -279,3 +281,33 @@ def test_terraform_fmt_is_clean_where_terraform_is_installed():
 def test_the_evaluator_refuses_what_it_cannot_read():
     with pytest.raises(HclError):
         parse("var.a[*].b")
+
+
+def _preflight(module: Module) -> subprocess.CompletedProcess[str]:
+    """The preflight's program as Terraform runs it while planning (an external data source)."""
+    [(_, body)] = [(label, body) for kind, label, body in labelled(module.blocks["data"]) if kind == "external"]
+    program = [str(arg) for arg in module.value(body["program"])]
+    program[program.index("python3")] = sys.executable
+    return subprocess.run(program, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("inputs", VARIANTS.values(), ids=VARIANTS.keys())
+def test_the_preflight_is_planned_with_the_settings_the_functions_get(inputs: Inputs, catalog: Path):
+    module = terraform_module(inputs, catalog)
+    assert module.local("planned_env") == module.local("function_env")
+    (catalog / "push.yaml").write_text(compiled_spec(inputs.policy_uri(), inputs.results_uri()))
+    result = _preflight(module)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer) == {"warnings", "todo", "next_steps"} and all(isinstance(v, str) for v in answer.values())
+    assert f"export RELAY_POLICY_URI={inputs.policy_uri()}" in answer["next_steps"]
+
+
+def test_the_plan_fails_on_what_the_preflight_refuses(catalog: Path):
+    """kfp without a host, and a catalog compiled for another policy: exit 2 (Terraform fails the plan), each listed."""
+    inputs = dataclasses.replace(VARIANTS["vertex"], backend="kfp")
+    (catalog / "push.yaml").write_text(compiled_spec("gs://elsewhere/policy.yaml", inputs.results_uri()))
+    result = _preflight(terraform_module(inputs, catalog))
+    assert result.returncode == 2
+    assert "RELAY_KFP_HOST: expected a value" in result.stderr
+    assert f"push.yaml: does not name {inputs.policy_uri()}" in result.stderr

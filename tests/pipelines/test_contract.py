@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, main, parse_spec, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, main, parse_spec, run_step, spec_for
+from pipelines.steps.errors import StepError
 from relay.secrets import LocalSecrets
 
 

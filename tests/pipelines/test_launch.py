@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 from pipelines.steps.launch import LaunchRecords, verify_launch
 from relay import lifecycle
 from relay.events import EventInfo, ObjectDelivery

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 from pipelines.steps.localfile import (
     Resolver,
     best_resolver,

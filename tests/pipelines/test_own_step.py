@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 from pipelines.steps.in_pipeline import StepFailedError
 from pipelines.steps.launch import launch_records, verify_launch
 from pipelines.steps.own import relay_step

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import Checksums, HashingReader, s3_md5
-from pipelines.steps.contract import StepContext, StepError, StepResult, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, run_step, spec_for
 from pipelines.steps.destinations import Destination, Presence, Receipt
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets

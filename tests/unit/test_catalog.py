@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from relay.adapters.localfs import LocalBlobStore
 from relay.catalog import Catalog, check_parameters, run_parameters
 from relay.errors import InvalidTriggerError
+from relay.ports import Blob
 from tests.conftest import CATALOG, echo_pipeline
 from tests.fakes import MemoryBlobStore
 
@@ -80,3 +84,46 @@ def test_catalog_reads_each_pipeline_once_and_names_missing_ones():
     with pytest.raises(InvalidTriggerError) as shown:  # the `relay` command's user chose the catalog
         Catalog(store, "gs://c", show_location=True).get("nope", trigger_uri="gs://t/x.json")
     assert "expected a pipeline in the catalog gs://c, found 'nope' (no gs://c/nope.yaml)" in str(shown.value)
+
+
+class CountingStore(LocalBlobStore):
+    """The disk, counting the reads: a lookup of an unchanged entry must not read (or parse) it again."""
+
+    def __init__(self, lock_dir: Path) -> None:
+        super().__init__(lock_dir)
+        self.reads = 0
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        self.reads += 1
+        return super().read(uri, generation=generation)
+
+
+def test_a_local_catalog_entry_edited_while_running_is_used_at_the_next_lookup(tmp_path: Path):
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    entry = folder / "echo.yaml"
+    entry.write_bytes((CATALOG / "echo.yaml").read_bytes())
+    store = CountingStore(tmp_path)
+    catalog = Catalog(store, str(folder))
+    first = catalog.get("echo", trigger_uri="t")
+    assert catalog.get("echo", trigger_uri="t") is first and store.reads == 1  # unchanged: not read again
+    # A recompile that drops an input: the same size or not, the next trigger is checked against the new spec.
+    entry.write_text(entry.read_text().replace("options:", "choices:"))
+    edited = catalog.get("echo", trigger_uri="t")
+    assert "choices" in edited.inputs and "options" not in edited.inputs
+    assert edited.package == entry.read_bytes()
+    entry.touch()  # a new version with the same bytes: read again, parsed never
+    assert catalog.get("echo", trigger_uri="t") is edited and store.reads == 3
+    entry.unlink()
+    with pytest.raises(InvalidTriggerError) as gone:
+        catalog.get("echo", trigger_uri="t")
+    assert gone.value.code == "unknown_pipeline"
+
+
+def test_a_gs_catalog_is_never_asked_again_once_read():
+    store = MemoryBlobStore()
+    store.write("gs://c/echo.yaml", (CATALOG / "echo.yaml").read_bytes())
+    catalog = Catalog(store, "gs://c")
+    first = catalog.get("echo", trigger_uri="t")
+    store.write("gs://c/echo.yaml", b"not a pipeline")  # a deploy makes new instances; this one keeps its own
+    assert catalog.get("echo", trigger_uri="t") is first

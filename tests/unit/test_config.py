@@ -89,7 +89,7 @@ def test_tokens_only_travel_over_https_or_to_this_machine(host: str, auth: str, 
     if accepted:
         assert Settings.from_env(env).kfp_host == host
     else:
-        with pytest.raises(ConfigError, match="RELAY_KFP_HOST: expected an https:// URL"):
+        with pytest.raises(ConfigError, match=r"RELAY_KFP_HOST: expected https:// \(plain http only to this machine"):
             Settings.from_env(env)
 
 

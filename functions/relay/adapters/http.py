@@ -17,15 +17,15 @@ import select
 import socket
 import ssl
 import threading
-import time
 import urllib.request
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
+from relay import waits
 from relay.errors import BackendBusyError
 
 # A little over 3 s, a multiple of TCP's initial retransmission window (requests' documentation advises it).
@@ -431,16 +431,9 @@ def _grpc_code(response: Response) -> int | None:
 
 def retry_after(response: Response) -> float | None:
     """Seconds to wait: the Retry-After header (seconds or an HTTP date), or a google.rpc.RetryInfo detail."""
-    header = (response.headers.get("retry-after") or "").strip()
-    if header:
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
+    header = waits.retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+    if header is not None:
+        return header
     try:
         details = response.json()["error"]["details"]
     except (ValueError, KeyError, TypeError):
@@ -448,8 +441,5 @@ def retry_after(response: Response) -> float | None:
     for detail in details if isinstance(details, list) else []:
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
         if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                return max(0.0, float(delay[:-1]))
-            except ValueError:
-                return None
+            return waits.seconds(delay[:-1])
     return None

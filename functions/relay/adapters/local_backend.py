@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import naming
+from relay.adapters.stores import results_store
 from relay.errors import BackendUnavailableError, BlobNotFoundError, PreconditionFailedError
 from relay.ports import (
     RUN_CANCELLED,
@@ -46,8 +47,8 @@ class LocalBackend:
     runner (`python -m relay.adapters.local_runner DIR`) outlives the function call, so the event is answered at
     once, and it records the final state in the results location when the pipeline ends.
 
-    Run folders outlive the results store when it is fake-gcs-server's memory (`make up` restarted): records gone,
-    folders kept. So each folder names the results store it was launched for (an id kept in the store itself,
+    Run folders can outlive the results store (fake-gcs-server's memory restarted, or its folder removed): records
+    gone, folders kept. So each folder names the results store it was launched for (an id kept in the store itself,
     `<results>/local-backend.json`), and a folder of another store is not this store's run: it is set aside as
     `<run_key>.<store id>` for its outputs, and the run key starts afresh. Records and runs agree, both or neither.
     """
@@ -58,8 +59,6 @@ class LocalBackend:
         self._root = Path(root).resolve()
         self._results_uri = results_uri
         if store is None:
-            from relay.runtime import results_store  # runtime builds this backend: imported here, not at load
-
             store = results_store(results_uri, str(self._root))
         self._store = store
 

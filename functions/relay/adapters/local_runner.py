@@ -69,7 +69,7 @@ def step_environment(relay: Relay) -> dict[str, str]:
 
 
 def _execute(run_dir: Path, parameters: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
-    from kfp import components, local
+    from kfp import components, local  # only the runner's process loads kfp, never the function that starts it
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

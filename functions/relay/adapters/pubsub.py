@@ -18,6 +18,7 @@ class PubSubNotifier:
         self._lock = threading.Lock()
 
     def publish(self, data: bytes, attributes: Mapping[str, str]) -> None:
+        # Here, not at the top: the client loads with the first notification, never at the function's cold start.
         from google.api_core import exceptions
 
         with self._lock:

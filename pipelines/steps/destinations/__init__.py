@@ -9,8 +9,8 @@ from enum import Enum
 from typing import Any, Protocol
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepError
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 
 
@@ -117,4 +117,16 @@ def known_options(options: Mapping[str, Any], allowed: frozenset[str]) -> None:
     if unknown:
         raise StepError(
             400, f"destination: expected options among {', '.join(sorted(allowed))}; found {', '.join(unknown)}"
+        )
+
+
+def check_read(item: SourceObject, stream: HashingReader, kept: str = "") -> None:
+    """A source that changed while read (not the size or checksums it states) goes no further: a 502 saying what
+    was read, what the source states, and (`kept`) what was therefore not done."""
+    if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
+        raise StepError(
+            502,
+            f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
+            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit"
+            + (f"; {kept}" if kept else ""),
         )

@@ -17,9 +17,9 @@ from typing import Any
 import requests
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence, Receipt, known_options, required
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 
 # Up to this size one multipart request (metadata and bytes) is cheaper than a session's two; held in memory.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import tempfile
 import time
@@ -12,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -20,11 +18,12 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from pipelines.steps.checksums import Checksums, HashingReader, md5_from_hex
-from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, required
 from pipelines.steps.egress import STRICT, Egress, status_line
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
+from relay.waits import retry_after
 
 _OPTIONS = frozenset({"url", "method", "headers", "body", "field", "max_attempts", "timeout", "exists_url"})
 _PIECE = 1024 * 1024  # spooling reads this much at a time
@@ -140,7 +139,7 @@ class HttpDestination:
     def send(self, item: SourceObject, stream: HashingReader, *, overwrite: bool) -> Receipt:
         url = _named(self._url, item.name)
         with _spooled(stream, item.size) as spool:
-            _verify_read(item, stream, _public(url))
+            check_read(item, stream, f"not sent to {_public(url)}")
             answer = self._exchange(self._method, url, lambda: self._payload(item, spool), overwrite=overwrite)
         if not 200 <= answer.status < 300:
             raise self._refused(self._method, url, answer, overwrite=overwrite)
@@ -254,31 +253,6 @@ def _spooled(stream: HashingReader, size: int) -> Iterator[IO[bytes]]:
         yield spool
 
 
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() - now.timestamp()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _verify_read(item: SourceObject, stream: HashingReader, url: str) -> None:
-    """Before anything is sent: a source that changed while read is not uploaded."""
-    if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
-        raise StepError(
-            502,
-            f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
-            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit; not sent to {url}",
-        )
-
-
 def _unsent(exc: requests.RequestException) -> bool:
     """Whether the connection never opened, so that the request cannot have arrived and may be sent again."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -353,9 +327,7 @@ def _url(options: Mapping[str, Any], name: str) -> str:
     if safe_for_credentials(url):
         return url
     # Headers hold tokens: they cross the network only encrypted.
-    raise StepError(
-        400, f"destination.{name}: expected https:// (plain http only to 127.0.0.1 or localhost), found {_public(url)}"
-    )
+    raise StepError(400, credentials_refusal(f"destination.{name}", _public(url)))
 
 
 def _headers(value: object) -> dict[str, str]:

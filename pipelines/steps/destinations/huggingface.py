@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,11 +10,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, known_options, optional, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, optional, required, spool
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
-from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from pipelines.steps.errors import StepError
+from pipelines.steps.objects import SourceObject
+from relay.urls import credentials_refusal, safe_for_credentials
 
 HUB = "https://huggingface.co"
 
@@ -61,10 +57,7 @@ class HuggingFaceDestination:
             raise StepError(400, f"destination.endpoint: expected an http(s) URL for huggingface, found {endpoint!r}")
         if endpoint is not None and not safe_for_credentials(endpoint):
             # Every request carries the token.
-            raise StepError(
-                400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found "
-                f"{endpoint!r}",
-            )  # fmt: skip
+            raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
         self._repo = repo
         self._token = token
         self._endpoint = (endpoint or HUB).rstrip("/")
@@ -79,8 +72,7 @@ class HuggingFaceDestination:
         self._missing = False  # the repository does not exist (yet): `create` makes it in `close`
         self._problem: StepError | None = None
         self._remote: dict[str, Any] = {}  # path -> RepoFile / RepoFolder, or None when absent
-        self._folder: Path | None = None
-        self._cleanup: weakref.finalize[Any, Any] | None = None
+        self._scratch = spool.Spool("relay-hf-", temp_root)
         self._spooled: list[_Spooled] = []
 
     @classmethod
@@ -133,12 +125,7 @@ class HuggingFaceDestination:
         target = self._spool_folder() / f"{len(self._spooled):06d}"  # never the object's name: no path tricks
         try:
             sha256, git_sha1 = _spool(stream, target, item.size)
-            if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
-                raise StepError(
-                    502,
-                    f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
-                    f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit",
-                )
+            check_read(item, stream)
             receipt = Receipt(item.uri, self.destination(path), stream.bytes, stream.checksums.describe())
             if entry is not None:
                 lfs = getattr(entry, "lfs", None)
@@ -273,17 +260,11 @@ class HuggingFaceDestination:
         return path
 
     def _spool_folder(self) -> Path:
-        if self._folder is None:
-            # mkdtemp makes the folder 0700, owned by this process's user; files in it are created 0600.
-            self._folder = Path(tempfile.mkdtemp(prefix="relay-hf-", dir=self._temp_root))
-            # If close is never reached (a crash in the caller), the folder still goes when the adapter does.
-            self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
-        return self._folder
+        return self._scratch.folder()
 
     def _discard(self) -> None:
-        if self._cleanup is not None:
-            self._cleanup()
-        self._folder, self._cleanup, self._spooled = None, None, []
+        self._scratch.discard()
+        self._spooled = []
 
 
 def _spool(stream: HashingReader, target: Path, size: int) -> tuple[str, str]:
@@ -291,18 +272,11 @@ def _spool(stream: HashingReader, target: Path, size: int) -> tuple[str, str]:
     sha256 = hashlib.sha256()
     # git hashes "blob <size>\0" then the bytes: the size stated by the source; a short read fails the send anyway.
     git = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(descriptor, "wb") as spool:
-        while chunk := stream.read(CHUNK):
-            spool.write(chunk)
-            sha256.update(chunk)
-            git.update(chunk)
+    spool.write(stream, target, sha256, git)
     return sha256.hexdigest(), git.hexdigest()
 
 
-def _status(upstream: int) -> int:
-    """The Hub's 4xx (credentials, permissions, a missing repository) stays the step's status; else a 502."""
-    return upstream if 400 <= upstream < 500 else 502
+_status = spool.upstream_status
 
 
 # Relay's own explanation of the statuses that mean something specific here.

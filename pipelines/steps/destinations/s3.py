@@ -13,11 +13,11 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from pipelines.steps.checksums import Checksums, HashingReader, etag_is_md5, md5_from_hex
-from pipelines.steps.contract import StepError
-from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, required
 from pipelines.steps.egress import STRICT, Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import CHUNK, SourceObject
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload
@@ -130,7 +130,7 @@ class S3Destination:
         body, _ = _spooled(stream, size)
         with body:
             stream.read(1)  # a source longer than it said shows here, and fails the check below
-            _verify_read(item, stream, self._uri(key))
+            check_read(item, stream, f"not stored at {self._uri(key)}")
             md5 = stream.checksums.md5 or ""  # the stream is read to its end: its checksums are the body's
             answer = self._client.put_object(
                 Bucket=self._bucket,
@@ -151,7 +151,7 @@ class S3Destination:
             Key=key,
             ContentType=item.content_type,
             # What the source states: the stream's own checksums are known only at its end, after this request.
-            # `_verify_read` holds them to it before the upload is completed.
+            # `check_read` holds them to it before the upload is completed.
             Metadata=_metadata(item, item.checksums),
         )
         target = {"Bucket": self._bucket, "Key": key, "UploadId": upload["UploadId"]}
@@ -169,7 +169,7 @@ class S3Destination:
                 _verify_etag(answer, digest.hex(), f"{self._uri(key)} (part {len(parts) + 1})")
                 parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
                 digests.append(digest)
-            _verify_read(item, stream, self._uri(key))
+            check_read(item, stream, f"not stored at {self._uri(key)}")
             answer = self._client.complete_multipart_upload(
                 **target, MultipartUpload={"Parts": parts}, **_create_only(overwrite)
             )
@@ -241,9 +241,7 @@ def _endpoint(value: object) -> str | None:
     if safe_for_credentials(value):
         return value.rstrip("/")
     # Signed requests, a session token and the data itself would cross the network in clear.
-    raise StepError(
-        400, f"destination.endpoint: expected https:// (plain http only to 127.0.0.1 or localhost), found {value!r}"
-    )
+    raise StepError(400, credentials_refusal("destination.endpoint", repr(value)))
 
 
 def _secret(options: Mapping[str, Any], name: str) -> str:
@@ -291,17 +289,6 @@ def _spooled(stream: HashingReader, size: int) -> tuple[IO[bytes], bytes]:
         left -= len(piece)
     spool.seek(0)
     return spool, (md5.digest() if left < size else b"")
-
-
-def _verify_read(item: SourceObject, stream: HashingReader, uri: str) -> None:
-    """Before the object is committed: a source that changed while read is not stored, so no re-run skips it."""
-    if stream.bytes != item.size or stream.checksums.matches(item.checksums) is False:
-        raise StepError(
-            502,
-            f"{item.uri}: read {stream.bytes} bytes with {stream.checksums.describe()}, the source states "
-            f"{item.size} bytes with {item.checksums.describe()}: changed or corrupted in transit; not stored "
-            f"at {uri}",
-        )
 
 
 def _verify_etag(answer: Mapping[str, Any], expected: str, where: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from pipelines.steps.contract import StepError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import ObjectStore, SourceObject, store_for
 from pipelines.steps.ratchet.clusters import ExportedFile
 from pipelines.steps.ratchet.placeholders import (

@@ -1,12 +1,20 @@
-"""What a ratchet run leaves behind: its history line, report.json, and a self-contained report.html. Pure."""
+"""What a ratchet run leaves behind: its history line, report.json, and a self-contained report.html. Pure.
+
+report.html is laid out by report.html.jinja, beside this module, with every value escaped by Jinja2's autoescape;
+what is drawn where (the charts' coordinates, paths and legend) is computed here and handed to it as plain values.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from html import escape
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
 from pipelines.steps.ratchet.baseline import FAILED, OK, VIOLATED, Decision, Measurement
 from pipelines.steps.ratchet.stages import AlgorithmOutcome, BenchmarkOutcome
@@ -17,8 +25,6 @@ _W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 720, 260, 104, 16, 34, 44
 # narrow screen, so that it stays readable on a phone. Layout is planned for the largest of those sizes.
 _FONT_MAX = 22
 _GOOD, _BAD, _BAR, _LINE = "#1a7f37", "#cf222e", "#0969da", "#57606a"
-# The limit's swatch in the legend, drawn on the chart or held at its top edge alike.
-_LIMIT_SWATCH = f'<span class="swatch line" style="border-color:{_BAD};border-top-style:dotted"></span>'
 _LIMIT_ON_CHART = 1.6  # a limit up to this many times the highest median or bar is drawn; beyond, marked off chart
 
 
@@ -91,43 +97,137 @@ def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]])
 
     Self-contained (no script, stylesheet, font or image is fetched), so it opens from a bucket or a mail.
     """
-    title = f"Ratchet: {report['workflow']} on {report['destination'].get('name', '')}"
-    state = "passed" if 200 <= int(report["status"]) < 300 else "failed"
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="summary {state}"><strong>{state.upper()}</strong> (status {report["status"]}): '
-        f"{escape(str(report['message']))}</p>",
-        f'<p class="meta">Run <code>{escape(str(report["run_key"]))}</code> at {escape(str(report["at"]))}; '
-        f"tolerance {report['parameters'].get('tolerance')}. Bar: the median latency a test may not exceed by "
-        "more than its tolerance (and slack); it tightens when a run is faster and never loosens except through "
-        "a reset with a reason.</p>",
-        "<h2>Tests</h2>",
-    ]
-    for test in report["tests"]:
-        parts.append(_test_section(test, history))
-    if not report["tests"]:
-        parts.append("<p>This workflow has no benchmark tests.</p>")
-    parts.append("<h2>Algorithms</h2>")
-    parts.append(_algorithms_table(report["algorithms"]))
-    resets = [h for h in history if h.get("reset_reason")]
-    if resets:
-        parts.append("<h2>Resets</h2><ul>")
-        parts += [
-            f"<li>{escape(str(h.get('at')))} by <code>{escape(str(h.get('run_key')))}</code>: "
-            f"{escape(str(h['reset_reason']))}</li>"
-            for h in resets
-        ]
-        parts.append("</ul>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    algorithms = report["algorithms"]
+    return _template().render(
+        title=f"Ratchet: {report['workflow']} on {report['destination'].get('name', '')}",
+        state="passed" if 200 <= int(report["status"]) < 300 else "failed",
+        status=report["status"],
+        message=report["message"],
+        run_key=report["run_key"],
+        at=report["at"],
+        tolerance=report["parameters"].get("tolerance"),
+        tests=[_test_view(test, history) for test in report["tests"]],
+        staged=any(a.get("stage") for a in algorithms),
+        erred=any(a.get("error") for a in algorithms),
+        algorithms=[_algorithm_view(a) for a in algorithms],
+        resets=[h for h in history if h.get("reset_reason")],
+    )
 
 
-def _test_section(test: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
+@cache
+def _template() -> Template:
+    # Autoescape for every value, whatever the file is called; a name the template uses but is not given is an
+    # error, not an empty string. Whitespace is the template's own: it trims what its layout adds.
+    environment = Environment(
+        loader=FileSystemLoader(Path(__file__).parent),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.globals["colours"] = {"bar": _BAR, "bad": _BAD, "line": _LINE}
+    return environment.get_template("report.html.jinja")
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One line of a test's table: its text, in a span of class `css` when set, and a note under it."""
+
+    label: str
+    text: str
+    css: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _TestView:
+    name: str
+    chart: _ChartView | None
+    rows: tuple[_Row, ...]
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """A y gridline and its label, or a date under the x axis: a line at `position` and text centred at `label_at`."""
+
+    position: str
+    label_at: str
+    label: str
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """One run's median: a circle (pass or fail) at cx, cy, or, with no latency, a cross drawn by `path`."""
+
+    kind: str
+    tip: str
+    colour: str
+    cx: str = ""
+    cy: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class _OffChart:
+    """The latest limit above the chart, written at its top edge."""
+
+    path: str
+    x: str
+    y: int
+    anchor: str
+    text: str
+
+
+@dataclass(frozen=True)
+class _LegendItem:
+    """A legend entry: a line swatch (`line` is its border style) or a symbol, in `colour`, then the label."""
+
+    key: str
+    colour: str
+    label: str
+    line: str = ""
+    symbol: str = ""
+
+
+# Legend entries in the order they are listed; a chart lists only those it draws.
+_LEGEND = (
+    _LegendItem("bar", _BAR, "bar", line="dashed"),
+    _LegendItem("limit", _BAD, "limit", line="dotted"),
+    _LegendItem("limit-off", _BAD, "limit, above the chart: held at its top edge", line="dotted"),
+    _LegendItem("pass", _GOOD, "passed", symbol="●"),
+    _LegendItem("fail", _BAD, "violated or failed", symbol="●"),
+    _LegendItem("nolatency", _BAD, "no latency (failed or not run)", symbol="✗"),
+)
+
+
+@dataclass(frozen=True)
+class _ChartView:
+    """One test's chart, every coordinate computed: the template places these and draws nothing of its own."""
+
+    name: str
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    right: int
+    axis: int
+    tick_end: int
+    date_y: int
+    y_label_x: int
+    y_ticks: tuple[_Tick, ...]
+    x_ticks: tuple[_Tick, ...]
+    bar: str
+    limit: str
+    off_chart: _OffChart | None
+    median: str
+    marks: tuple[_Mark, ...]
+    legend: tuple[_LegendItem, ...]
+
+
+def _test_view(test: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> _TestView:
     name = str(test["name"])
     verdict = test.get("ratchet") or {}
     calls = test.get("calls") or []
@@ -138,19 +238,16 @@ def _test_section(test: Mapping[str, Any], history: Sequence[Mapping[str, Any]])
     if test.get("not_run"):
         errors.insert(0, f"not run: {test['not_run']}")
     latencies = ", ".join(_seconds(c["seconds"]) + ("" if c["ok"] else " ✗") for c in calls) or "none"
-    note = _slack_note(test, verdict)
     rows = [
-        ("Verdict", f'<span class="{"bad" if bad else "good"}">{escape(str(verdict.get("verdict")))}'
-                    f"{escape(reason)}</span>"),
-        ("Median", _seconds(verdict.get("median_seconds")) + _against_bar(verdict)),
-        ("Bar", f"{_seconds(verdict.get('bar_before'))} → {_seconds(verdict.get('bar_after'))}"),
-        ("Limit", _seconds(verdict.get("limit_seconds")) + (f'<p class="note">{escape(note)}</p>' if note else "")),
-        ("Calls", f"{ok} of {len(calls)} succeeded (repeat {test['repeat']}, timeout {test['timeout']:g} s)"),
-        ("Latencies", escape(latencies)),
-    ]  # fmt: skip
-    rows += [("Error", escape(e)) for e in errors[:5]]
-    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<section><h3>{escape(name)}</h3>{_chart(name, history)}<table class="kv">{table}</table></section>'
+        _Row("Verdict", f"{verdict.get('verdict')}{reason}", css="bad" if bad else "good"),
+        _Row("Median", _seconds(verdict.get("median_seconds")) + _against_bar(verdict)),
+        _Row("Bar", f"{_seconds(verdict.get('bar_before'))} → {_seconds(verdict.get('bar_after'))}"),
+        _Row("Limit", _seconds(verdict.get("limit_seconds")), note=_slack_note(test, verdict)),
+        _Row("Calls", f"{ok} of {len(calls)} succeeded (repeat {test['repeat']}, timeout {test['timeout']:g} s)"),
+        _Row("Latencies", latencies),
+    ]
+    rows += [_Row("Error", e) for e in errors[:5]]
+    return _TestView(name, _chart(name, history), tuple(rows))
 
 
 def _against_bar(verdict: Mapping[str, Any]) -> str:
@@ -180,11 +277,11 @@ def _slack_note(test: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
     return note
 
 
-def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
+def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> _ChartView | None:
     points = [(h, h["tests"][name]) for h in history if isinstance(h.get("tests"), dict) and name in h["tests"]]
     points = points[-CHART_RUNS:]
     if not points:
-        return ""
+        return None
     medians = [_value(t, "median_seconds") for _, t in points]
     bars = [_value(t, "bar_after") for _, t in points]
     limits = [_value(t, "limit_seconds") for _, t in points]
@@ -204,48 +301,29 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
     def y(seconds: float) -> float:
         return _TOP + height - seconds / top * height
 
-    drawn: dict[str, str] = {}  # legend key -> its swatch, in drawing order: the legend lists only what is drawn
-    svg = [
-        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" '
-        f'aria-label="{escape(name)}: median latency per run against the bar">',
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{width}" height="{height}" fill="#f6f8fa"/>',
-    ]
-    for value in ticks:
-        svg.append(f'<line x1="{_LEFT}" x2="{_LEFT + width}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="grid"/>')
-        svg.append(f'<text x="{_LEFT - 8}" y="{y(value):.1f}" dy="0.35em" text-anchor="end">{_seconds(value)}</text>')
-    svg += _x_ticks([entry for entry, _ in points], x, _TOP + height)
+    drawn: set[str] = set()  # legend keys: the legend lists only what is drawn
     bar_path = _steps([(x(i), y(v)) if v is not None else None for i, v in enumerate(bars)], step)
     if bar_path:
-        svg.append(f'<path class="bar" d="{bar_path}" fill="none" stroke="{_BAR}" stroke-width="2.5" '
-                   'stroke-dasharray="8 4"/>')  # fmt: skip
-        drawn["bar"] = f'<span class="swatch line" style="border-color:{_BAR};border-top-style:dashed"></span>bar'
-    shown = [(x(i), y(v)) if v is not None and v <= top else None for i, v in enumerate(limits)]
-    limit_path = _steps(shown, step)
+        drawn.add("bar")
+    limit_path = _steps([(x(i), y(v)) if v is not None and v <= top else None for i, v in enumerate(limits)], step)
     if limit_path:
-        svg.append(f'<path class="limit" d="{limit_path}" fill="none" stroke="{_BAD}" stroke-width="2" '
-                   'stroke-dasharray="2 4"/>')  # fmt: skip
-        drawn["limit"] = _LIMIT_SWATCH + "limit"
+        drawn.add("limit")
     above = [(i, v) for i, v in enumerate(limits) if v is not None and v > top]
+    off_chart = None
     if above:  # held along the top edge, where no point can hide it, its latest value above
         edge = _steps([(x(i), _TOP + 1.5) if v is not None and v > top else None for i, v in enumerate(limits)], step)
-        svg.append(f'<path class="limit-off" d="{edge}" fill="none" stroke="{_BAD}" stroke-width="3" '
-                   f'stroke-dasharray="2 4"><title>limit above the chart</title></path>')  # fmt: skip
         i, v = above[-1]
         right = x(i) > _LEFT + width / 2
-        svg.append(
-            f'<text x="{x(i) + (step / 2 if right else -step / 2):.1f}" y="{_TOP - 8}" '
-            f'text-anchor="{"end" if right else "start"}" class="off">limit {_seconds(v)} ↑</text>'
-        )
-        drawn["limit-off"] = _LIMIT_SWATCH + "limit, above the chart: held at its top edge"
+        anchor, x_text = ("end", x(i) + step / 2) if right else ("start", x(i) - step / 2)
+        off_chart = _OffChart(edge, _f(x_text), _TOP - 8, anchor, f"limit {_seconds(v)} ↑")
+        drawn.add("limit-off")
     line = [(x(i), y(v)) for i, v in enumerate(medians) if v is not None]
-    if len(line) > 1:
-        coordinates = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
-        svg.append(f'<polyline class="median" points="{coordinates}" fill="none" stroke="{_LINE}" '
-                   'stroke-width="1.5"/>')  # fmt: skip
+    median_points = " ".join(f"{px:.1f},{py:.1f}" for px, py in line) if len(line) > 1 else ""
+    marks = []
     for i, ((entry, t), median) in enumerate(zip(points, medians, strict=True)):
         verdict = str(t.get("verdict"))
         failed = verdict in (VIOLATED, FAILED)
-        tip = escape(
+        tip = (
             f"{entry.get('at')} ({entry.get('run_key')}): {verdict}"
             + (f" {t.get('reason')}" if t.get("reason") else "")
             + f"; median {_seconds(median)}, bar {_seconds(t.get('bar_after'))}"
@@ -253,22 +331,35 @@ def _chart(name: str, history: Sequence[Mapping[str, Any]]) -> str:
         )
         if median is not None:
             kind, colour = ("fail", _BAD) if failed else ("pass", _GOOD)
-            svg.append(f'<circle class="{kind}" cx="{x(i):.1f}" cy="{y(median):.1f}" r="6" fill="{colour}">'
-                       f"<title>{tip}</title></circle>")  # fmt: skip
-            label = "violated or failed" if failed else "passed"
-            drawn.setdefault(kind, f'<span class="swatch" style="color:{colour}">●</span>{label}')
+            marks.append(_Mark(kind, tip, colour, cx=_f(x(i)), cy=_f(y(median))))
         else:  # failed or not run: no latency to plot, a cross on the axis instead
-            cx, cy = x(i), _TOP + height - 8
-            svg.append(
-                f'<path class="nolatency" d="M{cx - 6:.1f},{cy - 6:.1f}L{cx + 6:.1f},{cy + 6:.1f}M{cx - 6:.1f},'
-                f'{cy + 6:.1f}L{cx + 6:.1f},{cy - 6:.1f}" fill="none" stroke="{_BAD}" stroke-width="3">'
-                f"<title>{tip}</title></path>"
-            )
-            drawn["nolatency"] = f'<span class="swatch" style="color:{_BAD}">✗</span>no latency (failed or not run)'
-    svg.append("</svg>")
-    order = ("bar", "limit", "limit-off", "pass", "fail", "nolatency")
-    legend = "".join(f'<li data-item="{key}">{drawn[key]}</li>' for key in order if key in drawn)
-    return f'<figure>{"".join(svg)}<ul class="legend">{legend}</ul></figure>'
+            kind, cx, cy = "nolatency", x(i), _TOP + height - 8
+            x0, x1, y0, y1 = _f(cx - 6), _f(cx + 6), _f(cy - 6), _f(cy + 6)
+            cross = f"M{x0},{y0}L{x1},{y1}M{x0},{y1}L{x1},{y0}"
+            marks.append(_Mark(kind, tip, _BAD, path=cross))
+        drawn.add(kind)
+    return _ChartView(
+        name=name,
+        width=_W,
+        height=_H,
+        left=_LEFT,
+        top=_TOP,
+        plot_width=width,
+        plot_height=height,
+        right=_LEFT + width,
+        axis=_TOP + height,
+        tick_end=_TOP + height + 5,
+        date_y=_TOP + height + 8,
+        y_label_x=_LEFT - 8,
+        y_ticks=tuple(_Tick(_f(y(value)), _f(y(value)), _seconds(value)) for value in ticks),
+        x_ticks=_x_ticks([entry for entry, _ in points], x),
+        bar=bar_path,
+        limit=limit_path,
+        off_chart=off_chart,
+        median=median_points,
+        marks=tuple(marks),
+        legend=tuple(item for item in _LEGEND if item.key in drawn),
+    )
 
 
 def _steps(points: Sequence[tuple[float, float] | None], step: float) -> str:
@@ -291,7 +382,7 @@ def _steps(points: Sequence[tuple[float, float] | None], step: float) -> str:
     return "".join(path)
 
 
-def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Callable[[int], float], axis: float) -> list[str]:
+def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Callable[[int], float]) -> tuple[_Tick, ...]:
     """Run dates under the axis: as many evenly spread labels as fit at the largest text size, none repeated."""
     times = [_time(e.get("at")) for e in entries]
     known = [t for t in times if t is not None]
@@ -304,18 +395,15 @@ def _x_ticks(entries: Sequence[Mapping[str, Any]], x: Callable[[int], float], ax
     span = _W - _LEFT - _RIGHT
     count = max(1, min(len(entries), int(span / (1.5 * widest)) + 1))
     chosen = sorted({round(k * (len(entries) - 1) / max(count - 1, 1)) for k in range(count)})
-    out: list[str] = []
+    out: list[_Tick] = []
     last = ""
     for i in chosen:
         if labels[i] == last:
             continue
         last = labels[i]
         centre = min(max(x(i), _LEFT + widest / 2 - 12), _W - widest / 2)
-        out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{axis}" y2="{axis + 5}" class="tick"/>')
-        out.append(
-            f'<text x="{centre:.1f}" y="{axis + 8}" dy="1em" text-anchor="middle" class="date">{escape(last)}</text>'
-        )
-    return out
+        out.append(_Tick(_f(x(i)), _f(centre), last))
+    return tuple(out)
 
 
 def _nice_ticks(highest: float, target: int = 5) -> list[float]:
@@ -328,39 +416,30 @@ def _nice_ticks(highest: float, target: int = 5) -> list[float]:
     return [round(k * step, 12) for k in range(math.ceil(highest / step - 1e-9) + 1)]
 
 
-def _algorithms_table(algorithms: Sequence[Mapping[str, Any]]) -> str:
-    """One row per algorithm; the Stage and Error columns only when some algorithm has one. On a phone each row is
-    a block of labelled lines (the style reads each cell's label from `data-label`)."""
-    staged = any(a.get("stage") for a in algorithms)
-    erred = any(a.get("error") for a in algorithms)
-    columns = [
-        "Algorithm",
-        "State",
-        *(["Stage"] if staged else []),
-        "Validation",
-        "Files",
-        *(["Error"] if erred else []),
-    ]
-    rows = []
-    for a in algorithms:
-        state = "good" if a["state"] == "validated" else "bad"
-        cells = {
-            "Algorithm": ("name", f"<code>{escape(str(a['name']))}</code>"),
-            "State": (state, escape(str(a["state"]))),
-            "Stage": ("", escape(str(a["stage"]))),
-            "Validation": ("", f"{_seconds(a['seconds'])} in {a['attempts']} attempt(s)"),
-            "Files": ("", str(len(a["files"]))),
-            "Error": ("error", escape(str(a["error"]))),
-        }
-        row = []
-        for column in columns:
-            css, text = cells[column]
-            attribute = f' class="{css}"' if css else ""
-            row.append(f'<td{attribute} data-label="{column}">{text}</td>')
-        rows.append(f"<tr>{''.join(row)}</tr>")
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    table = f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    return f'<div class="scroll">{table}</div>'
+@dataclass(frozen=True)
+class _AlgorithmView:
+    """One row of the algorithms table, as text; the template leaves out the Stage and Error columns when no
+    algorithm has one, and on a phone shows each row as a block of labelled lines (labels from `data-label`)."""
+
+    name: str
+    state: str
+    css: str
+    stage: str
+    validation: str
+    files: str
+    error: str
+
+
+def _algorithm_view(algorithm: Mapping[str, Any]) -> _AlgorithmView:
+    return _AlgorithmView(
+        name=str(algorithm["name"]),
+        state=str(algorithm["state"]),
+        css="good" if algorithm["state"] == "validated" else "bad",
+        stage=str(algorithm["stage"]),
+        validation=f"{_seconds(algorithm['seconds'])} in {algorithm['attempts']} attempt(s)",
+        files=str(len(algorithm["files"])),
+        error=str(algorithm["error"]),
+    )
 
 
 def _value(entry: Mapping[str, Any], key: str) -> float | None:
@@ -393,29 +472,6 @@ def _short(run_key: object) -> str:
     return text if len(text) <= 12 else text[:11] + "…"
 
 
-# Chart text is in the SVG's units, which shrink with the chart: larger units on narrower screens keep it near
-# 11-13 px on the screen (the chart is at most 720 px wide, one unit a pixel).
-_STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:780px;padding:0 12px;
-color:#1f2328;overflow-wrap:break-word}
-h1{font-size:20px}h2{font-size:17px;margin-top:28px}h3{font-size:15px;margin:18px 0 4px}
-.summary{padding:8px 12px;border-radius:6px}.summary.passed{background:#dafbe1}.summary.failed{background:#ffebe9}
-.meta code{word-break:break-all}.meta,.note{color:#57606a}.note{margin:2px 0 0}
-.good{color:#1a7f37}.bad{color:#cf222e;font-weight:600}
-table{border-collapse:collapse;margin:6px 0}th,td{text-align:left;padding:3px 10px 3px 0;vertical-align:top}
-th,table.grid td{white-space:nowrap}table.grid td.error,table.grid td.name{white-space:normal;overflow-wrap:anywhere}
-table.grid td.error{min-width:12em}
-.scroll{overflow-x:auto}table.grid th,table.grid td{border-bottom:1px solid #d0d7de;padding:4px 8px}
-figure{margin:8px 0}svg.chart{display:block;width:100%;max-width:720px;height:auto;font-size:13px}
-svg.chart text{fill:#57606a}svg.chart text.off{fill:#cf222e}
-svg.chart .grid,svg.chart .tick{stroke:#d0d7de;stroke-width:1}code{font-size:12px}
-ul.legend{list-style:none;display:flex;flex-wrap:wrap;gap:2px 16px;margin:4px 0 8px;padding:0;font-size:13px;
-color:#57606a}ul.legend .swatch{display:inline-block;margin-right:5px}
-ul.legend .swatch.line{width:22px;height:0;border-top:2.5px solid;vertical-align:middle}
-@media (max-width:640px){svg.chart{font-size:17px}}
-@media (max-width:480px){body{margin:12px auto}svg.chart{font-size:22px}
-table.grid thead{display:none}table.grid,table.grid tbody,table.grid tr,table.grid td{display:block}
-table.grid tr{border-bottom:1px solid #d0d7de;padding:4px 0}
-table.grid td{border:0;padding:1px 0;white-space:normal;min-width:0;overflow-wrap:anywhere}
-table.grid td:empty{display:none}table.grid td::before{content:attr(data-label) ": ";font-weight:600;color:#57606a}}
-"""
+def _f(coordinate: float) -> str:
+    """A coordinate as the SVG gets it: to a tenth of a unit."""
+    return f"{coordinate:.1f}"

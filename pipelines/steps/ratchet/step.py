@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec
+from pipelines.steps.contract import StepContext, StepResult, StepSpec
+from pipelines.steps.errors import StepError
 from pipelines.steps.gate import Gate, Permit
 from pipelines.steps.objects import ObjectStore, default_stores, store_for
 from pipelines.steps.ratchet.baseline import SET, TIGHTENED, Call, Decision, Measurement, decide_ratchet
@@ -49,6 +50,7 @@ from pipelines.steps.ratchet.stages import (
     run_benchmark,
 )
 from pipelines.steps.ratchet.workflow import Workflow, WorkflowError, load_workflow, parse_workflow
+from relay.adapters.stores import results_store
 from relay.policy import RATCHET
 from relay.ports import BlobStore
 from relay.records import timestamp
@@ -292,8 +294,6 @@ def _load(workflow: str | Mapping[str, Any], stores: Mapping[str, ObjectStore]) 
 
 
 def _results_store(results_uri: str) -> BlobStore:
-    from relay.runtime import results_store
-
     # The local root only holds the lock for gs:// results, which take none: any folder will do.
     return results_store(results_uri, tempfile.gettempdir())
 

@@ -11,9 +11,9 @@ import pytest
 
 from devstack import FakeGcsServer, create_bucket, storage_client
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepError
 from pipelines.steps.destinations import Presence
 from pipelines.steps.destinations.gcs import GcsDestination
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 
 pytestmark = pytest.mark.integration

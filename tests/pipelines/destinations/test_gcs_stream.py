@@ -20,9 +20,10 @@ import pytest
 
 from devstack import FakeGcsServer, create_bucket, storage_client
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, run_step, spec_for
 from pipelines.steps.destinations import Destination
 from pipelines.steps.destinations.gcs import BUFFER, SINGLE_REQUEST, GcsDestination
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import READ_BUFFER, FileObjects, GcsObjects, SourceObject, resuming
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets

@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, run_step, spec_for
 from pipelines.steps.destinations import Presence, Receipt, default_factories
 from pipelines.steps.destinations.http import HttpDestination, retry_after
 from pipelines.steps.egress import Egress, EgressError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
+from relay.policy import Context, check_request, parse_policy
 from relay.secrets import LocalSecrets
 from tests.policies import TrustingGate
 from tests.servers.lims import LimsServer, parts_of
@@ -209,7 +211,7 @@ def test_a_retry_after_date_is_waited_for_from_now(lims: LimsServer, sleeps: Sle
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"url": "http://lims.lab.example/api"}, "destination.url: expected https:// (plain http only to 127.0.0.1"),
+        ({"url": "http://lims.lab.example/api"}, "destination.url: expected https:// (plain http only to this machine"),
         ({"url": "https://svc:pa55word@lims.lab.example/api"}, "expected a URL without credentials"),
         ({"headers": {"Authorization": "Bearer abc\r\nX-Evil: 1"}}, "headers.Authorization: expected a one-line"),
         ({"headers": {"Host": "admin.internal"}}, "headers.Host: expected a header the step does not set itself"),
@@ -340,3 +342,29 @@ def test_a_proxy_from_the_environment_is_not_used(lims: LimsServer, sleeps: Slee
         monkeypatch.delenv("no_proxy", raising=False)
         send(destination(lims, sleeps), DATA)
         assert proxy.requests == [] and len(lims.uploads) == 1
+
+
+class OtherLoopbackLims(LimsServer):
+    """The LIMS on 127.0.0.2: still this machine (all of 127.0.0.0/8 is loopback), but not the address 127.0.0.1."""
+
+    address = "127.0.0.2"
+
+
+def test_a_plain_http_url_the_policy_admits_on_another_loopback_address_is_sent_to(sleeps: Sleeps):
+    # One rule for where credentials travel: a URL the policy admits must not be refused by the step that runs it.
+    with OtherLoopbackLims(authorization=TOKEN) as other:
+        url = f"{other.url}/samples/upload"
+        policy = parse_policy(
+            f"tenants:\n  - name: lab\n    triggers: [gs://trig/lab/]\n    sources: [gs://data/lab/]\n"
+            f'    destinations:\n      - {{id: h, kind: http, url: "{url}"}}\n',
+            "p.yaml",
+        )
+        context = Context(local=True, protected=())
+        parameters = {"sources": ["gs://data/lab/x"], "destination": {"kind": "http", "url": url}}
+        assert check_request(policy, policy.tenant("lab"), "push", parameters, context) == []
+        target = HttpDestination.from_options(
+            {"url": url, "headers": {"Authorization": TOKEN}}, sleep=sleeps, egress=LOOPBACK
+        )
+        send(target, DATA)
+        [upload] = other.uploads
+    assert upload.data == DATA

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, spec_for
+from pipelines.steps.contract import StepContext, StepResult, spec_for
 from pipelines.steps.destinations import Destination
 from pipelines.steps.destinations.huggingface import HuggingFaceDestination
 from pipelines.steps.egress import Egress, EgressError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
@@ -173,7 +174,7 @@ def test_hf_hub_offline_refuses_the_upload(hub: HubServer, source: Path, spool: 
     script = (
         "import sys\n"
         "from pipelines.steps.destinations.huggingface import HuggingFaceDestination\n"
-        "from pipelines.steps.contract import StepError\n"
+        "from pipelines.steps.errors import StepError\n"
         "from pipelines.steps.objects import SourceObject\n"
         "from pipelines.steps.checksums import Checksums\n"
         "from pipelines.steps.egress import Egress\n"

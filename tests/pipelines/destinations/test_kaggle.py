@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, spec_for
+from pipelines.steps.contract import StepContext, StepResult, spec_for
 from pipelines.steps.destinations import Destination, Presence
 from pipelines.steps.destinations.kaggle import KaggleDestination
 from pipelines.steps.egress import Egress
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets

@@ -19,10 +19,11 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from pipelines.steps.checksums import HashingReader, of_bytes
-from pipelines.steps.contract import StepContext, StepError, StepResult, StepSpec, run_step, spec_for
+from pipelines.steps.contract import StepContext, StepResult, StepSpec, run_step, spec_for
 from pipelines.steps.destinations import Presence, Receipt, default_factories
 from pipelines.steps.destinations.s3 import CRC32C_KEY, MD5_KEY, MIN_PART, S3Destination, make_client
 from pipelines.steps.egress import Egress, EgressError
+from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
 from pipelines.steps.push import push
 from relay.secrets import LocalSecrets
@@ -217,7 +218,7 @@ def test_wrong_keys_are_denied_without_naming_them(store: Store, wrong: str):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"endpoint": "http://minio.lab.example:9000"}, "expected https:// (plain http only to 127.0.0.1"),
+        ({"endpoint": "http://minio.lab.example:9000"}, "expected https:// (plain http only to this machine"),
         ({"endpoint": "https://admin:hunter2@minio.lab.example"}, "expected a URL without credentials"),
         ({"secret_access_key": 42}, "secret_access_key: expected a non-empty string (a secret:// reference), found a"),
         ({"bucket": ""}, "destination.bucket: expected a non-empty string for s3"),

@@ -171,7 +171,7 @@ def test_a_custom_call_path_and_code_upload(tmp_path: Path):
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
-        ({"url": "http://api.example.com", "preset": "oip", "token": "t"}, "credentials go over https:// only"),
+        ({"url": "http://api.example.com", "preset": "oip", "token": "t"}, "expected https:// (plain http only"),
         ({"url": "ftp://x", "preset": "oip"}, "expected an http(s):// URL"),
         ({"url": "https://x"}, "call_path: expected a template"),
         ({"url": "https://x", "preset": "triton"}, "preset: expected one of oip, algorithmia"),

@@ -194,7 +194,7 @@ def test_the_upload_endpoints_refuse_what_kfp_refuses(server: KfpApiServer):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"host": "http://kfp.example.com", "token": "t"}, "credentials go over https:// only"),
+        ({"host": "http://kfp.example.com", "token": "t"}, "expected https:// (plain http only to this machine"),
         ({"host": None}, "destination.host: expected the KFP API URL"),
         ({"host": "https://kfp.example.com", "poll_seconds": 0}, "poll_seconds: expected seconds above 0"),
         ({"host": "https://kfp.example.com", "poll_seconds": 10**9}, "at most 600, found 1000000000"),

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay.ports import BlobStore
-from relay.urls import safe_for_credentials
+from relay.urls import credentials_refusal, safe_for_credentials
 
 CODE, DATA = "code", "data"
 _DESTINATION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
@@ -152,7 +152,7 @@ def require_secure(url: str, has_credentials: bool, what: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClusterConfigError(f"{what}: expected an http(s):// URL, found {url!r}")
     if has_credentials and not safe_for_credentials(url):
-        raise ClusterConfigError(f"{what}: credentials go over https:// only (or http:// to this machine): {url}")
+        raise ClusterConfigError(credentials_refusal(what, url))
 
 
 def ca_bundle(value: object, context: ClusterContext, what: str) -> str | None:

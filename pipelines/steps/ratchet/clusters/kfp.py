@@ -295,7 +295,8 @@ def _pin(client: Any, egress: Egress) -> None:
 
     kfp.Client takes no connection pool of its own: its API objects share one ApiClient, whose urllib3 pool
     manager is replaced. Left open: the health check kfp.Client makes while it is built, which resolves the host
-    itself (checked just before, by `egress.check` and `_check_token`).
+    itself (checked just before, by `egress.check` and `_check_token`). `_healthz_api` is private, with no public
+    equivalent: pinned by tests/pipelines/test_library_contracts.py.
     """
     rest = client._healthz_api.api_client.rest_client
     old = rest.pool_manager
