@@ -20,12 +20,10 @@ from typing import Any
 
 import pytest
 
-from pipelines.steps.contract import spec_for
 from pipelines.steps.ratchet.clusters import ClusterContext, ExportedFile
 from pipelines.steps.ratchet.clusters.local import WORKER, LocalCluster
 from pipelines.steps.ratchet.sandbox import ADDRESS_SPACE, FILE_SIZE, PROCESSES, RUN_UIDS, SandboxRules, probe
-from tests.launches import launch
-from tests.pipelines.ratchet.support import EXAMPLE, REPO
+from tests.pipelines.ratchet.support import REPO, run_example_step
 from tests.pipelines.ratchet.test_local_cluster import eventually_gone, wait_for_process
 
 # The step's dependencies, for a step run by another interpreter (as an unprivileged user, below).
@@ -426,30 +424,9 @@ def test_an_algorithm_reaches_no_unix_socket_service(tmp_path: Path, unix_server
 
 @as_root
 def test_the_run_records_what_sandbox_its_algorithms_ran_in(tmp_path: Path):
-    given = {"workflow": (EXAMPLE / "workflow.json").as_uri(), "destination": {"root": str(tmp_path / "cluster")}}
-    results = str(tmp_path / "results")
-    launch(results, "ratchet", given, run_key="lab--sandbox", tenant="lab")  # what the functions launched
-    spec = spec_for(
-        inputs={}, outputs={}, parameters={**given, "results_uri": results, "tenant": "lab", "run_key": "lab--sandbox"}
-    )
-    (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
-    (tmp_path / "policy.yaml").write_text(
-        "tenants:\n- name: lab\n"
-        f"  code: ['{EXAMPLE.as_uri()}/']\n"
-        f"  clusters: [{{kind: local, root: '{(tmp_path / 'cluster').as_uri()}'}}]\n"
-    )
-    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local",
-           "RELAY_RESULTS_URI": results}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.steps.ratchet", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done, result_file = run_example_step(tmp_path, "lab--sandbox", timeout=120)
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = json.loads(result_file.read_text())
     assert result["status"] == 200, result["message"]
     sandbox = result["outputs"]["sandbox"]
     tiers = ("uid_switch", "pid_namespace", "network_namespace", "landlock_reads", "landlock_writes")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +11,14 @@ import pytest
 from pipelines.steps.contract import StepContext, StepResult, run_step, spec_for
 from pipelines.steps.ratchet.step import ratchet
 from relay.secrets import LocalSecrets
-from tests.launches import launch
 from tests.pipelines.ratchet.support import (
     EXAMPLE,
-    REPO,
     TESTS,
     assert_self_contained,
     history,
     ledger_folder,
     read_json,
+    run_example_step,
     variant_source,
 )
 from tests.policies import TrustingGate
@@ -194,33 +190,8 @@ def test_secrets_never_reach_the_result_or_the_files(tmp_path: Path):
 
 
 def test_the_cli_runs_the_step_from_a_spec_file(tmp_path: Path):
-    given = {
-        "workflow": (EXAMPLE / "workflow.json").as_uri(),
-        "destination": {"root": str(tmp_path / "cluster")},  # kind left out: the local destination
-    }
-    results = str(tmp_path / "results")
-    launch(results, "ratchet", given, run_key="lab--cli", tenant="lab")  # what the functions launched
-    spec = spec_for(
-        inputs={}, outputs={}, parameters={**given, "results_uri": results, "tenant": "lab", "run_key": "lab--cli"}
-    )
-    (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
-    # The policy comes from the environment the deployment set, as on a backend; never from the spec.
-    (tmp_path / "policy.yaml").write_text(
-        "tenants:\n- name: lab\n"
-        f"  code: ['{EXAMPLE.as_uri()}/']\n"
-        f"  clusters: [{{kind: local, root: '{(tmp_path / 'cluster').as_uri()}'}}]\n"
-    )
-    env = {**os.environ, "RELAY_POLICY_URI": str(tmp_path / "policy.yaml"), "RELAY_BACKEND": "local",
-           "RELAY_RESULTS_URI": results}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.steps.ratchet", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    done, result_file = run_example_step(tmp_path, "lab--cli", timeout=60)
     assert done.returncode == 0, done.stderr
-    result = read_json(tmp_path / "result.json")
+    result = read_json(result_file)
     assert result["status"] == 200 and result["outputs"]["destination"] == "local"
     assert history(ledger_folder(tmp_path / "results", tenant="lab"))[0]["run_key"] == "lab--cli"
