@@ -42,10 +42,11 @@ def on_message_published(cloud_event: CloudEvent) -> None:
     event = event_info(attributes)
     message = data.get("message") if isinstance(data, Mapping) else None
     topic = event.source.split("pubsub.googleapis.com/", 1)[-1]
-    # An envelope that cannot be read is no action either: the parser below skips it.
-    if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping) and envelope_problem(attributes, data) is None:
+    if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping):
         action = lifecycle.action_request(event, topic, message)
-        if action is not None:
+        # An envelope that cannot be read is no action either: the parser below skips it. Asked only of an action,
+        # as the parser asks it of every other message.
+        if action is not None and envelope_problem(attributes, data) is None:
             _act(event, f"{topic}#{message.get('messageId') or event.id}", action)
             return
     _handle(cloud_event, parse_pubsub_event)
