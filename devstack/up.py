@@ -135,8 +135,12 @@ class EventFollower:
 
     def _loop(self) -> None:
         while not self._stop.wait(_POLL):
-            with contextlib.suppress(Exception):  # a bad line or a stopping stack must not end the display
-                self.poll()
+            self._poll_safely()
+        self._poll_safely()  # once more at the stop: what ended just before Ctrl-C or `make down` is shown too
+
+    def _poll_safely(self) -> None:
+        with contextlib.suppress(Exception):  # a bad line or a stopping stack must not end the display
+            self.poll()
 
     def poll(self) -> None:
         for path in self._offsets:

@@ -139,6 +139,13 @@ def test_a_restarted_stack_still_has_every_record_upload_and_baseline(up: Up, tm
     for key in [*keys, again["run_key"]]:
         assert f"gs://relay-results/runs/{key}/result.json" in names
 
+    shown = [f"succeeded  {key}" for key in keys]
+    if emulator_available() is None:
+        shown += [f"rerun      {again['run_key']}", f"succeeded  {again['run_key']}"]
+    # The terminal shows a run's end once its record is published, which follows the write `ended` saw.
+    deadline = time.monotonic() + 30
+    while not all(line in up.terminal.read_text() for line in shown) and time.monotonic() < deadline:
+        time.sleep(0.2)
     said = up.down()
     assert "stopped `make up`" in said
     terminal = up.terminal.read_text()
