@@ -57,14 +57,14 @@ def on_schedule(cloud_event: CloudEvent) -> None:
     """A Cloud Scheduler tick through Pub/Sub: bring the records of launched runs to the backend's state."""
     event = event_info(cloud_event.get_attributes())
     try:
-        seen = lifecycle.reconcile(runtime.current(os.environ))
+        tick = lifecycle.reconcile(runtime.current(os.environ))
     except Exception as error:
         # The next tick does the same work; a retry of this one would only crowd it.
         logs.log_outcome(
             Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
         )
         return
-    logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(seen), event.id, "schedule"))
+    logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(tick), event.id, "schedule"))
 
 
 @functions_framework.errorhandler(Exception)

@@ -52,9 +52,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
         type=_positive,
-        default=lifecycle.TICK_LIMIT,
         metavar="N",
-        help=f"ask the backend about at most N runs, the oldest first (default {lifecycle.TICK_LIMIT})",
+        help="ask the backend about at most N runs (default RELAY_RECONCILE_PER_TICK, else 50)",
     )
     add_results(parser)
     add_json(parser)
@@ -62,15 +61,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, context: Context) -> int:
     relay = relay_for(context, args.results)
-    seen = lifecycle.reconcile(relay, limit=args.limit)
+    tick = lifecycle.reconcile(relay, limit=args.limit)
     if args.json:
-        print(to_json([asdict(item) for item in seen]))
-    elif not seen:
+        print(to_json({**asdict(tick), "seen": [asdict(item) for item in tick.seen]}))
+    elif not tick.seen and not tick.stopped:
         print(f"no launched run without a result on the {relay.backend.name} backend")
     else:
-        rows = [[s.run_key, s.recorded, s.backend, s.action, truncate(s.message, 60)] for s in seen]
-        print(table(["RUN KEY", "RECORDED", "BACKEND", "DONE", "MESSAGE"], rows))
-        print(lifecycle.tick_summary(seen))
+        if tick.seen:
+            rows = [[s.run_key, s.recorded, s.backend, s.action, truncate(s.message, 60)] for s in tick.seen]
+            print(table(["RUN KEY", "RECORDED", "BACKEND", "DONE", "MESSAGE"], rows))
+        print(lifecycle.tick_summary(tick))
     return EXIT_OK
 
 
@@ -78,10 +78,11 @@ COMMAND = Command(
     name="sync",
     summary="bring launched runs' records to their backend's state",
     description=(
-        "Ask the backend (RELAY_BACKEND) about the runs that are launched and have no result, the oldest first, "
-        "and record what it says: 'running' in launch.json, and for a run that ended without writing its own "
-        "result a result.json (succeeded, failed or cancelled, the backend's error line, times). A result the run "
-        "writes meanwhile always wins. The deployed functions do the same on a schedule."
+        "Ask the backend (RELAY_BACKEND) about the runs that are launched and have no result, from past where the "
+        "last tick stopped (in run key order, wrapping around), and record what it says: 'running' in launch.json, "
+        "and for a run that ended without writing its own result a result.json (succeeded, failed or cancelled, the "
+        "backend's error line, times). A result the run writes meanwhile always wins. A 5xx, a 429 or no answer "
+        "from the backend ends the tick; the next starts there. The deployed functions do the same on a schedule."
     ),
     examples="""\
 examples:

@@ -93,6 +93,7 @@ class FakeBackend:
     lookups: list[str] = field(default_factory=list)
     states: dict[str, RunState] = field(default_factory=dict)  # run id -> what run_state answers
     state_lookups: list[str] = field(default_factory=list)
+    state_errors: dict[str, Exception] = field(default_factory=dict)  # run id -> what run_state raises instead
     terminated: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -112,9 +113,11 @@ class FakeBackend:
             return None
 
     def run_state(self, run_key: str, run_id: str) -> RunState:
-        """What `states` says of the run (set by the test), else pending."""
+        """What `states` says of the run (set by the test), else pending; or the error `state_errors` names."""
         with self._lock:
             self.state_lookups.append(run_id)
+            if run_id in self.state_errors:
+                raise self.state_errors[run_id]
             return self.states.get(run_id, RunState(RUN_PENDING))
 
     def terminate(self, run_key: str, run_id: str) -> None:

@@ -45,6 +45,8 @@ class Settings:
     notify_topic: str = ""
     max_event_age: float = 3600.0
     claim_lease: float = 600.0
+    # How many runs one reconcile tick asks the backend about: N runs in flight are all asked within ceil(N / it).
+    reconcile_per_tick: int = 50
     local_root: str = ".relay/local"
 
     @classmethod
@@ -77,6 +79,15 @@ class Settings:
                 return default
             return seconds
 
+        def count(name: str, default: int) -> int:
+            raw = get(name)
+            if not raw:
+                return default
+            if not raw.isdecimal() or int(raw) < 1:
+                problems.append(f"RELAY_{name}: expected a whole number, 1 or more, found {raw!r}")
+                return default
+            return int(raw)
+
         backend = choice("BACKEND", BACKENDS, "local")
         results_uri = required("RESULTS_URI", "(gs://bucket/prefix or a local folder) for run records")
         kfp_audience = get("KFP_AUDIENCE")
@@ -105,6 +116,7 @@ class Settings:
             problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
+        reconcile_per_tick = count("RECONCILE_PER_TICK", cls.reconcile_per_tick)
         if claim_lease >= max_event_age:
             # A stale redelivery must still find a crashed claim's lease run out, to take it over and finish.
             problems.append(
@@ -129,6 +141,7 @@ class Settings:
             notify_topic=notify_topic,
             max_event_age=max_event_age,
             claim_lease=claim_lease,
+            reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
             **settings,
         )

@@ -100,7 +100,14 @@ class TokenUnavailableError(TransientError):
 
 
 class BackendUnavailableError(TransientError):
-    """The pipeline backend did not answer, or answered with a retryable status."""
+    """The pipeline backend did not answer, or answered with a retryable status: `status` is the HTTP status it
+    answered (None when it gave no usable answer), `retry_after` how long it asked callers to wait (seconds), when
+    it said."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class NotifyUnavailableError(TransientError):
@@ -120,8 +127,7 @@ class BackendBusyError(BackendUnavailableError):
     long it asked callers to wait (seconds), when it said."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class BackendPausedError(TransientError):

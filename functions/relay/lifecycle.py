@@ -7,13 +7,16 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from relay import naming, records
 from relay import policy as rules
 from relay.catalog import check_parameters
+from relay.cursor import Cursor, read_cursor, rotated, save_cursor
 from relay.errors import (
     BackendBusyError,
+    BackendUnavailableError,
     BlobNotFoundError,
     ClaimHeldError,
     InvalidTriggerError,
@@ -21,6 +24,7 @@ from relay.errors import (
     PolicyDeniedError,
     PreconditionFailedError,
     Problem,
+    RelayError,
     TransientError,
 )
 from relay.events import EventInfo, InlineDelivery
@@ -30,8 +34,8 @@ from relay.service import Relay, _claim_and_launch, _Loaded
 from relay.status import RunRecords, read_run
 from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
-# A tick asks the backend about at most this many runs (the oldest first); the rest wait for the next tick.
-TICK_LIMIT = 50
+# The longest a backend's Retry-After holds the ticks off: three ticks of the default 5-minute schedule.
+MAX_WAIT = 900.0
 ACTIONS = ("cancel", "rerun")
 ATTEMPT = "-attempt-"
 
@@ -56,30 +60,81 @@ class Seen:
     message: str = ""
 
 
-def reconcile(relay: Relay, *, limit: int = TICK_LIMIT) -> list[Seen]:
-    """Ask the backend about launched runs that have no result, oldest first, at most `limit` of them.
+@dataclass(frozen=True)
+class Tick:
+    """What one reconcile tick did: the runs it asked about; how many launched runs it found without a result; why
+    it stopped before its budget or the list ran out ("" : it did not); the run key the next tick starts past; and
+    whether that place was saved (False: another tick at once saved its own first, and that one stands)."""
+
+    seen: tuple[Seen, ...] = ()
+    unfinished: int | None = None  # None: not listed (a tick held off by a wait)
+    stopped: str = ""
+    after: str = ""
+    saved: bool = True
+
+
+def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
+    """Ask the backend about launched runs that have no result, at most `limit` (RELAY_RECONCILE_PER_TICK) a tick,
+    in run key order from past where the last tick stopped, wrapping around: with N runs in flight, each is asked
+    about within ceil(N / limit) ticks, however old or new.
+
+    A 5xx, a 429, a refusal for load or no answer from the backend ends the tick at that run: what was reached is
+    recorded and the place saved before it, so the next tick starts there; a Retry-After (at most MAX_WAIT) holds
+    the ticks off until then. A 4xx about one run is that run's: the tick goes on.
 
     Idempotent: a run that has a result is never looked at again; every write is conditional (result.json
-    create-only, launch.json generation-matched), so a result the run writes meanwhile always wins, and two
-    ticks at once write each record at most once."""
+    create-only, launch.json and the cursor generation-matched), so a result the run writes meanwhile always wins,
+    and two ticks at once write each record at most once. A tick that crashes saves no place: the next one does
+    the same runs again, and finds those it recorded ended."""
+    limit = limit or relay.settings.reconcile_per_tick
+    where = naming.reconcile_cursor(relay.settings.results_uri, relay.backend.name)
+    now = relay.clock()
+    start = read_cursor(relay.store, where)
+    if start.not_before is not None and now < start.not_before:
+        held = f"the {relay.backend.name} backend asked for a wait until {records.timestamp(start.not_before)}"
+        return Tick(stopped=held, after=start.after)
+    keys = _unfinished(relay)
     seen: list[Seen] = []
-    for launch, generation in _unfinished(relay)[:limit]:
-        try:
-            state = relay.backend.run_state(launch["run_key"], str(launch["run_id"]))
-        except BackendBusyError:
-            break  # refused for load: the other runs wait for the next tick
-        except TransientError as error:
-            seen.append(Seen(launch["run_key"], launch["state"], "error", "none", _one_line(str(error))))
-            continue
-        seen.append(_record(relay, launch, generation, state))
-    return seen
+    after, stopped, not_before, asked = start.after, "", None, 0
+    for key in rotated(keys, start.after):
+        if asked >= limit:
+            break
+        found = _in_flight(relay, key)
+        if isinstance(found, Seen):
+            seen.append(found)
+        elif found is not None:
+            launch, generation = found
+            asked += 1
+            try:
+                state = relay.backend.run_state(key, str(launch["run_id"]))
+            except (TransientError, PermanentError) as error:
+                if not _about_the_run(error):
+                    stopped = f"stopped at {key}: {_one_line(str(error))}"
+                    wait = error.retry_after if isinstance(error, BackendUnavailableError) else None
+                    if wait:
+                        not_before = now + timedelta(seconds=min(MAX_WAIT, wait))
+                        stopped += f"; no call before {records.timestamp(not_before)}"
+                    break
+                seen.append(Seen(key, launch["state"], "error", "none", _one_line(str(error))))
+            else:
+                seen.append(_record(relay, launch, generation, state))
+        after = key
+    saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
+    return Tick(tuple(seen), len(keys), stopped, after, saved)
 
 
-def _unfinished(relay: Relay) -> list[tuple[dict[str, Any], int]]:
-    """Launch records of this backend's runs that have no result yet, oldest launch first.
+def _about_the_run(error: RelayError) -> bool:
+    """A backend's answer about this one run (a 4xx other than 429, a request it refused), which says nothing of
+    the next: the tick goes on. Anything else is the backend's own trouble, or the way to it."""
+    if isinstance(error, PermanentError):
+        return True
+    if isinstance(error, BackendBusyError) or not isinstance(error, BackendUnavailableError):
+        return False
+    return error.status is not None and 400 <= error.status < 500 and error.status != 429
 
-    The listing is of names only; a launch record is read only where no result.json sits beside it, which, once
-    the ticks have caught up, is only the runs still going."""
+
+def _unfinished(relay: Relay) -> list[str]:
+    """Keys of the runs that have a launch record and no result yet: one listing, of names only."""
     prefix = naming.join(relay.settings.results_uri, "runs") + "/"
     launched: set[str] = set()
     ended: set[str] = set()
@@ -89,19 +144,25 @@ def _unfinished(relay: Relay) -> list[tuple[dict[str, Any], int]]:
             launched.add(key)
         elif name == "result.json":
             ended.add(key)
-    found: list[tuple[dict[str, Any], int]] = []
-    for key in launched - ended:
-        try:
-            blob = relay.store.read(naming.launch_record(relay.settings.results_uri, key))
-        except BlobNotFoundError:
-            continue  # a claim released after a failed submit
+    return sorted(launched - ended)
+
+
+def _in_flight(relay: Relay, key: str) -> tuple[dict[str, Any], int] | Seen | None:
+    """The launch record of a run to ask this backend about, and its generation; None for one to leave alone; a
+    Seen saying why a launch record cannot be read."""
+    try:
+        blob = relay.store.read(naming.launch_record(relay.settings.results_uri, key))
+    except BlobNotFoundError:
+        return None  # a claim released after a failed submit
+    try:
         launch = records.decode(blob.data)
-        if launch.get("state") not in (records.LAUNCHED, records.RUNNING) or not launch.get("run_id"):
-            continue  # still being claimed: the claim's own lease and takeover settle it
-        if launch.get("backend") != relay.backend.name:
-            continue  # launched by another deployment's backend: this one cannot ask about it
-        found.append((launch, blob.generation))
-    return sorted(found, key=lambda item: str(item[0].get("launched_at") or item[0].get("claimed_at") or ""))
+    except ValueError as error:
+        return Seen(key, "unreadable", "error", "none", _one_line(f"launch.json: {error}"))
+    if launch.get("state") not in (records.LAUNCHED, records.RUNNING) or not launch.get("run_id"):
+        return None  # still being claimed: the claim's own lease and takeover settle it
+    if launch.get("backend") != relay.backend.name:
+        return None  # launched by another deployment's backend: this one cannot ask about it
+    return launch, blob.generation
 
 
 def _record(relay: Relay, launch: dict[str, Any], generation: int, state: RunState) -> Seen:
@@ -384,10 +445,16 @@ def handle_action(relay: Relay, request: ActionRequest) -> Answer:
     return rerun(relay, request.run_key, scope=scope, force=request.force, request_id=request.message_id, by=by)
 
 
-def tick_summary(seen: list[Seen]) -> str:
-    """One line for the log: how many runs were looked at and what was recorded."""
+def tick_summary(tick: Tick) -> str:
+    """One line for the log: how many runs were looked at, what was recorded, and why the tick stopped early."""
     counts: dict[str, int] = {}
-    for item in seen:
+    for item in tick.seen:
         counts[item.action] = counts.get(item.action, 0) + 1
     done = ", ".join(f"{count} {action}" for action, count in sorted(counts.items())) or "nothing to do"
-    return f"reconcile: {len(seen)} run(s) checked: {done}"
+    listed = "" if tick.unfinished is None else f" of {tick.unfinished} without a result"
+    line = f"reconcile: {len(tick.seen)} run(s) checked{listed}: {done}"
+    if tick.stopped:
+        line += f"; {tick.stopped}"
+    if not tick.saved:
+        line += "; another tick saved its place first"
+    return line

@@ -89,6 +89,11 @@ def rejection_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "rejected", f"{run_key}.json")
 
 
+def reconcile_cursor(results_uri: str, backend: str) -> str:
+    """Where the reconcile ticks of one backend keep their place: apart from every run's records."""
+    return join(results_uri, "reconcile", f"{record_name(backend)}.json")
+
+
 def refusal_record(results_uri: str, run_key: str, run_id: str) -> str:
     """Where a pipeline task records that it refused to run: never a name the functions or a real run write."""
     return join(results_uri, "refused", record_name(run_key), f"{record_name(run_id)}.json")

@@ -113,7 +113,7 @@ def test_a_run_terminated_on_the_backend_ends_cancelled_after_one_tick(
         vertex_server.set_state("echo-1", "PIPELINE_STATE_CANCELLED")
     relay = relay_on(tmp_path, backend)
     launched(relay, "echo-1", run_id)
-    [seen] = lifecycle.reconcile(relay)
+    [seen] = lifecycle.reconcile(relay).seen
     assert seen.action == "result"
     ended = result(relay, "echo-1")
     assert ended["state"] == "cancelled" and ended["status"] == 499 and ended["run_id"] == run_id
@@ -170,6 +170,6 @@ def test_a_local_runner_that_died_without_a_result_ends_failed_after_one_tick(tm
     runner.kill()  # out of memory, say: no result, no cancel mark
     runner.wait()
     launched(relay, "echo-1", "local-1")
-    [seen] = lifecycle.reconcile(relay)
+    [seen] = lifecycle.reconcile(relay).seen
     assert (seen.backend, seen.action) == ("failed", "result")
     assert "stopped without recording a result" in str(result(relay, "echo-1")["message"])

@@ -115,4 +115,7 @@ def test_the_schedule_tick_records_what_the_backend_says(store: MemoryBlobStore,
     ended = result(store, key)
     assert ended is not None and ended["state"] == "cancelled" and ended["recorded_by"] == "reconcile"
     [line] = outcome_lines(capsys.readouterr().out)
-    assert line["outcome"] == "reconciled" and line["message"] == "reconcile: 1 run(s) checked: 1 result"
+    assert (
+        line["outcome"] == "reconciled"
+        and line["message"] == "reconcile: 1 run(s) checked of 1 without a result: 1 result"
+    )

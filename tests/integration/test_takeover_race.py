@@ -175,7 +175,7 @@ def test_a_holder_whose_submit_outlived_its_lease_never_moves_the_record_back(gc
         # reconcile then records it running.
         assert handle_delivery(later, message("b")).outcome == "launched"
         backend.states["run-1"] = RunState(RUN_RUNNING)
-        assert [seen.action for seen in lifecycle.reconcile(later)] == ["running"]
+        assert [seen.action for seen in lifecycle.reconcile(later).seen] == ["running"]
 
     backend.meanwhile = take_over_and_see_it_running
     outcome = handle_delivery(relay_on(gcs, backend, results), message("a"))

@@ -96,3 +96,13 @@ def test_tokens_only_travel_over_https_or_to_this_machine(host: str, auth: str, 
 def test_a_claim_lease_must_be_shorter_than_the_event_age_limit():
     with pytest.raises(ConfigError, match="RELAY_CLAIM_LEASE: expected less than RELAY_MAX_EVENT_AGE"):
         Settings.from_env({"RELAY_RESULTS_URI": "r", "RELAY_MAX_EVENT_AGE": "5m", "RELAY_CLAIM_LEASE": "10m"})
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "ten", "2.5"])
+def test_the_reconcile_budget_is_a_whole_number_of_runs(raw: str):
+    assert Settings.from_env({"RELAY_RESULTS_URI": "r"}).reconcile_per_tick == 50
+    assert Settings.from_env({"RELAY_RESULTS_URI": "r", "RELAY_RECONCILE_PER_TICK": "200"}).reconcile_per_tick == 200
+    with pytest.raises(
+        ConfigError, match=f"RELAY_RECONCILE_PER_TICK: expected a whole number, 1 or more, found '{raw}'"
+    ):
+        Settings.from_env({"RELAY_RESULTS_URI": "r", "RELAY_RECONCILE_PER_TICK": raw})

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from relay import lifecycle, naming, records
 from relay import policy as rules
-from relay.errors import ClaimHeldError, InvalidTriggerError, PolicyDeniedError
+from relay.errors import (
+    BackendBusyError,
+    BackendUnavailableError,
+    ClaimHeldError,
+    InvalidTriggerError,
+    LaunchRejectedError,
+    PolicyDeniedError,
+    StorageUnavailableError,
+    TokenUnavailableError,
+)
 from relay.events import EventInfo, ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_RUNNING, RUN_SUCCEEDED, RunState
 from relay.service import Relay, handle_delivery
@@ -62,22 +72,22 @@ def has_result(store: MemoryBlobStore, run_key: str) -> bool:
 def test_a_run_cancelled_on_the_backend_ends_cancelled_after_one_tick(relay: Relay, store, backend: FakeBackend):
     key = launch(relay)
     backend.states["run-1"] = RunState("cancelled", "cancelled in the KFP UI", NOW, NOW)
-    [seen] = lifecycle.reconcile(relay)
+    [seen] = lifecycle.reconcile(relay).seen
     assert (seen.run_key, seen.backend, seen.action) == (key, "cancelled", "result")
     result = record(store, "result", key)
     assert result["state"] == "cancelled" and result["status"] == 499
     assert result["message"].startswith("cancelled in the KFP UI") and result["recorded_by"] == "reconcile"
     assert result["run_id"] == "run-1" and result["finished_at"] == records.timestamp(NOW)
-    assert lifecycle.reconcile(relay) == []  # idempotent: a run with a result is never asked about again
+    assert lifecycle.reconcile(relay).seen == ()  # idempotent: a run with a result is never asked about again
 
 
 def test_running_is_recorded_in_the_launch_record_once(relay: Relay, store, backend: FakeBackend, notifier):
     key = launch(relay)
     backend.states["run-1"] = RunState(RUN_RUNNING, started_at=NOW)
-    assert [s.action for s in lifecycle.reconcile(relay)] == ["running"]
+    assert [s.action for s in lifecycle.reconcile(relay).seen] == ["running"]
     saved = record(store, "launch", key)
     assert saved["state"] == "running" and saved["run_id"] == "run-1" and saved["trigger"]["uri"]
-    assert [s.action for s in lifecycle.reconcile(relay)] == ["none"]  # running already: nothing written
+    assert [s.action for s in lifecycle.reconcile(relay).seen] == ["none"]  # running already: nothing written
     assert notifier.states == ["launched", "running"]
     # A later duplicate delivery of the trigger is still a duplicate, not a new claim.
     data = relay.store.read("gs://triggers/t.json")
@@ -108,24 +118,159 @@ def test_the_runs_own_result_written_during_the_tick_wins(relay: Relay, store: M
             return super().run_state(run_key, run_id)
 
     racing = RunWritesFirst(launches=backend.launches, states=backend.states)
-    [seen] = lifecycle.reconcile(replace(relay, backend=racing))
+    [seen] = lifecycle.reconcile(replace(relay, backend=racing)).seen
     assert seen.action == "kept"
     assert record(store, "result", key) == own
 
 
-def test_a_tick_is_bounded_and_takes_the_oldest_first(relay: Relay, store, backend: FakeBackend):
-    keys = [launch(replace(relay, clock=lambda n=n: NOW.replace(minute=n)), f"{n}.json", f"k{n}") for n in (5, 1, 3)]
-    seen = lifecycle.reconcile(relay, limit=2)
-    assert [s.run_key for s in seen] == [keys[1], keys[2]]  # minute 1, then minute 3; minute 5 waits
+def launch_many(relay: Relay, count: int) -> list[str]:
+    """`count` runs, keys k00, k01, ... in order (run ids run-1, run-2, ...)."""
+    return [launch(relay, f"{n}.json", f"k{n:02}") for n in range(count)]
+
+
+def cursor(store: MemoryBlobStore, backend: str = "fake") -> dict[str, Any]:
+    return records.decode(store.read(naming.reconcile_cursor(RESULTS, backend)).data)
+
+
+def test_each_tick_resumes_past_where_the_last_stopped_and_wraps_around(relay: Relay, store, backend: FakeBackend):
+    keys = launch_many(relay, 5)
+    ticks = [[s.run_key for s in lifecycle.reconcile(relay, limit=2).seen] for _ in range(3)]
+    assert ticks == [keys[0:2], keys[2:4], [keys[4], keys[0]]]
+    assert cursor(store)["after"] == keys[0] and cursor(store)["not_before"] is None
+
+
+def test_a_newer_run_that_ended_is_recorded_while_older_ones_keep_running(relay: Relay, store, backend):
+    # The oldest-first tick of before asked about the same oldest `limit` runs on every tick, for ever.
+    keys = launch_many(relay, 7)
+    for number in range(1, 8):
+        backend.states[f"run-{number}"] = RunState(RUN_RUNNING, started_at=NOW)
+    backend.states["run-7"] = RunState(RUN_SUCCEEDED, "", NOW, NOW)
+    bound = -(-len(keys) // 3)  # ceil(in flight / per tick)
+    for _ in range(bound):
+        lifecycle.reconcile(relay, limit=3)
+    assert record(store, "result", keys[6])["state"] == "succeeded"
+    assert [key for key in keys if has_result(store, key)] == [keys[6]]
+
+
+def test_the_per_tick_setting_bounds_a_tick(relay: Relay, store, backend: FakeBackend):
+    launch_many(relay, 4)
+    tick = lifecycle.reconcile(replace(relay, settings=replace(relay.settings, reconcile_per_tick=3)))
+    assert len(tick.seen) == 3 and tick.unfinished == 4 and backend.state_lookups == ["run-1", "run-2", "run-3"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendUnavailableError("503 Service Unavailable", status=503),
+        BackendUnavailableError("500 internal", status=500),
+        BackendBusyError("429 rate limit exceeded"),
+        BackendBusyError("503 Quota exceeded"),
+        BackendUnavailableError("the KFP API did not answer: timed out"),
+        TokenUnavailableError("no token"),
+    ],
+    ids=["503", "500", "429", "quota", "no-answer", "no-token"],
+)
+def test_trouble_at_the_backend_ends_the_tick_and_the_next_starts_there(relay, store, backend, error):
+    keys = launch_many(relay, 4)
+    backend.state_errors["run-2"] = error
+    tick = lifecycle.reconcile(relay)
+    assert [s.run_key for s in tick.seen] == [keys[0]] and backend.state_lookups == ["run-1", "run-2"]
+    assert tick.stopped.startswith(f"stopped at {keys[1]}: ") and tick.after == keys[0]
+    assert cursor(store)["after"] == keys[0]
+    del backend.state_errors["run-2"]
+    assert [s.run_key for s in lifecycle.reconcile(relay).seen] == [keys[1], keys[2], keys[3], keys[0]]
+
+
+def test_an_answer_about_one_run_is_that_runs_and_the_tick_goes_on(relay: Relay, store, backend: FakeBackend):
+    keys = launch_many(relay, 3)
+    backend.state_errors["run-1"] = BackendUnavailableError("403 Forbidden: not your run", status=403)
+    backend.state_errors["run-2"] = LaunchRejectedError("400 INVALID_ARGUMENT: bad job name")
+    tick = lifecycle.reconcile(relay)
+    assert [(s.run_key, s.backend) for s in tick.seen] == [(keys[0], "error"), (keys[1], "error"), (keys[2], "pending")]
+    assert tick.stopped == "" and "403 Forbidden" in tick.seen[0].message
+
+
+def test_retry_after_holds_the_ticks_off_until_then_at_most_max_wait(relay: Relay, store, backend: FakeBackend):
+    keys = launch_many(relay, 2)
+    backend.state_errors["run-1"] = BackendUnavailableError("503", status=503, retry_after=120)
+    tick = lifecycle.reconcile(relay)
+    assert tick.seen == () and "no call before 2026" in tick.stopped
+    assert cursor(store)["not_before"] == records.timestamp(NOW + timedelta(seconds=120))
+    del backend.state_errors["run-1"]
+    held = lifecycle.reconcile(replace(relay, clock=lambda: NOW + timedelta(seconds=119)))
+    assert held.seen == () and "asked for a wait until" in held.stopped and backend.state_lookups == ["run-1"]
+    later = replace(relay, clock=lambda: NOW + timedelta(seconds=120))
+    assert [s.run_key for s in lifecycle.reconcile(later).seen] == keys
+    assert cursor(store)["not_before"] is None
+    backend.state_errors["run-1"] = BackendBusyError("429", retry_after=86400.0)
+    lifecycle.reconcile(later)
+    wait_until = NOW + timedelta(seconds=120 + lifecycle.MAX_WAIT)
+    assert cursor(store)["not_before"] == records.timestamp(wait_until)
+
+
+def test_two_ticks_at_once_record_each_end_once_and_keep_one_place(relay, store, backend, notifier):
+    keys = launch_many(relay, 6)
+    for number in range(1, 7):
+        backend.states[f"run-{number}"] = RunState(RUN_FAILED, "exit 1", NOW, NOW)
+    both_asking = threading.Barrier(2)
+
+    class Overlapping(FakeBackend):
+        def run_state(self, run_key: str, run_id: str) -> RunState:
+            if run_id == "run-1":
+                both_asking.wait(timeout=10)  # both ticks have read the same cursor before either saves
+            return super().run_state(run_key, run_id)
+
+    overlapping = replace(relay, backend=Overlapping(name="fake", states=backend.states))
+    ticks: list[lifecycle.Tick] = []
+    threads = [threading.Thread(target=lambda: ticks.append(lifecycle.reconcile(overlapping, limit=4))) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(tick.saved for tick in ticks) == [False, True]
+    assert cursor(store)["after"] == keys[3]  # the winner's place, whole: never a mix of the two
+    ended = [attributes["run_key"] for _, attributes in notifier.messages if attributes["state"] == "failed"]
+    assert sorted(ended) == keys[:4]  # each end recorded (and published) once
+    lifecycle.reconcile(overlapping, limit=4)
+    assert all(has_result(store, key) for key in keys)
+
+
+def test_a_tick_that_crashed_before_saving_its_place_still_converges(relay, store: MemoryBlobStore, backend):
+    keys = launch_many(relay, 5)
+    for number in range(1, 6):
+        backend.states[f"run-{number}"] = RunState(RUN_SUCCEEDED, "", NOW, NOW)
+
+    class DiesAtTheThirdResult:
+        """The same store; the instance goes away as it writes the tick's third result."""
+
+        results = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)  # read, stat, delete, list: as they are
+
+        def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+            if uri.endswith("/result.json"):
+                self.results += 1
+                if self.results == 3:
+                    raise StorageUnavailableError(f"{uri}: the instance went away")
+            return store.write(uri, data, if_generation_match=if_generation_match)
+
+    with pytest.raises(StorageUnavailableError):
+        lifecycle.reconcile(replace(relay, store=DiesAtTheThirdResult()), limit=4)
+    assert [key for key in keys if has_result(store, key)] == keys[:2]
+    assert naming.reconcile_cursor(RESULTS, "fake") not in store.uris()  # no place saved
+    tick = lifecycle.reconcile(relay, limit=4)
+    assert [s.run_key for s in tick.seen] == keys[2:]  # those recorded before the crash have ended
+    assert all(has_result(store, key) for key in keys)
 
 
 def test_runs_of_another_backend_and_live_claims_are_left_alone(relay: Relay, store, backend: FakeBackend):
     key = launch(relay)
     other = replace(relay, backend=FakeBackend(name="vertex"))
-    assert lifecycle.reconcile(other) == []
+    assert lifecycle.reconcile(other).seen == ()
     claim = record(store, "launch", key) | {"state": "launching", "run_id": None}
     store.write(naming.launch_record(RESULTS, "claimed"), records.encode(claim | {"run_key": "claimed"}))
-    assert [s.run_key for s in lifecycle.reconcile(relay)] == [key]
+    assert [s.run_key for s in lifecycle.reconcile(relay).seen] == [key]
 
 
 # --- cancel ----------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from relay.adapters.http import (
     Timeouts,
     error_detail,
     refused_for_load,
+    retry_after,
 )
 from relay.adapters.states import KFP_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
@@ -218,7 +219,8 @@ class KfpBackend:
             raise LaunchRejectedError(detail)
         if submit and status not in (403, 404):  # refused before any run was made: surely not created
             raise SubmitUncertainError(detail)
-        raise BackendUnavailableError(detail)
+        # The status tells the reconciler a per-run answer (a 4xx) from the API's own trouble (a 5xx).
+        raise BackendUnavailableError(detail, status=status, retry_after=retry_after(response))
 
 
 def _display_name_is(name: str) -> str:

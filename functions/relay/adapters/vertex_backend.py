@@ -15,6 +15,7 @@ from relay.adapters.http import (
     Timeouts,
     error_detail,
     refused_for_load,
+    retry_after,
 )
 from relay.adapters.states import VERTEX_STATES, backend_time, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
@@ -154,5 +155,6 @@ class VertexBackend:
             raise busy
         if status == 400:
             raise LaunchRejectedError(detail)
-        # 403/404 are IAM or project settings: fixing them makes a redelivery succeed.
-        raise BackendUnavailableError(detail)
+        # 403/404 are IAM or project settings: fixing them makes a redelivery succeed. The status tells the
+        # reconciler a per-run answer (a 4xx) from the API's own trouble (a 5xx).
+        raise BackendUnavailableError(detail, status=status, retry_after=retry_after(response))
