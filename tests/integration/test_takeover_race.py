@@ -294,6 +294,32 @@ def test_a_holder_that_loses_its_claim_then_fails_leaves_the_takers_run_on_recor
     assert (record["state"], record["run_id"]) == ("launched", "run-1") and len(backend.launches) == 1
 
 
+@pytest.mark.integration
+def test_a_reconcile_tick_that_read_the_place_before_another_saved_loses_its_save(gcs: GcsBlobStore, results: str):
+    backend = FakeBackend()
+    relay = relay_on(gcs, backend, results)
+    keys = [f"k{n}" for n in range(6)]
+    for number, key in enumerate(keys, start=1):
+        claim = records.claim_record(
+            run_key=key, pipeline="echo", backend="fake", trigger={}, parameters={}, labels={}, now=NOW, lease_seconds=1
+        )
+        record = records.launched_record(claim, run_id=f"run-{number}", run_url="u", now=NOW)
+        gcs.write(naming.launch_record(results, key), records.encode(record), if_generation_match=0)
+        backend.states[f"run-{number}"] = RunState("failed", "exit 1", NOW, NOW)
+    cursor = naming.reconcile_cursor(results, "fake")
+    assert [seen.run_key for seen in lifecycle.reconcile(relay, limit=1).seen] == ["k0"]
+    other: list[lifecycle.Tick] = []
+    # The other tick runs to its end between this one's read of the place and its save.
+    racing = Meanwhile(gcs, cursor, "read", lambda: other.append(lifecycle.reconcile(relay, limit=2)))
+    tick = lifecycle.reconcile(relay_on(racing, backend, results), limit=2)
+    assert [seen.run_key for seen in other[0].seen] == ["k1", "k2"] and other[0].saved
+    assert [seen.run_key for seen in tick.seen] == ["k3", "k4"] and not tick.saved
+    assert saved(gcs, cursor)["after"] == "k2"  # the winner's place, whole
+    assert [seen.run_key for seen in lifecycle.reconcile(relay, limit=2).seen] == ["k5"]
+    assert sorted(backend.state_lookups) == [f"run-{n}" for n in range(1, 7)]  # each run asked, and recorded, once
+    assert all(saved(gcs, naming.result_record(results, key))["state"] == "failed" for key in keys)
+
+
 def test_a_claim_released_between_our_create_and_our_read_is_retried(results: str):
     store = Unreliable()
     relay = relay_on(store, FakeBackend(), results)
