@@ -70,6 +70,7 @@ def test_sync_records_a_run_that_failed_on_kfp(launcher: Relay, kfp: KfpApiServe
     kfp.set_run_state(run_id, "FAILED", "task describe failed: exit status 1")
     ran = relay_cli("sync", "--json")
     [seen] = ran.json()["seen"]
+    assert (ran.json()["stopped"], ran.json()["after"]) == ("", key)
     assert seen["run_key"] == key and seen["recorded"] == "running" and seen["action"] == "result"
     assert result(launcher, key)["message"].startswith("task describe failed: exit status 1")
     assert relay_cli("sync").out.startswith("no launched run without a result")

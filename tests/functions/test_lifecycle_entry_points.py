@@ -14,6 +14,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from relay import naming, records, runtime
+from relay.errors import BackendUnavailableError
 from relay.ports import RunState
 from relay.service import Relay
 from tests.fakes import FakeBackend, MemoryBlobStore
@@ -118,4 +119,17 @@ def test_the_schedule_tick_records_what_the_backend_says(store: MemoryBlobStore,
     assert (
         line["outcome"] == "reconciled"
         and line["message"] == "reconcile: 1 run(s) checked of 1 without a result: 1 result"
+    )
+
+
+def test_a_tick_the_backend_cut_short_says_where_and_why_and_is_acknowledged(backend: FakeBackend, capsys):
+    key = launch_nightly()
+    capsys.readouterr()
+    backend.state_errors["run-1"] = BackendUnavailableError("the KFP API answered 503: Service Unavailable", status=503)
+    assert post("on_schedule", message("9", {}, b"")) == 200  # the next tick does the same work: no redelivery
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert line["outcome"] == "reconciled"
+    assert line["message"] == (
+        f"reconcile: 0 run(s) checked of 1 without a result: nothing to do; stopped at {key}: "
+        "the KFP API answered 503: Service Unavailable"
     )
