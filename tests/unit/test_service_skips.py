@@ -6,6 +6,7 @@ is logged only."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -192,3 +193,13 @@ def test_an_envelope_relay_cannot_read_is_logged_never_recorded(relay: Relay, st
     # Its text is whoever published it: a trigger_uri may even carry credentials, which a record must never hold.
     skip = Skip(PUBSUB, "https://user:secret@example.com/x", "expected a gs:// URI", authored=True)
     assert handle_delivery(relay, skip).outcome == "skipped" and store.uris("gs://results/") == []
+
+
+def test_a_late_delivery_of_an_empty_object_is_a_skip_not_a_stale_drop(relay: Relay, store: MemoryBlobStore):
+    # Age decides only whether a launch may still start; an object that is no trigger never launches, so however
+    # late, it is the same one skip record (the stale rules and their records: tests/unit/test_service_origin.py).
+    late = replace(stored(store, "t.json", b""), event=replace(STORAGE, time=NOW - timedelta(hours=5)))
+    outcome = handle_delivery(relay, late)
+    assert (outcome.outcome, outcome.code) == ("skipped", None)
+    assert [record["code"] for record in skips(store).values()] == ["empty_object"]
+    assert store.uris("gs://results/relay/rejected/") == []
