@@ -10,8 +10,8 @@ The prose's inline commands are shapes (`relay rerun RUN_KEY [--force]`) or name
 tests/docs/test_docs.py parses each, and tests/cli/test_main.py runs `relay --help` and each command's `--help`.
 
 RUN_KEY is the run the reader just started (its key as `relay trigger` and `relay publish` print it; for `relay
-report`, the ratchet's, the one run with a report), once that run ended; every run the pages start must succeed, as
-they say."""
+report`, the ratchet's, the one run with a report), for `relay logs` and `relay report` once that run ended; every
+run the pages start must succeed, as they say."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ EXITS = {
 RUN_KEY = "RUN_KEY"
 _PRINTED_KEY = re.compile(r"^run key\s+(\S+)$", re.MULTILINE)
 _ENDED = ("succeeded", "failed", "cancelled", "rejected", "skipped")
+_AFTER_THE_END = ("relay logs ", "relay report ")
 _RUN_TIMEOUT = 120.0
 
 
@@ -135,12 +136,13 @@ class Session:
         )
 
     def _key_for(self, text: str) -> str:
-        """The run the line means, once it ended (a reader waits for "succeeded within seconds")."""
+        """The run the line means; for what only an ended run has (its whole log, its report), once it ended."""
         wanted = "ratchet-" if text.startswith("relay report ") else ""
         candidates = [key for key in self.keys if key.startswith(wanted)]
         assert candidates, f"`{text}`: no run started before it on the pages"
         key = candidates[-1]
-        self.wait(key)
+        if text.startswith(_AFTER_THE_END):
+            self.wait(key)
         return key
 
     def wait(self, key: str) -> RunRecords:
