@@ -23,10 +23,10 @@ from relaycli.errors import CliError, UsageError
 from relaycli.output import PLAIN, Paint, pairs, plural
 
 FORMATS: tuple[Format, ...] = ("json", "yaml")
-# An empty trigger file never becomes a run: Relay skips the zero-byte object, so no record ever has its key.
+# An empty trigger file never becomes a run: Relay skips the zero-byte object, and only `relay runs` shows the skip.
 SKIPPED = "skipped"
 EMPTY_FILE = Problem(
-    "(document)", f"a trigger document: Relay skips a {EMPTY_OBJECT}, no run and no record", "an empty file"
+    "(document)", f"a trigger document: Relay skips a {EMPTY_OBJECT}, no run, only a skip record", "an empty file"
 )
 
 

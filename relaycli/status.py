@@ -10,7 +10,7 @@ from relay import lifecycle, naming
 from relay.errors import BlobNotFoundError
 from relay.policy import Policy
 from relay.ports import BlobStore
-from relay.service import parse_document
+from relay.service import origin_run_key, parse_document
 from relay.status import RunRecords, read_run
 from relay.triggers import format_for
 from relaycli import policy, wait
@@ -25,10 +25,16 @@ _TIMES = (
     ("lease until", "lease_expires_at"),
     ("launched", "launched_at"),
     ("rejected", "rejected_at"),
+    ("skipped", "skipped_at"),
     ("started", "started_at"),
     ("finished", "finished_at"),
 )
-_WRITTEN = {"launch": ("launched_at", "claimed_at"), "result": ("finished_at",), "rejected": ("rejected_at",)}
+_WRITTEN = {
+    "launch": ("launched_at", "claimed_at"),
+    "result": ("finished_at",),
+    "rejected": ("rejected_at",),
+    "skipped": ("skipped_at",),
+}
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +73,8 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
     elif run.state == "rejected":
         print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
+    elif run.state == "skipped":
+        print(paint.next("\nnot a trigger: upload a trigger file (relay validate FILE --bucket B checks one)"))
     return done
 
 
@@ -119,9 +127,10 @@ def resolve_run_key(store: BlobStore, given: str, deployed: Callable[[], Policy]
     bucket, name = naming.split_gs_uri(uri)
     if not bucket or not name or (generation and not (generation.isascii() and generation.isdecimal())):
         raise UsageError(f"trigger URI: expected gs://bucket/object[#generation], found {given!r}")
-    if format_for(name) is None:
-        raise UsageError(f"{uri}: expected a trigger name ending in .json, .yaml or .yml (Relay skips others)")
     try:
+        if format_for(name) is None:  # never a trigger: the key its skip is recorded under, if it was
+            version = store.stat(uri, generation=int(generation) if generation else None).generation
+            return origin_run_key(naming.object_identity(bucket, name, version))
         blob = store.read(uri, generation=int(generation) if generation else None)
     except BlobNotFoundError:
         found = f"no object at generation {generation}" if generation else "no object"
@@ -159,6 +168,7 @@ def run_json(run: RunRecords) -> dict[str, Any]:
         "launch": run.launch,
         "result": run.result,
         "rejection": run.rejection,
+        "skipped": run.skip,
     }
 
 
@@ -194,7 +204,7 @@ def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = 
         rows.append(("attempt", f"{number} of {first}"))
     if later:
         rows.append(("later attempts", [f"{attempt.run_key}  {paint.state(attempt.state)}" for attempt in later]))
-    records = [record for record in (run.launch, run.rejection, run.result) if record]
+    records = [record for record in (run.launch, run.rejection, run.skip, run.result) if record]
     for label, key in _TIMES:
         moment = next((str(record[key]) for record in records if record.get(key)), None)
         if moment and not (key == "lease_expires_at" and run.state != "launching"):
@@ -216,7 +226,12 @@ def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = 
             rows.append(("metrics", "  ".join(f"{k}={v}" for k, v in sorted(metrics.items()))))
     record_rows = [
         [name, str(record.get("state", "-")), _status(record), _written(name, record), run.uris[name]]
-        for name, record in (("launch", run.launch), ("rejected", run.rejection), ("result", run.result))
+        for name, record in (
+            ("launch", run.launch),
+            ("rejected", run.rejection),
+            ("skipped", run.skip),
+            ("result", run.result),
+        )
         if record is not None
     ]
     records_table = table(["RECORD", "STATE", "STATUS", "WRITTEN", "URI"], record_rows, {1: paint.state})
@@ -270,7 +285,7 @@ def _job_id(run: RunRecords, run_id: str | None) -> list[tuple[str, str]]:
 
 
 def _trigger(run: RunRecords) -> str:
-    trigger = (run.launch or run.rejection or {}).get("trigger") or {}
+    trigger = (run.launch or run.rejection or run.skip or {}).get("trigger") or {}
     uri = str(trigger.get("uri") or "-")
     if trigger.get("generation"):
         uri += f"#{trigger['generation']}"
@@ -292,13 +307,15 @@ COMMAND = Command(
     summary="show a run's records, by run key or by the trigger file's gs:// URI",
     description=(
         "Show what the results location holds for one run: its launch record (claimed, launched), its result "
-        "(succeeded, failed: status, message, outputs, metrics) or its rejection (the error and every problem). "
+        "(succeeded, failed: status, message, outputs, metrics), its rejection (the error and every problem) or "
+        "its skip (why the delivery never became a run). "
         "A gs:// trigger URI is first followed to the run key Relay gave its current generation (or the "
-        "generation after #). A run_key a trigger chose is kept as <tenant>--<run_key> under a policy: given "
+        "generation after #); an object that is no trigger (notes.txt), to the key its skip is recorded under. "
+        "A run_key a trigger chose is kept as <tenant>--<run_key> under a policy: given "
         "alone, it finds the run of the one tenant that has it (name it in full when several do). The policy is "
         "read as the functions read it (--policy, RELAY_POLICY_URI, the catalog's policy.yaml). Exit status 0 "
         "when records were found, 1 when not. With --wait, follow the run (a progress line on stderr) until it "
-        "ends: exit status 0 succeeded, 1 failed, rejected or cancelled, 3 when --timeout passes first."
+        "ends: exit status 0 succeeded, 1 failed, rejected, cancelled or skipped, 3 when --timeout passes first."
     ),
     examples="""\
 examples:
@@ -306,6 +323,7 @@ examples:
   relay status nightly-2026-11-21          # or in full: relay status lab--nightly-2026-11-21
   relay status gs://relay-triggers/trigger.yaml
   relay status gs://relay-triggers/trigger.yaml#1763726400123456
+  relay status gs://relay-triggers/notes.txt                       # why it did not run: skipped
   relay status nightly-2026-11-21 --results gs://relay-results/relay --json
   relay status push-3f2a1c0d9e8b7a6f5e4d --wait --timeout 600   # 0 succeeded, 1 failed, 3 still going""",
     add_arguments=_arguments,

@@ -1,7 +1,7 @@
 """`relay status RUN --wait`: follow a run until it ends, with a progress line, and exit with how it ended.
 
 0  succeeded
-1  failed, rejected or cancelled (or, without --wait, as before: no records)
+1  failed, rejected, cancelled or skipped (or, without --wait, as before: no records)
 2  usage or configuration error
 3  --timeout passed with the run still going (or not recorded yet)
 """
@@ -19,7 +19,7 @@ from relaycli.errors import EXIT_FAILED, EXIT_OK, CliError
 
 EXIT_TIMEOUT = 3
 SUCCEEDED = "succeeded"
-ENDED_BADLY = ("failed", "rejected", "cancelled")
+ENDED_BADLY = ("failed", "rejected", "cancelled", "skipped")  # a skipped delivery never runs
 
 
 class WaitTimedOut(CliError):
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="follow the run until it ends; exit 0 succeeded, 1 failed, rejected or cancelled, 3 on --timeout",
+        help="follow the run until it ends; exit 0 succeeded, 1 failed, rejected, cancelled or skipped, 3 on --timeout",
     )
     parser.add_argument(
         "--timeout", type=_seconds, metavar="S", help="with --wait: give up after S seconds (default: never)"

@@ -85,6 +85,11 @@ def result_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "runs", run_key, "result.json")
 
 
+def skip_record(results_uri: str, run_key: str) -> str:
+    """Where a skipped delivery is recorded: beside the runs (the functions may write there), never a run's own."""
+    return join(results_uri, "runs", run_key, "skipped.json")
+
+
 def rejection_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "rejected", f"{run_key}.json")
 

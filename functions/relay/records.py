@@ -17,6 +17,10 @@ LAUNCHED = "launched"
 RUNNING = "running"  # launch.json, once a reconcile tick saw the backend run it
 CANCELLED = "cancelled"
 REJECTED = "rejected"
+SKIPPED = "skipped"  # a delivery that is no trigger: no run, and no status, as nothing was asked of a backend
+# Why a delivery was skipped, as its record names it.
+SKIP_NOT_A_TRIGGER = "not_a_trigger"
+SKIP_EMPTY = "empty_object"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 # Where a run is (state) is kept apart from how it ended (status, HTTP-like), as the seeds' result records do.
@@ -125,6 +129,32 @@ def rejection_record(
         "outputs": {},
         "metrics": {},
         "rejected_at": timestamp(now),
+    }
+
+
+def skip_record(
+    *,
+    run_key: str,
+    tenant: str,
+    pipeline: str | None,
+    trigger: Mapping[str, Any],
+    code: str,
+    message: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """`runs/<run_key>/skipped.json`: a delivery that did not run, and why, so that `relay runs` can say so."""
+    return {
+        "state": SKIPPED,
+        "status": None,
+        "message": message,
+        "code": code,
+        "run_key": run_key,
+        "tenant": tenant,
+        "pipeline": pipeline,
+        "trigger": dict(trigger),
+        "outputs": {},
+        "metrics": {},
+        "skipped_at": timestamp(now),
     }
 
 

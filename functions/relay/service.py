@@ -46,8 +46,9 @@ MAX_PAUSE = 60.0
 # After a refusal for load, submits go one at a time for this long: a burst of redeliveries would otherwise all
 # reach the backend the moment a pause ends, and all but the first few be refused again.
 CAREFUL_FOR = 30.0
-# Why a zero-byte object is skipped, not rejected: no run and no record (`relay trigger` and `validate` say the same).
+# Why a zero-byte object is skipped, not rejected: no run, only a skip record (`relay trigger` and `validate` say so).
 EMPTY_OBJECT = "zero-byte object: an upload in progress or a placeholder"
+NOT_A_TRIGGER_FILE = "not a trigger file: the name does not end in .json, .yaml or .yml"
 
 
 def _utcnow() -> datetime:
@@ -157,9 +158,9 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         route = route_for(named, tenant)
         if route is not None and tenant is not None:
             return _handle_route(relay, named, tenant, route)
-    reason = _skip_reason(relay, delivery)
-    if reason:
-        return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    skipped = _skip_reason(relay, delivery)
+    if skipped is not None and isinstance(delivery, ObjectDelivery):
+        return _skip(relay, delivery, tenant, *skipped, generation=delivery.generation)
     if named is not None:
         refusal = rules.refuse_object(relay.policy, tenant, named.uri)
     else:
@@ -173,8 +174,8 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         if not stale or not isinstance(delivery, ObjectDelivery):
             raise
         loaded = _unreadable(delivery)  # the trigger cannot be read, and retrying has gone on long enough
-    if isinstance(loaded, Outcome):
-        return loaded
+    if isinstance(loaded, _Empty):
+        return _skip(relay, loaded.delivery, tenant, EMPTY_OBJECT, records.SKIP_EMPTY, generation=loaded.generation)
     parsed = loaded.error or parse_document(loaded.raw, loaded.format, delivery.uri)
     pipeline = parsed.pipeline if isinstance(parsed, Trigger) else None
     run_key = run_key_for(parsed, loaded.identity, tenant)
@@ -210,14 +211,70 @@ def refuse_message(
     return refusal
 
 
-def _skip_reason(relay: Relay, delivery: Source) -> str | None:
+def _skip_reason(relay: Relay, delivery: Source) -> tuple[str, str | None] | None:
+    """Why an object is no trigger, and the code its skip is recorded with (None: Relay's own, never recorded)."""
     if not isinstance(delivery, ObjectDelivery):
         return None
+    own = _own_object(relay, delivery.uri)
+    if own:  # first: a record, report or catalog entry of Relay's own is never looked at further
+        return own, None
     if delivery.format is None:
-        return "not a trigger file: the name does not end in .json, .yaml or .yml"
+        return NOT_A_TRIGGER_FILE, records.SKIP_NOT_A_TRIGGER
     if delivery.size == 0:
-        return EMPTY_OBJECT
-    return _own_object(relay, delivery.uri)
+        return EMPTY_OBJECT, records.SKIP_EMPTY
+    return None
+
+
+def records_skip(policy: rules.Policy, delivery: ObjectDelivery, tenant: rules.Tenant | None, *, routed: bool) -> bool:
+    """Whether a skipped object gets a record: only one a tenant meant for Relay, so that `relay runs` answers "why
+    did my file not run?" without listing a data bucket's thousands of objects that are no one's trigger. That is
+    an object a route of the tenant takes, or one under the tenant's trigger locations (without a policy, any: the
+    deployment wires only its trigger bucket and topic). Relay's own objects are never recorded (_skip_reason)."""
+    if routed or not policy.source:
+        return True
+    # A tenant's trigger locations hold its objects whichever way they came (refuse_object: None when under one).
+    return tenant is not None and rules.refuse_object(policy, tenant, delivery.uri) is None
+
+
+def skip_run_key(delivery: ObjectDelivery, generation: int | None) -> str:
+    """The key a skipped object is recorded under: the one an unreadable trigger of that object version gets
+    (`trigger-<digest>`), so one version has one skip record however often it is delivered; for a message naming no
+    version, its message's (Relay learns no generation without a read it does not need)."""
+    if generation is None and delivery.origin is not None:
+        return origin_run_key(delivery.origin.identity)
+    return origin_run_key(naming.object_identity(delivery.bucket, delivery.name, generation or 0))
+
+
+def _skip(
+    relay: Relay,
+    delivery: ObjectDelivery,
+    tenant: rules.Tenant | None,
+    reason: str,
+    code: str | None,
+    *,
+    generation: int | None,
+    routed: tuple[str, str] | None = None,
+) -> Outcome:
+    """Logged always; recorded once (one create-only write: a redelivery writes nothing new) when records_skip says
+    so, under `routed`'s run key and pipeline for an object a route took. Not published to the notify topic: a skip
+    is no run, and that would be a second round trip."""
+    if code is None or not records_skip(relay.policy, delivery, tenant, routed=routed is not None):
+        return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    run_key, pipeline = routed or (skip_run_key(delivery, generation), None)
+    record = records.skip_record(
+        run_key=run_key,
+        tenant=tenant.name if tenant else "",
+        pipeline=pipeline,
+        trigger=records.trigger_reference(delivery, generation),
+        code=code,
+        message=f"{delivery.uri}: skipped: {reason}",
+        now=relay.clock(),
+    )
+    with contextlib.suppress(PreconditionFailedError):  # recorded by an earlier delivery of the same object version
+        relay.store.write(
+            naming.skip_record(relay.settings.results_uri, run_key), records.encode(record), if_generation_match=0
+        )
+    return Outcome("skipped", reason, delivery.event.id, delivery.uri, run_key, None, pipeline)
 
 
 def _own_object(relay: Relay, uri: str) -> str | None:
@@ -267,9 +324,9 @@ def route_run_key(route: routes.Route, event: routes.ObjectEvent | ObjectDeliver
 def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route) -> Outcome:
     """A data object a route takes: the run is made from the object's facts as the store has them at the notified
     generation (one stat); its bytes are never read."""
-    reason = _own_object(relay, delivery.uri)
-    if reason:
-        return Outcome("skipped", reason, delivery.event.id, delivery.uri)
+    own = _own_object(relay, delivery.uri)
+    if own:
+        return _skip(relay, delivery, tenant, own, None, generation=delivery.generation)
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
@@ -289,7 +346,10 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
             return dropped
         info = _routed_object(relay, delivery, delivery.generation)
         if info.size == 0:
-            return Outcome("skipped", EMPTY_OBJECT, delivery.event.id, delivery.uri)
+            routed = (run_key, route.pipeline)
+            return _skip(
+                relay, delivery, tenant, EMPTY_OBJECT, records.SKIP_EMPTY, generation=info.generation, routed=routed
+            )
         trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
@@ -310,7 +370,15 @@ def _routed_object(relay: Relay, delivery: ObjectDelivery, generation: int) -> B
     raise InvalidTriggerError(delivery.uri, [problem], code="trigger_not_found")
 
 
-def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
+@dataclass(frozen=True)
+class _Empty:
+    """An object found empty at this generation once stat'd (an inline document is never empty: it is the message)."""
+
+    delivery: ObjectDelivery
+    generation: int | None
+
+
+def _load(relay: Relay, delivery: Source) -> _Loaded | _Empty:
     if isinstance(delivery, InlineDelivery):
         identity = delivery.identity
         return _Loaded(delivery.data, delivery.format, identity, records.trigger_reference(delivery, None))
@@ -322,7 +390,7 @@ def _load(relay: Relay, delivery: Source) -> _Loaded | Outcome:
             info = relay.store.stat(delivery.uri, generation=generation)
             generation, size = info.generation, info.size
         if size == 0:
-            return Outcome("skipped", EMPTY_OBJECT, delivery.event.id, delivery.uri)
+            return _Empty(delivery, generation)
         if size is not None and size > MAX_TRIGGER_BYTES:
             problem = Problem("(document)", f"at most {MAX_TRIGGER_BYTES} bytes", f"{size} bytes")
             error = InvalidTriggerError(delivery.uri, [problem], code="too_large")

@@ -18,14 +18,15 @@ class RunRecords:
     """What the results location holds for one run key."""
 
     run_key: str
-    uris: Mapping[str, str]  # record name (launch, result, rejected) -> URI, for those that exist
+    uris: Mapping[str, str]  # record name (launch, result, rejected, skipped) -> URI, for those that exist
     launch: Mapping[str, Any] | None = None
     result: Mapping[str, Any] | None = None
     rejection: Mapping[str, Any] | None = None
+    skip: Mapping[str, Any] | None = None  # a delivery that never became a run
 
     @property
     def latest(self) -> Mapping[str, Any]:
-        return self.result or self.rejection or self.launch or {}
+        return self.result or self.rejection or self.launch or self.skip or {}
 
     @property
     def state(self) -> str:
@@ -46,22 +47,31 @@ class RunRecords:
 
     @property
     def trigger_uri(self) -> str:
-        trigger = (self.launch or self.rejection or {}).get("trigger") or {}
+        trigger = (self.launch or self.rejection or self.skip or {}).get("trigger") or {}
         return str(trigger.get("uri", ""))
 
     @property
     def since(self) -> str:
-        """When the run began, as recorded (claimed or rejected)."""
-        first = self.launch or self.rejection or {}
-        return str(first.get("claimed_at") or first.get("rejected_at") or "")
+        """When the run began, as recorded (claimed, rejected or skipped)."""
+        first = self.launch or self.rejection or self.skip or {}
+        return str(first.get("claimed_at") or first.get("rejected_at") or first.get("skipped_at") or "")
 
 
-def read_run(store: BlobStore, results_uri: str, run_key: str) -> RunRecords | None:
-    uris = {
+def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
+    """Every record a run key may have, by name."""
+    return {
         "launch": naming.launch_record(results_uri, run_key),
         "result": naming.result_record(results_uri, run_key),
         "rejected": naming.rejection_record(results_uri, run_key),
+        "skipped": naming.skip_record(results_uri, run_key),
     }
+
+
+def read_run(store: BlobStore, results_uri: str, run_key: str) -> RunRecords | None:
+    return _read_records(store, run_key, record_uris(results_uri, run_key))
+
+
+def _read_records(store: BlobStore, run_key: str, uris: Mapping[str, str]) -> RunRecords | None:
     found = {name: record for name, uri in uris.items() if (record := _read(store, uri)) is not None}
     if not found:
         return None
@@ -71,6 +81,7 @@ def read_run(store: BlobStore, results_uri: str, run_key: str) -> RunRecords | N
         launch=found.get("launch"),
         result=found.get("result"),
         rejection=found.get("rejected"),
+        skip=found.get("skipped"),
     )
 
 
@@ -83,19 +94,27 @@ def run_key_for_object(store: BlobStore, uri: str, generation: int | None = None
 
 
 def recent_runs(store: BlobStore, results_uri: str, limit: int = 20) -> list[RunRecords]:
-    """The most recent runs and rejections, newest first."""
-    keys = set(_run_keys(store, results_uri))
-    runs = [run for key in keys if (run := read_run(store, results_uri, key)) is not None]
+    """The most recent runs, rejections and skips, newest first. Only the records the listing shows are read: most
+    keys have one or two of the four."""
+    by_key: dict[str, dict[str, str]] = {}
+    for key, name, uri in _record_names(store, results_uri):
+        by_key.setdefault(key, {})[name] = uri
+    runs = [run for key, uris in by_key.items() if (run := _read_records(store, key, uris)) is not None]
     return sorted(runs, key=lambda run: run.since, reverse=True)[:limit]
 
 
-def _run_keys(store: BlobStore, results_uri: str) -> Iterator[str]:
+def _record_names(store: BlobStore, results_uri: str) -> Iterator[tuple[str, str, str]]:
+    """(run key, record name, URI) for each record listed: what read_run would find, without asking for the rest."""
     runs = naming.join(results_uri, "runs") + "/"
     for uri in store.list(runs):
-        yield uri[len(runs) :].split("/", 1)[0]
+        key, _, file = uri[len(runs) :].partition("/")
+        name = file.removesuffix(".json")
+        if name in ("launch", "result", "skipped"):
+            yield key, name, uri
     rejected = naming.join(results_uri, "rejected") + "/"
     for uri in store.list(rejected):
-        yield uri[len(rejected) :].removesuffix(".json")
+        key = uri[len(rejected) :].removesuffix(".json")
+        yield key, "rejected", uri
 
 
 def _read(store: BlobStore, uri: str) -> dict[str, Any] | None:

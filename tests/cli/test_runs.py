@@ -86,3 +86,29 @@ def test_a_rejection_shows_its_first_problem_and_how_many_more(
     assert row.endswith("parameters.count: expected an integer, found string 'x' (+1 more)")
     [run] = cli("runs", "--json").json()
     assert run["message"].startswith("gs://triggers/p.json: 2 problem(s): parameters.count")  # JSON: as recorded
+
+
+def test_skipped_deliveries_are_listed_and_kept_apart_with_state_skipped(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
+):
+    """ "Why did my file not run?": the stray name and the empty upload are listed among the runs, and alone with
+    --state skipped; a run leaves them out with --state of its own."""
+    launched = drop_at(blobs, results, 30, ECHO, "a.json")
+    stray = drop_at(blobs, results, 20, ECHO, "notes.txt")
+    empty = drop_at(blobs, results, 10, b"", "empty.json")
+    everything = cli("runs")
+    header, *rows = everything.out.splitlines()
+    assert [row.split()[:5] for row in rows] == [
+        [empty, "skipped", "-", "-", "10m"],
+        [stray, "skipped", "-", "-", "20m"],
+        [launched, "launched", "202", "echo", "30m"],
+    ]
+    assert rows[0][header.index("MESSAGE") :] == (
+        "gs://triggers/empty.json: skipped: zero-byte object: an upload in pro..."
+    )
+    only = cli("runs", "--state", "skipped", "--json").json()
+    assert [(run["run_key"], run["state"], run["trigger_uri"]) for run in only] == [
+        (empty, "skipped", "gs://triggers/empty.json"),
+        (stray, "skipped", "gs://triggers/notes.txt"),
+    ]
+    assert [run["run_key"] for run in cli("runs", "--state", "launched", "--json").json()] == [launched]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from relay import naming
@@ -72,12 +73,13 @@ def test_json_holds_the_summary_and_the_records_as_written(cli: Callable[..., Ra
         "launch",
         "result",
         "rejection",
+        "skipped",
         "later_attempts",
     }
     assert shown["later_attempts"] == []
     assert shown["records"] == {"launch": naming.launch_record(results, key)}
     assert shown["launch"]["parameters"] == {**ECHO["parameters"], "run_key": key, "results_uri": results}
-    assert shown["result"] is None and shown["rejection"] is None
+    assert shown["result"] is None and shown["rejection"] is None and shown["skipped"] is None
     assert (shown["state"], shown["status"], shown["trigger_uri"]) == ("launched", 202, "gs://triggers/t.json")
 
 
@@ -160,8 +162,6 @@ def test_bad_arguments_and_missing_configuration_exit_2(capsys, blobs, results: 
 
     bad_key = cli("status", "Not-A-Key")
     assert bad_key.code == 2 and bad_key.err.startswith("relay status: RUN: expected a run key: a lower-case letter")
-    not_a_trigger = cli("status", "gs://triggers/notes.txt")
-    assert not_a_trigger.code == 2 and "expected a trigger name ending in .json, .yaml or .yml" in not_a_trigger.err
     unset = run(capsys, ["status", "echo-0123"], env={}, store=blobs)
     assert unset.code == 2
     assert unset.err == (
@@ -172,3 +172,23 @@ def test_bad_arguments_and_missing_configuration_exit_2(capsys, blobs, results: 
     assert typo.code == 2 and typo.err.startswith("relay status: --results: expected gs://bucket/prefix or a local")
     flag = run(capsys, ["status", "echo-0123", "--results", results], env={}, store=blobs)
     assert flag.code == 1 and "expected records under" in flag.err  # --results alone is enough
+
+
+def test_a_file_that_did_not_run_is_followed_to_its_skip(cli: Callable[..., Ran], relay: Relay, results: str):
+    key = drop(relay, b"notes", "notes.txt").run_key
+    assert key is not None
+    ran = cli("status", "gs://triggers/notes.txt")  # a name no trigger has: the key its skip is recorded under
+    assert ran.code == 0 and ran.err == ""
+    shown = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in ran.out.split("\n\n")[0].splitlines())
+    assert {k: shown[k] for k in ("run key", "state", "status", "message")} == {
+        "run key": key,
+        "state": "skipped",
+        "status": "-",
+        "message": "gs://triggers/notes.txt: skipped: not a trigger file: the name does not end in .json, .yaml or "
+        ".yml",
+    }
+    assert shown["trigger"].startswith("gs://triggers/notes.txt#") and shown["skipped"].endswith("Z")
+    [record_row] = [line for line in ran.out.split("\n\n")[1].splitlines() if line.startswith("skipped ")]
+    assert record_row.split()[1:3] == ["skipped", "-"] and record_row.endswith(naming.skip_record(results, key))
+    assert ran.out.rstrip().endswith("not a trigger: upload a trigger file (relay validate FILE --bucket B checks one)")
+    assert cli("status", key, "--wait", "--timeout", "0").code == 1  # it will never run

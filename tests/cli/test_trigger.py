@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from relay import naming
 from relay.adapters.routing import RoutingBlobStore
 from relay.events import EventInfo, ObjectDelivery
 from relay.service import Relay, handle_delivery
@@ -90,14 +91,17 @@ def test_an_empty_file_gets_no_run_key_for_relay_skips_it(
 ):
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")
-    # What the function does with it: skipped, so no record will ever have a key printed for it.
+    # What the function does with it: skipped, with a skip record only (a key no run will ever have).
     generation = blobs.write("gs://triggers/empty.json", b"")
     event = EventInfo("e0", "google.cloud.storage.object.v1.finalized", "s", relay.clock())
     skipped = handle_delivery(relay, ObjectDelivery(event, "triggers", "empty.json", generation, 0, "storage-event"))
-    assert skipped.outcome == "skipped" and skipped.run_key is None
+    assert skipped.outcome == "skipped" and skipped.run_key is not None
+    assert list(blobs.list(relay.settings.results_uri)) == [
+        naming.skip_record(relay.settings.results_uri, skipped.run_key)
+    ]
     refusal = [
         f"relay trigger: {empty}: not uploaded: skipped: an empty file never becomes a run",
-        f"  (document): expected a trigger document: Relay skips a {skipped.message}, no run and no record, "
+        f"  (document): expected a trigger document: Relay skips a {skipped.message}, no run, only a skip record, "
         "found an empty file",
     ]
     for argv in ((), ("--no-validate",)):

@@ -247,14 +247,23 @@ def test_parameters_are_checked_against_the_spec_before_anything_launches(
     assert runs_named(kfp, key) == [] and read_record(storage, f"runs/{key}/launch.json") is None
 
 
-def test_empty_and_stray_objects_are_skipped(stack: LocalStack, storage: Any):
-    upload(storage, "uploading/echo.json", b"")
-    upload(storage, "notes.txt", ECHO)
+def test_empty_and_stray_objects_are_skipped_and_recorded_once(stack: LocalStack, storage: Any):
+    """Both the bucket's own event and its notification deliver each object: one skip record per object version."""
+    generations = {
+        name: upload(storage, name, data) for name, data in (("uploading/echo.json", b""), ("notes.txt", ECHO))
+    }
     empty = wait_for_outcome(
         stack.object_finalized.process.log_path, "gs://relay-triggers/uploading/echo.json", "skipped"
     )
     stray = wait_for_outcome(stack.object_finalized.process.log_path, "gs://relay-triggers/notes.txt", "skipped")
     assert "zero-byte" in empty["message"] and "does not end in .json" in stray["message"]
+    for line, code in ((empty, records.SKIP_EMPTY), (stray, records.SKIP_NOT_A_TRIGGER)):
+        name = line["trigger_uri"].removeprefix(f"gs://{TRIGGERS}/")
+        key = object_key(name, generations[name], naming.UNKNOWN_PIPELINE)
+        assert line["run_key"] == key
+        record = wait_for_record(storage, f"runs/{key}/skipped.json", "skipped")
+        assert (record["code"], record["trigger"]["generation"], record["tenant"]) == (code, generations[name], "")
+        assert record_paths(storage, f"runs/{key}/") == [f"runs/{key}/skipped.json"]
 
 
 def test_an_inline_message_on_the_topic_launches(stack: LocalStack, storage: Any, kfp: KfpApiServer):

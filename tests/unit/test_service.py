@@ -368,9 +368,12 @@ def test_bad_triggers_get_one_rejection_record_and_no_run(
 
 
 @pytest.mark.parametrize(("name", "document"), [("t.json", b""), ("notes.txt", TRIGGER), ("t.json.part", TRIGGER)])
-def test_partial_uploads_and_stray_files_are_skipped_without_records(relay: Relay, store, backend, name, document):
+def test_partial_uploads_and_stray_files_are_skipped_with_a_skip_record_only(
+    relay: Relay, store, backend, name, document
+):
     outcome = handle_delivery(relay, upload(store, document, name))
-    assert outcome.outcome == "skipped" and store.uris("gs://results/") == [] and backend.launches == []
+    assert outcome.outcome == "skipped" and backend.launches == []
+    assert store.uris("gs://results/") == [naming.skip_record("gs://results/relay", str(outcome.run_key))]
 
 
 def test_an_oversized_trigger_is_rejected_without_reading_it(relay: Relay, store):
