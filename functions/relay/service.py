@@ -49,6 +49,7 @@ CAREFUL_FOR = 30.0
 # Why a zero-byte object is skipped, not rejected: no run, only a skip record (`relay trigger` and `validate` say so).
 EMPTY_OBJECT = "zero-byte object: an upload in progress or a placeholder"
 NOT_A_TRIGGER_FILE = "not a trigger file: the name does not end in .json, .yaml or .yml"
+NO_ROUTE = "a data object no route takes: its bucket is routed, and no trigger location holds it"
 
 
 def _utcnow() -> datetime:
@@ -158,6 +159,8 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
         route = route_for(named, tenant)
         if route is not None and tenant is not None:
             return _handle_route(relay, named, tenant, route)
+        if unrouted_data(relay.policy, named, tenant):
+            return _skip(relay, named, tenant, NO_ROUTE, records.SKIP_NOT_A_TRIGGER, generation=named.generation)
     skipped = _skip_reason(relay, delivery)
     if skipped is not None and isinstance(delivery, ObjectDelivery):
         return _skip(relay, delivery, tenant, *skipped, generation=delivery.generation)
@@ -283,6 +286,18 @@ def _own_object(relay: Relay, uri: str) -> str | None:
         if uri.startswith(own.rstrip("/") + "/"):
             return f"{what} under {own}, not a trigger"
     return None
+
+
+def unrouted_data(policy: rules.Policy, delivery: ObjectDelivery, tenant: rules.Tenant | None) -> bool:
+    """A notification from one of the tenant's routed (data) buckets, of an object none of its routes takes and none
+    of its trigger locations holds: a data file that is no one's trigger, skipped (a `.json` result file among the
+    data too), never rejected as a trigger it was not meant to be."""
+    return (
+        tenant is not None
+        and delivery.via == "storage-notification"
+        and any(route.bucket == delivery.bucket for route in tenant.routes)
+        and rules.refuse_object(policy, tenant, delivery.uri) is not None
+    )
 
 
 def route_for(delivery: ObjectDelivery, tenant: rules.Tenant | None) -> routes.Route | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay import lifecycle, naming, records
+from relay import lifecycle, naming, records, service
 from relay.errors import SubmitUncertainError
 from relay.events import EventInfo, Message, ObjectDelivery
 from relay.service import Relay, handle_delivery
@@ -245,3 +245,20 @@ def test_a_rerun_of_a_routed_run_is_labelled_a_rerun(routed: Relay, store: Memor
     assert key is not None
     lifecycle.rerun(routed, key, force=True)  # its launch record still names the route it came by
     assert [launched.labels["relay-trigger"] for launched in backend.launches] == ["route", "rerun"]
+
+
+@pytest.mark.parametrize("name", ["incoming/summary.json", "notes/plate.yaml", "incoming/run-7.txt"])
+def test_a_data_object_no_route_takes_is_skipped_not_rejected(routed: Relay, store: MemoryBlobStore, backend, name):
+    # A .json beside the data is a data file, not a trigger that broke the rules: no rejection, no record (a data
+    # bucket holds thousands; only what a tenant meant for Relay is recorded).
+    upload(store, name)
+    outcome = handle_delivery(routed, notification(name))
+    assert (outcome.outcome, outcome.message) == ("skipped", service.NO_ROUTE)
+    assert backend.launches == [] and store.uris("gs://results/") == []
+
+
+def test_a_trigger_file_a_message_names_in_a_data_bucket_is_still_judged_as_a_trigger(routed: Relay, store, backend):
+    # Named by a trigger_uri, the same object was meant as a trigger: outside the tenant's trigger locations, refused.
+    upload(store, "incoming/summary.json")
+    outcome = handle_delivery(routed, replace(notification("incoming/summary.json"), via="trigger-uri"))
+    assert outcome.outcome == "rejected" and backend.launches == []
