@@ -30,7 +30,7 @@ class RawHttp:
     and close it unanswered (a server timing out an idle connection as the request arrives); `close_after` makes
     it close every connection once it has answered, without saying so; `hanging` makes it never answer; `answer`
     is what it answers, after the answers queued in `answers`, one a request; `trickle` sends each byte of an
-    answer's body that many seconds after the last."""
+    answer's body (its head too, with `trickle_head`) that many seconds after the last."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -47,6 +47,7 @@ class RawHttp:
         self.answers: list[bytes] = []
         self.heads: list[bytes] = []
         self.trickle = 0.0
+        self.trickle_head = False
         self._stopping = threading.Event()
         self._open: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -121,6 +122,8 @@ class RawHttp:
             conn.sendall(answer)
             return
         head, blank, body = answer.partition(b"\r\n\r\n")
+        if self.trickle_head:
+            head, blank, body = b"", b"", answer
         conn.sendall(head + blank)
         for index in range(len(body)):
             if self._stopping.wait(self.trickle):
@@ -402,6 +405,16 @@ def test_a_whole_call_is_bounded_though_each_read_comes_in_time(server: RawHttp)
     with pytest.raises(NoAnswerError, match=r"in the call's 0\.3 s"):
         http.request("GET", url, timeouts=Timeouts(connect=1, read=1, total=0.3))
     http.close()
+
+
+def test_an_answer_head_trickling_in_is_cut_short_at_the_read_timeout(server: RawHttp):
+    # Each byte of the status line and headers comes well within the read timeout; all of them would take 4 s.
+    server.trickle, server.trickle_head = 0.1, True
+    http = HttpClient()
+    with pytest.raises(NoAnswerError, match=r"TimeoutError: the answer's head took longer than 0\.5 s") as late:
+        http.request("GET", f"http://127.0.0.1:{server.port}/x", timeouts=Timeouts(connect=1, read=0.5))
+    http.close()
+    assert late.value.sent
 
 
 def test_credentials_in_a_url_are_refused_before_anything_is_sent(server: RawHttp):

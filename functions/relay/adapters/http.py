@@ -41,6 +41,7 @@ from urllib3.exceptions import (
 )
 
 from relay import waits
+from relay.adapters.deadlines import POOL_CLASSES
 from relay.adapters.proxies import Proxies, Proxy
 from relay.errors import BackendBusyError
 
@@ -216,6 +217,8 @@ class HttpClient:
         while True:
             pool = self._pool(proxy, split.scheme, host, port)
             left = deadline - time.monotonic()
+            if left <= 0:  # a repeat, after the first try took the whole call's time
+                raise _no_answer(f"{method} {_redacted(url)}", TimeoutError(), deadline, timeouts)
             timeout = urllib3.Timeout(connect=min(timeouts.connect, left), read=timeouts.read, total=left)
             try:
                 answer = pool.urlopen(
@@ -249,7 +252,7 @@ class HttpClient:
                 if repeatable and isinstance(_cause(exc), ConnectionError):
                     repeatable = False  # once
                     continue
-                raise NoAnswerError(f"{method} {_redacted(url)}: {_describe(exc)}", sent=True) from exc
+                raise _no_answer(f"{method} {_redacted(url)}", exc, deadline, timeouts) from exc
             except (HTTPError, OSError) as exc:
                 raise _no_answer(f"{method} {_redacted(url)}", exc, deadline, timeouts) from exc
             return _read_answer(answer, f"{method} {_redacted(url)}", deadline, timeouts, cap)
@@ -275,10 +278,13 @@ class HttpClient:
     def _manager(self, proxy: Proxy | None) -> urllib3.PoolManager:
         common: dict[str, Any] = {"num_pools": _HOSTS, "maxsize": _POOL_SIZE, "retries": False}
         if proxy is None:
-            return urllib3.PoolManager(**common)
-        auth = urllib3.make_headers(proxy_basic_auth=proxy.credentials) if proxy.credentials is not None else None
-        tls = self._tls_context() if proxy.url.startswith("https:") else None
-        return urllib3.ProxyManager(proxy.url, proxy_headers=auth, proxy_ssl_context=tls, **common)
+            manager = urllib3.PoolManager(**common)
+        else:
+            auth = urllib3.make_headers(proxy_basic_auth=proxy.credentials) if proxy.credentials else None
+            tls = self._tls_context() if proxy.url.startswith("https:") else None
+            manager = urllib3.ProxyManager(proxy.url, proxy_headers=auth, proxy_ssl_context=tls, **common)
+        manager.pool_classes_by_scheme = POOL_CLASSES  # connections that read an answer's head in time
+        return manager
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
