@@ -71,13 +71,13 @@ class _HeadInTime:
     or what is left of the call if less, before it reads the answer)."""
 
     sock: Any
-    timeout: float | None
+    timeout: Any  # seconds, as urllib3 sets it before reading an answer
 
     def getresponse(self) -> Any:
         limit = self.timeout
         # TLS inside a TLS proxy's tunnel (urllib3's SSLTransport) has no shutdown: its reads stay bounded one by one.
         shutdown = getattr(self.sock, "shutdown", None)
-        if limit is None or shutdown is None:
+        if not isinstance(limit, (int, float)) or shutdown is None:  # no timeout set: nothing to keep
             return super().getresponse()  # type: ignore[misc]
         key = WATCHDOG.watch(time.monotonic() + limit, functools.partial(shutdown, socket.SHUT_RDWR))
         try:
