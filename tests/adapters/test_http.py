@@ -462,3 +462,11 @@ def test_an_https_proxy_is_used_for_http_and_https_alike(tmp_path: Path, monkeyp
         assert tunnel.connects == [f"CONNECT localhost:{origin.port} HTTP/1.0"]  # as http.client sends it
     assert forwarding.lines == ["GET http://kfp.lab.test/apis/v2beta1/runs HTTP/1.1"]
     assert origin.lines == ["GET /o/x HTTP/1.1"]
+
+
+def test_timeouts_are_positive_and_the_whole_call_defaults_to_connect_and_read_together():
+    assert Timeouts(connect=1, read=2).whole == 3 and Timeouts(connect=1, read=2, total=5).whole == 5
+    assert Timeouts.within(60).whole <= 54  # a submit started in time ends before the lease
+    for seconds in ({"read": 0}, {"total": 0}):
+        with pytest.raises(ValueError, match="expected seconds above 0"):
+            Timeouts(**seconds)
