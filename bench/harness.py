@@ -438,9 +438,8 @@ class Connection(Protocol):
 
 
 class ClientConnection:
-    """Relay's own keep-alive client (relay.adapters.http.HttpClient) to one server: the least a client here does per
-    request (it reads answers itself; http.client's header parsing costs about 0.1 ms more a request, which would
-    hide as much of Relay's own work), so a floor over it is the round trips alone."""
+    """Relay's own keep-alive client (relay.adapters.http.HttpClient, on urllib3) to one server: each request costs
+    the floor what it costs Relay, so a floor over it is Relay's round trips alone."""
 
     def __init__(self, url: str) -> None:
         self._base = url.rstrip("/")

@@ -1,8 +1,11 @@
-"""HttpClient on raw loopback sockets: kept-alive connections, stale ones, what "sent" means, proxies and TLS."""
+"""HttpClient on raw loopback sockets: kept-alive connections, stale ones, what "sent" means, proxies and TLS, and
+servers that misbehave (folded headers, ambiguous or impossible lengths, answers too large or too slow)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import select
 import socket
 import ssl
 import threading
@@ -13,7 +16,7 @@ from typing import Self
 
 import pytest
 
-from relay.adapters.http import Encoded, EncodedOnce, HttpClient, NoAnswerError, Timeouts
+from relay.adapters.http import AnswerTooLargeError, Encoded, EncodedOnce, HttpClient, NoAnswerError, Timeouts
 from tests.integration.support import eventually
 from tests.pipelines.test_egress import _certificate
 
@@ -26,7 +29,8 @@ class RawHttp:
     Each request is noted as its first line; `drop` makes the server read the next request on a kept connection
     and close it unanswered (a server timing out an idle connection as the request arrives); `close_after` makes
     it close every connection once it has answered, without saying so; `hanging` makes it never answer; `answer`
-    is what it answers."""
+    is what it answers, after the answers queued in `answers`, one a request; `trickle` sends each byte of an
+    answer's body (its head too, with `trickle_head`) that many seconds after the last."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -40,6 +44,10 @@ class RawHttp:
         self.close_after = False
         self.hanging = False
         self.answer = OK  # the bytes of every answer
+        self.answers: list[bytes] = []
+        self.heads: list[bytes] = []
+        self.trickle = 0.0
+        self.trickle_head = False
         self._stopping = threading.Event()
         self._open: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -88,15 +96,17 @@ class RawHttp:
                 body = reader.read(length)
                 with self._lock:
                     self.lines.append(head[0].decode().strip())
+                    self.heads.append(b"".join(head))
                     self.bodies.append(body)
                     drop = self.drop and answered > 0  # only a kept connection is dropped
                     self.drop = self.drop and not drop
+                    answer = self.answers.pop(0) if self.answers else self.answer
                 if drop:
                     return
                 if self.hanging:
                     self._stopping.wait()
                     return
-                conn.sendall(self.answer)
+                self._send(conn, answer)
                 answered += 1
                 if self.close_after:
                     return
@@ -106,6 +116,19 @@ class RawHttp:
             conn.close()
             with self._lock:
                 self.closed += 1
+
+    def _send(self, conn: socket.socket, answer: bytes) -> None:
+        if not self.trickle:
+            conn.sendall(answer)
+            return
+        head, blank, body = answer.partition(b"\r\n\r\n")
+        if self.trickle_head:
+            head, blank, body = b"", b"", answer
+        conn.sendall(head + blank)
+        for index in range(len(body)):
+            if self._stopping.wait(self.trickle):
+                return
+            conn.sendall(body[index : index + 1])
 
 
 @pytest.fixture
@@ -255,3 +278,195 @@ def test_tls_is_verified_against_requests_ca_bundle(tmp_path: Path, monkeypatch:
         http = HttpClient()
         assert http.request("GET", url).json() == {"ok": True}
         http.close()
+
+
+class TlsTunnel:
+    """An https:// proxy on 127.0.0.1: TLS to it, then CONNECT host:port, then the bytes both ways (to 127.0.0.1
+    at that port, whatever the name). Each CONNECT line is noted."""
+
+    def __init__(self, tls: ssl.SSLContext) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._tls = tls
+        self.connects: list[str] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stopping.set()
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, raw: socket.socket) -> None:
+        try:
+            with self._tls.wrap_socket(raw, server_side=True) as client:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += client.recv(4096)
+                line = head.split(b"\r\n", 1)[0].decode()
+                self.connects.append(line)
+                port = int(line.split()[1].rsplit(":", 1)[1])
+                with socket.create_connection(("127.0.0.1", port)) as upstream:
+                    client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    while not self._stopping.is_set():
+                        ready, _, _ = select.select([client, upstream], [], [], 0.1)
+                        for source in ready:
+                            target = upstream if source is client else client
+                            data = source.recv(65536)
+                            while isinstance(source, ssl.SSLSocket) and source.pending():
+                                data += source.recv(source.pending())
+                            if not data:
+                                return
+                            target.sendall(data)
+        except OSError:
+            return
+
+
+def test_a_folded_header_line_continues_the_header_before_it(server: RawHttp):
+    # obs-fold (RFC 9112 5.2): a line starting with a space or tab belongs to the header above it.
+    server.answer = b"HTTP/1.1 200 OK\r\nX-Goog-Meta: first\r\n  second\r\n\tthird\r\nContent-Length: 2\r\n\r\n{}"
+    http = HttpClient()
+    answer = http.request("GET", f"http://127.0.0.1:{server.port}/x")
+    http.close()
+    assert answer.headers["x-goog-meta"] == "first second third"
+    assert answer.headers["content-length"] == "2" and answer.json() == {}
+
+
+def test_an_answer_framed_by_both_length_and_chunks_is_refused_and_its_connection_closed(server: RawHttp):
+    # Content-Length with Transfer-Encoding: how a response is split or smuggled; whatever follows is never read as
+    # the next answer (RFC 9112 6.3), and the connection is not used again.
+    server.answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"]
+    http = HttpClient()
+    url = f"http://127.0.0.1:{server.port}/x"
+    with pytest.raises(NoAnswerError, match="both by Content-Length and Transfer-Encoding") as refused:
+        http.request("GET", url)
+    assert refused.value.sent
+    assert http.request("GET", url).json() == {"ok": True}
+    http.close()
+    assert server.connections == 2
+
+
+def test_a_length_that_is_no_count_of_bytes_is_refused_at_once(server: RawHttp):
+    # The server keeps the connection open after it: read "until the server closes", the call would wait it out.
+    server.answer = b'HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{"ok": true}'
+    with pytest.raises(NoAnswerError, match="Content-Length '-1' is not a count of bytes"):
+        HttpClient().request("GET", f"http://127.0.0.1:{server.port}/x", timeouts=Timeouts(connect=1, read=2))
+
+
+@pytest.mark.parametrize(
+    ("answer", "max_answer", "seen"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n", None, "67108864 bytes, more than 33554432"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n" + b"x" * 4096, 1024, "4096 bytes, more than 1024"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n" * 4, 2500, ""),
+    ],
+    ids=["declared-64MiB-default-cap", "declared-over-the-call's-cap", "chunked-over-the-call's-cap"],
+)
+def test_an_answer_larger_than_the_cap_is_refused_naming_the_place_the_cap_and_the_size(
+    server: RawHttp, answer: bytes, max_answer: int | None, seen: str
+):
+    if not seen:  # chunks of 1000 bytes, without end: refused once the third passes the cap
+        answer = answer[:-8] + b"\r\n" + (b"3e8\r\n" + b"x" * 1000 + b"\r\n") * 3
+        seen = "more than 2500 bytes (read 3000)"
+    server.answer = answer
+    http = HttpClient()
+    url = f"http://127.0.0.1:{server.port}/o/big.json"
+    with pytest.raises(AnswerTooLargeError) as too_large:
+        http.request("GET", f"{url}?token=secret", timeouts=Timeouts(connect=1, read=2), max_answer=max_answer)
+    http.close()
+    assert str(too_large.value) == f"GET {url}: the answer is {seen}"  # the query (a token, say) left out
+    assert too_large.value.sent
+
+
+def test_a_whole_call_is_bounded_though_each_read_comes_in_time(server: RawHttp):
+    # Each byte comes well within the read timeout; the whole answer would take 10 s.
+    server.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+    server.trickle = 0.1
+    http = HttpClient()
+    url = f"http://127.0.0.1:{server.port}/x"
+    with pytest.raises(NoAnswerError, match=r"TimeoutError: no whole answer in the call's 1\.4 s"):
+        http.request("GET", url, timeouts=Timeouts(connect=1, read=0.4))  # the whole call: the two together
+    with pytest.raises(NoAnswerError, match=r"in the call's 0\.3 s"):
+        http.request("GET", url, timeouts=Timeouts(connect=1, read=1, total=0.3))
+    http.close()
+
+
+def test_an_answer_head_trickling_in_is_cut_short_at_the_read_timeout(server: RawHttp):
+    # Each byte of the status line and headers comes well within the read timeout; all of them would take 4 s.
+    server.trickle, server.trickle_head = 0.1, True
+    http = HttpClient()
+    with pytest.raises(NoAnswerError, match=r"TimeoutError: the answer's head took longer than 0\.5 s") as late:
+        http.request("GET", f"http://127.0.0.1:{server.port}/x", timeouts=Timeouts(connect=1, read=0.5))
+    http.close()
+    assert late.value.sent
+
+
+def test_credentials_in_a_url_are_refused_before_anything_is_sent(server: RawHttp):
+    with pytest.raises(ValueError, match="credentials in a URL are refused") as refused:
+        HttpClient().request("GET", f"http://relay:s3cret@127.0.0.1:{server.port}/x")
+    assert "s3cret" not in str(refused.value)
+    assert server.lines == []
+
+
+def test_proxy_settings_are_read_for_each_request(server: RawHttp, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with RawHttp() as proxy:
+        http = HttpClient()
+        url = f"http://127.0.0.1:{server.port}/runs"
+        http.request("GET", url)
+        monkeypatch.setenv("http_proxy", f"http://relay:pa%40ss@127.0.0.1:{proxy.port}")
+        http.request("GET", url)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        http.request("GET", url)
+        http.close()
+    assert server.lines == ["GET /runs HTTP/1.1"] * 2
+    assert proxy.lines == [f"GET {url} HTTP/1.1"]
+    fields = dict(line.split(": ", 1) for line in proxy.heads[0].decode().split("\r\n")[1:] if line)
+    authorization = {name.lower(): value for name, value in fields.items()}["proxy-authorization"]
+    assert authorization == "Basic " + base64.b64encode(b"relay:pa@ss").decode()
+
+
+def test_an_https_proxy_is_used_for_http_and_https_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    cert_path, key_path = _certificate(tmp_path, "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with RawHttp(tls=context) as forwarding, RawHttp(tls=context) as origin, TlsTunnel(context) as tunnel:
+        # Plain http through an https:// proxy: TLS to the proxy, which takes the absolute URL.
+        monkeypatch.setenv("http_proxy", f"https://localhost:{forwarding.port}")
+        # https through an https:// proxy: TLS to the proxy, CONNECT, then TLS to the origin inside it.
+        monkeypatch.setenv("https_proxy", f"https://localhost:{tunnel.port}")
+        http = HttpClient()
+        assert http.request("GET", "http://kfp.lab.test/apis/v2beta1/runs").json() == {"ok": True}
+        assert http.request("GET", f"https://localhost:{origin.port}/o/x").json() == {"ok": True}
+        http.close()
+        assert tunnel.connects == [f"CONNECT localhost:{origin.port} HTTP/1.0"]  # as http.client sends it
+    assert forwarding.lines == ["GET http://kfp.lab.test/apis/v2beta1/runs HTTP/1.1"]
+    assert origin.lines == ["GET /o/x HTTP/1.1"]
+
+
+def test_timeouts_are_positive_and_the_whole_call_defaults_to_connect_and_read_together():
+    assert Timeouts(connect=1, read=2).whole == 3 and Timeouts(connect=1, read=2, total=5).whole == 5
+    assert Timeouts.within(60).whole <= 54  # a submit started in time ends before the lease
+    for seconds in ({"read": 0}, {"total": 0}):
+        with pytest.raises(ValueError, match="expected seconds above 0"):
+            Timeouts(**seconds)
