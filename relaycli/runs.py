@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-STATES = ("launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected")
+STATES = ("queued", "launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected")
 
 
 def _since(text: str) -> timedelta | datetime:
@@ -134,8 +134,8 @@ COMMAND = Command(
     name="runs",
     summary="list recent runs and rejections, newest first",
     description=(
-        "List the most recent runs in the results location, newest first: run key, state (launching, launched, "
-        "succeeded, failed, rejected), status, pipeline, age (since the claim or the rejection) and message. "
+        "List the most recent runs in the results location, newest first: run key, state (queued, launching, "
+        "launched, succeeded, failed, rejected), status, pipeline, age (since the claim or the rejection) and message. "
         "--state, --pipeline and --since keep only the runs that match (before --limit counts them). "
         "'relay status RUN_KEY' shows one in full. Skipped deliveries are not runs and leave no record, so they are "
         "not listed (a name not ending in .json, .yaml or .yml, a zero-byte object, Relay's own objects): the "
@@ -146,6 +146,7 @@ examples:
   relay runs
   relay runs --limit 5
   relay runs --state failed --state rejected --since 1d
+  relay runs --state queued
   relay runs --pipeline push --since 2026-11-21T08:00:00Z
   relay runs --results gs://relay-results/relay --json""",
     add_arguments=_arguments,

@@ -26,7 +26,8 @@ from typing import Any
 
 from relay import naming, records
 from relay.errors import BlobNotFoundError, PreconditionFailedError, TransientError
-from relay.policy_caps import CapScope
+from relay.policy_caps import CapScope, cap_scopes, describe, paused_by
+from relay.policy_model import Policy
 from relay.ports import BlobStore
 
 NO_TENANT = "_"  # the entries folder of a deployment without tenants: no tenant name has a "_"
@@ -301,3 +302,35 @@ def hold(store: BlobStore, uri: str, until: datetime, reason: str) -> None:
     document = {"until": records.timestamp(until), "reason": reason}
     with contextlib.suppress(PreconditionFailedError):
         store.write(uri, records.encode(document), if_generation_match=generation)
+
+
+# --- why a run waits -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued run's place in its tenant's queue (1: next; None: it has none any more) and why it waits now."""
+
+    position: int | None
+    reason: str
+
+
+def explain(store: BlobStore, results_uri: str, policy: Policy, launch: Mapping[str, Any], now: datetime) -> Waiting:
+    """Where a queued run stands, asked now (its record says why it was queued; this says why it still waits):
+    a pause, the backend's hold, a full cap, or the runs ahead of it."""
+    tenant, pipeline = str(launch.get("tenant") or ""), str(launch.get("pipeline") or "")
+    where = position(store, results_uri, tenant, str(launch.get("place") or ""))
+    reason = paused_by(paused(store, results_uri), tenant, pipeline)
+    if reason is None:
+        until, _ = read_hold(store, hold_uri(results_uri, str(launch.get("backend") or "")))
+        if until is not None and now < until:
+            reason = f"the {launch.get('backend')} backend asked for a wait until {records.timestamp(until)}"
+    for scope in cap_scopes(policy, tenant, pipeline) if reason is None else ():
+        why = full(store, results_uri, scope, now)
+        if why:
+            reason = describe(scope, rate=why == "rate")
+            break
+    if reason is None:
+        ahead = (where or 1) - 1
+        reason = f"{ahead} run(s) ahead of it; the next drain launches it" if ahead else "the next drain launches it"
+    return Waiting(where, reason)
