@@ -421,8 +421,12 @@ def rerun(
     if outcome.outcome == "duplicate":
         return Answer(new_key, False, records.LAUNCHED, f"{new_key} was started by another request already")
     if outcome.outcome == "queued":
-        message = f"queued {new_key} (attempt {number + 1} of {first}): {outcome.message}"
-        return Answer(new_key, True, records.QUEUED, message, None, definition.name)
+        # Under a cap or a pause, an attempt waits its turn like a trigger: launched now if it has room.
+        launched = next((o for o in drain.drain(relay).outcomes if o.run_key == new_key), None)
+        if launched is None or launched.outcome != "launched":
+            message = f"queued {new_key} (attempt {number + 1} of {first}): {outcome.message}"
+            return Answer(new_key, True, records.QUEUED, message, None, definition.name)
+        outcome = launched
     if outcome.outcome != "launched":
         raise LifecycleError(f"{new_key}: {outcome.message}")
     message = f"started {new_key} (attempt {number + 1} of {first}) as run {outcome.run_id}"

@@ -15,7 +15,7 @@ from relay import drain, lifecycle, naming, queue, records
 from relay.catalog import Catalog
 from relay.errors import BackendBusyError
 from relay.events import ObjectDelivery
-from relay.ports import RUN_SUCCEEDED, RunState
+from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
 from relay.service import Relay, SubmitGate
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
@@ -307,3 +307,22 @@ def test_an_uncapped_tenant_writes_nothing_to_the_queue(relay: Relay, store: Mem
     relay = replace(relay, policy=policy("tenants: [{name: lab, triggers: [gs://triggers/lab/]}]"), clock=clock)
     assert drain.deliver(relay, upload(store, 1)).outcome == "launched"
     assert store.uris(RESULTS + "/queue/") == []
+
+
+def test_a_rerun_under_a_cap_launches_when_there_is_room_and_waits_its_turn_when_not(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first = str(drain.deliver(relay, upload(store, 1)).run_key)
+    backend.states[str(launch(relay, first)["run_id"])] = RunState(RUN_FAILED, "boom")
+    lifecycle.reconcile(relay)
+    again = lifecycle.rerun(relay, first)
+    assert (again.state, again.run_key) == ("launched", lifecycle.attempt_key(first, 2))
+    backend.states[str(again.run_id)] = RunState(RUN_FAILED, "boom")
+    lifecycle.reconcile(relay)
+    other = str(drain.deliver(relay, upload(store, 2)).run_key)  # takes the one slot
+    waiting = lifecycle.rerun(relay, first)
+    assert (waiting.state, waiting.run_key) == ("queued", lifecycle.attempt_key(first, 3))
+    end(relay, backend, other)
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (waiting.run_key,)
