@@ -680,6 +680,9 @@ def launch_queued(relay: Relay, record: Mapping[str, Any], generation: int, slot
             queue.release(relay.store, slots if not taking_over else ())
             return _reject(relay, delivery, loaded, run_key, trigger.pipeline, gone)
         return _duplicate(delivery, run_key, record)
+    except TransientError:
+        queue.release(relay.store, () if taking_over else slots)  # not claimed: the slots are no one's
+        raise
     try:
         claimed_generation = relay.store.write(uri, records.encode(claim), if_generation_match=generation)
     except PreconditionFailedError:
