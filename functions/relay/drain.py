@@ -71,7 +71,9 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN) -> Drained:
     for entry in queue.entries(store, results):
         if len(outcomes) >= budget:
             return Drained(tuple(outcomes), f"launched {budget}, the most one drain does")
-        if caps.DEPLOYMENT in blocked or f"tenant-{entry.tenant}" in blocked:
+        if caps.DEPLOYMENT in blocked:
+            break  # every run counts against the deployment's full cap
+        if f"tenant-{entry.tenant}" in blocked:
             continue  # every later run of this tenant counts against the same full scope
         try:
             outcome = _one(relay, entry, paused, blocked)

@@ -326,3 +326,46 @@ def test_a_rerun_under_a_cap_launches_when_there_is_room_and_waits_its_turn_when
     end(relay, backend, other)
     tick = lifecycle.reconcile(relay)
     assert tick.drained is not None and tick.drained.launched == (waiting.run_key,)
+
+
+def test_a_queued_run_says_where_it_stands_and_why_it_still_waits(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    drain.deliver(relay, upload(store, 0))
+    second, third = (str(drain.deliver(relay, upload(store, n)).run_key) for n in (1, 2))
+
+    def waiting(key: str) -> queue.Waiting:
+        return queue.explain(store, RESULTS, relay.policy, launch(relay, key), clock())
+
+    full = "tenant lab has 1 runs in flight (tenants.lab.caps.max_in_flight)"
+    assert (waiting(second), waiting(third)) == (queue.Waiting(1, full), queue.Waiting(2, full))
+    queue.hold(store, queue.hold_uri(RESULTS, "fake"), NOW + timedelta(seconds=5), "429")
+    assert waiting(second).reason == "the fake backend asked for a wait until 2026-11-21T12:00:05.000Z"
+    queue.pause(store, RESULTS, "lab", "echo", by="test", now=NOW)
+    assert waiting(third) == queue.Waiting(2, "pipeline echo of tenant lab is paused")
+    queue.resume(store, RESULTS, "lab", "echo")
+    clock.advance(5)
+    store.delete(f"{RESULTS}/queue/slots/tenant-lab/0000.json")  # as if the run in flight ended
+    assert waiting(third) == queue.Waiting(2, "1 run(s) ahead of it; the next drain launches it")
+
+
+def test_the_deployments_cap_holds_every_tenants_runs_together(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    text = (
+        "caps: {max_in_flight: 1}\n"
+        "tenants:\n  - {name: lab, triggers: [gs://triggers/lab/]}\n  - {name: bio, triggers: [gs://triggers/bio/]}\n"
+    )
+    relay = replace(relay, policy=policy(text), clock=clock)
+    lab = drain.deliver(relay, upload(store, 1))
+    data = json.dumps({"pipeline": "echo", "parameters": {"message": "bio"}}).encode()
+    generation = store.write("gs://triggers/bio/t.json", data)
+    bio = drain.deliver(relay, ObjectDelivery(EVENT, "triggers", "bio/t.json", generation, len(data), "storage-event"))
+    assert (lab.outcome, bio.outcome) == ("launched", "queued")
+    assert store.uris(RESULTS + "/queue/entries/") == [
+        f"{RESULTS}/queue/entries/bio/{launch(relay, str(bio.run_key))['place']}.json"
+    ]
+    end(relay, backend, str(lab.run_key))
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (bio.run_key,)
