@@ -38,9 +38,12 @@ class Drained:
 
 def deliver(relay: Relay, delivery: Delivery) -> Outcome:
     """handle_delivery, then, when the run was queued, a drain: it launches at once if it has room (and anything
-    queued before it first). The outcome says launched when this drain launched it."""
+    queued before it first). The outcome says launched when this drain launched it. A launch on an instance the
+    backend refused for load lately drains too: the backend takes runs again, and what it refused waits."""
     outcome = handle_delivery(relay, delivery)
     if outcome.outcome != "queued":
+        if outcome.outcome == "launched" and relay.gate.wary():
+            drain(relay)
         return outcome
     drained = drain(relay)
     mine = next((o for o in drained.outcomes if o.run_key == outcome.run_key and o.outcome == "launched"), None)

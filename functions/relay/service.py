@@ -83,6 +83,12 @@ class SubmitGate:
             return "the backend refused for load lately: one call at a time, and one is under way"
         return None
 
+    def wary(self) -> bool:
+        """Whether the backend refused for load lately (a pause, or the careful while after it): runs it refused may
+        wait in the queue, so a launch that went through should drain it."""
+        with self._lock:
+            return self._clock() < self._careful_until
+
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
         """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it."""

@@ -16,7 +16,7 @@ from relay.catalog import Catalog
 from relay.errors import BackendBusyError
 from relay.events import ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
-from relay.service import Relay, SubmitGate
+from relay.service import CAREFUL_FOR, Relay, SubmitGate
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
@@ -369,3 +369,17 @@ def test_the_deployments_cap_holds_every_tenants_runs_together(
     end(relay, backend, str(lab.run_key))
     tick = lifecycle.reconcile(relay)
     assert tick.drained is not None and tick.drained.launched == (bio.run_key,)
+
+
+def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=2))
+    refused = drain.deliver(relay, upload(store, 1))
+    clock.advance(2)
+    later = drain.deliver(relay, upload(store, 2))
+    assert later.outcome == "launched"
+    assert [r.run_key for r in backend.launches] == [later.run_key, refused.run_key]  # no tick needed
+    clock.advance(CAREFUL_FOR)
+    assert relay.gate.wary() is False  # the backend has been fine a while: launches drain no more
