@@ -126,7 +126,9 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
     ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
     freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
-    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed)
+    # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains.
+    drained = drain.Drained(stopped="not drained: the tick stopped early") if stopped else drain.drain(relay)
+    return Tick(tuple(seen), len(keys), stopped, after, saved, drained, freed)
 
 
 def _about_the_run(error: RelayError) -> bool:

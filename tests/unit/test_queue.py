@@ -13,9 +13,10 @@ import pytest
 
 from relay import drain, lifecycle, naming, queue, records
 from relay.catalog import Catalog
-from relay.errors import BackendBusyError
+from relay.errors import BackendBusyError, BackendUnavailableError
 from relay.events import ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
+from relay.results import record_result
 from relay.service import CAREFUL_FOR, Relay, SubmitGate
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
@@ -383,3 +384,32 @@ def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
     assert [r.run_key for r in backend.launches] == [later.run_key, refused.run_key]  # no tick needed
     clock.advance(CAREFUL_FOR)
     assert relay.gate.wary() is False  # the backend has been fine a while: launches drain no more
+
+
+def test_a_tick_stopped_by_trouble_at_the_backend_submits_nothing_and_the_next_drains(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 2}", clock)
+    first, second, third = (drain.deliver(relay, upload(store, n)) for n in range(3))
+    # The first run's own exit step records its end: its slot is given back at once (relay.results).
+    ended = records.result_record(
+        run_key=str(first.run_key),
+        pipeline="echo",
+        backend="fake",
+        run_id="run-1",
+        succeeded=True,
+        message="done",
+        outputs={},
+        metrics={},
+        started=NOW,
+        finished=NOW,
+    )
+    assert record_result(store, None, RESULTS, ended) is True and len(slots(store)) == 1
+    backend.state_errors[str(second.run_id)] = BackendUnavailableError("503 Service Unavailable", status=503)
+    tick = lifecycle.reconcile(relay)
+    assert tick.stopped.startswith(f"stopped at {second.run_key}: 503")
+    assert tick.drained == drain.Drained(stopped="not drained: the tick stopped early")
+    assert len(backend.launches) == 2
+    backend.state_errors.clear()
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (third.run_key,)
