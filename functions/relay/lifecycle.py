@@ -414,7 +414,9 @@ def rerun(
         format="json",
     )
     loaded = _Loaded(b"", "json", new_key, reference)
-    attempt = Trigger(pipeline=definition.name, parameters=parameters, labels=labels)
+    attempt = Trigger(
+        pipeline=definition.name, parameters=parameters, labels=labels, priority=int(launch.get("priority") or 0)
+    )
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
         outcome = _claim_and_launch(relay, delivery, loaded, new_key, attempt, definition, tenant)
@@ -503,7 +505,7 @@ def tick_summary(tick: Tick) -> str:
         line += f"; {tick.stopped}"
     if not tick.saved:
         line += "; another tick saved its place first"
-    if tick.drained is not None and (tick.drained.launched or tick.drained.stopped):
+    if tick.drained is not None and (tick.drained.launched or (tick.drained.stopped and not tick.stopped)):
         line += f"; {len(tick.drained.launched)} launched from the queue"
         line += f" (the drain: {tick.drained.stopped})" if tick.drained.stopped else ""
     if tick.freed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from relay.errors import Problem
 from relay.policy_model import Cap, Caps, Policy
 
 DEPLOYMENT = "deployment"  # the scope id of the deployment's caps: no tenant name has a "-", so none is this
@@ -73,3 +74,13 @@ def describe(scope: CapScope, *, rate: bool) -> str:
     if rate:
         return f"{who} launched its {scope.cap.max_per_minute} runs this minute ({scope.where}.max_per_minute)"
     return f"{who} has {scope.cap.max_in_flight} runs in flight ({scope.where}.max_in_flight)"
+
+
+def priority_problems(policy: Policy, tenant: str, priority: int) -> list[Problem]:
+    """A trigger's `priority` above what its tenant's caps allow (`max_priority`; the deployment's `caps` for a
+    deployment without tenants); the default 0 always passes."""
+    own = policy.tenant(tenant) if tenant else None
+    caps, where = (own.caps, f"tenants.{tenant}.caps") if own is not None else (policy.caps, "caps")
+    if priority <= caps.max_priority:
+        return []
+    return [Problem("priority", f"at most {caps.max_priority} ({where}.max_priority)", str(priority))]

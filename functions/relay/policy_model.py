@@ -65,6 +65,7 @@ class Caps:
 
     cap: Cap = field(default_factory=Cap)
     pipelines: tuple[tuple[str, Cap], ...] = ()
+    max_priority: int = 0  # the highest `priority` a trigger of this scope may ask for (a tenant's, or none's)
 
     def pipeline(self, name: str) -> Cap:
         return next((cap for pipeline, cap in self.pipelines if pipeline == name), Cap())

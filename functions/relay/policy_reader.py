@@ -43,7 +43,7 @@ from relay.policy_model import (
 )
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
-from relay.triggers import StrictLoader, describe_value
+from relay.triggers import MAX_PRIORITY, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 MAX_POLICY_BYTES = 1024 * 1024
@@ -272,8 +272,12 @@ class _Reader:
         """`caps: {max_in_flight, max_per_minute, at_cap, pipelines: {NAME: {the same but pipelines}}}`."""
         if value is None:
             return Caps()
-        cap = self.cap(value, where, (*_CAP_KEYS, "pipelines"))
+        cap = self.cap(value, where, (*_CAP_KEYS, "pipelines", "max_priority"))
         raw = value.get("pipelines", {}) if isinstance(value, dict) else {}
+        priority = value.get("max_priority", 0) if isinstance(value, dict) else 0
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+            self._fail(f"{where}.max_priority", f"a whole number from 0 to {MAX_PRIORITY}", priority)
+            priority = 0
         if not isinstance(raw, dict):
             self._fail(f"{where}.pipelines", "a mapping of pipeline names to caps", raw)
             raw = {}
@@ -282,7 +286,7 @@ class _Reader:
             for name, item in raw.items()
             if self._pipeline(name, f"{where}.pipelines (a key)")
         )
-        return Caps(cap=cap, pipelines=pipelines)
+        return Caps(cap=cap, pipelines=pipelines, max_priority=priority)
 
     def cap(self, value: object, where: str, keys: Sequence[str]) -> Cap:
         item = self._mapping(value, where, keys)

@@ -1,7 +1,8 @@
 """The queue's objects, under `<results>/queue/` (Relay's own storage, which no trigger names or reads):
 
-- `entries/<tenant>/<place>.json`: one per queued run, named by its place (arrival time, then a sequence, then
-  the run key), so that a listing, which Cloud Storage returns in name order, is the queue in arrival order. The
+- `entries/<tenant>/<place>.json`: one per queued run, named by its place (its priority, the higher first, then
+  arrival time, a sequence and the run key), so that a listing, which Cloud Storage returns in name order, is the
+  queue in the order it drains. The
   run itself waits in its launch record (`runs/<key>/launch.json`, state `queued`): the entry only orders it.
 - `slots/<scope>/<n>.json`: a run in flight under a cap holds slot n of each capped scope it counts against, one of
   `max_in_flight` names, taken create-only: two takers of one slot cannot both win, so a scope never holds more
@@ -29,6 +30,7 @@ from relay.errors import BlobNotFoundError, PreconditionFailedError, TransientEr
 from relay.policy_caps import CapScope, cap_scopes, describe, paused_by
 from relay.policy_model import Policy
 from relay.ports import BlobStore
+from relay.triggers import MAX_PRIORITY
 
 NO_TENANT = "_"  # the entries folder of a deployment without tenants: no tenant name has a "_"
 _ARRIVALS = itertools.count()  # within one process, two arrivals in one microsecond keep their order
@@ -41,13 +43,15 @@ def folder(results_uri: str, *parts: str) -> str:
 # --- entries -----------------------------------------------------------------------------------------------------
 
 
-def place_for(now: datetime, run_key: str) -> str:
-    """A queued run's place: sorts by arrival time, then by the order of arrivals within this process."""
-    return f"{records.timestamp(now).replace(':', '').replace('-', '')}-{next(_ARRIVALS):012d}-{run_key}"
+def place_for(now: datetime, run_key: str, priority: int = 0) -> str:
+    """A queued run's place: sorts by priority (the higher first), then arrival time, then the order of arrivals
+    within this process."""
+    stamp = records.timestamp(now).replace(":", "").replace("-", "")
+    return f"p{MAX_PRIORITY - priority}-{stamp}-{next(_ARRIVALS):012d}-{run_key}"
 
 
 def run_key_of(place: str) -> str:
-    return place.split("-", 2)[2]
+    return place.split("-", 3)[3]
 
 
 def entry_uri(results_uri: str, tenant: str, place: str) -> str:
@@ -79,7 +83,7 @@ def entries(store: BlobStore, results_uri: str) -> Iterator[Entry]:
     prefix = folder(results_uri, "entries")
     for uri in store.list(prefix):
         tenant, _, name = uri[len(prefix) :].partition("/")
-        if name.endswith(".json") and name.count("-") >= 2:
+        if name.endswith(".json") and name.count("-") >= 3:
             yield Entry("" if tenant == NO_TENANT else tenant, name.removesuffix(".json"))
 
 

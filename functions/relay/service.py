@@ -368,6 +368,7 @@ def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, ur
     problems = rules.check_trigger(
         relay.policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, relay.policy_context
     )
+    problems += caps.priority_problems(relay.policy, tenant.name if tenant else "", trigger.priority)
     if problems:
         raise PolicyDeniedError(uri, problems)
 
@@ -493,7 +494,7 @@ def _claim_and_launch(
     waiting = _why_wait(relay, tenant_name, pipeline.name, delivery.uri)
     if isinstance(waiting, InvalidTriggerError):
         return _reject(relay, delivery, loaded, run_key, pipeline.name, waiting)
-    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting)) is not None:
+    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority)) is not None:
         return queued
     previous: dict[str, Any] | None = None
     try:
@@ -547,12 +548,15 @@ def _why_wait(relay: Relay, tenant: str, pipeline: str, uri: str) -> str | Inval
     return None
 
 
-def _enqueue(relay: Relay, delivery: Source, uri: str, claim: Mapping[str, Any], reason: str) -> Outcome | None:
+def _enqueue(
+    relay: Relay, delivery: Source, uri: str, claim: Mapping[str, Any], reason: str, priority: int
+) -> Outcome | None:
     """Record the run `queued` (create-only, so a redelivery finds it) and give it its place; None for a run key a
     claim holds already (its lease and takeover settle it, as for any claim)."""
     now = relay.clock()
     run_key, results = str(claim["run_key"]), relay.settings.results_uri
-    record = records.queued_record(claim, place=queue.place_for(now, run_key), reason=reason, now=now)
+    place = queue.place_for(now, run_key, priority)
+    record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
     try:
         relay.store.write(uri, records.encode(record), if_generation_match=0)
     except PreconditionFailedError:
@@ -611,9 +615,10 @@ def _submit_claimed(
     except TransientError as error:
         # Surely not submitted (a refusal for load, a pause, no connection).
         if isinstance(error, BackendBusyError | BackendPausedError) and (previous is None or claimed.from_queue):
-            return _requeue(relay, delivery, claimed, error)  # acknowledged: the queue drains at the backend's pace
+            # Acknowledged: the queue drains at the backend's pace.
+            return _requeue(relay, delivery, claimed, error, trigger.priority)
         if claimed.from_queue:
-            _requeue(relay, delivery, claimed, error)
+            _requeue(relay, delivery, claimed, error, trigger.priority)
         else:
             _release_claim(relay, uri, generation, claim, taken_over=previous is not None)
         raise
@@ -634,14 +639,14 @@ def _submit_claimed(
     return Outcome("launched", message, delivery.event.id, delivery.uri, run_key, run.run_id, pipeline.name)
 
 
-def _requeue(relay: Relay, delivery: Source, claimed: _Claimed, error: TransientError) -> Outcome:
+def _requeue(relay: Relay, delivery: Source, claimed: _Claimed, error: TransientError, priority: int) -> Outcome:
     """Put a claim whose submit surely sent nothing back in the queue, at its old place if it had one, and give
     its slots back; after a refusal for load, hold every instance's drain off for as long as the backend asked."""
     now, claim, results = relay.clock(), claimed.claim, relay.settings.results_uri
     run_key = str(claim["run_key"])
-    place = str(claim.get("place") or queue.place_for(now, run_key))
+    place = str(claim.get("place") or queue.place_for(now, run_key, priority))
     reason = f"the {relay.backend.name} backend refused for load: {' '.join(str(error).split())[:200]}"
-    record = records.queued_record(claim, place=place, reason=reason, now=now)
+    record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
     try:
         relay.store.write(claimed.uri, records.encode(record), if_generation_match=claimed.generation)
     except PreconditionFailedError:
@@ -676,7 +681,10 @@ def launch_queued(relay: Relay, record: Mapping[str, Any], generation: int, slot
     )
     loaded = _Loaded(b"", "json", run_key, reference)
     trigger = Trigger(
-        pipeline=str(record["pipeline"]), parameters=dict(record.get("parameters") or {}), labels=record["labels"]
+        pipeline=str(record["pipeline"]),
+        parameters=dict(record.get("parameters") or {}),
+        labels=record["labels"],
+        priority=int(record.get("priority") or 0),
     )
     try:
         definition = relay.catalog.get(trigger.pipeline, trigger_uri=str(reference.get("uri") or run_key))

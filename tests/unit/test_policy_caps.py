@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from relay.errors import Problem
 from relay.policy import PolicyError, parse_policy
-from relay.policy_caps import CapScope, cap_scopes, describe, paused_by, rejecting
+from relay.policy_caps import CapScope, cap_scopes, describe, paused_by, priority_problems, rejecting
 from relay.policy_model import Cap
 from tests.policies import policy
 
@@ -85,8 +86,23 @@ tenants:
         "at_cap)",
         "tenants.lab.caps.pipelines.push.max_in_flight: expected a whole number from 1 to 1000, found number 2.5",
         "tenants.two.caps: expected a mapping, found a list of 1",
-        "caps.colour: unknown key (expected one of max_in_flight, max_per_minute, at_cap, pipelines)",
+        "caps.colour: unknown key (expected one of max_in_flight, max_per_minute, at_cap, pipelines, max_priority)",
         "caps.max_in_flight: expected a whole number from 1 to 1000, found number 0",
         "caps.max_per_minute: expected a whole number from 1 to 1000, found boolean true",
         "caps.at_cap: expected one of queue, reject, found string 'drop'",
+    ]
+
+
+def test_a_trigger_may_ask_for_a_priority_up_to_its_tenants_max_priority():
+    bounded = policy("caps: {max_priority: 1}\ntenants: [{name: lab, caps: {max_priority: 5}}, {name: free}]")
+    assert priority_problems(bounded, "lab", 5) == []
+    assert priority_problems(bounded, "lab", 6) == [
+        Problem("priority", "at most 5 (tenants.lab.caps.max_priority)", "6")
+    ]
+    assert priority_problems(bounded, "free", 1) == [
+        Problem("priority", "at most 0 (tenants.free.caps.max_priority)", "1")
+    ]
+    assert priority_problems(bounded, "", 1) == []  # no tenant: the deployment's bound
+    assert refused("tenants: [{name: lab, caps: {max_priority: 10}}]") == [
+        "tenants.lab.caps.max_priority: expected a whole number from 0 to 9, found number 10"
     ]

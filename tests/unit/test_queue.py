@@ -413,3 +413,29 @@ def test_a_tick_stopped_by_trouble_at_the_backend_submits_nothing_and_the_next_d
     backend.state_errors.clear()
     tick = lifecycle.reconcile(relay)
     assert tick.drained is not None and tick.drained.launched == (third.run_key,)
+
+
+def test_a_higher_priority_goes_first_and_equals_keep_their_arrival_order(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1, max_priority: 5}", clock)
+
+    def deliver(n: int, priority: int) -> str:
+        document = {"pipeline": "echo", "parameters": {"message": f"plate {n}"}, "priority": priority}
+        data = json.dumps(document).encode()
+        generation = store.write(f"gs://triggers/lab/p{n}.json", data)
+        delivery = ObjectDelivery(EVENT, "triggers", f"lab/p{n}.json", generation, len(data), "storage-event")
+        return str(drain.deliver(relay, delivery).run_key)
+
+    running, low, other_low, high = deliver(0, 0), deliver(1, 0), deliver(2, 0), deliver(3, 5)
+    assert queue.explain(store, RESULTS, relay.policy, launch(relay, high), NOW).position == 1
+    while in_flight(relay):
+        end(relay, backend, in_flight(relay)[0])
+        lifecycle.reconcile(relay)
+    assert [r.run_key for r in backend.launches] == [running, high, low, other_low]
+    too_high = deliver(4, 6)
+    rejection = records.decode(store.read(naming.rejection_record(RESULTS, too_high)).data)
+    assert rejection["error"]["code"] == "policy_denied"
+    assert rejection["error"]["problems"] == [
+        {"field": "priority", "expected": "at most 5 (tenants.lab.caps.max_priority)", "found": "6"}
+    ]
