@@ -366,9 +366,14 @@ def check_trigger(catalog: Catalog, trigger: Trigger, uri: str) -> PipelineDefin
 def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, uri: str) -> None:
     """PolicyDeniedError naming everything the trigger uses beyond what its tenant may."""
     problems = rules.check_trigger(
-        relay.policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, relay.policy_context
+        relay.policy,
+        tenant,
+        trigger.pipeline,
+        trigger.parameters,
+        trigger.run_key,
+        relay.policy_context,
+        priority=trigger.priority,
     )
-    problems += caps.priority_problems(relay.policy, tenant.name if tenant else "", trigger.priority)
     if problems:
         raise PolicyDeniedError(uri, problems)
 
