@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import lifecycle, logs, runtime, unreadable
+from relay import drain, lifecycle, logs, runtime, unreadable
 from relay.errors import PermanentError, TransientError
 from relay.events import (
     PUBSUB_PUBLISHED,
@@ -23,7 +23,6 @@ from relay.events import (
     parse_storage_event,
 )
 from relay.outcome import Outcome, OutcomeKind
-from relay.service import handle_delivery
 
 logs.configure()
 
@@ -117,7 +116,7 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         # bug there ends in this event's one outcome line.
         delivery = parse(attributes, cloud_event.get_data())
         event_id, uri = delivery.event.id, delivery.uri
-        outcome = handle_delivery(runtime.current(os.environ), delivery)
+        outcome = drain.deliver(runtime.current(os.environ), delivery)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
         # (transient faults, settings that need a redeploy, or a bug that a fix will clear).

@@ -38,7 +38,8 @@ COMMAND = Command(
     summary="stop a run on its backend and record it cancelled",
     description=(
         "Terminate the run on the backend it was launched on and write its result.json as 'cancelled' (status "
-        "499). A run that has ended is reported as it ended, and nothing changes. The same request can be a "
+        "499). A queued run is taken out of the queue and recorded cancelled: it never launches. A run that has "
+        "ended is reported as it ended, and nothing changes. The same request can be a "
         "message on the trigger topic with attributes action=cancel and run_key=KEY, which may only cancel runs "
         "of that topic's tenant."
     ),

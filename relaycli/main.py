@@ -20,6 +20,7 @@ from relaycli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from relaycli.logs import COMMAND as LOGS
 from relaycli.objects import CAT, LS
 from relaycli.output import Paint, colour_wanted, one_line
+from relaycli.pause import PAUSE, RESUME
 from relaycli.preflight import COMMAND as PREFLIGHT
 from relaycli.publish import COMMAND as PUBLISH
 from relaycli.report import COMMAND as REPORT
@@ -43,6 +44,8 @@ COMMANDS: tuple[Command, ...] = (
     SYNC,
     CANCEL,
     RERUN,
+    PAUSE,
+    RESUME,
     DEAD_LETTERS,
     VALIDATE,
     UPLOAD,

@@ -95,7 +95,17 @@ def refusal(policy: rules.Policy, origin: Origin) -> PolicyDeniedError | None:
 def check(policy: rules.Policy, origin: Origin, trigger: Trigger, context: rules.Context) -> tuple[Problem, ...]:
     """Everything `trigger` uses beyond what its tenant may: the checks of `service.check_policy`."""
     tenant = origin.tenant(policy)
-    return tuple(rules.check_trigger(policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, context))
+    return tuple(
+        rules.check_trigger(
+            policy,
+            tenant,
+            trigger.pipeline,
+            trigger.parameters,
+            trigger.run_key,
+            context,
+            priority=trigger.priority,
+        )
+    )
 
 
 def run_key(policy: rules.Policy, origin: Origin, parsed: Trigger | InvalidTriggerError, identity: str) -> str:

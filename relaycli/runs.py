@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-STATES = ("launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected", "skipped")
+STATES = ("queued", "launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected", "skipped")
 
 
 def _since(text: str) -> timedelta | datetime:
@@ -134,14 +134,15 @@ COMMAND = Command(
     name="runs",
     summary="list recent runs, rejections and skipped deliveries, newest first",
     description=(
-        "List the most recent runs in the results location, newest first: run key, state (launching, launched, "
-        "running, succeeded, failed, cancelled, rejected, skipped), status, pipeline, age (since the claim, the "
-        "rejection or the skip) and message. --state, --pipeline and --since keep only the runs that match (before "
-        "--limit counts them); --state skipped answers 'why did my file not run?'. 'relay status RUN_KEY' shows one "
-        "in full. A skipped delivery (a name not ending in .json, .yaml or .yml, a zero-byte object) is listed once "
-        "per object version when it lay under a tenant's trigger locations (any, without a policy) or a route took "
-        "it; other objects of a data bucket and Relay's own are in the functions' log only, and 'relay validate "
-        "FILE --bucket B' says why a file would be skipped."
+        "List the most recent runs in the results location, newest first: run key, state (queued, launching, "
+        "launched, running, succeeded, failed, cancelled, rejected, skipped), status, pipeline, age (since the "
+        "claim, the rejection or the skip) and message. --state, --pipeline and --since keep only the runs that "
+        "match (before --limit counts them); --state skipped answers 'why did my file not run?', --state queued "
+        "shows what waits under a cap. 'relay status RUN_KEY' shows one in full. A skipped delivery (a name not "
+        "ending in .json, .yaml or .yml, a zero-byte object) is listed once per object version when it lay under a "
+        "tenant's trigger locations (any, without a policy) or a route took it; other objects of a data bucket and "
+        "Relay's own are in the functions' log only, and 'relay validate FILE --bucket B' says why a file would be "
+        "skipped."
     ),
     examples="""\
 examples:
@@ -149,6 +150,7 @@ examples:
   relay runs --limit 5
   relay runs --state failed --state rejected --since 1d
   relay runs --state skipped
+  relay runs --state queued
   relay runs --pipeline push --since 2026-11-21T08:00:00Z
   relay runs --results gs://relay-results/relay --json""",
     add_arguments=_arguments,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from relay import lifecycle, naming
+from relay import lifecycle, naming, queue, records
 from relay.errors import BlobNotFoundError
 from relay.policy import Policy
 from relay.ports import BlobStore
@@ -62,14 +63,18 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         raise not_found(args.run, run_key, results)
     done = wait.exit_code(run, timed_out) if args.wait else EXIT_OK
     later = later_attempts(store, results, run)
+    waiting = None
+    if run.state == records.QUEUED and run.launch is not None:
+        waiting = queue.explain(store, results, policy.load_policy(context, config), run.launch, context.clock())
     if args.json:
-        print(to_json({**run_json(run), "later_attempts": [run_summary(attempt) for attempt in later]}))
+        queued = {"queue": asdict(waiting)} if waiting else {}
+        print(to_json({**run_json(run), **queued, "later_attempts": [run_summary(attempt) for attempt in later]}))
         return done
     paint = context.paint
-    print(render(run, paint, later))
+    print(render(run, paint, later, waiting))
     if later:
         print(paint.next(f"\nthe latest attempt: relay status {later[-1].run_key}"))
-    if run.state in ("launching", "launched", "running"):
+    if run.state in ("queued", "launching", "launched", "running"):
         print(paint.next(f"\nnot ended yet: relay status {run.run_key} again shortly"))
     elif run.state == "rejected":
         print(paint.next("\nthe trigger's own problems: fix it and check it with relay validate FILE --bucket B"))
@@ -187,7 +192,9 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
     }
 
 
-def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = ()) -> str:
+def render(
+    run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = (), waiting: queue.Waiting | None = None
+) -> str:
     summary = run_summary(run)
     first, number = attempt_of(run)
     rows: list[tuple[str, str | Sequence[str]]] = [
@@ -200,6 +207,10 @@ def render(run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = 
         *_job_id(run, summary["run_id"]),
         ("trigger", _trigger(run)),
     ]
+    if waiting is not None:
+        tenant = str((run.launch or {}).get("tenant") or "(none)")
+        place = f"{waiting.position} in tenant {tenant}'s queue" if waiting.position else "none (being launched)"
+        rows += [("queue place", place), ("waiting for", waiting.reason)]
     if number > 1:
         rows.append(("attempt", f"{number} of {first}"))
     if later:

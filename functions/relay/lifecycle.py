@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from relay import naming, records
+from relay import drain, naming, queue, records
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -64,13 +64,16 @@ class Seen:
 class Tick:
     """What one reconcile tick did: the runs it asked about; how many launched runs it found without a result; why
     it stopped before its budget or the list ran out ("" : it did not); the run key the next tick starts past; and
-    whether that place was saved (False: another tick at once saved its own first, and that one stands)."""
+    whether that place was saved (False: another tick at once saved its own first, and that one stands); then
+    what its drain of the queue did, and how many slots its sweep gave back."""
 
     seen: tuple[Seen, ...] = ()
     unfinished: int | None = None  # None: not listed (a tick held off by a wait)
     stopped: str = ""
     after: str = ""
     saved: bool = True
+    drained: drain.Drained | None = None  # None: no drain (a tick held off by a wait)
+    freed: int = 0
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -93,7 +96,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     if start.not_before is not None and now < start.not_before:
         held = f"the {relay.backend.name} backend asked for a wait until {records.timestamp(start.not_before)}"
         return Tick(stopped=held, after=start.after)
-    keys = _unfinished(relay)
+    keys, ended = _listed(relay)
     seen: list[Seen] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
@@ -120,7 +123,12 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
                 seen.append(_record(relay, launch, generation, state))
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
-    return Tick(tuple(seen), len(keys), stopped, after, saved)
+    # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
+    ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
+    freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains.
+    drained = drain.Drained(stopped="not drained: the tick stopped early") if stopped else drain.drain(relay)
+    return Tick(tuple(seen), len(keys), stopped, after, saved, drained, freed)
 
 
 def _about_the_run(error: RelayError) -> bool:
@@ -133,8 +141,9 @@ def _about_the_run(error: RelayError) -> bool:
     return error.status is not None and 400 <= error.status < 500 and error.status != 429
 
 
-def _unfinished(relay: Relay) -> list[str]:
-    """Keys of the runs that have a launch record and no result yet: one listing, of names only."""
+def _listed(relay: Relay) -> tuple[list[str], set[str]]:
+    """Keys of the runs that have a launch record and no result yet, and of those that have a result: one
+    listing, of names only."""
     prefix = naming.join(relay.settings.results_uri, "runs") + "/"
     launched: set[str] = set()
     ended: set[str] = set()
@@ -144,7 +153,7 @@ def _unfinished(relay: Relay) -> list[str]:
             launched.add(key)
         elif name == "result.json":
             ended.add(key)
-    return sorted(launched - ended)
+    return sorted(launched - ended), ended
 
 
 def _in_flight(relay: Relay, key: str) -> tuple[dict[str, Any], int] | Seen | None:
@@ -177,7 +186,7 @@ def _record(relay: Relay, launch: dict[str, Any], generation: int, state: RunSta
             finished=state.finished_at or relay.clock(),
             recorded_by="reconcile",
         )
-        written = record_result(relay.store, relay.notifier, relay.settings.results_uri, ended)
+        written = record_result(relay.store, relay.notifier, relay.settings.results_uri, ended, launch)
         return Seen(key, recorded, state.state, "result" if written else "kept", ended["message"])
     if state.state == RUN_RUNNING and recorded == records.LAUNCHED:
         running = {
@@ -271,6 +280,8 @@ def cancel(relay: Relay, run_key: str, *, scope: Scope = OPERATOR, by: str = "re
         return Answer(key, False, run.state, f"{key} was rejected: there is no run to cancel")
     if run.result is not None:
         return Answer(key, False, run.state, f"{key} already {run.state}; nothing changed", launch.get("run_id"))
+    if launch.get("state") == records.QUEUED:
+        return _cancel_queued(relay, key, launch, by)
     if launch.get("state") == records.LAUNCHING or not launch.get("run_id"):
         raise ClaimHeldError(f"{key} is still being launched; cancel it once it is launched")
     if launch.get("backend") != relay.backend.name:
@@ -291,12 +302,40 @@ def cancel(relay: Relay, run_key: str, *, scope: Scope = OPERATOR, by: str = "re
         finished=relay.clock(),
         recorded_by=by,
     )
-    if not record_result(relay.store, relay.notifier, relay.settings.results_uri, ended):
+    if not record_result(relay.store, relay.notifier, relay.settings.results_uri, ended, launch):
         # The run wrote its own result while we stopped it: that record stands.
         own = read_run(relay.store, relay.settings.results_uri, key)
         ended_as = own.state if own else "ended"
         return Answer(key, False, ended_as, f"{key} {ended_as} on its own before the cancel was recorded", run_id)
+    drain.drain(relay)  # its slots are free: the next queued run may go
     return Answer(key, True, records.CANCELLED, f"{key} cancelled (run {run_id} terminated)", run_id, run.pipeline)
+
+
+def _cancel_queued(relay: Relay, key: str, launch: Mapping[str, Any], by: str) -> Answer:
+    """A queued run never launches once cancelled: its queued record is replaced, generation-matched, so that a
+    drain claiming it at the same moment and the cancel cannot both win; then its result and its place go."""
+    results = relay.settings.results_uri
+    uri = naming.launch_record(results, key)
+    blob = relay.store.read(uri)
+    if records.decode(blob.data).get("state") != records.QUEUED:
+        raise ClaimHeldError(f"{key} is being launched from the queue; cancel it once it is launched")
+    cancelled = {**launch, "state": records.CANCELLED, "message": f"cancelled in the queue by {by}"}
+    try:
+        relay.store.write(uri, records.encode(cancelled), if_generation_match=blob.generation)
+    except PreconditionFailedError:
+        raise ClaimHeldError(f"{key} is being launched from the queue; cancel it once it is launched") from None
+    ended = records.ended_record(
+        launch=launch,
+        state=records.CANCELLED,
+        message=f"cancelled by {by} while queued: it never launched",
+        started=None,
+        finished=relay.clock(),
+        recorded_by=by,
+    )
+    record_result(relay.store, relay.notifier, results, ended, cancelled)
+    queue.remove_entry(relay.store, results, str(launch.get("tenant") or ""), str(launch.get("place")))
+    message = f"{key} cancelled while queued: it never launched"
+    return Answer(key, True, records.CANCELLED, message, None, str(launch.get("pipeline") or ""))
 
 
 # --- rerun -----------------------------------------------------------------------------------------------------
@@ -375,7 +414,9 @@ def rerun(
         format="json",
     )
     loaded = _Loaded(b"", "json", new_key, reference)
-    attempt = Trigger(pipeline=definition.name, parameters=parameters, labels=labels)
+    attempt = Trigger(
+        pipeline=definition.name, parameters=parameters, labels=labels, priority=int(launch.get("priority") or 0)
+    )
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
         outcome = _claim_and_launch(relay, delivery, loaded, new_key, attempt, definition, tenant)
@@ -383,6 +424,13 @@ def rerun(
         return Answer(new_key, False, records.LAUNCHING, f"{new_key} is being started by another request")
     if outcome.outcome == "duplicate":
         return Answer(new_key, False, records.LAUNCHED, f"{new_key} was started by another request already")
+    if outcome.outcome == "queued":
+        # Under a cap or a pause, an attempt waits its turn like a trigger: launched now if it has room.
+        launched = next((o for o in drain.drain(relay).outcomes if o.run_key == new_key), None)
+        if launched is None or launched.outcome != "launched":
+            message = f"queued {new_key} (attempt {number + 1} of {first}): {outcome.message}"
+            return Answer(new_key, True, records.QUEUED, message, None, definition.name)
+        outcome = launched
     if outcome.outcome != "launched":
         raise LifecycleError(f"{new_key}: {outcome.message}")
     message = f"started {new_key} (attempt {number + 1} of {first}) as run {outcome.run_id}"
@@ -457,4 +505,9 @@ def tick_summary(tick: Tick) -> str:
         line += f"; {tick.stopped}"
     if not tick.saved:
         line += "; another tick saved its place first"
+    if tick.drained is not None and (tick.drained.launched or (tick.drained.stopped and not tick.stopped)):
+        line += f"; {len(tick.drained.launched)} launched from the queue"
+        line += f" (the drain: {tick.drained.stopped})" if tick.drained.stopped else ""
+    if tick.freed:
+        line += f"; {tick.freed} slot(s) no run held given back"
     return line

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-OutcomeKind = Literal["launched", "duplicate", "rejected", "skipped", "retried", "dropped", "cancelled", "reconciled"]
+OutcomeKind = Literal[
+    "launched", "duplicate", "rejected", "skipped", "retried", "dropped", "cancelled", "reconciled", "queued"
+]
 _SEVERITY: dict[str, str] = {
     "launched": "INFO",
     "duplicate": "INFO",
@@ -25,6 +27,7 @@ _SEVERITY: dict[str, str] = {
     "retried": "WARNING",
     "cancelled": "INFO",  # a run stopped on request (lifecycle.cancel)
     "reconciled": "INFO",  # one reconcile tick (on_schedule)
+    "queued": "INFO",  # accepted, waiting in the queue for a slot, a pause's end or the backend (relay.queue)
 }
 
 

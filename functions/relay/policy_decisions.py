@@ -15,6 +15,7 @@ from typing import Any
 from relay import secrets
 from relay.errors import PolicyDeniedError, Problem
 from relay.naming import MAX_RUN_KEY, RUN_KEY
+from relay.policy_caps import priority_problems
 from relay.policy_locations import (
     _as_file,
     _owned_by,
@@ -155,9 +156,13 @@ def check_trigger(
     parameters: Mapping[str, Any],
     run_key: str | None,
     context: Context,
+    *,
+    priority: int = 0,
 ) -> list[Problem]:
-    """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace included."""
+    """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace and its
+    priority in the queue included."""
     problems = check_request(policy, tenant, pipeline, parameters, context)
+    problems += priority_problems(policy, tenant.name if tenant else "", priority)
     if run_key and not RUN_KEY.match(scoped_run_key(tenant, run_key)):
         room = MAX_RUN_KEY - len(scoped_run_key(tenant, ""))
         problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(run_key)}"))

@@ -42,6 +42,35 @@ class Limits:
     code_files: int = 2000  # an algorithm's code, files
 
 
+AT_CAP = ("queue", "reject")  # what a trigger past a cap does: wait in the queue (the default), or be rejected
+
+
+@dataclass(frozen=True)
+class Cap:
+    """How many runs of one scope may be in flight at once and launch per minute (None: no such cap), and what a
+    trigger past either does (AT_CAP)."""
+
+    max_in_flight: int | None = None
+    max_per_minute: int | None = None
+    at_cap: str = "queue"
+
+    @property
+    def empty(self) -> bool:
+        return self.max_in_flight is None and self.max_per_minute is None
+
+
+@dataclass(frozen=True)
+class Caps:
+    """A scope's cap (the deployment's or a tenant's) and, within it, one per pipeline."""
+
+    cap: Cap = field(default_factory=Cap)
+    pipelines: tuple[tuple[str, Cap], ...] = ()
+    max_priority: int = 0  # the highest `priority` a trigger of this scope may ask for (a tenant's, or none's)
+
+    def pipeline(self, name: str) -> Cap:
+        return next((cap for pipeline, cap in self.pipelines if pipeline == name), Cap())
+
+
 @dataclass(frozen=True)
 class Resources:
     """What each task of a compiled pipeline gets (applied when the catalog is compiled)."""
@@ -92,6 +121,7 @@ class Tenant:
     code: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     routes: tuple[Route, ...] = ()  # data objects that start runs of this tenant (relay.routes)
+    caps: Caps = field(default_factory=Caps)  # runs in flight and launches per minute (relay.policy_caps)
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)
@@ -116,6 +146,7 @@ class Policy:
     notifications: tuple[Notifications, ...] = ()
     # The one tenant a run without a launch record acts as ("": such a run does nothing).
     direct_tenant: str = ""
+    caps: Caps = field(default_factory=Caps)  # the deployment's own, over every tenant
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)

@@ -22,11 +22,14 @@ from relay.policy_locations import _well_formed_location, parse_seconds, parse_s
 from relay.policy_model import (
     _CLUSTER_KINDS,
     _DESTINATION_KINDS,
+    AT_CAP,
     NO_POLICY,
     RULE_ID,
     SECRET_FIELDS,
     TENANT_NAME,
     Binding,
+    Cap,
+    Caps,
     Limits,
     Notifications,
     Policy,
@@ -40,10 +43,14 @@ from relay.policy_model import (
 )
 from relay.ports import BlobStore
 from relay.routes import Route, template_problems
-from relay.triggers import StrictLoader, describe_value
+from relay.triggers import MAX_PRIORITY, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 MAX_POLICY_BYTES = 1024 * 1024
+# The most a cap may say: each run in flight under a cap holds one object of its own (relay.queue), and a cap is
+# listed whole to be counted.
+MAX_CAP = 1000
+_CAP_KEYS = ("max_in_flight", "max_per_minute", "at_cap")
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -104,7 +111,7 @@ class _Reader:
 
     def policy(self, document: object) -> Policy:
         keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        top = self._mapping(document, "(policy)", (*keys, "direct_runs"))
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -122,6 +129,7 @@ class _Reader:
                 for i, n in enumerate(self._list(top.get("notifications"), "notifications"))
             ),
             direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
+            caps=self.caps(top.get("caps"), "caps"),
         )
 
     def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
@@ -139,7 +147,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
@@ -168,6 +176,7 @@ class _Reader:
                 self.route(r, f"{where}.routes[{i}]")
                 for i, r in enumerate(self._list(item.get("routes"), f"{where}.routes"))
             ),
+            caps=self.caps(item.get("caps"), f"{where}.caps"),
         )
 
     def notifications(self, value: object, where: str) -> Notifications:
@@ -258,6 +267,46 @@ class _Reader:
                 continue
             parsed[name] = float(number) if name == "timeout" else int(number)
         return Limits(**parsed)
+
+    def caps(self, value: object, where: str) -> Caps:
+        """`caps: {max_in_flight, max_per_minute, at_cap, pipelines: {NAME: {the same but pipelines}}}`."""
+        if value is None:
+            return Caps()
+        cap = self.cap(value, where, (*_CAP_KEYS, "pipelines", "max_priority"))
+        raw = value.get("pipelines", {}) if isinstance(value, dict) else {}
+        priority = value.get("max_priority", 0) if isinstance(value, dict) else 0
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+            self._fail(f"{where}.max_priority", f"a whole number from 0 to {MAX_PRIORITY}", priority)
+            priority = 0
+        if not isinstance(raw, dict):
+            self._fail(f"{where}.pipelines", "a mapping of pipeline names to caps", raw)
+            raw = {}
+        pipelines = tuple(
+            (name, self.cap(item, f"{where}.pipelines.{name}", _CAP_KEYS))
+            for name, item in raw.items()
+            if self._pipeline(name, f"{where}.pipelines (a key)")
+        )
+        return Caps(cap=cap, pipelines=pipelines, max_priority=priority)
+
+    def cap(self, value: object, where: str, keys: Sequence[str]) -> Cap:
+        item = self._mapping(value, where, keys)
+        counts: dict[str, int | None] = {}
+        for name in ("max_in_flight", "max_per_minute"):
+            raw = item.get(name)
+            if raw is None:
+                counts[name] = None
+            elif isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_CAP:
+                self._fail(f"{where}.{name}", f"a whole number from 1 to {MAX_CAP}", raw)
+                counts[name] = None
+            else:
+                counts[name] = raw
+        at_cap = item.get("at_cap", "queue")
+        if at_cap not in AT_CAP:
+            self._fail(f"{where}.at_cap", f"one of {', '.join(AT_CAP)}", at_cap)
+            at_cap = "queue"
+        if "at_cap" in item and "max_in_flight" not in item and "max_per_minute" not in item:
+            self.problems.append(f"{where}: expected max_in_flight or max_per_minute beside at_cap, found at_cap alone")
+        return Cap(counts["max_in_flight"], counts["max_per_minute"], str(at_cap))
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

@@ -12,6 +12,7 @@ from relay.errors import InvalidTriggerError, RelayError
 from relay.events import InlineDelivery, ObjectDelivery
 from relay.outcome import severity_of_rejection
 
+QUEUED = "queued"  # launch.json of a run waiting in the queue (relay.queue) for a slot, a pause's end or the backend
 LAUNCHING = "launching"
 LAUNCHED = "launched"
 RUNNING = "running"  # launch.json, once a reconcile tick saw the backend run it
@@ -93,6 +94,37 @@ def claim_record(
         "metrics": {},
         "claimed_at": timestamp(now),
         "lease_expires_at": timestamp(now + timedelta(seconds=lease_seconds)),
+    }
+
+
+def queued_record(claim: Mapping[str, Any], *, place: str, reason: str, now: datetime) -> dict[str, Any]:
+    """A run that waits: the claim it will launch with, but no lease (no one is launching it), and its place."""
+    return {
+        **claim,
+        "state": QUEUED,
+        "message": f"queued: {reason}",
+        "claim_id": None,
+        "lease_expires_at": None,
+        "slots": [],
+        "place": place,
+        "queued_at": claim.get("queued_at") or timestamp(now),
+        "waiting_for": reason,
+    }
+
+
+def dequeued_claim(
+    queued: Mapping[str, Any], *, slots: list[dict[str, Any]], now: datetime, lease_seconds: float
+) -> dict[str, Any]:
+    """The claim a drain makes of a queued run (or of one whose claim's lease ran out): the same trigger and
+    parameters, a fresh claim id and lease, and the slots it holds."""
+    return {
+        **queued,
+        "state": LAUNCHING,
+        "message": f"claimed from the queue; submitting to {queued.get('backend')}",
+        "claim_id": uuid.uuid4().hex,
+        "claimed_at": timestamp(now),
+        "lease_expires_at": timestamp(now + timedelta(seconds=lease_seconds)),
+        "slots": slots,
     }
 
 

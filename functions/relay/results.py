@@ -5,18 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from relay import naming, records
+from relay import naming, queue, records
 from relay.errors import PreconditionFailedError
 from relay.ports import BlobStore, Notifier
 
 
-def record_result(store: BlobStore, notifier: Notifier | None, results_uri: str, record: Mapping[str, Any]) -> bool:
-    """Write `runs/<run_key>/result.json` unless one exists, then publish it; False if one existed."""
+def record_result(
+    store: BlobStore,
+    notifier: Notifier | None,
+    results_uri: str,
+    record: Mapping[str, Any],
+    launch: Mapping[str, Any] | None = None,
+) -> bool:
+    """Write `runs/<run_key>/result.json` unless one exists, give back the slots the run held under its caps
+    (`launch`, its launch record, is read when not given), then publish it; False if one existed."""
     uri = naming.result_record(results_uri, str(record["run_key"]))
     try:
         store.write(uri, records.encode(record), if_generation_match=0)
     except PreconditionFailedError:
         return False
+    queue.release_for(store, results_uri, str(record["run_key"]), launch)
     publish_record(notifier, record)
     return True
 

@@ -6,14 +6,15 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import labels as label_rules
-from relay import naming, records, routes
+from relay import naming, queue, records, routes
 from relay import policy as rules
+from relay import policy_caps as caps
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.config import Settings
 from relay.errors import (
@@ -31,7 +32,7 @@ from relay.errors import (
     SubmitUncertainError,
     TransientError,
 )
-from relay.events import Delivery, InlineDelivery, ObjectDelivery, Skip
+from relay.events import Delivery, EventInfo, InlineDelivery, ObjectDelivery, Skip
 from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
@@ -83,6 +84,12 @@ class SubmitGate:
         if now < self._careful_until and self._in_flight:
             return "the backend refused for load lately: one call at a time, and one is under way"
         return None
+
+    def wary(self) -> bool:
+        """Whether the backend refused for load lately (a pause, or the careful while after it): runs it refused may
+        wait in the queue, so a launch that went through should drain it."""
+        with self._lock:
+            return self._clock() < self._careful_until
 
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
@@ -442,7 +449,13 @@ def check_trigger(catalog: Catalog, trigger: Trigger, uri: str) -> PipelineDefin
 def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, uri: str) -> None:
     """PolicyDeniedError naming everything the trigger uses beyond what its tenant may."""
     problems = rules.check_trigger(
-        relay.policy, tenant, trigger.pipeline, trigger.parameters, trigger.run_key, relay.policy_context
+        relay.policy,
+        tenant,
+        trigger.pipeline,
+        trigger.parameters,
+        trigger.run_key,
+        relay.policy_context,
+        priority=trigger.priority,
     )
     if problems:
         raise PolicyDeniedError(uri, problems)
@@ -547,13 +560,6 @@ def _claim_and_launch(
 ) -> Outcome:
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
-    closed = relay.gate.closed()
-    if closed:
-        # Held back for the backend's sake: no claim, no backend call; only a launched run is answered now.
-        recorded = _read_record(relay.store, uri)
-        if recorded is not None and recorded.get("state") != records.LAUNCHING:
-            return _duplicate(delivery, run_key, recorded)
-        raise BackendPausedError(f"{uri}: {run_key} not claimed: {closed}; retry later")
     tenant_name = tenant.name if tenant else ""
     parameters = run_parameters(
         pipeline, trigger.parameters, run_key=run_key, results_uri=settings.results_uri, tenant=tenant_name
@@ -573,6 +579,11 @@ def _claim_and_launch(
         )
     )
     claim = records.decode(encoded)
+    waiting = _why_wait(relay, tenant_name, pipeline.name, delivery.uri)
+    if isinstance(waiting, InvalidTriggerError):
+        return _reject(relay, delivery, loaded, run_key, pipeline.name, waiting)
+    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority)) is not None:
+        return queued
     previous: dict[str, Any] | None = None
     try:
         generation = relay.store.write(uri, encoded, if_generation_match=0)
@@ -598,11 +609,85 @@ def _claim_and_launch(
             except PreconditionFailedError:
                 raise ClaimHeldError(f"{uri}: another delivery took over run key {run_key} first") from None
             previous = current
+    claimed = _Claimed(uri, claim, generation, previous, from_queue=False)
+    return _submit_claimed(relay, delivery, loaded, claimed, pipeline, trigger)
+
+
+def _why_wait(relay: Relay, tenant: str, pipeline: str, uri: str) -> str | InvalidTriggerError | None:
+    """Why a run must wait in the queue rather than launch now (None: it need not); or the rejection of a trigger
+    past a cap whose policy says reject. Costs one listing (the pauses), and one per rejecting cap."""
+    closed = relay.gate.closed()
+    if closed:
+        return f"the {relay.backend.name} backend refused for load lately: {closed}"
+    results = relay.settings.results_uri
+    paused = caps.paused_by(queue.paused(relay.store, results), tenant, pipeline)
+    if paused:
+        return paused
+    scopes = caps.cap_scopes(relay.policy, tenant, pipeline)
+    for scope in caps.rejecting(scopes):
+        why = queue.full(relay.store, results, scope, relay.clock())
+        if why:
+            found = caps.describe(scope, rate=why == "rate")
+            expected = f"room under {scope.where} (at_cap: reject)"
+            return InvalidTriggerError(uri, [Problem("(limits)", expected, found)], code="limit_exceeded")
+    if scopes:
+        # Through the queue even when there is room, so that no newcomer overtakes a run already waiting.
+        return "waiting for room under " + ", ".join(scope.where for scope in scopes)
+    return None
+
+
+def _enqueue(
+    relay: Relay, delivery: Source, uri: str, claim: Mapping[str, Any], reason: str, priority: int
+) -> Outcome | None:
+    """Record the run `queued` (create-only, so a redelivery finds it) and give it its place; None for a run key a
+    claim holds already (its lease and takeover settle it, as for any claim)."""
+    now = relay.clock()
+    run_key, results = str(claim["run_key"]), relay.settings.results_uri
+    place = queue.place_for(now, run_key, priority)
+    record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
+    try:
+        relay.store.write(uri, records.encode(record), if_generation_match=0)
+    except PreconditionFailedError:
+        existing = _read_record(relay.store, uri)
+        if existing is None:
+            raise ClaimHeldError(f"{uri}: a claim on {run_key} was just released; retry") from None
+        if existing.get("state") == records.LAUNCHING:
+            return None
+        if existing.get("state") == records.QUEUED:  # a crash may have come between the record and its place
+            queue.add_entry(relay.store, results, str(existing.get("tenant") or ""), str(existing.get("place")))
+        return _duplicate(delivery, run_key, existing)
+    publish_record(relay.notifier, record)
+    queue.add_entry(relay.store, results, str(claim.get("tenant") or ""), record["place"])
+    return _queued(delivery, record)
+
+
+def _queued(delivery: Source, record: Mapping[str, Any]) -> Outcome:
+    message = f"queued {record['pipeline']}: {record['waiting_for']}"
+    return Outcome("queued", message, delivery.event.id, delivery.uri, record["run_key"], None, record["pipeline"])
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A claim written: where, as written, its generation, the expired claim it took over (if it did), and
+    whether it came from the queue (a failed submit puts it back there rather than asking for a redelivery)."""
+
+    uri: str
+    claim: dict[str, Any]
+    generation: int
+    previous: dict[str, Any] | None
+    from_queue: bool
+
+
+def _submit_claimed(
+    relay: Relay, delivery: Source, loaded: _Loaded, claimed: _Claimed, pipeline: PipelineDefinition, trigger: Trigger
+) -> Outcome:
+    uri, claim, generation, previous = claimed.uri, claimed.claim, claimed.generation, claimed.previous
+    run_key, parameters = str(claim["run_key"]), claim["parameters"]
     try:
         with relay.gate.calling():
             # A takeover first asks the backend: the crashed holder may have submitted before it could record.
             found = relay.backend.find_run(run_key) if previous is not None else None
-            run = found or _submit(relay, claim, pipeline, parameters, trigger, tenant_name)
+            run = found or _submit(relay, claim, pipeline, parameters, trigger, str(claim.get("tenant") or ""))
     except LaunchRejectedError as refused:
         try:
             relay.store.delete(uri, if_generation_match=generation)
@@ -611,12 +696,19 @@ def _claim_and_launch(
             raise ClaimHeldError(
                 f"{uri}: run key {run_key} was taken over while its submit was refused; retry"
             ) from None
+        queue.release(relay.store, queue.held_by(claim))
         return _reject(relay, delivery, loaded, run_key, pipeline.name, refused)
     except SubmitUncertainError:
         raise  # the run may exist: the lease runs out first, then a takeover asks the backend
-    except TransientError:
-        # Surely not submitted (a refusal for load, a pause, no connection): the redelivery may submit at once.
-        _release_claim(relay, uri, generation, claim, taken_over=previous is not None)
+    except TransientError as error:
+        # Surely not submitted (a refusal for load, a pause, no connection).
+        if isinstance(error, BackendBusyError | BackendPausedError) and (previous is None or claimed.from_queue):
+            # Acknowledged: the queue drains at the backend's pace.
+            return _requeue(relay, delivery, claimed, error, trigger.priority)
+        if claimed.from_queue:
+            _requeue(relay, delivery, claimed, error, trigger.priority)
+        else:
+            _release_claim(relay, uri, generation, claim, taken_over=previous is not None)
         raise
     # The run found belongs to the claim that submitted it, with that claim's trigger and parameters.
     launched = records.launched_record(
@@ -633,6 +725,74 @@ def _claim_and_launch(
         pass
     message = f"launched {pipeline.name} as run {run.run_id}" + (" (after takeover)" if previous else "")
     return Outcome("launched", message, delivery.event.id, delivery.uri, run_key, run.run_id, pipeline.name)
+
+
+def _requeue(relay: Relay, delivery: Source, claimed: _Claimed, error: TransientError, priority: int) -> Outcome:
+    """Put a claim whose submit surely sent nothing back in the queue, at its old place if it had one, and give
+    its slots back; after a refusal for load, hold every instance's drain off for as long as the backend asked."""
+    now, claim, results = relay.clock(), claimed.claim, relay.settings.results_uri
+    run_key = str(claim["run_key"])
+    place = str(claim.get("place") or queue.place_for(now, run_key, priority))
+    reason = f"the {relay.backend.name} backend refused for load: {' '.join(str(error).split())[:200]}"
+    record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
+    try:
+        relay.store.write(claimed.uri, records.encode(record), if_generation_match=claimed.generation)
+    except PreconditionFailedError:
+        raise ClaimHeldError(f"{claimed.uri}: {run_key} was taken over while its submit was refused") from None
+    queue.release(relay.store, queue.held_by(claim))
+    queue.add_entry(relay.store, results, str(claim.get("tenant") or ""), place)
+    if isinstance(error, BackendBusyError):
+        wait = min(MAX_PAUSE, DEFAULT_PAUSE if error.retry_after is None else error.retry_after)
+        queue.hold(relay.store, queue.hold_uri(results, relay.backend.name), now + timedelta(seconds=wait), reason)
+    publish_record(relay.notifier, record)
+    return _queued(delivery, record)
+
+
+def launch_queued(relay: Relay, record: Mapping[str, Any], generation: int, slots: Sequence[queue.Held]) -> Outcome:
+    """Launch a run the queue holds, with the `slots` the drain took for it: claim it from its queued record (or
+    take over a claim whose lease ran out, keeping that claim's slots), generation-matched, so that of drainers at
+    once one launches it; the others get a "duplicate" and give their slots back. Then the launch path of
+    triggers: a takeover asks the backend first, a refusal for load puts it back at its place."""
+    settings, now = relay.settings, relay.clock()
+    run_key = str(record["run_key"])
+    uri = naming.launch_record(settings.results_uri, run_key)
+    taking_over = record.get("state") == records.LAUNCHING
+    held = [slot.as_record() for slot in (queue.held_by(record) if taking_over else slots)]
+    claim = records.dequeued_claim(record, slots=held, now=now, lease_seconds=settings.claim_lease)
+    reference = dict(record.get("trigger") or {})
+    delivery = InlineDelivery(
+        event=EventInfo(id=str(reference.get("event_id") or run_key), type="relay.queue", source="queue", time=now),
+        topic="queue",
+        message_id=str(record.get("place") or run_key),
+        data=b"",
+        format="json",
+    )
+    loaded = _Loaded(b"", "json", run_key, reference)
+    trigger = Trigger(
+        pipeline=str(record["pipeline"]),
+        parameters=dict(record.get("parameters") or {}),
+        labels=record["labels"],
+        priority=int(record.get("priority") or 0),
+    )
+    try:
+        definition = relay.catalog.get(trigger.pipeline, trigger_uri=str(reference.get("uri") or run_key))
+    except InvalidTriggerError as gone:  # taken out of the catalog while the run waited
+        with contextlib.suppress(PreconditionFailedError):
+            relay.store.delete(uri, if_generation_match=generation)
+            queue.release(relay.store, slots if not taking_over else ())
+            return _reject(relay, delivery, loaded, run_key, trigger.pipeline, gone)
+        return _duplicate(delivery, run_key, record)
+    except TransientError:
+        queue.release(relay.store, () if taking_over else slots)  # not claimed: the slots are no one's
+        raise
+    try:
+        claimed_generation = relay.store.write(uri, records.encode(claim), if_generation_match=generation)
+    except PreconditionFailedError:
+        if not taking_over:
+            queue.release(relay.store, slots)
+        return _duplicate(delivery, run_key, {**record, "state": "claimed by another drain"})
+    claimed = _Claimed(uri, claim, claimed_generation, dict(record) if taking_over else None, from_queue=True)
+    return _submit_claimed(relay, delivery, loaded, claimed, definition, trigger)
 
 
 def _submit(

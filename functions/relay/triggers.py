@@ -29,7 +29,11 @@ RESERVED_PARAMETERS = ("run_key", "results_uri", "tenant")
 TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
 
-_KEYS = ("version", "pipeline", "parameters", "run_key", "labels")
+_KEYS = ("version", "pipeline", "parameters", "run_key", "labels", "priority")
+# A trigger's place in its tenant's queue among runs that wait (relay.queue): the higher first, arrival order among
+# equals; the policy bounds what each tenant may ask (relay.policy_caps).
+MAX_PRIORITY = 9
+PRIORITY_RULE = f"a whole number from 0 to {MAX_PRIORITY} (the higher launches first from the queue)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Trigger:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     run_key: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
 
 
 def format_for(name: str) -> Format | None:
@@ -82,9 +87,14 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
         problems.append(Problem("run_key", RUN_KEY_RULE, describe_value(run_key)))
     labels = document.get("labels", {})
     problems.extend(label_problems(labels))
+    priority = document.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        problems.append(Problem("priority", PRIORITY_RULE, describe_value(priority)))
     if problems:
         raise InvalidTriggerError(uri, problems)
-    return Trigger(pipeline=str(pipeline), parameters=parameters, run_key=run_key, labels=labels)
+    return Trigger(
+        pipeline=str(pipeline), parameters=parameters, run_key=run_key, labels=labels, priority=int(priority)
+    )
 
 
 def _decode(raw: bytes, fmt: Format, uri: str) -> object:

@@ -254,26 +254,28 @@ class CountingBackend(FakeBackend):
         return super().find_run(run_key)
 
 
-def test_a_refusal_for_load_pauses_submits_and_deliveries_meanwhile_never_reach_the_backend(relay: Relay, store):
+def test_a_refusal_for_load_queues_the_trigger_and_deliveries_meanwhile_queue_without_reaching_the_backend(
+    relay: Relay, store
+):
     backend = CountingBackend()
     relay = replace(relay, backend=backend, gate=SubmitGate())
     launched = upload(store, name="launched.json")
     handle_delivery(relay, launched)
     backend.failures.append(BackendBusyError("429 slow down", retry_after=30))
     refused = upload(store, name="refused.json")
-    with pytest.raises(BackendBusyError):
-        handle_delivery(relay, refused)
-    assert store.uris("gs://results/relay/runs/") == [launch_uri(backend.launches[0].run_key)]  # claim released
+    outcome = handle_delivery(relay, refused)  # acknowledged: the queue, not a redelivery, tries again
+    assert outcome.outcome == "queued" and "refused for load: 429 slow down" in outcome.message
+    queued = record(store, launch_uri(str(outcome.run_key)))
+    assert (queued["state"], queued["lease_expires_at"], queued["slots"]) == ("queued", None, [])
+    hold = record(store, "gs://results/relay/queue/hold-fake.json")
+    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=30))
     calls = backend.calls
-    with pytest.raises(BackendPausedError, match="pause: 30"):
-        handle_delivery(relay, refused)
-    with pytest.raises(BackendPausedError):
-        handle_delivery(relay, upload(store, name="new.json"))
+    assert handle_delivery(relay, refused).outcome == "duplicate"  # already queued
+    assert handle_delivery(relay, upload(store, name="new.json")).outcome == "queued"
     # A delivery of a launched trigger is still answered: it needs no backend.
     assert handle_delivery(relay, launched).outcome == "duplicate"
-    assert backend.calls == calls and store.uris("gs://results/relay/runs/") == [
-        launch_uri(backend.launches[0].run_key)
-    ]
+    assert backend.calls == calls
+    assert len(store.uris("gs://results/relay/queue/entries/_/")) == 2
 
 
 def test_the_gate_pauses_for_the_time_asked_then_lets_one_call_through_at_a_time():
@@ -684,7 +686,7 @@ def test_relays_own_objects_are_named_as_such_when_skipped(relay: Relay, backend
     assert "not a trigger" not in sibling.message
 
 
-def test_while_paused_no_claim_is_made_and_only_a_launched_run_is_answered(relay: Relay, store, backend):
+def test_while_paused_a_new_trigger_is_queued_unclaimed_and_a_launched_run_is_answered(relay: Relay, store, backend):
     class Writes(MemoryBlobStore):
         written: list[str]
 
@@ -703,17 +705,22 @@ def test_while_paused_no_claim_is_made_and_only_a_launched_run_is_answered(relay
     leave_claim(counting, held_key, event_id="other", claimed_at=NOW)
     with pytest.raises(BackendBusyError), relay.gate.calling():
         raise BackendBusyError("429", retry_after=30)
-    counting.written.clear()
+    before = set(counting.uris("gs://results/"))
     new = upload(counting, name="new.json")
-    with pytest.raises(BackendPausedError, match=r": echo-\w+ not claimed: the backend asked for a pause: 30.0 s left"):
-        handle_delivery(relay, new)
-    # A claim still being launched is no answer: the delivery waits for the pause like any other.
-    with pytest.raises(BackendPausedError):
+    queued = handle_delivery(relay, new)
+    assert (queued.outcome, queued.message) == ("queued", "queued echo: " + QUEUED_FOR_PAUSE)
+    # A claim still being launched is no answer: the delivery waits for it to resolve.
+    with pytest.raises(ClaimHeldError):
         handle_delivery(relay, held)
     duplicate = handle_delivery(relay, first)
     assert (duplicate.outcome, duplicate.run_key, duplicate.run_id) == ("duplicate", launched.run_key, "run-1")
     assert duplicate.message == f"already launched: {launched.run_key} (run run-1)"
-    assert [uri for uri in counting.written if uri.startswith("gs://results/")] == []
+    added = set(counting.uris("gs://results/")) - before
+    assert sorted(uri.rsplit("/", 2)[-2] for uri in added) == ["_", str(queued.run_key)]  # its place; its record
+    assert record(counting, launch_uri(held_key))["trigger"]["event_id"] == "other"  # type: ignore[index]
+
+
+QUEUED_FOR_PAUSE = "the fake backend refused for load lately: the backend asked for a pause: 30.0 s left"
 
 
 def test_a_takeover_whose_submit_is_uncertain_leaves_its_own_claim_to_run_out(relay: Relay, store, backend):

@@ -64,7 +64,7 @@ def test_yaml_dates_stay_strings_as_in_json():
 
 
 PIPELINE = f"pipeline: expected {PIPELINE_NAME_RULE}"
-KEYS = "expected one of the keys version, pipeline, parameters, run_key, labels, found an unknown key"
+KEYS = "expected one of the keys version, pipeline, parameters, run_key, labels, priority, found an unknown key"
 RESERVED = "expected no value (Relay fills it), found a value"
 
 
@@ -425,3 +425,20 @@ def test_the_policy_s_loader_keeps_every_rule_but_the_bound_on_values():
     assert len(yaml.load("tenants:\n" + entries, Loader=StrictLoader)["tenants"]) == MAX_VALUES // 4
     with pytest.raises(yaml.YAMLError, match=f"more than {MAX_VALUES}"):
         yaml.load("tenants:\n" + entries, Loader=TriggerLoader)
+
+
+@pytest.mark.parametrize("priority", [-1, 10, 2.5, True, "9"])
+def test_a_priority_is_a_whole_number_from_0_to_9(priority: object):
+    document = json.dumps({"pipeline": "echo", "priority": priority}).encode()
+    with pytest.raises(InvalidTriggerError) as caught:
+        parse_trigger(document, "json", URI)
+    [problem] = caught.value.problems
+    assert (problem.field, problem.expected) == (
+        "priority",
+        "a whole number from 0 to 9 (the higher launches first from the queue)",
+    )
+
+
+def test_a_priority_left_out_is_0():
+    assert parse_trigger(b'{"pipeline": "echo"}', "json", URI).priority == 0
+    assert parse_trigger(b'{"pipeline": "echo", "priority": 9}', "json", URI).priority == 9

@@ -1,0 +1,128 @@
+"""The drain: launch queued runs, in arrival order, as far as there is room; and a delivery followed by one.
+
+A drain runs after a delivery that queued its run, after a run's end that Relay records (reconcile, cancel, the
+local runner) and on every reconcile tick. Many may run at once, on any instance: each run is claimed from its
+queued launch record generation-matched (relay.service.launch_queued), so exactly one drain launches it, and a
+drain that dies between that claim and the launch record leaves a claim whose lease runs out, which the next drain
+takes over (asking the backend first), as a redelivery would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from relay import naming, queue, records
+from relay import policy_caps as caps
+from relay.errors import BlobNotFoundError, PreconditionFailedError, TransientError
+from relay.events import Delivery
+from relay.outcome import Outcome
+from relay.service import Relay, handle_delivery, launch_queued
+
+# The most runs one drain launches: a tick or a delivery never spends its whole time draining.
+PER_DRAIN = 100
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What one drain did: the runs it launched (or that found their end meanwhile), in order, and why it
+    stopped before the queue ran out ("" : it did not)."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    stopped: str = ""
+
+    @property
+    def launched(self) -> tuple[str, ...]:
+        return tuple(str(o.run_key) for o in self.outcomes if o.outcome == "launched")
+
+
+def deliver(relay: Relay, delivery: Delivery) -> Outcome:
+    """handle_delivery, then, when the run was queued, a drain: it launches at once if it has room (and anything
+    queued before it first). The outcome says launched when this drain launched it. A launch on an instance the
+    backend refused for load lately drains too: the backend takes runs again, and what it refused waits."""
+    outcome = handle_delivery(relay, delivery)
+    if outcome.outcome != "queued":
+        if outcome.outcome == "launched" and relay.gate.wary():
+            drain(relay)
+        return outcome
+    drained = drain(relay)
+    mine = next((o for o in drained.outcomes if o.run_key == outcome.run_key and o.outcome == "launched"), None)
+    if mine is None:
+        return outcome
+    return Outcome("launched", mine.message, outcome.event_id, outcome.trigger_uri, mine.run_key, mine.run_id,
+                   mine.pipeline)  # fmt: skip
+
+
+def drain(relay: Relay, *, budget: int = PER_DRAIN) -> Drained:
+    """Launch queued runs tenant by tenant, each tenant's in arrival order, while their scopes have room; a run
+    whose scope is full or paused waits, and so does every later run of that scope (no overtaking within a scope).
+    Stops at a refusal for load, a backend's hold (Retry-After) or this instance's own pause.
+
+    Cost: one read (the hold), one listing (the pauses), one listing of the queue (page by page, as far as it
+    goes); per run looked at one read, one listing per capped scope and one create per slot; per launch the
+    claim, the submit, the launch record and the entry's delete."""
+    store, results, now = relay.store, relay.settings.results_uri, relay.clock()
+    closed = relay.gate.closed()
+    if closed:
+        return Drained(stopped=closed)
+    until, _ = queue.read_hold(store, queue.hold_uri(results, relay.backend.name))
+    if until is not None and now < until:
+        return Drained(stopped=f"the {relay.backend.name} backend asked for a wait until {records.timestamp(until)}")
+    paused = queue.paused(store, results)
+    outcomes: list[Outcome] = []
+    blocked: set[str] = set()  # scope ids found full, and "tenant/pipeline" pairs paused: later runs of them wait
+    for entry in queue.entries(store, results):
+        if len(outcomes) >= budget:
+            return Drained(tuple(outcomes), f"launched {budget}, the most one drain does")
+        if caps.DEPLOYMENT in blocked:
+            break  # every run counts against the deployment's full cap
+        if f"tenant-{entry.tenant}" in blocked:
+            continue  # every later run of this tenant counts against the same full scope
+        try:
+            outcome = _one(relay, entry, paused, blocked)
+        except TransientError as error:  # the backend or the store in trouble: the next drain goes on
+            return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {' '.join(str(error).split())[:300]}")
+        if outcome is None:
+            continue
+        outcomes.append(outcome)
+        if outcome.outcome == "queued":  # put back: the backend refused for load
+            return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {outcome.message}")
+    return Drained(tuple(outcomes))
+
+
+def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], blocked: set[str]) -> Outcome | None:
+    """Launch one queued run if it may go now; None when it waits (or is being launched by another drain)."""
+    store, results = relay.store, relay.settings.results_uri
+    uri = naming.launch_record(results, entry.run_key)
+    try:
+        blob = store.read(uri)
+        record = records.decode(blob.data)
+    except (BlobNotFoundError, ValueError):
+        record = {}
+    state = record.get("state")
+    if state not in (records.QUEUED, records.LAUNCHING) or record.get("place") != entry.place:
+        # Launched, rejected or cancelled since (a drain that died before removing the entry): done with it.
+        with contextlib.suppress(PreconditionFailedError):
+            queue.remove_entry(store, results, entry.tenant, entry.place)
+        return None
+    pipeline = str(record.get("pipeline") or "")
+    if caps.paused_by(paused, entry.tenant, pipeline):
+        blocked.add(f"{entry.tenant}/{pipeline}")
+        return None
+    scopes = caps.cap_scopes(relay.policy, entry.tenant, pipeline)
+    if f"{entry.tenant}/{pipeline}" in blocked or any(scope.id in blocked for scope in scopes):
+        return None
+    slots: tuple[queue.Held, ...] = ()
+    if state == records.LAUNCHING:
+        if not records.lease_expired(record, relay.clock()):
+            return None  # another drain launches it now
+    else:
+        taken = queue.take(store, results, scopes, entry.run_key, relay.clock())
+        if taken.full is not None:
+            blocked.add(taken.full.id)
+            return None
+        slots = taken.held
+    outcome = launch_queued(relay, record, blob.generation, slots)
+    if outcome.outcome in ("launched", "rejected"):
+        queue.remove_entry(store, results, entry.tenant, entry.place)
+    return None if outcome.outcome == "duplicate" else outcome

@@ -1,0 +1,340 @@
+"""The queue's objects, under `<results>/queue/` (Relay's own storage, which no trigger names or reads):
+
+- `entries/<tenant>/<place>.json`: one per queued run, named by its place (its priority, the higher first, then
+  arrival time, a sequence and the run key), so that a listing, which Cloud Storage returns in name order, is the
+  queue in the order it drains. The
+  run itself waits in its launch record (`runs/<key>/launch.json`, state `queued`): the entry only orders it.
+- `slots/<scope>/<n>.json`: a run in flight under a cap holds slot n of each capped scope it counts against, one of
+  `max_in_flight` names, taken create-only: two takers of one slot cannot both win, so a scope never holds more
+  runs than its cap. Counting a scope is one listing of at most `max_in_flight` names; a slot is given back by a
+  delete matched to the generation the launch record keeps, so a late or repeated release frees no other run's.
+- `rate/<scope>/<minute>/<n>.json`: the same for `max_per_minute`, one name per launch in that minute, never given
+  back (a minute's window is swept once past).
+- `paused/<tenant>[--<pipeline>].json`: a pause (`relay pause`); `hold-<backend>.json`: no submit before its time
+  (a backend's Retry-After), for every instance.
+
+Only storage here, through the BlobStore port; which scopes cap a run is relay.policy_caps, the drain relay.drain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from relay import naming, records
+from relay.errors import BlobNotFoundError, PreconditionFailedError, TransientError
+from relay.policy_caps import CapScope, cap_scopes, describe, paused_by
+from relay.policy_model import Policy
+from relay.ports import BlobStore
+from relay.triggers import MAX_PRIORITY
+
+NO_TENANT = "_"  # the entries folder of a deployment without tenants: no tenant name has a "_"
+_ARRIVALS = itertools.count()  # within one process, two arrivals in one microsecond keep their order
+
+
+def folder(results_uri: str, *parts: str) -> str:
+    return naming.join(results_uri, "queue", *parts) + "/"
+
+
+# --- entries -----------------------------------------------------------------------------------------------------
+
+
+def place_for(now: datetime, run_key: str, priority: int = 0) -> str:
+    """A queued run's place: sorts by priority (the higher first), then arrival time, then the order of arrivals
+    within this process."""
+    stamp = records.timestamp(now).replace(":", "").replace("-", "")
+    return f"p{MAX_PRIORITY - priority}-{stamp}-{next(_ARRIVALS):012d}-{run_key}"
+
+
+def run_key_of(place: str) -> str:
+    return place.split("-", 3)[3]
+
+
+def entry_uri(results_uri: str, tenant: str, place: str) -> str:
+    return folder(results_uri, "entries", tenant or NO_TENANT) + f"{place}.json"
+
+
+def add_entry(store: BlobStore, results_uri: str, tenant: str, place: str) -> None:
+    """The run's place in its tenant's queue; already there is fine (a redelivery, or a retry after a crash)."""
+    with contextlib.suppress(PreconditionFailedError):
+        store.write(entry_uri(results_uri, tenant, place), b"{}\n", if_generation_match=0)
+
+
+def remove_entry(store: BlobStore, results_uri: str, tenant: str, place: str) -> None:
+    store.delete(entry_uri(results_uri, tenant, place))
+
+
+@dataclass(frozen=True)
+class Entry:
+    tenant: str  # "" : a deployment without tenants
+    place: str
+
+    @property
+    def run_key(self) -> str:
+        return run_key_of(self.place)
+
+
+def entries(store: BlobStore, results_uri: str) -> Iterator[Entry]:
+    """Every queued run, tenant by tenant, each tenant's in arrival order; read lazily, page by page."""
+    prefix = folder(results_uri, "entries")
+    for uri in store.list(prefix):
+        tenant, _, name = uri[len(prefix) :].partition("/")
+        if name.endswith(".json") and name.count("-") >= 3:
+            yield Entry("" if tenant == NO_TENANT else tenant, name.removesuffix(".json"))
+
+
+def position(store: BlobStore, results_uri: str, tenant: str, place: str) -> int | None:
+    """1 for the first in its tenant's queue; None when the run has no place (any more)."""
+    prefix = folder(results_uri, "entries", tenant or NO_TENANT)
+    for number, uri in enumerate(store.list(prefix), start=1):
+        if uri == prefix + f"{place}.json":
+            return number
+    return None
+
+
+# --- slots and the rate window ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """One slot (or rate token) taken, and the generation that proves it is this run's."""
+
+    uri: str
+    generation: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {"uri": self.uri, "generation": self.generation}
+
+
+def slots_folder(results_uri: str, scope: CapScope) -> str:
+    return folder(results_uri, "slots", scope.id)
+
+
+def rate_folder(results_uri: str, scope: CapScope, now: datetime) -> str:
+    return folder(results_uri, "rate", scope.id, now.strftime("%Y%m%dT%H%MZ"))
+
+
+def _take(store: BlobStore, prefix: str, size: int, run_key: str, now: datetime) -> Held | None:
+    """One of `size` names under `prefix`, taken create-only; None when every one is taken. One listing, then one
+    write per name tried (a name another taker won since the listing is passed over)."""
+    taken = set(store.list(prefix))
+    body = records.encode({"run_key": run_key, "taken_at": records.timestamp(now)})
+    for number in range(size):
+        uri = f"{prefix}{number:04d}.json"
+        if uri in taken:
+            continue
+        try:
+            return Held(uri, store.write(uri, body, if_generation_match=0))
+        except PreconditionFailedError:
+            continue
+    return None
+
+
+def count(store: BlobStore, prefix: str) -> int:
+    return sum(1 for _ in store.list(prefix))
+
+
+def full(store: BlobStore, results_uri: str, scope: CapScope, now: datetime) -> str | None:
+    """Why `scope` has no room now ("in flight" or "rate"), or None: one listing per cap it has."""
+    cap = scope.cap
+    if cap.max_in_flight is not None and count(store, slots_folder(results_uri, scope)) >= cap.max_in_flight:
+        return "in flight"
+    if cap.max_per_minute is not None and count(store, rate_folder(results_uri, scope, now)) >= cap.max_per_minute:
+        return "rate"
+    return None
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a run took to launch: its slots (given back at its end) and rate tokens; or the scope it found full."""
+
+    held: tuple[Held, ...] = ()
+    full: CapScope | None = None
+    rate: bool = False  # the scope found full was full for its rate, not its runs in flight
+
+
+def take(store: BlobStore, results_uri: str, scopes: Sequence[CapScope], run_key: str, now: datetime) -> Taken:
+    """A slot in every scope with max_in_flight, then a rate token in every one with max_per_minute; all or none
+    of the slots (a token taken before a later scope was found full stays spent: the rate errs low)."""
+    slots: list[Held] = []
+    for scope in scopes:
+        if scope.cap.max_in_flight is None:
+            continue
+        held = _take(store, slots_folder(results_uri, scope), scope.cap.max_in_flight, run_key, now)
+        if held is None:
+            release(store, slots)
+            return Taken(full=scope)
+        slots.append(held)
+    for scope in scopes:
+        if scope.cap.max_per_minute is None:
+            continue
+        if _take(store, rate_folder(results_uri, scope, now), scope.cap.max_per_minute, run_key, now) is None:
+            release(store, slots)
+            return Taken(full=scope, rate=True)
+    return Taken(tuple(slots))
+
+
+def release(store: BlobStore, held: Iterable[Held]) -> None:
+    """Give slots back; one released already (or taken by another run since) is left as it is. If a release
+    fails, the reconcile tick's sweep gives the slot back."""
+    for slot in held:
+        with contextlib.suppress(PreconditionFailedError, TransientError):
+            store.delete(slot.uri, if_generation_match=slot.generation)
+
+
+def held_by(record: Mapping[str, Any]) -> tuple[Held, ...]:
+    """The slots a launch record says its run holds."""
+    found = []
+    for item in record.get("slots") or ():
+        if isinstance(item, Mapping) and isinstance(item.get("uri"), str) and isinstance(item.get("generation"), int):
+            found.append(Held(item["uri"], item["generation"]))
+    return tuple(found)
+
+
+def release_for(store: BlobStore, results_uri: str, run_key: str, launch: Mapping[str, Any] | None = None) -> None:
+    """Give back the slots of a run that ended: `launch` is its launch record, read here when not given."""
+    if launch is None:
+        try:
+            launch = records.decode(store.read(naming.launch_record(results_uri, run_key)).data)
+        except (BlobNotFoundError, ValueError):
+            return
+    release(store, held_by(launch))
+
+
+def sweep(store: BlobStore, results_uri: str, ended: Iterable[str], now: datetime, grace: float) -> int:
+    """Give back the slots no run holds any more (their run ended, or was never launched with them: a taker that
+    crashed before its claim, a release that failed), older than `grace` seconds; and delete rate windows that have
+    passed. One listing, then one read per slot. How many slots it gave back."""
+    done = set(ended)
+    current = now.strftime("%Y%m%dT%H%MZ")
+    freed = 0
+    for uri in store.list(folder(results_uri)):
+        relative = uri[len(folder(results_uri)) :]
+        if relative.startswith("rate/") and relative.split("/")[2] < current:
+            with contextlib.suppress(PreconditionFailedError):
+                store.delete(uri)
+        elif relative.startswith("slots/") and _unheld(store, results_uri, uri, done, now, grace):
+            freed += 1
+    return freed
+
+
+def _unheld(store: BlobStore, results_uri: str, uri: str, ended: set[str], now: datetime, grace: float) -> bool:
+    try:
+        blob = store.read(uri)
+        slot = records.decode(blob.data)
+        key = str(slot["run_key"])
+        if (now - records.parse_timestamp(slot["taken_at"])).total_seconds() < grace:
+            return False
+    except (BlobNotFoundError, ValueError, KeyError, TypeError):
+        return False
+    if key not in ended:
+        try:
+            launch = records.decode(store.read(naming.launch_record(results_uri, key)).data)
+        except BlobNotFoundError:
+            launch = {}
+        if Held(uri, blob.generation) in held_by(launch):
+            return False
+    release(store, [Held(uri, blob.generation)])
+    return True
+
+
+# --- pauses and the backend's hold -----------------------------------------------------------------------------
+
+
+def pause_uri(results_uri: str, tenant: str, pipeline: str = "") -> str:
+    name = tenant or NO_TENANT
+    return folder(results_uri, "paused") + (f"{name}--{pipeline}.json" if pipeline else f"{name}.json")
+
+
+def pause(store: BlobStore, results_uri: str, tenant: str, pipeline: str, *, by: str, now: datetime) -> bool:
+    """Pause a tenant (or one of its pipelines): its runs queue and none launches; False when it was paused."""
+    document = {"tenant": tenant, "pipeline": pipeline, "paused_by": by, "paused_at": records.timestamp(now)}
+    try:
+        store.write(pause_uri(results_uri, tenant, pipeline), records.encode(document), if_generation_match=0)
+    except PreconditionFailedError:
+        return False
+    return True
+
+
+def resume(store: BlobStore, results_uri: str, tenant: str, pipeline: str) -> bool:
+    """End a pause; False when there was none."""
+    uri = pause_uri(results_uri, tenant, pipeline)
+    try:
+        store.stat(uri)
+    except BlobNotFoundError:
+        return False
+    store.delete(uri)
+    return True
+
+
+def paused(store: BlobStore, results_uri: str) -> frozenset[tuple[str, str]]:
+    """Every pause: (tenant, "") for a whole tenant, (tenant, pipeline) for one pipeline. One listing."""
+    prefix = folder(results_uri, "paused")
+    found = set()
+    for uri in store.list(prefix):
+        tenant, _, pipeline = uri[len(prefix) :].removesuffix(".json").partition("--")
+        found.add(("" if tenant == NO_TENANT else tenant, pipeline))
+    return frozenset(found)
+
+
+def hold_uri(results_uri: str, backend: str) -> str:
+    return naming.join(results_uri, "queue", f"hold-{naming.record_name(backend)}.json")
+
+
+def read_hold(store: BlobStore, uri: str) -> tuple[datetime | None, int]:
+    """Until when no submit may start (None: no hold), and the record's generation (0: none)."""
+    try:
+        blob = store.read(uri)
+    except BlobNotFoundError:
+        return None, 0
+    try:
+        return records.parse_timestamp(str(records.decode(blob.data)["until"])), blob.generation
+    except (ValueError, KeyError):
+        return None, blob.generation
+
+
+def hold(store: BlobStore, uri: str, until: datetime, reason: str) -> None:
+    """Hold every instance's drain off until `until`, unless a hold as long is there; one that another instance
+    saved meanwhile stands (the backend told it the same)."""
+    current, generation = read_hold(store, uri)
+    if current is not None and current >= until:
+        return
+    document = {"until": records.timestamp(until), "reason": reason}
+    with contextlib.suppress(PreconditionFailedError):
+        store.write(uri, records.encode(document), if_generation_match=generation)
+
+
+# --- why a run waits -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued run's place in its tenant's queue (1: next; None: it has none any more) and why it waits now."""
+
+    position: int | None
+    reason: str
+
+
+def explain(store: BlobStore, results_uri: str, policy: Policy, launch: Mapping[str, Any], now: datetime) -> Waiting:
+    """Where a queued run stands, asked now (its record says why it was queued; this says why it still waits):
+    a pause, the backend's hold, a full cap, or the runs ahead of it."""
+    tenant, pipeline = str(launch.get("tenant") or ""), str(launch.get("pipeline") or "")
+    where = position(store, results_uri, tenant, str(launch.get("place") or ""))
+    reason = paused_by(paused(store, results_uri), tenant, pipeline)
+    if reason is None:
+        until, _ = read_hold(store, hold_uri(results_uri, str(launch.get("backend") or "")))
+        if until is not None and now < until:
+            reason = f"the {launch.get('backend')} backend asked for a wait until {records.timestamp(until)}"
+    for scope in cap_scopes(policy, tenant, pipeline) if reason is None else ():
+        why = full(store, results_uri, scope, now)
+        if why:
+            reason = describe(scope, rate=why == "rate")
+            break
+    if reason is None:
+        ahead = (where or 1) - 1
+        reason = f"{ahead} run(s) ahead of it; the next drain launches it" if ahead else "the next drain launches it"
+    return Waiting(where, reason)

@@ -1,0 +1,441 @@
+"""Caps and the queue, through the launch use-case on the fake store and backend: never more in flight than a cap,
+each run launched exactly once and in arrival order as runs end, a refusal for load queued and drained when the
+backend's wait is over, cancel and pause of queued runs, drains at once, and crashes between dequeue and launch."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from relay import drain, lifecycle, naming, queue, records
+from relay.catalog import Catalog
+from relay.errors import BackendBusyError, BackendUnavailableError
+from relay.events import ObjectDelivery
+from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
+from relay.results import record_result
+from relay.service import CAREFUL_FOR, Relay, SubmitGate
+from tests.conftest import NOW
+from tests.fakes import FakeBackend, MemoryBlobStore
+from tests.policies import policy
+from tests.unit.test_service import EVENT
+
+RESULTS = "gs://results/relay"
+
+
+def capped(text: str) -> str:
+    return f"tenants:\n  - name: lab\n    triggers: [gs://triggers/lab/]\n    caps: {text}\n"
+
+
+class Clock:
+    """The time the Relay and its gate see: moved by the test, never by waiting."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.monotonic = 0.0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.monotonic += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def relay_with(relay: Relay, caps: str, clock: Clock, store: MemoryBlobStore | None = None) -> Relay:
+    relay = replace(relay, policy=policy(capped(caps)), clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))
+    if store is not None:
+        relay = replace(relay, store=store, catalog=Catalog(store, relay.settings.catalog_uri))
+    return relay
+
+
+def upload(store: MemoryBlobStore, n: int) -> ObjectDelivery:
+    data = json.dumps({"pipeline": "echo", "parameters": {"message": f"plate {n}"}}).encode()
+    generation = store.write(f"gs://triggers/lab/t{n}.json", data)
+    return ObjectDelivery(EVENT, "triggers", f"lab/t{n}.json", generation, len(data), "storage-event")
+
+
+def launch(relay: Relay, key: str) -> dict[str, object]:
+    return records.decode(relay.store.read(naming.launch_record(RESULTS, key)).data)
+
+
+def in_flight(relay: Relay) -> list[str]:
+    """Runs launched on the backend that have no result yet."""
+    listed = set(relay.store.list(RESULTS + "/runs/"))
+    keys = {uri.split("/")[-2] for uri in listed if uri.endswith("/launch.json")}
+    return sorted(
+        key for key in keys if launch(relay, key).get("run_id") and naming.result_record(RESULTS, key) not in listed
+    )
+
+
+def end(relay: Relay, backend: FakeBackend, key: str) -> None:
+    """The run ends on the backend; the next tick records it."""
+    backend.states[str(launch(relay, key)["run_id"])] = RunState(RUN_SUCCEEDED, "done")
+
+
+def slots(store: MemoryBlobStore) -> list[str]:
+    return store.uris(RESULTS + "/queue/slots/")
+
+
+def test_a_cap_of_two_keeps_two_in_flight_and_launches_ten_each_once_in_arrival_order_as_runs_end(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 2}", clock)
+    outcomes = [drain.deliver(relay, upload(store, n)) for n in range(10)]
+    keys = [str(o.run_key) for o in outcomes]
+    assert [o.outcome for o in outcomes] == ["launched"] * 2 + ["queued"] * 8
+    assert [queue.position(store, RESULTS, "lab", str(launch(relay, k)["place"])) for k in keys[2:]] == list(
+        range(1, 9)
+    )
+    while len(in_flight(relay)) > 0:
+        assert len(in_flight(relay)) <= 2 and len(slots(store)) == len(in_flight(relay))
+        end(relay, backend, in_flight(relay)[0])
+        tick = lifecycle.reconcile(relay)
+        assert tick.drained is not None and len(tick.drained.launched) <= 1
+    assert [request.run_key for request in backend.launches] == keys  # each once, in arrival order
+    assert slots(store) == [] and store.uris(RESULTS + "/queue/entries/") == []
+    assert {launch(relay, k)["state"] for k in keys} == {"launched"}
+
+
+def test_a_refusal_for_load_queues_the_trigger_and_the_drain_waits_out_the_retry_after(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=30))
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "queued" and backend.launches == []  # acknowledged, not bounced for redelivery
+    assert "refused for load: 429 Too Many Requests" in str(launch(relay, str(outcome.run_key))["waiting_for"])
+    hold = records.decode(store.read(queue.hold_uri(RESULTS, "fake")).data)
+    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=30))  # for every instance, not only this one
+    clock.advance(29)
+    relay = replace(relay, gate=SubmitGate())  # another instance: its own gate is open, the hold is not
+    assert lifecycle.reconcile(relay).drained == drain.Drained(
+        stopped=f"the fake backend asked for a wait until {hold['until']}"
+    )
+    clock.advance(1)
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (outcome.run_key,)
+    assert [r.run_key for r in backend.launches] == [outcome.run_key]
+    assert launch(relay, str(outcome.run_key))["state"] == "launched"
+    assert drain.drain(relay).launched == ()  # nothing left: launched once
+
+
+def test_a_queued_run_cancelled_never_launches(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second, third = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(3))
+    answer = lifecycle.cancel(relay, second)
+    assert (answer.changed, answer.state, answer.run_id) == (True, "cancelled", None)
+    assert lifecycle.cancel(relay, second).changed is False  # already cancelled
+    result = records.decode(store.read(naming.result_record(RESULTS, second)).data)
+    assert (result["state"], result["status"]) == ("cancelled", 499)
+    end(relay, backend, first)
+    lifecycle.reconcile(relay)
+    assert [r.run_key for r in backend.launches] == [first, third]
+    assert launch(relay, second)["state"] == "cancelled"
+
+
+def test_a_paused_tenant_queues_and_does_not_drain_until_resumed(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 5}", clock)
+    assert queue.pause(store, RESULTS, "lab", "", by="test", now=NOW) is True
+    assert queue.pause(store, RESULTS, "lab", "", by="test", now=NOW) is False
+    outcomes = [drain.deliver(relay, upload(store, n)) for n in range(3)]
+    assert {o.outcome for o in outcomes} == {"queued"}
+    assert launch(relay, str(outcomes[0].run_key))["waiting_for"] == "tenant lab is paused"
+    assert lifecycle.reconcile(relay).drained == drain.Drained() and backend.launches == []
+    assert queue.resume(store, RESULTS, "lab", "") is True and queue.resume(store, RESULTS, "lab", "") is False
+    assert drain.drain(relay).launched == tuple(o.run_key for o in outcomes)
+
+
+def test_a_paused_pipeline_waits_while_the_tenants_other_pipelines_go(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 5}", clock)
+    queue.pause(store, RESULTS, "lab", "echo", by="test", now=NOW)
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert (outcome.outcome, launch(relay, str(outcome.run_key))["waiting_for"]) == (
+        "queued",
+        "pipeline echo of tenant lab is paused",
+    )
+    queue.resume(store, RESULTS, "lab", "echo")
+    assert drain.drain(relay).launched == (outcome.run_key,)
+
+
+def test_a_cap_that_rejects_records_limit_exceeded(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1, at_cap: reject}", clock)
+    assert drain.deliver(relay, upload(store, 1)).outcome == "launched"
+    refused = drain.deliver(relay, upload(store, 2))
+    assert (refused.outcome, refused.code) == ("rejected", "limit_exceeded")
+    recorded = records.decode(store.read(naming.rejection_record(RESULTS, str(refused.run_key))).data)
+    assert recorded["error"]["problems"] == [
+        {
+            "field": "(limits)",
+            "expected": "room under tenants.lab.caps (at_cap: reject)",
+            "found": "tenant lab has 1 runs in flight (tenants.lab.caps.max_in_flight)",
+        }
+    ]
+    assert len(backend.launches) == 1
+
+
+def test_launches_per_minute_wait_for_the_next_minute(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_per_minute: 2}", clock)
+    outcomes = [drain.deliver(relay, upload(store, n)) for n in range(3)]
+    assert [o.outcome for o in outcomes] == ["launched", "launched", "queued"]
+    assert drain.drain(relay).launched == ()
+    clock.advance(60)
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (outcomes[2].run_key,)
+    assert [p for p in store.uris(RESULTS + "/queue/rate/")] == [
+        f"{RESULTS}/queue/rate/tenant-lab/{(NOW + timedelta(seconds=60)):%Y%m%dT%H%MZ}/0000.json"
+    ]  # the minute past swept
+
+
+def test_drains_at_once_on_many_threads_launch_each_queued_run_exactly_once(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 6}", clock)
+    queue.pause(store, RESULTS, "lab", "", by="test", now=NOW)
+    keys = [str(drain.deliver(relay, upload(store, n)).run_key) for n in range(10)]
+    queue.resume(store, RESULTS, "lab", "")
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def drainer() -> None:
+        try:
+            start.wait()
+            drain.drain(relay)
+        except BaseException as error:  # a thread's failure must reach the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=drainer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    launched = [r.run_key for r in backend.launches]
+    assert len(launched) == 6 and len(set(launched)) == 6 and set(launched) <= set(keys)
+    assert len(slots(store)) == 6  # a drain that lost a run gave back the slot it took for it
+    while in_flight(relay):
+        for key in in_flight(relay):
+            end(relay, backend, key)
+        lifecycle.reconcile(relay)
+    assert sorted(r.run_key for r in backend.launches) == sorted(keys)
+
+
+class Crash(Exception):
+    """The drainer's process dies here."""
+
+
+class CrashingStore(MemoryBlobStore):
+    """The store, with the drainer's process dying once around the first launch record write in `state`: after
+    the write lands (`after`), or before it is sent."""
+
+    def __init__(self, state: str, *, after: bool) -> None:
+        super().__init__()
+        self.state, self.after, self.crashed = state, after, False
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        crash = not self.crashed and uri.endswith("/launch.json") and json.loads(data)["state"] == self.state
+        if crash and not self.after:
+            self.crashed = True
+            raise Crash(uri)
+        generation = super().write(uri, data, if_generation_match=if_generation_match)
+        if crash:
+            self.crashed = True
+            raise Crash(uri)
+        return generation
+
+
+@pytest.mark.parametrize(
+    ("state", "after"),
+    [("launching", True), ("launched", False)],
+    ids=["dead-after-the-dequeue-claim", "dead-after-the-submit"],
+)
+def test_a_drainer_killed_between_dequeue_and_launch_still_ends_with_one_run(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock, state: str, after: bool
+):
+    crashing = CrashingStore(state, after=after)
+    crashing.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    relay = relay_with(relay, "{max_in_flight: 1}", clock, crashing)
+    queue.pause(crashing, RESULTS, "lab", "", by="test", now=NOW)
+    key = str(drain.deliver(relay, upload(crashing, 1)).run_key)
+    queue.resume(crashing, RESULTS, "lab", "")
+    with pytest.raises(Crash):
+        drain.drain(relay)
+    assert launch(relay, key)["state"] == "launching" and len(slots(crashing)) == 1
+    assert drain.drain(relay).launched == ()  # the claim's lease still runs: no one else launches it
+    clock.advance(relay.settings.claim_lease)
+    tick = lifecycle.reconcile(relay)  # takes the claim over, asking the backend first
+    assert tick.drained is not None and tick.drained.launched == (key,)
+    assert [r.run_key for r in backend.launches] == [key]
+    assert backend.lookups == [key]
+    saved = launch(relay, key)
+    assert (saved["state"], saved["run_id"]) == ("launched", "run-1")
+    assert len(slots(crashing)) == 1 and queue.held_by(saved)[0].uri == slots(crashing)[0]
+
+
+def test_a_slot_a_crash_left_behind_is_given_back_by_the_sweep(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    orphan = f"{RESULTS}/queue/slots/tenant-lab/0000.json"
+    store.write(orphan, records.encode({"run_key": "echo-gone", "taken_at": records.timestamp(NOW)}))
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "queued"  # the orphan holds the one slot
+    assert lifecycle.reconcile(relay).freed == 0  # younger than a claim's lease: a taker may be about to claim
+    clock.advance(relay.settings.claim_lease)
+    tick = lifecycle.reconcile(relay)
+    assert tick.freed == 1 and tick.drained is not None and tick.drained.launched == (outcome.run_key,)
+
+
+def test_an_uncapped_tenant_writes_nothing_to_the_queue(relay: Relay, store: MemoryBlobStore, clock: Clock):
+    relay = replace(relay, policy=policy("tenants: [{name: lab, triggers: [gs://triggers/lab/]}]"), clock=clock)
+    assert drain.deliver(relay, upload(store, 1)).outcome == "launched"
+    assert store.uris(RESULTS + "/queue/") == []
+
+
+def test_a_rerun_under_a_cap_launches_when_there_is_room_and_waits_its_turn_when_not(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first = str(drain.deliver(relay, upload(store, 1)).run_key)
+    backend.states[str(launch(relay, first)["run_id"])] = RunState(RUN_FAILED, "boom")
+    lifecycle.reconcile(relay)
+    again = lifecycle.rerun(relay, first)
+    assert (again.state, again.run_key) == ("launched", lifecycle.attempt_key(first, 2))
+    backend.states[str(again.run_id)] = RunState(RUN_FAILED, "boom")
+    lifecycle.reconcile(relay)
+    other = str(drain.deliver(relay, upload(store, 2)).run_key)  # takes the one slot
+    waiting = lifecycle.rerun(relay, first)
+    assert (waiting.state, waiting.run_key) == ("queued", lifecycle.attempt_key(first, 3))
+    end(relay, backend, other)
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (waiting.run_key,)
+
+
+def test_a_queued_run_says_where_it_stands_and_why_it_still_waits(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    drain.deliver(relay, upload(store, 0))
+    second, third = (str(drain.deliver(relay, upload(store, n)).run_key) for n in (1, 2))
+
+    def waiting(key: str) -> queue.Waiting:
+        return queue.explain(store, RESULTS, relay.policy, launch(relay, key), clock())
+
+    full = "tenant lab has 1 runs in flight (tenants.lab.caps.max_in_flight)"
+    assert (waiting(second), waiting(third)) == (queue.Waiting(1, full), queue.Waiting(2, full))
+    queue.hold(store, queue.hold_uri(RESULTS, "fake"), NOW + timedelta(seconds=5), "429")
+    assert waiting(second).reason == "the fake backend asked for a wait until 2026-11-21T12:00:05.000Z"
+    queue.pause(store, RESULTS, "lab", "echo", by="test", now=NOW)
+    assert waiting(third) == queue.Waiting(2, "pipeline echo of tenant lab is paused")
+    queue.resume(store, RESULTS, "lab", "echo")
+    clock.advance(5)
+    store.delete(f"{RESULTS}/queue/slots/tenant-lab/0000.json")  # as if the run in flight ended
+    assert waiting(third) == queue.Waiting(2, "1 run(s) ahead of it; the next drain launches it")
+
+
+def test_the_deployments_cap_holds_every_tenants_runs_together(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    text = (
+        "caps: {max_in_flight: 1}\n"
+        "tenants:\n  - {name: lab, triggers: [gs://triggers/lab/]}\n  - {name: bio, triggers: [gs://triggers/bio/]}\n"
+    )
+    relay = replace(relay, policy=policy(text), clock=clock)
+    lab = drain.deliver(relay, upload(store, 1))
+    data = json.dumps({"pipeline": "echo", "parameters": {"message": "bio"}}).encode()
+    generation = store.write("gs://triggers/bio/t.json", data)
+    bio = drain.deliver(relay, ObjectDelivery(EVENT, "triggers", "bio/t.json", generation, len(data), "storage-event"))
+    assert (lab.outcome, bio.outcome) == ("launched", "queued")
+    assert store.uris(RESULTS + "/queue/entries/") == [
+        f"{RESULTS}/queue/entries/bio/{launch(relay, str(bio.run_key))['place']}.json"
+    ]
+    end(relay, backend, str(lab.run_key))
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (bio.run_key,)
+
+
+def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=2))
+    refused = drain.deliver(relay, upload(store, 1))
+    clock.advance(2)
+    later = drain.deliver(relay, upload(store, 2))
+    assert later.outcome == "launched"
+    assert [r.run_key for r in backend.launches] == [later.run_key, refused.run_key]  # no tick needed
+    clock.advance(CAREFUL_FOR)
+    assert relay.gate.wary() is False  # the backend has been fine a while: launches drain no more
+
+
+def test_a_tick_stopped_by_trouble_at_the_backend_submits_nothing_and_the_next_drains(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 2}", clock)
+    first, second, third = (drain.deliver(relay, upload(store, n)) for n in range(3))
+    # The first run's own exit step records its end: its slot is given back at once (relay.results).
+    ended = records.result_record(
+        run_key=str(first.run_key),
+        pipeline="echo",
+        backend="fake",
+        run_id="run-1",
+        succeeded=True,
+        message="done",
+        outputs={},
+        metrics={},
+        started=NOW,
+        finished=NOW,
+    )
+    assert record_result(store, None, RESULTS, ended) is True and len(slots(store)) == 1
+    backend.state_errors[str(second.run_id)] = BackendUnavailableError("503 Service Unavailable", status=503)
+    tick = lifecycle.reconcile(relay)
+    assert tick.stopped.startswith(f"stopped at {second.run_key}: 503")
+    assert tick.drained == drain.Drained(stopped="not drained: the tick stopped early")
+    assert len(backend.launches) == 2
+    backend.state_errors.clear()
+    tick = lifecycle.reconcile(relay)
+    assert tick.drained is not None and tick.drained.launched == (third.run_key,)
+
+
+def test_a_higher_priority_goes_first_and_equals_keep_their_arrival_order(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1, max_priority: 5}", clock)
+
+    def deliver(n: int, priority: int) -> str:
+        document = {"pipeline": "echo", "parameters": {"message": f"plate {n}"}, "priority": priority}
+        data = json.dumps(document).encode()
+        generation = store.write(f"gs://triggers/lab/p{n}.json", data)
+        delivery = ObjectDelivery(EVENT, "triggers", f"lab/p{n}.json", generation, len(data), "storage-event")
+        return str(drain.deliver(relay, delivery).run_key)
+
+    running, low, other_low, high = deliver(0, 0), deliver(1, 0), deliver(2, 0), deliver(3, 5)
+    assert queue.explain(store, RESULTS, relay.policy, launch(relay, high), NOW).position == 1
+    while in_flight(relay):
+        end(relay, backend, in_flight(relay)[0])
+        lifecycle.reconcile(relay)
+    assert [r.run_key for r in backend.launches] == [running, high, low, other_low]
+    too_high = deliver(4, 6)
+    rejection = records.decode(store.read(naming.rejection_record(RESULTS, too_high)).data)
+    assert rejection["error"]["code"] == "policy_denied"
+    assert rejection["error"]["problems"] == [
+        {"field": "priority", "expected": "at most 5 (tenants.lab.caps.max_priority)", "found": "6"}
+    ]
