@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -279,6 +281,31 @@ def paused(store: BlobStore, results_uri: str) -> frozenset[tuple[str, str]]:
         tenant, _, pipeline = uri[len(prefix) :].removesuffix(".json").partition("--")
         found.add(("" if tenant == NO_TENANT else tenant, pipeline))
     return frozenset(found)
+
+
+# How old the launch path's view of the pauses may be: a pause reaches an instance's new triggers within this, and an
+# uncapped trigger pays no round trip for pauses (a capped one goes through the queue, whose drains read afresh).
+PAUSE_VIEW_SECONDS = 5.0
+
+
+class PauseView:
+    """One instance's view of the pauses for its launch path: at most one listing per PAUSE_VIEW_SECONDS."""
+
+    def __init__(self, seconds: float = PAUSE_VIEW_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds, self._clock = seconds, clock
+        self._lock = threading.Lock()
+        self._seen: tuple[float, str, frozenset[tuple[str, str]]] | None = None
+
+    def get(self, store: BlobStore, results_uri: str) -> frozenset[tuple[str, str]]:
+        now = self._clock()
+        with self._lock:
+            seen = self._seen
+        if seen is not None and seen[1] == results_uri and now - seen[0] < self._seconds:
+            return seen[2]
+        found = paused(store, results_uri)
+        with self._lock:
+            self._seen = (now, results_uri, found)
+        return found
 
 
 def hold_uri(results_uri: str, backend: str) -> str:

@@ -125,6 +125,7 @@ class Relay:
     clock: Callable[[], datetime] = field(default=_utcnow)
     policy: rules.Policy = rules.NO_POLICY
     gate: SubmitGate = field(default_factory=SubmitGate)
+    pauses: queue.PauseView = field(default_factory=queue.PauseView)
 
     @functools.cached_property  # once per instance: resolving local paths stats the disk
     def policy_context(self) -> rules.Context:
@@ -615,12 +616,13 @@ def _claim_and_launch(
 
 def _why_wait(relay: Relay, tenant: str, pipeline: str, uri: str) -> str | InvalidTriggerError | None:
     """Why a run must wait in the queue rather than launch now (None: it need not); or the rejection of a trigger
-    past a cap whose policy says reject. Costs one listing (the pauses), and one per rejecting cap."""
+    past a cap whose policy says reject. Costs one listing (the pauses, at most one per queue.PAUSE_VIEW_SECONDS),
+    and one per rejecting cap."""
     closed = relay.gate.closed()
     if closed:
         return f"the {relay.backend.name} backend refused for load lately: {closed}"
     results = relay.settings.results_uri
-    paused = caps.paused_by(queue.paused(relay.store, results), tenant, pipeline)
+    paused = caps.paused_by(relay.pauses.get(relay.store, results), tenant, pipeline)
     if paused:
         return paused
     scopes = caps.cap_scopes(relay.policy, tenant, pipeline)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -439,3 +440,23 @@ def test_a_higher_priority_goes_first_and_equals_keep_their_arrival_order(
     assert rejection["error"]["problems"] == [
         {"field": "priority", "expected": "at most 5 (tenants.lab.caps.max_priority)", "found": "6"}
     ]
+
+
+def test_the_launch_paths_view_of_the_pauses_lists_them_at_most_once_per_period(store: MemoryBlobStore):
+    # An uncapped trigger pays no round trip for pauses; a pause still reaches new triggers within the period.
+    listings: list[str] = []
+
+    class Counting(MemoryBlobStore):
+        def list(self, prefix: str) -> Iterator[str]:
+            listings.append(prefix)
+            return super().list(prefix)
+
+    counting, now = Counting(), [100.0]
+    view = queue.PauseView(5.0, clock=lambda: now[0])
+    assert view.get(counting, RESULTS) == frozenset() and len(listings) == 1
+    queue.pause(counting, RESULTS, "lab", "", by="test", now=NOW)
+    now[0] += 4.9
+    assert view.get(counting, RESULTS) == frozenset() and len(listings) == 1
+    now[0] += 0.1
+    assert view.get(counting, RESULTS) == {("lab", "")} and len(listings) == 2
+    assert view.get(counting, "gs://other/relay") == frozenset() and len(listings) == 3  # another results location
