@@ -17,7 +17,16 @@ import yaml
 
 from relay import secrets
 from relay.errors import BlobNotFoundError
-from relay.naming import PIPELINE_NAME, PROJECT_ID, is_bucket_name
+from relay.naming import (
+    BUCKET_RULE,
+    PIPELINE_NAME,
+    PROJECT_ID,
+    PROJECT_ID_RULE,
+    TOPIC_PATH_RULE,
+    is_bucket_name,
+    is_topic_path,
+    split_gs_uri,
+)
 from relay.policy_locations import _well_formed_location, parse_seconds, parse_size, protected_by, within
 from relay.policy_model import (
     _CLUSTER_KINDS,
@@ -109,7 +118,7 @@ class _Reader:
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
         if project != "":
-            project = self._text(project, "project", PROJECT_ID, "a project id")
+            project = self._text(project, "project", PROJECT_ID, PROJECT_ID_RULE)
         listed = self._list(top.get("tenants"), "tenants")
         tenants = tuple(self.tenant(t, f"tenants[{i}]") for i, t in enumerate(listed))
         return Policy(
@@ -179,9 +188,9 @@ class _Reader:
         return Notifications(topic=topic, buckets=self._texts(raw, f"{where}.buckets", self._bucket))
 
     def _bucket(self, value: object, where: str) -> str:
-        text = self._text(value, where, what="a bucket name")
+        text = self._text(value, where, what=BUCKET_RULE)
         if text and not is_bucket_name(text):
-            self._fail(where, "a bucket name", value)
+            self._fail(where, BUCKET_RULE, value)
             return ""
         return text
 
@@ -283,13 +292,22 @@ class _Reader:
 
     def _trigger_prefix(self, value: object, where: str) -> str:
         text = self._location(value, where)
-        if text and not text.startswith("gs://"):
+        if not text:
+            return ""
+        if not text.startswith("gs://"):
             self._fail(where, "a gs://bucket/prefix the trigger files land under", text)
+            return ""
+        if not is_bucket_name(split_gs_uri(text)[0]):
+            self._fail(where, f"a gs://bucket/prefix with {BUCKET_RULE}", text)
             return ""
         return text
 
     def _topic(self, value: object, where: str) -> str:
-        return self._text(value, where, re.compile(r"projects/[^/\s]+/topics/[^/\s]+"), "projects/P/topics/T")
+        text = self._text(value, where, what=TOPIC_PATH_RULE)
+        if text and not is_topic_path(text):
+            self._fail(where, TOPIC_PATH_RULE, value)
+            return ""
+        return text
 
     def _pipeline(self, value: object, where: str) -> str:
         return self._text(value, where, PIPELINE_NAME, "a pipeline name")

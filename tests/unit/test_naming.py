@@ -81,11 +81,11 @@ def test_pipeline_names(name: str, valid: bool):
 
 def test_identities_and_places():
     assert naming.object_identity("b", "a/t.json", 7) == "gs://b/a/t.json#7"
-    assert naming.message_identity("projects/p/topics/t", "42") == "pubsub:projects/p/topics/t#42"
-    assert naming.message_identity("projects/p/topics/t", "42", None) == "pubsub:projects/p/topics/t#42"
-    assert naming.message_identity("projects/p/topics/t", "42", "") == "pubsub:projects/p/topics/t#42"
-    stamped = naming.message_identity("projects/p/topics/t", "42", "2026-11-29T21:58:21.511Z")
-    assert stamped == "pubsub:projects/p/topics/t#42@2026-11-29T21:58:21.511Z"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42") == "pubsub:projects/proj-p/topics/tee#42"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42", None) == "pubsub:projects/proj-p/topics/tee#42"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42", "") == "pubsub:projects/proj-p/topics/tee#42"
+    stamped = naming.message_identity("projects/proj-p/topics/tee", "42", "2026-11-29T21:58:21.511Z")
+    assert stamped == "pubsub:projects/proj-p/topics/tee#42@2026-11-29T21:58:21.511Z"
     assert naming.join("gs://r/", "/runs/", "k/") == "gs://r/runs/k"
     # Only slashes are trimmed: a local results folder or a part may begin or end with any other character.
     assert naming.join("/srv/BOX/", "/X-ray/", "LAX ") == "/srv/BOX/X-ray/LAX "
