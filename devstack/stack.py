@@ -18,6 +18,7 @@ from devstack.processes import LOOPBACK, ManagedProcess, stop_all
 from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
 from devstack.runs import stop_local_runs
 from relay import naming
+from relay.config import setting
 
 __all__ = ["DEAD_LETTER", "DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
 
@@ -227,7 +228,7 @@ class LocalStack(Lifecycle):
             self.message_published.wait_ready()
             if self.pubsub is not None:
                 self._create_subscriptions()
-            local_root = self.function_env.get("RELAY_LOCAL_ROOT")
+            local_root = setting(self.function_env, "LOCAL_ROOT")
             if local_root:
                 # Closed first: pipelines the local backend started finish (and record) while storage still runs.
                 stack.callback(stop_local_runs, Path(local_root))

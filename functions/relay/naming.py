@@ -73,6 +73,13 @@ def subscription_path(project: str, subscription: str) -> str:
     return f"projects/{project}/subscriptions/{subscription}"
 
 
+def split_owned(text: str) -> tuple[str, str] | None:
+    """(owner, name) of `owner/name`, as a Hugging Face repository or a Kaggle dataset is named; None for anything
+    else (no owner, no name, or a further slash), which the steps refuse and the policy lets no owner have."""
+    owner, _, name = text.partition("/")
+    return (owner, name) if owner and name and "/" not in name else None
+
+
 def object_uri(bucket: str, name: str) -> str:
     return f"gs://{bucket}/{name}"
 

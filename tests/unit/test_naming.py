@@ -107,3 +107,19 @@ def test_a_refusal_or_direct_result_is_named_inside_its_own_folder_whatever_the_
     assert refused.startswith("gs://r/refused/") and refused.count("/") == 5 and ".." not in refused
     assert naming.direct_result("gs://r", run_key).count("/") == 4
     assert naming.refusal_record("gs://r", "imaging--nightly", "run-1") == "gs://r/refused/imaging--nightly/run-1.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("lab/plates", ("lab", "plates")),
+        ("lab/", None),
+        ("/plates", None),
+        ("lab", None),
+        ("lab/plates/2026", None),
+        ("", None),
+    ],
+)
+def test_an_owned_name_is_one_owner_and_one_name(text: str, parts: tuple[str, str] | None):
+    # The policy lets an owner have exactly what the Hugging Face and Kaggle steps take as owner/name.
+    assert naming.split_owned(text) == parts
