@@ -84,6 +84,11 @@ def test_a_storage_notification_is_the_same_object_as_the_storage_event():
         "storage-notification",
     )
     assert delivery.origin == Message("projects/proj-p/topics/relay-triggers", "42")
+    # Its nonce, else its publish time, tells it from another message of the same id (a restarted emulator's).
+    stamped = parse_pubsub_event(PUBSUB, message(resource, **attrs, nonce="n-7"))
+    assert isinstance(stamped, ObjectDelivery) and stamped.origin == Message(
+        "projects/proj-p/topics/relay-triggers", "42", "n-7"
+    )
     deleted = parse_pubsub_event(PUBSUB, message(resource, **{**attrs, "eventType": "OBJECT_DELETE"}))
     assert isinstance(deleted, Skip) and "OBJECT_DELETE" in deleted.reason
 
@@ -97,6 +102,10 @@ def test_a_trigger_uri_attribute_names_an_object_with_or_without_generation():
     assert plain.origin is not None and (plain.origin.topic, plain.origin.message_id) == (
         "projects/proj-p/topics/relay-triggers",
         "42",
+    )
+    stamped = parse_pubsub_event(PUBSUB, envelope(attributes={"trigger_uri": "gs://b00/t.yaml"}, publishTime="T1"))
+    assert isinstance(stamped, ObjectDelivery) and stamped.origin == Message(
+        "projects/proj-p/topics/relay-triggers", "42", "T1"
     )
     for bad_uri in ("s3://b/t.yaml", "gs://b00/t.yaml#\u00b2", "gs://b00/t.yaml#-1"):
         bad = parse_pubsub_event(PUBSUB, message(trigger_uri=bad_uri))
@@ -494,7 +503,7 @@ def test_text_with_no_utf8_form_anywhere_in_an_event_is_a_malformed_skip(
     # was derived: a 500, redelivered until the dead letter.
     parse = parse_storage_event if attributes is STORAGE else parse_pubsub_event
     delivery = parse(attributes, data)
-    assert isinstance(delivery, Skip) and delivery.malformed
+    assert isinstance(delivery, Skip) and delivery.malformed and delivery.uri == attributes["source"]
     assert delivery.reason == "expected event attributes and data in UTF-8, found a lone surrogate"
     assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 
