@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from relay import naming
@@ -123,3 +125,12 @@ def test_a_refusal_or_direct_result_is_named_inside_its_own_folder_whatever_the_
 def test_an_owned_name_is_one_owner_and_one_name(text: str, parts: tuple[str, str] | None):
     # The policy lets an owner have exactly what the Hugging Face and Kaggle steps take as owner/name.
     assert naming.split_owned(text) == parts
+
+
+def test_a_direct_result_and_a_record_name_are_the_same_in_every_release():
+    # Records already written are found again by these names: a changed folder or digest would lose them.
+    assert naming.direct_result("gs://r", "run-1") == "gs://r/direct/run-1.json"
+    odd = "../runs/imaging--nightly"
+    digest = "sha256-" + hashlib.sha256(odd.encode()).hexdigest()[:32]
+    assert naming.record_name(odd) == digest and len(digest) == 39
+    assert naming.direct_result("gs://r", odd) == f"gs://r/direct/{digest}.json"
