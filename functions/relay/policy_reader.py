@@ -383,10 +383,9 @@ def _contradictions(policy: Policy) -> list[str]:
 
 def _unowned_notifications(policy: Policy) -> list[str]:
     """Notifications wired to a topic no tenant owns (every one would be refused), or one topic listed twice."""
-    problems = []
     owned = {topic for tenant in policy.tenants for topic in tenant.topics}
     topics = [n.topic for n in policy.notifications if n.topic]
-    problems += [
+    problems = [
         f"notifications: the topic {t} is listed twice" for t in sorted({t for t in topics if topics.count(t) > 1})
     ]
     for index, wired in enumerate(policy.notifications):

@@ -482,3 +482,61 @@ def test_the_readmes_policy_example_is_a_valid_policy():
     assert [(wired.topic, wired.buckets) for wired in policy.notifications] == [
         ("projects/my-project/topics/assay-triggers", ("lab-data",))
     ]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        ("gs://trig/../x/", "a gs://bucket/prefix, s3://bucket/prefix or file:///folder location"),
+        ("s3://trig/in/", "a gs://bucket/prefix the trigger files land under"),
+        ("gs://t/in/", f"a gs://bucket/prefix with {BUCKET_RULE}"),
+    ],
+)
+def test_a_trigger_prefix_two_tenants_both_get_wrong_is_one_problem_each_and_no_shared_origin(
+    trigger: str, expected: str
+):
+    # A refused prefix takes no place in the policy: it cannot make the two tenants share an origin as well.
+    assert refused(f"tenants: [{{name: a, triggers: ['{trigger}']}}, {{name: b, triggers: ['{trigger}']}}]") == [
+        f"tenants.a.triggers[0]: expected {expected}, found string '{trigger}'",
+        f"tenants.b.triggers[0]: expected {expected}, found string '{trigger}'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bucket", "found"),
+    [("5", "number 5"), ("''", "string ''"), ("[b00]", "a list of 1"), ("B00", "string 'B00'")],
+)
+def test_a_route_s_bucket_that_is_no_bucket_name_is_one_problem_naming_the_rule(bucket: str, found: str):
+    text = f"""
+tenants:
+  - name: a
+    topics: [projects/proj-p/topics/a-triggers]
+    destinations: [{{id: g, kind: gcs, bucket: out}}]
+    routes: [{{id: r, bucket: {bucket}, prefix: in/, pipeline: push, parameters: {{destination: {{kind: gcs}}}}}}]
+    sources: [gs://b00/in/]
+"""
+    problems = refused(text)
+    assert problems[0] == f"tenants.a.routes[0].bucket: expected {BUCKET_RULE}, found {found}"
+    assert not any("XXXX" in problem or problem.startswith("None") for problem in problems), problems
+
+
+@pytest.mark.parametrize(("tenants", "listed"), [("[{name: a}, {name: b}]", "a, b"), ("[]", "none")])
+def test_direct_runs_for_no_tenant_of_the_policy_names_the_tenants_there_are(tenants: str, listed: str):
+    assert refused(f"tenants: {tenants}\ndirect_runs: {{tenant: x}}") == [
+        f"direct_runs.tenant: expected a tenant of the policy ({listed}), found string 'x'"
+    ]
+
+
+def test_a_route_whose_prefix_is_refused_is_checked_as_the_whole_bucket_for_the_rest():
+    # The overlap with a trigger location is still told: the operator fixes both at once, not one after the other.
+    text = """
+tenants:
+  - name: a
+    triggers: [gs://b00/in/]
+    destinations: [{id: g, kind: gcs, bucket: out}]
+    routes: [{id: r, bucket: b00, prefix: ../x, pipeline: push, parameters: {destination: {kind: gcs}}}]
+"""
+    assert refused(text) == [
+        f"tenants.a.routes[0].prefix: {PREFIX} string '../x'",
+        "tenants.a.routes.r: gs://b00/ overlaps the trigger location gs://b00/in/ of tenant a",
+    ]
