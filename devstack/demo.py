@@ -30,7 +30,7 @@ from relay import naming
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
 from relay.events import NONCE_ATTRIBUTE
-from relay.policy import NO_POLICY, Policy, route_for, tenant_for_object, tenant_for_topic
+from relay.policy import NO_POLICY, Policy, route_of, tenant_for_object, tenant_for_topic
 from relay.routes import ObjectEvent
 from relay.service import parse_document, route_run_key, run_key_for
 from relay.status import RunRecords, read_run
@@ -204,8 +204,10 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
     `deploy.sh --notify-bucket` would have Cloud Storage publish is published here, as for the redelivered push.
     """
     name = item.sample.name
-    routed = route_for(policy, LAB, name)
-    if routed is None:
+    # As the function routes it: a route of the tenant whose topic the notification comes on.
+    tenant = tenant_for_topic(policy, TRIGGER_TOPIC_PATH)
+    route = route_of(tenant, LAB, name) if tenant is not None else None
+    if route is None:
         raise RuntimeError(f"no route of {policy.source or 'the policy'} takes gs://{LAB}/{name}")
     blob = stack.storage_client().bucket(LAB).blob(name)
     blob.upload_from_string(data, content_type="application/json")
@@ -221,8 +223,8 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
     stack.publish(TRIGGER_TOPIC, json.dumps(blob._properties).encode(), attributes)
     event = ObjectEvent(LAB, name, generation, len(data), "application/json", {})
     item.trigger_uri = naming.object_uri(LAB, name)
-    item.pipeline = routed[1].pipeline
-    item.run_key = route_run_key(routed[1], event)
+    item.pipeline = route.pipeline
+    item.run_key = route_run_key(route, event)
     item.started = time.monotonic()
     item.state = "delivered"
 

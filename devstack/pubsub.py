@@ -179,7 +179,7 @@ def _retry() -> Any:
 
 
 def create_topic(host_port: str, project: str, topic: str, *, exist_ok: bool = True) -> str:
-    """Create `topic` (3-255 characters, starting with a letter) and return its full path."""
+    """Create `topic` (a name as relay.naming.is_pubsub_name takes) and return its full path."""
     from google.api_core.exceptions import AlreadyExists
 
     path = topic_path(project, topic)

@@ -17,6 +17,8 @@ from devstack.lifecycle import Lifecycle
 from devstack.processes import LOOPBACK, ManagedProcess, stop_all
 from devstack.pubsub import PubSubEmulator, create_push_subscription, create_topic, publish
 from devstack.runs import stop_local_runs
+from relay import naming
+from relay.config import setting
 
 __all__ = ["DEAD_LETTER", "DEFAULT_SOURCE", "GCS_EVENTS_TOPIC", "LocalStack", "StackPorts"]
 
@@ -66,6 +68,7 @@ class LocalStack(Lifecycle):
         start_timeout: float = 30.0,
         emulators: bool = True,
     ) -> None:
+        _check_names(project, [trigger_bucket, *buckets], [trigger_topic, *([notify_topic] if notify_topic else [])])
         self.workdir = Path(workdir)
         self.project = project
         self.trigger_bucket = trigger_bucket
@@ -225,7 +228,7 @@ class LocalStack(Lifecycle):
             self.message_published.wait_ready()
             if self.pubsub is not None:
                 self._create_subscriptions()
-            local_root = self.function_env.get("RELAY_LOCAL_ROOT")
+            local_root = setting(self.function_env, "LOCAL_ROOT")
             if local_root:
                 # Closed first: pipelines the local backend started finish (and record) while storage still runs.
                 stack.callback(stop_local_runs, Path(local_root))
@@ -277,3 +280,16 @@ class LocalStack(Lifecycle):
         started = time.monotonic()
         exit_stack.close()
         self.teardown_seconds = time.monotonic() - started
+
+
+def _check_names(project: str, buckets: Sequence[str], topics: Sequence[str]) -> None:
+    """The names Relay's policy and events take, refused here before anything starts: the emulators take more
+    (a one-letter bucket, say) and the stack would then deliver what Relay skips."""
+    if not naming.PROJECT_ID.match(project):
+        raise ValueError(f"project: expected {naming.PROJECT_ID_RULE}, found {project!r}")
+    for bucket in buckets:
+        if not naming.is_bucket_name(bucket):
+            raise ValueError(f"bucket: expected {naming.BUCKET_RULE}, found {bucket!r}")
+    for topic in topics:
+        if not naming.is_pubsub_name(topic):
+            raise ValueError(f"topic: expected a topic name: {naming.PUBSUB_NAME_RULE}, found {topic!r}")

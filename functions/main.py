@@ -21,6 +21,7 @@ from relay.events import (
     event_info,
     parse_pubsub_event,
     parse_storage_event,
+    topic_of,
 )
 from relay.outcome import Outcome, OutcomeKind
 
@@ -40,7 +41,7 @@ def on_message_published(cloud_event: CloudEvent) -> None:
     attributes, data = cloud_event.get_attributes(), cloud_event.get_data()
     event = event_info(attributes)
     message = data.get("message") if isinstance(data, Mapping) else None
-    topic = event.source.split("pubsub.googleapis.com/", 1)[-1]
+    topic = topic_of(event.source)
     if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping):
         action = lifecycle.action_request(event, topic, message)
         # An envelope that cannot be read is no action either: the parser below skips it. Asked only of an action,

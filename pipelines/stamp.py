@@ -16,6 +16,7 @@ import yaml
 # kfp's own conversions of a resource string to the deprecated float fields it still writes (older KFP reads them).
 from kfp.compiler.compiler_utils import _cpu_to_float, _memory_to_float
 
+from relay.catalog import NO_SPEC, pipeline_spec
 from relay.policy import Resources
 
 # The image the committed specs name; a task that names it runs in the deployment's steps image.
@@ -50,9 +51,9 @@ def stamp_package(package: str, deployment: Deployment, where: str) -> str:
         documents = [d for d in yaml.safe_load_all(package) if d is not None]
     except yaml.YAMLError as exc:
         raise StampError(f"{where}: expected a compiled KFP v2 pipeline spec, found invalid YAML: {exc}") from None
-    spec = next((d for d in documents if isinstance(d, dict) and "pipelineInfo" in d and "root" in d), None)
+    spec = pipeline_spec(documents)
     if spec is None:
-        raise StampError(f"{where}: expected a compiled KFP v2 pipeline spec, found no pipelineInfo/root document")
+        raise StampError(f"{where}: {NO_SPEC}")
     stamp(spec, deployment)
     return header + yaml.dump_all(documents, sort_keys=True)  # as kfp writes it
 

@@ -34,7 +34,7 @@ def tokens(env: Mapping[str, str], http: HttpClient) -> TokenSource:
     """The caller's credentials, as the relay command uses them: RELAY_AUTH=static's token, else Application
     Default Credentials (gcloud auth application-default login, a key file)."""
     if setting(env, "AUTH") == "static":
-        return StaticTokenSource(env.get("RELAY_STATIC_TOKEN", ""))
+        return StaticTokenSource(setting(env, "STATIC_TOKEN"))
     return default_token_source(http)
 
 

@@ -19,6 +19,14 @@ class Command:
     run: Callable[[argparse.Namespace, Context], int]
 
 
+def run_count(text: str) -> int:
+    """An argparse type for a number of runs (`--limit N`): a whole number, 1 or more, in ASCII digits."""
+    value = int(text) if text.isascii() and text.isdecimal() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs, 1 or more, found {text!r}")
+    return value
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from relay import naming
 from relaycli import pubsub
 from relaycli.command import Command, add_json
 from relaycli.config import Context
@@ -93,7 +92,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, context: Context) -> int:
-    subscription = subscription_path(args.subscription, args.project, context.env)
+    subscription = pubsub.subscription_path(args.subscription, args.project, context.env)
     check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
     if args.action == "list":
         return _list(args, context, subscription)
@@ -151,18 +150,6 @@ def _replay(args: argparse.Namespace, context: Context, subscription: str) -> in
         details = [f"  failed {line}" for line in failed] + [f"  not found: {m}" for m in missing]
         raise CliError(f"{subscription}: {len(failed)} failed, {len(missing)} not found", details)
     return EXIT_OK
-
-
-def subscription_path(name: str, project: str | None, env: Mapping[str, str]) -> str:
-    """`projects/P/subscriptions/S` from a full path or a short name, the project found as for topics."""
-    if name.startswith("projects/"):
-        parts = name.split("/")
-        if len(parts) != 4 or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
-            raise UsageError(f"--subscription: expected a name or projects/P/subscriptions/S, found {name!r}")
-        return name
-    # A topic's rules and project lookup are a subscription's too: borrow them, then name the subscription.
-    topic = pubsub.topic_path(name, project, env)
-    return naming.subscription_path(topic[len("projects/") : topic.rindex("/topics/")], name)
 
 
 @contextmanager

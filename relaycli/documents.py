@@ -19,6 +19,7 @@ from relay.ports import BlobStore
 from relay.service import EMPTY_OBJECT, check_trigger, parse_document
 from relay.triggers import Format, Trigger, TriggerLoader, format_for, strict_json
 from relaycli import policy
+from relaycli.config import CliConfig, Context
 from relaycli.errors import CliError, UsageError
 from relaycli.output import PLAIN, Paint, pairs, plural
 
@@ -155,6 +156,28 @@ def validate(
     if denied:
         return Validation(parsed, denied, PolicyDeniedError.code, check)
     return Validation(parsed, (), None, check)
+
+
+def checked_before_sending(
+    context: Context,
+    config: CliConfig,
+    document: TriggerFile,
+    origin: policy.Origin,
+    verb: str,
+    *,
+    validated: bool,
+) -> rules.Policy:
+    """The deployed policy, read before anything is sent: it decides the run key, and a policy that cannot be read
+    stops the functions too. With `validated`, a CliError naming each problem unless Relay would run `document`."""
+    deployed = policy.load_policy(context, config)
+    if validated:
+        catalog = config.require_catalog()
+        check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
+        validation = validate(document, context.blob_store(config, catalog), catalog, check)
+        if not validation.valid:
+            lines = problem_lines(validation, context.paint_errors)
+            raise CliError(f"{document.path}: not {verb}: {validation.summary()}", lines)
+    return deployed
 
 
 def refuse_empty(document: TriggerFile, verb: str) -> None:

@@ -12,9 +12,9 @@ from relay.service import parse_document
 from relaycli import policy, pubsub
 from relaycli.command import Command, add_catalog, add_format, add_json, add_no_validate, add_policy
 from relaycli.config import Context
-from relaycli.documents import problem_lines, read_trigger_file, validate
+from relaycli.documents import checked_before_sending, read_trigger_file
 from relaycli.emulators import check_emulator
-from relaycli.errors import EXIT_OK, CliError, UsageError
+from relaycli.errors import EXIT_OK, UsageError
 from relaycli.output import pairs, to_json
 
 # Set here, from --format and for the run key: one given by hand would make the printed run key wrong.
@@ -78,16 +78,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     config = context.config(catalog=args.catalog, policy=args.policy)
     document = read_trigger_file(args.file, args.format)
     origin = policy.Origin(topic, topic=True)
-    # Read before anything is sent: it decides the run key, and a policy that cannot be read stops the functions too.
-    deployed = policy.load_policy(context, config)
-    if args.validate:
-        catalog = config.require_catalog()
-        check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
-        validation = validate(document, context.blob_store(config, catalog), catalog, check)
-        if not validation.valid:
-            raise CliError(
-                f"{args.file}: not published: {validation.summary()}", problem_lines(validation, context.paint_errors)
-            )
+    deployed = checked_before_sending(context, config, document, origin, "published", validated=args.validate)
     # Every message carries an attribute: the emulator's push turns only those into CloudEvents.
     check_emulator(context.env, "PUBSUB_EMULATOR_HOST")
     # The nonce makes the run key known here: the publish time, which Relay takes in its place, is not.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,32 +11,45 @@ from relaycli.output import one_line
 
 # Bounds every publish: the client's default retries UNAVAILABLE for up to 600 s, a hang rather than an error.
 PUBLISH_TIMEOUT = 30.0
-_TOPIC_PATH = re.compile(r"^projects/([^/]+)/topics/([^/]+)\Z")
 
 
 def topic_path(topic: str, project: str | None, env: Mapping[str, str]) -> str:
     """`projects/P/topics/T` from a full path, or from a short name and the project (flag, environment, ADC)."""
-    full = _TOPIC_PATH.match(topic)
-    if full:
-        if project and project != full.group(1):
-            raise UsageError(f"--project: expected {full.group(1)} (the project in --topic {topic}), found {project}")
-        name = full.group(2)
-    else:
-        name = topic
-    if not naming.PUBSUB_NAME.match(name):
+    return _path("topics", "--topic", topic, project, env)
+
+
+def subscription_path(name: str, project: str | None, env: Mapping[str, str]) -> str:
+    """`projects/P/subscriptions/S` from a full path or a short name, the project found as for topics."""
+    return _path("subscriptions", "--subscription", name, project, env)
+
+
+def _path(kind: str, flag: str, given: str, project: str | None, env: Mapping[str, str]) -> str:
+    """A topic's or a subscription's path, checked by the one rule Relay holds for them (relay.naming)."""
+    what = kind.removesuffix("s")
+    if given.startswith("projects/"):
+        parts = naming.split_pubsub_path(given)
+        if parts is None or parts[1] != kind:
+            raise UsageError(
+                f"{flag}: expected projects/PROJECT/{kind}/{what.upper()} ({naming.PROJECT_ID_RULE}; "
+                f"a {what} name: {naming.PUBSUB_NAME_RULE}), found {given!r}"
+            )
+        if project and project != parts[0]:
+            raise UsageError(f"--project: expected {parts[0]} (the project in {flag} {given}), found {project}")
+        return given
+    if not naming.is_pubsub_name(given):
         raise UsageError(
-            f"--topic: expected a topic name (a letter, then 2-254 of A-Z a-z 0-9 - _ . ~ + %) or "
-            f"projects/P/topics/T, found {topic!r}"
+            f"{flag}: expected a {what} name ({naming.PUBSUB_NAME_RULE}) or projects/P/{kind}/{what[0].upper()}, "
+            f"found {given!r}"
         )
-    if full:
-        return topic
     chosen = project or _project_from(env)
     if not chosen:
         raise UsageError(
-            f"--project: expected the project of topic {topic} (--project, PUBSUB_PROJECT_ID with the emulator, "
-            "GOOGLE_CLOUD_PROJECT, or --topic projects/P/topics/T), found none"
+            f"--project: expected the project of {what} {given} (--project, PUBSUB_PROJECT_ID with the emulator, "
+            f"GOOGLE_CLOUD_PROJECT, or {flag} projects/P/{kind}/{what[0].upper()}), found none"
         )
-    return naming.topic_path(chosen, topic)
+    if not naming.PROJECT_ID.match(chosen):
+        raise UsageError(f"--project: expected {naming.PROJECT_ID_RULE}, found {chosen!r}")
+    return (naming.topic_path if kind == "topics" else naming.subscription_path)(chosen, given)
 
 
 def _project_from(env: Mapping[str, str]) -> str:

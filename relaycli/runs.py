@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from relay.policy import parse_seconds
 from relay.records import parse_timestamp
 from relay.status import RunRecords, recent_runs
-from relaycli.command import Command, add_json, add_results
+from relaycli.command import Command, add_json, add_results, run_count
 from relaycli.config import Context
 from relaycli.errors import EXIT_OK
 from relaycli.output import age, table, to_json, truncate
@@ -18,18 +18,8 @@ from relaycli.status import run_summary
 MESSAGE_WIDTH = 72
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of runs, 1 or more, found {text!r}")
-    return value
-
-
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=_positive, default=20, metavar="N", help="show at most N runs (default 20)")
+    parser.add_argument("--limit", type=run_count, default=20, metavar="N", help="show at most N runs (default 20)")
     parser.add_argument(
         "--state",
         action="append",

@@ -12,7 +12,7 @@ from relay.catalog import Catalog
 from relay.config import Settings
 from relay.errors import ConfigError
 from relay.service import Relay
-from relaycli.command import Command, add_json, add_results
+from relaycli.command import Command, add_json, add_results, run_count
 from relaycli.config import Context
 from relaycli.errors import EXIT_OK, UsageError
 from relaycli.output import table, to_json, truncate
@@ -41,17 +41,10 @@ def relay_for(context: Context, results: str | None) -> Relay:
     )
 
 
-def _positive(text: str) -> int:
-    value = int(text) if text.isdecimal() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of runs, 1 or more, found {text!r}")
-    return value
-
-
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
-        type=_positive,
+        type=run_count,
         metavar="N",
         help="ask the backend about at most N runs (default RELAY_RECONCILE_PER_TICK, else 50)",
     )

@@ -11,7 +11,7 @@ from relay.service import parse_document
 from relaycli import policy
 from relaycli.command import Command, add_catalog, add_json, add_no_validate, add_policy
 from relaycli.config import Context
-from relaycli.documents import problem_lines, read_trigger_file, refuse_empty, validate
+from relaycli.documents import checked_before_sending, read_trigger_file, refuse_empty
 from relaycli.errors import EXIT_OK, CliError, UsageError
 from relaycli.output import pairs, to_json
 
@@ -33,16 +33,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     document = read_trigger_file(args.file, named=name)  # decoded as Relay will: by the object's name
     refuse_empty(document, "uploaded")  # even with --no-validate: Relay skips it, so its run key never exists
     origin = policy.Origin(uri)
-    # Read before anything is sent: it decides the run key, and a policy that cannot be read stops the functions too.
-    deployed = policy.load_policy(context, config)
-    if args.validate:
-        catalog = config.require_catalog()
-        check = policy.PolicyCheck(deployed, origin, policy.decision_context(config))
-        validation = validate(document, context.blob_store(config, catalog), catalog, check)
-        if not validation.valid:
-            raise CliError(
-                f"{args.file}: not uploaded: {validation.summary()}", problem_lines(validation, context.paint_errors)
-            )
+    deployed = checked_before_sending(context, config, document, origin, "uploaded", validated=args.validate)
     store = context.blob_store(config, uri)
     try:
         generation = store.write(uri, document.data)

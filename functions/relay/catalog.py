@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,8 @@ from relay import naming, secrets
 from relay.errors import BlobNotFoundError, InvalidTriggerError, Problem
 from relay.ports import BlobStore
 from relay.triggers import RESERVED_PARAMETERS, describe_value
+
+NO_SPEC = "expected a compiled KFP v2 pipeline spec, found no pipelineInfo/root document"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _EXPECTED = {
@@ -50,12 +52,17 @@ class PipelineDefinition:
         return tuple(name for name in RESERVED_PARAMETERS if name in self.inputs)
 
 
+def pipeline_spec(documents: Iterable[object]) -> dict[str, Any] | None:
+    """The PipelineSpec of a compiled KFP v2 YAML's documents (a platform spec may follow it); None (NO_SPEC) if
+    none is one: for the catalog that reads a package and for `relay compile`, which stamps it."""
+    return next((d for d in documents if isinstance(d, dict) and "pipelineInfo" in d and "root" in d), None)
+
+
 def parse_pipeline_package(name: str, uri: str, package: bytes) -> PipelineDefinition:
     """Read a compiled KFP v2 YAML (the PipelineSpec document, optionally followed by a platform spec)."""
-    documents = [d for d in yaml.safe_load_all(package) if isinstance(d, dict)]
-    spec = next((d for d in documents if "pipelineInfo" in d and "root" in d), None)
+    spec = pipeline_spec(yaml.safe_load_all(package))
     if spec is None:
-        raise ValueError(f"{uri}: expected a compiled KFP v2 pipeline spec, found no pipelineInfo/root document")
+        raise ValueError(f"{uri}: {NO_SPEC}")
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     inputs = {
         param: InputSpec(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,6 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 NONCE_ATTRIBUTE = "nonce"  # set by `relay publish`, which must know the run key before any delivery
 MAX_GENERATION = 2**63 - 1  # Cloud Storage generations are int64; a longer number can name no object version
 # Cloud Storage's naming rules: what does not follow them names no object, and its client raises on some of it.
-_ONE_CHARACTER = re.compile(r"^[a-z0-9]\Z")
 _OBJECT_RULE = "an object name: 1-1024 bytes of UTF-8, no carriage return or line feed, not . or .."
 _GENERATION_RULE = f"a generation: a whole number from 1 to {MAX_GENERATION}"
 _TRIGGER_URI_RULE = "trigger_uri gs://bucket/object[#generation]"
@@ -157,7 +155,13 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
         return Skip(event, event.source, "expected a Pub/Sub message in the event data, found none", malformed=True)
     # Every field is checked for its type here: whoever can publish chooses the shape, and a shape that slipped
     # through would raise later, outside the outcome log, and be redelivered until the dead letter.
-    topic = _topic(event.source)
+    topic = topic_of(event.source)
+    if not naming.is_topic_path(topic):
+        # Eventarc names the topic it delivers from; a source that names none matches no tenant's topic either.
+        found = describe_value(event.source)
+        return Skip(
+            event, event.source, f"expected a source naming {naming.TOPIC_PATH_RULE}, found {found}", malformed=True
+        )
     message_id = message.get("messageId") or message.get("message_id") or event.id
     if not isinstance(message_id, str):
         found = describe_value(message_id)
@@ -230,7 +234,7 @@ def _object(
         reason = f"expected {rule}, found {describe_value(found)}"
         return Skip(event, shown, reason, malformed=not authored, authored=authored)
 
-    if not isinstance(bucket, str) or not _valid_bucket(bucket):
+    if not isinstance(bucket, str) or not naming.is_bucket_name(bucket):
         return skip(naming.BUCKET_RULE, bucket)
     if not isinstance(name, str) or not _valid_object(name):
         return skip(_OBJECT_RULE, name)
@@ -238,11 +242,6 @@ def _object(
     if generation is not None and number is None:
         return skip(_GENERATION_RULE, generation)
     return ObjectDelivery(event=event, bucket=bucket, name=name, generation=number, size=size, via=via, origin=origin)
-
-
-def _valid_bucket(bucket: str) -> bool:
-    # One character too, as events always took it (no bucket Cloud Storage makes; the tests' fixtures name "b").
-    return naming.is_bucket_name(bucket) or _ONE_CHARACTER.match(bucket) is not None
 
 
 def _valid_object(name: str) -> bool:
@@ -267,9 +266,9 @@ def _generation(value: object) -> int | None:
     return None
 
 
-def _topic(source: str) -> str:
-    """`projects/P/topics/T` from `//pubsub.googleapis.com/projects/P/topics/T`."""
-    return source.removeprefix("//pubsub.googleapis.com/") or "pubsub"
+def topic_of(source: str) -> str:
+    """`projects/P/topics/T` from a messagePublished event's source, `//pubsub.googleapis.com/projects/P/topics/T`."""
+    return source.removeprefix("//pubsub.googleapis.com/")
 
 
 def _int_or_none(value: object) -> int | None:

@@ -14,19 +14,30 @@ PIPELINE_NAME = re.compile(r"^(?!.*--)(?!.*-\Z)[a-z][-a-z0-9]{0,62}\Z")
 PIPELINE_NAME_RULE = (
     "a pipeline name: a lower-case letter, then up to 62 lower-case letters, digits or single hyphens, not ending in -"
 )
-# Cloud Storage's bucket names: 3-222 characters, at most 63 between dots (each a DNS label).
+# Cloud Storage's bucket names (cloud.google.com/storage/docs/buckets#naming; the storage.v1 Discovery document says
+# only "The name of the bucket."): 3-63 characters, or up to 222 with dots and at most 63 between them; lower-case
+# letters, digits, -, _ and .; a letter or digit first and last. The rules only a new bucket's creation meets (no
+# "goog" prefix, no "google", no IP address) are Cloud Storage's to enforce: Relay reads buckets that exist.
 _BUCKET_NAME = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9]\Z")
 BUCKET_RULE = (
     "a bucket name: 3-63 lower-case letters, digits, -, _ or . (222 with dots, 63 between them), "
     "starting and ending with a letter or digit"
 )
-# Pub/Sub's resource names: a Google Cloud project id; a topic or subscription name (a letter, then 2-254 of
-# letters, digits, - _ . ~ + %).
+# A Google Cloud project id: 6-30 lower-case letters, digits or hyphens, a letter first, no hyphen last.
 _PROJECT_ID = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
-_PUBSUB_NAME = r"[A-Za-z][-\w.~+%]{2,254}"
 PROJECT_ID = re.compile(rf"^{_PROJECT_ID}\Z")
-PUBSUB_NAME = re.compile(rf"^{_PUBSUB_NAME}\Z")
-_TOPIC_PATH = re.compile(rf"^projects/{_PROJECT_ID}/topics/{_PUBSUB_NAME}\Z")
+PROJECT_ID_RULE = "a project id: 6-30 lower-case letters, digits or -, starting with a letter, not ending in -"
+# Pub/Sub's topic and subscription names, as the pubsub.v1 Discovery document states them for Topic.name and
+# Subscription.name (googleapiclient/discovery_cache/documents/pubsub.v1.json, revision 20261027): "must start with
+# a letter, and contain only letters ([A-Za-z]), numbers ([0-9]), dashes (-), underscores (_), periods (.), tildes
+# (~), plus (+) or percent signs (%). It must be between 3 and 255 characters in length, and it must not start with
+# "goog"." (Its path patterns, ^projects/[^/]+/topics/[^/]+$, check only the slashes.) ASCII classes, not \w:
+# Python's \w takes any script's letters and digits.
+_PUBSUB_NAME = r"(?!goog)[A-Za-z][-A-Za-z0-9_.~+%]{2,254}"
+PUBSUB_NAME_RULE = "3-255 letters, digits, -, _, ., ~, + or %, starting with a letter and not with goog"
+TOPIC_PATH_RULE = f"projects/PROJECT/topics/TOPIC ({PROJECT_ID_RULE}; a topic name: {PUBSUB_NAME_RULE})"
+_PUBSUB_PATH = re.compile(rf"^projects/({_PROJECT_ID})/(topics|subscriptions)/({_PUBSUB_NAME})\Z")
+_PUBSUB_NAME_ONLY = re.compile(rf"^{_PUBSUB_NAME}\Z")
 _DIGEST_CHARS = 20  # 80 bits: collisions are out of reach for any bucket's lifetime of triggers
 POLICY_ENTRY = "policy"  # the catalog's policy.yaml: never a pipeline
 UNKNOWN_PIPELINE = "trigger"  # run key prefix for documents whose pipeline could not be read
@@ -37,6 +48,23 @@ def is_bucket_name(name: str) -> bool:
     return bool(_BUCKET_NAME.match(name)) and all(len(label) <= 63 for label in name.split("."))
 
 
+def is_pubsub_name(name: str) -> bool:
+    """A topic's or a subscription's own name (PUBSUB_NAME_RULE), for the policy, the events, the CLI and devstack."""
+    return _PUBSUB_NAME_ONLY.match(name) is not None
+
+
+def split_pubsub_path(text: str) -> tuple[str, str, str] | None:
+    """(project, "topics" or "subscriptions", name) of a path Google Cloud can hold; None for anything else."""
+    found = _PUBSUB_PATH.match(text)
+    return None if found is None else (found[1], found[2], found[3])
+
+
+def is_topic_path(text: str) -> bool:
+    """projects/PROJECT/topics/TOPIC with a project id and a topic name as Google Cloud makes them (TOPIC_PATH_RULE)."""
+    parts = split_pubsub_path(text)
+    return parts is not None and parts[1] == "topics"
+
+
 def topic_path(project: str, topic: str) -> str:
     return f"projects/{project}/topics/{topic}"
 
@@ -45,9 +73,11 @@ def subscription_path(project: str, subscription: str) -> str:
     return f"projects/{project}/subscriptions/{subscription}"
 
 
-def is_topic_path(text: str) -> bool:
-    """projects/PROJECT/topics/TOPIC, with a project id and a topic name as Google Cloud makes them."""
-    return _TOPIC_PATH.match(text) is not None
+def split_owned(text: str) -> tuple[str, str] | None:
+    """(owner, name) of `owner/name`, as a Hugging Face repository or a Kaggle dataset is named; None for anything
+    else (no owner, no name, or a further slash), which the steps refuse and the policy lets no owner have."""
+    owner, _, name = text.partition("/")
+    return (owner, name) if owner and name and "/" not in name else None
 
 
 def object_uri(bucket: str, name: str) -> str:

@@ -69,11 +69,6 @@ def tenant_for_object(policy: Policy, uri: str) -> Tenant | None:
     return max(matches, key=lambda m: m[0])[1] if matches else None
 
 
-def route_for(policy: Policy, bucket: str, name: str) -> tuple[Tenant, Route] | None:
-    """The first route (tenants, then routes, in the policy's order) that takes gs://bucket/name, and its tenant."""
-    return next(((t, r) for t in policy.tenants for r in t.routes if r.matches(bucket, name)), None)
-
-
 def tenant_for_topic(policy: Policy, topic: str) -> Tenant | None:
     return next((t for t in policy.tenants if topic in t.topics), None)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from relay.config import parse_duration
+from relay.naming import split_owned
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -112,8 +113,8 @@ def _prefix_within(prefix: str, allowed: str) -> bool:
 
 def _owned_by(name: str, owner: str) -> bool:
     """`name` is owner/slug with this owner; anything else (the steps refuse it) belongs to no owner."""
-    parts = name.split("/")
-    return len(parts) == 2 and parts[0] == owner and bool(parts[1])
+    parts = split_owned(name)
+    return parts is not None and parts[0] == owner
 
 
 def _relative_path(path: str) -> bool:

@@ -17,7 +17,16 @@ import yaml
 
 from relay import secrets
 from relay.errors import BlobNotFoundError
-from relay.naming import PIPELINE_NAME, PROJECT_ID, is_bucket_name
+from relay.naming import (
+    BUCKET_RULE,
+    PIPELINE_NAME,
+    PROJECT_ID,
+    PROJECT_ID_RULE,
+    TOPIC_PATH_RULE,
+    is_bucket_name,
+    is_topic_path,
+    split_gs_uri,
+)
 from relay.policy_locations import _well_formed_location, parse_seconds, parse_size, protected_by, within
 from relay.policy_model import (
     _CLUSTER_KINDS,
@@ -116,7 +125,7 @@ class _Reader:
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
         if project != "":
-            project = self._text(project, "project", PROJECT_ID, "a project id")
+            project = self._text(project, "project", PROJECT_ID, PROJECT_ID_RULE)
         listed = self._list(top.get("tenants"), "tenants")
         tenants = tuple(self.tenant(t, f"tenants[{i}]") for i, t in enumerate(listed))
         return Policy(
@@ -188,9 +197,9 @@ class _Reader:
         return Notifications(topic=topic, buckets=self._texts(raw, f"{where}.buckets", self._bucket))
 
     def _bucket(self, value: object, where: str) -> str:
-        text = self._text(value, where, what="a bucket name")
+        text = self._text(value, where, what=BUCKET_RULE)
         if text and not is_bucket_name(text):
-            self._fail(where, "a bucket name", value)
+            self._fail(where, BUCKET_RULE, value)
             return ""
         return text
 
@@ -332,13 +341,22 @@ class _Reader:
 
     def _trigger_prefix(self, value: object, where: str) -> str:
         text = self._location(value, where)
-        if text and not text.startswith("gs://"):
+        if not text:
+            return ""
+        if not text.startswith("gs://"):
             self._fail(where, "a gs://bucket/prefix the trigger files land under", text)
+            return ""
+        if not is_bucket_name(split_gs_uri(text)[0]):
+            self._fail(where, f"a gs://bucket/prefix with {BUCKET_RULE}", text)
             return ""
         return text
 
     def _topic(self, value: object, where: str) -> str:
-        return self._text(value, where, re.compile(r"projects/[^/\s]+/topics/[^/\s]+"), "projects/P/topics/T")
+        text = self._text(value, where, what=TOPIC_PATH_RULE)
+        if text and not is_topic_path(text):
+            self._fail(where, TOPIC_PATH_RULE, value)
+            return ""
+        return text
 
     def _pipeline(self, value: object, where: str) -> str:
         return self._text(value, where, PIPELINE_NAME, "a pipeline name")
@@ -414,10 +432,9 @@ def _contradictions(policy: Policy) -> list[str]:
 
 def _unowned_notifications(policy: Policy) -> list[str]:
     """Notifications wired to a topic no tenant owns (every one would be refused), or one topic listed twice."""
-    problems = []
     owned = {topic for tenant in policy.tenants for topic in tenant.topics}
     topics = [n.topic for n in policy.notifications if n.topic]
-    problems += [
+    problems = [
         f"notifications: the topic {t} is listed twice" for t in sorted({t for t in topics if topics.count(t) > 1})
     ]
     for index, wired in enumerate(policy.notifications):

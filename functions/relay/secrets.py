@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from relay.config import setting
 from relay.errors import RelayError
 
 PREFIX = "secret://"
@@ -101,9 +102,9 @@ class SecretManagerSecrets:
 
 def resolver_from_env(env: Mapping[str, str]) -> SecretResolver:
     """Secret Manager when RELAY_SECRETS=secret-manager (on Google Cloud), else env variables and a folder."""
-    if env.get("RELAY_SECRETS", "local") == "secret-manager":
-        return SecretManagerSecrets(env.get("RELAY_SECRETS_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT", ""))
-    folder = env.get("RELAY_SECRETS_DIR")
+    if setting(env, "SECRETS", "local") == "secret-manager":
+        return SecretManagerSecrets(setting(env, "SECRETS_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT", ""))
+    folder = setting(env, "SECRETS_DIR")
     return LocalSecrets(env=dict(env), folder=Path(folder) if folder else None)
 
 

@@ -20,6 +20,7 @@ from pipelines.steps.launch import Launch, LaunchRecords, launch_records, verify
 from pipelines.steps.ratchet.sandbox import OFFLINE_REQUIRED, SandboxRules
 from relay import policy as rules
 from relay.adapters.stores import results_store
+from relay.config import setting
 from relay.errors import RelayError
 from relay.policy import Limits, Policy, Rule, Tenant
 
@@ -125,9 +126,9 @@ def gate_from_env(environ: Mapping[str, str]) -> PolicyGate:
     policy's and catalog's locations and RELAY_RESULTS_URI (where launch records are read, and records written),
     all baked into the compiled pipeline or set by the local runner, never taken from the run's parameters.
     """
-    uri = environ.get("RELAY_POLICY_URI", "")
-    own = (uri, environ.get("RELAY_CATALOG_URI", ""), environ.get("RELAY_RESULTS_URI", ""))
-    scope = rules.Context(local=environ.get("RELAY_BACKEND") == "local", protected=rules.own_locations(*own))
+    uri = setting(environ, "POLICY_URI")
+    own = (uri, setting(environ, "CATALOG_URI"), setting(environ, "RESULTS_URI"))
+    scope = rules.Context(local=setting(environ, "BACKEND") == "local", protected=rules.own_locations(*own))
     launches = launch_records(environ)
     if not uri:
         return PolicyGate(rules.NO_POLICY, scope, launches)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -13,6 +13,7 @@ from pipelines.steps.contract import Step, StepResult, run_step, spec_for, step_
 from pipelines.steps.errors import StepError
 from pipelines.steps.gate import task_launch
 from pipelines.steps.outcome import record_refusal, record_step_result
+from relay.config import setting
 
 
 class StepFailedError(RuntimeError):
@@ -49,7 +50,7 @@ def run_in_pipeline(
     except StepError as error:  # the deployment's policy cannot be read: nothing may run
         result = StepResult(message=str(error), status=error.status)
     else:
-        with time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
+        with task_time_limit(environ):
             result = run_step(step, spec, context)
     record_step_result(
         pipeline=pipeline,
@@ -62,6 +63,11 @@ def run_in_pipeline(
     if not result.succeeded:
         raise StepFailedError(f"{pipeline} failed with status {result.status}: {result.message}")
     return result.to_json()
+
+
+def task_time_limit(environ: Mapping[str, str]) -> AbstractContextManager[None]:
+    """time_limit of the policy's task timeout, which `relay compile` sets in the task's RELAY_TASK_TIMEOUT."""
+    return time_limit(float(setting(environ, "TASK_TIMEOUT", "0")))
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from typing import Any
 from pipelines.steps.errors import StepError
 from relay import naming, records
 from relay.adapters.stores import results_store
+from relay.config import setting
 from relay.errors import BlobNotFoundError, RelayError
 from relay.policy import PUSH, RATCHET
 from relay.ports import BlobStore
@@ -78,10 +79,10 @@ class LaunchRecords:
 
 
 def launch_records(environ: Mapping[str, str]) -> LaunchRecords:
-    uri = environ.get("RELAY_RESULTS_URI", "")
+    uri = setting(environ, "RESULTS_URI")
     if not uri:
         return LaunchRecords()
-    return LaunchRecords(uri, results_store(uri, environ.get("RELAY_LOCAL_ROOT") or tempfile.gettempdir()))
+    return LaunchRecords(uri, results_store(uri, setting(environ, "LOCAL_ROOT", tempfile.gettempdir())))
 
 
 def verify_launch(

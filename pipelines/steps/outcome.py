@@ -42,7 +42,7 @@ def record_step_result(
     if launch.direct:
         return _create(store, naming.direct_result(launch.results_uri, run_id), record)
     # The task inherits RELAY_NOTIFY_TOPIC from its runner's environment, when set.
-    return record_result(store, notifier_for(os.environ.get("RELAY_NOTIFY_TOPIC", "")), launch.results_uri, record)
+    return record_result(store, notifier_for(setting(os.environ, "NOTIFY_TOPIC")), launch.results_uri, record)
 
 
 def record_refusal(
@@ -93,7 +93,7 @@ def _record(
     return records.result_record(
         run_key=run_key,
         pipeline=pipeline,
-        backend=os.environ.get("RELAY_BACKEND", ""),
+        backend=setting(os.environ, "BACKEND"),
         run_id=run_id,
         succeeded=result.succeeded,
         message=result.message,

@@ -27,7 +27,7 @@ from typing import Any
 from pipelines.steps.contract import StepResult
 from pipelines.steps.errors import StepError
 from pipelines.steps.gate import task_launch
-from pipelines.steps.in_pipeline import StepFailedError, time_limit
+from pipelines.steps.in_pipeline import StepFailedError, task_time_limit
 from pipelines.steps.outcome import record_refusal, record_step_result
 
 
@@ -79,7 +79,7 @@ def relay_step(
         raise StepFailedError(f"{pipeline} refused with status {refused.status}: {refused.message}") from None
     step = OwnStep()
     try:
-        with time_limit(float(environ.get("RELAY_TASK_TIMEOUT") or 0)):
+        with task_time_limit(environ):
             yield step
     except StepError as error:
         result = StepResult(message=str(error), status=error.status)

@@ -225,12 +225,7 @@ def _selected(item: SourceObject, open_source: Opener, select: str) -> bytes:
         raise StepError(413, f"{item.uri}: select reads whole documents, at most {MAX_SELECT_BYTES} bytes; {item.size}")
     with _hashed(open_source) as reader:
         raw = reader.read()
-    if reader.bytes != item.size or reader.checksums.matches(item.checksums) is False:
-        raise StepError(
-            502,
-            f"{item.uri}: read {reader.checksums.describe()}, the source states "
-            f"{item.checksums.describe()}: changed or corrupted in transit",
-        )
+    check_read(item, reader)
     try:
         document = json.loads(raw)
     except ValueError as exc:

@@ -94,7 +94,7 @@ def test_compile_to_a_folder_it_cannot_write(capsys, tmp_path: Path):
         ("STORAGE_EMULATOR_HOST", ["status", "gs://triggers/t.json"]),
         ("STORAGE_EMULATOR_HOST", ["runs", "--results", "gs://relay-results"]),
         ("STORAGE_EMULATOR_HOST", ["trigger", "t.json", "--bucket", "triggers", "--no-validate"]),
-        ("PUBSUB_EMULATOR_HOST", ["publish", "t.json", "--topic", "projects/p/topics/triggers", "--no-validate"]),
+        ("PUBSUB_EMULATOR_HOST", ["publish", "t.json", "--topic", "projects/proj-p/topics/triggers", "--no-validate"]),
     ],
 )
 def test_an_emulator_that_is_not_running_fails_at_once(capsys, tmp_path: Path, monkeypatch, variable, argv):

@@ -107,7 +107,9 @@ def test_origins_no_tenant_covers_warn_alone_and_stop_the_deploy_together():
     )
     assert one.ok and [w.split(":")[0] for w in one.warnings] == ["gs"]
     both = preflight(
-        Deployment(env=ENV, trigger_bucket="other", trigger_topic="projects/p/topics/t", step_secrets=("hf-token",)),
+        Deployment(
+            env=ENV, trigger_bucket="other", trigger_topic="projects/proj-p/topics/tee", step_secrets=("hf-token",)
+        ),
         (POLICY, "p"),
     )
     [problem] = both.problems

@@ -18,21 +18,26 @@ EMULATOR = {"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}
 @pytest.mark.parametrize(
     ("topic", "project", "env", "expected"),
     [
-        ("projects/lab/topics/relay-triggers", None, {}, "projects/lab/topics/relay-triggers"),
-        ("projects/lab/topics/relay-triggers", "lab", {}, "projects/lab/topics/relay-triggers"),
-        ("relay-triggers", "lab", {}, "projects/lab/topics/relay-triggers"),
+        ("projects/proj-lab/topics/relay-triggers", None, {}, "projects/proj-lab/topics/relay-triggers"),
+        ("projects/proj-lab/topics/relay-triggers", "proj-lab", {}, "projects/proj-lab/topics/relay-triggers"),
+        ("relay-triggers", "proj-lab", {}, "projects/proj-lab/topics/relay-triggers"),
         (
             "relay-triggers",
             None,
             {**EMULATOR, "PUBSUB_PROJECT_ID": "relay-local"},
             "projects/relay-local/topics/relay-triggers",
         ),
-        ("relay-triggers", None, {**EMULATOR, "GOOGLE_CLOUD_PROJECT": "lab"}, "projects/lab/topics/relay-triggers"),
         (
             "relay-triggers",
             None,
-            {"GOOGLE_CLOUD_PROJECT": "lab", "PUBSUB_PROJECT_ID": "x"},
-            "projects/lab/topics/relay-triggers",
+            {**EMULATOR, "GOOGLE_CLOUD_PROJECT": "proj-lab"},
+            "projects/proj-lab/topics/relay-triggers",
+        ),
+        (
+            "relay-triggers",
+            None,
+            {"GOOGLE_CLOUD_PROJECT": "proj-lab", "PUBSUB_PROJECT_ID": "x"},
+            "projects/proj-lab/topics/relay-triggers",
         ),
     ],
 )
@@ -44,11 +49,17 @@ def test_topic_paths(topic, project, env, expected):
     ("topic", "project", "error"),
     [
         (
-            "projects/lab/topics/t1x",
+            "projects/proj-lab/topics/t1x",
             "other",
-            "--project: expected lab (the project in --topic projects/lab/topics/t1x)",
+            "--project: expected proj-lab (the project in --topic projects/proj-lab/topics/t1x)",
         ),
-        ("a/b", "lab", "--topic: expected a topic name"),
+        ("a/b", "proj-lab", "--topic: expected a topic name"),
+        ("goog-triggers", "proj-lab", "--topic: expected a topic name"),  # Pub/Sub keeps goog... for itself
+        ("trïggers", "proj-lab", "--topic: expected a topic name"),
+        ("projects/proj-lab/topics/ab", None, "--topic: expected projects/PROJECT/topics/TOPIC"),
+        ("projects/lab/topics/relay-triggers", None, "--topic: expected projects/PROJECT/topics/TOPIC"),
+        ("projects/proj-lab/subscriptions/relay", None, "--topic: expected projects/PROJECT/topics/TOPIC"),
+        ("relay-triggers", "lab", "--project: expected a project id: 6-30 lower-case letters"),
         ("relay-triggers", None, "--project: expected the project of topic relay-triggers"),
     ],
 )
@@ -60,7 +71,7 @@ def test_topics_that_cannot_be_resolved(topic, project, error):
 def test_an_invalid_document_is_not_published(cli: Callable[..., Ran], tmp_path: Path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"pipeline": "echo"}))
-    ran = cli("publish", str(path), "--topic", "projects/lab/topics/relay-triggers")
+    ran = cli("publish", str(path), "--topic", "projects/proj-lab/topics/relay-triggers")
     assert ran.code == 1 and ran.out == ""
     assert ran.err.splitlines() == [
         f"relay publish: {path}: not published: invalid: 1 problem (invalid_parameters)",
@@ -86,5 +97,5 @@ def test_attributes_the_function_would_misread_are_refused_before_publishing(
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}}))
     flags = [part for attribute in attributes for part in ("--attribute", attribute)]
-    ran = cli("publish", str(path), "--topic", "projects/lab/topics/relay-triggers", *flags)
+    ran = cli("publish", str(path), "--topic", "projects/proj-lab/topics/relay-triggers", *flags)
     assert ran.code == 2 and ran.out == "" and error in ran.err

@@ -136,7 +136,7 @@ def test_one_exit_status_for_an_invalid_document_whichever_command(cli: Cli, tmp
     path.write_text(json.dumps({"pipeline": "echo", "parameters": {"count": "x"}}))
     validated = cli("validate", str(path))
     uploaded = cli("trigger", str(path), "--bucket", "triggers")
-    published = cli("publish", str(path), "--topic", "projects/lab/topics/relay-triggers")
+    published = cli("publish", str(path), "--topic", "projects/proj-lab/topics/relay-triggers")
     assert (validated.code, uploaded.code, published.code) == (1, 1, 1)
     # Usage errors keep 2: that is a command that cannot work, not a document that does not.
     assert cli("trigger", str(path)).code == 2
@@ -144,11 +144,11 @@ def test_one_exit_status_for_an_invalid_document_whichever_command(cli: Cli, tmp
 
 ROUTED = """
 notifications:
-  - {topic: projects/lab/topics/lab-triggers, buckets: [lab-data]}
+  - {topic: projects/proj-lab/topics/lab-triggers, buckets: [lab-data]}
 tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
-    topics: [projects/lab/topics/lab-triggers]
+    topics: [projects/proj-lab/topics/lab-triggers]
     routes:
       - id: assay-csv
         bucket: lab-data

@@ -76,6 +76,11 @@ def test_a_limit_below_one_is_a_usage_error(cli: Callable[..., Ran]):
         "relay runs: argument --limit: expected a whole number of runs, 1 or more, found '0' "
         "(see 'relay runs --help')\n"
     )
+    # One reading for relay runs and relay sync: ASCII digits only, as sync took them; runs took " 3" and "+3".
+    for command in ("runs", "sync"):
+        for given in ("+3", " 3", "\u0663", "-1"):
+            refused = cli(command, "--limit", given)
+            assert refused.code == 2 and f"expected a whole number of runs, 1 or more, found {given!r}" in refused.err
 
 
 def test_a_rejection_shows_its_first_problem_and_how_many_more(

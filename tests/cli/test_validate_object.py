@@ -18,21 +18,25 @@ from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 
 Cli = Callable[..., Ran]
-ASSAY, IMAGING, NOBODY = "projects/lab/topics/assay", "projects/lab/topics/imaging", "projects/lab/topics/nobody"
+ASSAY, IMAGING, NOBODY = (
+    "projects/proj-lab/topics/assay",
+    "projects/proj-lab/topics/imaging",
+    "projects/proj-lab/topics/nobody",
+)
 POLICY = """
 notifications:
-  - {topic: projects/lab/topics/assay, buckets: [lab-data]}
-  - {topic: projects/lab/topics/imaging, buckets: [scans, lab-data]}
+  - {topic: projects/proj-lab/topics/assay, buckets: [lab-data]}
+  - {topic: projects/proj-lab/topics/imaging, buckets: [scans, lab-data]}
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/lab/topics/assay]
+    topics: [projects/proj-lab/topics/assay]
     routes:
       - {id: csv, bucket: lab-data, prefix: assay/, glob: "*.csv", pipeline: echo,
          parameters: {message: "{name}", count: "{size}"}}
   - name: imaging
     triggers: [gs://triggers/imaging/]
-    topics: [projects/lab/topics/imaging]
+    topics: [projects/proj-lab/topics/imaging]
     routes:
       - {id: scans, bucket: scans, pipeline: echo,
          parameters: {message: "{metadata.destination}", options: {type: "{content_type}"}}}
@@ -116,7 +120,9 @@ def test_the_topic_defaults_to_the_one_the_policy_wires_to_the_bucket(cli: Cli, 
     assert both.code == 2 and f"lab-data to 2 topics ({ASSAY}, {IMAGING})" in both.err
     nowhere = validate(cli, policy, "gs://elsewhere/x.csv")
     assert nowhere.code == 2 and "wires elsewhere to no topic" in nowhere.err
-    short = cli("validate", "--object", SCAN, "--policy", policy, "--topic", "imaging", "--project", "lab", "--json")
+    short = cli(
+        "validate", "--object", SCAN, "--policy", policy, "--topic", "imaging", "--project", "proj-lab", "--json"
+    )
     assert short.json()["topic"] == IMAGING
     assert cli("validate", "--object", SCAN, "--bucket", "scans").code == 2
 

@@ -16,7 +16,7 @@ from relay.policy import (
     PolicyError,
     check_request,
     own_locations,
-    route_for,
+    route_of,
     tenant_for_object,
     tenant_for_topic,
 )
@@ -38,9 +38,9 @@ def verdict(written: tuple[Path, Policy], sample: demo.Sample) -> list[str]:
     path, policy = written
     document: dict[str, Any] = sample.document
     if sample.how == "route":  # the route's pipeline and parameters, filled in from the object's event
-        routed = route_for(policy, demo.LAB, sample.name)
-        assert routed is not None
-        tenant, route = routed
+        tenant = tenant_for_topic(policy, demo.TRIGGER_TOPIC_PATH)  # the topic the notification comes on
+        route = route_of(tenant, demo.LAB, sample.name) if tenant is not None else None
+        assert route is not None
         event = ObjectEvent(demo.LAB, sample.name, 1, 75, "application/json", {})
         parameters, unfilled = render(route.parameters, event)
         assert unfilled == []

@@ -35,7 +35,7 @@ from tests.conftest import CATALOG, NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 
 BUCKET = "relay-race"
-TOPIC = "projects/p/topics/t"
+TOPIC = "projects/proj-p/topics/tee"
 LEASE = 600.0
 
 

@@ -17,8 +17,9 @@ from relay.events import (
     parse_pubsub_event,
     parse_storage_event,
 )
+from relay.naming import TOPIC_PATH_RULE
 from relay.service import Relay, handle_delivery
-from relay.triggers import MAX_VALUES
+from relay.triggers import MAX_VALUES, describe_value
 
 STORAGE = {
     "id": "evt-1",
@@ -29,14 +30,14 @@ STORAGE = {
 PUBSUB = {
     "id": "msg-1",
     "type": "google.cloud.pubsub.topic.v1.messagePublished",
-    "source": "//pubsub.googleapis.com/projects/p/topics/relay-triggers",
+    "source": "//pubsub.googleapis.com/projects/proj-p/topics/relay-triggers",
     "time": "2026-11-21T12:00:00Z",
 }
 
 
 def message(data: bytes = b"", **attributes: str) -> dict[str, object]:
     return {
-        "subscription": "projects/p/subscriptions/s",
+        "subscription": "projects/proj-p/subscriptions/s",
         "message": {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": "42"},
     }
 
@@ -82,22 +83,31 @@ def test_a_storage_notification_is_the_same_object_as_the_storage_event():
         None,
         "storage-notification",
     )
-    assert delivery.origin == Message("projects/p/topics/relay-triggers", "42")
+    assert delivery.origin == Message("projects/proj-p/topics/relay-triggers", "42")
+    # Its nonce, else its publish time, tells it from another message of the same id (a restarted emulator's).
+    stamped = parse_pubsub_event(PUBSUB, message(resource, **attrs, nonce="n-7"))
+    assert isinstance(stamped, ObjectDelivery) and stamped.origin == Message(
+        "projects/proj-p/topics/relay-triggers", "42", "n-7"
+    )
     deleted = parse_pubsub_event(PUBSUB, message(resource, **{**attrs, "eventType": "OBJECT_DELETE"}))
     assert isinstance(deleted, Skip) and "OBJECT_DELETE" in deleted.reason
 
 
 def test_a_trigger_uri_attribute_names_an_object_with_or_without_generation():
-    plain = parse_pubsub_event(PUBSUB, message(trigger_uri="gs://b/t.yaml"))
-    pinned = parse_pubsub_event(PUBSUB, message(trigger_uri="gs://b/t.yaml#9"))
+    plain = parse_pubsub_event(PUBSUB, message(trigger_uri="gs://b00/t.yaml"))
+    pinned = parse_pubsub_event(PUBSUB, message(trigger_uri="gs://b00/t.yaml#9"))
     assert isinstance(plain, ObjectDelivery) and plain.generation is None and plain.format == "yaml"
     assert isinstance(pinned, ObjectDelivery) and pinned.generation == 9
     # The message that named it travels with it: its topic, never the object, decides the tenant.
     assert plain.origin is not None and (plain.origin.topic, plain.origin.message_id) == (
-        "projects/p/topics/relay-triggers",
+        "projects/proj-p/topics/relay-triggers",
         "42",
     )
-    for bad_uri in ("s3://b/t.yaml", "gs://b/t.yaml#\u00b2", "gs://b/t.yaml#-1"):
+    stamped = parse_pubsub_event(PUBSUB, envelope(attributes={"trigger_uri": "gs://b00/t.yaml"}, publishTime="T1"))
+    assert isinstance(stamped, ObjectDelivery) and stamped.origin == Message(
+        "projects/proj-p/topics/relay-triggers", "42", "T1"
+    )
+    for bad_uri in ("s3://b/t.yaml", "gs://b00/t.yaml#\u00b2", "gs://b00/t.yaml#-1"):
         bad = parse_pubsub_event(PUBSUB, message(trigger_uri=bad_uri))
         assert isinstance(bad, Skip) and bad.authored and not bad.malformed
 
@@ -105,8 +115,12 @@ def test_a_trigger_uri_attribute_names_an_object_with_or_without_generation():
 def test_anything_else_is_an_inline_document():
     delivery = parse_pubsub_event(PUBSUB, message(b"pipeline: echo", format="yaml"))
     assert isinstance(delivery, InlineDelivery)
-    assert (delivery.topic, delivery.message_id, delivery.format) == ("projects/p/topics/relay-triggers", "42", "yaml")
-    assert delivery.uri == "projects/p/topics/relay-triggers#42"
+    assert (delivery.topic, delivery.message_id, delivery.format) == (
+        "projects/proj-p/topics/relay-triggers",
+        "42",
+        "yaml",
+    )
+    assert delivery.uri == "projects/proj-p/topics/relay-triggers#42"
 
 
 def test_malformed_messages_are_skipped_as_errors(relay: Relay):
@@ -114,15 +128,15 @@ def test_malformed_messages_are_skipped_as_errors(relay: Relay):
     assert isinstance(empty, Skip) and empty.malformed and empty.uri == PUBSUB["source"]
     assert logged(relay, empty) == ("skipped", "ERROR", "expected a Pub/Sub message in the event data, found none")
     broken = parse_pubsub_event(PUBSUB, {"message": {"data": "***", "attributes": {"a": "b"}}})
-    assert isinstance(broken, Skip) and broken.malformed and broken.uri == "projects/p/topics/relay-triggers#msg-1"
+    assert isinstance(broken, Skip) and broken.malformed and broken.uri == "projects/proj-p/topics/relay-triggers#msg-1"
     assert logged(relay, broken) == ("skipped", "ERROR", "expected message data: base64 text, found other text")
 
 
-TOPIC = "projects/p/topics/relay-triggers"
+TOPIC = "projects/proj-p/topics/relay-triggers"
 
 
 def envelope(**message: object) -> dict[str, object]:
-    return {"subscription": "projects/p/subscriptions/s", "message": {"messageId": "42", **message}}
+    return {"subscription": "projects/proj-p/subscriptions/s", "message": {"messageId": "42", **message}}
 
 
 @pytest.mark.parametrize(
@@ -133,7 +147,7 @@ def envelope(**message: object) -> dict[str, object]:
         (envelope(data={"a": 1}), "expected message data: base64 text, found a mapping of 1", f"{TOPIC}#42"),
         (envelope(data="ab\u00e9="), "expected message data: base64 text, found other text", f"{TOPIC}#42"),
         (
-            envelope(attributes=["trigger_uri", "gs://b/t.json"]),
+            envelope(attributes=["trigger_uri", "gs://b00/t.json"]),
             "expected message attributes: a mapping of strings",
             f"{TOPIC}#42",
         ),
@@ -209,19 +223,20 @@ GENERATION_RULE = f"expected a generation: a whole number from 1 to {MAX_GENERAT
     ("uri", "reason"),
     [
         ("gs://Bad Bucket!/a.json", BUCKET_RULE),
+        ("gs://b/a.json", BUCKET_RULE),  # 1 character, which the events once took
         ("gs://ab/a.json", BUCKET_RULE),  # 2 characters: one short
         ("gs://" + "b" * 64 + "/a.json", BUCKET_RULE),  # 64 without dots: one past
         ("gs://" + ".".join(["b" * 63] * 3) + "." + "b" * 31 + "/a.json", BUCKET_RULE),  # 223 with dots
         ("gs://" + ".".join(["b" * 64, "b"]) + "/a.json", BUCKET_RULE),  # a part of 64 between dots
         ("gs://-bucket/a.json", BUCKET_RULE),
-        ("gs://b/a\n.json", OBJECT_RULE),
-        ("gs://b/" + "\u00e9" * 509 + "xy.json", OBJECT_RULE),  # 1,018 + 7 bytes: one past 1,024
-        ("gs://b/", OBJECT_RULE),
-        ("gs://b/t.json#" + "9" * 30, GENERATION_RULE),
-        (f"gs://b/t.json#{MAX_GENERATION + 1}", GENERATION_RULE),  # one past int64
-        ("gs://b/t.json#0", GENERATION_RULE),
-        ("gs://b/t.json#", GENERATION_RULE),
-        ("gs://b/t.json#\u0663", GENERATION_RULE),  # an Arabic-Indic digit, which int() would read
+        ("gs://b00/a\n.json", OBJECT_RULE),
+        ("gs://b00/" + "\u00e9" * 509 + "xy.json", OBJECT_RULE),  # 1,018 + 7 bytes: one past 1,024
+        ("gs://b00/", OBJECT_RULE),
+        ("gs://b00/t.json#" + "9" * 30, GENERATION_RULE),
+        (f"gs://b00/t.json#{MAX_GENERATION + 1}", GENERATION_RULE),  # one past int64
+        ("gs://b00/t.json#0", GENERATION_RULE),
+        ("gs://b00/t.json#", GENERATION_RULE),
+        ("gs://b00/t.json#\u0663", GENERATION_RULE),  # an Arabic-Indic digit, which int() would read
         ("s3://b/t.json", "expected trigger_uri gs://bucket/object[#generation], found string 's3://b/t.json'"),
     ],
 )
@@ -347,7 +362,7 @@ def test_an_inline_message_is_json_unless_its_format_says_yaml(relay: Relay):
 def test_an_inline_message_without_a_message_id_is_named_by_its_event():
     envelope_ = {"message": {"data": base64.b64encode(b"{}").decode(), "message_id": "snake-7"}}
     snake = parse_pubsub_event(PUBSUB, envelope_)
-    assert isinstance(snake, InlineDelivery) and snake.uri == "projects/p/topics/relay-triggers#snake-7"
+    assert isinstance(snake, InlineDelivery) and snake.uri == "projects/proj-p/topics/relay-triggers#snake-7"
     bare = parse_pubsub_event(PUBSUB, {"message": {}})
     assert isinstance(bare, InlineDelivery) and (bare.message_id, bare.data, bare.format) == ("msg-1", b"", "json")
 
@@ -355,14 +370,33 @@ def test_an_inline_message_without_a_message_id_is_named_by_its_event():
 @pytest.mark.parametrize(
     ("source", "topic"),
     [
-        ("//pubsub.googleapis.com/projects/p/topics/t", "projects/p/topics/t"),
-        ("projects/p/topics/t", "projects/p/topics/t"),
-        ("", "pubsub"),
+        ("//pubsub.googleapis.com/projects/proj-p/topics/tee", "projects/proj-p/topics/tee"),
+        ("projects/proj-p/topics/tee", "projects/proj-p/topics/tee"),
     ],
 )
 def test_the_topic_is_the_event_source_without_its_service(source: str, topic: str):
     delivery = parse_pubsub_event({**PUBSUB, "source": source}, message(b"{}"))
     assert isinstance(delivery, InlineDelivery) and delivery.topic == topic
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "",
+        "//pubsub.googleapis.com/",
+        "//pubsub.googleapis.com/projects/p/topics/relay-triggers",  # a project id has 6-30 characters
+        "//pubsub.googleapis.com/projects/proj-p/topics/te",  # a topic name has 3-255
+        "//pubsub.googleapis.com/projects/proj-p/topics/goog-triggers",  # Pub/Sub's own
+        "//pubsub.googleapis.com/projects/proj-p/topics/tr\u00efggers",  # ASCII letters only
+        "//pubsub.googleapis.com/projects/proj-p/subscriptions/relay-triggers",
+    ],
+)
+def test_a_message_whose_source_names_no_topic_is_malformed(relay: Relay, source: str):
+    # Eventarc names the topic it delivered from; no policy's topic matches anything else, so nothing is launched.
+    delivery = parse_pubsub_event({**PUBSUB, "source": source}, message(b"{}"))
+    assert isinstance(delivery, Skip) and (delivery.malformed, delivery.authored, delivery.uri) == (True, False, source)
+    assert delivery.reason == f"expected a source naming {TOPIC_PATH_RULE}, found {describe_value(source)}"
+    assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 
 
 def test_events_of_another_type_are_skipped_quietly(relay: Relay):
@@ -450,11 +484,14 @@ def test_an_event_s_identity_is_carried_as_far_as_it_can_be_read(
         # Pub/Sub's API takes UTF-8 only, so no publisher's message carries these: a push that does is forged.
         (PUBSUB, message(b'{"pipeline": "echo"}', nonce="\ud800")),
         (PUBSUB, message(b'{"pipeline": "echo"}', **{"\udfff": "key"})),
-        (PUBSUB, message(trigger_uri="gs://b/\ud800.json")),
+        (PUBSUB, message(trigger_uri="gs://b00/\ud800.json")),
         (PUBSUB, envelope(messageId="\ud800", data="")),
         (PUBSUB, envelope(publishTime="2026-11-29T21:58:21\ud800Z", data="")),
         ({**PUBSUB, "id": "\udc00"}, {"message": {"data": "", "attributes": {"a": "b"}}}),
-        ({**PUBSUB, "source": "//pubsub.googleapis.com/projects/p/topics/\ud800"}, message(b'{"pipeline": "echo"}')),
+        (
+            {**PUBSUB, "source": "//pubsub.googleapis.com/projects/proj-p/topics/\ud800"},
+            message(b'{"pipeline": "echo"}'),
+        ),
         (STORAGE, {"bucket": "triggers", "name": "a/\ud800.json", "generation": "1"}),
     ],
     ids=["nonce", "attribute-key", "trigger-uri", "message-id", "publish-time", "event-id", "topic", "object-name"],
@@ -466,7 +503,7 @@ def test_text_with_no_utf8_form_anywhere_in_an_event_is_a_malformed_skip(
     # was derived: a 500, redelivered until the dead letter.
     parse = parse_storage_event if attributes is STORAGE else parse_pubsub_event
     delivery = parse(attributes, data)
-    assert isinstance(delivery, Skip) and delivery.malformed
+    assert isinstance(delivery, Skip) and delivery.malformed and delivery.uri == attributes["source"]
     assert delivery.reason == "expected event attributes and data in UTF-8, found a lone surrogate"
     assert logged(relay, delivery)[:2] == ("skipped", "ERROR")
 

@@ -37,10 +37,10 @@ POLICY = policy(
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/p/topics/assay]
+    topics: [projects/proj-p/topics/assay]
   - name: imaging
     triggers: [gs://triggers/imaging/]
-    topics: [projects/p/topics/imaging]
+    topics: [projects/proj-p/topics/imaging]
 """
 )
 
@@ -307,14 +307,14 @@ def test_a_topic_may_cancel_only_its_own_tenants_runs(relay: Relay, store, backe
     governed = replace(relay, policy=POLICY)
     key = launch(governed, "assay/t.json", "nightly")
     assert key == "assay--nightly"
-    imaging = lifecycle.scope_for_topic(POLICY, "projects/p/topics/imaging")
+    imaging = lifecycle.scope_for_topic(POLICY, "projects/proj-p/topics/imaging")
     for given in ("nightly", "assay--nightly"):
         with pytest.raises(lifecycle.LifecycleError, match="no run"):
             lifecycle.cancel(governed, given, scope=imaging)
     with pytest.raises(PolicyDeniedError):
-        lifecycle.scope_for_topic(POLICY, "projects/p/topics/elsewhere")
+        lifecycle.scope_for_topic(POLICY, "projects/proj-p/topics/elsewhere")
     assert backend.terminated == []
-    assay = lifecycle.scope_for_topic(POLICY, "projects/p/topics/assay")
+    assay = lifecycle.scope_for_topic(POLICY, "projects/proj-p/topics/assay")
     assert lifecycle.cancel(governed, "nightly", scope=assay).changed  # scoped like the trigger's own key
 
 
@@ -322,7 +322,7 @@ def test_a_derived_key_is_accepted_whole_from_its_own_tenant(relay: Relay, backe
     governed = replace(relay, policy=POLICY)
     key = launch(governed, "assay/t.json", run_key=None)
     assert key.startswith("echo-")
-    assay = lifecycle.scope_for_topic(POLICY, "projects/p/topics/assay")
+    assay = lifecycle.scope_for_topic(POLICY, "projects/proj-p/topics/assay")
     assert lifecycle.cancel(governed, key, scope=assay).changed
 
 
@@ -468,7 +468,7 @@ def test_attempt_keys_stay_within_the_rule():
 
 def test_action_messages_are_recognised_and_checked():
     message = {"messageId": "9", "attributes": {"action": "rerun", "run_key": "nightly", "force": "true"}}
-    request = lifecycle.action_request(EVENT, "projects/p/topics/assay", message)
+    request = lifecycle.action_request(EVENT, "projects/proj-p/topics/assay", message)
     assert isinstance(request, lifecycle.ActionRequest) and request.force and request.message_id == "9"
     assert lifecycle.action_request(EVENT, "t", {"attributes": {"format": "yaml"}}) is None
     assert "one of cancel, rerun" in str(lifecycle.action_request(EVENT, "t", {"attributes": {"action": "stop"}}))

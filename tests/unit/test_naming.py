@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from relay import naming
@@ -81,11 +83,11 @@ def test_pipeline_names(name: str, valid: bool):
 
 def test_identities_and_places():
     assert naming.object_identity("b", "a/t.json", 7) == "gs://b/a/t.json#7"
-    assert naming.message_identity("projects/p/topics/t", "42") == "pubsub:projects/p/topics/t#42"
-    assert naming.message_identity("projects/p/topics/t", "42", None) == "pubsub:projects/p/topics/t#42"
-    assert naming.message_identity("projects/p/topics/t", "42", "") == "pubsub:projects/p/topics/t#42"
-    stamped = naming.message_identity("projects/p/topics/t", "42", "2026-11-29T21:58:21.511Z")
-    assert stamped == "pubsub:projects/p/topics/t#42@2026-11-29T21:58:21.511Z"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42") == "pubsub:projects/proj-p/topics/tee#42"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42", None) == "pubsub:projects/proj-p/topics/tee#42"
+    assert naming.message_identity("projects/proj-p/topics/tee", "42", "") == "pubsub:projects/proj-p/topics/tee#42"
+    stamped = naming.message_identity("projects/proj-p/topics/tee", "42", "2026-11-29T21:58:21.511Z")
+    assert stamped == "pubsub:projects/proj-p/topics/tee#42@2026-11-29T21:58:21.511Z"
     assert naming.join("gs://r/", "/runs/", "k/") == "gs://r/runs/k"
     # Only slashes are trimmed: a local results folder or a part may begin or end with any other character.
     assert naming.join("/srv/BOX/", "/X-ray/", "LAX ") == "/srv/BOX/X-ray/LAX "
@@ -107,3 +109,28 @@ def test_a_refusal_or_direct_result_is_named_inside_its_own_folder_whatever_the_
     assert refused.startswith("gs://r/refused/") and refused.count("/") == 5 and ".." not in refused
     assert naming.direct_result("gs://r", run_key).count("/") == 4
     assert naming.refusal_record("gs://r", "imaging--nightly", "run-1") == "gs://r/refused/imaging--nightly/run-1.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("lab/plates", ("lab", "plates")),
+        ("lab/", None),
+        ("/plates", None),
+        ("lab", None),
+        ("lab/plates/2026", None),
+        ("", None),
+    ],
+)
+def test_an_owned_name_is_one_owner_and_one_name(text: str, parts: tuple[str, str] | None):
+    # The policy lets an owner have exactly what the Hugging Face and Kaggle steps take as owner/name.
+    assert naming.split_owned(text) == parts
+
+
+def test_a_direct_result_and_a_record_name_are_the_same_in_every_release():
+    # Records already written are found again by these names: a changed folder or digest would lose them.
+    assert naming.direct_result("gs://r", "run-1") == "gs://r/direct/run-1.json"
+    odd = "../runs/imaging--nightly"
+    digest = "sha256-" + hashlib.sha256(odd.encode()).hexdigest()[:32]
+    assert naming.record_name(odd) == digest and len(digest) == 39
+    assert naming.direct_result("gs://r", odd) == f"gs://r/direct/{digest}.json"

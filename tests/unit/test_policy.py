@@ -94,8 +94,8 @@ tenants:
       - {secret: "secret://k2", to: d, field: url}
       - {secret: "secret://projects/other/secrets/k3", to: d, field: key}
     limits: {objects: -1, sizes: 3}
-  - {name: two, triggers: ["gs://t/x/"]}
-  - {name: three, triggers: ["gs://t/x"]}
+  - {name: two, triggers: ["gs://t00/x/"]}
+  - {name: three, triggers: ["gs://t00/x"]}
 protect: [gs://relay-results]
 extra: true
 """
@@ -116,7 +116,7 @@ extra: true
         "tenants[0].limits.sizes: unknown key (expected one of objects, bytes, attempts, timeout, tests, repeats, "
         "code_bytes, code_files)",
         "tenants[0].limits.objects: expected a positive whole number (or 10GiB), found number -1",
-        "tenants.three: gs://t/x is already the origin of tenant two",
+        "tenants.three: gs://t00/x is already the origin of tenant two",
         "tenants[0]: the id 'd' is used twice",
         "tenants[0].secrets: secret://k is bound to 'nowhere', which no rule has",
         "tenants[0].secrets: secret://k2 fills 'url' of d, but a gcs takes secrets only in: none",

@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 
+from relay.errors import PolicyDeniedError
 from relay.policy import (
     NO_POLICY,
     Context,
     Rule,
     bound_references,
+    bound_secrets,
     check_location,
     check_request,
     check_trigger,
@@ -23,7 +25,10 @@ from relay.policy import (
     parse_seconds,
     parse_size,
     protected_by,
+    refuse_notification,
+    refuse_object,
     refuse_origin,
+    refuse_topic,
     rule_location,
     same_origin,
     tenant_for_object,
@@ -559,3 +564,83 @@ def test_a_rule_naming_a_mirror_never_allows_the_public_endpoint(
         assert "endpoint must be https://mirror.example)" in problem, problem
     allowed = {"sources": ["gs://data/lab/x"], "destination": {**target, "endpoint": "https://mirror.example"}}
     assert check_request(policy, tenant, "push", allowed, CLOUD) == []
+
+
+def refusal(error: object) -> tuple[str, list[str]]:
+    assert isinstance(error, PolicyDeniedError)
+    return error.uri, [str(problem) for problem in error.problems]
+
+
+def test_a_message_on_a_topic_no_tenant_owns_is_refused_naming_every_tenant_topic():
+    uri = "gs://trig/lab/t.json"
+    assert refusal(refuse_topic(POLICY, None, "projects/lab-project/topics/x", uri)) == (
+        uri,
+        [
+            "(origin): expected a topic of a tenant (projects/lab-project/topics/lab), "
+            "found projects/lab-project/topics/x"
+        ],
+    )
+    no_topics = parse_policy("tenants: [{name: lab, triggers: [gs://trig/lab/]}]", "p.yaml")
+    assert refusal(refuse_topic(no_topics, None, "", uri)) == (
+        uri,
+        ["(origin): expected a topic of a tenant (none), found no topic"],
+    )
+    assert refuse_topic(POLICY, LAB, "projects/lab-project/topics/lab", uri) is None
+    assert refuse_topic(NO_POLICY, None, "projects/lab-project/topics/x", uri) is None
+
+
+def test_a_notification_of_a_bucket_not_wired_to_its_topic_is_refused_naming_the_wired_ones():
+    topic, uri = "projects/lab-project/topics/lab", "gs://scans/a.csv"
+    assert refusal(refuse_notification(POLICY, topic, "scans", uri)) == (
+        uri,
+        [
+            "(origin): expected a notification of a bucket that notifications wires to this topic (none), "
+            f"found a notification of scans on {topic}"
+        ],
+    )
+    wired = parse_policy(
+        f"tenants: [{{name: lab, topics: [{topic}]}}]\nnotifications: [{{topic: {topic}, buckets: [scans, plates]}}]",
+        "p.yaml",
+    )
+    assert refusal(refuse_notification(wired, topic, "other", uri))[1] == [
+        "(origin): expected a notification of a bucket that notifications wires to this topic (scans, plates), "
+        f"found a notification of other on {topic}"
+    ]
+    assert refuse_notification(wired, topic, "plates", uri) is None
+    assert refuse_notification(NO_POLICY, topic, "other", uri) is None
+
+
+def test_an_object_outside_the_topic_s_tenant_s_triggers_is_refused_naming_them():
+    uri = "gs://trig/elsewhere/t.json"
+    other = POLICY.tenant("other")
+    assert refusal(refuse_object(POLICY, other, uri)) == (
+        uri,
+        [
+            "(origin): expected an object under tenants.other.triggers (gs://trig/other/, gs://trig/lab/deep/), "
+            f"found {uri}"
+        ],
+    )
+    bare = parse_policy("tenants: [{name: lab, topics: [projects/lab-project/topics/lab]}]", "p.yaml")
+    assert refusal(refuse_object(bare, bare.tenant("lab"), uri))[1] == [
+        f"(origin): expected an object under tenants.lab.triggers (none), found {uri}"
+    ]
+    # No tenant: refuse_topic has refused the message already; under its own triggers, or without a policy: allowed.
+    assert refuse_object(POLICY, None, uri) is None
+    assert refuse_object(POLICY, LAB, "gs://trig/lab/t.json") is None
+    assert refuse_object(NO_POLICY, LAB, uri) is None
+
+
+def test_a_secret_bound_by_several_tenants_names_each_of_them_once():
+    text = """
+project: lab-project
+tenants:
+  - name: lab
+    destinations: [{id: h, kind: http, url: "https://lims.example/api"}]
+    secrets:
+      - {secret: "secret://hf-token", to: h, field: url}
+      - {secret: "secret://projects/lab-project/secrets/hf-token", to: h, field: headers.*}
+  - name: other
+    destinations: [{id: h, kind: http, url: "https://lims.example/api"}]
+    secrets: [{secret: "secret://hf-token", to: h, field: url}]
+"""
+    assert bound_secrets(parse_policy(text, "p.yaml")) == {"hf-token": ("lab", "other")}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from relay.naming import BUCKET_RULE, PROJECT_ID_RULE, TOPIC_PATH_RULE
 from relay.policy import (
     MAX_POLICY_BYTES,
     NO_POLICY,
@@ -37,15 +38,24 @@ def refused(text: str) -> list[str]:
     return list(caught.value.problems)
 
 
+PROJECT = f"expected {PROJECT_ID_RULE}, found string"
+
+
 @pytest.mark.parametrize(
     ("text", "problems"),
     [
         ("version: true", ["version: expected 1, found boolean true"]),
         ("version: '1'", ["version: expected 1, found string '1'"]),
-        ("project: abcde", ["project: expected a project id, found string 'abcde'"]),  # 5: one short
-        ("project: a" + "b" * 29 + "c", ["project: expected a project id, found string 'a" + "b" * 29 + "c'"]),
-        ("project: abcde-", ["project: expected a project id, found string 'abcde-'"]),
-        ("project: 7", ["project: expected a project id, found number 7"]),
+        ("project: abcde", [f"project: {PROJECT} 'abcde'"]),  # 5: one short
+        ("project: a" + "b" * 29 + "c", [f"project: {PROJECT} 'a" + "b" * 29 + "c'"]),
+        ("project: abcde-", [f"project: {PROJECT} 'abcde-'"]),
+        (
+            "project: 7",
+            [
+                "project: expected a project id: 6-30 lower-case letters, digits or -, starting with a letter, "
+                "not ending in -, found number 7"
+            ],
+        ),
         ("tenants: {}", ["tenants: expected a list, found a mapping of 0"]),
         ("tenants: [{name: " + "a" * 21 + "}]", [f"tenants[0].name: {NAME} '{'a' * 21}'"]),
         ("tenants: [{name: 1a}]", [f"tenants[0].name: {NAME} '1a'"]),
@@ -54,10 +64,28 @@ def refused(text: str) -> list[str]:
             ["tenants.a.pipelines[0]: expected a pipeline name, found string 'Bad'"],
         ),
         (
-            "tenants: [{name: a, topics: [projects/p/topics/t, projects/p/t, 'projects/p/topics/t x']}]",
+            "tenants: [{name: a, topics: [projects/proj-p/topics/tee, projects/p/t, 'projects/proj-p/topics/tee x']}]",
             [
-                "tenants.a.topics[1]: expected projects/P/topics/T, found string 'projects/p/t'",
-                "tenants.a.topics[2]: expected projects/P/topics/T, found string 'projects/p/topics/t x'",
+                f"tenants.a.topics[1]: expected {TOPIC_PATH_RULE}, found string 'projects/p/t'",
+                f"tenants.a.topics[2]: expected {TOPIC_PATH_RULE}, found string 'projects/proj-p/topics/tee x'",
+            ],
+        ),
+        (
+            # Pub/Sub's own rule: the project an id of 6-30, the topic 3-255 ASCII characters, never goog...
+            "tenants: [{name: a, topics: [projects/p/topics/relay, projects/proj-p/topics/ab, "
+            "projects/proj-p/topics/goog-x, projects/proj-p/topics/rélay, projects/proj-p/topics/Ab~+%._-9]}]",
+            [
+                f"tenants.a.topics[0]: expected {TOPIC_PATH_RULE}, found string 'projects/p/topics/relay'",
+                f"tenants.a.topics[1]: expected {TOPIC_PATH_RULE}, found string 'projects/proj-p/topics/ab'",
+                f"tenants.a.topics[2]: expected {TOPIC_PATH_RULE}, found string 'projects/proj-p/topics/goog-x'",
+                f"tenants.a.topics[3]: expected {TOPIC_PATH_RULE}, found string 'projects/proj-p/topics/rélay'",
+            ],
+        ),
+        (
+            "tenants: [{name: a, triggers: [gs://b/in/, gs://B00/in/, gs://b00/in/]}]",
+            [
+                f"tenants.a.triggers[0]: expected a gs://bucket/prefix with {BUCKET_RULE}, found string 'gs://b/in/'",
+                f"tenants.a.triggers[1]: expected a gs://bucket/prefix with {BUCKET_RULE}, found string 'gs://B00/in/'",
             ],
         ),
         (
@@ -194,8 +222,8 @@ def test_each_field_names_what_it_expected_and_what_it_found(text: str, problems
         ("tenants: [{name: a, limits: {timeout: 2.5}}]", lambda p: p.tenants[0].limits.timeout == 2.5),
         ("pipelines: {task_timeout: 1}", lambda p: p.resources.task_timeout == 1.0),
         (
-            "tenants: [{name: a, triggers: [gs://t/INBOX/]}, {name: b, triggers: [gs://t/INBO/]}]",
-            lambda p: [t.triggers for t in p.tenants] == [("gs://t/INBOX/",), ("gs://t/INBO/",)],
+            "tenants: [{name: a, triggers: [gs://t00/INBOX/]}, {name: b, triggers: [gs://t00/INBO/]}]",
+            lambda p: [t.triggers for t in p.tenants] == [("gs://t00/INBOX/",), ("gs://t00/INBO/",)],
         ),
         (
             "tenants: [{name: a, limits: {timeout: 90, bytes: 10 GiB, objects: 2.5KB, tests: 4611686018427387904}}]",
@@ -243,7 +271,7 @@ def test_each_field_names_what_it_expected_and_what_it_found(text: str, problems
             lambda p: p.tenants[0].rule("k") == Rule("k", "kfp", host="http://127.0.0.1:8888", data_uri="gs://d/"),
         ),
         (
-            "tenants: [{name: a, triggers: [gs://trig/a/], topics: [projects/p/topics/a]}, {name: b, triggers: [gs://trig/a/b/]}]",
+            "tenants: [{name: a, triggers: [gs://trig/a/], topics: [projects/proj-p/topics/aaa]}, {name: b, triggers: [gs://trig/a/b/]}]",
             lambda p: [t.name for t in p.tenants] == ["a", "b"],
         ),
     ],
@@ -277,7 +305,7 @@ protect: [gs://relay-results/]
 tenants:
   - name: a
     triggers: [gs://trig/a/]
-    topics: [projects/lab-project/topics/a, projects/lab-project/topics/a]
+    topics: [projects/lab-project/topics/aaa, projects/lab-project/topics/aaa]
     sources: [gs://relay-results/x/]
     code: [gs://relay-results]
     destinations: [{id: hf, kind: huggingface, namespace: lab}]
@@ -291,11 +319,11 @@ tenants:
       - {id: r, bucket: trig, prefix: a/x/, pipeline: push}
       - {id: s, bucket: trig, pipeline: push}
   - name: b
-    topics: [projects/lab-project/topics/a]
+    topics: [projects/lab-project/topics/aaa]
   - name: a
 """
     assert refused(text) == [
-        "tenants.b: projects/lab-project/topics/a is already the origin of tenant a",
+        "tenants.b: projects/lab-project/topics/aaa is already the origin of tenant a",
         "tenants: the name 'a' is used twice",
         "tenants.a.secrets: secret://projects/other/secrets/t is not in the deployment's project lab-project",
         "tenants.a.secrets: secret://c fills 'url' of k, but a kfp takes secrets only in: token, ca_cert",
@@ -315,7 +343,7 @@ tenants:
         (
             "{id: r, bucket: B, prefix: ../x, pipeline: Push, parameters: [1], glob: ''}",
             [
-                "tenants.a.routes[0].bucket: expected a bucket name, found string 'B'",
+                f"tenants.a.routes[0].bucket: expected {BUCKET_RULE}, found string 'B'",
                 f"tenants.a.routes[0].prefix: {PREFIX} string '../x'",
                 "tenants.a.routes[0].parameters: expected a mapping of the pipeline's parameters, found a list of 1",
                 "tenants.a.routes[0].glob: expected a glob such as *.csv, found string ''",
@@ -453,4 +481,62 @@ def test_the_readmes_policy_example_is_a_valid_policy():
     assert policy.direct_tenant == "assay"
     assert [(wired.topic, wired.buckets) for wired in policy.notifications] == [
         ("projects/my-project/topics/assay-triggers", ("lab-data",))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        ("gs://trig/../x/", "a gs://bucket/prefix, s3://bucket/prefix or file:///folder location"),
+        ("s3://trig/in/", "a gs://bucket/prefix the trigger files land under"),
+        ("gs://t/in/", f"a gs://bucket/prefix with {BUCKET_RULE}"),
+    ],
+)
+def test_a_trigger_prefix_two_tenants_both_get_wrong_is_one_problem_each_and_no_shared_origin(
+    trigger: str, expected: str
+):
+    # A refused prefix takes no place in the policy: it cannot make the two tenants share an origin as well.
+    assert refused(f"tenants: [{{name: a, triggers: ['{trigger}']}}, {{name: b, triggers: ['{trigger}']}}]") == [
+        f"tenants.a.triggers[0]: expected {expected}, found string '{trigger}'",
+        f"tenants.b.triggers[0]: expected {expected}, found string '{trigger}'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bucket", "found"),
+    [("5", "number 5"), ("''", "string ''"), ("[b00]", "a list of 1"), ("B00", "string 'B00'")],
+)
+def test_a_route_s_bucket_that_is_no_bucket_name_is_one_problem_naming_the_rule(bucket: str, found: str):
+    text = f"""
+tenants:
+  - name: a
+    topics: [projects/proj-p/topics/a-triggers]
+    destinations: [{{id: g, kind: gcs, bucket: out}}]
+    routes: [{{id: r, bucket: {bucket}, prefix: in/, pipeline: push, parameters: {{destination: {{kind: gcs}}}}}}]
+    sources: [gs://b00/in/]
+"""
+    problems = refused(text)
+    assert problems[0] == f"tenants.a.routes[0].bucket: expected {BUCKET_RULE}, found {found}"
+    assert not any("XXXX" in problem or problem.startswith("None") for problem in problems), problems
+
+
+@pytest.mark.parametrize(("tenants", "listed"), [("[{name: a}, {name: b}]", "a, b"), ("[]", "none")])
+def test_direct_runs_for_no_tenant_of_the_policy_names_the_tenants_there_are(tenants: str, listed: str):
+    assert refused(f"tenants: {tenants}\ndirect_runs: {{tenant: x}}") == [
+        f"direct_runs.tenant: expected a tenant of the policy ({listed}), found string 'x'"
+    ]
+
+
+def test_a_route_whose_prefix_is_refused_is_checked_as_the_whole_bucket_for_the_rest():
+    # The overlap with a trigger location is still told: the operator fixes both at once, not one after the other.
+    text = """
+tenants:
+  - name: a
+    triggers: [gs://b00/in/]
+    destinations: [{id: g, kind: gcs, bucket: out}]
+    routes: [{id: r, bucket: b00, prefix: ../x, pipeline: push, parameters: {destination: {kind: gcs}}}]
+"""
+    assert refused(text) == [
+        f"tenants.a.routes[0].prefix: {PREFIX} string '../x'",
+        "tenants.a.routes.r: gs://b00/ overlaps the trigger location gs://b00/in/ of tenant a",
     ]

@@ -15,7 +15,7 @@ from relay.events import EventInfo, InlineDelivery, ObjectDelivery
 NOW = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
 EVENT = EventInfo(id="event-7", type="google.cloud.storage.object.v1.finalized", source="//storage", time=NOW)
 OBJECT = ObjectDelivery(event=EVENT, bucket="triggers", name="t.json", generation=5, size=10, via="storage-event")
-INLINE = InlineDelivery(event=EVENT, topic="projects/p/topics/t", message_id="m-1", data=b"{}", format="json")
+INLINE = InlineDelivery(event=EVENT, topic="projects/proj-p/topics/tee", message_id="m-1", data=b"{}", format="json")
 
 
 def claim(**changes: object) -> dict[str, object]:

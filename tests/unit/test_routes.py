@@ -24,13 +24,13 @@ from tests.policies import policy
 
 PUSH_SPEC = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "push.yaml"
 RESULTS = "gs://results/relay"
-TOPIC = "projects/p/topics/t"
+TOPIC = "projects/proj-p/topics/tee"
 ROUTED = """
-notifications: [{topic: projects/p/topics/t, buckets: [lab-data, elsewhere]}]
+notifications: [{topic: projects/proj-p/topics/tee, buckets: [lab-data, elsewhere]}]
 tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
-    topics: [projects/p/topics/t]
+    topics: [projects/proj-p/topics/tee]
     sources: [gs://lab-data/assay/]
     destinations: [{id: ml, kind: gcs, bucket: ml-data, prefix: incoming/}]
     routes:

@@ -423,14 +423,16 @@ def test_an_explicit_run_key_is_the_identity(relay: Relay, store, backend):
 
 
 def test_inline_messages_are_keyed_by_message_id_and_nonce_or_publish_time(relay: Relay, backend):
-    inline = InlineDelivery(EVENT, "projects/p/topics/t", "42", json.dumps(TRIGGER).encode(), "json")
+    inline = InlineDelivery(EVENT, "projects/proj-p/topics/tee", "42", json.dumps(TRIGGER).encode(), "json")
     outcome = handle_delivery(relay, inline)
-    assert outcome.run_key == naming.derive_run_key("echo", "pubsub:projects/p/topics/t#42")
+    assert outcome.run_key == naming.derive_run_key("echo", "pubsub:projects/proj-p/topics/tee#42")
     assert handle_delivery(relay, inline).outcome == "duplicate" and len(backend.launches) == 1
     # The emulator's message 42 again after a restart, told apart by its publish time (or nonce).
     reused = handle_delivery(relay, replace(inline, nonce_or_publish_time="2026-11-29T21:58:21.511Z"))
     assert reused.outcome == "launched" and len(backend.launches) == 2
-    assert reused.run_key == naming.derive_run_key("echo", "pubsub:projects/p/topics/t#42@2026-11-29T21:58:21.511Z")
+    assert reused.run_key == naming.derive_run_key(
+        "echo", "pubsub:projects/proj-p/topics/tee#42@2026-11-29T21:58:21.511Z"
+    )
 
 
 def test_a_failed_notification_is_retried_without_a_second_run(relay: Relay, store, backend, notifier):
@@ -581,7 +583,9 @@ def test_documents_json_cannot_hold_are_rejected(relay: Relay, store, backend, r
 
 def test_a_message_carrying_its_trigger_is_labelled_as_a_message(relay: Relay, backend):
     document = {**TRIGGER, "labels": {"team": "assay"}}
-    handle_delivery(relay, InlineDelivery(EVENT, "projects/p/topics/t", "42", json.dumps(document).encode(), "json"))
+    handle_delivery(
+        relay, InlineDelivery(EVENT, "projects/proj-p/topics/tee", "42", json.dumps(document).encode(), "json")
+    )
     [launched] = backend.launches
     assert launched.labels == {
         "team": "assay",

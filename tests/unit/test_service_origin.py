@@ -27,16 +27,20 @@ from tests.policies import policy
 
 PUSH_SPEC = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "push.yaml"
 RESULTS = "gs://results/relay"
-ASSAY, IMAGING, NOBODY = "projects/p/topics/assay", "projects/p/topics/imaging", "projects/p/topics/nobody"
+ASSAY, IMAGING, NOBODY = (
+    "projects/proj-p/topics/assay",
+    "projects/proj-p/topics/imaging",
+    "projects/proj-p/topics/nobody",
+)
 TWO_TENANTS = policy(
     """
 notifications:
-  - {topic: projects/p/topics/assay, buckets: [triggers, assay-data]}
-  - {topic: projects/p/topics/imaging, buckets: [triggers, imaging-data]}
+  - {topic: projects/proj-p/topics/assay, buckets: [triggers, assay-data]}
+  - {topic: projects/proj-p/topics/imaging, buckets: [triggers, imaging-data]}
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/p/topics/assay]
+    topics: [projects/proj-p/topics/assay]
     sources: [gs://assay-data/]
     destinations:
       - {id: out, kind: gcs, bucket: assay-out}
@@ -50,7 +54,7 @@ tenants:
         parameters: {sources: ["{uri}"], destination: {kind: gcs, bucket: assay-out, prefix: "in/{metadata.batch}"}}
   - name: imaging
     triggers: [gs://triggers/imaging/]
-    topics: [projects/p/topics/imaging]
+    topics: [projects/proj-p/topics/imaging]
     sources: [gs://imaging-data/]
     destinations:
       - {id: out, kind: gcs, bucket: imaging-out, prefix: scans/}
@@ -178,7 +182,7 @@ def test_a_trigger_uri_on_a_topic_no_tenant_owns_is_refused_unread(
     [problem] = refused_for_assay(store, delivery, outcome)["error"]["problems"]
     assert problem == {
         "field": "(origin)",
-        "expected": "a topic of a tenant (projects/p/topics/assay, projects/p/topics/imaging)",
+        "expected": "a topic of a tenant (projects/proj-p/topics/assay, projects/proj-p/topics/imaging)",
         "found": NOBODY,
     }
 

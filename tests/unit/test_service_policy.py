@@ -21,7 +21,7 @@ POLICY = policy(
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/p/topics/assay]
+    topics: [projects/proj-p/topics/assay]
   - name: imaging
     triggers: [gs://triggers/imaging/]
     pipelines: [push]
@@ -78,7 +78,7 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
     assert error["problems"] == [
         {
             "field": "(origin)",
-            "expected": "a trigger location or topic of a tenant (gs://triggers/assay/, projects/p/topics/assay, "
+            "expected": "a trigger location or topic of a tenant (gs://triggers/assay/, projects/proj-p/topics/assay, "
             "gs://triggers/imaging/)",
             "found": "gs://triggers/elsewhere/t.json",
         }
@@ -87,14 +87,16 @@ def test_a_trigger_from_no_tenant_is_refused_and_its_key_never_used(governed: Re
 
 def test_inline_messages_speak_for_the_tenant_of_their_topic(governed: Relay, store: MemoryBlobStore, backend):
     trigger = json.dumps({"pipeline": "echo", "parameters": {"message": "hi"}, "run_key": "k"}).encode()
-    mine = handle_delivery(governed, InlineDelivery(EVENT, "projects/p/topics/assay", "1", trigger, "json"))
+    mine = handle_delivery(governed, InlineDelivery(EVENT, "projects/proj-p/topics/assay", "1", trigger, "json"))
     published = "2026-11-29T21:58:21.511Z"
-    elsewhere = InlineDelivery(EVENT, "projects/p/topics/other", "1", trigger, "json", nonce_or_publish_time=published)
+    elsewhere = InlineDelivery(
+        EVENT, "projects/proj-p/topics/other", "1", trigger, "json", nonce_or_publish_time=published
+    )
     other = handle_delivery(governed, elsewhere)
     assert mine.outcome == "launched" and mine.run_key == "assay--k"
     assert other.outcome == "rejected" and "(origin)" in other.message
     # Keyed by the message, never by the key it names; a redelivery finds the same record.
-    identity = f"pubsub:projects/p/topics/other#1@{published}"
+    identity = f"pubsub:projects/proj-p/topics/other#1@{published}"
     assert other.run_key == naming.derive_run_key(naming.UNKNOWN_PIPELINE, identity)
     saved = records.decode(store.read(naming.rejection_record("gs://results/relay", str(other.run_key))).data)
     trigger_reference = (saved["trigger"]["message_id"], saved["trigger"]["nonce_or_publish_time"])

@@ -19,16 +19,16 @@ from tests.fakes import FakeBackend, MemoryBlobStore, RecordingNotifier
 from tests.policies import policy
 
 EVENT = EventInfo(id="msg-1", type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=NOW)
-ASSAY, IMAGING = "projects/p/topics/assay", "projects/p/topics/imaging"
+ASSAY, IMAGING = "projects/proj-p/topics/assay", "projects/proj-p/topics/imaging"
 POLICY = policy(
     """
 notifications:
-  - {topic: projects/p/topics/assay, buckets: [lab-data, results]}
-  - {topic: projects/p/topics/imaging, buckets: [scans]}
+  - {topic: projects/proj-p/topics/assay, buckets: [lab-data, results]}
+  - {topic: projects/proj-p/topics/imaging, buckets: [scans]}
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/p/topics/assay]
+    topics: [projects/proj-p/topics/assay]
     pipelines: [echo]
     routes:
       - id: csv
@@ -54,7 +54,7 @@ tenants:
         prefix: relay/
         pipeline: echo
   - name: imaging
-    topics: [projects/p/topics/imaging]
+    topics: [projects/proj-p/topics/imaging]
     pipelines: [push]
     routes:
       - {id: scans, bucket: scans, pipeline: echo, parameters: {message: "{name}"}}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pipelines.steps.gate import gate_from_env
+from pipelines.steps.launch import LaunchRecords, launch_records
 from relay.config import DEFAULT_CATALOG, Settings
+from relay.policy import NO_POLICY
+from relay.secrets import LocalSecrets, resolver_from_env
 from relaycli.config import CliConfig
 
 BASE = {"RELAY_RESULTS_URI": "gs://records/runs", "RELAY_BACKEND": "local"}
@@ -22,3 +26,14 @@ def test_an_empty_local_root_or_catalog_means_the_default_to_the_function_as_to_
 def test_an_empty_backend_or_auth_is_the_default_not_a_problem():
     settings = Settings.from_env({**BASE, "RELAY_BACKEND": "", "RELAY_AUTH": " "})
     assert (settings.backend, settings.auth) == ("local", "none") == (CliConfig.from_env(BASE).backend, "none")
+
+
+def test_the_steps_and_the_secrets_take_a_set_but_empty_setting_as_unset_too(tmp_path):
+    # The steps read os.environ themselves: " " was a policy URI to read and a results location to verify runs in.
+    env = {"RELAY_POLICY_URI": " ", "RELAY_RESULTS_URI": " ", "RELAY_BACKEND": " local ", "RELAY_SECRETS": " "}
+    gate = gate_from_env(env)
+    assert gate.policy is NO_POLICY and gate.scope.local and gate.launches == LaunchRecords()
+    assert launch_records({"RELAY_RESULTS_URI": f" {tmp_path} "}).results_uri == str(tmp_path)
+    assert resolver_from_env(env) == LocalSecrets(env=env, folder=None)
+    folder = resolver_from_env({"RELAY_SECRETS": " local", "RELAY_SECRETS_DIR": f"{tmp_path} "})
+    assert isinstance(folder, LocalSecrets) and folder.folder == tmp_path

@@ -14,7 +14,7 @@ from relay.service import Relay, handle_delivery
 PUBSUB = {
     "id": "msg-1",
     "type": "google.cloud.pubsub.topic.v1.messagePublished",
-    "source": "//pubsub.googleapis.com/projects/p/topics/relay-triggers",
+    "source": "//pubsub.googleapis.com/projects/proj-p/topics/relay-triggers",
 }
 STORAGE = {"id": "evt-1", "type": "google.cloud.storage.object.v1.finalized", "source": "//storage.googleapis.com/b"}
 BAD = [("Bad Bucket!", "a.json", None), ("relay-triggers", "a\n.json", None), ("relay-triggers", "a.json", "9" * 30)]

@@ -12,6 +12,8 @@ from pipelines.steps.checksums import Checksums, HashingReader
 from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
+from relay.naming import split_owned
+from relay.urls import credentials_refusal, safe_for_credentials
 
 
 class Presence(Enum):
@@ -118,6 +120,23 @@ def known_options(options: Mapping[str, Any], allowed: frozenset[str]) -> None:
         raise StepError(
             400, f"destination: expected options among {', '.join(sorted(allowed))}; found {', '.join(unknown)}"
         )
+
+
+def owned_name(value: str, option: str, form: str, kind: str) -> tuple[str, str]:
+    """(owner, name) of a Hub repository's or a Kaggle dataset's `owner/name`, as the policy reads its owner."""
+    parts = split_owned(value)
+    if parts is None:
+        raise StepError(400, f"destination.{option}: expected {form} for {kind}, found {value!r}")
+    return parts
+
+
+def credentials_endpoint(endpoint: str, kind: str) -> str:
+    """An API endpoint that every request sends credentials to: https, or plain http to this machine only."""
+    if not endpoint.startswith(("https://", "http://")):
+        raise StepError(400, f"destination.endpoint: expected an http(s) URL for {kind}, found {endpoint!r}")
+    if not safe_for_credentials(endpoint):
+        raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
+    return endpoint.rstrip("/")
 
 
 def check_read(item: SourceObject, stream: HashingReader, kept: str = "") -> None:

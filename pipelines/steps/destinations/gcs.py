@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.destinations import Presence, Receipt, known_options, required
+from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, required
 from pipelines.steps.egress import STRICT, Egress
 from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
@@ -264,12 +264,7 @@ class _Body:
     def check(self) -> None:
         if self.stream.read(1):
             raise StepError(502, f"{self.item.uri}: holds more than the {self.size} bytes it states; not stored")
-        if self.stream.checksums.matches(self.item.checksums) is False:
-            raise StepError(
-                502,
-                f"{self.item.uri}: read {self.stream.checksums.describe()}, the source states "
-                f"{self.item.checksums.describe()}: changed or corrupted in transit; not stored",
-            )
+        check_read(self.item, self.stream, "not stored")
 
 
 def _generation(stored: Mapping[str, Any]) -> str | None:

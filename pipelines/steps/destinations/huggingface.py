@@ -10,11 +10,20 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, optional, required, spool
+from pipelines.steps.destinations import (
+    Presence,
+    Receipt,
+    check_read,
+    credentials_endpoint,
+    known_options,
+    optional,
+    owned_name,
+    required,
+    spool,
+)
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
-from relay.urls import credentials_refusal, safe_for_credentials
 
 HUB = "https://huggingface.co"
 
@@ -50,17 +59,11 @@ class HuggingFaceDestination:
         temp_root: str | None = None,
         egress: Egress = STRICT,
     ) -> None:
-        owner, _, name = repo.partition("/")
-        if not owner or not name or "/" in name:
-            raise StepError(400, f"destination.repo: expected owner/name for huggingface, found {repo!r}")
-        if endpoint is not None and not endpoint.startswith(("https://", "http://")):
-            raise StepError(400, f"destination.endpoint: expected an http(s) URL for huggingface, found {endpoint!r}")
-        if endpoint is not None and not safe_for_credentials(endpoint):
-            # Every request carries the token.
-            raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
+        owned_name(repo, "repo", "owner/name", "huggingface")
         self._repo = repo
         self._token = token
-        self._endpoint = (endpoint or HUB).rstrip("/")
+        # Every request carries the token.
+        self._endpoint = HUB if endpoint is None else credentials_endpoint(endpoint, "huggingface")
         self._prefix = path_in_repo.strip("/")
         self._revision = revision
         self._create = create

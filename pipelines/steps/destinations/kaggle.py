@@ -9,11 +9,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from pipelines.steps.checksums import Checksums, HashingReader
-from pipelines.steps.destinations import Presence, Receipt, check_read, known_options, optional, required, spool
+from pipelines.steps.destinations import (
+    Presence,
+    Receipt,
+    check_read,
+    credentials_endpoint,
+    known_options,
+    optional,
+    owned_name,
+    required,
+    spool,
+)
 from pipelines.steps.egress import STRICT, Egress, client_failure, status_line
 from pipelines.steps.errors import StepError
 from pipelines.steps.objects import SourceObject
-from relay.urls import credentials_refusal, safe_for_credentials
 
 API = "https://api.kaggle.com"
 WEB = "https://www.kaggle.com"
@@ -63,18 +72,12 @@ class KaggleDestination:
         temp_root: str | None = None,
         egress: Egress = STRICT,
     ) -> None:
-        owner, _, slug = dataset.partition("/")
-        if not owner or not slug or "/" in slug:
-            raise StepError(400, f"destination.dataset: expected owner/slug for kaggle, found {dataset!r}")
-        if not endpoint.startswith(("https://", "http://")):
-            raise StepError(400, f"destination.endpoint: expected an http(s) URL for kaggle, found {endpoint!r}")
-        if not safe_for_credentials(endpoint):
-            # Every request carries the username and key (HTTP Basic).
-            raise StepError(400, credentials_refusal("destination.endpoint", repr(endpoint)))
+        owner, slug = owned_name(dataset, "dataset", "owner/slug", "kaggle")
         self._owner, self._slug = owner, slug
         self._username, self._key = username, key
         self._title, self._licence = title, licence
-        self._endpoint = endpoint.rstrip("/")
+        # Every request carries the username and key (HTTP Basic).
+        self._endpoint = credentials_endpoint(endpoint, "kaggle")
         self._egress = egress
         self._notes = version_notes
         self._public = public
