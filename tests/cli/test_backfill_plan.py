@@ -113,7 +113,7 @@ def test_plan_delivers_what_no_record_names_and_a_run_key_once():
     ]
 
 
-def event_key(relay: Relay, bucket: str, name: str, generation: int, size: int) -> Outcome:
+def storage_event(relay: Relay, bucket: str, name: str, generation: int, size: int) -> Outcome:
     """The outcome of the object's own storage event."""
     event = EventInfo(id="evt", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
     return handle_delivery(relay, ObjectDelivery(event, bucket, name, generation, size, "storage-event"))
@@ -157,7 +157,23 @@ def test_the_message_is_keyed_by_the_functions_as_the_objects_own_event(
     assert by_message.outcome in ("launched", "rejected", "skipped"), by_message
     if cover.route is None:  # a trigger file's own event: the storage event of its bucket
         relay = relay_on(blobs, str(tmp_path / "by-event"), at=NOW, policy_uri=policy_file)
-        by_event = event_key(relay, bucket, name, generation, len(OBJECTS[uri]))
+        by_event = storage_event(relay, bucket, name, generation, len(OBJECTS[uri]))
         assert (by_event.outcome, by_event.run_key) == (by_message.outcome, key)
     else:  # a routed object's own event is the notification itself: keyed by the object version
         assert key == naming.derive_run_key("echo", naming.object_identity(bucket, name, generation))
+
+
+def test_without_a_policy_the_trigger_uri_is_keyed_as_the_storage_event(
+    gcs: MemoryBlobStore, blobs: RoutingBlobStore, tmp_path: Path
+):
+    document = OBJECTS["gs://triggers/lab/plain.json"]
+    generation = gcs.put("gs://triggers/plain.json", document)
+    [cover] = covers(rules.NO_POLICY, "triggers", "plain.json", topic=LAB)
+    candidate = Candidate(Listed("triggers", "plain.json", generation, len(document)), cover)
+    key = run_key(candidate, lambda at, version: gcs.read(at, generation=version).data)
+    (tmp_path / "by-event").mkdir()
+    (tmp_path / "by-message").mkdir()
+    by_message = delivered(relay_on(blobs, str(tmp_path / "by-message"), at=NOW), candidate)
+    by_event = relay_on(blobs, str(tmp_path / "by-event"), at=NOW)
+    event = storage_event(by_event, "triggers", "plain.json", generation, len(document))
+    assert (by_message.outcome, by_message.run_key) == ("launched", key) == (event.outcome, event.run_key)
