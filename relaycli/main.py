@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from relay.errors import RelayError
 from relay.ports import BlobStore
+from relaycli.backfill import COMMAND as BACKFILL
 from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
@@ -44,6 +45,7 @@ COMMANDS: tuple[Command, ...] = (
     SYNC,
     CANCEL,
     RERUN,
+    BACKFILL,
     PAUSE,
     RESUME,
     DEAD_LETTERS,

@@ -29,7 +29,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", action="append", metavar="NAME", help="only runs of this pipeline (repeatable)")
     parser.add_argument(
         "--since",
-        type=_since,
+        type=parse_since,
         metavar="WHEN",
         help="only runs begun within this long (90s, 15m, 1h, 2d) or since this time (2026-11-21T08:00:00Z)",
     )
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
 STATES = ("queued", "launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected", "skipped")
 
 
-def _since(text: str) -> timedelta | datetime:
+def parse_since(text: str) -> timedelta | datetime:
     """A duration back from now, or a moment (with its zone; UTC when it names none)."""
     seconds = parse_seconds(text)
     if seconds is not None:

@@ -26,6 +26,7 @@ class BlobInfo:
     generation: int
     content_type: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)  # the object's custom metadata
+    updated: datetime | None = None  # when this version was last changed (`relay backfill --since`), if known
 
 
 class BlobStore(Protocol):

@@ -289,8 +289,13 @@ def _skip(
 
 
 def _own_object(relay: Relay, uri: str) -> str | None:
-    # Relay's own objects are never triggers, even where they share the trigger bucket or a routed one.
-    for own, what in ((relay.settings.results_uri, "a Relay record"), (relay.settings.catalog_uri, "a catalog entry")):
+    return own_object(relay.settings.results_uri, relay.settings.catalog_uri, uri)
+
+
+def own_object(results_uri: str, catalog_uri: str, uri: str) -> str | None:
+    """Why `uri` is Relay's own, never a trigger (even where it shares the trigger bucket or a routed one); None
+    when it is not."""
+    for own, what in ((results_uri, "a Relay record"), (catalog_uri, "a catalog entry")):
         if uri.startswith(own.rstrip("/") + "/"):
             return f"{what} under {own}, not a trigger"
     return None

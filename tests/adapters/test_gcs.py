@@ -36,7 +36,9 @@ def store(server: FakeGcsServer) -> GcsBlobStore:
     return GcsBlobStore(endpoint=server.url, tokens=NoTokenSource(), page_size=2)
 
 
-def test_create_only_writes_lose_to_an_existing_object(store: GcsBlobStore, request: pytest.FixtureRequest):
+def test_create_only_writes_lose_to_an_existing_object(
+    store: GcsBlobStore, client: Any, request: pytest.FixtureRequest
+):
     uri = f"gs://{BUCKET}/{request.node.name}/launch.json"
     first = store.write(uri, b'{"state": "launching"}', if_generation_match=0)
     with pytest.raises(PreconditionFailedError, match="generation precondition failed"):
@@ -49,6 +51,8 @@ def test_create_only_writes_lose_to_an_existing_object(store: GcsBlobStore, requ
     assert (blob.data, blob.generation) == (b'{"state": "launched"}', second)
     info = store.stat(uri)
     assert (info.size, info.generation) == (len(b'{"state": "launched"}'), second)
+    # The version's update time, as the server keeps it (`relay backfill --since`).
+    assert info.updated is not None and info.updated == client.bucket(BUCKET).get_blob(uri.split("/", 3)[3]).updated
 
 
 def test_reads_at_a_generation_that_is_gone_are_not_found(store: GcsBlobStore, request: pytest.FixtureRequest):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,11 @@ def test_listing_a_prefix(tmp_path: Path):
         str(tmp_path / "runs/b/launch.json"),
     ]
     assert list(store.list(f"file://{tmp_path}/rejected/")) == [f"file://{tmp_path}/rejected/c.json"]
+
+
+def test_stat_says_when_the_file_last_changed(tmp_path: Path):
+    store = LocalBlobStore(tmp_path)
+    uri = str(tmp_path / "x.json")
+    store.write(uri, b"1")
+    info = store.stat(uri)
+    assert info.updated == datetime.fromtimestamp((tmp_path / "x.json").stat().st_mtime, UTC)

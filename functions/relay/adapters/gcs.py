@@ -11,6 +11,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from urllib.parse import quote
 
 from relay.adapters.http import DEFAULT_TIMEOUTS, HttpClient, NoAnswerError, Response, Timeouts, error_detail
@@ -62,7 +63,7 @@ class GcsBlobStore:
         return Blob(response.data, int(response.headers.get("x-goog-generation") or generation or 0))
 
     def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
-        params = {"fields": "size,generation,contentType,metadata"}
+        params = {"fields": "size,generation,contentType,metadata,updated"}
         if generation is not None:
             params["generation"] = str(generation)
         body = self._call("GET", self._object(uri), uri, params=params).json()
@@ -75,6 +76,7 @@ class GcsBlobStore:
             metadata={k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
             if isinstance(metadata, dict)
             else {},
+            updated=_time(body.get("updated")),
         )
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
@@ -157,6 +159,16 @@ class GcsBlobStore:
             return response
 
         return _checked(call_with_token(self._tokens, send), uri)
+
+
+def _time(value: object) -> datetime | None:
+    """An RFC 3339 time as Cloud Storage writes it; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _condition(generation: int | None) -> dict[str, str]:

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.errors import BlobNotFoundError, PreconditionFailedError, StorageUnavailableError
@@ -48,7 +49,9 @@ class LocalBlobStore:
             raise BlobNotFoundError(f"{uri}: no such file") from exc
         if generation is not None and generation != info.st_mtime_ns:
             raise BlobNotFoundError(f"{uri}: no version at generation {generation} (now {info.st_mtime_ns})")
-        return BlobInfo(size=info.st_size, generation=info.st_mtime_ns)
+        return BlobInfo(
+            size=info.st_size, generation=info.st_mtime_ns, updated=datetime.fromtimestamp(info.st_mtime, UTC)
+        )
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         path = local_path(uri)
