@@ -32,22 +32,22 @@ from tests.cli.support import ECHO, relay_on
 from tests.conftest import NOW
 from tests.fakes import MemoryBlobStore
 
-LAB, SCANS = "projects/lab/topics/lab", "projects/lab/topics/scans"
+LAB, SCANS = "projects/proj-lab/topics/lab", "projects/proj-lab/topics/scans"
 POLICY = """
 notifications:
-  - {topic: projects/lab/topics/scans, buckets: [lab-data]}
+  - {topic: projects/proj-lab/topics/scans, buckets: [lab-data]}
 tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
-    topics: [projects/lab/topics/lab]
+    topics: [projects/proj-lab/topics/lab]
   - name: nested
     triggers: [gs://triggers/lab/nested/]
-    topics: [projects/lab/topics/nested]
+    topics: [projects/proj-lab/topics/nested]
   - name: mute
     triggers: [gs://triggers/mute/]
   - name: scans
     triggers: [gs://triggers/scans/]
-    topics: [projects/lab/topics/scans]
+    topics: [projects/proj-lab/topics/scans]
     routes:
       - {id: csv, bucket: lab-data, prefix: assay/, glob: "*.csv", pipeline: echo,
          parameters: {message: "{name}", count: "{size}"}}
@@ -74,7 +74,7 @@ def test_a_trigger_file_goes_on_the_topic_of_the_tenant_its_storage_event_speaks
     assert tenants(covers(policy, "triggers", "lab/a.json")) == [(TRIGGER_URI, LAB, "lab", None)]
     # The longest trigger location wins, as for the storage event: never the outer tenant's topic.
     nested = covers(policy, "triggers", "lab/nested/a.json")
-    assert tenants(nested) == [(TRIGGER_URI, "projects/lab/topics/nested", "nested", None)]
+    assert tenants(nested) == [(TRIGGER_URI, "projects/proj-lab/topics/nested", "nested", None)]
     assert covers(policy, "triggers", "lab/nested/a.json", tenant="lab") == []
     assert covers(policy, "triggers", "elsewhere/a.json") == []
     assert covers(policy, "triggers", "mute/a.json") == []  # no topic to deliver it on

@@ -20,15 +20,15 @@ from tests.policies import policy
 
 STORAGE = EventInfo(id="evt-1", type="google.cloud.storage.object.v1.finalized", source="s", time=NOW)
 PUBSUB = EventInfo(id="msg-1", type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=NOW)
-TOPIC = "projects/p/topics/assay"
+TOPIC = "projects/proj-p/topics/assay"
 POLICY = policy(
     """
 notifications:
-  - {topic: projects/p/topics/assay, buckets: [lab-data]}
+  - {topic: projects/proj-p/topics/assay, buckets: [lab-data]}
 tenants:
   - name: assay
     triggers: [gs://triggers/assay/]
-    topics: [projects/p/topics/assay]
+    topics: [projects/proj-p/topics/assay]
     pipelines: [echo]
     routes:
       - {id: csv, bucket: lab-data, prefix: incoming/, glob: "*.csv", pipeline: echo, parameters: {message: "{uri}"}}
