@@ -43,6 +43,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.util.retry import Retry
 
 from relay import waits
 from relay.adapters.deadlines import POOL_CLASSES
@@ -63,6 +64,8 @@ _ENCODED_KEPT = 64  # documents EncodedOnce keeps: a catalog's pipelines
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _QUOTA = re.compile(r"RESOURCE_EXHAUSTED|quota exceeded|rate ?limit exceeded", re.IGNORECASE)
 _GRPC_RESOURCE_EXHAUSTED = 8
+# No retry and no redirect, as urlopen makes of retries=False; made once, since urlopen would make it per request.
+_NO_RETRIES = Retry(False, redirect=False)
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ class HttpClient:
                     target,
                     body=body,
                     headers=sent,
-                    retries=False,
+                    retries=_NO_RETRIES,
                     redirect=False,
                     assert_same_host=False,
                     timeout=timeout,
