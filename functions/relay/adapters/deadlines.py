@@ -1,5 +1,4 @@
-"""What this client adds to urllib3's connections: an answer's head read within one read timeout in all, and a
-request's head and body sent together.
+"""The one thing this client adds to urllib3: an answer's head read within one read timeout in all.
 
 http.client reads an answer's status line and headers through many reads of the socket, and a socket's timeout
 bounds each read, not their sum: a server trickling its head a byte at a time would hold a call for as long as it
@@ -7,11 +6,6 @@ liked. A watchdog thread (one per process, asleep until the earliest deadline it
 when the head is late, which wakes the read at once; urllib3's own HTTPResponse.shutdown() interrupts a read the
 same way. The body is bounded by the client itself, read by read (http.py). A module of its own: urllib3's pool and
 connection classes, extended, are none of the client's logic.
-
-urllib3 sends a request's head, then its body, in two writes: each is a system call and a segment the kernel carries
-and the server wakes for. A body given as bytes goes out with its head in one write: three of a warm event's four
-requests carry one, and the function's CPU per warm event fell from 5.0 to 4.7 ms (in-process, medians of 4 x 400
-events interleaved with the two-write build, on 2 loaded CPUs).
 """
 
 from __future__ import annotations
@@ -98,44 +92,11 @@ class _HeadInTime:
         return response
 
 
-class _OneWrite:
-    """A connection that sends a request given its body as bytes in one write, head and body together."""
-
-    _holding = False
-    _held = b""
-
-    def request(self, method: str, url: str, body: Any = None, headers: Any = None, **options: Any) -> None:
-        given = headers or {}
-        if not isinstance(body, bytes) or not body or options.get("chunked") or _framed(given):
-            super().request(method, url, body=body, headers=headers, **options)  # type: ignore[misc]
-            return
-        # Framed here, so urllib3 frames no empty body; its own writes (the head) are held until the body joins.
-        self._holding, self._held = True, b""
-        try:
-            super().request(  # type: ignore[misc]
-                method, url, body=None, headers={**given, "Content-Length": str(len(body))}, **options
-            )
-            head = self._held
-        finally:
-            self._holding, self._held = False, b""
-        super().send(head + body)  # type: ignore[misc]
-
-    def send(self, data: Any) -> None:
-        if self._holding:
-            self._held += bytes(data)
-            return
-        super().send(data)  # type: ignore[misc]
-
-
-def _framed(headers: Any) -> bool:
-    return any(name.lower() in ("content-length", "transfer-encoding") for name in headers)
-
-
-class _Connection(_OneWrite, _HeadInTime, HTTPConnection):
+class _Connection(_HeadInTime, HTTPConnection):
     pass
 
 
-class _TlsConnection(_OneWrite, _HeadInTime, HTTPSConnection):
+class _TlsConnection(_HeadInTime, HTTPSConnection):
     pass
 
 
