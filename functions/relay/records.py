@@ -246,10 +246,13 @@ def ended_record(
     started: datetime | None,
     finished: datetime,
     recorded_by: str,
+    failure: str = "",
 ) -> dict[str, Any]:
-    """`result.json` for a run that ended without writing its own: what the backend (or a cancel) said."""
+    """`result.json` for a run that ended without writing its own: what the backend (or a cancel) said, and for a
+    failed run whose failure it was (relay.ports.FAILURES), which decides on a retry (relay.retries)."""
     status = {SUCCEEDED: 200, FAILED: 500, CANCELLED: STATUS_CANCELLED}[state]
     return {
+        **({"failure": failure} if state == FAILED and failure else {}),
         "state": state,
         "status": status,
         "message": message,
