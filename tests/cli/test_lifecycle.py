@@ -177,3 +177,15 @@ def test_a_run_kfp_lost_is_retried_once_and_status_and_runs_say_when(
     assert len(kfp.runs) == 2
     status = cli("status", second)
     assert fields(status.out)["attempt"] == [f"2 of {key} (a retry)"] and "next attempt" not in fields(status.out)
+
+
+def test_rerun_from_failure_says_why_kfp_cannot_and_starts_nothing(launcher: Relay, kfp: KfpApiServer, relay_cli):
+    key, run_id = launched(launcher)
+    kfp.set_run_state(run_id, "FAILED", "task describe failed: exit status 1")
+    refused = relay_cli("rerun", key, "--from-failure")
+    assert refused.code == 2 and len(kfp.runs) == 1
+    assert refused.err.splitlines() == [
+        "relay rerun: --from-failure: the KFP v2beta1 API cannot rerun only a run's failed tasks: it creates new "
+        "runs, whole",
+        f"  a whole new attempt: relay rerun {key}",
+    ]
