@@ -454,7 +454,11 @@ def start_attempt(
     )
     loaded = _Loaded(b"", "json", new_key, reference)
     attempt = Trigger(
-        pipeline=definition.name, parameters=parameters, labels=labels, priority=int(launch.get("priority") or 0)
+        pipeline=definition.name,
+        parameters=parameters,
+        labels=labels,
+        priority=int(launch.get("priority") or 0),
+        retries=_asked(launch),
     )
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
@@ -522,7 +526,7 @@ def retry(relay: Relay, run_key: str) -> Retried | None:
         setting, where = retries.retry_for(relay.policy, str(run.launch.get("tenant") or ""), run.pipeline)
         failure = str(run.result.get("failure") or marker.get("failure") or FAILURE_USER)
         failed_at = _moment(run.result.get("finished_at")) or relay.clock()
-        decision = retries.decide(setting, where, failure, number, failed_at)
+        decision = retries.decide(setting, where, failure, number, failed_at, _asked(run.launch))
         if decision.retry_at is None:
             relay.store.delete(uri, if_generation_match=blob.generation)
             return Retried(run_key, "none", message=decision.reason)
@@ -552,6 +556,12 @@ def retry(relay: Relay, run_key: str) -> Retried | None:
     relay.store.delete(uri, if_generation_match=blob.generation)
     action = "queued" if answer.state == records.QUEUED else "started"
     return Retried(run_key, action, answer.run_key, retry_at, answer.message)
+
+
+def _asked(launch: Mapping[str, Any]) -> int | None:
+    """The retries the run's trigger asked for (its launch record keeps them), or None: the policy's."""
+    asked = launch.get("retries")
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) else None
 
 
 def _moment(value: object) -> datetime | None:

@@ -81,6 +81,7 @@ class Retry:
     backoff: float = 60.0  # seconds before the first retry; doubled for each next one
     max_backoff: float = 3600.0  # the longest wait between two attempts
     failures: tuple[str, ...] = (FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED)
+    max_retries: int = 0  # the most a trigger may ask for (its `retries`); the reader makes it at least `retries`
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from relay.policy_model import (
 )
 from relay.ports import FAILURES, BlobStore
 from relay.routes import Route, template_problems
-from relay.triggers import MAX_PRIORITY, StrictLoader, describe_value
+from relay.triggers import MAX_PRIORITY, MAX_RETRIES, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 MAX_POLICY_BYTES = 1024 * 1024
@@ -52,8 +52,7 @@ MAX_POLICY_BYTES = 1024 * 1024
 # listed whole to be counted.
 MAX_CAP = 1000
 _CAP_KEYS = ("max_in_flight", "max_per_minute", "at_cap")
-# A failed run is started again at most this often; a wait between two attempts is at most a day.
-MAX_RETRIES = 10
+# The longest wait between two attempts of a failed run.
 MAX_BACKOFF = 86400.0
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
@@ -315,7 +314,7 @@ class _Reader:
         return Cap(counts["max_in_flight"], counts["max_per_minute"], str(at_cap))
 
     def retries(self, value: object, where: str) -> tuple[tuple[str, Retry], ...]:
-        """`retries: {PIPELINE: {retries: N, backoff: 1m, max_backoff: 1h, failures: [infrastructure, preempted]}}`."""
+        """`retries: {PIPELINE: {retries: N, max_retries: M, backoff: 1m, max_backoff: 1h, failures: [...]}}`."""
         if value is None:
             return ()
         if not isinstance(value, dict):
@@ -328,12 +327,18 @@ class _Reader:
         )
 
     def retry(self, value: object, where: str) -> Retry:
-        item = self._mapping(value, where, ("retries", "backoff", "max_backoff", "failures"))
+        item = self._mapping(value, where, ("retries", "max_retries", "backoff", "max_backoff", "failures"))
         default = Retry()
-        count = item.get("retries", default.retries)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
-            self._fail(f"{where}.retries", f"a whole number from 0 to {MAX_RETRIES}", count)
-            count = 0
+        counts: dict[str, int] = {}
+        for name in ("retries", "max_retries"):
+            count = item.get(name, counts.get("retries", default.retries))
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
+                self._fail(f"{where}.{name}", f"a whole number from 0 to {MAX_RETRIES}", count)
+                count = counts.get("retries", 0)
+            counts[name] = count
+        if counts["max_retries"] < counts["retries"]:
+            found = f"{counts['max_retries']} below retries {counts['retries']}"
+            self.problems.append(f"{where}.max_retries: expected at least retries, found {found}")
         waits: dict[str, float] = {}
         for name in ("backoff", "max_backoff"):
             raw = item.get(name, getattr(default, name))
@@ -349,7 +354,8 @@ class _Reader:
         if not isinstance(kinds, list) or not kinds or any(kind not in FAILURES for kind in kinds):
             self._fail(f"{where}.failures", f"a non-empty list of {', '.join(FAILURES)}", kinds)
             kinds = list(default.failures)
-        return Retry(count, waits["backoff"], waits["max_backoff"], tuple(dict.fromkeys(kinds)))
+        kinds_seen = tuple(dict.fromkeys(kinds))
+        return Retry(counts["retries"], waits["backoff"], waits["max_backoff"], kinds_seen, counts["max_retries"])
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

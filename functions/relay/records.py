@@ -73,9 +73,12 @@ def claim_record(
     now: datetime,
     lease_seconds: float,
     tenant: str = "",
+    retries: int | None = None,
 ) -> dict[str, Any]:
-    """The create-only record that claims a run key before anything is submitted."""
+    """The create-only record that claims a run key before anything is submitted; a trigger's own `retries`, when
+    it asked, for the decision on a failure (relay.retries)."""
     return {
+        **({"retries": retries} if retries is not None else {}),
         "state": LAUNCHING,
         "status": None,
         "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from relay.errors import Problem
 from relay.policy_model import Policy, Retry
 
 NO_RETRY = Retry()
@@ -38,14 +39,31 @@ class Decision:
     reason: str
 
 
-def decide(retry: Retry, where: str, failure: str, attempt: int, failed_at: datetime) -> Decision:
-    """What follows failed attempt `attempt`, whose failure was of kind `failure` (relay.ports.FAILURES)."""
-    if not where or retry.retries == 0:
-        return Decision(attempt, None, "the policy sets no retries for this pipeline")
+def trigger_problems(policy: Policy, tenant: str, pipeline: str, asked: int | None) -> list[Problem]:
+    """A trigger's `retries` above its pipeline's `max_retries` (none without a retries entry); not asking passes."""
+    if asked is None:
+        return []
+    retry, where = retry_for(policy, tenant, pipeline)
+    if asked <= retry.max_retries:
+        return []
+    bound = f"{where}.max_retries" if where else f"no retries entry for {pipeline} in the policy"
+    return [Problem("retries", f"at most {retry.max_retries} ({bound})", str(asked))]
+
+
+def decide(
+    retry: Retry, where: str, failure: str, attempt: int, failed_at: datetime, asked: int | None = None
+) -> Decision:
+    """What follows failed attempt `attempt`, whose failure was of kind `failure` (relay.ports.FAILURES); `asked`
+    is the run's trigger's own `retries`, within the policy's max_retries (None: the policy's `retries`)."""
+    count = retry.retries if asked is None else asked
+    if not where or count == 0:
+        what = "the trigger asked for no retries" if where and asked == 0 else "the policy sets no retries"
+        return Decision(attempt, None, f"{what} for this pipeline")
     if failure not in retry.failures:
         kinds = ", ".join(retry.failures)
         return Decision(attempt, None, f"a {failure} failure is not retried ({where}.failures: {kinds})")
-    if attempt > retry.retries:
-        return Decision(attempt, None, f"attempt {attempt} was the last ({where}.retries: {retry.retries})")
+    if attempt > count:
+        said = f"{where}.retries: {count}" if asked is None else f"the trigger's retries: {count}"
+        return Decision(attempt, None, f"attempt {attempt} was the last ({said})")
     wait = delay(retry, attempt)
-    return Decision(attempt, failed_at + timedelta(seconds=wait), f"retry {attempt} of {retry.retries} after {wait:g}s")
+    return Decision(attempt, failed_at + timedelta(seconds=wait), f"retry {attempt} of {count} after {wait:g}s")

@@ -4,16 +4,20 @@ under a cap."""
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 
 from relay import drain, lifecycle, naming, records
+from relay.events import ObjectDelivery
+from relay.outcome import Outcome
 from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
 from relay.results import record_result
 from relay.service import Relay, SubmitGate
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
 from tests.unit.test_queue import RESULTS, Clock, clock, launch, upload
+from tests.unit.test_service import EVENT
 
 __all__ = ["clock"]  # the fixture, shared with the queue's tests
 
@@ -164,3 +168,38 @@ def test_a_retry_under_a_cap_waits_in_the_queue_and_launches_when_a_slot_frees(
     tick = lifecycle.reconcile(relay)
     assert tick.drained is not None and tick.drained.launched == (queued.next_key,)
     assert attempts(backend) == [first, other, queued.next_key]
+
+
+def test_a_trigger_asks_for_its_own_retries_within_the_policys_ceiling_and_its_attempts_keep_them(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = retrying(relay, clock, "{retries: 0, max_retries: 2, backoff: 1s}")
+
+    def deliver(n: int, retries: int) -> Outcome:
+        document = {"pipeline": "echo", "parameters": {"message": f"plate {n}"}, "retries": retries}
+        data = json.dumps(document).encode()
+        generation = store.write(f"gs://triggers/lab/t{n}.json", data)
+        return drain.deliver(
+            relay, ObjectDelivery(EVENT, "triggers", f"lab/t{n}.json", generation, len(data), "storage-event")
+        )
+
+    refused = deliver(1, 3)
+    assert refused.outcome == "rejected"
+    rejection = records.decode(store.read(naming.rejection_record(RESULTS, str(refused.run_key))).data)
+    assert rejection["error"]["problems"] == [
+        {"field": "retries", "expected": "at most 2 (tenants.lab.retries.echo.max_retries)", "found": "3"}
+    ]
+    key = str(deliver(2, 1).run_key)
+    assert launch(relay, key)["retries"] == 1
+    fails(relay, backend, key)
+    lifecycle.reconcile(relay)
+    clock.advance(1)
+    [started] = lifecycle.reconcile(relay).retried
+    assert started.action == "started" and launch(relay, started.next_key)["retries"] == 1
+    fails(relay, backend, started.next_key)
+    [last] = lifecycle.reconcile(relay).retried
+    assert (last.action, last.message) == ("none", "attempt 2 was the last (the trigger's retries: 1)")
+    # Without its own count, a trigger gets the policy's: none.
+    plain = str(drain.deliver(relay, upload(store, 3)).run_key)
+    fails(relay, backend, plain)
+    assert lifecycle.reconcile(relay).retried[0].message == "the policy sets no retries for this pipeline"

@@ -17,7 +17,7 @@ tenants:
   - name: lab
     triggers: [gs://triggers/lab/]
     retries:
-      echo: {retries: 3, backoff: 30s, max_backoff: 1m}
+      echo: {retries: 3, max_retries: 5, backoff: 30s, max_backoff: 1m}
       push: {retries: 1, failures: [user]}
 retries:
   echo: {retries: 2}
@@ -26,9 +26,9 @@ retries:
 
 def test_a_pipelines_retries_are_the_tenants_or_for_no_tenant_the_deployments():
     read = policy(LAB)
-    assert retries.retry_for(read, "lab", "echo") == (Retry(3, 30.0, 60.0), "tenants.lab.retries.echo")
+    assert retries.retry_for(read, "lab", "echo") == (Retry(3, 30.0, 60.0, max_retries=5), "tenants.lab.retries.echo")
     assert retries.retry_for(read, "lab", "push")[0].failures == ("user",)
-    assert retries.retry_for(read, "", "echo") == (Retry(2), "retries.echo")
+    assert retries.retry_for(read, "", "echo") == (Retry(2, max_retries=2), "retries.echo")  # max: retries
     assert retries.retry_for(read, "lab", "other") == (retries.NO_RETRY, "")
 
 
@@ -83,20 +83,41 @@ def test_every_problem_of_a_retries_entry_is_reported_at_once():
         policy(
             """
 retries:
-  echo: {retries: 11, backoff: soon, max_backoff: 2d, failures: [cosmic], colour: red}
-  push: {backoff: 10m, max_backoff: 1m}
+  echo: {retries: 11, max_retries: 1.5, backoff: soon, max_backoff: 2d, failures: [cosmic], colour: red}
+  push: {retries: 4, max_retries: 2, backoff: 10m, max_backoff: 1m}
   Bad_Name: {}
   nightly: [1]
 """
         )
     assert list(caught.value.problems) == [
-        "retries.echo.colour: unknown key (expected one of retries, backoff, max_backoff, failures)",
+        "retries.echo.colour: unknown key (expected one of retries, max_retries, backoff, max_backoff, failures)",
         "retries.echo.retries: expected a whole number from 0 to 10, found number 11",
+        "retries.echo.max_retries: expected a whole number from 0 to 10, found number 1.5",
         "retries.echo.backoff: expected a duration from 1s to 1d, like 30s or 10m, found string 'soon'",
         "retries.echo.max_backoff: expected a duration from 1s to 1d, like 30s or 10m, found string '2d'",
         "retries.echo.failures: expected a non-empty list of infrastructure, preempted, parameter, user, "
         "found a list of 1",
+        "retries.push.max_retries: expected at least retries, found 2 below retries 4",
         "retries.push.max_backoff: expected at least backoff, found string '1m' below backoff string '10m'",
         "retries (a key): expected a pipeline name, found string 'Bad_Name'",
         "retries.nightly: expected a mapping, found a list of 1",
     ]
+
+
+def test_a_trigger_may_ask_for_up_to_max_retries_and_its_own_count_decides():
+    read = policy(LAB)
+    assert retries.trigger_problems(read, "lab", "echo", None) == []
+    assert retries.trigger_problems(read, "lab", "echo", 5) == []
+    [over] = retries.trigger_problems(read, "lab", "echo", 6)
+    assert (over.field, over.expected, over.found) == (
+        "retries",
+        "at most 5 (tenants.lab.retries.echo.max_retries)",
+        "6",
+    )
+    [none] = retries.trigger_problems(read, "lab", "other", 1)
+    assert none.expected == "at most 0 (no retries entry for other in the policy)"
+    setting, where = retries.retry_for(read, "lab", "echo")
+    assert retries.decide(setting, where, "infrastructure", 4, NOW, asked=5).retry_at is not None
+    assert retries.decide(setting, where, "infrastructure", 4, NOW).reason.startswith("attempt 4 was the last")
+    off = retries.decide(setting, where, "infrastructure", 1, NOW, asked=0)
+    assert (off.retry_at, off.reason) == (None, "the trigger asked for no retries for this pipeline")
