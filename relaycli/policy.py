@@ -104,6 +104,7 @@ def check(policy: rules.Policy, origin: Origin, trigger: Trigger, context: rules
             trigger.run_key,
             context,
             priority=trigger.priority,
+            retries=trigger.retries,
         )
     )
 

@@ -97,7 +97,10 @@ def _wanted(run: RunRecords, args: argparse.Namespace, now: datetime) -> bool:
 
 
 def _message(run: RunRecords) -> str:
-    """The message; for a rejection, its first problem, which says more than the trigger URI it starts with."""
+    """The message; for a rejection, its first problem, which says more than the trigger URI it starts with; for a
+    failed run that will be retried, when and as which attempt first."""
+    if run.retry_note and run.state == "failed":
+        return f"{run.retry_note}; {run.message}"
     problems = ((run.rejection or {}).get("error") or {}).get("problems") or []
     if run.state != "rejected" or not problems:
         return run.message

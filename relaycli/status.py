@@ -174,6 +174,7 @@ def run_json(run: RunRecords) -> dict[str, Any]:
         "result": run.result,
         "rejection": run.rejection,
         "skipped": run.skip,
+        "retry": run.retry,
     }
 
 
@@ -189,6 +190,7 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
         "run_url": first.get("run_url"),
         "trigger_uri": run.trigger_uri or None,
         "since": run.since or None,
+        "retry_at": (run.retry or {}).get("retry_at"),
     }
 
 
@@ -212,7 +214,10 @@ def render(
         place = f"{waiting.position} in tenant {tenant}'s queue" if waiting.position else "none (being launched)"
         rows += [("queue place", place), ("waiting for", waiting.reason)]
     if number > 1:
-        rows.append(("attempt", f"{number} of {first}"))
+        via = str(((run.launch or {}).get("trigger") or {}).get("via") or "")
+        rows.append(("attempt", f"{number} of {first}" + (f" (a {via})" if via else "")))
+    if run.retry_note:
+        rows.append(("next attempt", run.retry_note.removeprefix("retry: ").removeprefix("retry as ")))
     if later:
         rows.append(("later attempts", [f"{attempt.run_key}  {paint.state(attempt.state)}" for attempt in later]))
     records = [record for record in (run.launch, run.rejection, run.skip, run.result) if record]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import drain, naming, queue, records
+from relay import drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -28,7 +28,7 @@ from relay.errors import (
     TransientError,
 )
 from relay.events import EventInfo, InlineDelivery
-from relay.ports import RUN_MISSING, RUN_RUNNING, RunState
+from relay.ports import FAILURE_USER, RUN_FAILED, RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
 from relay.service import Relay, _claim_and_launch, _Loaded
 from relay.status import RunRecords, read_run
@@ -61,6 +61,18 @@ class Seen:
 
 
 @dataclass(frozen=True)
+class Retried:
+    """What a tick did about one failed run's retry: "waiting" until `retry_at`, "started" (or "queued") the next
+    attempt `next_key`, "none" (the chain ends there, `message` says why), or "held" (the next tick tries again)."""
+
+    run_key: str
+    action: str
+    next_key: str = ""
+    retry_at: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class Tick:
     """What one reconcile tick did: the runs it asked about; how many launched runs it found without a result; why
     it stopped before its budget or the list ran out ("" : it did not); the run key the next tick starts past; and
@@ -74,6 +86,7 @@ class Tick:
     saved: bool = True
     drained: drain.Drained | None = None  # None: no drain (a tick held off by a wait)
     freed: int = 0
+    retried: tuple[Retried, ...] = ()
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -96,7 +109,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     if start.not_before is not None and now < start.not_before:
         held = f"the {relay.backend.name} backend asked for a wait until {records.timestamp(start.not_before)}"
         return Tick(stopped=held, after=start.after)
-    keys, ended = _listed(relay)
+    keys, ended, retrying = _listed(relay)
     seen: list[Seen] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
@@ -126,9 +139,20 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
     ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
     freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
-    # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains.
-    drained = drain.Drained(stopped="not drained: the tick stopped early") if stopped else drain.drain(relay)
-    return Tick(tuple(seen), len(keys), stopped, after, saved, drained, freed)
+    # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
+    if stopped:
+        return Tick(
+            tuple(seen),
+            len(keys),
+            stopped,
+            after,
+            saved,
+            drain.Drained(stopped="not drained: the tick stopped early"),
+            freed,
+        )
+    retrying |= {item.run_key for item in seen if item.action == "result" and item.backend == RUN_FAILED}
+    retried = tuple(step for key in sorted(retrying) if (step := retry(relay, key)) is not None)
+    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried)
 
 
 def _about_the_run(error: RelayError) -> bool:
@@ -141,19 +165,22 @@ def _about_the_run(error: RelayError) -> bool:
     return error.status is not None and 400 <= error.status < 500 and error.status != 429
 
 
-def _listed(relay: Relay) -> tuple[list[str], set[str]]:
-    """Keys of the runs that have a launch record and no result yet, and of those that have a result: one
-    listing, of names only."""
+def _listed(relay: Relay) -> tuple[list[str], set[str], set[str]]:
+    """Keys of the runs that have a launch record and no result yet, of those that have a result, and of those
+    whose retry waits for a decision or its time: one listing, of names only."""
     prefix = naming.join(relay.settings.results_uri, "runs") + "/"
     launched: set[str] = set()
     ended: set[str] = set()
+    retrying: set[str] = set()
     for uri in relay.store.list(prefix):
         key, _, name = uri[len(prefix) :].partition("/")
         if name == "launch.json":
             launched.add(key)
         elif name == "result.json":
             ended.add(key)
-    return sorted(launched - ended), ended
+        elif name == "retry.json":
+            retrying.add(key)
+    return sorted(launched - ended), ended, retrying
 
 
 def _in_flight(relay: Relay, key: str) -> tuple[dict[str, Any], int] | Seen | None:
@@ -185,6 +212,7 @@ def _record(relay: Relay, launch: dict[str, Any], generation: int, state: RunSta
             started=state.started_at,
             finished=state.finished_at or relay.clock(),
             recorded_by="reconcile",
+            failure=state.failure,
         )
         written = record_result(relay.store, relay.notifier, relay.settings.results_uri, ended, launch)
         return Seen(key, recorded, state.state, "result" if written else "kept", ended["message"])
@@ -381,7 +409,18 @@ def rerun(
             f"{latest.run_key} is {latest.state}"
             + ("; wait for it to end, or cancel it first" if going else f"; ask again with {forcing} to run it again")
         )
+    return start_attempt(relay, latest, first, number, request_id=request_id, by=by, via="rerun")
+
+
+def start_attempt(
+    relay: Relay, latest: RunRecords, first: str, number: int, *, request_id: str, by: str, via: str
+) -> Answer:
+    """Start attempt `number` + 1 of the chain `first`, after `latest` (attempt `number`), with its trigger,
+    parameters and labels: a rerun's and a retry's one way. Exactly once per attempt: the attempt's launch record
+    is claimed create-only, as a trigger's is; the catalog and the policy are checked again first (a refusal is
+    InvalidTriggerError). Under a cap or a pause the attempt waits its turn in the queue like a trigger."""
     launch = latest.launch or {}
+    trigger = dict(launch.get("trigger") or {})
     new_key = attempt_key(first, number + 1)
     definition = relay.catalog.get(str(launch["pipeline"]), trigger_uri=new_key)
     parameters = {k: v for k, v in dict(launch.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
@@ -395,19 +434,19 @@ def rerun(
     labels = launch.get("labels") or {}
     problems += label_problems(labels)
     if problems:
-        raise InvalidTriggerError(f"rerun of {latest.run_key}", problems, code="policy_denied")
+        raise InvalidTriggerError(f"{via} of {latest.run_key}", problems, code="policy_denied")
     now = relay.clock()
     reference = {
         **{k: v for k, v in trigger.items() if k not in ("attempt", "attempt_of", "previous_attempt")},
         **records.attempt_link(first=first, previous=latest.run_key, number=number + 1),
-        "via": "rerun",
+        "via": via,
         "requested_by": by,
         "request_id": request_id,
         "event_id": request_id,
         "event_time": records.timestamp(now),
     }
     delivery = InlineDelivery(
-        event=EventInfo(id=request_id, type="relay.rerun", source=by, time=now),
+        event=EventInfo(id=request_id, type=f"relay.{via}", source=by, time=now),
         topic=by,
         message_id=request_id,
         data=b"",
@@ -415,7 +454,11 @@ def rerun(
     )
     loaded = _Loaded(b"", "json", new_key, reference)
     attempt = Trigger(
-        pipeline=definition.name, parameters=parameters, labels=labels, priority=int(launch.get("priority") or 0)
+        pipeline=definition.name,
+        parameters=parameters,
+        labels=labels,
+        priority=int(launch.get("priority") or 0),
+        retries=_asked(launch),
     )
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
@@ -447,6 +490,87 @@ def _latest_attempt(relay: Relay, first: str) -> tuple[RunRecords, int]:
     while (following := read_run(relay.store, results, attempt_key(first, number + 1))) is not None:
         latest, number = following, number + 1
     return latest, number
+
+
+# --- retries ---------------------------------------------------------------------------------------------------
+
+RETRIED_BY = "relay retries"
+
+
+def retry(relay: Relay, run_key: str) -> Retried | None:
+    """Carry out what the policy says about failed run `run_key`'s retry.json (relay.results leaves one beside
+    every failed end): the first look decides (relay.retries) and writes `retry_at` and the next attempt's key
+    into it; a look at or past `retry_at` starts that attempt as `relay rerun` would. The marker goes once the
+    chain's next step is settled. Exactly once: the next attempt's key is derived (attempt n + 1 of the first
+    run), and its launch record claimed create-only, so two ticks at once, or a tick and a rerun, start it once.
+    None: no marker (another tick settled it)."""
+    results = relay.settings.results_uri
+    uri = naming.retry_record(results, run_key)
+    try:
+        blob = relay.store.read(uri)
+        marker = records.decode(blob.data)
+    except BlobNotFoundError:
+        return None
+    except ValueError as error:
+        relay.store.delete(uri, if_generation_match=blob.generation)
+        return Retried(run_key, "none", message=_one_line(f"retry.json: {error}"))
+    run = read_run(relay.store, results, run_key)
+    if run is None or run.result is None or run.launch is None:
+        return Retried(run_key, "held", message="its end is not recorded yet")
+    if run.state != records.FAILED:
+        relay.store.delete(uri, if_generation_match=blob.generation)
+        return Retried(run_key, "none", message=f"it ended {run.state}")
+    trigger = run.launch.get("trigger") or {}
+    first, number = str(trigger.get("attempt_of") or run_key), int(trigger.get("attempt") or 1)
+    if "retry_at" not in marker:
+        setting, where = retries.retry_for(relay.policy, str(run.launch.get("tenant") or ""), run.pipeline)
+        failure = str(run.result.get("failure") or marker.get("failure") or FAILURE_USER)
+        failed_at = _moment(run.result.get("finished_at")) or relay.clock()
+        decision = retries.decide(setting, where, failure, number, failed_at, _asked(run.launch))
+        if decision.retry_at is None:
+            relay.store.delete(uri, if_generation_match=blob.generation)
+            return Retried(run_key, "none", message=decision.reason)
+        marker = {
+            **marker,
+            "retry_at": records.timestamp(decision.retry_at),
+            "next_attempt": attempt_key(first, number + 1),
+            "message": decision.reason,
+        }
+        try:
+            generation = relay.store.write(uri, records.encode(marker), if_generation_match=blob.generation)
+        except PreconditionFailedError:
+            return Retried(run_key, "held", message="another tick decided meanwhile")
+        blob = replace(blob, generation=generation)
+    retry_at = str(marker["retry_at"])
+    when = _moment(retry_at)
+    if when is not None and relay.clock() < when:
+        return Retried(run_key, "waiting", str(marker.get("next_attempt") or ""), retry_at, str(marker.get("message")))
+    request_id = f"retry-{attempt_key(first, number + 1)}"
+    try:
+        answer = start_attempt(relay, run, first, number, request_id=request_id, by=RETRIED_BY, via="retry")
+    except (InvalidTriggerError, LifecycleError) as refused:
+        relay.store.delete(uri, if_generation_match=blob.generation)
+        return Retried(run_key, "none", message=_one_line(f"not retried: {refused}"))
+    if answer.state == records.LAUNCHING:
+        return Retried(run_key, "held", answer.run_key, retry_at, answer.message)  # a claim the next tick settles
+    relay.store.delete(uri, if_generation_match=blob.generation)
+    action = "queued" if answer.state == records.QUEUED else "started"
+    return Retried(run_key, action, answer.run_key, retry_at, answer.message)
+
+
+def _asked(launch: Mapping[str, Any]) -> int | None:
+    """The retries the run's trigger asked for (its launch record keeps them), or None: the policy's."""
+    asked = launch.get("retries")
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) else None
+
+
+def _moment(value: object) -> datetime | None:
+    """A recorded time, or None for one that is absent or unreadable (a run's own result may say anything)."""
+    try:
+        moment = records.parse_timestamp(str(value)) if value else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- actions on the trigger topic ------------------------------------------------------------------------------
@@ -510,4 +634,7 @@ def tick_summary(tick: Tick) -> str:
         line += f" (the drain: {tick.drained.stopped})" if tick.drained.stopped else ""
     if tick.freed:
         line += f"; {tick.freed} slot(s) no run held given back"
+    started = [item.next_key for item in tick.retried if item.action in ("started", "queued")]
+    if started:
+        line += f"; retried: {', '.join(started)}"
     return line

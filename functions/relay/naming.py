@@ -120,6 +120,11 @@ def skip_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "runs", run_key, "skipped.json")
 
 
+def retry_record(results_uri: str, run_key: str) -> str:
+    """Where a failed run waits for the reconciler to decide on its retry (relay.retries): beside its records."""
+    return join(results_uri, "runs", run_key, "retry.json")
+
+
 def rejection_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "rejected", f"{run_key}.json")
 

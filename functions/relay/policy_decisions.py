@@ -41,6 +41,7 @@ from relay.policy_model import (
     _field_allowed,
     _in_project,
 )
+from relay.retries import trigger_problems
 from relay.routes import Route
 
 SEPARATOR = "--"  # between a tenant and the run key it chose: tenant names have no "-", so the split is unique
@@ -153,11 +154,13 @@ def check_trigger(
     context: Context,
     *,
     priority: int = 0,
+    retries: int | None = None,
 ) -> list[Problem]:
-    """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace and its
-    priority in the queue included."""
+    """Everything a trigger asks for beyond what its tenant may, its own run key in the tenant's namespace, its
+    priority in the queue and its retries included."""
     problems = check_request(policy, tenant, pipeline, parameters, context)
     problems += priority_problems(policy, tenant.name if tenant else "", priority)
+    problems += trigger_problems(policy, tenant.name if tenant else "", pipeline, retries)
     if run_key and not RUN_KEY.match(scoped_run_key(tenant, run_key)):
         room = MAX_RUN_KEY - len(scoped_run_key(tenant, ""))
         problems.append(Problem("run_key", f"at most {room} characters in this tenant", f"{len(run_key)}"))

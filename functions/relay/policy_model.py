@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from relay import secrets
 from relay.errors import RelayError
+from relay.ports import FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED
 from relay.routes import Route
 
 PUSH, RATCHET = "push", "ratchet"
@@ -72,6 +73,18 @@ class Caps:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """How many times a failed run of one pipeline is started again by itself, after what wait, and which failures
+    (relay.ports.FAILURES) count; relay.retries decides."""
+
+    retries: int = 0
+    backoff: float = 60.0  # seconds before the first retry; doubled for each next one
+    max_backoff: float = 3600.0  # the longest wait between two attempts
+    failures: tuple[str, ...] = (FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED)
+    max_retries: int = 0  # the most a trigger may ask for (its `retries`); the reader makes it at least `retries`
+
+
+@dataclass(frozen=True)
 class Resources:
     """What each task of a compiled pipeline gets (applied when the catalog is compiled)."""
 
@@ -122,6 +135,7 @@ class Tenant:
     limits: Limits = field(default_factory=Limits)
     routes: tuple[Route, ...] = ()  # data objects that start runs of this tenant (relay.routes)
     caps: Caps = field(default_factory=Caps)  # runs in flight and launches per minute (relay.policy_caps)
+    retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name (relay.retries)
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)
@@ -147,6 +161,7 @@ class Policy:
     # The one tenant a run without a launch record acts as ("": such a run does nothing).
     direct_tenant: str = ""
     caps: Caps = field(default_factory=Caps)  # the deployment's own, over every tenant
+    retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name, for a deployment without tenants
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)

@@ -44,15 +44,16 @@ from relay.policy_model import (
     Policy,
     PolicyError,
     Resources,
+    Retry,
     Rule,
     Tenant,
     _field_allowed,
     _in_project,
     rule_location,
 )
-from relay.ports import BlobStore
+from relay.ports import FAILURES, BlobStore
 from relay.routes import Route, template_problems
-from relay.triggers import MAX_PRIORITY, StrictLoader, describe_value
+from relay.triggers import MAX_PRIORITY, MAX_RETRIES, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 MAX_POLICY_BYTES = 1024 * 1024
@@ -60,6 +61,8 @@ MAX_POLICY_BYTES = 1024 * 1024
 # listed whole to be counted.
 MAX_CAP = 1000
 _CAP_KEYS = ("max_in_flight", "max_per_minute", "at_cap")
+# The longest wait between two attempts of a failed run.
+MAX_BACKOFF = 86400.0
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -120,7 +123,7 @@ class _Reader:
 
     def policy(self, document: object) -> Policy:
         keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps"))
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -139,6 +142,7 @@ class _Reader:
             ),
             direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
             caps=self.caps(top.get("caps"), "caps"),
+            retries=self.retries(top.get("retries"), "retries"),
         )
 
     def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
@@ -156,7 +160,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes", "caps"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
@@ -186,6 +190,7 @@ class _Reader:
                 for i, r in enumerate(self._list(item.get("routes"), f"{where}.routes"))
             ),
             caps=self.caps(item.get("caps"), f"{where}.caps"),
+            retries=self.retries(item.get("retries"), f"{where}.retries"),
         )
 
     def notifications(self, value: object, where: str) -> Notifications:
@@ -316,6 +321,50 @@ class _Reader:
         if "at_cap" in item and "max_in_flight" not in item and "max_per_minute" not in item:
             self.problems.append(f"{where}: expected max_in_flight or max_per_minute beside at_cap, found at_cap alone")
         return Cap(counts["max_in_flight"], counts["max_per_minute"], str(at_cap))
+
+    def retries(self, value: object, where: str) -> tuple[tuple[str, Retry], ...]:
+        """`retries: {PIPELINE: {retries: N, max_retries: M, backoff: 1m, max_backoff: 1h, failures: [...]}}`."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self._fail(where, "a mapping of pipeline names to retry settings", value)
+            return ()
+        return tuple(
+            (name, self.retry(item, f"{where}.{name}"))
+            for name, item in value.items()
+            if self._pipeline(name, f"{where} (a key)")
+        )
+
+    def retry(self, value: object, where: str) -> Retry:
+        item = self._mapping(value, where, ("retries", "max_retries", "backoff", "max_backoff", "failures"))
+        default = Retry()
+        counts: dict[str, int] = {}
+        for name in ("retries", "max_retries"):
+            count = item.get(name, counts.get("retries", default.retries))
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
+                self._fail(f"{where}.{name}", f"a whole number from 0 to {MAX_RETRIES}", count)
+                count = counts.get("retries", 0)
+            counts[name] = count
+        if counts["max_retries"] < counts["retries"]:
+            found = f"{counts['max_retries']} below retries {counts['retries']}"
+            self.problems.append(f"{where}.max_retries: expected at least retries, found {found}")
+        waits: dict[str, float] = {}
+        for name in ("backoff", "max_backoff"):
+            raw = item.get(name, getattr(default, name))
+            seconds = parse_seconds(raw)
+            if seconds is None or not 0 < seconds <= MAX_BACKOFF:
+                self._fail(f"{where}.{name}", "a duration from 1s to 1d, like 30s or 10m", raw)
+                seconds = getattr(default, name)
+            waits[name] = seconds
+        if waits["max_backoff"] < waits["backoff"]:
+            found = f"{describe_value(item.get('max_backoff'))} below backoff {describe_value(item.get('backoff'))}"
+            self.problems.append(f"{where}.max_backoff: expected at least backoff, found {found}")
+        kinds = item.get("failures", list(default.failures))
+        if not isinstance(kinds, list) or not kinds or any(kind not in FAILURES for kind in kinds):
+            self._fail(f"{where}.failures", f"a non-empty list of {', '.join(FAILURES)}", kinds)
+            kinds = list(default.failures)
+        kinds_seen = tuple(dict.fromkeys(kinds))
+        return Retry(counts["retries"], waits["backoff"], waits["max_backoff"], kinds_seen, counts["max_retries"])
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

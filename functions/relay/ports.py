@@ -93,6 +93,14 @@ RUN_CANCELLED = "cancelled"
 RUN_MISSING = "missing"  # the backend has no such run (deleted, or never made)
 RUN_TERMINAL = (RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED)
 
+# Why a run failed, as Relay names it whatever the backend said (relay.adapters.states maps the backends' errors):
+# what a policy's `retries.<pipeline>.failures` chooses among. A failure the run recorded itself is FAILURE_USER.
+FAILURE_INFRASTRUCTURE = "infrastructure"  # the backend's or the cluster's trouble: unavailable, internal, aborted
+FAILURE_PREEMPTED = "preempted"  # a node taken back (Spot/preemptible VMs)
+FAILURE_PARAMETER = "parameter"  # the backend refused what the run was given
+FAILURE_USER = "user"  # the pipeline's own code failed, or nothing says otherwise
+FAILURES = (FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED, FAILURE_PARAMETER, FAILURE_USER)
+
 
 @dataclass(frozen=True)
 class RunState:
@@ -102,6 +110,7 @@ class RunState:
     message: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    failure: str = ""  # for a failed run: one of FAILURES
 
     @property
     def terminal(self) -> bool:

@@ -73,9 +73,12 @@ def claim_record(
     now: datetime,
     lease_seconds: float,
     tenant: str = "",
+    retries: int | None = None,
 ) -> dict[str, Any]:
-    """The create-only record that claims a run key before anything is submitted."""
+    """The create-only record that claims a run key before anything is submitted; a trigger's own `retries`, when
+    it asked, for the decision on a failure (relay.retries)."""
     return {
+        **({"retries": retries} if retries is not None else {}),
         "state": LAUNCHING,
         "status": None,
         "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",
@@ -246,10 +249,13 @@ def ended_record(
     started: datetime | None,
     finished: datetime,
     recorded_by: str,
+    failure: str = "",
 ) -> dict[str, Any]:
-    """`result.json` for a run that ended without writing its own: what the backend (or a cancel) said."""
+    """`result.json` for a run that ended without writing its own: what the backend (or a cancel) said, and for a
+    failed run whose failure it was (relay.ports.FAILURES), which decides on a retry (relay.retries)."""
     status = {SUCCEEDED: 200, FAILED: 500, CANCELLED: STATUS_CANCELLED}[state]
     return {
+        **({"failure": failure} if state == FAILED and failure else {}),
         "state": state,
         "status": status,
         "message": message,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from relay import naming, queue, records
 from relay.errors import PreconditionFailedError
-from relay.ports import BlobStore, Notifier
+from relay.ports import FAILURE_USER, BlobStore, Notifier
 
 
 def record_result(
@@ -18,8 +19,18 @@ def record_result(
     launch: Mapping[str, Any] | None = None,
 ) -> bool:
     """Write `runs/<run_key>/result.json` unless one exists, give back the slots the run held under its caps
-    (`launch`, its launch record, is read when not given), then publish it; False if one existed."""
+    (`launch`, its launch record, is read when not given), then publish it; False if one existed.
+
+    A failed end first leaves `retry.json` beside it, so the reconciler decides on a retry whoever recorded the
+    end (a crash between the two leaves the marker, never the end without one); the decision is the policy's."""
     uri = naming.result_record(results_uri, str(record["run_key"]))
+    if record.get("state") == records.FAILED:
+        marker = {"run_key": record["run_key"], "failure": record.get("failure") or FAILURE_USER}
+        # Create-only: one left by an earlier try to record this end stands.
+        with suppress(PreconditionFailedError):
+            store.write(
+                naming.retry_record(results_uri, str(record["run_key"])), records.encode(marker), if_generation_match=0
+            )
     try:
         store.write(uri, records.encode(record), if_generation_match=0)
     except PreconditionFailedError:

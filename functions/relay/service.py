@@ -462,6 +462,7 @@ def check_policy(relay: Relay, tenant: rules.Tenant | None, trigger: Trigger, ur
         trigger.run_key,
         relay.policy_context,
         priority=trigger.priority,
+        retries=trigger.retries,
     )
     if problems:
         raise PolicyDeniedError(uri, problems)
@@ -582,6 +583,7 @@ def _claim_and_launch(
             now=relay.clock(),
             lease_seconds=settings.claim_lease,
             tenant=tenant_name,
+            retries=trigger.retries,
         )
     )
     claim = records.decode(encoded)

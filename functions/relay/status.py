@@ -23,6 +23,7 @@ class RunRecords:
     result: Mapping[str, Any] | None = None
     rejection: Mapping[str, Any] | None = None
     skip: Mapping[str, Any] | None = None  # a delivery that never became a run
+    retry: Mapping[str, Any] | None = None  # a failed run's retry, decided or not yet (relay.lifecycle.retry)
 
     @property
     def latest(self) -> Mapping[str, Any]:
@@ -51,6 +52,15 @@ class RunRecords:
         return str(trigger.get("uri", ""))
 
     @property
+    def retry_note(self) -> str:
+        """The retry this failed run waits for, in a few words; "" when there is none (any more)."""
+        if self.retry is None:
+            return ""
+        if not self.retry.get("retry_at"):
+            return "retry: the next reconcile tick decides"
+        return f"retry as {self.retry.get('next_attempt')} at {self.retry.get('retry_at')}"
+
+    @property
     def since(self) -> str:
         """When the run began, as recorded (claimed, rejected or skipped)."""
         first = self.launch or self.rejection or self.skip or {}
@@ -58,12 +68,13 @@ class RunRecords:
 
 
 def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
-    """Every record a run key may have, by name."""
+    """Every record a run key may have, by name (a retry.json only while its retry waits)."""
     return {
         "launch": naming.launch_record(results_uri, run_key),
         "result": naming.result_record(results_uri, run_key),
         "rejected": naming.rejection_record(results_uri, run_key),
         "skipped": naming.skip_record(results_uri, run_key),
+        "retry": naming.retry_record(results_uri, run_key),
     }
 
 
@@ -82,6 +93,7 @@ def _read_records(store: BlobStore, run_key: str, uris: Mapping[str, str]) -> Ru
         result=found.get("result"),
         rejection=found.get("rejected"),
         skip=found.get("skipped"),
+        retry=found.get("retry"),
     )
 
 
@@ -109,7 +121,7 @@ def _record_names(store: BlobStore, results_uri: str) -> Iterator[tuple[str, str
     for uri in store.list(runs):
         key, _, file = uri[len(runs) :].partition("/")
         name = file.removesuffix(".json")
-        if name in ("launch", "result", "skipped"):
+        if name in ("launch", "result", "skipped", "retry"):
             yield key, name, uri
     rejected = naming.join(results_uri, "rejected") + "/"
     for uri in store.list(rejected):

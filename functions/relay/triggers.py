@@ -29,11 +29,14 @@ RESERVED_PARAMETERS = ("run_key", "results_uri", "tenant")
 TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
 
-_KEYS = ("version", "pipeline", "parameters", "run_key", "labels", "priority")
+_KEYS = ("version", "pipeline", "parameters", "run_key", "labels", "priority", "retries")
 # A trigger's place in its tenant's queue among runs that wait (relay.queue): the higher first, arrival order among
 # equals; the policy bounds what each tenant may ask (relay.policy_caps).
 MAX_PRIORITY = 9
 PRIORITY_RULE = f"a whole number from 0 to {MAX_PRIORITY} (the higher launches first from the queue)"
+# How many times a failed run may start again by itself (relay.retries); the policy bounds what each trigger asks.
+MAX_RETRIES = 10
+RETRIES_RULE = f"a whole number from 0 to {MAX_RETRIES} (how many times a failed run starts again)"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Trigger:
     run_key: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
+    retries: int | None = None  # None: as the policy's retries entry for the pipeline says
 
 
 def format_for(name: str) -> Format | None:
@@ -90,10 +94,21 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     priority = document.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
         problems.append(Problem("priority", PRIORITY_RULE, describe_value(priority)))
+    retries = document.get("retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES
+    ):
+        problems.append(Problem("retries", RETRIES_RULE, describe_value(retries)))
+        retries = None
     if problems:
         raise InvalidTriggerError(uri, problems)
     return Trigger(
-        pipeline=str(pipeline), parameters=parameters, run_key=run_key, labels=labels, priority=int(priority)
+        pipeline=str(pipeline),
+        parameters=parameters,
+        run_key=run_key,
+        labels=labels,
+        priority=int(priority),
+        retries=retries,
     )
 
 

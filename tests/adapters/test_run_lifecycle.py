@@ -49,6 +49,11 @@ def test_kfp_states_errors_and_terminate(kfp_server: KfpApiServer, tokens: Token
     kfp_server.set_run_state(other.run_id, "FAILED", "task describe: exit code 1\nTraceback: …")
     failed = backend.run_state("echo-2", other.run_id)
     assert failed.state == "failed" and failed.message == "task describe: exit code 1 Traceback: …"
+    assert failed.failure == "user"  # UNKNOWN: the pipeline's own code, as far as anyone can tell
+    lost = backend.launch(echo_request("echo-3"))
+    kfp_server.set_run_state(lost.run_id, "FAILED", "connection to the cluster lost", code=14)
+    assert backend.run_state("echo-3", lost.run_id).failure == "infrastructure"
+    assert running.failure == cancelled.failure == ""
     assert backend.run_state("gone", "no-such-run").state == "missing"
     paths = [(r.method, r.path) for r in kfp_server.requests if ":terminate" in r.path]
     assert paths == [("POST", f"/apis/v2beta1/runs/{run.run_id}:terminate")]
@@ -67,6 +72,13 @@ def test_vertex_states_errors_and_cancel(vertex_server: VertexServer, tokens: To
     vertex_server.set_state("echo-2", "PIPELINE_STATE_FAILED", "The preflight validation failed: quota")
     failed = backend.run_state("echo-2", "echo-2")
     assert failed.state == "failed" and failed.message == "The preflight validation failed: quota"
+    assert failed.failure == "user"  # FAILED_PRECONDITION: a task of the job failed
+    backend.launch(echo_request("echo-3"))
+    vertex_server.set_state("echo-3", "PIPELINE_STATE_FAILED", "Task train: the Spot VM was preempted")
+    assert backend.run_state("echo-3", "echo-3").failure == "preempted"
+    backend.launch(echo_request("echo-4"))
+    vertex_server.set_state("echo-4", "PIPELINE_STATE_FAILED", "Invalid value for parameter count", code=3)
+    assert backend.run_state("echo-4", "echo-4").failure == "parameter"
     assert backend.run_state("gone", "gone").state == "missing"
 
 
@@ -173,3 +185,4 @@ def test_a_local_runner_that_died_without_a_result_ends_failed_after_one_tick(tm
     [seen] = lifecycle.reconcile(relay).seen
     assert (seen.backend, seen.action) == ("failed", "result")
     assert "stopped without recording a result" in str(result(relay, "echo-1")["message"])
+    assert result(relay, "echo-1")["failure"] == "infrastructure"  # its code never said it failed

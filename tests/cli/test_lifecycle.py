@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from relay import naming, records
+from relay import lifecycle, naming, records
 from relay.adapters.routing import RoutingBlobStore
 from relay.service import Relay
 from relaycli.config import Context
@@ -128,4 +130,62 @@ def test_a_rerun_refused_names_the_flag_and_status_shows_the_later_attempts(
     assert status.out.splitlines()[-1] == f"the latest attempt: relay status {key}-attempt-3"
     second = relay_cli("status", attempt, "--json").json()
     assert [later["run_key"] for later in second["later_attempts"]] == [f"{key}-attempt-3"]
-    assert fields(relay_cli("status", attempt).out)["attempt"] == [f"2 of {key}"]
+    assert fields(relay_cli("status", attempt).out)["attempt"] == [f"2 of {key} (a rerun)"]
+
+
+RETRYING = b"""
+tenants:
+  - name: lab
+    triggers: [gs://triggers/lab/]
+    retries:
+      echo: {retries: 1, backoff: 10m}
+"""
+
+
+def test_a_run_kfp_lost_is_retried_once_and_status_and_runs_say_when(
+    env: dict[str, str], blobs: RoutingBlobStore, kfp: KfpApiServer, capsys: pytest.CaptureFixture[str]
+):
+    blobs.write("gs://c/policy.yaml", RETRYING)
+    env = {**env, "RELAY_POLICY_URI": "gs://c/policy.yaml"}
+    launcher = relay_for(Context(env=env, store=blobs), None)
+    outcome = drop(launcher, {**ECHO, "run_key": "nightly"}, "lab/nightly.json")
+    key, second = str(outcome.run_key), lifecycle.attempt_key(str(outcome.run_key), 2)
+    kfp.set_run_state(str(outcome.run_id), "FAILED", "the cluster's node went away", code=14)  # UNAVAILABLE
+
+    def cli(*argv: str) -> Ran:
+        return run(capsys, list(argv), env=env, store=blobs)
+
+    synced = cli("sync")
+    assert synced.code == 0 and "failed" in synced.out
+    assert result(launcher, key)["failure"] == "infrastructure"
+    decided = cli("sync", "--json").json()["retried"]
+    [waiting] = decided
+    assert (waiting["action"], waiting["next_key"]) == ("waiting", second)
+    [shown] = fields(cli("status", key).out)["next attempt"]
+    assert shown == f"{second} at {waiting['retry_at']}"
+    listed = cli("runs", "--json").json()
+    assert [(r["run_key"], r["retry_at"]) for r in listed] == [(key, waiting["retry_at"])]
+    assert f"retry as {second} at" in cli("runs").out
+    # Ten minutes on, a tick starts the next attempt on KFP; it fails the same way and is left failed.
+    later = replace(launcher, clock=lambda: launcher.clock() + timedelta(minutes=11))
+    [started] = lifecycle.reconcile(later).retried
+    assert (started.action, started.next_key) == ("started", second)
+    assert [r["display_name"] for r in kfp.runs] == [key, second]
+    kfp.set_run_state(kfp.runs[1]["run_id"], "FAILED", "the cluster's node went away", code=14)
+    [last] = lifecycle.reconcile(later).retried
+    assert (last.action, last.message) == ("none", "attempt 2 was the last (tenants.lab.retries.echo.retries: 1)")
+    assert len(kfp.runs) == 2
+    status = cli("status", second)
+    assert fields(status.out)["attempt"] == [f"2 of {key} (a retry)"] and "next attempt" not in fields(status.out)
+
+
+def test_rerun_from_failure_says_why_kfp_cannot_and_starts_nothing(launcher: Relay, kfp: KfpApiServer, relay_cli):
+    key, run_id = launched(launcher)
+    kfp.set_run_state(run_id, "FAILED", "task describe failed: exit status 1")
+    refused = relay_cli("rerun", key, "--from-failure")
+    assert refused.code == 2 and len(kfp.runs) == 1
+    assert refused.err.splitlines() == [
+        "relay rerun: --from-failure: the KFP v2beta1 API cannot rerun only a run's failed tasks: it creates new "
+        "runs, whole",
+        f"  a whole new attempt: relay rerun {key}",
+    ]

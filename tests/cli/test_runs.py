@@ -54,6 +54,7 @@ def test_json_is_a_list_of_summaries_with_ages(cli: Callable[..., Ran], blobs: R
         "run_url",
         "trigger_uri",
         "since",
+        "retry_at",
         "age_seconds",
     }
     assert (run["run_key"], run["state"], run["status"], run["run_id"]) == (key, "launched", 202, "run-1")

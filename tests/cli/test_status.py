@@ -69,11 +69,13 @@ def test_json_holds_the_summary_and_the_records_as_written(cli: Callable[..., Ra
         "run_url",
         "trigger_uri",
         "since",
+        "retry_at",
         "records",
         "launch",
         "result",
         "rejection",
         "skipped",
+        "retry",
         "later_attempts",
     }
     assert shown["later_attempts"] == []

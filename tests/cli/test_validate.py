@@ -36,7 +36,7 @@ def test_every_problem_of_the_document_is_listed(cli: Callable[..., Ran], tmp_pa
     lines = ran.out.splitlines()
     assert lines[0] == "invalid: 4 problems (invalid_trigger)"
     assert (
-        "  extra: expected one of the keys version, pipeline, parameters, run_key, labels, priority, "
+        "  extra: expected one of the keys version, pipeline, parameters, run_key, labels, priority, retries, "
         "found an unknown key" in lines
     )
     assert any(line.startswith("  pipeline: expected a pipeline name: a lower-case letter") for line in lines)

@@ -154,7 +154,9 @@ class KfpApiServer(LoopbackServer):
         with self._state_lock:
             return copy.deepcopy(list(self._versions.values()))
 
-    def set_run_state(self, run_id: str, state: str, error: str | None = None) -> None:
+    def set_run_state(self, run_id: str, state: str, error: str | None = None, code: int = 2) -> None:
+        """`error` and `code` (a google.rpc.Code: 2 UNKNOWN, 14 UNAVAILABLE, 3 INVALID_ARGUMENT) become the run's
+        `error` Status."""
         if state not in _RUN_STATES:
             raise ValueError(f"state must be one of {sorted(_RUN_STATES)}, found {state!r}")
         now = _now()
@@ -165,7 +167,7 @@ class KfpApiServer(LoopbackServer):
             if state in _TERMINAL:
                 run["finished_at"] = now
             if error is not None:
-                run["error"] = {"code": 2, "message": error}
+                run["error"] = {"code": code, "message": error}
 
     def fault_response(self, status: int) -> Response:
         return Response.json(status, {"error": "injected fault", "code": 14, "message": "injected fault"})

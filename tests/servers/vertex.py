@@ -108,7 +108,9 @@ class VertexServer(LoopbackServer):
         with self._state_lock:
             return copy.deepcopy(self._jobs)
 
-    def set_state(self, job_id: str, state: str, error: str | None = None) -> None:
+    def set_state(self, job_id: str, state: str, error: str | None = None, code: int = 9) -> None:
+        """`error` and `code` (a google.rpc.Code; 9 FAILED_PRECONDITION is a job whose task failed) become the
+        job's `error` Status."""
         if state not in STATES:
             raise ValueError(f"state must be one of {sorted(STATES)}, found {state!r}")
         now = _now()
@@ -120,7 +122,7 @@ class VertexServer(LoopbackServer):
             if state in _TERMINAL:
                 job["endTime"] = now
             if error is not None:
-                job["error"] = {"code": 9, "message": error}
+                job["error"] = {"code": code, "message": error}
 
     def fault_response(self, status: int) -> Response:
         return google_error(status, "UNAVAILABLE" if status >= 500 else "RESOURCE_EXHAUSTED", "injected fault")

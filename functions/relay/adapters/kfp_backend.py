@@ -21,10 +21,10 @@ from relay.adapters.http import (
     refused_for_load,
     retry_after,
 )
-from relay.adapters.states import KFP_STATES, backend_time, relay_state, short_line
+from relay.adapters.states import KFP_STATES, backend_time, failure_kind, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, SubmitUncertainError, UnauthorizedError
-from relay.ports import RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
+from relay.ports import RUN_FAILED, RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
 
 _API = "/apis/v2beta1"
 # At most a lookup, a create and (after a 409) a lookup again: how long waiting for another event's lookup may take.
@@ -107,6 +107,7 @@ class KfpBackend:
             message=short_line(error.get("message") if isinstance(error, dict) else ""),
             started_at=backend_time(started or run.get("created_at")),
             finished_at=backend_time(run.get("finished_at")),
+            failure=failure_kind(error) if state == RUN_FAILED else "",
         )
 
     def terminate(self, run_key: str, run_id: str) -> None:

@@ -15,6 +15,7 @@ from relay import naming
 from relay.adapters.stores import results_store
 from relay.errors import BackendUnavailableError, BlobNotFoundError, PreconditionFailedError
 from relay.ports import (
+    FAILURE_INFRASTRUCTURE,
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_MISSING,
@@ -109,7 +110,8 @@ class LocalBackend:
         if (run_dir / CANCELLED_FILE).exists():
             return RunState(RUN_CANCELLED, "terminated on request", started, _mtime(run_dir / CANCELLED_FILE))
         message = f"the local runner stopped without recording a result; see {run_dir / LOG_FILE}"
-        return RunState(RUN_FAILED, message, started, _mtime(run_dir / LOG_FILE))
+        # Its code never reported a failure: the runner was killed (or ran out of memory) under it.
+        return RunState(RUN_FAILED, message, started, _mtime(run_dir / LOG_FILE), FAILURE_INFRASTRUCTURE)
 
     def terminate(self, run_key: str, run_id: str) -> None:
         """Mark the folder cancelled (so a later look says why it stopped), then stop the runner's whole process

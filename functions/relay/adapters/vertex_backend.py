@@ -17,10 +17,10 @@ from relay.adapters.http import (
     refused_for_load,
     retry_after,
 )
-from relay.adapters.states import VERTEX_STATES, backend_time, relay_state, short_line
+from relay.adapters.states import VERTEX_STATES, backend_time, failure_kind, relay_state, short_line
 from relay.adapters.tokens import bearer, call_with_token
 from relay.errors import BackendUnavailableError, LaunchRejectedError, UnauthorizedError
-from relay.ports import RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
+from relay.ports import RUN_FAILED, RUN_MISSING, LaunchedRun, LaunchRequest, RunState, TokenSource
 
 
 class VertexBackend:
@@ -101,11 +101,13 @@ class VertexBackend:
         if not isinstance(job, dict):
             raise BackendUnavailableError(f"{self._jobs}: {what}: not a JSON object")
         error = job.get("error") or {}
+        state = relay_state(VERTEX_STATES, job.get("state"))
         return RunState(
-            state=relay_state(VERTEX_STATES, job.get("state")),
+            state=state,
             message=short_line(error.get("message") if isinstance(error, dict) else ""),
             started_at=backend_time(job.get("startTime") or job.get("createTime")),
             finished_at=backend_time(job.get("endTime")),
+            failure=failure_kind(error) if state == RUN_FAILED else "",
         )
 
     def terminate(self, run_key: str, run_id: str) -> None:
