@@ -224,7 +224,7 @@ class Storage:
         resource: dict[str, Any] = response.json()
         return resource
 
-    def count(self, bucket: str, prefix: str) -> int:
+    def count(self, bucket: str, prefix: str, suffix: str = "") -> int:
         names = 0
         params = {"prefix": prefix, "maxResults": "1000", "fields": "items(name),nextPageToken"}
         while True:
@@ -233,7 +233,7 @@ class Storage:
             )
             response.raise_for_status()
             page = response.json()
-            names += len(page.get("items") or [])
+            names += sum(1 for item in page.get("items") or [] if item["name"].endswith(suffix))
             if not page.get("nextPageToken"):
                 return names
             params = {**params, "pageToken": page["nextPageToken"]}

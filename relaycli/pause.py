@@ -66,8 +66,9 @@ PAUSE = Command(
     summary="hold a tenant's runs (or one pipeline's) in the queue",
     description=(
         "Pause a tenant, or one of its pipelines: its triggers are still accepted, recorded 'queued' in arrival "
-        "order, and none launches until 'relay resume'. Runs already launched go on. 'relay runs --state queued' "
-        "lists what waits; 'relay status RUN_KEY' says its place and why it waits."
+        "order, and none launches until 'relay resume'. Runs already launched go on. A running function instance "
+        "sees the pause within 5 s (it looks at pauses at most that often). 'relay runs --state queued' lists what "
+        "waits; 'relay status RUN_KEY' says its place and why it waits."
     ),
     examples="""\
 examples:

@@ -85,6 +85,11 @@ class SubmitGate:
             return "the backend refused for load lately: one call at a time, and one is under way"
         return None
 
+    def reopens_in(self) -> float:
+        """Seconds until the backend's pause ends (0: not paused)."""
+        with self._lock:
+            return max(0.0, self._paused_until - self._clock())
+
     def wary(self) -> bool:
         """Whether the backend refused for load lately (a pause, or the careful while after it): runs it refused may
         wait in the queue, so a launch that went through should drain it."""

@@ -109,7 +109,7 @@ def test_cold_start_and_timing_tables_are_complete(output: str) -> None:
         "seed port (functions-framework)",
         "floor (4 round trips)",
         "session floor (requests)",
-        "relay, a skipped event (no I/O)",
+        "relay, a skipped event (one create-only write)",
         "framework (no-op function)",
     ):
         values = _row(output, label)
