@@ -1,12 +1,14 @@
-"""Fixtures for the CLI tests: a results folder, and one BlobStore with Cloud Storage held in memory."""
+"""Fixtures for the CLI tests: a results folder, one BlobStore with Cloud Storage held in memory, and the Pub/Sub
+emulator."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from devstack import PubSubEmulator, emulator_available
 from relay.adapters.localfs import LocalBlobStore
 from relay.adapters.routing import RoutingBlobStore
 from relay.service import Relay
@@ -48,3 +50,13 @@ def cli(capsys: pytest.CaptureFixture[str], blobs: RoutingBlobStore, results: st
         return run(capsys, list(argv), env=env, store=blobs)
 
     return relay_command
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """The Pub/Sub emulator, one per test module, for the project make up uses (relay-local)."""
+    missing = emulator_available()
+    if missing:
+        pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
+    with PubSubEmulator(tmp_path_factory.mktemp("pubsub"), project="relay-local") as started:
+        yield started

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from devstack import PubSubEmulator, create_topic, emulator_available
+from devstack import PubSubEmulator, create_topic
 from devstack.pubsub import create_push_subscription, subscriber_client, subscription_path
 from relay import naming
 from relay.adapters.localfs import LocalBlobStore
@@ -168,15 +168,6 @@ def test_without_a_policy_it_needs_the_trigger_topic(capsys: pytest.CaptureFixtu
 
 
 # -- end to end, on the Pub/Sub emulator -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
-    missing = emulator_available()
-    if missing:
-        pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
-    with PubSubEmulator(tmp_path_factory.mktemp("pubsub"), project=PROJECT) as started:
-        yield started
 
 
 @pytest.fixture

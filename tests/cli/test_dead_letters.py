@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devstack import PubSubEmulator, create_topic, emulator_available
+from devstack import PubSubEmulator, create_topic
 from devstack.pubsub import create_push_subscription, publish, subscriber_client, subscription_path
 from devstack.stack import DEAD_LETTER
 from tests.cli.support import Ran, run
@@ -18,15 +18,6 @@ pytestmark = pytest.mark.integration
 PROJECT = "relay-local"
 TRIGGERS = "relay-triggers"
 FORWARDED = {"CloudPubSubDeadLetterSourceDeliveryCount": "15", "CloudPubSubDeadLetterSourceSubscription": "s"}
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
-    missing = emulator_available()
-    if missing:
-        pytest.fail(f"the integration tests need the Pub/Sub emulator: {missing}")
-    with PubSubEmulator(tmp_path_factory.mktemp("pubsub"), project=PROJECT) as started:
-        yield started
 
 
 @pytest.fixture
