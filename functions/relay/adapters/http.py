@@ -237,7 +237,7 @@ class HttpClient:
             if not kept:
                 _connect(conn, pool, proxy, scheme, host, port, min(timeouts.connect, left))
             try:
-                wire.send(conn.sock, head, body)
+                wire.send(conn.sock, head, body, deadline=deadline)
                 answer = wire.read_answer(conn.sock, method, read_timeout=timeouts.read, deadline=deadline, cap=cap)
             except BaseException as exc:
                 conn.close()  # what is left of the answer is never read as the next one's
@@ -246,7 +246,7 @@ class HttpClient:
                     raise AnswerTooLargeError(f"{where}: {exc}", sent=True) from exc
                 # A kept connection the server had closed: nothing reached its handler, but a request lost on the
                 # way cannot be told from that, so only one that may be repeated goes again.
-                if kept and repeatable and isinstance(exc, (wire.UnansweredError, BrokenPipeError)):
+                if kept and repeatable and isinstance(exc, wire.UnansweredError):
                     repeatable = False  # once
                     continue
                 if isinstance(exc, (OSError, ValueError)):

@@ -58,13 +58,18 @@ def request_head(method: str, target: str, host: str, headers: Mapping[str, str]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def send(sock: Any, head: bytes, body: bytes | None) -> None:
-    """The request, in one write when it is small (urllib3's connections set TCP_NODELAY: a second one never waits)."""
-    if body and len(body) > _ONE_WRITE:
-        sock.sendall(head)
-        sock.sendall(body)
-    else:
-        sock.sendall(head + body if body else head)
+def send(sock: Any, head: bytes, body: bytes | None, *, deadline: float) -> None:
+    """The request, in one write when it is small (urllib3's connections set TCP_NODELAY: a second one never
+    waits), all of it sent before `deadline`. UnansweredError when the connection broke meanwhile."""
+    sock.settimeout(max(deadline - time.monotonic(), 1e-3))  # a socket's timeout bounds a whole sendall
+    try:
+        if body and len(body) > _ONE_WRITE:
+            sock.sendall(head)
+            sock.sendall(body)
+        else:
+            sock.sendall(head + body if body else head)
+    except ConnectionError as exc:
+        raise UnansweredError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_answer(sock: Any, method: str, *, read_timeout: float, deadline: float, cap: int) -> Answer:
