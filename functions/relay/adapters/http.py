@@ -15,6 +15,11 @@ password in a URL ends up in settings and messages, and over plain http it would
 CPU per loopback round trip (a GET with a 200-byte bearer token, a 2 KB JSON answer by Content-Length, from a
 server in another process; medians of 3,000, interleaved; 2 CPUs shared with other work, load 6-10): this client
 0.11 ms, where it took 0.33 ms through urllib3's urlopen and response objects; a requests.Session 0.56-0.58 ms.
+Inside the function (in-process CPU of a whole warm event through functions-framework's test client, its four
+requests to fake-gcs-server and the KFP fake in processes of their own; medians of 300 events, the two builds run
+in turn): 1.9-2.0 ms against 2.8-3.6 ms. What urlopen cost besides: re-encoding the target, http.client parsing the
+answer's head through the email package, urllib3's request and response objects, and a watchdog thread's lock and
+wake-ups to bound the head (here the head's reads carry that bound themselves).
 """
 
 from __future__ import annotations
