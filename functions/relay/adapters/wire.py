@@ -1,13 +1,14 @@
-"""HTTP/1.1 over a connected socket: a request written in one piece, and its answer read back by a small strict
-parser that says whether the connection may carry another request.
+"""HTTP/1.1 over a connected socket: a request written (a small one in one write), and its answer read back by a
+small strict parser that says whether the connection may carry another request.
 
 urllib3 makes and pools the connections (TCP, TLS, proxy tunnels); this replaces only what http.client and
 urllib3's response objects would do with each request on them, at about a third of their CPU (http.client parses
 an answer's head through the email package). Strict where leniency is how answers are split or smuggled (RFC 9112):
 a head that is not CRLF-delimited lines of `name: value`, a field name that is not a token, a length that is no
-count of bytes, both Content-Length and Transfer-Encoding, a transfer coding other than chunked alone, bytes left
-over after an answer; each is refused, and a refused answer's connection is never used again. A folded line
-(obs-fold) continues the field above it, joined by a space, as RFC 9112 5.2 lets a recipient read it.
+count of bytes, both Content-Length and Transfer-Encoding, a transfer coding other than chunked alone, a chunk that
+runs past its size; each is refused, and neither a refused answer's connection nor one that brought bytes after an
+answer is used again. A folded line (obs-fold) continues the field above it, joined by a space, as RFC 9112 5.2
+lets a recipient read it.
 
 Every read waits no longer than the read timeout, and no later than the call's deadline; the head as a whole must
 come within one read timeout of the request, however it trickles in.
