@@ -431,9 +431,9 @@ def _collect(
     return Outcome("collected", message, delivery.event.id, delivery.uri, None, None, route.pipeline)
 
 
-def set_run_key(route: routes.Route, closed: set_store.Closed) -> str:
-    """The run key of a set: `<pipeline>-<digest of the set's id>` (tenant, route, folder and number)."""
-    return naming.derive_run_key(route.pipeline, closed.set_id)
+def set_run_key(route: routes.Route, set_id: str) -> str:
+    """The run key of a set: `<pipeline>-<digest of the set's id>` (tenant, route, folder and number: sets.set_id)."""
+    return naming.derive_run_key(route.pipeline, set_id)
 
 
 def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None = None) -> Outcome:
@@ -454,7 +454,7 @@ def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None =
         set_store.done(relay.store, relay.settings.results_uri, closed)
         message = f"set {closed.set_id}: its route is no longer in the policy; not launched"
         return Outcome("skipped", message, source.event.id, source.uri, severity_override="WARNING")
-    run_key = set_run_key(route, closed)
+    run_key = set_run_key(route, closed.set_id)
     reference = {
         **records.trigger_reference(source, None),
         "uri": f"gs://{group.bucket}/{group.folder}" + ("/" if group.folder else ""),
@@ -476,7 +476,12 @@ def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None =
         except InvalidTriggerError as invalid:
             outcome = _reject(relay, source, loaded, run_key, route.pipeline, invalid)
         else:
-            outcome = _claim_and_launch(relay, source, loaded, run_key, trigger, definition, tenant)
+            try:
+                outcome = _claim_and_launch(relay, source, loaded, run_key, trigger, definition, tenant)
+            except ClaimHeldError as held:
+                # Another delivery launches the set now. Not raised for a redelivery: the set stays open to the
+                # tick, which takes the claim over if that delivery dies before its launch record.
+                return Outcome("duplicate", str(held), source.event.id, source.uri, run_key, None, route.pipeline)
     set_store.done(relay.store, relay.settings.results_uri, closed)
     return outcome
 
