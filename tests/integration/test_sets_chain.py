@@ -144,3 +144,19 @@ def test_past_its_deadline_a_set_is_recorded_incomplete(
     assert read_record(storage, f"runs/{key}/launch.json") is None
     assert main(["status", key], env=stack.env()) == 0
     assert "incomplete" in capsys.readouterr().out
+
+
+def test_files_uploaded_without_notifications_are_one_run_through_relay_backfill(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: Any
+):
+    """The README's worked example: `make up`'s lab-data sends no notifications; `relay backfill` delivers them."""
+    names = [f"plates/plate-2/{well}.csv" for well in ("a01", "a02", "a03")]
+    for name in names:
+        upload(stack, name)
+    env = stack.env()
+    for variable in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
+        monkeypatch.setenv(variable, env[variable])
+    assert main(["backfill", f"gs://{LAB_DATA}/plates/plate-2/", "--json"], env=env) == 0
+    capsys.readouterr()
+    record = launched(stack, key_of("plates", "plates/plate-2"))
+    assert sorted(record["parameters"]["items"]) == [f"gs://{LAB_DATA}/{name}" for name in names]
