@@ -418,7 +418,11 @@ def _collect(
         )
     group = set_store.Group(tenant.name, route.id, delivery.bucket, group_of(delivery.name))
     member = set_store.Member(delivery.bucket, delivery.name, info.generation, marker)
-    closed = set_store.join(relay.store, relay.settings.results_uri, group, rule, member, relay.clock())
+    results = relay.settings.results_uri
+    if _is_stale(relay, delivery) and not set_store.is_member(relay.store, results, group, member):
+        # Too old to join a set now; one that joined while fresh is seen through (its set may need launching).
+        return _drop_stale(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline)
+    closed = set_store.join(relay.store, results, group, rule, member, relay.clock())
     mine: Outcome | None = None
     for each in closed:
         outcome = launch_set(relay, each, delivery)

@@ -214,6 +214,11 @@ def _enter(
     return finish(store, results_uri, group, rule, number, now)
 
 
+def is_member(store: BlobStore, results_uri: str, group: Group, member: Member) -> bool:
+    """Whether `member` joined a set of `group` already (one read)."""
+    return _member_record(store, results_uri, group, member.digest) is not None
+
+
 def _move(store: BlobStore, uri: str, number: int, generation: int) -> tuple[int, int]:
     """Move a member's assignment from set `number` to the next, generation-matched; when another delivery (or the
     closer) moved it first, the set it moved it to."""

@@ -77,10 +77,12 @@ def routed(relay: Relay, clock: Clock) -> Relay:
     return replace(relay, policy=POLICY, clock=clock)
 
 
-def put(store: MemoryBlobStore, name: str, data: bytes = b"a,b\n") -> ObjectDelivery:
-    """Upload gs://lab-data/`name` and return its storage notification."""
+def put(store: MemoryBlobStore, name: str, data: bytes = b"a,b\n", *, sent: datetime | None = None) -> ObjectDelivery:
+    """Upload gs://lab-data/`name` and return its storage notification (sent at `sent`; None: no time, never
+    stale, for the tests that move the clock past a deadline)."""
     generation = store.put(f"gs://lab-data/{name}", data)
-    return ObjectDelivery(EVENT, "lab-data", name, generation, None, "storage-notification", Message(TOPIC, name))
+    event = replace(EVENT, time=sent)
+    return ObjectDelivery(event, "lab-data", name, generation, None, "storage-notification", Message(TOPIC, name))
 
 
 def items(backend: FakeBackend) -> list[list[str]]:
@@ -276,3 +278,16 @@ def test_many_objects_of_one_folder_at_once_make_full_sets_with_every_object_in_
     assert every == sorted(set(every))  # no object in two runs
     assert all(len(objects) == 3 for objects in launched)
     assert len(launched) == 10 and len(every) == 30
+
+
+def test_a_stale_notification_joins_no_set_unless_its_object_joined_one_while_fresh(
+    routed: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    first, second = put(store, "plates/p8/a.csv", sent=NOW), put(store, "plates/p8/b.csv", sent=NOW)
+    handle_delivery(routed, first)
+    clock.advance(3601)  # max_event_age is an hour: both events are stale now
+    stale = handle_delivery(routed, second)
+    assert (stale.outcome, stale.code) == ("dropped", "stale_event")
+    # The object that joined while fresh is seen through: its set, past its deadline now, is recorded.
+    assert handle_delivery(routed, first).outcome == "incomplete"
+    assert backend.launches == []
