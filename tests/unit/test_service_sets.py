@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from relay import lifecycle, naming, records, set_store
+from relay import drain, lifecycle, naming, records, set_store
 from relay.errors import TransientError
 from relay.events import EventInfo, Message, ObjectDelivery
 from relay.outcome import Outcome
@@ -24,8 +24,7 @@ from tests.policies import policy
 
 TOPIC = "projects/proj-p/topics/assay"
 EVENT = EventInfo(id="msg-1", type="google.cloud.pubsub.topic.v1.messagePublished", source="s", time=NOW)
-POLICY = policy(
-    """
+POLICY_TEXT = """
 notifications:
   - {topic: projects/proj-p/topics/assay, buckets: [lab-data]}
 tenants:
@@ -53,7 +52,7 @@ tenants:
         set: {quiet: 1m, deadline: 10m}
         parameters: {message: "{bucket}", items: "{objects}"}
 """
-)
+POLICY = policy(POLICY_TEXT)
 
 
 class Clock:
@@ -291,3 +290,16 @@ def test_a_stale_notification_joins_no_set_unless_its_object_joined_one_while_fr
     # The object that joined while fresh is seen through: its set, past its deadline now, is recorded.
     assert handle_delivery(routed, first).outcome == "incomplete"
     assert backend.launches == []
+
+
+def test_a_set_under_a_cap_queues_and_launches_from_the_queue_like_any_run(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend
+):
+    capped = policy(
+        POLICY_TEXT.replace("    pipelines: [echo]\n", "    pipelines: [echo]\n    caps: {max_in_flight: 1}\n")
+    )
+    routed = replace(relay, policy=capped)
+    outcomes = [handle_delivery(routed, put(store, f"plates/{plate}/{n}.csv")) for plate in "xy" for n in range(3)]
+    assert [o.outcome for o in outcomes].count("queued") == 2 and backend.launches == []
+    assert [o.outcome for o in drain.drain(routed).outcomes] == ["launched"]  # one slot: the second set waits
+    assert len(backend.launches) == 1 and len(items(backend)[0]) == 3
