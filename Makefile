@@ -107,6 +107,7 @@ bench: $(STAMP)  ## launch overhead and a 1 GiB push, each against its baseline 
 	$(BIN)/python -m bench.launch
 	$(BIN)/python -m bench.push
 	$(BIN)/python -m bench.ratchet
+	$(BIN)/python -m bench.sets
 
 clean: down  ## stop `make up`, then remove the environment, caches and the local stack's state (.relay)
 	rm -rf $(VENV) $(CHECKOV_VENV) $(LOCK_VENV) .mypy_cache .ruff_cache .pytest_cache .relay

@@ -32,7 +32,8 @@ from relay.adapters.tokens import NoTokenSource
 from relay.events import NONCE_ATTRIBUTE
 from relay.policy import NO_POLICY, Policy, route_of, tenant_for_object, tenant_for_topic
 from relay.routes import ObjectEvent
-from relay.service import parse_document, route_run_key, run_key_for
+from relay.service import parse_document, route_run_key, run_key_for, set_run_key
+from relay.sets import set_id
 from relay.status import RunRecords, read_run
 from relaycli import output
 
@@ -45,6 +46,8 @@ EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 ROUTED = "incoming/reading-1.json"  # under the lab tenant's route incoming-json (devstack/policy.yaml)
+PLATE = "plates/plate-1/"  # a folder under the lab tenant's set route plates (devstack/policy.yaml): 3 files, one run
+PLATE_FILES = ("a01.csv", "a02.csv", "a03.csv")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class Sample:
     expect: str  # succeeded, rejected, duplicate or cancelled
     code: str = ""  # for `rejected`: the rejection's error code, so that it is refused for the right reason
     # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered; route: a data object
-    # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched
+    # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched;
+    # set: the files of a plate uploaded to the folder `name`, their notifications out of order and one twice
     how: str = "bucket"
     name: str = ""
     after: str = ""  # the label of a sample that must have ended first
@@ -157,6 +161,7 @@ def samples() -> list[Sample]:
         Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
         Sample("data object a route takes", reading, "succeeded", how="route", name=ROUTED),
         Sample("push cancelled through the topic", to_cancel, "cancelled", how="cancel"),
+        Sample("a plate of 3 files as one run", {}, "succeeded", how="set", name=PLATE),
     ]
 
 
@@ -170,6 +175,9 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Polic
         identity = naming.object_identity(TRIGGERS, sample.name, generation)
     elif sample.how == "route":
         deliver_routed(stack, item, policy, data)
+        return
+    elif sample.how == "set":
+        deliver_set(stack, item, policy)
         return
     elif sample.how in ("topic", "cancel"):
         nonce = secrets.token_hex(8)  # as `relay publish` does, to know the run key before the function does
@@ -225,6 +233,36 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
     item.trigger_uri = naming.object_uri(LAB, name)
     item.pipeline = route.pipeline
     item.run_key = route_run_key(route, event)
+    item.started = time.monotonic()
+    item.state = "delivered"
+
+
+def deliver_set(stack: LocalStack, item: Tracked, policy: Policy) -> None:
+    """Upload a plate's files to one folder of gs://lab-data and deliver their notifications through the trigger
+    topic, out of order and one of them twice: the set route collects them, and the third launches one run with
+    the three files (its run key is the set's: the first set of that folder)."""
+    folder = item.sample.name
+    tenant = tenant_for_topic(policy, TRIGGER_TOPIC_PATH)
+    route = route_of(tenant, LAB, folder + PLATE_FILES[0]) if tenant is not None else None
+    if tenant is None or route is None or route.set_rule is None:
+        raise RuntimeError(f"no set route of {policy.source or 'the policy'} takes gs://{LAB}/{folder}")
+    generations = {}
+    for name in PLATE_FILES:
+        blob = stack.storage_client().bucket(LAB).blob(folder + name)
+        blob.upload_from_string(b"well,absorbance\nA1,0.412\n", content_type="text/csv")
+        generations[name] = int(blob.generation)
+    for name in (PLATE_FILES[2], PLATE_FILES[0], PLATE_FILES[2], PLATE_FILES[1]):
+        attributes = {
+            "bucketId": LAB,
+            "objectId": folder + name,
+            "objectGeneration": str(generations[name]),
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+        }
+        stack.publish(TRIGGER_TOPIC, json.dumps({"bucket": LAB, "name": folder + name}).encode(), attributes)
+    item.trigger_uri = naming.object_uri(LAB, folder)
+    item.pipeline = route.pipeline
+    item.run_key = set_run_key(route, set_id(tenant.name, route.id, LAB, folder.rstrip("/"), 1))
     item.started = time.monotonic()
     item.state = "delivered"
 

@@ -65,7 +65,18 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-STATES = ("queued", "launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected", "skipped")
+STATES = (
+    "queued",
+    "launching",
+    "launched",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "rejected",
+    "skipped",
+    "incomplete",  # a set of files its deadline closed before it was complete (relay.sets): no run
+)
 
 
 def parse_since(text: str) -> timedelta | datetime:

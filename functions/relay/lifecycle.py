@@ -28,9 +28,10 @@ from relay.errors import (
     TransientError,
 )
 from relay.events import EventInfo, InlineDelivery
+from relay.outcome import Outcome
 from relay.ports import FAILURE_USER, RUN_FAILED, RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
-from relay.service import Relay, _claim_and_launch, _Loaded
+from relay.service import Relay, _claim_and_launch, _Loaded, close_due_sets
 from relay.status import RunRecords, read_run
 from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
@@ -87,6 +88,7 @@ class Tick:
     drained: drain.Drained | None = None  # None: no drain (a tick held off by a wait)
     freed: int = 0
     retried: tuple[Retried, ...] = ()
+    sets: tuple[Outcome, ...] = ()  # sets of objects this tick closed: launched (or queued), or incomplete
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -152,7 +154,9 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
         )
     retrying |= {item.run_key for item in seen if item.action == "result" and item.backend == RUN_FAILED}
     retried = tuple(step for key in sorted(retrying) if (step := retry(relay, key)) is not None)
-    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried)
+    # Before the drain: a set that queues for a cap launches from this same tick when there is room.
+    closed_sets = close_due_sets(relay)
+    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried, closed_sets)
 
 
 def _about_the_run(error: RelayError) -> bool:
@@ -637,4 +641,6 @@ def tick_summary(tick: Tick) -> str:
     started = [item.next_key for item in tick.retried if item.action in ("started", "queued")]
     if started:
         line += f"; retried: {', '.join(started)}"
+    if tick.sets:
+        line += "; sets closed: " + ", ".join(f"{o.run_key} {o.outcome}" for o in tick.sets)
     return line

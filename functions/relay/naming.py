@@ -120,6 +120,11 @@ def skip_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "runs", run_key, "skipped.json")
 
 
+def incomplete_record(results_uri: str, run_key: str) -> str:
+    """Where a set its deadline closed before it was complete is recorded, under the run key it would have had."""
+    return join(results_uri, "runs", run_key, "incomplete.json")
+
+
 def retry_record(results_uri: str, run_key: str) -> str:
     """Where a failed run waits for the reconciler to decide on its retry (relay.retries): beside its records."""
     return join(results_uri, "runs", run_key, "retry.json")

@@ -18,6 +18,7 @@ LAUNCHED = "launched"
 RUNNING = "running"  # launch.json, once a reconcile tick saw the backend run it
 CANCELLED = "cancelled"
 REJECTED = "rejected"
+INCOMPLETE = "incomplete"  # a set of objects its deadline closed before it was complete: no run (relay.sets)
 SKIPPED = "skipped"  # a delivery that is no trigger: no run, and no status, as nothing was asked of a backend
 # Why a delivery was skipped, as its record names it.
 SKIP_NOT_A_TRIGGER = "not_a_trigger"
@@ -190,6 +191,33 @@ def skip_record(
         "outputs": {},
         "metrics": {},
         "skipped_at": timestamp(now),
+    }
+
+
+def incomplete_record(
+    *,
+    run_key: str,
+    tenant: str,
+    pipeline: str,
+    trigger: Mapping[str, Any],
+    closed: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """`runs/<run_key>/incomplete.json`: a set that did not complete by its deadline, its objects, and why."""
+    count = len(closed.get("objects") or ())
+    return {
+        "state": INCOMPLETE,
+        "status": None,
+        "message": f"set {closed.get('set')} incomplete: its deadline passed with {count} object(s) and no "
+        "size, marker or quiet period reached; not launched",
+        "run_key": run_key,
+        "tenant": tenant,
+        "pipeline": pipeline,
+        "trigger": dict(trigger),
+        "set": dict(closed),
+        "outputs": {},
+        "metrics": {},
+        "incomplete_at": timestamp(now),
     }
 
 

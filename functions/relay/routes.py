@@ -17,6 +17,10 @@ written), `{field}` is replaced once by the event's value and the result is neve
 named `{bucket}` stays `{bucket}`. A string that is exactly one placeholder becomes the value itself (`"{size}"`
 is the number 1234); anything else is text. `{{` and `}}` are literal braces. Fields: uri, bucket, name,
 generation, size, content_type, metadata.KEY (KEY: letters, digits, `_`, `-`, `.`).
+
+A route with a `set` (relay.sets) starts one run per set of objects, not per object; its templates are filled from
+the set: objects (the list of its objects' gs:// URIs, marker excluded, in arrival order: only as a whole value),
+count, set (the set's id), bucket, folder, marker (the marker's URI, or none).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.errors import Problem
+from relay.sets import SetRule
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
+SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")
+LIST_FIELDS = ("objects",)  # a list: only ever a whole value
 METADATA = "metadata."
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -46,6 +53,7 @@ class Route:
     glob: str = "*"
     # Excluded from the hash: a mapping cannot be hashed, and the id, bucket and prefix tell routes apart.
     parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    set_rule: SetRule | None = None  # collect objects into sets, one run each (relay.sets)
 
     @property
     def location(self) -> str:
@@ -54,8 +62,11 @@ class Route:
     def matches(self, bucket: str, name: str) -> bool:
         if bucket != self.bucket or not name.startswith(self.prefix):
             return False
-        # Case-sensitive whatever the platform: object names are.
-        return fnmatch.fnmatchcase(name[len(self.prefix) :], self.glob)
+        # Case-sensitive whatever the platform: object names are. A set's marker is taken whatever the glob.
+        return fnmatch.fnmatchcase(name[len(self.prefix) :], self.glob) or self.is_marker(name)
+
+    def is_marker(self, name: str) -> bool:
+        return self.set_rule is not None and self.set_rule.is_marker(name)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,33 @@ class ObjectEvent:
         return values[name]
 
 
-def _pieces(template: str) -> Iterator[tuple[bool, str]]:
+@dataclass(frozen=True)
+class SetEvent:
+    """A closed set, as a set route's templates see it."""
+
+    set: str
+    bucket: str
+    folder: str
+    objects: tuple[str, ...]
+    marker: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.folder}"
+
+    def value(self, name: str) -> str | int | list[str] | None:
+        values: dict[str, str | int | list[str] | None] = {
+            "objects": list(self.objects),
+            "count": len(self.objects),
+            "set": self.set,
+            "bucket": self.bucket,
+            "folder": self.folder,
+            "marker": self.marker,
+        }
+        return values[name]
+
+
+def _pieces(template: str, fields: tuple[str, ...] = FIELDS) -> Iterator[tuple[bool, str]]:
     """(is a placeholder, text or field name) for each part of `template`; ValueError for a bad one."""
     position = 0
     for match in _TOKEN.finditer(template):
@@ -100,28 +137,33 @@ def _pieces(template: str) -> Iterator[tuple[bool, str]]:
             raise ValueError(f"a lone {token!r} (write {token * 2} for a literal brace)")
         else:
             name = match.group(1).strip()
-            if name not in FIELDS and not (
-                name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
-            ):
-                raise ValueError(f"an unknown field {{{name}}} (known: {', '.join(FIELDS)}, metadata.KEY)")
+            metadata = fields is FIELDS and name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
+            if name not in fields and not metadata:
+                known = ", ".join(fields) + (", metadata.KEY" if fields is FIELDS else "")
+                raise ValueError(f"an unknown field {{{name}}} (known: {known})")
             yield True, name
         position = match.end()
     if position < len(template):
         yield False, template[position:]
 
 
-def template_problems(value: Any, where: str) -> list[str]:
-    """Every template in `value` that cannot be filled whatever the event: for the policy's parse."""
+def template_problems(value: Any, where: str, fields: tuple[str, ...] = FIELDS) -> list[str]:
+    """Every template in `value` that cannot be filled whatever the event (or set, with SET_FIELDS): for the
+    policy's parse."""
     problems = []
     for path, text in _strings(value, where):
         try:
-            list(_pieces(text))
+            pieces = list(_pieces(text, fields))
         except ValueError as error:
             problems.append(f"{path}: expected {{field}} templates, found {error}")
+            continue
+        lists = [name for is_field, name in pieces if is_field and name in LIST_FIELDS]
+        if lists and len(pieces) > 1:
+            problems.append(f"{path}: expected {{{lists[0]}}} as the whole value (it is a list), found {text!r}")
     return problems
 
 
-def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str, Any], list[Problem]]:
+def render(parameters: Mapping[str, Any], event: ObjectEvent | SetEvent) -> tuple[dict[str, Any], list[Problem]]:
     """`parameters` with every placeholder filled from `event`, and a problem for each value the event lacks."""
     problems: list[Problem] = []
 
@@ -138,8 +180,9 @@ def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str,
     return filled, problems
 
 
-def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem]) -> Any:
-    pieces = list(_pieces(template))  # checked when the policy was read
+def _fill(template: str, path: str, event: ObjectEvent | SetEvent, problems: list[Problem]) -> Any:
+    fields = SET_FIELDS if isinstance(event, SetEvent) else FIELDS
+    pieces = list(_pieces(template, fields))  # checked when the policy was read
     values = []
     for is_field, text in pieces:
         if not is_field:

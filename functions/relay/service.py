@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import labels as label_rules
-from relay import naming, queue, records, routes
+from relay import naming, queue, records, routes, set_store
 from relay import policy as rules
 from relay import policy_caps as caps
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
@@ -36,6 +36,7 @@ from relay.events import Delivery, EventInfo, InlineDelivery, ObjectDelivery, Sk
 from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
+from relay.sets import SetRule, group_of
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
 # A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
@@ -339,7 +340,7 @@ def object_event(info: BlobInfo, delivery: ObjectDelivery) -> routes.ObjectEvent
     )
 
 
-def route_trigger(route: routes.Route, event: routes.ObjectEvent) -> Trigger:
+def route_trigger(route: routes.Route, event: routes.ObjectEvent | routes.SetEvent) -> Trigger:
     """The trigger a route makes of an object; InvalidTriggerError naming each value the event lacks."""
     parameters, problems = routes.render(route.parameters, event)
     if problems:
@@ -360,6 +361,8 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
     own = _own_object(relay, delivery.uri)
     if own:
         return _skip(relay, delivery, tenant, own, None, generation=delivery.generation)
+    if route.set_rule is not None:
+        return _collect(relay, delivery, tenant, route, route.set_rule)
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
@@ -389,6 +392,147 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+
+
+def _collect(
+    relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route, rule: SetRule
+) -> Outcome:
+    """An object a set route takes joins its folder's open set (relay.set_store); the set it completes launches
+    now, through the caps and queue as any run. Until then the delivery is acknowledged as collected. A
+    redelivery finds the set the object joined, and launches it if a crash came between its close and its launch."""
+    identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
+    reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
+    loaded = _Loaded(b"", "json", identity, reference)
+    try:
+        if delivery.generation is None:  # without it, two uploads of one name would be one member
+            problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
+            raise InvalidTriggerError(delivery.uri, [problem], code="invalid_trigger")
+        info = _routed_object(relay, delivery, delivery.generation)
+    except InvalidTriggerError as invalid:
+        return _reject(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline, invalid)
+    marker = route.is_marker(delivery.name)
+    if info.size == 0 and not marker:  # a marker is empty as a rule; a data object that is empty is no data
+        routed = (route_run_key(route, delivery), route.pipeline)
+        return _skip(
+            relay, delivery, tenant, EMPTY_OBJECT, records.SKIP_EMPTY, generation=info.generation, routed=routed
+        )
+    group = set_store.Group(tenant.name, route.id, delivery.bucket, group_of(delivery.name))
+    member = set_store.Member(delivery.bucket, delivery.name, info.generation, marker)
+    results = relay.settings.results_uri
+    if _is_stale(relay, delivery) and not set_store.is_member(relay.store, results, group, member):
+        # Too old to join a set now; one that joined while fresh is seen through (its set may need launching).
+        return _drop_stale(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline)
+    closed = set_store.join(relay.store, results, group, rule, member, relay.clock())
+    mine: Outcome | None = None
+    for each in closed:
+        outcome = launch_set(relay, each, delivery)
+        if any(m.digest == member.digest for m in each.members):
+            mine = outcome
+    if mine is not None:
+        return mine
+    what = "marker" if marker else "object"
+    message = f"collected: {what} of the open set of {group.set_id(0).rpartition('#')[0]} (route {route.id})"
+    return Outcome("collected", message, delivery.event.id, delivery.uri, None, None, route.pipeline)
+
+
+def set_run_key(route: routes.Route, set_id: str) -> str:
+    """The run key of a set: `<pipeline>-<digest of the set's id>` (tenant, route, folder and number: sets.set_id)."""
+    return naming.derive_run_key(route.pipeline, set_id)
+
+
+def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None = None) -> Outcome:
+    """Launch a closed set (its run key is the set's: exactly one run however often this is called), or record it
+    incomplete; `delivery` is the one that closed it (None: the reconcile tick). The set is then done: the tick no
+    longer looks at it. Transient errors raise, leaving it for the redelivery or the next tick."""
+    group, now = closed.group, relay.clock()
+    tenant = relay.policy.tenant(group.tenant)
+    route = next((r for r in tenant.routes if r.id == group.route), None) if tenant else None
+    source = delivery or InlineDelivery(
+        event=EventInfo(id=f"set-{closed.number}", type="relay.set", source="reconcile", time=now),
+        topic="sets",
+        message_id=closed.set_id,
+        data=b"",
+        format="json",
+    )
+    if tenant is None or route is None:  # the route left the policy while its set was open: nothing to launch
+        set_store.done(relay.store, relay.settings.results_uri, closed)
+        message = f"set {closed.set_id}: its route is no longer in the policy; not launched"
+        return Outcome("skipped", message, source.event.id, source.uri, severity_override="WARNING")
+    run_key = set_run_key(route, closed.set_id)
+    reference = {
+        **records.trigger_reference(source, None),
+        "uri": f"gs://{group.bucket}/{group.folder}" + ("/" if group.folder else ""),
+        "route": f"{tenant.name}/{route.id}",
+        "set": closed.set_id,
+        "set_reason": closed.reason,
+        "set_objects": len(closed.objects),
+        "via": "set",
+    }
+    loaded = _Loaded(b"", "json", closed.set_id, reference)
+    if not closed.complete:
+        outcome = _record_incomplete(relay, source, run_key, route.pipeline, tenant.name, reference, closed)
+    else:
+        event = routes.SetEvent(closed.set_id, group.bucket, group.folder, closed.objects, closed.marker)
+        try:
+            trigger = route_trigger(route, event)
+            definition = check_trigger(relay.catalog, trigger, str(reference["uri"]))
+            check_policy(relay, tenant, trigger, str(reference["uri"]))
+        except InvalidTriggerError as invalid:
+            outcome = _reject(relay, source, loaded, run_key, route.pipeline, invalid)
+        else:
+            try:
+                outcome = _claim_and_launch(relay, source, loaded, run_key, trigger, definition, tenant)
+            except ClaimHeldError as held:
+                # Another delivery launches the set now. Not raised for a redelivery: the set stays open to the
+                # tick, which takes the claim over if that delivery dies before its launch record.
+                return Outcome("duplicate", str(held), source.event.id, source.uri, run_key, None, route.pipeline)
+    set_store.done(relay.store, relay.settings.results_uri, closed)
+    return outcome
+
+
+def close_due_sets(relay: Relay) -> tuple[Outcome, ...]:
+    """On the reconcile tick (nothing else wakes up for a quiet period or a deadline): close every open set whose
+    quiet period or deadline passed, and launch it or record it incomplete; finish what a crash left between a
+    set's close and its launch. One listing, then per open set one read, one stat and one listing."""
+    results, outcomes = relay.settings.results_uri, []
+    for open_set in set_store.open_sets(relay.store, results):
+        tenant = relay.policy.tenant(open_set.group.tenant)
+        route = next((r for r in tenant.routes if r.id == open_set.group.route), None) if tenant else None
+        if route is None or route.set_rule is None:
+            continue  # a route the policy no longer has: its set waits for it (or an operator)
+        for closed in set_store.close_due(relay.store, results, open_set, route.set_rule, relay.clock()):
+            outcomes.append(launch_set(relay, closed))
+    return tuple(outcomes)
+
+
+def _record_incomplete(
+    relay: Relay,
+    source: Source,
+    run_key: str,
+    pipeline: str,
+    tenant: str,
+    reference: Mapping[str, Any],
+    closed: set_store.Closed,
+) -> Outcome:
+    """A set its deadline closed before it was complete: recorded once (create-only) under its run key, so that
+    `relay runs` and `relay status` show it, with its objects and why; published for whoever alerts on it."""
+    record = records.incomplete_record(
+        run_key=run_key,
+        tenant=tenant,
+        pipeline=pipeline,
+        trigger=reference,
+        closed=closed.as_record(),
+        now=relay.clock(),
+    )
+    try:
+        relay.store.write(
+            naming.incomplete_record(relay.settings.results_uri, run_key), records.encode(record), if_generation_match=0
+        )
+    except PreconditionFailedError:
+        pass  # recorded by a delivery or tick before this one
+    else:
+        publish_record(relay.notifier, record)
+    return Outcome("incomplete", record["message"], source.event.id, source.uri, run_key, None, pipeline)
 
 
 def _routed_object(relay: Relay, delivery: ObjectDelivery, generation: int) -> BlobInfo:

@@ -24,10 +24,11 @@ class RunRecords:
     rejection: Mapping[str, Any] | None = None
     skip: Mapping[str, Any] | None = None  # a delivery that never became a run
     retry: Mapping[str, Any] | None = None  # a failed run's retry, decided or not yet (relay.lifecycle.retry)
+    incomplete: Mapping[str, Any] | None = None  # a set its deadline closed before it was complete (relay.sets)
 
     @property
     def latest(self) -> Mapping[str, Any]:
-        return self.result or self.rejection or self.launch or self.skip or {}
+        return self.result or self.rejection or self.launch or self.skip or self.incomplete or {}
 
     @property
     def state(self) -> str:
@@ -48,7 +49,7 @@ class RunRecords:
 
     @property
     def trigger_uri(self) -> str:
-        trigger = (self.launch or self.rejection or self.skip or {}).get("trigger") or {}
+        trigger = (self.launch or self.rejection or self.skip or self.incomplete or {}).get("trigger") or {}
         return str(trigger.get("uri", ""))
 
     @property
@@ -63,8 +64,9 @@ class RunRecords:
     @property
     def since(self) -> str:
         """When the run began, as recorded (claimed, rejected or skipped)."""
-        first = self.launch or self.rejection or self.skip or {}
-        return str(first.get("claimed_at") or first.get("rejected_at") or first.get("skipped_at") or "")
+        first = self.launch or self.rejection or self.skip or self.incomplete or {}
+        when = first.get("claimed_at") or first.get("rejected_at") or first.get("skipped_at")
+        return str(when or first.get("incomplete_at") or "")
 
 
 def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
@@ -75,6 +77,7 @@ def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
         "rejected": naming.rejection_record(results_uri, run_key),
         "skipped": naming.skip_record(results_uri, run_key),
         "retry": naming.retry_record(results_uri, run_key),
+        "incomplete": naming.incomplete_record(results_uri, run_key),
     }
 
 
@@ -94,6 +97,7 @@ def _read_records(store: BlobStore, run_key: str, uris: Mapping[str, str]) -> Ru
         rejection=found.get("rejected"),
         skip=found.get("skipped"),
         retry=found.get("retry"),
+        incomplete=found.get("incomplete"),
     )
 
 
@@ -121,7 +125,7 @@ def _record_names(store: BlobStore, results_uri: str) -> Iterator[tuple[str, str
     for uri in store.list(runs):
         key, _, file = uri[len(runs) :].partition("/")
         name = file.removesuffix(".json")
-        if name in ("launch", "result", "skipped", "retry"):
+        if name in ("launch", "result", "skipped", "retry", "incomplete"):
             yield key, name, uri
     rejected = naming.join(results_uri, "rejected") + "/"
     for uri in store.list(rejected):
