@@ -176,6 +176,7 @@ class Capped:
     refused_in_flight: int
     ticks: list[float] = field(default_factory=list)  # each tick's seconds
     tick_errors: Counter[int] = field(default_factory=Counter)
+    tick_cpu_seconds: float = 0.0  # of cpu_seconds, the tick process's
 
     @property
     def cpu_ms(self) -> float:
@@ -413,7 +414,7 @@ class Flow:
         dispatcher = Dispatcher([s.url for s in servers[:-1]], concurrency=plan.concurrency, redeliver_after=1.0)
         ideal = (math.ceil(plan.cap_triggers / plan.cap) - 1) * plan.run_seconds
         deadline = time.monotonic() + 3 * ideal + SLACK
-        cpu = self._cpu(servers)
+        cpu, tick_cpu = self._cpu(servers), self._cpu(servers[-1:])
         scheduler = Scheduler(servers[-1].url, plan.tick_every).start()
         try:
             delivered = self._deliver(dispatcher, events, servers, 3 * ideal + SLACK)
@@ -427,7 +428,7 @@ class Flow:
                 time.sleep(0.2)
         finally:
             scheduler.stop()
-        cpu = self._cpu(servers) - cpu
+        cpu, tick_cpu = self._cpu(servers) - cpu, self._cpu(servers[-1:]) - tick_cpu
         stats = kfp.stats(len(log.entries))
         runs = runs_per_identity(log.entries, uris)
         return Capped(
@@ -442,6 +443,7 @@ class Flow:
             int(stats["refused_in_flight"]),
             scheduler.seconds,
             scheduler.errors,
+            tick_cpu,
         )
 
     # -- 2. backpressure ----------------------------------------------------------------------------------------
@@ -558,7 +560,8 @@ def report(plan: Plan, base: Baseline, cap: Capped, limited: Limited | None) -> 
     lines += [
         "",
         f"cap: {cap.triggers} deliveries answered in {cap.delivered.seconds:.1f} s ({cap.delivered.attempts} attempts: "
-        f"{statuses}); last run created {cap.drain:.1f} s after the first delivery; Relay CPU {cap.cpu_seconds:.1f} s",
+        f"{statuses}); last run created {cap.drain:.1f} s after the first delivery; Relay CPU {cap.cpu_seconds:.1f} s "
+        f"({cap.tick_cpu_seconds:.1f} s of it the ticks')",
         f"cap: {len(cap.ticks)} reconcile ticks, median {median(cap.ticks):.2f} s, p99 {p99(cap.ticks):.2f} s"
         + (f"; not 200: {dict(cap.tick_errors)}" if cap.tick_errors else ""),
         f"uncapped: {base.triggers} deliveries answered in {base.delivered.seconds:.1f} s "
