@@ -112,6 +112,13 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
         held = f"the {relay.backend.name} backend asked for a wait until {records.timestamp(start.not_before)}"
         return Tick(stopped=held, after=start.after)
     keys, ended, retrying = _listed(relay)
+    # Slots a crash left held, given back first; then the runs with a place in the queue are left out: they have
+    # nothing at the backend to ask about, and reading each one's record would make a tick's cost grow with the
+    # queue. A run that holds a slot is asked about all the same (one launched by a drain that died before
+    # removing its place), so no slot stays held by a run whose end goes unrecorded.
+    swept = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    waiting = swept.queued - swept.holders
+    keys = [key for key in keys if key not in waiting]
     seen: list[Seen] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
@@ -138,9 +145,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
                 seen.append(_record(relay, launch, generation, state))
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
-    # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
-    ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
-    freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    freed = swept.freed
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
     if stopped:
         return Tick(

@@ -63,6 +63,8 @@ SHOWN_NOT_RUN = {
 EXITS = {
     # The id shows a message id's shape: the stack's dead-letter subscription is empty, so it is not found.
     "relay dead-letters replay 4921061845123456": (1, "1 not found"),
+    # The local backend, like KFP, cannot rerun only a run's failed tasks: a usage error saying so.
+    "relay rerun RUN_KEY --from-failure": (2, "--from-failure: "),
 }
 RUN_KEY = "RUN_KEY"
 _PRINTED_KEY = re.compile(r"^run key\s+(\S+)$", re.MULTILINE)
