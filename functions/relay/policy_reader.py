@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from relay import secrets
+from relay.chains import DEFAULT_MAX_CHAIN, MAX_CHAIN, parse_chain
 from relay.errors import BlobNotFoundError
 from relay.naming import (
     BUCKET_RULE,
@@ -123,7 +124,7 @@ class _Reader:
 
     def policy(self, document: object) -> Policy:
         keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries"))
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries", "max_chain"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -143,6 +144,7 @@ class _Reader:
             direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
             caps=self.caps(top.get("caps"), "caps"),
             retries=self.retries(top.get("retries"), "retries"),
+            max_chain=self.max_chain(top.get("max_chain"), "max_chain"),
         )
 
     def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
@@ -160,7 +162,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries", "max_chain"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
@@ -191,6 +193,7 @@ class _Reader:
             ),
             caps=self.caps(item.get("caps"), f"{where}.caps"),
             retries=self.retries(item.get("retries"), f"{where}.retries"),
+            max_chain=self.max_chain(item.get("max_chain"), f"{where}.max_chain"),
         )
 
     def notifications(self, value: object, where: str) -> Notifications:
@@ -209,7 +212,7 @@ class _Reader:
         return text
 
     def route(self, value: object, where: str) -> Route:
-        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
+        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters", "chain"))
         bucket = self._bucket(item.get("bucket"), f"{where}.bucket")
         prefix = item.get("prefix", "")
         # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
@@ -221,6 +224,9 @@ class _Reader:
             self._fail(f"{where}.parameters", "a mapping of the pipeline's parameters", parameters)
             parameters = {}
         self.problems.extend(template_problems(parameters, f"{where}.parameters"))
+        own = item.get("pipeline") if isinstance(item.get("pipeline"), str) else ""
+        chain, chain_problems = parse_chain(item.get("chain"), f"{where}.chain", str(own))
+        self.problems.extend(str(problem) for problem in chain_problems)
         return Route(
             id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),
             bucket=bucket,
@@ -228,6 +234,7 @@ class _Reader:
             glob=self._text(item.get("glob", "*"), f"{where}.glob", what="a glob such as *.csv"),
             pipeline=self._text(item.get("pipeline"), f"{where}.pipeline", PIPELINE_NAME, "a pipeline name"),
             parameters=parameters,
+            chain=chain,
         )
 
     def rule(self, value: object, where: str, kinds: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> Rule:
@@ -365,6 +372,15 @@ class _Reader:
             kinds = list(default.failures)
         kinds_seen = tuple(dict.fromkeys(kinds))
         return Retry(counts["retries"], waits["backoff"], waits["max_backoff"], kinds_seen, counts["max_retries"])
+
+    def max_chain(self, value: object, where: str) -> int:
+        """`max_chain: N`: how many runs a chain may start after its first (0: chains are refused)."""
+        if value is None:
+            return DEFAULT_MAX_CHAIN
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CHAIN:
+            self._fail(where, f"a whole number from 0 to {MAX_CHAIN} (runs a chain may start after its first)", value)
+            return DEFAULT_MAX_CHAIN
+        return value
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

@@ -197,16 +197,6 @@ def held_by(record: Mapping[str, Any]) -> tuple[Held, ...]:
     return tuple(found)
 
 
-def release_for(store: BlobStore, results_uri: str, run_key: str, launch: Mapping[str, Any] | None = None) -> None:
-    """Give back the slots of a run that ended: `launch` is its launch record, read here when not given."""
-    if launch is None:
-        try:
-            launch = records.decode(store.read(naming.launch_record(results_uri, run_key)).data)
-        except (BlobNotFoundError, ValueError):
-            return
-    release(store, held_by(launch))
-
-
 def sweep(store: BlobStore, results_uri: str, ended: Iterable[str], now: datetime, grace: float) -> int:
     """Give back the slots no run holds any more (their run ended, or was never launched with them: a taker that
     crashed before its claim, a release that failed), older than `grace` seconds; and delete rate windows that have

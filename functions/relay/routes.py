@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.chains import Step
 from relay.errors import Problem
+from relay.templates import pieces, strings
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
 METADATA = "metadata."
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -46,6 +47,7 @@ class Route:
     glob: str = "*"
     # Excluded from the hash: a mapping cannot be hashed, and the id, bucket and prefix tell routes apart.
     parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    chain: tuple[Step, ...] = field(default=(), hash=False)  # what runs after the route's run (relay.chains)
 
     @property
     def location(self) -> str:
@@ -87,35 +89,19 @@ class ObjectEvent:
         return values[name]
 
 
-def _pieces(template: str) -> Iterator[tuple[bool, str]]:
-    """(is a placeholder, text or field name) for each part of `template`; ValueError for a bad one."""
-    position = 0
-    for match in _TOKEN.finditer(template):
-        if match.start() > position:
-            yield False, template[position : match.start()]
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            yield False, token[0]
-        elif match.group(1) is None:
-            raise ValueError(f"a lone {token!r} (write {token * 2} for a literal brace)")
-        else:
-            name = match.group(1).strip()
-            if name not in FIELDS and not (
-                name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
-            ):
-                raise ValueError(f"an unknown field {{{name}}} (known: {', '.join(FIELDS)}, metadata.KEY)")
-            yield True, name
-        position = match.end()
-    if position < len(template):
-        yield False, template[position:]
+def _route_field(name: str) -> bool:
+    return name in FIELDS or (name.startswith(METADATA) and bool(_METADATA_KEY.fullmatch(name[len(METADATA) :])))
+
+
+_ROUTE_FIELDS = f"{', '.join(FIELDS)}, metadata.KEY"
 
 
 def template_problems(value: Any, where: str) -> list[str]:
     """Every template in `value` that cannot be filled whatever the event: for the policy's parse."""
     problems = []
-    for path, text in _strings(value, where):
+    for path, text in strings(value, where):
         try:
-            list(_pieces(text))
+            list(pieces(text, _route_field, _ROUTE_FIELDS))
         except ValueError as error:
             problems.append(f"{path}: expected {{field}} templates, found {error}")
     return problems
@@ -139,9 +125,9 @@ def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str,
 
 
 def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem]) -> Any:
-    pieces = list(_pieces(template))  # checked when the policy was read
+    parts = list(pieces(template, _route_field, _ROUTE_FIELDS))  # checked when the policy was read
     values = []
-    for is_field, text in pieces:
+    for is_field, text in parts:
         if not is_field:
             values.append(text)
             continue
@@ -149,18 +135,7 @@ def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem])
         if found is None:
             problems.append(Problem(path, f"the object's {text} (route template {{{text}}})", "none in the event"))
             return template
-        if len(pieces) == 1:
+        if len(parts) == 1:
             return found  # a whole-value placeholder keeps its type: size and generation stay numbers
         values.append(str(found))
     return "".join(values)
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _strings(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            yield from _strings(inner, f"{path}[{i}]")

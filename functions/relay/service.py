@@ -16,6 +16,7 @@ from relay import naming, queue, records, routes
 from relay import policy as rules
 from relay import policy_caps as caps
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
+from relay.chain_checks import check_chain
 from relay.config import Settings
 from relay.errors import (
     BackendBusyError,
@@ -208,6 +209,7 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     try:
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
     if named is not None and not stale and (dropped := _dropped_as_stale(relay, named, run_key, trigger.pipeline)):
@@ -344,7 +346,7 @@ def route_trigger(route: routes.Route, event: routes.ObjectEvent) -> Trigger:
     parameters, problems = routes.render(route.parameters, event)
     if problems:
         raise InvalidTriggerError(event.uri, problems, code="invalid_parameters")
-    return Trigger(pipeline=route.pipeline, parameters=parameters)
+    return Trigger(pipeline=route.pipeline, parameters=parameters, chain=route.chain)
 
 
 def route_run_key(route: routes.Route, event: routes.ObjectEvent | ObjectDelivery) -> str:
@@ -386,6 +388,7 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
         trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
@@ -589,6 +592,7 @@ def _claim_and_launch(
             lease_seconds=settings.claim_lease,
             tenant=tenant_name,
             retries=trigger.retries,
+            chain=[step.as_record() for step in trigger.chain],
         )
     )
     claim = records.decode(encoded)
