@@ -44,7 +44,9 @@ class Limits:
     code_files: int = 2000  # an algorithm's code, files
 
 
-AT_CAP = ("queue", "reject")  # what a trigger past a cap does: wait in the queue (the default), or be rejected
+# What a trigger past a cap does: wait in the queue (the default), be rejected, or, a newer generation of an object,
+# take the place of the older generation's run (relay.supersede).
+AT_CAP = ("queue", "reject", "supersede")
 
 
 @dataclass(frozen=True)

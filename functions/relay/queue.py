@@ -52,6 +52,12 @@ def place_for(now: datetime, run_key: str, priority: int = 0) -> str:
     return f"p{MAX_PRIORITY - priority}-{stamp}-{next(_ARRIVALS):012d}-{run_key}"
 
 
+def taken_place(place: str, run_key: str) -> str:
+    """The place `run_key` takes over from the run that held `place` (superseded): the same priority, arrival
+    time and order, so it sorts where that one did."""
+    return "-".join([*place.split("-", 3)[:3], run_key])
+
+
 def run_key_of(place: str) -> str:
     return place.split("-", 3)[3]
 
