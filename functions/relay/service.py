@@ -564,7 +564,10 @@ def _supersede(
         return _drop_superseded(relay, delivery, loaded, run_key, pipeline, generation, standing.newer)
     if not standing.replaced:
         return None
-    place = supersede.stop(relay.store, relay.backend, relay.notifier, results, standing.replaced, run_key, relay.clock)
+    lease = relay.settings.claim_lease
+    place = supersede.stop(
+        relay.store, relay.backend, relay.notifier, results, standing.replaced, run_key, relay.clock, lease
+    )
     supersede.settle(relay.store, results, delivery.bucket, delivery.name, generation)
     return queue.taken_place(place, run_key) if place else None
 

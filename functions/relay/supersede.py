@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from relay import naming, queue, records
@@ -83,10 +83,12 @@ def stop(
     older: str,
     newer: str,
     now: Callable[[], datetime],
+    lease: float,
 ) -> str:
     """Stop run `older`, superseded by run `newer`, and record it so; the queue place it held ("" : none).
     Idempotent: a run already ended (superseded or not) is left as it is. ClaimHeldError while the older run is
-    being launched: the newer's redelivery supersedes it once it is."""
+    being launched, or being stopped by another delivery (for at most `lease` seconds): the newer's redelivery
+    supersedes it then."""
     uri = naming.launch_record(results_uri, older)
     message = f"superseded by {newer}, the run of a newer generation of the same object"
     while True:
@@ -106,14 +108,19 @@ def stop(
         state = launch.get("state")
         if state == records.LAUNCHING:
             raise ClaimHeldError(f"{older} is being launched; {newer} supersedes it once it is")
-        marked = {**launch, "superseded_by": newer}
+        held = launch.get("superseding_until")
+        if launch.get("superseded_by") and held and now() < records.parse_timestamp(str(held)):
+            raise ClaimHeldError(f"{older} is being superseded by another delivery until {held}")
+        # Marked first, generation-matched and with a lease: of deliveries at once one stops it; if that one dies
+        # before the record, the lease runs out and a redelivery takes over.
+        until = records.timestamp(now() + timedelta(seconds=lease))
+        marked = {**launch, "superseded_by": newer, "superseding_until": until}
         if state == records.QUEUED:
             marked = {**marked, "state": records.CANCELLED, "message": message}
-        if launch.get("superseded_by") != newer or state == records.QUEUED:
-            try:
-                store.write(uri, records.encode(marked), if_generation_match=blob.generation)
-            except PreconditionFailedError:
-                continue  # a drain claimed it, or another delivery marked it: look again
+        try:
+            store.write(uri, records.encode(marked), if_generation_match=blob.generation)
+        except PreconditionFailedError:
+            continue  # a drain claimed it, or another delivery marked it: look again
         if state == records.QUEUED:
             _record(store, notifier, results_uri, marked, message, newer, now)
             place = str(launch.get("place") or "")
