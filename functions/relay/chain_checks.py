@@ -33,11 +33,11 @@ def check_chain(
     reachable = {trigger.pipeline, *(step.pipeline for step in trigger.chain)}
     for index, step in enumerate(trigger.chain):
         at = f"chain[{index}]"
-        if step.after not in reachable:
+        if step.after and step.after not in reachable:
             problems.append(Problem(f"{at}.after", "the trigger's pipeline or one the chain starts", repr(step.after)))
         denied = rules.pipeline_denied(tenant, step.pipeline, f"{at}.pipeline")
         problems += [denied] if denied is not None else []
-        after = definition_or_problem(catalog, step.after, f"{at}.after", uri)
+        after = definition_or_problem(catalog, step.after or trigger.pipeline, f"{at}.after", uri)
         following = definition_or_problem(catalog, step.pipeline, f"{at}.pipeline", uri)
         problems += [found for found in (after, following) if isinstance(found, Problem)]
         if isinstance(after, PipelineDefinition):

@@ -91,7 +91,7 @@ def follow(relay: Relay, run_key: str) -> Followed | None:
         if read_run(relay.store, results, naming.attempt_key(first, number + 1)) is not None:
             return _settled(relay, run_key, generation, (), "a retry follows it: that attempt's end carries the chain")
     steps = chains.steps_of(launch)
-    todo = chains.following(steps, run.pipeline, run.state)
+    todo = chains.following(steps, run.pipeline, run.state, chains.depth_of(launch))
     if not todo:
         return _settled(relay, run_key, generation, (), f"no step of its chain follows a {run.state} {run.pipeline}")
     finished = chains.Finished(
@@ -125,7 +125,7 @@ def _start(
     launch = run.launch or {}
     key = chains.next_key(run.run_key, index)
     now = relay.clock()
-    depth = int(trigger.get("chain_depth") or 0) + 1
+    depth = chains.depth_of(launch) + 1
     first = str(trigger.get("chain_of") or run.run_key)
     reference = {
         "uri": trigger.get("uri"),

@@ -5,18 +5,18 @@ A trigger (its `chain` key) or a route (`routes[].chain` in the policy) names th
     chain:
       - pipeline: report             # the next pipeline: in the catalog, allowed for the tenant
         on: succeeded                # succeeded (the default) or failed
-        after: echo                  # the pipeline whose end it follows (default: the trigger's or route's own)
         parameters:
-          message: "{outputs.Output}"    # an output the `after` pipeline declares, as its run's result holds it
+          message: "{outputs.Output}"    # an output the finished pipeline declares, as its run's result holds it
           seconds: "{metrics.seconds}"   # a metric of the finished run's result
           source: "{parameters.message}" # a parameter the finished run was given
           previous: "run {run_key}"      # the finished run's key (also {pipeline})
 
-Templates are the routes' (relay.routes.pieces): plain substitution, a whole-value placeholder keeps its type,
-`{{`/`}}` are literal braces. Every run a chain starts carries the same steps, so a step may follow a pipeline the
-chain itself started (A, then B, then A again); the policy's `max_chain` bounds how many runs follow the first, so
-a cycle ends there, recorded. The next run's key is the finished run's plus `-then-<n>` for step n
-(relay.naming.suffixed_key): the same end, seen however often, names the same next run.
+Templates are the routes' (relay.templates): plain substitution, a whole-value placeholder keeps its type,
+`{{`/`}}` are literal braces. A step follows the run the trigger or route started; with `after: P` it follows
+every run of pipeline P in the chain instead (A, then B after A's run, then C after B: `after: B`). Every run a
+chain starts carries the same steps, so `after` may make a cycle (A after B, B after A); the policy's `max_chain`
+bounds how many runs follow the first, so a cycle ends there, recorded. The next run's key is the finished run's
+plus `-then-<n>` for step n (relay.naming.suffixed_key): the same end, seen however often, names the same next run.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ FIELDS = "run_key, pipeline, outputs.NAME, metrics.NAME, parameters.NAME"
 
 @dataclass(frozen=True)
 class Step:
-    """After a run of `after` ends `on`, start `pipeline` with `parameters` filled from it."""
+    """After a run of `after` ("" : the chain's first run) ends `on`, start `pipeline` with `parameters` filled
+    from it."""
 
     pipeline: str
-    after: str
+    after: str = ""
     on: str = "succeeded"
     parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -94,9 +95,8 @@ def _pieces(text: str) -> list[tuple[bool, str]]:
     return list(pieces(text, _known, FIELDS))
 
 
-def parse_chain(value: object, where: str, own_pipeline: str) -> tuple[tuple[Step, ...], list[Problem]]:
-    """The steps of a trigger's or route's `chain` (None: none), whose `after` defaults to `own_pipeline`; every
-    problem at once."""
+def parse_chain(value: object, where: str) -> tuple[tuple[Step, ...], list[Problem]]:
+    """The steps of a trigger's or route's `chain` (None: none); every problem at once."""
     if value is None:
         return (), []
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
@@ -110,9 +110,9 @@ def parse_chain(value: object, where: str, own_pipeline: str) -> tuple[tuple[Ste
             continue
         problems += [Problem(f"{at}.{key}", f"one of the keys {', '.join(_KEYS)}", "an unknown key")
                      for key in item if key not in _KEYS]  # fmt: skip
-        pipeline, after = item.get("pipeline"), item.get("after", own_pipeline)
+        pipeline, after = item.get("pipeline"), item.get("after", "")
         for name, text in (("pipeline", pipeline), ("after", after)):
-            if not isinstance(text, str) or not naming.PIPELINE_NAME.match(text):
+            if (name, text) != ("after", "") and (not isinstance(text, str) or not naming.PIPELINE_NAME.match(text)):
                 problems.append(Problem(f"{at}.{name}", naming.PIPELINE_NAME_RULE, describe_value(text)))
         on = item.get("on", "succeeded")
         if on not in ON:
@@ -144,9 +144,20 @@ def steps_of(launch: Mapping[str, Any]) -> tuple[Step, ...]:
     )
 
 
-def following(steps: tuple[Step, ...], pipeline: str, state: str) -> list[tuple[int, Step]]:
-    """The steps that follow a run of `pipeline` that ended `state`, with their index."""
-    return [(index, step) for index, step in enumerate(steps) if step.after == pipeline and step.on == state]
+def following(steps: tuple[Step, ...], pipeline: str, state: str, depth: int) -> list[tuple[int, Step]]:
+    """The steps that follow a run of `pipeline`, `depth` runs after the chain's first, that ended `state`, with
+    their index."""
+    return [
+        (index, step)
+        for index, step in enumerate(steps)
+        if step.on == state and (step.after == pipeline if step.after else depth == 0)
+    ]
+
+
+def depth_of(launch: Mapping[str, Any]) -> int:
+    """How many runs after its chain's first a launch record's run is (0: it is the first)."""
+    depth = (launch.get("trigger") or {}).get("chain_depth")
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else 0
 
 
 def next_key(previous: str, index: int) -> str:

@@ -224,8 +224,7 @@ class _Reader:
             self._fail(f"{where}.parameters", "a mapping of the pipeline's parameters", parameters)
             parameters = {}
         self.problems.extend(template_problems(parameters, f"{where}.parameters"))
-        own = item.get("pipeline") if isinstance(item.get("pipeline"), str) else ""
-        chain, chain_problems = parse_chain(item.get("chain"), f"{where}.chain", str(own))
+        chain, chain_problems = parse_chain(item.get("chain"), f"{where}.chain")
         self.problems.extend(str(problem) for problem in chain_problems)
         return Route(
             id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),

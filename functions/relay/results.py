@@ -30,7 +30,7 @@ def record_result(
     if launch is None:
         launch = _launch_of(store, results_uri, str(record["run_key"]))
     if launch is not None and chains.following(
-        chains.steps_of(launch), str(launch.get("pipeline")), str(record.get("state"))
+        chains.steps_of(launch), str(launch.get("pipeline")), str(record.get("state")), chains.depth_of(launch)
     ):
         # Before the end, as for retries: whoever recorded it, the next runs are started from this marker.
         with suppress(PreconditionFailedError):

@@ -102,8 +102,7 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     ):
         problems.append(Problem("retries", RETRIES_RULE, describe_value(retries)))
         retries = None
-    own = pipeline if isinstance(pipeline, str) else ""
-    chain, chain_problems = parse_chain(document.get("chain"), "chain", own)
+    chain, chain_problems = parse_chain(document.get("chain"), "chain")
     problems += chain_problems
     if problems:
         raise InvalidTriggerError(uri, problems)

@@ -22,7 +22,8 @@ tenants:
 TRIGGER = {
     "pipeline": "echo",
     "parameters": {"message": "plate 7"},
-    "chain": [{"pipeline": "echo", "parameters": {"message": "then: {outputs.Output}", "count": 2}}],
+    # `after: echo`: every echo run of the chain starts the next, a cycle only the policy's max_chain ends.
+    "chain": [{"pipeline": "echo", "after": "echo", "parameters": {"message": "then: {outputs.Output}", "count": 2}}],
 }
 
 

@@ -69,7 +69,7 @@ def test_a_succeeded_run_starts_the_next_once_with_parameters_from_its_outputs_a
 ):
     relay = chaining(relay, clock)
     first = str(drain.deliver(relay, upload(store, 1, [NEXT])).run_key)
-    assert launch(relay, first)["chain"] == [{"pipeline": "report", "on": "succeeded", "after": "echo", **NEXT}]
+    assert launch(relay, first)["chain"] == [{"pipeline": "report", "on": "succeeded", "after": "", **NEXT}]
     succeeds(relay, first)
     assert naming.chain_record(RESULTS, first) in store.uris()
     [followed] = lifecycle.reconcile(relay).followed
@@ -96,6 +96,10 @@ def test_a_succeeded_run_starts_the_next_once_with_parameters_from_its_outputs_a
     assert after.chained_from == first
     assert after.launch is not None and after.launch["trigger"]["chain_of"] == first
     assert after.launch["tenant"] == "lab" and after.launch["trigger"]["via"] == "chain"
+    # A step without `after` follows the first run only: the second's end starts nothing.
+    succeeds(relay, second)
+    assert naming.chain_record(RESULTS, second) not in store.uris()
+    assert lifecycle.reconcile(relay).followed == () and keys(backend) == [first, second]
 
 
 def test_a_chain_the_catalog_or_policy_cannot_hold_is_rejected_when_the_trigger_arrives(
@@ -174,7 +178,7 @@ def test_a_cycle_stops_at_the_policys_ceiling_with_a_record_naming_it(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
     relay = chaining(relay, clock, "    max_chain: 3\n")
-    again = {"pipeline": "echo", "parameters": {"message": "again after {run_key}"}}
+    again = {"pipeline": "echo", "after": "echo", "parameters": {"message": "again after {run_key}"}}
     key = str(drain.deliver(relay, upload(store, 1, [again])).run_key)
     for _ in range(10):
         if naming.launch_record(RESULTS, key) not in store.uris():

@@ -22,14 +22,16 @@ FINISHED = chains.Finished(
 
 def test_a_chain_parses_with_its_defaults_and_keeps_its_templates():
     steps, problems = chains.parse_chain(
-        [{"pipeline": "report", "parameters": {"message": "{outputs.Output}"}}, {"pipeline": "echo", "on": "failed"}],
+        [
+            {"pipeline": "report", "parameters": {"message": "{outputs.Output}"}},
+            {"pipeline": "echo", "on": "failed", "after": "report"},
+        ],
         "chain",
-        "echo",
     )
     assert problems == []
     assert steps == (
-        chains.Step("report", "echo", "succeeded", {"message": "{outputs.Output}"}),
-        chains.Step("echo", "echo", "failed", {}),
+        chains.Step("report", "", "succeeded", {"message": "{outputs.Output}"}),
+        chains.Step("echo", "report", "failed", {}),
     )
     assert steps[0].fields() == [("parameters.message", "outputs.Output")]
 
@@ -59,14 +61,14 @@ def test_a_chain_parses_with_its_defaults_and_keeps_its_templates():
     ],
 )
 def test_each_problem_of_a_chain_names_where_what_was_expected_and_what_was_found(chain: object, expected: list[str]):
-    steps, problems = chains.parse_chain(chain, "chain", "echo")
+    steps, problems = chains.parse_chain(chain, "chain")
     assert steps == ()
     assert [str(problem) for problem in problems] == expected
 
 
 def test_a_trigger_carries_its_chain_and_reports_its_problems_with_the_others():
     trigger = parse_trigger(b'{"pipeline": "echo", "chain": [{"pipeline": "echo"}]}', "json", "gs://t/a.json")
-    assert trigger.chain == (chains.Step("echo", "echo"),)
+    assert trigger.chain == (chains.Step("echo"),)
     with pytest.raises(InvalidTriggerError) as caught:
         parse_trigger(b'{"pipeline": "echo", "priority": -1, "chain": [{"on": "x"}]}', "json", "gs://t/a.json")
     fields = [problem.field for problem in caught.value.problems]
@@ -76,7 +78,6 @@ def test_a_trigger_carries_its_chain_and_reports_its_problems_with_the_others():
 def test_templates_fill_from_the_finished_run_keeping_a_whole_values_type():
     step = chains.Step(
         "report",
-        "echo",
         parameters={
             "message": "{outputs.Output}",
             "count": "{outputs.rows}",
@@ -95,7 +96,7 @@ def test_templates_fill_from_the_finished_run_keeping_a_whole_values_type():
 
 
 def test_a_value_the_finished_runs_result_lacks_is_a_problem_naming_it():
-    step = chains.Step("report", "echo", parameters={"message": "{outputs.Missing}", "n": "{metrics.rows}"})
+    step = chains.Step("report", parameters={"message": "{outputs.Missing}", "n": "{metrics.rows}"})
     _, problems = chains.render(step, 2, FINISHED)
     assert [str(problem) for problem in problems] == [
         "chain[2].parameters.message: expected the finished run's outputs.Missing ({outputs.Missing}), "
@@ -105,16 +106,18 @@ def test_a_value_the_finished_runs_result_lacks_is_a_problem_naming_it():
     ]
 
 
-def test_only_the_steps_after_that_pipeline_and_that_end_follow():
+def test_a_step_follows_the_first_run_or_every_run_of_its_after_pipeline_on_its_end():
     steps = (
-        chains.Step("a", "echo"),
-        chains.Step("b", "echo", "failed"),
+        chains.Step("a"),
+        chains.Step("b", "", "failed"),
         chains.Step("c", "a"),
         chains.Step("d", "echo"),
     )
-    assert [index for index, _ in chains.following(steps, "echo", "succeeded")] == [0, 3]
-    assert [index for index, _ in chains.following(steps, "echo", "failed")] == [1]
-    assert chains.following(steps, "echo", "cancelled") == []
+    assert [index for index, _ in chains.following(steps, "echo", "succeeded", 0)] == [0, 3]
+    assert [index for index, _ in chains.following(steps, "echo", "failed", 0)] == [1]
+    assert [index for index, _ in chains.following(steps, "echo", "succeeded", 2)] == [3]  # a cycle goes on
+    assert [index for index, _ in chains.following(steps, "a", "succeeded", 1)] == [2]
+    assert chains.following(steps, "echo", "cancelled", 0) == []
 
 
 def test_the_next_key_is_derived_from_the_previous_and_the_step_and_stays_a_run_key():
@@ -153,9 +156,7 @@ max_chain: 0
 """
     parsed = parse_policy(text, "policy.yaml")
     assert parsed.max_chain == 0 and parsed.tenants[0].max_chain == 2
-    assert parsed.tenants[0].routes[0].chain == (
-        chains.Step("report", "echo", parameters={"message": "{outputs.Output}"}),
-    )
+    assert parsed.tenants[0].routes[0].chain == (chains.Step("report", parameters={"message": "{outputs.Output}"}),)
     assert parse_policy("tenants: [{name: lab}]", "p").tenants[0].max_chain == chains.DEFAULT_MAX_CHAIN
     bad = text.replace("max_chain: 2", "max_chain: 101").replace("{outputs.Output}", "{output}")
     with pytest.raises(PolicyError) as caught:
