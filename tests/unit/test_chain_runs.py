@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from relay import chain_runs, drain, lifecycle, naming, records
-from relay.events import ObjectDelivery
+from relay.events import Message, ObjectDelivery
 from relay.ports import RUN_SUCCEEDED, RunState
 from relay.results import record_result
 from relay.service import Relay, SubmitGate
@@ -261,3 +261,38 @@ def test_a_chained_run_goes_through_the_caps_queue(
     succeeds(relay, waiting)
     lifecycle.reconcile(relay)
     assert keys(backend) == [first, waiting, f"{first}-then-1"]
+
+
+def test_a_routes_chain_follows_the_routed_run_and_an_ended_run_is_never_superseded(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    text = """
+notifications:
+  - {topic: projects/proj-p/topics/assay, buckets: [lab-data]}
+tenants:
+  - name: assay
+    topics: [projects/proj-p/topics/assay]
+    caps: {max_in_flight: 5, at_cap: supersede}
+    routes:
+      - id: csv
+        bucket: lab-data
+        pipeline: echo
+        parameters: {message: "{name}"}
+        chain: [{pipeline: echo, parameters: {message: "after {parameters.message}"}}]
+"""
+    relay = replace(relay, policy=policy(text), clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))
+    first = routed_object(store, 42)
+    key = str(drain.deliver(relay, first).run_key)
+    succeeds(relay, key)
+    lifecycle.reconcile(relay)
+    [request] = [r for r in backend.launches if r.run_key == f"{key}-then-1"]
+    assert request.parameters["message"] == "after plate.csv"
+    # A newer generation of the object under at_cap: supersede: the ended run (and its chain) stay as they are.
+    newer = str(drain.deliver(relay, routed_object(store, 43)).run_key)
+    assert keys(backend) == [key, f"{key}-then-1", newer] and backend.terminated == []
+
+
+def routed_object(store: MemoryBlobStore, generation: int) -> ObjectDelivery:
+    store.put("gs://lab-data/plate.csv", b"a,b\n", content_type="text/csv", metadata={}, generation=generation)
+    origin = Message("projects/proj-p/topics/assay", f"m-{generation}")
+    return ObjectDelivery(EVENT, "lab-data", "plate.csv", generation, None, "storage-notification", origin)

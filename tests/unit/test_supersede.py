@@ -19,6 +19,7 @@ from relay.service import Relay, SubmitGate
 from relay.status import read_run
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
+from tests.unit.test_chain_runs import routed_object
 from tests.unit.test_queue import RESULTS, Clock, clock, launch, upload
 from tests.unit.test_service import EVENT
 
@@ -146,3 +147,22 @@ def test_the_policy_says_supersede_per_cap_and_the_taken_place_sorts_where_the_o
     assert queue.taken_place(place, "echo-bbb").rsplit("-", 1)[0] == place.rsplit("-", 1)[0]
     assert queue.run_key_of(queue.taken_place(place, "echo-bbb")) == "echo-bbb"
     assert supersede.pointer_uri(RESULTS, "b", "x") != supersede.pointer_uri(RESULTS, "b", "y")
+
+
+def test_a_routed_objects_newer_generation_supersedes_its_running_run(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    text = """
+notifications:
+  - {topic: projects/proj-p/topics/assay, buckets: [lab-data]}
+tenants:
+  - name: assay
+    topics: [projects/proj-p/topics/assay]
+    caps: {pipelines: {echo: {max_in_flight: 5, at_cap: supersede}}}
+    routes: [{id: csv, bucket: lab-data, pipeline: echo, parameters: {message: "{name}"}}]
+"""
+    relay = replace(relay, policy=policy(text), clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))
+    older = str(drain.deliver(relay, routed_object(store, 42)).run_key)
+    newer = drain.deliver(relay, routed_object(store, 43))
+    assert newer.outcome == "launched" and backend.terminated == [launch(relay, older)["run_id"]]
+    assert result(relay, older)["superseded_by"] == newer.run_key
