@@ -130,6 +130,31 @@ def retry_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "runs", run_key, "retry.json")
 
 
+def chain_record(results_uri: str, run_key: str) -> str:
+    """Where an ended run whose chain goes on waits for its next runs to be started (relay.chain_runs)."""
+    return join(results_uri, "runs", run_key, "chain.json")
+
+
+def chained_record(results_uri: str, run_key: str) -> str:
+    """What an ended run's chain started after it (or why not), once settled: the first's link to the next."""
+    return join(results_uri, "runs", run_key, "chained.json")
+
+
+def suffixed_key(key: str, suffix: str) -> str:
+    """`<key><suffix>` within MAX_RUN_KEY characters: a long key is cut and a digest of it added, so two long keys
+    that share a beginning never share a suffixed one (an attempt's key, a chain's next run's)."""
+    if len(key) + len(suffix) <= MAX_RUN_KEY:
+        return key + suffix
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{key[: MAX_RUN_KEY - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
+
+
+def attempt_key(first: str, number: int) -> str:
+    """`<first>-attempt-<n>`, within the MAX_RUN_KEY characters of a run key: a long first key is cut and a digest
+    of it added, so two long keys that share a beginning never share an attempt's key."""
+    return suffixed_key(first, f"-attempt-{number}")
+
+
 def rejection_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "rejected", f"{run_key}.json")
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from relay import secrets
+from relay.chains import DEFAULT_MAX_CHAIN, MAX_CHAIN, parse_chain
 from relay.errors import BlobNotFoundError
 from relay.naming import (
     BUCKET_RULE,
@@ -126,7 +127,7 @@ class _Reader:
 
     def policy(self, document: object) -> Policy:
         keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries"))
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries", "max_chain"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -146,6 +147,7 @@ class _Reader:
             direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
             caps=self.caps(top.get("caps"), "caps"),
             retries=self.retries(top.get("retries"), "retries"),
+            max_chain=self.max_chain(top.get("max_chain"), "max_chain"),
         )
 
     def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
@@ -163,7 +165,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries", "max_chain"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
@@ -194,6 +196,7 @@ class _Reader:
             ),
             caps=self.caps(item.get("caps"), f"{where}.caps"),
             retries=self.retries(item.get("retries"), f"{where}.retries"),
+            max_chain=self.max_chain(item.get("max_chain"), f"{where}.max_chain"),
         )
 
     def notifications(self, value: object, where: str) -> Notifications:
@@ -212,7 +215,7 @@ class _Reader:
         return text
 
     def route(self, value: object, where: str) -> Route:
-        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters", "set"))
+        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters", "set", "chain"))
         bucket = self._bucket(item.get("bucket"), f"{where}.bucket")
         prefix = item.get("prefix", "")
         # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
@@ -226,6 +229,8 @@ class _Reader:
         set_rule = None if item.get("set") is None else self.set_rule(item["set"], f"{where}.set")
         fields = FIELDS if set_rule is None else SET_FIELDS
         self.problems.extend(template_problems(parameters, f"{where}.parameters", fields))
+        chain, chain_problems = parse_chain(item.get("chain"), f"{where}.chain")
+        self.problems.extend(str(problem) for problem in chain_problems)
         return Route(
             id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),
             bucket=bucket,
@@ -234,6 +239,7 @@ class _Reader:
             pipeline=self._text(item.get("pipeline"), f"{where}.pipeline", PIPELINE_NAME, "a pipeline name"),
             parameters=parameters,
             set_rule=set_rule,
+            chain=chain,
         )
 
     def set_rule(self, value: object, where: str) -> SetRule:
@@ -399,6 +405,15 @@ class _Reader:
             kinds = list(default.failures)
         kinds_seen = tuple(dict.fromkeys(kinds))
         return Retry(counts["retries"], waits["backoff"], waits["max_backoff"], kinds_seen, counts["max_retries"])
+
+    def max_chain(self, value: object, where: str) -> int:
+        """`max_chain: N`: how many runs a chain may start after its first (0: chains are refused)."""
+        if value is None:
+            return DEFAULT_MAX_CHAIN
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CHAIN:
+            self._fail(where, f"a whole number from 0 to {MAX_CHAIN} (runs a chain may start after its first)", value)
+            return DEFAULT_MAX_CHAIN
+        return value
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

@@ -52,6 +52,12 @@ def place_for(now: datetime, run_key: str, priority: int = 0) -> str:
     return f"p{MAX_PRIORITY - priority}-{stamp}-{next(_ARRIVALS):012d}-{run_key}"
 
 
+def taken_place(place: str, run_key: str) -> str:
+    """The place `run_key` takes over from the run that held `place` (superseded): the same priority, arrival
+    time and order, so it sorts where that one did."""
+    return "-".join([*place.split("-", 3)[:3], run_key])
+
+
 def run_key_of(place: str) -> str:
     return place.split("-", 3)[3]
 
@@ -197,16 +203,6 @@ def held_by(record: Mapping[str, Any]) -> tuple[Held, ...]:
         if isinstance(item, Mapping) and isinstance(item.get("uri"), str) and isinstance(item.get("generation"), int):
             found.append(Held(item["uri"], item["generation"]))
     return tuple(found)
-
-
-def release_for(store: BlobStore, results_uri: str, run_key: str, launch: Mapping[str, Any] | None = None) -> None:
-    """Give back the slots of a run that ended: `launch` is its launch record, read here when not given."""
-    if launch is None:
-        try:
-            launch = records.decode(store.read(naming.launch_record(results_uri, run_key)).data)
-        except (BlobNotFoundError, ValueError):
-            return
-    release(store, held_by(launch))
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,13 @@ def claim_record(
     lease_seconds: float,
     tenant: str = "",
     retries: int | None = None,
+    chain: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The create-only record that claims a run key before anything is submitted; a trigger's own `retries`, when
-    it asked, for the decision on a failure (relay.retries)."""
+    it asked, for the decision on a failure (relay.retries); its `chain`, what runs when it ends (relay.chains)."""
     return {
         **({"retries": retries} if retries is not None else {}),
+        **({"chain": chain} if chain else {}),
         "state": LAUNCHING,
         "status": None,
         "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",
@@ -298,6 +300,12 @@ def ended_record(
         # Not the run's own result: who wrote it, so a reader knows why outputs are empty.
         "recorded_by": recorded_by,
     }
+
+
+def chain_link(*, first: str, previous: str, depth: int, step: int) -> dict[str, Any]:
+    """What the trigger reference of a run a chain started adds: the chain's first run, the run it follows, how
+    many runs after the first it is, and which step of the chain started it."""
+    return {"chain_of": first, "chained_from": previous, "chain_depth": depth, "chain_step": step}
 
 
 def attempt_link(*, first: str, previous: str, number: int) -> dict[str, Any]:

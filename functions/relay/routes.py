@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.chains import Step
 from relay.errors import Problem
 from relay.sets import SetRule
+from relay.templates import pieces, strings
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
 SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")
 LIST_FIELDS = ("objects",)  # a list: only ever a whole value
 METADATA = "metadata."
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -54,6 +55,7 @@ class Route:
     # Excluded from the hash: a mapping cannot be hashed, and the id, bucket and prefix tell routes apart.
     parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
     set_rule: SetRule | None = None  # collect objects into sets, one run each (relay.sets)
+    chain: tuple[Step, ...] = field(default=(), hash=False)  # what runs after the route's run (relay.chains)
 
     @property
     def location(self) -> str:
@@ -124,41 +126,32 @@ class SetEvent:
         return values[name]
 
 
-def _pieces(template: str, fields: tuple[str, ...] = FIELDS) -> Iterator[tuple[bool, str]]:
-    """(is a placeholder, text or field name) for each part of `template`; ValueError for a bad one."""
-    position = 0
-    for match in _TOKEN.finditer(template):
-        if match.start() > position:
-            yield False, template[position : match.start()]
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            yield False, token[0]
-        elif match.group(1) is None:
-            raise ValueError(f"a lone {token!r} (write {token * 2} for a literal brace)")
-        else:
-            name = match.group(1).strip()
-            metadata = fields is FIELDS and name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
-            if name not in fields and not metadata:
-                known = ", ".join(fields) + (", metadata.KEY" if fields is FIELDS else "")
-                raise ValueError(f"an unknown field {{{name}}} (known: {known})")
-            yield True, name
-        position = match.end()
-    if position < len(template):
-        yield False, template[position:]
+def _route_field(name: str) -> bool:
+    return name in FIELDS or (name.startswith(METADATA) and bool(_METADATA_KEY.fullmatch(name[len(METADATA) :])))
+
+
+_ROUTE_FIELDS = f"{', '.join(FIELDS)}, metadata.KEY"
+
+
+def _parts(template: str, fields: tuple[str, ...] = FIELDS) -> list[tuple[bool, str]]:
+    """`template`'s pieces (relay.templates); an object's fields include metadata.KEY, a set's do not."""
+    if fields is FIELDS:
+        return list(pieces(template, _route_field, _ROUTE_FIELDS))
+    return list(pieces(template, fields.__contains__, ", ".join(fields)))
 
 
 def template_problems(value: Any, where: str, fields: tuple[str, ...] = FIELDS) -> list[str]:
     """Every template in `value` that cannot be filled whatever the event (or set, with SET_FIELDS): for the
     policy's parse."""
     problems = []
-    for path, text in _strings(value, where):
+    for path, text in strings(value, where):
         try:
-            pieces = list(_pieces(text, fields))
+            parts = _parts(text, fields)
         except ValueError as error:
             problems.append(f"{path}: expected {{field}} templates, found {error}")
             continue
-        lists = [name for is_field, name in pieces if is_field and name in LIST_FIELDS]
-        if lists and len(pieces) > 1:
+        lists = [name for is_field, name in parts if is_field and name in LIST_FIELDS]
+        if lists and len(parts) > 1:
             problems.append(f"{path}: expected {{{lists[0]}}} as the whole value (it is a list), found {text!r}")
     return problems
 
@@ -181,10 +174,9 @@ def render(parameters: Mapping[str, Any], event: ObjectEvent | SetEvent) -> tupl
 
 
 def _fill(template: str, path: str, event: ObjectEvent | SetEvent, problems: list[Problem]) -> Any:
-    fields = SET_FIELDS if isinstance(event, SetEvent) else FIELDS
-    pieces = list(_pieces(template, fields))  # checked when the policy was read
+    parts = _parts(template, SET_FIELDS if isinstance(event, SetEvent) else FIELDS)  # checked when the policy was read
     values = []
-    for is_field, text in pieces:
+    for is_field, text in parts:
         if not is_field:
             values.append(text)
             continue
@@ -192,18 +184,7 @@ def _fill(template: str, path: str, event: ObjectEvent | SetEvent, problems: lis
         if found is None:
             problems.append(Problem(path, f"the object's {text} (route template {{{text}}})", "none in the event"))
             return template
-        if len(pieces) == 1:
+        if len(parts) == 1:
             return found  # a whole-value placeholder keeps its type: size and generation stay numbers
         values.append(str(found))
     return "".join(values)
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _strings(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            yield from _strings(inner, f"{path}[{i}]")

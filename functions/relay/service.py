@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import labels as label_rules
-from relay import naming, queue, records, routes, set_store
+from relay import naming, queue, records, routes, set_store, supersede
 from relay import policy as rules
 from relay import policy_caps as caps
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
+from relay.chain_checks import check_chain
 from relay.config import Settings
 from relay.errors import (
     BackendBusyError,
@@ -185,6 +186,8 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     if refusal is not None:
         return _refuse_origin(relay, delivery, refusal)
     stale = _is_stale(relay, delivery)
+    if isinstance(delivery, ObjectDelivery) and (older := _older_generation(relay, delivery, None, None)):
+        return older
     try:
         loaded = _load(relay, delivery)
     except TransientError:
@@ -209,11 +212,15 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     try:
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
     if named is not None and not stale and (dropped := _dropped_as_stale(relay, named, run_key, trigger.pipeline)):
         return dropped
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+    place = _supersede(relay, delivery, loaded, run_key, trigger.pipeline, tenant)
+    if isinstance(place, Outcome):
+        return place
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant, place=place)
 
 
 def refuse_message(
@@ -345,7 +352,7 @@ def route_trigger(route: routes.Route, event: routes.ObjectEvent | routes.SetEve
     parameters, problems = routes.render(route.parameters, event)
     if problems:
         raise InvalidTriggerError(event.uri, problems, code="invalid_parameters")
-    return Trigger(pipeline=route.pipeline, parameters=parameters)
+    return Trigger(pipeline=route.pipeline, parameters=parameters, chain=route.chain)
 
 
 def route_run_key(route: routes.Route, event: routes.ObjectEvent | ObjectDelivery) -> str:
@@ -374,6 +381,8 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
             return _drop_stale(relay, delivery, loaded, run_key, route.pipeline)
         if existing.get("state") != records.LAUNCHING:
             return _duplicate(delivery, run_key, existing)
+    if older := _older_generation(relay, delivery, run_key, route.pipeline):
+        return older
     try:
         if delivery.generation is None:  # without it, two uploads of one name would share a run key
             problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
@@ -389,9 +398,13 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
         trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+    place = _supersede(relay, delivery, loaded, run_key, route.pipeline, tenant)
+    if isinstance(place, Outcome):
+        return place
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant, place=place)
 
 
 def _collect(
@@ -678,6 +691,70 @@ def _dropped_as_stale(relay: Relay, delivery: Source, run_key: str, pipeline: st
     return Outcome("dropped", message, delivery.event.id, delivery.uri, run_key, None, pipeline, code="stale_event")
 
 
+def _supersede(
+    relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str, tenant: rules.Tenant | None
+) -> Outcome | str | None:
+    """Under a cap that says `at_cap: supersede`, an object's newer generation stops the older one's run and
+    takes its queue place (returned; None: none); an older generation after a newer one is dropped as a stale
+    event is (relay.supersede). Costs nothing elsewhere: the caps are the policy's, already read."""
+    generation = loaded.reference.get("generation")
+    if not isinstance(delivery, ObjectDelivery) or not isinstance(generation, int):
+        return None
+    if not caps.superseding(caps.cap_scopes(relay.policy, tenant.name if tenant else "", pipeline)):
+        return None
+    results = relay.settings.results_uri
+    standing = supersede.take(relay.store, results, delivery.bucket, delivery.name, generation, run_key)
+    if standing.newer:
+        return _drop_superseded(relay, delivery, loaded, run_key, pipeline, generation, standing.newer)
+    if not standing.replaced:
+        return None
+    lease = relay.settings.claim_lease
+    place = supersede.stop(
+        relay.store, relay.backend, relay.notifier, results, standing.replaced, run_key, relay.clock, lease
+    )
+    supersede.settle(relay.store, results, delivery.bucket, delivery.name, generation)
+    return queue.taken_place(place, run_key) if place else None
+
+
+def _older_generation(
+    relay: Relay, delivery: ObjectDelivery, run_key: str | None, pipeline: str | None
+) -> Outcome | None:
+    """An object's generation arriving after a newer one's run took its place (at_cap: supersede), dropped before
+    the object is read: a stale event stays stale (the older version may be gone by now). One read, only where
+    the policy supersedes at all. Without a `run_key` (a trigger file, unread) it is keyed as an unread trigger."""
+    generation = delivery.generation
+    if generation is None or not caps.supersedes_anywhere(relay.policy):
+        return None
+    results = relay.settings.results_uri
+    newer = supersede.newer_than(relay.store, results, delivery.bucket, delivery.name, generation)
+    if not newer:
+        return None
+    loaded = _unreadable(delivery)
+    return _drop_superseded(
+        relay, delivery, loaded, run_key or origin_run_key(loaded.identity), pipeline, generation, newer
+    )
+
+
+def _drop_superseded(
+    relay: Relay,
+    delivery: ObjectDelivery,
+    loaded: _Loaded,
+    run_key: str,
+    pipeline: str | None,
+    generation: int,
+    newer: str,
+) -> Outcome:
+    """Dropped, as a stale event is, and recorded once: the run `newer` of a newer generation stands."""
+    existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
+    if existing is not None:
+        return _duplicate(delivery, run_key, existing)
+    problem = Problem("(object)", "the object's newest generation, or one after it", f"generation {generation}")
+    refusal = InvalidTriggerError(
+        f"{delivery.uri}: run {newer} of a newer generation stands", [problem], code=supersede.SUPERSEDED
+    )
+    return replace(_reject(relay, delivery, loaded, run_key, pipeline, refusal), outcome="dropped")
+
+
 def _drop_stale(relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str | None) -> Outcome:
     sent = delivery.event.time
     age = (relay.clock() - sent).total_seconds() if sent else 0.0
@@ -713,7 +790,10 @@ def _claim_and_launch(
     trigger: Trigger,
     pipeline: PipelineDefinition,
     tenant: rules.Tenant | None,
+    *,
+    place: str | None = None,
 ) -> Outcome:
+    """Claim the run key create-only and launch, or queue the run (at `place`, when it takes one over)."""
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
     tenant_name = tenant.name if tenant else ""
@@ -733,13 +813,14 @@ def _claim_and_launch(
             lease_seconds=settings.claim_lease,
             tenant=tenant_name,
             retries=trigger.retries,
+            chain=[step.as_record() for step in trigger.chain],
         )
     )
     claim = records.decode(encoded)
     waiting = _why_wait(relay, tenant_name, pipeline.name, delivery.uri)
     if isinstance(waiting, InvalidTriggerError):
         return _reject(relay, delivery, loaded, run_key, pipeline.name, waiting)
-    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority)) is not None:
+    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority, place)) is not None:
         return queued
     previous: dict[str, Any] | None = None
     try:
@@ -795,13 +876,19 @@ def _why_wait(relay: Relay, tenant: str, pipeline: str, uri: str) -> str | Inval
 
 
 def _enqueue(
-    relay: Relay, delivery: Source, uri: str, claim: Mapping[str, Any], reason: str, priority: int
+    relay: Relay,
+    delivery: Source,
+    uri: str,
+    claim: Mapping[str, Any],
+    reason: str,
+    priority: int,
+    taken: str | None = None,
 ) -> Outcome | None:
-    """Record the run `queued` (create-only, so a redelivery finds it) and give it its place; None for a run key a
-    claim holds already (its lease and takeover settle it, as for any claim)."""
+    """Record the run `queued` (create-only, so a redelivery finds it) and give it its place (`taken`, one it takes
+    over); None for a run key a claim holds already (its lease and takeover settle it, as for any claim)."""
     now = relay.clock()
     run_key, results = str(claim["run_key"]), relay.settings.results_uri
-    place = queue.place_for(now, run_key, priority)
+    place = taken or queue.place_for(now, run_key, priority)
     record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
     try:
         relay.store.write(uri, records.encode(record), if_generation_match=0)

@@ -25,6 +25,21 @@ class RunRecords:
     skip: Mapping[str, Any] | None = None  # a delivery that never became a run
     retry: Mapping[str, Any] | None = None  # a failed run's retry, decided or not yet (relay.lifecycle.retry)
     incomplete: Mapping[str, Any] | None = None  # a set its deadline closed before it was complete (relay.sets)
+    chain: Mapping[str, Any] | None = None  # an ended run whose chain's next runs wait to start (relay.chain_runs)
+    chained: Mapping[str, Any] | None = None  # what an ended run's chain started after it, once settled
+
+    @property
+    def chained_from(self) -> str:
+        """The run whose end started this one through a chain ("" : none)."""
+        return str(((self.launch or self.rejection or {}).get("trigger") or {}).get("chained_from") or "")
+
+    @property
+    def chained_to(self) -> list[str]:
+        """The runs this one's chain started (or refused), as `<run key> (<what became of it>)`; a line saying
+        they wait while the marker is there."""
+        if self.chained is not None:
+            return [f"{link.get('run_key')} ({link.get('outcome')})" for link in self.chained.get("chained") or []]
+        return ["its next runs start at the next reconcile tick"] if self.chain is not None else []
 
     @property
     def latest(self) -> Mapping[str, Any]:
@@ -70,7 +85,8 @@ class RunRecords:
 
 
 def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
-    """Every record a run key may have, by name (a retry.json only while its retry waits)."""
+    """Every record a run key may have, by name (a retry.json only while its retry waits, a chain.json only while
+    its chain's next runs do)."""
     return {
         "launch": naming.launch_record(results_uri, run_key),
         "result": naming.result_record(results_uri, run_key),
@@ -78,6 +94,8 @@ def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
         "skipped": naming.skip_record(results_uri, run_key),
         "retry": naming.retry_record(results_uri, run_key),
         "incomplete": naming.incomplete_record(results_uri, run_key),
+        "chain": naming.chain_record(results_uri, run_key),
+        "chained": naming.chained_record(results_uri, run_key),
     }
 
 
@@ -98,6 +116,8 @@ def _read_records(store: BlobStore, run_key: str, uris: Mapping[str, str]) -> Ru
         skip=found.get("skipped"),
         retry=found.get("retry"),
         incomplete=found.get("incomplete"),
+        chain=found.get("chain"),
+        chained=found.get("chained"),
     )
 
 
