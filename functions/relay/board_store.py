@@ -24,7 +24,7 @@ from relay.service import Relay
 from relay.status import RunRecords, recent_runs
 
 # The tick reads no dead letters (a pull is the CLI's, with its own credentials): its board says where to look.
-NOT_READ_BY_THE_TICK = "Not read by the reconcile tick: `relay board` or `relay dead-letters list` shows them."
+NOT_READ_BY_THE_TICK = "Not read by the reconcile tick: run relay board, or relay dead-letters list, to see them."
 
 
 @dataclass(frozen=True)
