@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import board_store, drain, lifecycle, logs, runtime, unreadable
+from relay import drain, lifecycle, logs, runtime, unreadable
 from relay.errors import PermanentError, TransientError
 from relay.events import (
     PUBSUB_PUBLISHED,
@@ -65,6 +65,9 @@ def on_schedule(cloud_event: CloudEvent) -> None:
             Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
         )
         return
+    # Here, not at the top: the board's modules load with the first tick, never with an event's cold start.
+    from relay import board_store
+
     severity = None
     try:
         board = board_store.refresh(relay)
