@@ -12,6 +12,7 @@ from typing import NoReturn
 from relay.errors import RelayError
 from relay.ports import BlobStore
 from relaycli.backfill import COMMAND as BACKFILL
+from relaycli.board import COMMAND as BOARD
 from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
@@ -49,6 +50,7 @@ COMMANDS: tuple[Command, ...] = (
     PAUSE,
     RESUME,
     DEAD_LETTERS,
+    BOARD,
     VALIDATE,
     UPLOAD,
     COMPILE,
@@ -68,6 +70,7 @@ examples:
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
+  relay board --out board.html
   relay logs RUN_KEY
   relay ls gs://relay-results/relay/runs/RUN_KEY/
   relay upload plate-4.json gs://lab-data/assay/2026-11-22/

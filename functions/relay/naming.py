@@ -164,6 +164,18 @@ def reconcile_cursor(results_uri: str, backend: str) -> str:
     return join(results_uri, "reconcile", f"{record_name(backend)}.json")
 
 
+def board_page(results_uri: str, tenant: str | None = None) -> str:
+    """The runs board the reconcile ticks refresh: the whole deployment's, or one tenant's page of its own runs."""
+    if tenant is None:
+        return join(results_uri, "board", "index.html")
+    return join(results_uri, "board", "tenants", f"{record_name(tenant)}.html")
+
+
+def board_refreshed(results_uri: str) -> str:
+    """When the runs board was last written: the ticks' one-at-a-time marker, apart from the pages."""
+    return join(results_uri, "board", "refreshed.json")
+
+
 def refusal_record(results_uri: str, run_key: str, run_id: str) -> str:
     """Where a pipeline task records that it refused to run: never a name the functions or a real run write."""
     return join(results_uri, "refused", record_name(run_key), f"{record_name(run_id)}.json")

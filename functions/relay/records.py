@@ -147,8 +147,15 @@ def launched_record(claim: Mapping[str, Any], *, run_id: str, run_url: str, now:
 
 
 def rejection_record(
-    *, run_key: str, pipeline: str | None, trigger: Mapping[str, Any], error: RelayError, now: datetime
+    *,
+    run_key: str,
+    pipeline: str | None,
+    trigger: Mapping[str, Any],
+    error: RelayError,
+    now: datetime,
+    tenant: str = "",
 ) -> dict[str, Any]:
+    """`rejected/<run_key>.json`; `tenant`, the one the delivery spoke for, so that its board shows it."""
     problems = error.problems if isinstance(error, InvalidTriggerError) else ()
     code = getattr(error, "code", "rejected")
     return {
@@ -156,6 +163,7 @@ def rejection_record(
         "status": STATUS_BAD_REQUEST,
         "message": str(error),
         "run_key": run_key,
+        "tenant": tenant,
         "pipeline": pipeline,
         "trigger": dict(trigger),
         "severity": severity_of_rejection(code),

@@ -773,8 +773,14 @@ def _reject(
     outcome = Outcome("rejected", str(error), delivery.event.id, delivery.uri, run_key, None, pipeline, code=error.code)
     if _read_record(relay.store, uri) is not None:
         return outcome
+    owner = tenant_for(relay.policy, delivery)  # from where it came, as for a run: whose board shows it
     record = records.rejection_record(
-        run_key=run_key, pipeline=pipeline, trigger=loaded.reference, error=error, now=relay.clock()
+        run_key=run_key,
+        pipeline=pipeline,
+        trigger=loaded.reference,
+        error=error,
+        now=relay.clock(),
+        tenant=owner.name if owner else "",
     )
     publish_record(relay.notifier, record)
     with contextlib.suppress(PreconditionFailedError):  # a concurrent duplicate recorded the same rejection
