@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
-from relay.naming import is_topic_path
+from relay.naming import PROJECT_ID, PROJECT_ID_RULE, is_topic_path, split_pubsub_path
 from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
@@ -43,6 +43,9 @@ class Settings:
     vertex_service_account: str = ""
     vertex_endpoint: str = ""
     notify_topic: str = ""
+    # The project whose Cloud Trace and Cloud Logging hold the functions' traces (relay.trace): RELAY_PROJECT, else
+    # the Vertex AI project, else the notify topic's ("" : a line names no trace, as Cloud Logging needs a project).
+    project: str = ""
     max_event_age: float = 3600.0
     claim_lease: float = 600.0
     # How many runs one reconcile tick asks the backend about: N runs in flight are all asked within ceil(N / it).
@@ -114,6 +117,9 @@ class Settings:
         notify_topic = get("NOTIFY_TOPIC")
         if notify_topic and not is_topic_path(notify_topic):
             problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
+        project = get("PROJECT")
+        if project and not PROJECT_ID.match(project):
+            problems.append(f"RELAY_PROJECT: expected {PROJECT_ID_RULE}, found {project!r}")
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
         reconcile_per_tick = count("RECONCILE_PER_TICK", cls.reconcile_per_tick)
@@ -139,6 +145,7 @@ class Settings:
             vertex_service_account=get("VERTEX_SERVICE_ACCOUNT"),
             vertex_endpoint=get("VERTEX_ENDPOINT").rstrip("/"),
             notify_topic=notify_topic,
+            project=project or settings["vertex_project"] or (split_pubsub_path(notify_topic) or ("",))[0],
             max_event_age=max_event_age,
             claim_lease=claim_lease,
             reconcile_per_tick=reconcile_per_tick,

@@ -15,6 +15,7 @@ from relay import labels as label_rules
 from relay import naming, queue, records, routes
 from relay import policy as rules
 from relay import policy_caps as caps
+from relay import trace as tracing
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.config import Settings
 from relay.errors import (
@@ -820,7 +821,10 @@ def _submit(
     lease_end = records.parse_timestamp(claim["lease_expires_at"])
     # The record keeps the trigger's own labels (a rerun starts from them); the run is told whose and how too.
     triggered = label_rules.triggered_by(claim["trigger"])
-    labels = label_rules.for_run(trigger.labels, tenant=tenant, pipeline=pipeline.name, triggered=triggered)
+    trace_id = tracing.trace_id_of(claim["trigger"])
+    labels = label_rules.for_run(
+        trigger.labels, tenant=tenant, pipeline=pipeline.name, triggered=triggered, trace_id=trace_id
+    )
     margin = timedelta(seconds=submit_margin(relay.settings.claim_lease))
     return relay.backend.launch(
         LaunchRequest(
