@@ -145,13 +145,20 @@ class Settings:
             vertex_service_account=get("VERTEX_SERVICE_ACCOUNT"),
             vertex_endpoint=get("VERTEX_ENDPOINT").rstrip("/"),
             notify_topic=notify_topic,
-            project=project or settings["vertex_project"] or (split_pubsub_path(notify_topic) or ("",))[0],
+            project=trace_project(env),
             max_event_age=max_event_age,
             claim_lease=claim_lease,
             reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
             **settings,
         )
+
+
+def trace_project(env: Mapping[str, str]) -> str:
+    """The project whose Cloud Trace holds Relay's traces: RELAY_PROJECT, else RELAY_VERTEX_PROJECT, else the
+    project of RELAY_NOTIFY_TOPIC ("" : none known). The functions and the CLI's trace links alike."""
+    named = setting(env, "PROJECT") or setting(env, "VERTEX_PROJECT")
+    return named or (split_pubsub_path(setting(env, "NOTIFY_TOPIC")) or ("",))[0]
 
 
 def setting(env: Mapping[str, str], name: str, default: str = "") -> str:

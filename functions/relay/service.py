@@ -729,6 +729,9 @@ def _submit_claimed(
     launched = records.launched_record(
         previous if found and previous else claim, run_id=run.run_id, run_url=run.url, now=relay.clock()
     )
+    if previous is not None:  # whose claim this one took over, and whether its run was there: for `relay why`
+        event = (previous.get("trigger") or {}).get("event_id")
+        launched["takeover"] = {"from_event": event, "claimed_at": previous.get("claimed_at"), "found": bool(found)}
     try:
         publish_record(relay.notifier, launched)
         relay.store.write(uri, records.encode(launched), if_generation_match=generation)
