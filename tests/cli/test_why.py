@@ -17,6 +17,7 @@ from relay.service import Relay
 from relay.trace import parse_traceparent
 from tests.cli.support import ECHO, Ran, fields, relay_on, run
 from tests.conftest import CATALOG
+from tests.servers.cloud_logging import CloudLoggingServer
 
 POLICY = """\
 tenants:
@@ -221,3 +222,31 @@ def test_status_prints_the_trace_and_its_link_when_the_project_is_known(
     linked = run(capsys, ["status", key], env={**env, "RELAY_PROJECT": "lab-prod"}, store=blobs)
     url = "https://console.cloud.google.com/traces/list?project=lab-prod&tid=4bf92f3577b34da6a3ce929d0e0e4736"
     assert fields(linked.out)["trace"] == [url]
+
+
+def test_the_functions_lines_come_from_cloud_logging_with_a_project(
+    capsys: pytest.CaptureFixture[str],
+    blobs: RoutingBlobStore,
+    results: str,
+    policy_file: Path,
+    deliver: Callable[..., Outcome],
+):
+    key = str(deliver("lab/a.json").run_key)
+    line = {"outcome": "duplicate", "run_key": key, "event_id": "evt-again", "message": f"already launched: {key}"}
+    other = {"outcome": "launched", "run_key": "echo-someone-else", "event_id": "evt-x", "message": "not this one"}
+    with CloudLoggingServer(token_check=lambda token: token == "test-token") as logging_api:
+        for payload in (line, other, {"message": "a line of no outcome", "run_key": key}):
+            logging_api.add("lab-prod", "cloud_run_revision", {}, timestamp="2026-12-07T10:00:00Z", jsonPayload=payload)
+        env = {
+            "RELAY_RESULTS_URI": results,
+            "RELAY_CATALOG_URI": str(CATALOG),
+            "RELAY_POLICY_URI": str(policy_file),
+            "RELAY_LOGGING_ENDPOINT": logging_api.url,
+            "RELAY_AUTH": "static",
+            "RELAY_STATIC_TOKEN": "test-token",
+        }
+        ran = run(capsys, ["why", key, "--project", "lab-prod", "--json"], env=env, store=blobs)
+    assert ran.code == 0, ran.err
+    lines = [step for step in ran.json()["steps"] if step["source"] == "log"]
+    assert [(step["what"], step["time"]) for step in lines] == [("duplicate", "2026-12-07T10:00:00Z")]
+    assert ran.json()["traces"][0]["url"].endswith("project=lab-prod&tid=4bf92f3577b34da6a3ce929d0e0e4736")
