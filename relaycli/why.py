@@ -78,6 +78,8 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if args.tenant is not None and deployed.tenant(args.tenant) is None:
         names = ", ".join(t.name for t in deployed.tenants) or "none"
         raise UsageError(f"--tenant: expected a tenant of the policy ({names}), found {args.tenant!r}")
+    if args.project is not None and not naming.PROJECT_ID.match(args.project):
+        raise UsageError(f"--project: expected {naming.PROJECT_ID_RULE}, found {args.project!r}")
     asked = resolve(store, deployed, args.what)
     lines = _lines(args, context, asked)
     asked = _with_keys_of(asked, lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
-from relay.naming import PROJECT_ID, PROJECT_ID_RULE, is_topic_path, split_pubsub_path
+from relay.naming import is_topic_path, split_pubsub_path
 from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
@@ -43,8 +43,8 @@ class Settings:
     vertex_service_account: str = ""
     vertex_endpoint: str = ""
     notify_topic: str = ""
-    # The project whose Cloud Trace and Cloud Logging hold the functions' traces (relay.trace): RELAY_PROJECT, else
-    # the Vertex AI project, else the notify topic's ("" : a line names no trace, as Cloud Logging needs a project).
+    # The project whose Cloud Trace and Cloud Logging hold the functions' traces (relay.trace): the Vertex AI
+    # project, else the notify topic's, which deploy always sets ("" : a line names no Cloud Logging trace).
     project: str = ""
     max_event_age: float = 3600.0
     claim_lease: float = 600.0
@@ -117,9 +117,6 @@ class Settings:
         notify_topic = get("NOTIFY_TOPIC")
         if notify_topic and not is_topic_path(notify_topic):
             problems.append(f"RELAY_NOTIFY_TOPIC: expected projects/PROJECT/topics/TOPIC, found {notify_topic!r}")
-        project = get("PROJECT")
-        if project and not PROJECT_ID.match(project):
-            problems.append(f"RELAY_PROJECT: expected {PROJECT_ID_RULE}, found {project!r}")
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
         reconcile_per_tick = count("RECONCILE_PER_TICK", cls.reconcile_per_tick)
@@ -155,9 +152,9 @@ class Settings:
 
 
 def trace_project(env: Mapping[str, str]) -> str:
-    """The project whose Cloud Trace holds Relay's traces: RELAY_PROJECT, else RELAY_VERTEX_PROJECT, else the
-    project of RELAY_NOTIFY_TOPIC ("" : none known). The functions and the CLI's trace links alike."""
-    named = setting(env, "PROJECT") or setting(env, "VERTEX_PROJECT")
+    """The project whose Cloud Trace holds Relay's traces: RELAY_VERTEX_PROJECT, else the project of
+    RELAY_NOTIFY_TOPIC ("" : none known). The functions and the CLI's trace links alike."""
+    named = setting(env, "VERTEX_PROJECT")
     return named or (split_pubsub_path(setting(env, "NOTIFY_TOPIC")) or ("",))[0]
 
 

@@ -74,8 +74,8 @@ def run_in_pipeline(
 
 
 def trace_project(environ: Mapping[str, str]) -> str:
-    """The project whose Cloud Trace the step's lines join: RELAY_PROJECT, else the one Vertex AI runs it in."""
-    return setting(environ, "PROJECT") or setting(environ, "VERTEX_PROJECT") or environ.get("CLOUD_ML_PROJECT_ID", "")
+    """The project whose Cloud Trace the step's lines join: RELAY_VERTEX_PROJECT, else the one Vertex AI runs it in."""
+    return setting(environ, "VERTEX_PROJECT") or environ.get("CLOUD_ML_PROJECT_ID", "")
 
 
 def task_time_limit(environ: Mapping[str, str]) -> AbstractContextManager[None]:

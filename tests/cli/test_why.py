@@ -219,7 +219,7 @@ def test_status_prints_the_trace_and_its_link_when_the_project_is_known(
     env = {"RELAY_RESULTS_URI": results, "RELAY_CATALOG_URI": str(CATALOG)}
     plain = run(capsys, ["status", key, "--json"], env=env, store=blobs).json()
     assert plain["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and plain["trace_url"] is None
-    linked = run(capsys, ["status", key], env={**env, "RELAY_PROJECT": "lab-prod"}, store=blobs)
+    linked = run(capsys, ["status", key], env={**env, "RELAY_VERTEX_PROJECT": "lab-prod"}, store=blobs)
     url = "https://console.cloud.google.com/traces/list?project=lab-prod&tid=4bf92f3577b34da6a3ce929d0e0e4736"
     assert fields(linked.out)["trace"] == [url]
 
