@@ -156,12 +156,13 @@ class LocalStack(Lifecycle):
         return f"{self.message_published.url}/projects/{self.project}/topics/{self.trigger_topic}"
 
     def env(self) -> dict[str, str]:
-        """What a process needs to talk to this stack: the emulator hosts plus `function_env`.
+        """What a process needs to talk to this stack: the emulator hosts plus `function_env`, and where its
+        functions' logs are (RELAY_LOGS: `relay why` reads their outcome lines there).
 
         The emulator hosts win over `function_env`, so the functions always see this stack.
         """
         emulator = {"PUBSUB_EMULATOR_HOST": self.pubsub.host_port} if self.pubsub else {}
-        return {**self.function_env, **self.storage.env(), **emulator}
+        return {**self.function_env, **self.storage.env(), **emulator, "RELAY_LOGS": str(self.workdir)}
 
     def storage_client(self) -> Any:
         """A google.cloud.storage.Client for this stack's fake-gcs-server (close() it when done)."""

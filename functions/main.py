@@ -12,6 +12,7 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from relay import drain, lifecycle, logs, runtime, unreadable
+from relay import trace as tracing
 from relay.errors import PermanentError, TransientError
 from relay.events import (
     PUBSUB_PUBLISHED,
@@ -22,6 +23,7 @@ from relay.events import (
     parse_pubsub_event,
     parse_storage_event,
     topic_of,
+    with_span,
 )
 from relay.outcome import Outcome, OutcomeKind
 
@@ -122,17 +124,22 @@ def _act(event: EventInfo, uri: str, request: lifecycle.ActionRequest | str) -> 
 def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], Delivery]) -> None:
     attributes = cloud_event.get_attributes()
     event_id, uri = str(attributes.get("id", "")), str(attributes.get("source", ""))
+    span: tracing.Trace | None = None
+    project = ""
     try:
         # The parser turns every malformed shape into a Skip; it sits inside the try all the same, so that even a
         # bug there ends in this event's one outcome line.
-        delivery = parse(attributes, cloud_event.get_data())
-        event_id, uri = delivery.event.id, delivery.uri
-        outcome = drain.deliver(runtime.current(os.environ), delivery)
+        delivery = with_span(parse(attributes, cloud_event.get_data()))
+        event_id, uri, span = delivery.event.id, delivery.uri, delivery.event.trace
+        relay = runtime.current(os.environ)
+        project = relay.settings.project or tracing.project_of(delivery.event.source)
+        outcome = drain.deliver(relay, delivery)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
         # (transient faults, settings that need a redeploy, or a bug that a fix will clear).
         severity = None if isinstance(error, TransientError) else "ERROR"
         message = f"{type(error).__name__}: {error}"
-        logs.log_outcome(Outcome("retried", message, event_id, uri, severity_override=severity))
+        retried = Outcome("retried", message, event_id, uri, severity_override=severity)
+        logs.log_outcome(retried, tracing.log_fields(span, project))
         raise
-    logs.log_outcome(outcome)
+    logs.log_outcome(outcome, tracing.log_fields(span, project))

@@ -33,12 +33,14 @@ from relaycli.sync import COMMAND as SYNC
 from relaycli.trigger import COMMAND as TRIGGER
 from relaycli.upload import COMMAND as UPLOAD
 from relaycli.validate import COMMAND as VALIDATE
+from relaycli.why import COMMAND as WHY
 
 COMMANDS: tuple[Command, ...] = (
     TRIGGER,
     PUBLISH,
     STATUS,
     RUNS,
+    WHY,
     LOGS,
     LS,
     CAT,

@@ -8,11 +8,13 @@ from dataclasses import asdict
 from typing import Any
 
 from relay import lifecycle, naming, queue, records
+from relay.config import trace_project
 from relay.errors import BlobNotFoundError
 from relay.policy import Policy
 from relay.ports import BlobStore
 from relay.service import origin_run_key, parse_document
 from relay.status import RunRecords, read_run
+from relay.trace import console_url, trace_id_of
 from relay.triggers import format_for
 from relaycli import policy, wait
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
@@ -66,12 +68,16 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     waiting = None
     if run.state == records.QUEUED and run.launch is not None:
         waiting = queue.explain(store, results, policy.load_policy(context, config), run.launch, context.clock())
+    trace = trace_id_of(_reference(run))
+    link = console_url(trace_project(context.env), trace)
     if args.json:
         queued = {"queue": asdict(waiting)} if waiting else {}
-        print(to_json({**run_json(run), **queued, "later_attempts": [run_summary(attempt) for attempt in later]}))
+        traced = {"trace_id": trace or None, "trace_url": link or None}
+        later_json = [run_summary(attempt) for attempt in later]
+        print(to_json({**run_json(run), **queued, **traced, "later_attempts": later_json}))
         return done
     paint = context.paint
-    print(render(run, paint, later, waiting))
+    print(render(run, paint, later, waiting, trace=link or trace))
     if later:
         print(paint.next(f"\nthe latest attempt: relay status {later[-1].run_key}"))
     if run.state in ("queued", "launching", "launched", "running"):
@@ -198,8 +204,14 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
 
 
 def render(
-    run: RunRecords, paint: Paint = PLAIN, later: Sequence[RunRecords] = (), waiting: queue.Waiting | None = None
+    run: RunRecords,
+    paint: Paint = PLAIN,
+    later: Sequence[RunRecords] = (),
+    waiting: queue.Waiting | None = None,
+    *,
+    trace: str = "",
 ) -> str:
+    """The run's records laid out; `trace`: its trace's Cloud Trace link (its id alone where no project is known)."""
     summary = run_summary(run)
     first, number = attempt_of(run)
     rows: list[tuple[str, str | Sequence[str]]] = [
@@ -211,6 +223,7 @@ def render(
         ("run url", summary["run_url"] or "-"),
         *_job_id(run, summary["run_id"]),
         ("trigger", _trigger(run)),
+        *([("trace", trace)] if trace else []),
     ]
     if waiting is not None:
         tenant = str((run.launch or {}).get("tenant") or "(none)")
@@ -307,8 +320,13 @@ def _job_id(run: RunRecords, run_id: str | None) -> list[tuple[str, str]]:
     return [("job id", str(reported))] if reported and reported != run_id else []
 
 
+def _reference(run: RunRecords) -> Mapping[str, Any]:
+    trigger = (run.launch or run.rejection or run.skip or {}).get("trigger")
+    return trigger if isinstance(trigger, Mapping) else {}
+
+
 def _trigger(run: RunRecords) -> str:
-    trigger = (run.launch or run.rejection or run.skip or {}).get("trigger") or {}
+    trigger = _reference(run)
     uri = str(trigger.get("uri") or "-")
     if trigger.get("generation"):
         uri += f"#{trigger['generation']}"

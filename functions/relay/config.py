@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from relay.errors import ConfigError
-from relay.naming import is_topic_path
+from relay.naming import is_topic_path, split_pubsub_path
 from relay.urls import credentials_refusal, safe_for_credentials
 
 Backend = Literal["local", "kfp", "vertex"]
@@ -43,6 +43,9 @@ class Settings:
     vertex_service_account: str = ""
     vertex_endpoint: str = ""
     notify_topic: str = ""
+    # The project whose Cloud Trace and Cloud Logging hold the functions' traces (relay.trace): the Vertex AI
+    # project, else the notify topic's, which deploy always sets ("" : a line names no Cloud Logging trace).
+    project: str = ""
     max_event_age: float = 3600.0
     claim_lease: float = 600.0
     # How many runs one reconcile tick asks the backend about: N runs in flight are all asked within ceil(N / it).
@@ -144,6 +147,7 @@ class Settings:
             vertex_service_account=get("VERTEX_SERVICE_ACCOUNT"),
             vertex_endpoint=get("VERTEX_ENDPOINT").rstrip("/"),
             notify_topic=notify_topic,
+            project=trace_project(env),
             max_event_age=max_event_age,
             claim_lease=claim_lease,
             reconcile_per_tick=reconcile_per_tick,
@@ -152,6 +156,13 @@ class Settings:
             board_every=board_every,
             **settings,
         )
+
+
+def trace_project(env: Mapping[str, str]) -> str:
+    """The project whose Cloud Trace holds Relay's traces: RELAY_VERTEX_PROJECT, else the project of
+    RELAY_NOTIFY_TOPIC ("" : none known). The functions and the CLI's trace links alike."""
+    named = setting(env, "VERTEX_PROJECT")
+    return named or (split_pubsub_path(setting(env, "NOTIFY_TOPIC")) or ("",))[0]
 
 
 def setting(env: Mapping[str, str], name: str, default: str = "") -> str:

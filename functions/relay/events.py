@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from relay import naming
+from relay.trace import Trace, incoming, span_for
 from relay.triggers import Format, describe_value, format_for, not_utf8, value_shape
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
@@ -30,6 +31,8 @@ class EventInfo:
     type: str
     source: str
     time: datetime | None
+    # The event's valid trace context as it came (relay.trace); the entry point makes Relay's span of it.
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,14 @@ def event_info(attributes: Mapping[str, Any]) -> EventInfo:
         type=str(attributes.get("type", "")),
         source=str(attributes.get("source", "")),
         time=_parse_time(attributes.get("time")),
+        trace=incoming(attributes),
     )
+
+
+def with_span(delivery: Delivery) -> Delivery:
+    """The delivery as Relay works on it: its event's trace context is Relay's own span of the event's trace (a new
+    trace when the event came with none), which its records and its outcome line carry."""
+    return replace(delivery, event=replace(delivery.event, trace=span_for(delivery.event.trace)))
 
 
 def envelope_problem(attributes: Mapping[str, Any], data: Any) -> str | None:
@@ -177,6 +187,8 @@ def parse_pubsub_event(attributes: Mapping[str, Any], data: Any) -> Delivery:
     ):
         found = describe_value(message_attributes)
         return Skip(event, uri, f"expected message attributes: a mapping of strings, found {found}", malformed=True)
+    if event.trace is None:  # the message's trace context, when the CloudEvent carries none of its own
+        event = replace(event, trace=incoming({}, message_attributes))
     encoded = message.get("data") or ""
     if not isinstance(encoded, str):
         return Skip(event, uri, f"expected message data: base64 text, found {describe_value(encoded)}", malformed=True)

@@ -20,10 +20,11 @@ TENANT = "relay-tenant"  # "" for a deployment without tenants
 PIPELINE = "relay-pipeline"
 TRIGGER = "relay-trigger"  # how the run was started: one of TRIGGERED_BY
 TRIGGERED_BY = ("object", "message", "route", "rerun")
+TRACE = "relay-trace"  # the trace id of the delivery that launched it (relay.trace): Cloud Trace finds the rest
 RELAY_PREFIX = "relay-"  # every key under it is Relay's, now and in later releases
 # Vertex AI sets this one on every run itself, and overrides a value sent ("user set value will get overrided").
 VERTEX_BILLING = "vertex-ai-pipelines-run-billing-id"
-RELAY_KEYS = (TENANT, PIPELINE, TRIGGER)
+RELAY_KEYS = (TENANT, PIPELINE, TRIGGER, TRACE)
 MAX_TRIGGER_LABELS = MAX_LABELS - len(RELAY_KEYS)  # the room Relay's own leave
 RESERVED_RULE = f"a key of the trigger's own (not {RELAY_PREFIX}*, which Relay sets, nor {VERTEX_BILLING})"
 COUNT_RULE = f"at most {MAX_TRIGGER_LABELS} labels (a run takes {MAX_LABELS}; Relay adds {', '.join(RELAY_KEYS)})"
@@ -40,9 +41,13 @@ def triggered_by(reference: Mapping[str, Any]) -> str:
     return "message" if via == "pubsub-inline" else "object"
 
 
-def for_run(own: Mapping[str, str], *, tenant: str, pipeline: str, triggered: str) -> dict[str, str]:
-    """The labels a run is sent with: the trigger's, then Relay's (a trigger cannot hold Relay's keys)."""
-    return {**own, TENANT: tenant, PIPELINE: pipeline, TRIGGER: triggered}
+def for_run(
+    own: Mapping[str, str], *, tenant: str, pipeline: str, triggered: str, trace_id: str = ""
+) -> dict[str, str]:
+    """The labels a run is sent with: the trigger's, then Relay's (a trigger cannot hold Relay's keys); the trace
+    id only when it is a label value (relay.trace checked it already: a record from before may hold anything)."""
+    traced = {TRACE: trace_id} if trace_id and VALUE.match(trace_id) else {}
+    return {**own, TENANT: tenant, PIPELINE: pipeline, TRIGGER: triggered, **traced}
 
 
 def is_reserved(key: str) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from relay.outcome import Outcome
@@ -61,9 +63,40 @@ def configure() -> None:
     logger.propagate = False
 
 
-def log_outcome(outcome: Outcome) -> None:
+def log_outcome(outcome: Outcome, trace: Mapping[str, object] | None = None) -> None:
+    """The event's one outcome line; `trace`: the fields that put it in its trace (relay.trace.log_fields)."""
+    fields = {**outcome.fields(), **trace} if trace else outcome.fields()
     logging.getLogger("relay").log(
-        _SEVERITY_TO_LEVEL[outcome.severity],
-        outcome.message,
-        extra={_OUTCOME_FIELDS: outcome.fields()},
+        _SEVERITY_TO_LEVEL[outcome.severity], outcome.message, extra={_OUTCOME_FIELDS: fields}
     )
+
+
+class TraceFilter(logging.Filter):
+    """Puts every line a process writes through Relay's loggers in one trace (a pipeline step's lines)."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        setattr(record, _OUTCOME_FIELDS, {**self._fields, **getattr(record, _OUTCOME_FIELDS, {})})
+        return True
+
+
+@contextlib.contextmanager
+def lines_in_trace(name: str, fields: Mapping[str, object]) -> Iterator[None]:
+    """While inside: logger `name`'s lines (INFO and up) also as JSON lines on stdout, each with `fields` (a
+    pipeline step's lines in its run's trace). The logger keeps its other handlers and propagation."""
+    logger = logging.getLogger(name)
+    handler = _StdoutHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(TraceFilter(fields))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

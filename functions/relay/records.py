@@ -48,6 +48,8 @@ def trigger_reference(delivery: ObjectDelivery | InlineDelivery, generation: int
         "event_type": delivery.event.type,
         "event_time": timestamp(delivery.event.time) if delivery.event.time else None,
     }
+    if delivery.event.trace is not None:  # Relay's span of the event's trace (relay.trace): the run's step joins it
+        reference["traceparent"] = delivery.event.trace.traceparent
     if isinstance(delivery, ObjectDelivery):
         reference.update(generation=generation, via=delivery.via)
         if delivery.origin is not None:  # the message that named the object: its topic is whose delivery it was
@@ -262,9 +264,11 @@ def result_record(
     status: int | None = None,
     started: datetime,
     finished: datetime,
+    traceparent: str = "",
 ) -> dict[str, Any]:
-    """How a run ended: `runs/<run_key>/result.json`."""
+    """How a run ended: `runs/<run_key>/result.json`; `traceparent`, the step's span of the run's trace."""
     return {
+        **({"traceparent": traceparent} if traceparent else {}),
         "state": SUCCEEDED if succeeded else FAILED,
         "status": status if status is not None else (200 if succeeded else 500),
         "message": message,

@@ -15,6 +15,7 @@ from relay import labels as label_rules
 from relay import naming, queue, records, routes, set_store, supersede
 from relay import policy as rules
 from relay import policy_caps as caps
+from relay import trace as tracing
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
 from relay.chain_checks import check_chain
 from relay.config import Settings
@@ -965,6 +966,9 @@ def _submit_claimed(
     launched = records.launched_record(
         previous if found and previous else claim, run_id=run.run_id, run_url=run.url, now=relay.clock()
     )
+    if previous is not None:  # whose claim this one took over, and whether its run was there: for `relay why`
+        event = (previous.get("trigger") or {}).get("event_id")
+        launched["takeover"] = {"from_event": event, "claimed_at": previous.get("claimed_at"), "found": bool(found)}
     try:
         publish_record(relay.notifier, launched)
         relay.store.write(uri, records.encode(launched), if_generation_match=generation)
@@ -1057,7 +1061,10 @@ def _submit(
     lease_end = records.parse_timestamp(claim["lease_expires_at"])
     # The record keeps the trigger's own labels (a rerun starts from them); the run is told whose and how too.
     triggered = label_rules.triggered_by(claim["trigger"])
-    labels = label_rules.for_run(trigger.labels, tenant=tenant, pipeline=pipeline.name, triggered=triggered)
+    trace_id = tracing.trace_id_of(claim["trigger"])
+    labels = label_rules.for_run(
+        trigger.labels, tenant=tenant, pipeline=pipeline.name, triggered=triggered, trace_id=trace_id
+    )
     margin = timedelta(seconds=submit_margin(relay.settings.claim_lease))
     return relay.backend.launch(
         LaunchRequest(

@@ -12,8 +12,10 @@ from typing import Any
 from pipelines.steps.contract import Step, StepResult, run_step, spec_for, step_context
 from pipelines.steps.errors import StepError
 from pipelines.steps.gate import task_launch
-from pipelines.steps.outcome import record_refusal, record_step_result
+from pipelines.steps.outcome import log, record_refusal, record_step_result
 from relay.config import setting
+from relay.logs import lines_in_trace
+from relay.trace import log_fields, span_for
 
 
 class StepFailedError(RuntimeError):
@@ -45,13 +47,18 @@ def run_in_pipeline(
     if "results_uri" in parameters:  # the deployment's location: the one the launch names, or left empty
         parameters = {**parameters, "results_uri": launch.results_uri}
     spec = spec_for(inputs=inputs, outputs={}, parameters=parameters)
-    try:
-        context = step_context(environ)
-    except StepError as error:  # the deployment's policy cannot be read: nothing may run
-        result = StepResult(message=str(error), status=error.status)
-    else:
-        with task_time_limit(environ):
-            result = run_step(step, spec, context)
+    # The step's span of the run's trace (a new trace for a direct run): its lines and its result carry it.
+    span = span_for(launch.parent)
+    with lines_in_trace(log.name, log_fields(span, trace_project(environ))):
+        log.info("%s run %s: step started (run id %s)", pipeline, launch.run_key or "(direct)", run_id)
+        try:
+            context = step_context(environ)
+        except StepError as error:  # the deployment's policy cannot be read: nothing may run
+            result = StepResult(message=str(error), status=error.status)
+        else:
+            with task_time_limit(environ):
+                result = run_step(step, spec, context)
+        log.info("%s run %s: step ended with status %s", pipeline, launch.run_key or "(direct)", result.status)
     record_step_result(
         pipeline=pipeline,
         launch=launch,
@@ -59,10 +66,16 @@ def run_in_pipeline(
         result=result,
         started=started,
         finished=datetime.now(UTC),
+        span=span,
     )
     if not result.succeeded:
         raise StepFailedError(f"{pipeline} failed with status {result.status}: {result.message}")
     return result.to_json()
+
+
+def trace_project(environ: Mapping[str, str]) -> str:
+    """The project whose Cloud Trace the step's lines join: RELAY_VERTEX_PROJECT, else the one Vertex AI runs it in."""
+    return setting(environ, "VERTEX_PROJECT") or environ.get("CLOUD_ML_PROJECT_ID", "")
 
 
 def task_time_limit(environ: Mapping[str, str]) -> AbstractContextManager[None]:

@@ -25,6 +25,7 @@ from relay.config import setting
 from relay.errors import BlobNotFoundError, RelayError
 from relay.policy import PUSH, RATCHET
 from relay.ports import BlobStore
+from relay.trace import Trace, parse_traceparent
 from relay.triggers import RESERVED_PARAMETERS, describe_value
 
 # What a run gets for a parameter its launch left out: the backend fills in the pipeline's default. The pipelines'
@@ -54,6 +55,8 @@ class Launch:
     tenant: str
     results_uri: str  # the deployment's results location: every record, baseline and report goes under it
     direct: bool = False
+    # The launching delivery's span (relay.trace), as its launch record keeps it: the step's span is its child.
+    parent: Trace | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,9 @@ def verify_launch(
         differences = _differences(record, pipeline, run_key, tenant, parameters, filled)
         if differences:
             raise _refused(f"run {run_key} is not what the functions launched ({where}): " + "; ".join(differences))
-        return Launch(run_key, tenant, results_uri)
+        trigger = record.get("trigger")
+        parent = parse_traceparent(trigger.get("traceparent")) if isinstance(trigger, Mapping) else None
+        return Launch(run_key, tenant, results_uri, parent=parent)
     if not direct_tenant:
         missing = f"a launch record at {naming.launch_record(results_uri, run_key)}, found none" if keyed else (
             f"{naming.RUN_KEY_RULE} with a launch record, found {run_key!r}")  # fmt: skip

@@ -22,6 +22,7 @@ from relay.config import Settings, setting
 from relay.errors import PreconditionFailedError
 from relay.ports import BlobStore
 from relay.results import record_result
+from relay.trace import Trace
 
 log = logging.getLogger("relay.step")
 REFUSED = "refused"  # a refusal record's state: the run did nothing
@@ -35,9 +36,11 @@ def record_step_result(
     result: StepResult,
     started: datetime,
     finished: datetime,
+    span: Trace | None = None,
 ) -> bool:
-    """Write the run's result record (once) and publish it; False when one was there already."""
-    record = _record(pipeline, launch.run_key, run_id, result, started, finished)
+    """Write the run's result record (once) and publish it; False when one was there already. `span`: the step's
+    span of the run's trace (relay.trace), kept in the record."""
+    record = _record(pipeline, launch.run_key, run_id, result, started, finished, span)
     store = _store(launch.results_uri)
     if launch.direct:
         return _create(store, naming.direct_result(launch.results_uri, run_id), record)
@@ -88,7 +91,13 @@ def record_final_status(
 
 
 def _record(
-    pipeline: str, run_key: str, run_id: str, result: StepResult, started: datetime, finished: datetime
+    pipeline: str,
+    run_key: str,
+    run_id: str,
+    result: StepResult,
+    started: datetime,
+    finished: datetime,
+    span: Trace | None = None,
 ) -> dict[str, Any]:
     return records.result_record(
         run_key=run_key,
@@ -102,6 +111,7 @@ def _record(
         status=result.status,
         started=started,
         finished=finished,
+        traceparent=span.traceparent if span else "",
     )
 
 

@@ -214,3 +214,31 @@ def test_a_backend_refusing_what_relay_checked_is_an_error_in_the_log_and_the_re
 )
 def test_severity_says_whose_problem_it_is(kind: OutcomeKind, code: str | None, severity: str):
     assert Outcome(kind, "", "1", "gs://relay-triggers/a.json", code=code).severity == severity
+
+
+def test_an_event_s_trace_runs_through_its_outcome_line_its_records_and_its_run_s_labels(
+    store: MemoryBlobStore, backend: FakeBackend, capsys: pytest.CaptureFixture[str]
+):
+    generation = upload(store)
+    traced = event("storage_finalized", generation=str(generation))
+    traced["traceparent"] = f"00-{'4b' * 16}-{'00f067aa0ba902b7'}-01"
+    post("on_object_finalized", traced)
+    (line,) = outcome_lines(capsys.readouterr().out)
+    reference = launch_record(store, generation)["trigger"]
+    span = reference["traceparent"].split("-")
+    assert span[1] == "4b" * 16 and span[2] not in ("00f067aa0ba902b7", "0" * 16)  # Relay's span of the event's trace
+    assert line["trace_id"] == "4b" * 16
+    assert backend.launches[0].labels["relay-trace"] == "4b" * 16
+
+
+def test_an_invalid_traceparent_is_replaced_never_copied(
+    store: MemoryBlobStore, backend: FakeBackend, capsys: pytest.CaptureFixture[str]
+):
+    generation = upload(store)
+    traced = event("storage_finalized", generation=str(generation))
+    traced["traceparent"] = "00-ATTACKER-CHOSEN-01"
+    post("on_object_finalized", traced)
+    (line,) = outcome_lines(capsys.readouterr().out)
+    reference = launch_record(store, generation)["trigger"]
+    assert "ATTACKER" not in json.dumps(reference) and "ATTACKER" not in json.dumps(line)
+    assert reference["traceparent"].split("-")[1] == line["trace_id"] == backend.launches[0].labels["relay-trace"]

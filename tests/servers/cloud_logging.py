@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from tests.servers.base import LoopbackServer, Request, Response, TokenCheck, any_token, bearer_token, google_error
 
-# The one filter shape served: a resource type and one resource label, as the Logs Explorer writes them.
+# The filter shapes served: a resource type and one resource label, as the Logs Explorer writes them (`relay logs`);
+# and structured lines that have a field, with any of some fields' values (`relay why`: the functions' outcome lines).
 _FILTER = re.compile(r'^resource\.type="([^"]+)" AND resource\.labels\.([a-z_]+)="([^"]+)"$')
+_PAYLOAD_FILTER = re.compile(r"^jsonPayload\.([a-z_]+):\* AND \((.+)\)$")
+_PAYLOAD_TERM = re.compile(r'^jsonPayload\.([a-z_]+)=("(?:[^"\\]|\\.)*")$')
 _ORDERS = ("timestamp asc", "timestamp desc")
 _FIELDS = {"resourceNames", "filter", "orderBy", "pageSize", "pageToken"}
 
@@ -48,8 +53,8 @@ class CloudLoggingServer(LoopbackServer):
         projects = [name.removeprefix("projects/") for name in names if name.startswith("projects/")]
         if not names or len(projects) != len(names):
             return google_error(400, "INVALID_ARGUMENT", "resourceNames: expected projects/PROJECT names")
-        match = _FILTER.match(str(body.get("filter") or ""))
-        if match is None:
+        wanted = _selection(str(body.get("filter") or ""))
+        if wanted is None:
             return google_error(400, "INVALID_ARGUMENT", f"Unparseable filter: {body.get('filter')!r}")
         order = body.get("orderBy", "timestamp asc")
         if order not in _ORDERS:
@@ -57,18 +62,36 @@ class CloudLoggingServer(LoopbackServer):
         size = int(body.get("pageSize") or 50)
         if not 0 < size <= 1000:
             return google_error(400, "INVALID_ARGUMENT", f"pageSize: expected 1 to 1000, found {size}")
-        resource_type, label, value = match.groups()
         with self._lock:
-            chosen = [
-                entry
-                for entry in self._entries
-                if entry["logName"].split("/")[1] in projects
-                and entry["resource"]["type"] == resource_type
-                and entry["resource"]["labels"].get(label) == value
-            ]
+            chosen = [entry for entry in self._entries if entry["logName"].split("/")[1] in projects and wanted(entry)]
         chosen.sort(key=lambda entry: str(entry.get("timestamp", "")), reverse=order == "timestamp desc")
         start = int(body.get("pageToken") or 0)
         page: dict[str, Any] = {"entries": chosen[start : start + size]}
         if start + size < len(chosen):
             page["nextPageToken"] = str(start + size)
         return Response.json(200, page)
+
+
+def _selection(text: str) -> Callable[[dict[str, Any]], bool] | None:
+    """What a filter of a served shape selects; None for any other filter."""
+    by_resource = _FILTER.match(text)
+    if by_resource is not None:
+        resource_type, label, value = by_resource.groups()
+        return lambda entry: (
+            entry["resource"]["type"] == resource_type and entry["resource"]["labels"].get(label) == value
+        )
+    by_payload = _PAYLOAD_FILTER.match(text)
+    if by_payload is None:
+        return None
+    present, terms = by_payload[1], [_PAYLOAD_TERM.match(term) for term in by_payload[2].split(" OR ")]
+    if not all(terms):
+        return None
+    pairs = [(term[1], json.loads(term[2])) for term in terms if term is not None]
+
+    def selects(entry: dict[str, Any]) -> bool:
+        payload = entry.get("jsonPayload")
+        if not isinstance(payload, dict) or present not in payload:
+            return False
+        return any(payload.get(field) == value for field, value in pairs)
+
+    return selects

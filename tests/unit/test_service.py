@@ -178,6 +178,8 @@ def test_a_crash_between_claim_and_submit_is_taken_over_after_the_lease(relay: R
     outcome = handle_delivery(relay, delivery)
     assert outcome.outcome == "launched" and "after takeover" in outcome.message
     assert backend.lookups == [key] and len(backend.launches) == 1
+    takeover = record(store, launch_uri(key))["takeover"]  # what `relay why` tells of it
+    assert takeover == {"from_event": "crashed", "claimed_at": "2026-11-21T11:00:00.000Z", "found": False}
 
 
 def test_a_takeover_loses_to_another_delivery_that_took_the_expired_claim_first(relay: Relay, store, backend):
