@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import drain, lifecycle, logs, runtime, unreadable
+from relay import absence, drain, lifecycle, logs, observe, runtime, unreadable
 from relay.errors import PermanentError, TransientError
 from relay.events import (
     PUBSUB_PUBLISHED,
@@ -64,6 +64,8 @@ def on_schedule(cloud_event: CloudEvent) -> None:
             Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
         )
         return
+    for line in tick.lines:
+        logs.log_outcome(line)
     logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(tick), event.id, "schedule"))
 
 
@@ -117,7 +119,10 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         # bug there ends in this event's one outcome line.
         delivery = parse(attributes, cloud_event.get_data())
         event_id, uri = delivery.event.id, delivery.uri
-        outcome = drain.deliver(runtime.current(os.environ), delivery)
+        relay = runtime.current(os.environ)
+        outcome = drain.deliver(relay, delivery)
+        outcome = observe.described(outcome, relay.policy, now=relay.clock(), event_time=delivery.event.time)
+        absence.arrived(relay, outcome)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
         # (transient faults, settings that need a redeploy, or a bug that a fix will clear).

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import drain, naming, queue, records, retries
+from relay import absence, drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -28,6 +28,7 @@ from relay.errors import (
     TransientError,
 )
 from relay.events import EventInfo, InlineDelivery
+from relay.outcome import Outcome
 from relay.ports import FAILURE_USER, RUN_FAILED, RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
 from relay.service import Relay, _claim_and_launch, _Loaded
@@ -87,6 +88,7 @@ class Tick:
     drained: drain.Drained | None = None  # None: no drain (a tick held off by a wait)
     freed: int = 0
     retried: tuple[Retried, ...] = ()
+    lines: tuple[Outcome, ...] = ()  # the outcome lines the tick logs besides its summary: stuck runs, absences
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -111,6 +113,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
         return Tick(stopped=held, after=start.after)
     keys, ended, retrying = _listed(relay)
     seen: list[Seen] = []
+    stuck: list[Outcome] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
         if asked >= limit:
@@ -134,11 +137,14 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
                 seen.append(Seen(key, launch["state"], "error", "none", _one_line(str(error))))
             else:
                 seen.append(_record(relay, launch, generation, state))
+                if not state.terminal and (late := _stuck(relay, launch, now)) is not None:
+                    stuck.append(late)
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
     # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
     ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
     freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    lines = (*stuck, *absence.check(relay))  # the policy's expectations, whatever the backend's state
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
     if stopped:
         return Tick(
@@ -149,10 +155,36 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
             saved,
             drain.Drained(stopped="not drained: the tick stopped early"),
             freed,
+            lines=lines,
         )
     retrying |= {item.run_key for item in seen if item.action == "result" and item.backend == RUN_FAILED}
     retried = tuple(step for key in sorted(retrying) if (step := retry(relay, key)) is not None)
-    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried)
+    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried, lines)
+
+
+def _stuck(relay: Relay, launch: Mapping[str, Any], now: datetime) -> Outcome | None:
+    """The `stuck` line of a run still going past its pipeline's expected time (the tenant's `expected_times`);
+    logged each tick it is, the alert's rate limit makes one notification of them."""
+    tenant = relay.policy.tenant(str(launch.get("tenant") or ""))
+    expected = dict(tenant.expected_times).get(str(launch.get("pipeline"))) if tenant else None
+    since = _moment(launch.get("launched_at"))
+    if expected is None or since is None or (now - since).total_seconds() <= expected:
+        return None
+    running = round((now - since).total_seconds(), 3)
+    trigger = launch.get("trigger") or {}
+    pipeline = launch.get("pipeline")
+    return Outcome(
+        "stuck",
+        f"{launch.get('run_key')} has been going {running:.0f} s, past the {expected:.0f} s expected of {pipeline}",
+        str(trigger.get("event_id") or ""),
+        str(trigger.get("uri") or ""),
+        str(launch.get("run_key")),
+        str(launch.get("run_id") or "") or None,
+        str(launch.get("pipeline") or "") or None,
+        tenant=str(launch.get("tenant") or "") or None,
+        running_s=running,
+        expected_s=expected,
+    )
 
 
 def _about_the_run(error: RelayError) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 from relay import secrets
 from relay.errors import RelayError
+from relay.expectations import Schedule
 from relay.ports import FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED
 from relay.routes import Route
 
@@ -122,6 +124,18 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """Something must arrive from a route (`route`, its id) or under a trigger prefix (`prefix`) of the tenant in
+    each window of `schedule`, in time zone `zone` (relay.expectations; relay.absence checks and records)."""
+
+    id: str
+    schedule: Schedule
+    zone: tzinfo
+    route: str = ""
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Tenant:
     name: str
     triggers: tuple[str, ...] = ()
@@ -136,6 +150,8 @@ class Tenant:
     routes: tuple[Route, ...] = ()  # data objects that start runs of this tenant (relay.routes)
     caps: Caps = field(default_factory=Caps)  # runs in flight and launches per minute (relay.policy_caps)
     retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name (relay.retries)
+    expect: tuple[Expectation, ...] = ()  # absence declarations (relay.absence)
+    expected_times: tuple[tuple[str, float], ...] = ()  # by pipeline name: seconds a run may go before "stuck"
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
-from relay import naming, queue, records
-from relay.errors import PreconditionFailedError
+from relay import logs, naming, observe, queue, records
+from relay.errors import BlobNotFoundError, PreconditionFailedError
 from relay.ports import FAILURE_USER, BlobStore, Notifier
 
 
@@ -19,7 +20,9 @@ def record_result(
     launch: Mapping[str, Any] | None = None,
 ) -> bool:
     """Write `runs/<run_key>/result.json` unless one exists, give back the slots the run held under its caps
-    (`launch`, its launch record, is read when not given), then publish it; False if one existed.
+    (`launch`, its launch record, is read when not given), then publish it and log its `ended` line (what the
+    run-end metrics count, whoever recorded the end: the run's step, a reconcile tick, a cancel); False if one
+    existed.
 
     A failed end first leaves `retry.json` beside it, so the reconciler decides on a retry whoever recorded the
     end (a crash between the two leaves the marker, never the end without one); the decision is the policy's."""
@@ -35,9 +38,19 @@ def record_result(
         store.write(uri, records.encode(record), if_generation_match=0)
     except PreconditionFailedError:
         return False
+    if launch is None:
+        launch = _launch_of(store, results_uri, str(record["run_key"]))
     queue.release_for(store, results_uri, str(record["run_key"]), launch)
     publish_record(notifier, record)
+    logs.log_outcome(observe.ended(record, launch, datetime.now(UTC)))
     return True
+
+
+def _launch_of(store: BlobStore, results_uri: str, run_key: str) -> Mapping[str, Any] | None:
+    try:
+        return records.decode(store.read(naming.launch_record(results_uri, run_key)).data)
+    except (BlobNotFoundError, ValueError):
+        return None
 
 
 def publish_record(notifier: Notifier | None, record: Mapping[str, Any]) -> None:
