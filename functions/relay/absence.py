@@ -12,6 +12,7 @@ from relay.expectations import last_closed, window_at
 from relay.outcome import Outcome
 from relay.policy_locations import within
 from relay.policy_model import Expectation, Tenant
+from relay.ports import BlobStore
 from relay.service import Relay
 
 # What counts as an arrival: a delivery Relay took (a redelivery of one too). A rejected trigger is no arrival:
@@ -106,6 +107,15 @@ def check(relay: Relay) -> tuple[Outcome, ...]:
                 )
             )
     return tuple(found)
+
+
+def recorded(store: BlobStore, results_uri: str, limit: int) -> list[dict[str, object]]:
+    """The absence records under `results_uri`, the latest windows first, at most `limit` (`relay runs`)."""
+    found = []
+    for uri in store.list(naming.join(results_uri, naming.ABSENCES) + "/"):
+        with suppress(BlobNotFoundError, ValueError):
+            found.append(records.decode(store.read(uri).data))
+    return sorted(found, key=lambda record: str(record.get("window_end")), reverse=True)[:limit]
 
 
 def _span(start: datetime, end: datetime) -> str:
