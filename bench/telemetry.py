@@ -64,7 +64,7 @@ def per_event_us(events: int) -> dict[str, float]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from relay.logs import JsonFormatter
-    from relay.observe import described
+    from relay.observe import measured
     from relay.outcome import Outcome
     from relay.policy_model import Policy, Tenant
 
@@ -74,13 +74,14 @@ def per_event_us(events: int) -> dict[str, float]:
                     "echo", tenant="lab")  # fmt: skip
     formatter = JsonFormatter()
 
-    def line(outcome: Outcome) -> str:
+    def line(outcome: Outcome, extra: dict[str, object] | None = None) -> str:
+        # As relay.logs.log_outcome builds the record, formatted as its handler writes it.
         record = logging.LogRecord("relay", logging.INFO, __file__, 0, outcome.message, None, None)
-        record.relay_fields = outcome.fields()
+        record.relay_fields = {**outcome.fields(), **(extra or {})}
         return formatter.format(record)
 
     def with_fields() -> str:
-        return line(described(plain, policy, now=now, event_time=now - timedelta(seconds=1)))
+        return line(plain, measured(plain, policy, now=now, event_time=now - timedelta(seconds=1)))
 
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     meter = provider.get_meter("relay")

@@ -121,7 +121,7 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         event_id, uri = delivery.event.id, delivery.uri
         relay = runtime.current(os.environ)
         outcome = drain.deliver(relay, delivery)
-        outcome = observe.described(outcome, relay.policy, now=relay.clock(), event_time=delivery.event.time)
+        measured = observe.measured(outcome, relay.policy, now=relay.clock(), event_time=delivery.event.time)
         absence.arrived(relay, outcome)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
@@ -130,4 +130,4 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         message = f"{type(error).__name__}: {error}"
         logs.log_outcome(Outcome("retried", message, event_id, uri, severity_override=severity))
         raise
-    logs.log_outcome(outcome)
+    logs.log_outcome(outcome, measured)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from relay.outcome import Outcome
@@ -61,9 +62,13 @@ def configure() -> None:
     logger.propagate = False
 
 
-def log_outcome(outcome: Outcome) -> None:
+def log_outcome(outcome: Outcome, measured: Mapping[str, object] | None = None) -> None:
+    """The outcome's line; `measured`, fields the metrics read that the outcome does not hold (relay.observe)."""
+    fields = outcome.fields()
+    if measured:
+        fields.update(measured)
     logging.getLogger("relay").log(
         _SEVERITY_TO_LEVEL[outcome.severity],
         outcome.message,
-        extra={_OUTCOME_FIELDS: outcome.fields()},
+        extra={_OUTCOME_FIELDS: fields},
     )

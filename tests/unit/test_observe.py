@@ -12,7 +12,7 @@ import pytest
 
 from relay import lifecycle, logs, naming, records
 from relay.events import parse_pubsub_event
-from relay.observe import described, tenant_of
+from relay.observe import measured, tenant_of
 from relay.outcome import Outcome
 from relay.ports import RunState
 from relay.results import record_result
@@ -90,12 +90,15 @@ def test_a_delivery_the_service_named_no_tenant_for_gets_its_location_s_or_topic
     assert tenant_of(POLICY, replace(rejected, trigger_uri="gs://elsewhere/x.json")) is None
     assert tenant_of(POLICY, replace(rejected, run_key="lab--mine", trigger_uri="gs://elsewhere/x")) == "lab"
     assert tenant_of(replace(POLICY, tenants=()), replace(rejected, run_key="lab--mine")) is None
-    described_ = described(rejected, POLICY, now=NOW, event_time=NOW - timedelta(seconds=3))
-    assert (described_.tenant, described_.latency_ms) == ("lab", None)  # latency is a launch's only
+    # Latency is a launch's only; a tenant the service named stays.
+    assert measured(rejected, POLICY, now=NOW, event_time=NOW - timedelta(seconds=3)) == {"tenant": "lab"}
+    assert measured(replace(rejected, tenant="other"), POLICY, now=NOW, event_time=None) == {}
 
 
 def test_a_launch_s_latency_runs_from_the_event_s_time():
     launched = Outcome("launched", "ok", "e", "gs://relay-triggers/lab/x.json", "echo-abc", "run-1", "echo")
-    line = described(launched, POLICY, now=NOW, event_time=NOW - timedelta(milliseconds=1500)).fields()
-    assert (line["tenant"], line["latency_ms"]) == ("lab", 1500)
-    assert "latency_ms" not in described(launched, POLICY, now=NOW, event_time=None).fields()
+    assert measured(launched, POLICY, now=NOW, event_time=NOW - timedelta(milliseconds=1500)) == {
+        "tenant": "lab",
+        "latency_ms": 1500,
+    }
+    assert measured(launched, POLICY, now=NOW, event_time=None) == {"tenant": "lab"}
