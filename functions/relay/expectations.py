@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MIN_EVERY = timedelta(minutes=5)
@@ -82,6 +81,9 @@ def parse_zone(name: object) -> tzinfo:
         return UTC
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]+(?:/[A-Za-z0-9_+-]+)*", name):
         raise ScheduleError(f"expected an IANA time zone name such as Europe/Berlin, found {name!r}")
+    # Deferred: zoneinfo's import (about 7 ms) is paid at a cold start only where a policy names a time zone.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
