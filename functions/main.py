@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import drain, lifecycle, logs, runtime, unreadable
+from relay import absence, drain, lifecycle, logs, observe, runtime, unreadable
 from relay import trace as tracing
 from relay.errors import PermanentError, TransientError
 from relay.events import (
@@ -67,6 +67,8 @@ def on_schedule(cloud_event: CloudEvent) -> None:
             Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
         )
         return
+    for line in tick.lines:
+        logs.log_outcome(line)
     # Here, not at the top: the board's modules load with the first tick, never with an event's cold start.
     from relay import board_store
 
@@ -134,6 +136,8 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         relay = runtime.current(os.environ)
         project = relay.settings.project or tracing.project_of(delivery.event.source)
         outcome = drain.deliver(relay, delivery)
+        measured = observe.measured(outcome, relay.policy, now=relay.clock(), event_time=delivery.event.time)
+        absence.arrived(relay, outcome)
     except Exception as error:
         # Permanent problems were recorded and returned as outcomes; anything raised is worth a redelivery
         # (transient faults, settings that need a redeploy, or a bug that a fix will clear).
@@ -142,4 +146,4 @@ def _handle(cloud_event: CloudEvent, parse: Callable[[Mapping[str, Any], Any], D
         retried = Outcome("retried", message, event_id, uri, severity_override=severity)
         logs.log_outcome(retried, tracing.log_fields(span, project))
         raise
-    logs.log_outcome(outcome, tracing.log_fields(span, project))
+    logs.log_outcome(outcome, measured, tracing.log_fields(span, project))

@@ -48,6 +48,13 @@ What Relay runs with:
                             soft delete; env DEPLOY_RECORDS_RETENTION); left out, the bucket keeps what it has
   --reconcile-schedule CRON when Cloud Scheduler asks on_schedule to reconcile launched runs with their backend
                             (env DEPLOY_RECONCILE_SCHEDULE; "*/5 * * * *", UTC); set when the job is created
+Metrics and alerts (infra/monitoring; always deployed, notifying only the channels named):
+  --alert-channel CHANNEL   a Cloud Monitoring notification channel the alerts notify, as
+                            projects/PROJECT/notificationChannels/ID (repeatable; env DEPLOY_ALERT_CHANNELS,
+                            comma-separated)
+  --alert-rejections N      alert when more than N triggers of one tenant are rejected in 5 minutes
+                            (env DEPLOY_ALERT_REJECTIONS; 10)
+  --alert-failures N        alert when attempt N or later of a run fails (env DEPLOY_ALERT_FAILURES; 3)
 Already built elsewhere (Cloud Build passes both):
   --image URI               the steps image; otherwise built from pipelines/Dockerfile with Cloud Build
   --catalog-dir DIR         a catalog compiled with that image, --policy FILE and --policy-uri gs://PROJECT-PREFIX-
@@ -110,8 +117,11 @@ DELETE_BUCKETS=false
 DEAD_LETTER_ONLY=false
 STAGE_ONLY=false
 STAGE=
-declare -a FUNCTION_SECRETS=() STEP_SECRETS=() EXTRA_ENV=()
+ALERT_REJECTIONS=${DEPLOY_ALERT_REJECTIONS:-10}
+ALERT_FAILURES=${DEPLOY_ALERT_FAILURES:-3}
+declare -a FUNCTION_SECRETS=() STEP_SECRETS=() EXTRA_ENV=() ALERT_CHANNELS=()
 IFS=',' read -r -a FUNCTION_SECRETS <<<"${DEPLOY_SECRETS:-}"
+IFS=',' read -r -a ALERT_CHANNELS <<<"${DEPLOY_ALERT_CHANNELS:-}"
 IFS=',' read -r -a STEP_SECRETS <<<"${DEPLOY_STEP_SECRETS:-}"
 
 # Function settings a deployment may choose. The rest are derived from what this script creates, so that the
@@ -158,7 +168,8 @@ while [[ $# -gt 0 ]]; do
     --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
       --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
       --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
-      --stage-only | --policy | --records-retention | --reconcile-schedule | --pipeline) need_value "$@" ;;
+      --stage-only | --policy | --records-retention | --reconcile-schedule | --pipeline | --alert-channel | \
+      --alert-rejections | --alert-failures) need_value "$@" ;;
     *) die "unknown option $arg (--help lists them)" ;;
   esac
   case $arg in
@@ -190,6 +201,9 @@ while [[ $# -gt 0 ]]; do
     --policy) POLICY=$2 ;;
     --records-retention) RECORDS_RETENTION=$2 ;;
     --reconcile-schedule) RECONCILE_SCHEDULE=$2 ;;
+    --alert-channel) ALERT_CHANNELS+=("$2") ;;
+    --alert-rejections) ALERT_REJECTIONS=$2 ;;
+    --alert-failures) ALERT_FAILURES=$2 ;;
   esac
   shift 2
 done
@@ -450,6 +464,12 @@ done
 for secret in "${STEP_SECRETS[@]}"; do
   [[ $secret =~ ^[A-Za-z0-9_-]+$ ]] || die "--step-secret: expected a secret id, found '$secret'"
 done
+for channel in "${ALERT_CHANNELS[@]}"; do
+  [[ $channel =~ ^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/notificationChannels/[0-9]+$ ]] ||
+    die "--alert-channel: expected projects/PROJECT/notificationChannels/ID, found '$channel'"
+done
+[[ $ALERT_REJECTIONS =~ ^[1-9][0-9]*$ ]] || die "--alert-rejections: expected a whole number of 1 or more, found '$ALERT_REJECTIONS'"
+[[ $ALERT_FAILURES =~ ^([2-9]|[1-9][0-9]+)$ ]] || die "--alert-failures: expected a whole number of 2 or more, found '$ALERT_FAILURES'"
 
 # --- preflight ------------------------------------------------------------------------------------------------
 
@@ -508,7 +528,7 @@ next_steps() {
 services() {
   local -a apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com pubsub.googleapis.com
     storage.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com secretmanager.googleapis.com
-    iam.googleapis.com cloudscheduler.googleapis.com)
+    iam.googleapis.com cloudscheduler.googleapis.com logging.googleapis.com monitoring.googleapis.com)
   if [[ $BACKEND == vertex ]]; then apis+=(aiplatform.googleapis.com); fi
   run gcloud services enable "${apis[@]}" "--project=$PROJECT"
 }
@@ -786,6 +806,71 @@ dead_letter() {
   done
 }
 
+# Relay's log-based metrics and alert policies, rendered from infra/monitoring/*.yaml (the files infra/terraform
+# reads too) by relaycli/monitoring.py into the staging folder; it only writes local files, so it runs in a dry
+# run too, and where there is no staging folder (a dry run without --stage, a teardown) it only names them. A
+# metric is created when missing, then updated to what is defined; a policy is found by its display name (the API
+# names it), then updated, or created.
+declare -a METRIC_NAMES=() METRIC_FILES=() ALERT_NAMES=() ALERT_FILES=()
+render_monitoring() {
+  local -a cmd=(env "PYTHONPATH=$ROOT:$ROOT/functions" "$PYTHON_BIN" -m relaycli.monitoring "--prefix=$PREFIX"
+    "--rejections-per-5m=$ALERT_REJECTIONS" "--failures-in-a-row=$ALERT_FAILURES" "--out=$STAGE/monitoring")
+  local channel kind file name index
+  for channel in "${ALERT_CHANNELS[@]}"; do cmd+=("--channel=$channel"); done
+  if [[ ! -d $STAGE ]]; then cmd+=(--list-only); fi
+  index=$("${cmd[@]}") || die "the monitoring definitions (infra/monitoring) did not render: see above"
+  while IFS=$'\t' read -r kind file name; do
+    if [[ $kind == metric ]]; then
+      METRIC_NAMES+=("$name")
+      METRIC_FILES+=("$file")
+    else
+      ALERT_NAMES+=("$name")
+      ALERT_FILES+=("$file")
+    fi
+  done <<<"$index"
+}
+
+monitoring() {
+  render_monitoring
+  local i policy
+  for i in "${!METRIC_NAMES[@]}"; do
+    ensure gcloud logging metrics describe "${METRIC_NAMES[$i]}" "--project=$PROJECT" --format=none -- \
+      gcloud logging metrics create "${METRIC_NAMES[$i]}" "--project=$PROJECT" "--config-from-file=${METRIC_FILES[$i]}"
+    # Then as defined now, whether just created or there before: an update that changes nothing is harmless.
+    run gcloud logging metrics update "${METRIC_NAMES[$i]}" "--project=$PROJECT" "--config-from-file=${METRIC_FILES[$i]}"
+  done
+  for i in "${!ALERT_NAMES[@]}"; do
+    alert_policy_named policy "${ALERT_NAMES[$i]}"
+    if [[ -n $policy && $policy != POLICY_NAMED_* ]]; then
+      run gcloud alpha monitoring policies update "$policy" "--project=$PROJECT" "--policy-from-file=${ALERT_FILES[$i]}"
+    else
+      run gcloud alpha monitoring policies create "--project=$PROJECT" "--policy-from-file=${ALERT_FILES[$i]}"
+    fi
+  done
+}
+
+# alert_policy_named VAR DISPLAY_NAME: the policy's API name(s), or in a dry run a placeholder.
+alert_policy_named() {
+  local display=$2
+  lookup "$1" "POLICY_NAMED_${display// /_}" gcloud alpha monitoring policies list "--project=$PROJECT" \
+    "--filter=displayName=\"$display\"" '--format=value(name)'
+}
+
+remove_monitoring() {
+  render_monitoring
+  local i name policy
+  for i in "${!ALERT_NAMES[@]}"; do
+    alert_policy_named policy "${ALERT_NAMES[$i]}"
+    for name in $policy; do
+      run_tolerant gcloud alpha monitoring policies delete "$name" "--project=$PROJECT" --quiet
+    done
+  done
+  for name in "${METRIC_NAMES[@]}"; do
+    if_exists gcloud logging metrics describe "$name" "--project=$PROJECT" --format=none -- \
+      gcloud logging metrics delete "$name" "--project=$PROJECT" --quiet
+  done
+}
+
 notification_probe() {
   printf '%s\n' gcloud storage buckets notifications list "gs://$NOTIFY_BUCKET" "--project=$PROJECT" \
     '--format=value[separator=" "]("Notification Configuration".id,"Notification Configuration".topic,"Notification Configuration".object_name_prefix)'
@@ -835,6 +920,7 @@ remove_notification() {
 teardown() {
   local name topic id bucket
   remove_notification
+  remove_monitoring
   if_exists gcloud scheduler jobs describe "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --format=none -- \
     gcloud scheduler jobs delete "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --quiet
   for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION" "$SCHEDULE_FUNCTION"; do
@@ -916,6 +1002,7 @@ functions
 schedule
 dead_letter
 notification
+monitoring
 if ! $DRY_RUN; then
   log "Relay is deployed: drop a trigger file in gs://$TRIGGERS_BUCKET or publish one to $TRIGGERS_TOPIC;"
   log "records go to gs://$RESULTS_BUCKET, the catalog is $CATALOG_URI (policy: $POLICY_URI), the steps image $IMAGE."

@@ -6,12 +6,13 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
+from relay import absence
 from relay.board import rejection_reason
 from relay.policy import parse_seconds
 from relay.records import parse_timestamp
 from relay.status import RunRecords, recent_runs
 from relaycli.command import Command, add_json, add_results, run_count
-from relaycli.config import Context
+from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_OK
 from relaycli.output import age, table, to_json, truncate
 from relaycli.status import run_summary
@@ -63,7 +64,26 @@ def _run(args: argparse.Namespace, context: Context) -> int:
             for run in runs
         ]
         print(table(["RUN KEY", "STATE", "STATUS", "PIPELINE", "AGE", "MESSAGE"], rows, {1: context.paint.state}))
+    if not args.json:
+        _absences(context, config, results, args.limit)
     return EXIT_OK
+
+
+def _absences(context: Context, config: CliConfig, results: str, limit: int) -> None:
+    """The windows a tenant's `expect` declaration waited for in vain (relay.absence), the latest first."""
+    found = absence.recorded(context.blob_store(config, results), results, limit)
+    if found:
+        rows = [
+            [
+                str(r.get("tenant")),
+                str(r.get("expectation")),
+                str(r.get("window")),
+                truncate(str(r.get("message")), MESSAGE_WIDTH),
+            ]
+            for r in found
+        ]
+        print("\nabsent: nothing arrived where the policy expected something")
+        print(table(["TENANT", "EXPECTATION", "WINDOW", "MESSAGE"], rows, {}))
 
 
 STATES = (

@@ -56,7 +56,7 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
     if outcome.outcome != "queued" or mine is None:
         return outcome
     return Outcome("launched", mine.message, outcome.event_id, outcome.trigger_uri, mine.run_key, mine.run_id,
-                   mine.pipeline)  # fmt: skip
+                   mine.pipeline, tenant=mine.tenant)  # fmt: skip
 
 
 def _tenant_of(relay: Relay, run_key: str) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import chain_runs, chains, drain, naming, queue, records, retries
+from relay import absence, chain_runs, chains, drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -89,6 +89,7 @@ class Tick:
     retried: tuple[Retried, ...] = ()
     sets: tuple[Outcome, ...] = ()  # sets of objects this tick closed: launched (or queued), or incomplete
     followed: tuple[chain_runs.Followed, ...] = ()
+    lines: tuple[Outcome, ...] = ()  # the outcome lines the tick logs besides its summary: stuck runs, absences
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -120,6 +121,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     waiting = swept.queued - swept.holders
     keys = [key for key in keys if key not in waiting]
     seen: list[Seen] = []
+    stuck: list[Outcome] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
         if asked >= limit:
@@ -143,9 +145,12 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
                 seen.append(Seen(key, launch["state"], "error", "none", _one_line(str(error))))
             else:
                 seen.append(_record(relay, launch, generation, state))
+                if not state.terminal and (late := _stuck(relay, launch, now)) is not None:
+                    stuck.append(late)
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
     freed = swept.freed
+    lines = (*stuck, *absence.check(relay))  # the policy's expectations, whatever the backend's state
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
     if stopped:
         return Tick(
@@ -156,6 +161,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
             saved,
             drain.Drained(stopped="not drained: the tick stopped early"),
             freed,
+            lines=lines,
         )
     retrying |= {item.run_key for item in seen if item.action == "result" and item.backend == RUN_FAILED}
     retried = tuple(step for key in sorted(retrying) if (step := retry(relay, key)) is not None)
@@ -165,7 +171,32 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     chaining |= {item.run_key for item in seen if item.action == "result"}
     followed = tuple(look for key in sorted(chaining) if (look := chain_runs.follow(relay, key)) is not None)
     return Tick(
-        tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried, closed_sets, followed
+        tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried, closed_sets, followed, lines
+    )
+
+
+def _stuck(relay: Relay, launch: Mapping[str, Any], now: datetime) -> Outcome | None:
+    """The `stuck` line of a run still going past its pipeline's expected time (the tenant's `expected_times`);
+    logged each tick it is, the alert's rate limit makes one notification of them."""
+    tenant = relay.policy.tenant(str(launch.get("tenant") or ""))
+    expected = dict(tenant.expected_times).get(str(launch.get("pipeline"))) if tenant else None
+    since = _moment(launch.get("launched_at"))
+    if expected is None or since is None or (now - since).total_seconds() <= expected:
+        return None
+    running = round((now - since).total_seconds(), 3)
+    trigger = launch.get("trigger") or {}
+    pipeline = launch.get("pipeline")
+    return Outcome(
+        "stuck",
+        f"{launch.get('run_key')} has been going {running:.0f} s, past the {expected:.0f} s expected of {pipeline}",
+        str(trigger.get("event_id") or ""),
+        str(trigger.get("uri") or ""),
+        str(launch.get("run_key")),
+        str(launch.get("run_id") or "") or None,
+        str(launch.get("pipeline") or "") or None,
+        tenant=str(launch.get("tenant") or "") or None,
+        running_s=running,
+        expected_s=expected,
     )
 
 

@@ -63,9 +63,13 @@ def configure() -> None:
     logger.propagate = False
 
 
-def log_outcome(outcome: Outcome, trace: Mapping[str, object] | None = None) -> None:
-    """The event's one outcome line; `trace`: the fields that put it in its trace (relay.trace.log_fields)."""
-    fields = {**outcome.fields(), **trace} if trace else outcome.fields()
+def log_outcome(outcome: Outcome, *extra: Mapping[str, object] | None) -> None:
+    """The outcome's line; `extra`: fields the outcome does not hold, such as those the metrics read
+    (relay.observe) and those that put the line in its trace (relay.trace.log_fields)."""
+    fields = outcome.fields()
+    for more in extra:
+        if more:
+            fields.update(more)
     logging.getLogger("relay").log(
         _SEVERITY_TO_LEVEL[outcome.severity], outcome.message, extra={_OUTCOME_FIELDS: fields}
     )

@@ -206,3 +206,16 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
         raise ValueError(f"expected a gs:// URI, found {uri!r}")
     bucket, _, name = uri[len("gs://") :].partition("/")
     return bucket, name
+
+
+ABSENCES = "absences"
+
+
+def arrival_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
+    """Something arrived in this window of the tenant's absence declaration (relay.absence): create-only."""
+    return join(results_uri, "expectations", tenant, expectation, f"{window}.json")
+
+
+def absence_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
+    """Nothing arrived in this window (relay.absence): create-only, so it is recorded and alerted once."""
+    return join(results_uri, ABSENCES, tenant, expectation, f"{window}.json")

@@ -27,6 +27,9 @@ OutcomeKind = Literal[
     "queued",
     "collected",
     "incomplete",
+    "ended",
+    "stuck",
+    "absent",
 ]
 _SEVERITY: dict[str, str] = {
     "launched": "INFO",
@@ -40,6 +43,9 @@ _SEVERITY: dict[str, str] = {
     "queued": "INFO",  # accepted, waiting in the queue for a slot, a pause's end or the backend (relay.queue)
     "collected": "INFO",  # an object joined a set that is not complete yet (relay.sets)
     "incomplete": "WARNING",  # a set its deadline closed before it was complete: someone should look
+    "ended": "INFO",  # a run's end recorded (relay.results), whoever recorded it
+    "stuck": "WARNING",  # a run still going past its pipeline's expected time (relay.lifecycle.reconcile)
+    "absent": "WARNING",  # nothing arrived in a window the policy expected something in (relay.absence)
 }
 
 
@@ -64,6 +70,18 @@ class Outcome:
     pipeline: str | None = None
     severity_override: str | None = None
     code: str | None = None  # a rejection's error code: it decides whose problem the rejection is
+    # What the log-based metrics and alerts read (infra/monitoring), each written only when it has a value:
+    tenant: str | None = None
+    latency_ms: int | None = None  # launched: from the event's time to the run's launch
+    state: str | None = None  # ended: succeeded, failed or cancelled
+    duration_s: float | None = None  # ended: from the run's start to its end
+    lag_s: float | None = None  # ended: from the run's end to its record (the reconcile lag, when it recorded it)
+    recorded_by: str | None = None  # ended: "run" (its own result), "reconcile", or who cancelled it
+    attempt: int | None = None  # ended: the attempt of its chain (a failed attempt n: n failures in a row)
+    running_s: float | None = None  # stuck: how long it has been going
+    expected_s: float | None = None  # stuck: its pipeline's expected time
+    expectation: str | None = None  # absent: the declaration's id
+    window: str | None = None  # absent: the window nothing arrived in
 
     @property
     def severity(self) -> str:
@@ -73,13 +91,35 @@ class Outcome:
             return severity_of_rejection(self.code)
         return _SEVERITY[self.outcome]
 
-    def fields(self) -> dict[str, str | None]:
-        return {
+    def fields(self) -> dict[str, object]:
+        line: dict[str, object] = {
             "outcome": self.outcome,
             "event_id": self.event_id,
             "trigger_uri": self.trigger_uri,
             "run_key": self.run_key,
             "run_id": self.run_id,
             "pipeline": self.pipeline,
-            **({"code": self.code} if self.code else {}),  # a rejection's: for log-based metrics and alerts
         }
+        for name in MEASURED:
+            value = getattr(self, name)
+            if value is not None:
+                line[name] = value
+        return line
+
+
+# The optional fields an outcome line carries when set: the ones infra/monitoring's metrics and alerts extract
+# besides `outcome` (tests/infra/test_monitoring.py holds the two to each other).
+MEASURED = (
+    "code",
+    "tenant",
+    "latency_ms",
+    "state",
+    "duration_s",
+    "lag_s",
+    "recorded_by",
+    "attempt",
+    "running_s",
+    "expected_s",
+    "expectation",
+    "window",
+)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 from relay import secrets
 from relay.chains import DEFAULT_MAX_CHAIN
 from relay.errors import RelayError
+from relay.expectations import Schedule
 from relay.ports import FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED
 from relay.routes import Route
 
@@ -125,6 +127,18 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """Something must arrive from a route (`route`, its id) or under a trigger prefix (`prefix`) of the tenant in
+    each window of `schedule`, in time zone `zone` (relay.expectations; relay.absence checks and records)."""
+
+    id: str
+    schedule: Schedule
+    zone: tzinfo
+    route: str = ""
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Tenant:
     name: str
     triggers: tuple[str, ...] = ()
@@ -140,6 +154,8 @@ class Tenant:
     caps: Caps = field(default_factory=Caps)  # runs in flight and launches per minute (relay.policy_caps)
     retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name (relay.retries)
     max_chain: int = DEFAULT_MAX_CHAIN  # how many runs a chain may start after its first (relay.chains)
+    expect: tuple[Expectation, ...] = ()  # absence declarations (relay.absence)
+    expected_times: tuple[tuple[str, float], ...] = ()  # by pipeline name: seconds a run may go before "stuck"
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)

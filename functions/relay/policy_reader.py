@@ -18,6 +18,7 @@ import yaml
 from relay import secrets
 from relay.chains import DEFAULT_MAX_CHAIN, MAX_CHAIN, parse_chain
 from relay.errors import BlobNotFoundError
+from relay.expectations import ScheduleError, parse_schedule, parse_zone
 from relay.naming import (
     BUCKET_RULE,
     PIPELINE_NAME,
@@ -40,6 +41,7 @@ from relay.policy_model import (
     Binding,
     Cap,
     Caps,
+    Expectation,
     Limits,
     Notifications,
     Policy,
@@ -59,6 +61,7 @@ from relay.triggers import MAX_PRIORITY, MAX_RETRIES, StrictLoader, describe_val
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
 MAX_POLICY_BYTES = 1024 * 1024
+_OBSERVED_KEYS = ("expect", "expected_times")  # a tenant's, read by _Reader.observed
 # The most a cap may say: each run in flight under a cap holds one object of its own (relay.queue), and a cap is
 # listed whole to be counted.
 MAX_CAP = 1000
@@ -165,12 +168,12 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries", "max_chain"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries", "max_chain", *_OBSERVED_KEYS))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
         pipelines = item.get("pipelines")
-        return Tenant(
+        tenant = Tenant(
             name=name,
             triggers=self._texts(item.get("triggers"), f"{where}.triggers", self._trigger_prefix),
             topics=self._texts(item.get("topics"), f"{where}.topics", self._topic),
@@ -198,6 +201,57 @@ class _Reader:
             retries=self.retries(item.get("retries"), f"{where}.retries"),
             max_chain=self.max_chain(item.get("max_chain"), f"{where}.max_chain"),
         )
+        return self.observed(tenant, item, where)
+
+    def observed(self, tenant: Tenant, item: Mapping[str, Any], where: str) -> Tenant:
+        """`expect` (absence declarations, relay.expectations) and `expected_times` (`{PIPELINE: 2h}`: a run going
+        longer is logged stuck), read against the tenant's own routes and trigger prefixes."""
+        times = item.get("expected_times")
+        expected: list[tuple[str, float]] = []
+        if times is not None and not isinstance(times, dict):
+            self._fail(f"{where}.expected_times", "a mapping of pipeline names to durations (2h)", times)
+        for name, raw in (times or {}).items() if isinstance(times, dict) else ():
+            seconds = parse_seconds(raw)
+            if not self._pipeline(name, f"{where}.expected_times (a key)"):
+                continue
+            if seconds is None or seconds <= 0:
+                self._fail(f"{where}.expected_times.{name}", "a duration such as 90m or 2h", raw)
+                continue
+            expected.append((name, seconds))
+        declared = [
+            self.expectation(e, f"{where}.expect[{i}]", tenant)
+            for i, e in enumerate(self._list(item.get("expect"), f"{where}.expect"))
+        ]
+        ids = [e.id for e in declared if e is not None]
+        for twice in sorted({i for i in ids if ids.count(i) > 1}):
+            self._fail(f"{where}.expect", "one declaration per id", f"{twice} twice")
+        return replace(tenant, expect=tuple(e for e in declared if e is not None), expected_times=tuple(expected))
+
+    def expectation(self, value: object, where: str, tenant: Tenant) -> Expectation | None:
+        item = self._mapping(value, where, ("id", "route", "prefix", "when", "timezone"))
+        if not item:
+            return None
+        expectation_id = self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}")
+        route, prefix = item.get("route", ""), item.get("prefix", "")
+        routes = [r.id for r in tenant.routes]
+        if bool(route) == bool(prefix):
+            self._fail(where, "one of route (a route id of the tenant) or prefix (a trigger prefix of it)", item)
+        elif route and route not in routes:
+            self._fail(f"{where}.route", f"a route of the tenant ({', '.join(routes) or 'none'})", route)
+        elif prefix and not (
+            isinstance(prefix, str) and prefix.startswith("gs://") and any(within(prefix, t) for t in tenant.triggers)
+        ):
+            self._fail(
+                f"{where}.prefix", f"a gs:// prefix under the tenant's triggers ({', '.join(tenant.triggers)})", prefix
+            )
+        try:
+            schedule, zone = parse_schedule(item.get("when")), parse_zone(item.get("timezone"))
+        except ScheduleError as error:
+            self.problems.append(f"{where}: {error}")
+            return None
+        if not expectation_id:
+            return None
+        return Expectation(expectation_id, schedule, zone, str(route or ""), str(prefix or ""))
 
     def notifications(self, value: object, where: str) -> Notifications:
         item = self._mapping(value, where, ("topic", "buckets"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
-from relay import chains, naming, queue, records
+from relay import chains, logs, naming, observe, queue, records
 from relay.errors import BlobNotFoundError, PreconditionFailedError
 from relay.ports import FAILURE_USER, BlobStore, Notifier
 
@@ -19,7 +20,9 @@ def record_result(
     launch: Mapping[str, Any] | None = None,
 ) -> bool:
     """Write `runs/<run_key>/result.json` unless one exists, give back the slots the run held under its caps
-    (`launch`, its launch record, is read when not given), then publish it; False if one existed.
+    (`launch`, its launch record, is read when not given), then publish it and log its `ended` line (what the
+    run-end metrics count, whoever recorded the end: the run's step, a reconcile tick, a cancel); False if one
+    existed.
 
     An end a step of the run's chain follows first leaves `chain.json` beside it (relay.chain_runs starts the next
     runs from it), so a crash between the two leaves the marker, never the end without one.
@@ -52,6 +55,7 @@ def record_result(
     if launch is not None:
         queue.release(store, queue.held_by(launch))
     publish_record(notifier, record)
+    logs.log_outcome(observe.ended(record, launch, datetime.now(UTC)))
     return True
 
 

@@ -915,7 +915,8 @@ def _enqueue(
 
 def _queued(delivery: Source, record: Mapping[str, Any]) -> Outcome:
     message = f"queued {record['pipeline']}: {record['waiting_for']}"
-    return Outcome("queued", message, delivery.event.id, delivery.uri, record["run_key"], None, record["pipeline"])
+    run_key, pipeline, tenant = record["run_key"], record["pipeline"], record.get("tenant") or None
+    return Outcome("queued", message, delivery.event.id, delivery.uri, run_key, None, pipeline, tenant=tenant)
 
 
 @dataclass(frozen=True)
@@ -979,7 +980,10 @@ def _submit_claimed(
         # Only a takeover after our lease ran out rewrites the record; it asked the backend after we submitted.
         pass
     message = f"launched {pipeline.name} as run {run.run_id}" + (" (after takeover)" if previous else "")
-    return Outcome("launched", message, delivery.event.id, delivery.uri, run_key, run.run_id, pipeline.name)
+    tenant = str(claim.get("tenant") or "") or None
+    return Outcome(
+        "launched", message, delivery.event.id, delivery.uri, run_key, run.run_id, pipeline.name, tenant=tenant
+    )
 
 
 def _requeue(relay: Relay, delivery: Source, claimed: _Claimed, error: TransientError, priority: int) -> Outcome:
@@ -1107,6 +1111,7 @@ def _duplicate(delivery: Source, run_key: str, record: Mapping[str, Any]) -> Out
         run_key,
         record.get("run_id"),
         record.get("pipeline"),
+        tenant=record.get("tenant") or None,
     )
 
 

@@ -1,6 +1,6 @@
 # Relay on Google Cloud: the same resources, names, triggers and roles as infra/deploy.sh (tests/infra compares
 # the two). Buckets, topics, service accounts, the catalog and its policy here; role bindings in iam.tf; the functions in
-# functions.tf; the optional data-bucket notification in notification.tf.
+# functions.tf; the optional data-bucket notification in notification.tf; metrics and alerts in monitoring.tf.
 
 locals {
   vertex = var.backend == "vertex"
@@ -23,6 +23,8 @@ locals {
     "secretmanager.googleapis.com",
     "iam.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
   ], local.vertex ? ["aiplatform.googleapis.com"] : [])
 
   # The catalog and the policy beside it are published to a bucket only the deployer writes, under a versioned

@@ -218,3 +218,36 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "alert_channels" {
+  description = "Notification channels the alert policies notify, as projects/PROJECT/notificationChannels/ID (create them in Cloud Monitoring first). infra/deploy.sh --alert-channel."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for channel in var.alert_channels : can(regex("^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/notificationChannels/[0-9]+$", channel))])
+    error_message = "alert_channels takes projects/PROJECT/notificationChannels/ID names."
+  }
+}
+
+variable "alert_rejections_per_5m" {
+  description = "The rejections alert fires when more triggers than this of one tenant are rejected within 5 minutes. infra/deploy.sh --alert-rejections."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.alert_rejections_per_5m >= 1
+    error_message = "alert_rejections_per_5m must be at least 1."
+  }
+}
+
+variable "alert_failures_in_a_row" {
+  description = "The failures alert fires when attempt N (or later) of a run fails after the attempts before it failed. infra/deploy.sh --alert-failures."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.alert_failures_in_a_row >= 2
+    error_message = "alert_failures_in_a_row must be at least 2."
+  }
+}

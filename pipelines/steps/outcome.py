@@ -15,7 +15,7 @@ from pipelines.steps.contract import StepResult
 from pipelines.steps.errors import StepError
 from pipelines.steps.gate import task_launch
 from pipelines.steps.launch import Launch, launch_records
-from relay import naming, records
+from relay import logs, naming, records
 from relay.adapters.factory import notifier_for
 from relay.adapters.stores import results_store
 from relay.config import Settings, setting
@@ -41,6 +41,7 @@ def record_step_result(
     """Write the run's result record (once) and publish it; False when one was there already. `span`: the step's
     span of the run's trace (relay.trace), kept in the record."""
     record = _record(pipeline, launch.run_key, run_id, result, started, finished, span)
+    logs.configure()  # the run's `ended` line, as JSON on the step's output, where Cloud Logging reads it
     store = _store(launch.results_uri)
     if launch.direct:
         return _create(store, naming.direct_result(launch.results_uri, run_id), record)

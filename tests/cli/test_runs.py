@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -120,3 +121,20 @@ def test_skipped_deliveries_are_listed_and_kept_apart_with_state_skipped(
         (stray, "skipped", "gs://triggers/notes.txt"),
     ]
     assert [run["run_key"] for run in cli("runs", "--state", "launched", "--json").json()] == [launched]
+
+
+def test_recorded_absences_are_listed_below_the_runs(cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str):
+    key = drop_at(blobs, results, 10, ECHO, "a.json")
+    for window in ("2026-11-21T0600", "2026-11-22T0600"):
+        record = {"tenant": "lab", "expectation": "nightly", "window": window, "window_end": f"{window[:10]}T06:00Z",
+                  "message": f"nothing arrived from gs://t/lab/nightly/ before {window}"}  # fmt: skip
+        blobs.write(f"{results}/absences/lab/nightly/{window}.json", json.dumps(record).encode())
+    lines = cli("runs").out.splitlines()
+    assert lines[1].split()[0] == key
+    at = lines.index("absent: nothing arrived where the policy expected something")
+    assert lines[at + 1].split() == ["TENANT", "EXPECTATION", "WINDOW", "MESSAGE"]
+    assert [line.split()[:3] for line in lines[at + 2 :]] == [
+        ["lab", "nightly", "2026-11-22T0600"],
+        ["lab", "nightly", "2026-11-21T0600"],
+    ]
+    assert [run["run_key"] for run in cli("runs", "--json").json()] == [key]  # the JSON lists runs only

@@ -70,7 +70,8 @@ def test_cancel_on_the_topic_stops_the_tenants_run(store: MemoryBlobStore, backe
     ended = result(store, key)
     assert ended is not None and ended["state"] == "cancelled"
     assert ended["message"] == f"cancelled by message 2 on {TOPIC}"
-    [line] = outcome_lines(capsys.readouterr().out)
+    [end, line] = outcome_lines(capsys.readouterr().out)
+    assert (end["outcome"], end["state"], end["tenant"], end["run_key"]) == ("ended", "cancelled", "lab", key)
     assert line["outcome"] == "cancelled" and line["run_key"] == key
     # Again: it has ended, so nothing changes, and the message is acknowledged.
     assert post("on_message_published", message("3", {"action": "cancel", "run_key": key})) == 200
@@ -115,7 +116,8 @@ def test_the_schedule_tick_records_what_the_backend_says(store: MemoryBlobStore,
     assert post("on_schedule", tick) == 200
     ended = result(store, key)
     assert ended is not None and ended["state"] == "cancelled" and ended["recorded_by"] == "reconcile"
-    [line] = outcome_lines(capsys.readouterr().out)
+    [end, line] = outcome_lines(capsys.readouterr().out)
+    assert (end["outcome"], end["recorded_by"], end["attempt"]) == ("ended", "reconcile", 1)
     assert (
         line["outcome"] == "reconciled"
         and line["message"]

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 NUMBER = "123456789012"
 
@@ -65,6 +66,8 @@ def answer(argv: list[str], state: dict[str, list]) -> int:
         exists.append(f"function {words[2]}")
     elif words[:2] == ["functions", "delete"]:
         exists.remove(f"function {words[2]}")
+    elif words[:3] == ["alpha", "monitoring", "policies"]:
+        _policies(words, argv, project, exists)
     elif words[-2:-1] == ["describe"] or words[-1:] == ["describe"] or "describe" in words[:4]:
         return 0 if _key(words, project) in exists else _missing(_key(words, project))
     elif "create" in words[:4]:
@@ -90,6 +93,19 @@ def _key(words: list[str], project: str) -> str:
     if kind == "artifacts docker images":
         kind = "image"
     return f"{kind} {name}"
+
+
+def _policies(words: list[str], argv: list[str], project: str, exists: list[str]) -> None:
+    """Alert policies: the API names them itself; a list by display name finds the one created with it."""
+    verb = words[3]
+    if verb == "create":
+        exists.append(f"alert policy {json.loads(Path(flag(argv, 'policy-from-file')).read_text())['displayName']}")
+    elif verb == "list":
+        display = flag(argv, "filter").removeprefix('displayName="').removesuffix('"')
+        if f"alert policy {display}" in exists:
+            print(f"projects/{project}/alertPolicies/{quote(display, safe='')}")
+    elif verb == "delete" and f"alert policy {unquote(words[4].rsplit('/', 1)[1])}" in exists:
+        exists.remove(f"alert policy {unquote(words[4].rsplit('/', 1)[1])}")
 
 
 def _missing(what: str) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import yaml
 
 
 class HclError(Exception):
@@ -338,7 +339,24 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lower": str.lower,
     "upper": str.upper,
     "sha256": lambda text: hashlib.sha256(text.encode()).hexdigest(),
+    "yamldecode": yaml.safe_load,
 }
+
+
+def _template(text: str, names: Mapping[str, Any]) -> str:
+    """templatefile() for templates of `${name}` interpolations only: anything else it refuses, not misreads."""
+    if "%{" in text or "$${" in text:
+        raise HclError("templatefile: directives and escapes are not supported")
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            raise HclError(f"templatefile: no variable {match.group(1)!r} given")
+        return _text(names[match.group(1)])
+
+    filled = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", fill, text)
+    if "${" in filled:
+        raise HclError("templatefile: only ${name} interpolations are supported")
+    return filled
 
 
 @dataclass
@@ -469,6 +487,9 @@ class Module:
             return hashlib.sha256(Path(self.evaluate(args[0], scope)).read_bytes()).hexdigest()
         if name == "file":
             return Path(self.evaluate(args[0], scope)).read_text()
+        if name == "templatefile":
+            path, names = (self.evaluate(arg, scope) for arg in args)
+            return _template(Path(path).read_text(), names)
         if name not in FUNCTIONS:
             raise HclError(f"function {name}() is not supported")
         return FUNCTIONS[name](*(self.evaluate(arg, scope) for arg in args))

@@ -224,6 +224,15 @@ KNOWN_COMMANDS = {
     ("scheduler", "jobs", "describe"),
     ("scheduler", "jobs", "create", "pubsub"),
     ("scheduler", "jobs", "delete"),
+    # The metrics and alerts: compared with Terraform's by tests/infra/test_monitoring.py, through the rendered files.
+    ("logging", "metrics", "describe"),
+    ("logging", "metrics", "create"),
+    ("logging", "metrics", "update"),
+    ("logging", "metrics", "delete"),
+    ("alpha", "monitoring", "policies", "list"),
+    ("alpha", "monitoring", "policies", "create"),
+    ("alpha", "monitoring", "policies", "update"),
+    ("alpha", "monitoring", "policies", "delete"),
 }
 
 _BINDING_KINDS = {

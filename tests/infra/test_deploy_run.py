@@ -85,12 +85,14 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud):
     first = _verbs(cloud.run())
     second = _verbs(cloud.run())
     creates = [verb for verb in first if "create" in verb.split()]  # `scheduler jobs create pubsub` too
-    # buckets, topics, subscription, accounts, repository, notification, the reconcile schedule
-    assert len(creates) == 4 + 4 + 1 + 3 + 1 + 1 + 1
+    # buckets, topics, subscription, accounts, repository, notification, the reconcile schedule, the log-based
+    # metrics and the alert policies (infra/monitoring)
+    assert len(creates) == 4 + 4 + 1 + 3 + 1 + 1 + 1 + 6 + 5
     assert not [verb for verb in second if "create" in verb.split()]
     # What is idempotent by nature runs again: it puts back anything changed by hand.
     assert second.count("functions deploy") == 3
     assert second.count("pubsub subscriptions update") == 2
+    assert second.count("logging metrics update") == 6 and second.count("alpha monitoring policies update") == 5
 
 
 def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(cloud: FakeCloud):
@@ -100,6 +102,7 @@ def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(c
     assert first.count("scheduler jobs delete") == 1
     assert first.count("storage rm") == 4
     assert first.count("storage buckets notifications delete") == 1
+    assert first.count("logging metrics delete") == 6 and first.count("alpha monitoring policies delete") == 5
     state = json.loads(cloud.state.read_text())
     assert not state["notes"]
     assert not [thing for thing in state["exists"] if not thing.startswith("image ")]

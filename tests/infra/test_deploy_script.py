@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import Settings, parse_duration
+from relaycli.monitoring import alerts, values_for
 from tests.infra.support import (
     DEPLOY,
     POLICY,
@@ -51,13 +52,16 @@ def test_the_script_is_executable_and_strict():
 
 def test_a_dry_run_runs_nothing(tmp_path: Path):
     # Every command the script could run is on PATH as a recorder: none may be called, but for the preflight,
-    # which only reads files (python3 runs it for real; anything else it is asked to run is recorded and fails).
+    # which only reads files, and the monitoring renderer, which without a staging folder only names its files
+    # (python3 runs them for real; anything else it is asked to run is recorded and fails).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
     for name in ("gcloud", "gsutil", "python3", "git", "cp", "find", "mktemp", "rm"):
         tool = bin_dir / name
-        preflight = f'case "$*" in "-m relaycli.preflight "*) exec {sys.executable} "$@";; esac\n'
+        preflight = (
+            f'case "$*" in "-m relaycli.preflight "*|"-m relaycli.monitoring "*) exec {sys.executable} "$@";; esac\n'
+        )
         tool.write_text(f'#!/bin/sh\n{preflight if name == "python3" else ""}echo "{name} $*" >> {calls}\nexit 1\n')
         tool.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(bin_dir / "python3")}
@@ -86,12 +90,29 @@ def test_every_create_is_guarded_by_a_look_first(inputs: Inputs):
             if argv[0] != "gcloud":
                 continue
             path = split_command(argv[1:]).path
-            assert path[-1] != "create" or path[-2] == "notifications", f"an unguarded create: {line}"
+            # Notifications and alert policies have no name to describe: a listing before each looks first.
+            assert path[-1] != "create" or path[-2] in ("notifications", "policies"), f"an unguarded create: {line}"
 
 
 def _resource(argv: list[str]) -> str:
     """The resource a command names: a bucket without gs://, a service account by its id."""
     return split_command(argv[1:]).positionals[0].removeprefix("gs://").split("@")[0]
+
+
+def test_an_alert_policy_is_created_only_after_a_look_for_its_display_name():
+    lines = dry_run(*FULL.script_args()).splitlines()
+    creates = [i for i, line in enumerate(lines) if "monitoring policies create" in line]
+    names = [policy["displayName"] for policy in alerts(values_for(FULL.prefix), [])]
+    assert len(creates) == len(names) == 5
+    for i, name in zip(creates, names, strict=True):
+        [argv] = command_lines(lines[i - 1])
+        assert argv[1:5] == ["alpha", "monitoring", "policies", "list"], lines[i - 1]
+        assert f'--filter=displayName="{name}"' in argv
+        assert (
+            split_command(command_lines(lines[i])[0][1:])
+            .flags["policy-from-file"]
+            .endswith(f"/{creates.index(i) + 1}.json")
+        )
 
 
 def test_a_notification_is_created_only_when_none_like_it_exists():

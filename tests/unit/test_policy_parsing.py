@@ -435,7 +435,7 @@ def test_every_list_of_a_tenant_is_named_where_it_is_wrong():
     text = "tenants: [{name: a, destinations: x, clusters: x, secrets: x, routes: x, code: [http://x], colour: red}]"
     assert refused(text) == [
         "tenants[0].colour: unknown key (expected one of name, triggers, topics, pipelines, sources, destinations, "
-        "secrets, clusters, code, limits, routes, caps, retries, max_chain)",
+        "secrets, clusters, code, limits, routes, caps, retries, max_chain, expect, expected_times)",
         "tenants.a.destinations: expected a list, found string 'x'",
         "tenants.a.clusters: expected a list, found string 'x'",
         "tenants.a.secrets: expected a list, found string 'x'",
