@@ -165,10 +165,13 @@ def test_a_queued_run_s_story_gives_its_place_and_why_it_waits(cli: Cli, deliver
     assert "waiting for room under tenants.lab.caps" in queued and "now position 1: tenant lab has 1 runs" in queued
 
 
-def test_a_cancelled_run_and_its_rerun_say_who_asked(cli: Cli, deliver: Callable[..., Outcome], relay: Relay):
+def test_a_cancelled_run_and_its_rerun_say_who_asked(
+    cli: Cli, deliver: Callable[..., Outcome], relay: Relay, capsys: pytest.CaptureFixture[str]
+):
     key = str(deliver("other/a.json").run_key)
     lifecycle.cancel(relay, key, by="relay cancel")
     attempt = lifecycle.rerun(relay, key, by="relay rerun")
+    capsys.readouterr()  # the run's `ended` line, which the cancel logged as the function would: not the command's
     ran = cli("why", key, "--json")
     told = [(step["what"], step["detail"]) for step in ran.json()["steps"] if step["source"] == "record"]
     assert [what for what, _ in told][-3:] == ["launched", "cancelled", "rerun"]
