@@ -195,13 +195,10 @@ def _rejection(run: RunRecords, owner: str | None) -> Rejection:
 
 
 def parse_absence(tenant: str, what: str, record: Mapping[str, Any]) -> Absence:
-    """An absence record as the board shows it, whichever of its fields it has: its message (else what it says
-    was expected) and the time it was recorded or became due. Its tenant is the folder it lies in, never what it
-    says: the folder is what decides whose board shows it."""
-    since = next((str(record[k]) for k in ("recorded_at", "due_at", "at", "window_end") if record.get(k)), "")
-    expected = record.get("expected") or record.get("expectation") or ""
-    message = str(record.get("message") or (f"expected {expected}" if expected else "nothing arrived"))
-    return Absence(tenant=tenant, what=what, since=since, message=message)
+    """An absence record (relay.absence writes it) as the board shows it: its message and when it was recorded. Its
+    tenant is the folder it lies in, never what it says: the folder is what decides whose board shows it."""
+    message = str(record.get("message") or "nothing arrived")
+    return Absence(tenant=tenant, what=what, since=str(record.get("recorded_at") or ""), message=message)
 
 
 def unreadable_absence(tenant: str, what: str, problem: str) -> Absence:

@@ -43,7 +43,7 @@ def read_sources(store: BlobStore, results_uri: str) -> Sources:
 
 
 def absences_folder(results_uri: str) -> str:
-    return naming.join(results_uri, "absences") + "/"
+    return naming.join(results_uri, naming.ABSENCES) + "/"
 
 
 def read_absences(store: BlobStore, results_uri: str) -> Iterator[Absence]:

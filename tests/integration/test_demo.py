@@ -30,6 +30,7 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
         "push beyond the policy": "rejected",
         "data object a route takes": "succeeded",
         "push cancelled through the topic": "cancelled",
+        "a plate of 3 files as one run": "succeeded",
         **{f"push {n} past the cap of {PUSH_CAP}": "succeeded" for n in range(1, CAPPED + 1)},
     }
     codes = {item.sample.label: item.code for item in demo.tracked if item.state == "rejected"}

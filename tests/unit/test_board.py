@@ -158,8 +158,8 @@ def test_a_rejections_reason_is_its_first_problem(rejection: dict[str, object], 
 
 
 def test_an_absence_is_its_folders_tenants_whatever_it_says():
-    absence = parse_absence("assay", "nightly/2026-11-21", {"tenant": "imaging", "expected": "a plate by 06:00"})
-    assert absence == Absence("assay", "nightly/2026-11-21", "", "expected a plate by 06:00")
+    absence = parse_absence("assay", "nightly/2026-11-21", {"tenant": "imaging", "message": "no plate by 06:00"})
+    assert absence == Absence("assay", "nightly/2026-11-21", "", "no plate by 06:00")
     at = records.timestamp(NOW - timedelta(hours=1))
-    assert parse_absence("a", "w", {"due_at": at}).since == at
+    assert parse_absence("a", "w", {"recorded_at": at}).since == at
     assert parse_absence("a", "w", {}).message == "nothing arrived"
