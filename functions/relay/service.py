@@ -436,17 +436,42 @@ def _collect(
     if _is_stale(relay, delivery) and not set_store.is_member(relay.store, results, group, member):
         # Too old to join a set now; one that joined while fresh is seen through (its set may need launching).
         return _drop_stale(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline)
-    closed = set_store.join(relay.store, results, group, rule, member, relay.clock())
+    joining = [member]
+    if marker and not set_store.is_member(relay.store, results, group, member):
+        # A marker says "everything before me is there": the folder's objects whose notifications Pub/Sub has not
+        # brought yet (it may bring them after the marker's) join its set first; their own deliveries find them in.
+        joining = [*_not_yet_collected(relay, route, group, results), member]
     mine: Outcome | None = None
-    for each in closed:
-        outcome = launch_set(relay, each, delivery)
-        if any(m.digest == member.digest for m in each.members):
-            mine = outcome
+    for joiner in joining:
+        for each in set_store.join(relay.store, results, group, rule, joiner, relay.clock()):
+            outcome = launch_set(relay, each, delivery)
+            if any(m.digest == member.digest for m in each.members):
+                mine = outcome
     if mine is not None:
         return mine
     what = "marker" if marker else "object"
     message = f"collected: {what} of the open set of {group.set_id(0).rpartition('#')[0]} (route {route.id})"
     return Outcome("collected", message, delivery.event.id, delivery.uri, None, None, route.pipeline)
+
+
+def _not_yet_collected(
+    relay: Relay, route: routes.Route, group: set_store.Group, results: str
+) -> list[set_store.Member]:
+    """The objects in `group`'s folder that `route` takes (markers and empty objects aside) and no set holds yet."""
+    bucket = f"gs://{group.bucket}/"
+    found = []
+    for uri in relay.store.list(bucket + (f"{group.folder}/" if group.folder else "")):
+        name = uri[len(bucket) :]
+        if group_of(name) != group.folder or not route.matches(group.bucket, name) or route.is_marker(name):
+            continue
+        try:
+            info = relay.store.stat(uri)
+        except BlobNotFoundError:
+            continue  # deleted since the listing
+        member = set_store.Member(group.bucket, name, info.generation, False)
+        if info.size and not set_store.is_member(relay.store, results, group, member):
+            found.append(member)
+    return found
 
 
 def set_run_key(route: routes.Route, set_id: str) -> str:

@@ -156,6 +156,24 @@ def test_a_marker_closes_its_set_and_is_kept_out_of_the_objects(
     assert backend.launches[0].parameters["message"] == "runs/r9"
 
 
+def test_a_marker_whose_notification_overtakes_its_objects_takes_them_all_and_theirs_launch_nothing_more(
+    routed: Relay, store: MemoryBlobStore, backend: FakeBackend
+):
+    done = [put(store, "runs/r5/lane0.fastq")]
+    assert handle_delivery(routed, put(store, "runs/r5/_SUCCESS", b"")).outcome == "launched"  # the first set
+    lanes = [put(store, f"runs/r6/lane{n}.fastq") for n in (1, 2)]
+    put(store, "runs/r6/deeper/lane3.fastq")  # another folder's set
+    put(store, "runs/r6/empty.fastq", b"")  # no data
+    outcome = handle_delivery(routed, put(store, "runs/r6/_SUCCESS", b""))  # before the lanes' notifications
+    assert outcome.outcome == "launched"
+    assert [sorted(i) for i in items(backend)][1] == [
+        "gs://lab-data/runs/r6/lane1.fastq",
+        "gs://lab-data/runs/r6/lane2.fastq",
+    ]
+    assert [handle_delivery(routed, d).outcome for d in [*lanes, *done]] == ["duplicate"] * 3
+    assert len(backend.launches) == 2
+
+
 def test_a_quiet_period_is_decided_on_the_reconcile_tick(
     routed: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
