@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from relay import html
 from relay.board import OTHER, STATES, Board, TenantRuns
 
 if TYPE_CHECKING:
@@ -69,17 +70,4 @@ def _row(tenant: TenantRuns, states: list[str]) -> _Row:
 
 @cache
 def _template() -> Template:
-    # Imported here: the functions load Jinja2 only on the tick that writes a board, the CLI only for `relay board`.
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    # Autoescape for every value, whatever the file is called; a name the template uses but is not given is an
-    # error, not an empty string.
-    environment = Environment(
-        loader=FileSystemLoader(Path(__file__).parent),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template("board.html.jinja")
+    return html.autoescaped(Path(__file__).parent, "board.html.jinja")

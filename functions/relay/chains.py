@@ -28,7 +28,7 @@ from typing import Any
 
 from relay import naming
 from relay.errors import Problem, describe_value
-from relay.templates import pieces, strings
+from relay.templates import fill_all, pieces, strings
 
 ON = ("succeeded", "failed")  # the ends a step may follow (records.SUCCEEDED, records.FAILED)
 MAX_STEPS = 8
@@ -168,18 +168,8 @@ def next_key(previous: str, index: int) -> str:
 def render(step: Step, index: int, finished: Finished) -> tuple[dict[str, Any], list[Problem]]:
     """The step's parameters filled from `finished`, and a problem naming each value its result lacks."""
     problems: list[Problem] = []
-
-    def fill(value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            return _fill(value, path, finished, problems)
-        if isinstance(value, Mapping):
-            return {key: fill(inner, f"{path}.{key}") for key, inner in value.items()}
-        if isinstance(value, list):
-            return [fill(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
-        return value
-
     where = f"chain[{index}].parameters"
-    return {key: fill(value, f"{where}.{key}") for key, value in step.parameters.items()}, problems
+    return fill_all(step.parameters, where, lambda text, path: _fill(text, path, finished, problems)), problems
 
 
 def _fill(template: str, path: str, finished: Finished, problems: list[Problem]) -> Any:

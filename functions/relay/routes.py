@@ -34,7 +34,7 @@ from typing import Any
 from relay.chains import Step
 from relay.errors import Problem
 from relay.sets import SetRule
-from relay.templates import pieces, strings
+from relay.templates import fill_all, pieces, strings
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
 SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")
@@ -159,17 +159,7 @@ def template_problems(value: Any, where: str, fields: tuple[str, ...] = FIELDS) 
 def render(parameters: Mapping[str, Any], event: ObjectEvent | SetEvent) -> tuple[dict[str, Any], list[Problem]]:
     """`parameters` with every placeholder filled from `event`, and a problem for each value the event lacks."""
     problems: list[Problem] = []
-
-    def fill(value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            return _fill(value, path, event, problems)
-        if isinstance(value, Mapping):
-            return {key: fill(inner, f"{path}.{key}") for key, inner in value.items()}
-        if isinstance(value, list):
-            return [fill(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
-        return value
-
-    filled = {key: fill(value, f"parameters.{key}") for key, value in parameters.items()}
+    filled = fill_all(parameters, "parameters", lambda text, path: _fill(text, path, event, problems))
     return filled, problems
 
 

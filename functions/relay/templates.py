@@ -36,6 +36,22 @@ def pieces(template: str, known: Callable[[str], bool], fields: str) -> Iterator
         yield False, template[position:]
 
 
+def fill_all(parameters: Mapping[str, Any], where: str, fill: Callable[[str, str], Any]) -> dict[str, Any]:
+    """`parameters` with each string value replaced by `fill(text, path)` (mapping keys left as written); `path`
+    names the value as problems do (`WHERE.key[0].inner`)."""
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            return fill(value, path)
+        if isinstance(value, Mapping):
+            return {key: walk(inner, f"{path}.{key}") for key, inner in value.items()}
+        if isinstance(value, list):
+            return [walk(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
+        return value
+
+    return {key: walk(value, f"{where}.{key}") for key, value in parameters.items()}
+
+
 def strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
         yield path, value

@@ -14,10 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from jinja2 import Template
 
 from pipelines.steps.ratchet.baseline import FAILED, OK, VIOLATED, Decision, Measurement
 from pipelines.steps.ratchet.stages import AlgorithmOutcome, BenchmarkOutcome
+from relay import html
 
 CHART_RUNS = 60  # the most recent runs drawn per test; the table and history.jsonl keep everything
 _W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 720, 260, 104, 16, 34, 44
@@ -116,18 +117,8 @@ def render_html(report: Mapping[str, Any], history: Sequence[Mapping[str, Any]])
 
 @cache
 def _template() -> Template:
-    # Autoescape for every value, whatever the file is called; a name the template uses but is not given is an
-    # error, not an empty string. Whitespace is the template's own: it trims what its layout adds.
-    environment = Environment(
-        loader=FileSystemLoader(Path(__file__).parent),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.globals["colours"] = {"bar": _BAR, "bad": _BAD, "line": _LINE}
-    return environment.get_template("report.html.jinja")
+    colours = {"bar": _BAR, "bad": _BAD, "line": _LINE}
+    return html.autoescaped(Path(__file__).parent, "report.html.jinja", {"colours": colours})
 
 
 @dataclass(frozen=True)
