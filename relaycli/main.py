@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from relay.errors import RelayError
 from relay.ports import BlobStore
+from relaycli.audit import COMMAND as AUDIT
 from relaycli.backfill import COMMAND as BACKFILL
 from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
@@ -53,6 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     UPLOAD,
     COMPILE,
     PREFLIGHT,
+    AUDIT,
 )
 
 DESCRIPTION = """\

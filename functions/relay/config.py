@@ -48,6 +48,7 @@ class Settings:
     # How many runs one reconcile tick asks the backend about: N runs in flight are all asked within ceil(N / it).
     reconcile_per_tick: int = 50
     local_root: str = ".relay/local"
+    audit_uri: str = ""  # "" : audit/ under the results (relay.audit.location)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -143,6 +144,7 @@ class Settings:
             claim_lease=claim_lease,
             reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
+            audit_uri=get("AUDIT_URI").rstrip("/"),
             **settings,
         )
 

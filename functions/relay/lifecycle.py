@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import drain, naming, queue, records, retries
+from relay import audit, audit_trail, drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -139,6 +139,8 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
     ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
     freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    # Every tick, whatever the backend: a segment's tail is provably whole once sealed (relay.audit_trail).
+    audit_trail.seal(relay.store, audit.location(relay.settings.results_uri, relay.settings.audit_uri), now)
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
     if stopped:
         return Tick(
