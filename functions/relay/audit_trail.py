@@ -34,9 +34,13 @@ def _seal_number(uri: str) -> int | None:
     return int(number) if number.isdecimal() else None
 
 
-def _read_all(store: BlobStore, items: list[tuple[str, str, int]]) -> list[Stored]:
+def _read_all(store: BlobStore, uris: list[str]) -> list[bytes]:
     with ThreadPoolExecutor(_READERS) as pool:
-        datas = list(pool.map(lambda item: store.read(item[0]).data, items))
+        return list(pool.map(lambda uri: store.read(uri).data, uris))
+
+
+def _stored(store: BlobStore, items: list[tuple[str, str, int]]) -> list[Stored]:
+    datas = _read_all(store, [uri for uri, _, _ in items])
     return [Stored(uri, segment, number, data) for (uri, segment, number), data in zip(items, datas, strict=True)]
 
 
@@ -48,7 +52,7 @@ def entries(store: BlobStore, audit_uri: str, *, since: datetime | None = None) 
         place = _entry_place(audit_uri, uri)
         if place is not None and place[0] >= first_day:
             places.append((uri, place[1], place[2]))
-    found = _read_all(store, places)
+    found = _stored(store, places)
     if since is None:
         return found
     stamp = audit.stamp(since)
@@ -70,17 +74,18 @@ def seals(store: BlobStore, audit_uri: str, *, since: datetime | None = None) ->
         number = _seal_number(uri)
         if number is not None and uri[len(folder) :].split("/")[0] >= first_day:
             items.append((uri, "", number))
-    return _read_all(store, items)
+    return _stored(store, items)
 
 
 def records(store: BlobStore, results_uri: str) -> dict[str, str]:
     """Each ledger record's name under the results and the digest of its bytes."""
-    names = [
-        (uri, name, 0)
+    listed = [
+        (uri, name)
         for uri in store.list(results_uri.rstrip("/") + "/")
         if (name := audit.ledger_name(results_uri, uri))
     ]
-    return {stored.segment: audit.digest(stored.data) for stored in _read_all(store, names)}
+    datas = _read_all(store, [uri for uri, _ in listed])
+    return {name: audit.digest(data) for (_, name), data in zip(listed, datas, strict=True)}
 
 
 def changed_since(store: BlobStore, results_uri: str, names: Iterator[str], since: datetime) -> list[str]:

@@ -43,7 +43,7 @@ class AuditedStore:
         self._watched = frozenset(watched)  # reads Relay acts on (the policy): each version seen is recorded once
         self._seen: set[tuple[str, int]] = set()
         self._clock = clock
-        self.chain = audit.Chain(audit.new_segment(clock()), who)
+        self._chain = audit.Chain(audit.new_segment(clock()), who)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._lock = threading.Lock()  # the pool, the pending reads' entries and the versions seen
@@ -55,7 +55,7 @@ class AuditedStore:
                 first = (uri, blob.generation) not in self._seen
                 self._seen.add((uri, blob.generation))
             if first:
-                entry = self.chain.append(self._clock(), audit.SEEN, uri, digest=audit.digest(blob.data))
+                entry = self._chain.append(self._clock(), audit.SEEN, uri, digest=audit.digest(blob.data))
                 # Nothing waits on a read's entry: the next write of this process waits for it (the writes are
                 # what the policy decided).
                 landing = self._submit(entry)
@@ -73,7 +73,7 @@ class AuditedStore:
         name = audit.ledger_name(self._results, uri)
         if name is None:
             return self._inner.write(uri, data, if_generation_match=if_generation_match)
-        entry = self.chain.append(
+        entry = self._chain.append(
             self._clock(),
             audit.WRITE,
             name,
@@ -88,7 +88,7 @@ class AuditedStore:
         if name is None:
             self._inner.delete(uri, if_generation_match=if_generation_match)
             return
-        entry = self.chain.append(self._clock(), audit.DELETE, name, precondition=if_generation_match)
+        entry = self._chain.append(self._clock(), audit.DELETE, name, precondition=if_generation_match)
         self._beside(entry, lambda: self._inner.delete(uri, if_generation_match=if_generation_match))
 
     def _beside(self, entry: audit.Entry, change: Callable[[], T]) -> T:
@@ -97,7 +97,7 @@ class AuditedStore:
             result = change()
         except (PreconditionFailedError, BlobNotFoundError):
             self._settle(landing)
-            void = self.chain.append(self._clock(), audit.VOID, entry.object, voids=entry.seq)
+            void = self._chain.append(self._clock(), audit.VOID, entry.object, voids=entry.seq)
             self._put(void)
             raise
         except BaseException:
