@@ -130,7 +130,15 @@ def _last_seal(store: BlobStore, audit_uri: str, now: datetime) -> Seal | None:
 
 def seal(store: BlobStore, audit_uri: str, now: datetime) -> Seal | None:
     """Chain every segment's last entry of today and yesterday into the next seal; None when there is nothing
-    new to seal or another tick sealed first."""
+    new to seal, another tick sealed first, or an entry or seal is not as written (`relay audit verify` names
+    it: a broken trail must not stop the tick's reconciling)."""
+    try:
+        return _seal(store, audit_uri, now)
+    except audit.AuditError:
+        return None
+
+
+def _seal(store: BlobStore, audit_uri: str, now: datetime) -> Seal | None:
     heads: dict[str, Head] = {}
     for day in audit.recent_days(now):
         for uri in store.list(audit.day_folder(audit_uri, day)):

@@ -122,3 +122,13 @@ def test_on_cloud_storage_an_entry_is_created_once_and_never_replaced(gcs: FakeG
     with pytest.raises(PreconditionFailedError):
         inner.write(entries[0].uri, b"{}", if_generation_match=0)
     assert audit_trail.prove(inner, f"{RESULTS}/create-only", audit.location(f"{RESULTS}/create-only")).whole
+
+
+def test_a_tick_does_not_seal_over_an_entry_that_is_not_as_written():
+    inner = MemoryBlobStore()
+    store = audited(inner)
+    store.write(f"{RESULTS}/runs/k/launch.json", b'{"state": "launching"}', if_generation_match=0)
+    [entry] = audit_trail.entries(inner, TRAIL)
+    inner.write(entry.uri, b"not an entry")
+    assert audit_trail.seal(inner, TRAIL, datetime.now(UTC)) is None
+    assert audit_trail.prove(inner, RESULTS, TRAIL).problems[0].what == "edited"
