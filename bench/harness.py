@@ -8,6 +8,7 @@ and read clocks.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import heapq
 import itertools
@@ -33,6 +34,7 @@ import requests
 from devstack.bridge import STORAGE_FINALIZED, StorageCloudEvent
 from devstack.processes import group_members
 from relay.adapters.http import HttpClient, NoAnswerError, Timeouts
+from relay.events import PUBSUB_PUBLISHED
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -241,12 +243,14 @@ class Storage:
 
 @dataclass(frozen=True)
 class Event:
-    """A finalized object's storage CloudEvent, binary mode, as Eventarc posts it; `uri` is the trigger's."""
+    """A finalized object's storage CloudEvent, binary mode, as Eventarc posts it; `uri` is the trigger's. `entry`:
+    the entry point it goes to ("storage": on_object_finalized, "pubsub": on_message_published)."""
 
     uri: str
     headers: Mapping[str, str]
     body: bytes
     resource: Mapping[str, Any] = field(repr=False)
+    entry: str = "storage"
 
     def as_json(self) -> str:
         return json.dumps({"headers": dict(self.headers), "data": dict(self.resource)})
@@ -268,6 +272,36 @@ def storage_event(resource: Mapping[str, Any], event_id: str) -> Event:
         data=json.dumps(resource).encode(),
     )
     return Event(f"gs://{bucket}/{name}", cloud_event.headers(), cloud_event.data, resource)
+
+
+def notification_event(resource: Mapping[str, Any], event_id: str, topic: str) -> Event:
+    """The same object's Cloud Storage notification (JSON_API_V1) as a Pub/Sub push through Eventarc delivers it
+    to on_message_published, from `topic` (projects/P/topics/T)."""
+    bucket, name = str(resource["bucket"]), str(resource["name"])
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    attributes = {
+        "bucketId": bucket,
+        "objectId": name,
+        "objectGeneration": str(resource["generation"]),
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+    }
+    message = {
+        "attributes": attributes,
+        "data": base64.b64encode(json.dumps(resource).encode()).decode(),
+        "messageId": event_id,
+        "publishTime": now,
+    }
+    cloud_event = StorageCloudEvent(
+        id=event_id,
+        type=PUBSUB_PUBLISHED,
+        source=f"//pubsub.googleapis.com/{topic}",
+        subject="",
+        time=now,
+        data=json.dumps({"message": message, "subscription": f"{topic}-push"}).encode(),
+    )
+    headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
+    return Event(f"gs://{bucket}/{name}", headers, cloud_event.data, resource, "pubsub")
 
 
 # --- posting events to functions-framework ---------------------------------------------------------------------
@@ -335,29 +369,45 @@ class DeliveryTimeout(RuntimeError):
 class Dispatcher:
     """Delivers events as a push subscription does: `concurrency` at a time, each retried until answered 2xx, a
     refused one again `redeliver_after` seconds later (Pub/Sub pushes redeliver about once a second), spread over
-    `urls` (the instances) in turn. Gives up with DeliveryTimeout once `deadline` seconds have passed, so a function
-    that fails every delivery (a broken build, a backend that never admits) ends the bench instead of hanging it."""
+    `urls` (the instances) in turn. With `backoff_to`, a delivery refused again waits twice as long each time, up to
+    that (a push subscription's exponential retry policy, e.g. 1 s to 10 s). Gives up with DeliveryTimeout once
+    `deadline` seconds have passed, so a function that fails every delivery (a broken build, a backend that never
+    admits) ends the bench instead of hanging it."""
 
-    def __init__(self, urls: Sequence[str], *, concurrency: int, redeliver_after: float) -> None:
-        self._urls = list(urls)
+    def __init__(
+        self,
+        urls: Sequence[str] | Mapping[str, Sequence[str]],
+        *,
+        concurrency: int,
+        redeliver_after: float,
+        backoff_to: float | None = None,
+    ) -> None:
+        # Each entry point's instances; a plain list serves every event, whatever its entry.
+        self._urls = {e: list(u) for e, u in urls.items()} if isinstance(urls, Mapping) else {"": list(urls)}
         self._concurrency = concurrency
         self._redeliver_after = redeliver_after
+        self._backoff_to = backoff_to
+
+    def _delay(self, refusals: int) -> float:
+        if self._backoff_to is None:
+            return self._redeliver_after
+        return min(self._backoff_to, self._redeliver_after * 2.0 ** (refusals - 1))
 
     def run(self, events: Sequence[Event], *, deadline: float) -> Delivered:
         result = Delivered(deliveries=len(events), started_at=time.time())
         give_up = time.monotonic() + deadline
-        queue: list[tuple[float, int, Event]] = []
+        queue: list[tuple[float, int, Event, int]] = []  # (due, order, event, refusals)
         sequence = itertools.count()
         turn = itertools.count()
         now = time.monotonic()
         for event in events:
-            heapq.heappush(queue, (now, next(sequence), event))
+            heapq.heappush(queue, (now, next(sequence), event, 0))
         lock = threading.Condition()
         outstanding = [len(events)]
         failures: list[BaseException] = []
 
         def worker() -> None:
-            posters = {url: EventPoster(url) for url in self._urls}
+            posters = {url: EventPoster(url) for urls in self._urls.values() for url in urls}
             try:
                 while True:
                     with lock:
@@ -375,8 +425,9 @@ class Dispatcher:
                                 lock.notify_all()
                                 return
                             if queue and queue[0][0] <= time.monotonic():
-                                _, _, event = heapq.heappop(queue)
-                                url = self._urls[next(turn) % len(self._urls)]
+                                _, _, event, refusals = heapq.heappop(queue)
+                                urls = self._urls.get(event.entry) or self._urls[""]
+                                url = urls[next(turn) % len(urls)]
                                 break
                             lock.wait(timeout=max(0.001, queue[0][0] - time.monotonic()) if queue else 0.05)
                     status = posters[url].post(event)
@@ -390,8 +441,8 @@ class Dispatcher:
                         else:
                             result.last_error = posters[url].last_error
                             jitter = random.uniform(0.9, 1.1) if status else 0.0  # a lost connection: at once
-                            due = time.monotonic() + self._redeliver_after * jitter
-                            heapq.heappush(queue, (due, next(sequence), event))
+                            due = time.monotonic() + self._delay(refusals + 1) * jitter
+                            heapq.heappush(queue, (due, next(sequence), event, refusals + 1))
                             lock.notify()
             except BaseException as exc:  # a bench bug: stop everyone and report it
                 with lock:

@@ -2,8 +2,9 @@
 
 Starts the local stack (fake-gcs-server notifying the Pub/Sub emulator, the storage-event bridge, both functions on
 functions-framework, the local backend), seeds sample data, drops sample triggers, uploads a data object a route of
-devstack/policy.yaml takes, cancels a run through the topic, shows the runs as they go, then prints what became of
-each and stops everything. Exits 0 only if every sample ended as expected.
+devstack/policy.yaml takes, cancels a run through the topic, drops pushes past a cap (the demo's policy caps the lab
+tenant's push runs in flight: they queue, with their places, and launch as runs end), shows the runs as they go,
+then prints what became of each and stops everything. Exits 0 only if every sample ended as expected.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from devstack.policy import TEMPLATE, write_policy
 from devstack.pubsub import emulator_available
 from devstack.seed import BENCHMARKS, seed
 from devstack.stack import LocalStack
-from relay import naming
+from relay import naming, queue
 from relay.adapters.gcs import GcsBlobStore
 from relay.adapters.tokens import NoTokenSource
 from relay.events import NONCE_ATTRIBUTE
 from relay.policy import NO_POLICY, Policy, route_of, tenant_for_object, tenant_for_topic
 from relay.routes import ObjectEvent
-from relay.service import parse_document, route_run_key, run_key_for
+from relay.service import parse_document, route_run_key, run_key_for, set_run_key
+from relay.sets import set_id
 from relay.status import RunRecords, read_run
 from relaycli import output
 
@@ -45,6 +47,12 @@ EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 ROUTED = "incoming/reading-1.json"  # under the lab tenant's route incoming-json (devstack/policy.yaml)
+PLATE = "plates/plate-1/"  # a folder under the lab tenant's set route plates (devstack/policy.yaml): 3 files, one run
+PLATE_FILES = ("a01.csv", "a02.csv", "a03.csv")
+# The demo's policy caps the lab tenant's push runs in flight at this (devstack/policy.yaml has no caps): the capped
+# pushes and the other push samples share the cap, so some wait in the queue and launch as others end.
+PUSH_CAP = 3
+CAPPED = 3
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,8 @@ class Sample:
     expect: str  # succeeded, rejected, duplicate or cancelled
     code: str = ""  # for `rejected`: the rejection's error code, so that it is refused for the right reason
     # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered; route: a data object
-    # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched
+    # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched;
+    # set: the files of a plate uploaded to the folder `name`, their notifications out of order and one twice
     how: str = "bucket"
     name: str = ""
     after: str = ""  # the label of a sample that must have ended first
@@ -75,6 +84,9 @@ class Tracked:
     duplicates_before: int = 0
     pipeline: str = ""  # a route's, for a data object (which names none)
     cancel_sent: bool = False
+    place: int | None = None  # its place in its tenant's queue while it waits there
+    queued_for: float = 0.0  # seconds it waited in the queue, once it left it
+    said_queued: bool = False  # a line said it waits in the queue (output that is not a terminal)
 
     @property
     def done(self) -> bool:
@@ -157,6 +169,11 @@ def samples() -> list[Sample]:
         Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
         Sample("data object a route takes", reading, "succeeded", how="route", name=ROUTED),
         Sample("push cancelled through the topic", to_cancel, "cancelled", how="cancel"),
+        Sample("a plate of 3 files as one run", {}, "succeeded", how="set", name=PLATE),
+        *(
+            Sample(f"push {n} past the cap of {PUSH_CAP}", push, "succeeded", name=f"demo/capped-{n}.json")
+            for n in range(1, CAPPED + 1)
+        ),
     ]
 
 
@@ -170,6 +187,9 @@ def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Polic
         identity = naming.object_identity(TRIGGERS, sample.name, generation)
     elif sample.how == "route":
         deliver_routed(stack, item, policy, data)
+        return
+    elif sample.how == "set":
+        deliver_set(stack, item, policy)
         return
     elif sample.how in ("topic", "cancel"):
         nonce = secrets.token_hex(8)  # as `relay publish` does, to know the run key before the function does
@@ -229,6 +249,36 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
     item.state = "delivered"
 
 
+def deliver_set(stack: LocalStack, item: Tracked, policy: Policy) -> None:
+    """Upload a plate's files to one folder of gs://lab-data and deliver their notifications through the trigger
+    topic, out of order and one of them twice: the set route collects them, and the third launches one run with
+    the three files (its run key is the set's: the first set of that folder)."""
+    folder = item.sample.name
+    tenant = tenant_for_topic(policy, TRIGGER_TOPIC_PATH)
+    route = route_of(tenant, LAB, folder + PLATE_FILES[0]) if tenant is not None else None
+    if tenant is None or route is None or route.set_rule is None:
+        raise RuntimeError(f"no set route of {policy.source or 'the policy'} takes gs://{LAB}/{folder}")
+    generations = {}
+    for name in PLATE_FILES:
+        blob = stack.storage_client().bucket(LAB).blob(folder + name)
+        blob.upload_from_string(b"well,absorbance\nA1,0.412\n", content_type="text/csv")
+        generations[name] = int(blob.generation)
+    for name in (PLATE_FILES[2], PLATE_FILES[0], PLATE_FILES[2], PLATE_FILES[1]):
+        attributes = {
+            "bucketId": LAB,
+            "objectId": folder + name,
+            "objectGeneration": str(generations[name]),
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+        }
+        stack.publish(TRIGGER_TOPIC, json.dumps({"bucket": LAB, "name": folder + name}).encode(), attributes)
+    item.trigger_uri = naming.object_uri(LAB, folder)
+    item.pipeline = route.pipeline
+    item.run_key = set_run_key(route, set_id(tenant.name, route.id, LAB, folder.rstrip("/"), 1))
+    item.started = time.monotonic()
+    item.state = "delivered"
+
+
 def cancel_when_launched(stack: LocalStack, item: Tracked) -> None:
     """Ask for the cancel on the trigger topic (attribute action=cancel) once the run is launched, not before:
     a run still being launched is not cancelled (Relay says to retry)."""
@@ -249,7 +299,13 @@ def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
         return
     item.run = read_run(store, f"gs://{RESULTS}", item.run_key)
     if item.run is not None:
+        was = item.state
         item.state = item.run.state
+        launch = item.run.launch or {}
+        if item.state == "queued":
+            item.place = queue.position(store, f"gs://{RESULTS}", str(launch.get("tenant") or ""), launch["place"])
+        elif was == "queued":
+            item.place, item.queued_for = None, time.monotonic() - item.started
         if item.done:
             item.ended = time.monotonic()
             item.note = item.run.message
@@ -265,12 +321,13 @@ def table(items: Sequence[Tracked], now: float) -> list[str]:
     rows = []
     for item in items:
         elapsed = (item.ended or now) - item.started if item.started else 0.0
+        state = f"queued, place {item.place}" if item.state == "queued" and item.place else item.state
         rows.append(
             (
                 item.sample.label,
                 item.run_key or "-",
                 item.pipeline or str(item.sample.document.get("pipeline")),
-                item.state,
+                state,
                 f"{elapsed:5.1f}s" if item.started else "",
             )
         )
@@ -294,10 +351,21 @@ def function_env(
     return env, policy
 
 
+def capped_template(workdir: Path, template: Path = TEMPLATE) -> Path:
+    """devstack/policy.yaml with the lab tenant's push runs in flight capped at PUSH_CAP: the demo's policy."""
+    document = yaml.safe_load(template.read_text())
+    lab = next(tenant for tenant in document["tenants"] if tenant["name"] == "lab")
+    lab.setdefault("caps", {}).setdefault("pipelines", {})["push"] = {"max_in_flight": PUSH_CAP}
+    path = workdir / "policy-template.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
 def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, emulators: bool | None = None) -> Demo:
     """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it."""
     missing = emulator_available() if emulators is None else None if emulators else "asked to run without emulators"
-    env, policy = function_env(workdir, notify=missing is None)
+    env, policy = function_env(workdir, notify=missing is None, policy_template=capped_template(workdir))
     demo = Demo([Tracked(sample) for sample in samples()], delivered_directly=missing is not None, policy=policy)
     if missing:
         print(f"Note: {missing}; events are delivered straight to the functions instead of through Pub/Sub.", file=out)
@@ -334,6 +402,8 @@ def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, time
                 deliver(stack, item, first_push, demo.policy)
             refresh(stack, store, item)
             cancel_when_launched(stack, item)
+        for item in demo.tracked:
+            _say_queue(item, out, live)
         lines = table(demo.tracked, time.monotonic())
         if live:
             out.write(f"\x1b[{printed}F\x1b[J" if printed else "")
@@ -349,6 +419,18 @@ def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, time
             return
         out.flush()
         time.sleep(0.25)
+
+
+def _say_queue(item: Tracked, out: TextIO, live: bool) -> None:
+    """Where the table is not redrawn, a line when a run waits in the queue and one when it leaves it."""
+    if live:
+        return
+    if item.place is not None and not item.said_queued:
+        item.said_queued = True
+        print(f"  {item.sample.label}: queued, place {item.place} in lab's queue (its push cap is full)", file=out)
+    elif item.said_queued and item.queued_for and item.state != "queued":
+        print(f"  {item.sample.label}: {item.state} after {item.queued_for:.1f} s in the queue", file=out)
+        item.said_queued = False
 
 
 def _fetch_report(stack: LocalStack, demo: Demo, workdir: Path) -> Path | None:
@@ -383,7 +465,11 @@ def _summary(demo: Demo, out: TextIO) -> None:
     if demo.report:
         print(f"\nThe ratchet's report: {demo.report}", file=out)
     if demo.policy.source:
-        print(f"The policy the triggers were held to: {demo.policy.source} (from devstack/policy.yaml)", file=out)
+        print(
+            f"The policy the triggers were held to: {demo.policy.source} (from devstack/policy.yaml, with the lab "
+            f"tenant's push runs in flight capped at {PUSH_CAP})",
+            file=out,
+        )
     verdict = "every sample ended as expected" if demo.ok else "some samples did not end as expected"
     print(f"\nDemo finished: {verdict}. Everything it started has stopped.", file=out)
 

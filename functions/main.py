@@ -57,14 +57,24 @@ def on_schedule(cloud_event: CloudEvent) -> None:
     """A Cloud Scheduler tick through Pub/Sub: bring the records of launched runs to the backend's state."""
     event = event_info(cloud_event.get_attributes())
     try:
-        tick = lifecycle.reconcile(runtime.current(os.environ))
+        relay = runtime.current(os.environ)
+        tick = lifecycle.reconcile(relay)
     except Exception as error:
         # The next tick does the same work; a retry of this one would only crowd it.
         logs.log_outcome(
             Outcome("retried", f"{type(error).__name__}: {error}", event.id, "schedule", severity_override="ERROR")
         )
         return
-    logs.log_outcome(Outcome("reconciled", lifecycle.tick_summary(tick), event.id, "schedule"))
+    # Here, not at the top: the board's modules load with the first tick, never with an event's cold start.
+    from relay import board_store
+
+    severity = None
+    try:
+        board = board_store.refresh(relay)
+    except Exception as error:  # the board is a view: its trouble must not hide what the tick did
+        board, severity = f"not written: {type(error).__name__}: {error}", "ERROR"
+    summary = f"{lifecycle.tick_summary(tick)}; board: {board}"
+    logs.log_outcome(Outcome("reconciled", summary, event.id, "schedule", severity_override=severity))
 
 
 @functions_framework.errorhandler(Exception)

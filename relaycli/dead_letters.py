@@ -103,10 +103,16 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return _replay(args, context, subscription)
 
 
-def _list(args: argparse.Namespace, context: Context, subscription: str) -> int:
-    with _subscriber(context.env) as client:
-        letters = _pull_all(client, subscription, args.limit)
+def peek(env: Mapping[str, str], subscription: str, limit: int | None) -> list[DeadLetter]:
+    """The dead letters in `subscription` (at most `limit`), each given back at once: none is consumed."""
+    with _subscriber(env) as client:
+        letters = _pull_all(client, subscription, limit)
         _release(client, subscription, letters)
+    return letters
+
+
+def _list(args: argparse.Namespace, context: Context, subscription: str) -> int:
+    letters = peek(context.env, subscription, args.limit)
     if args.json:
         print(to_json([letter.to_json() for letter in letters]))
     elif not letters:

@@ -14,6 +14,7 @@ import yaml
 from relay import naming
 from relay import policy as rules
 from relay.catalog import Catalog
+from relay.chain_checks import check_chain
 from relay.errors import InvalidTriggerError, PolicyDeniedError, Problem
 from relay.ports import BlobStore
 from relay.service import EMPTY_OBJECT, check_trigger, parse_document
@@ -133,7 +134,8 @@ def validate(
 ) -> Validation:
     """The checks Relay runs before a claim, in its order, stopping where it stops: its origin (with a policy, a
     tenant must take triggers from there), the document, its pipeline and parameters against the catalog, then
-    what it uses against the tenant's rules. An empty file sent as an object is skipped before all of them."""
+    what it uses against the tenant's rules, then its chain. An empty file sent as an object is skipped before all
+    of them."""
     if not document.data and (check is None or not check.origin.topic):
         return Validation(None, (EMPTY_FILE,), SKIPPED, check)
     refused = policy.refusal(check.policy, check.origin) if check is not None else None
@@ -155,6 +157,11 @@ def validate(
     denied = policy.check(check.policy, check.origin, parsed, check.context) if check is not None else ()
     if denied:
         return Validation(parsed, denied, PolicyDeniedError.code, check)
+    try:
+        deployed, tenant = (check.policy, check.tenant) if check is not None else (rules.NO_POLICY, None)
+        check_chain(catalog, deployed, tenant, parsed, document.path)
+    except InvalidTriggerError as invalid:
+        return Validation(parsed, invalid.problems, invalid.code, check)
     return Validation(parsed, (), None, check)
 
 

@@ -13,6 +13,7 @@ from relay.errors import RelayError
 from relay.ports import BlobStore
 from relaycli.audit import COMMAND as AUDIT
 from relaycli.backfill import COMMAND as BACKFILL
+from relaycli.board import COMMAND as BOARD
 from relaycli.cancel import COMMAND as CANCEL
 from relaycli.command import Command
 from relaycli.compile import COMMAND as COMPILE
@@ -50,6 +51,7 @@ COMMANDS: tuple[Command, ...] = (
     PAUSE,
     RESUME,
     DEAD_LETTERS,
+    BOARD,
     VALIDATE,
     UPLOAD,
     COMPILE,
@@ -70,6 +72,7 @@ examples:
   relay publish trigger.json --topic relay-triggers --project relay-local
   relay status gs://relay-triggers/trigger.yaml
   relay runs --limit 10
+  relay board --out board.html
   relay logs RUN_KEY
   relay ls gs://relay-results/relay/runs/RUN_KEY/
   relay upload plate-4.json gs://lab-data/assay/2026-11-22/

@@ -28,6 +28,7 @@ from relay.service import (
     route_trigger,
     tenant_for,
 )
+from relay.sets import group_of
 from relaycli import policy, pubsub
 from relaycli.config import CliConfig, Context
 from relaycli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
@@ -84,6 +85,11 @@ def check_object(args: argparse.Namespace, context: Context, config: CliConfig) 
         owned = [(tenant.name, r) for r in tenant.routes] if tenant else []
         listed = [f"{owner}/{r.id} (gs://{r.bucket}/{r.prefix}{r.glob})" for owner, r in owned]
         return _print(args, {**shown, "route": None, "valid": False, "routes": listed}, ())
+    if route.set_rule is not None:  # its run is its folder's set's, made from the set when the set closes
+        folder = f"gs://{bucket}/{group_of(name)}/"
+        found = {**shown, "route": f"{tenant.name}/{route.id}", "pipeline": route.pipeline, "what_if": False}
+        found.update(parameters={}, run_key=None, valid=True, code=None, set=folder)
+        return _print(args, found, ())
     facts = _facts(args, context, config, delivery, metadata)
     problems: tuple[Problem, ...] = ()
     parameters: dict[str, Any] = {}
@@ -130,6 +136,11 @@ def _print(args: argparse.Namespace, found: dict[str, Any], problems: tuple[Prob
         routes = ", ".join(found["routes"]) or "none"
         print(f"no route: {uri} would start nothing on {topic} ({owner}; routes: {routes})")
         return EXIT_FAILED
+    if found.get("set"):
+        print(
+            f"{uri}: would join the open set of {found['set']} (route {found['route']}, pipeline {found['pipeline']})"
+        )
+        return EXIT_OK
     verdict = "would start" if valid else f"would be rejected ({found['code']})"
     if found["code"] == "skipped":
         verdict = "would be skipped"

@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
+from relay.board import rejection_reason
 from relay.policy import parse_seconds
 from relay.records import parse_timestamp
 from relay.status import RunRecords, recent_runs
@@ -65,7 +66,18 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-STATES = ("queued", "launching", "launched", "running", "succeeded", "failed", "cancelled", "rejected", "skipped")
+STATES = (
+    "queued",
+    "launching",
+    "launched",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "rejected",
+    "skipped",
+    "incomplete",  # a set of files its deadline closed before it was complete (relay.sets): no run
+)
 
 
 def parse_since(text: str) -> timedelta | datetime:
@@ -101,12 +113,9 @@ def _message(run: RunRecords) -> str:
     failed run that will be retried, when and as which attempt first."""
     if run.retry_note and run.state == "failed":
         return f"{run.retry_note}; {run.message}"
-    problems = ((run.rejection or {}).get("error") or {}).get("problems") or []
-    if run.state != "rejected" or not problems:
+    if run.state != "rejected" or run.rejection is None:
         return run.message
-    first = problems[0]
-    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{first.get('field')}: expected {first.get('expected')}, found {first.get('found')}{more}"
+    return rejection_reason(run.rejection)
 
 
 def _age_seconds(run: RunRecords, now: datetime) -> float | None:

@@ -175,6 +175,7 @@ def run_json(run: RunRecords) -> dict[str, Any]:
         "rejection": run.rejection,
         "skipped": run.skip,
         "retry": run.retry,
+        "chained": run.chained,
     }
 
 
@@ -191,6 +192,8 @@ def run_summary(run: RunRecords) -> dict[str, Any]:
         "trigger_uri": run.trigger_uri or None,
         "since": run.since or None,
         "retry_at": (run.retry or {}).get("retry_at"),
+        "chained_from": run.chained_from or None,
+        "chained_to": run.chained_to,
     }
 
 
@@ -218,6 +221,10 @@ def render(
         rows.append(("attempt", f"{number} of {first}" + (f" (a {via})" if via else "")))
     if run.retry_note:
         rows.append(("next attempt", run.retry_note.removeprefix("retry: ").removeprefix("retry as ")))
+    if run.chained_from:
+        rows.append(("chained from", run.chained_from))
+    if run.chained_to:
+        rows.append(("chained to", run.chained_to))
     if later:
         rows.append(("later attempts", [f"{attempt.run_key}  {paint.state(attempt.state)}" for attempt in later]))
     records = [record for record in (run.launch, run.rejection, run.skip, run.result) if record]

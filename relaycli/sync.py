@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     tick = lifecycle.reconcile(relay, limit=args.limit)
     if args.json:
         print(to_json({**asdict(tick), "seen": [asdict(item) for item in tick.seen]}))
-    elif not tick.seen and not tick.stopped and not tick.retried:
+    elif not tick.seen and not tick.stopped and not tick.retried and not tick.sets:
         print(f"no launched run without a result on the {relay.backend.name} backend")
     else:
         if tick.seen:

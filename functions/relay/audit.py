@@ -27,7 +27,8 @@ SEALS = "seals"
 WRITE, DELETE, SEEN, VOID = "write", "delete", "seen", "void"
 # Not the ledger: places Relay coordinates through (queue places, cap slots, rate marks, holds, the reconcile
 # cursor, the local backend's store id), rewritten or deleted as a matter of course and holding no decision of
-# their own; a queued run's decision is its launch.json's. Every other object under the results is audited.
+# their own; a queued run's decision is its launch.json's; the runs board, a page drawn from the records. Every
+# other object under the results is audited.
 NOT_LEDGER = (
     f"{AUDIT_FOLDER}/",
     "queue/entries/",
@@ -36,6 +37,7 @@ NOT_LEDGER = (
     "queue/hold-",
     "reconcile/",
     "local-backend.json",
+    "board/",
 )
 _DAY = "%Y-%m-%d"
 

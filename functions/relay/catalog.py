@@ -48,6 +48,12 @@ class PipelineDefinition:
     inputs: Mapping[str, InputSpec]
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        """The output parameters the pipeline declares: what a run's result may hold under `outputs`."""
+        declared = self.spec.get("root", {}).get("outputDefinitions", {}).get("parameters", {})
+        return tuple(declared) if isinstance(declared, Mapping) else ()
+
+    @property
     def declares_reserved(self) -> tuple[str, ...]:
         return tuple(name for name in RESERVED_PARAMETERS if name in self.inputs)
 

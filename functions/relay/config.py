@@ -49,6 +49,10 @@ class Settings:
     reconcile_per_tick: int = 50
     local_root: str = ".relay/local"
     audit_uri: str = ""  # "" : audit/ under the results (relay.audit.location)
+    # The runs board (relay.board_store): what its page calls the deployment ("": its results location), and the
+    # least time between two refreshes by the reconcile ticks.
+    deployment_name: str = ""
+    board_every: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -118,6 +122,7 @@ class Settings:
         max_event_age = duration("MAX_EVENT_AGE", cls.max_event_age)
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
         reconcile_per_tick = count("RECONCILE_PER_TICK", cls.reconcile_per_tick)
+        board_every = duration("BOARD_EVERY", cls.board_every)
         if claim_lease >= max_event_age:
             # A stale redelivery must still find a crashed claim's lease run out, to take it over and finish.
             problems.append(
@@ -145,6 +150,8 @@ class Settings:
             reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
             audit_uri=get("AUDIT_URI").rstrip("/"),
+            deployment_name=get("DEPLOYMENT_NAME"),
+            board_every=board_every,
             **settings,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from relay import naming, queue, records
 from relay import policy_caps as caps
@@ -48,23 +49,36 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
     outcome = handle_delivery(relay, delivery)
     if outcome.outcome != "queued" and not (outcome.outcome == "launched" and relay.gate.wary()):
         return outcome
-    mine = _follow_through(relay, str(outcome.run_key))
+    # A queued run's drain looks at its own tenant's queue only: runs queued before it are there (the drains of
+    # other tenants' runs are theirs, and the ticks'), so a delivery's cost does not grow with other queues.
+    tenant = _tenant_of(relay, str(outcome.run_key)) if outcome.outcome == "queued" else None
+    mine = _follow_through(relay, str(outcome.run_key), tenant)
     if outcome.outcome != "queued" or mine is None:
         return outcome
     return Outcome("launched", mine.message, outcome.event_id, outcome.trigger_uri, mine.run_key, mine.run_id,
                    mine.pipeline)  # fmt: skip
 
 
-def _follow_through(relay: Relay, run_key: str) -> Outcome | None:
-    """Drain; then, while the backend asks for a wait (this instance's gate or the shared hold), stay and drain
-    again when it ends, whoever's runs wait (every drain takes the queue in order): what the backend refused goes as
-    soon as it admits again, not at the next tick. The launch of `run_key`, if one of these drains made it."""
-    drained = drain(relay)
+def _tenant_of(relay: Relay, run_key: str) -> str | None:
+    """The tenant a queued run's record names (None: the record cannot be read; the drain looks at every queue)."""
+    try:
+        record = records.decode(relay.store.read(naming.launch_record(relay.settings.results_uri, run_key)).data)
+    except (BlobNotFoundError, ValueError):
+        return None
+    return str(record.get("tenant") or "")
+
+
+def _follow_through(relay: Relay, run_key: str, tenant: str | None = None) -> Outcome | None:
+    """Drain (`tenant`'s queue, or every one); then, while the backend asks for a wait (this instance's gate or the
+    shared hold), stay and drain again when it ends, whoever's runs wait (every drain takes the queue in order):
+    what the backend refused goes as soon as it admits again, not at the next tick. The launch of `run_key`, if one
+    of these drains made it."""
+    drained = drain(relay, tenant=tenant)
     mine = _launched(drained, run_key)
     deadline = time.monotonic() + FOLLOW_THROUGH
     while drained.stopped and 0 < (wait := _backend_wait(relay)) < deadline - time.monotonic():
         time.sleep(wait)
-        drained = drain(relay)
+        drained = drain(relay, tenant=tenant)
         mine = mine or _launched(drained, run_key)
     return mine
 
@@ -80,10 +94,12 @@ def _launched(drained: Drained, run_key: str) -> Outcome | None:
     return next((o for o in drained.outcomes if o.run_key == run_key and o.outcome == "launched"), None)
 
 
-def drain(relay: Relay, *, budget: int = PER_DRAIN) -> Drained:
-    """Launch queued runs tenant by tenant, each tenant's in arrival order, while their scopes have room; a run
-    whose scope is full or paused waits, and so does every later run of that scope (no overtaking within a scope).
-    Stops at a refusal for load, a backend's hold (Retry-After) or this instance's own pause.
+def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -> Drained:
+    """Launch queued runs tenant by tenant (only `tenant`'s, when given), each tenant's in arrival order, while
+    their scopes have room; a run whose scope is full or paused waits, and so does every later run of that scope
+    (no overtaking within a scope). Stops at a refusal for load, a backend's hold (Retry-After) or this instance's
+    own pause. A drain of one tenant does nothing when a cap every one of its runs counts against (the deployment's,
+    the tenant's) is full, and ends at the first run that finds one full.
 
     Cost: one read (the hold), one listing (the pauses), one listing of the queue (page by page, as far as it
     goes); per run looked at one read, one listing per capped scope and one create per slot; per launch the
@@ -92,18 +108,22 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN) -> Drained:
     closed = relay.gate.closed()
     if closed:
         return Drained(stopped=closed)
+    if tenant is not None and _tenant_full(relay, tenant, now):
+        return Drained()  # nothing of this queue can go before a run ends: the queue is not even listed
     until, _ = queue.read_hold(store, queue.hold_uri(results, relay.backend.name))
     if until is not None and now < until:
         return Drained(stopped=f"the {relay.backend.name} backend asked for a wait until {records.timestamp(until)}")
     paused = queue.paused(store, results)
     outcomes: list[Outcome] = []
     blocked: set[str] = set()  # scope ids found full, and "tenant/pipeline" pairs paused: later runs of them wait
-    for entry in queue.entries(store, results):
+    for entry in queue.entries(store, results, tenant):
         if len(outcomes) >= budget:
             return Drained(tuple(outcomes), f"launched {budget}, the most one drain does")
         if caps.DEPLOYMENT in blocked:
             break  # every run counts against the deployment's full cap
         if f"tenant-{entry.tenant}" in blocked:
+            if tenant is not None:
+                break  # the rest of this queue counts against the same full scope: not even listed
             continue  # every later run of this tenant counts against the same full scope
         try:
             outcome = _one(relay, entry, paused, blocked)
@@ -115,6 +135,13 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN) -> Drained:
         if outcome.outcome == "queued":  # put back: the backend refused for load
             return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {outcome.message}")
     return Drained(tuple(outcomes))
+
+
+def _tenant_full(relay: Relay, tenant: str, now: datetime) -> bool:
+    """Whether a cap every run of `tenant` counts against (the deployment's, the tenant's) is full: one listing
+    each."""
+    scopes = [scope for scope in caps.cap_scopes(relay.policy, tenant, "") if scope.pipeline is None]
+    return any(queue.full(relay.store, relay.settings.results_uri, scope, now) for scope in scopes)
 
 
 def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], blocked: set[str]) -> Outcome | None:

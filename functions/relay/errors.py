@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -40,6 +41,24 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.field}: expected {self.expected}, found {self.found}"
+
+
+def describe_value(value: object) -> str:
+    """A short, type-first description of a found value for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"number {value}" if not (isinstance(value, float) and math.isnan(value)) else "NaN"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)}"
+    return type(value).__name__
 
 
 class RelayError(Exception):

@@ -3,14 +3,13 @@ cancelled run started again as a new attempt (rerun)."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import audit, audit_trail, drain, naming, queue, records, retries
+from relay import audit, audit_trail, chain_runs, chains, drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -28,16 +27,17 @@ from relay.errors import (
     TransientError,
 )
 from relay.events import EventInfo, InlineDelivery
+from relay.naming import attempt_key as attempt_key  # its home was here: importers keep finding it
+from relay.outcome import Outcome
 from relay.ports import FAILURE_USER, RUN_FAILED, RUN_MISSING, RUN_RUNNING, RunState
 from relay.results import publish_record, record_result
-from relay.service import Relay, _claim_and_launch, _Loaded
+from relay.service import Relay, _claim_and_launch, _Loaded, close_due_sets
 from relay.status import RunRecords, read_run
 from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
 # The longest a backend's Retry-After holds the ticks off: three ticks of the default 5-minute schedule.
 MAX_WAIT = 900.0
 ACTIONS = ("cancel", "rerun")
-ATTEMPT = "-attempt-"
 
 
 class LifecycleError(PermanentError):
@@ -77,7 +77,7 @@ class Tick:
     """What one reconcile tick did: the runs it asked about; how many launched runs it found without a result; why
     it stopped before its budget or the list ran out ("" : it did not); the run key the next tick starts past; and
     whether that place was saved (False: another tick at once saved its own first, and that one stands); then
-    what its drain of the queue did, and how many slots its sweep gave back."""
+    what its drain of the queue did, how many slots its sweep gave back, the retries and the chains it saw to."""
 
     seen: tuple[Seen, ...] = ()
     unfinished: int | None = None  # None: not listed (a tick held off by a wait)
@@ -87,6 +87,8 @@ class Tick:
     drained: drain.Drained | None = None  # None: no drain (a tick held off by a wait)
     freed: int = 0
     retried: tuple[Retried, ...] = ()
+    sets: tuple[Outcome, ...] = ()  # sets of objects this tick closed: launched (or queued), or incomplete
+    followed: tuple[chain_runs.Followed, ...] = ()
 
 
 def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
@@ -109,7 +111,14 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     if start.not_before is not None and now < start.not_before:
         held = f"the {relay.backend.name} backend asked for a wait until {records.timestamp(start.not_before)}"
         return Tick(stopped=held, after=start.after)
-    keys, ended, retrying = _listed(relay)
+    keys, ended, retrying, chaining = _listed(relay)
+    # Slots a crash left held, given back first; then the runs with a place in the queue are left out: they have
+    # nothing at the backend to ask about, and reading each one's record would make a tick's cost grow with the
+    # queue. A run that holds a slot is asked about all the same (one launched by a drain that died before
+    # removing its place), so no slot stays held by a run whose end goes unrecorded.
+    swept = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    waiting = swept.queued - swept.holders
+    keys = [key for key in keys if key not in waiting]
     seen: list[Seen] = []
     after, stopped, not_before, asked = start.after, "", None, 0
     for key in rotated(keys, start.after):
@@ -136,9 +145,7 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
                 seen.append(_record(relay, launch, generation, state))
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
-    # After the cursor's work, whose ends gave their slots back: slots a crash left held, then the queue.
-    ended |= {item.run_key for item in seen if item.action in ("result", "kept")}
-    freed = queue.sweep(relay.store, relay.settings.results_uri, ended, now, relay.settings.claim_lease)
+    freed = swept.freed
     # Every tick, whatever the backend: a segment's tail is provably whole once sealed (relay.audit_trail).
     audit_trail.seal(relay.store, audit.location(relay.settings.results_uri, relay.settings.audit_uri), now)
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
@@ -154,7 +161,14 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
         )
     retrying |= {item.run_key for item in seen if item.action == "result" and item.backend == RUN_FAILED}
     retried = tuple(step for key in sorted(retrying) if (step := retry(relay, key)) is not None)
-    return Tick(tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried)
+    # Before the drain: a set that queues for a cap launches from this same tick when there is room.
+    closed_sets = close_due_sets(relay)
+    # Ends this tick recorded left their markers after the listing: a look at each costs one read.
+    chaining |= {item.run_key for item in seen if item.action == "result"}
+    followed = tuple(look for key in sorted(chaining) if (look := chain_runs.follow(relay, key)) is not None)
+    return Tick(
+        tuple(seen), len(keys), stopped, after, saved, drain.drain(relay), freed, retried, closed_sets, followed
+    )
 
 
 def _about_the_run(error: RelayError) -> bool:
@@ -167,13 +181,15 @@ def _about_the_run(error: RelayError) -> bool:
     return error.status is not None and 400 <= error.status < 500 and error.status != 429
 
 
-def _listed(relay: Relay) -> tuple[list[str], set[str], set[str]]:
-    """Keys of the runs that have a launch record and no result yet, of those that have a result, and of those
-    whose retry waits for a decision or its time: one listing, of names only."""
+def _listed(relay: Relay) -> tuple[list[str], set[str], set[str], set[str]]:
+    """Keys of the runs that have a launch record and no result yet, of those that have a result, of those whose
+    retry waits for a decision or its time, and of those whose chain's next runs wait to start: one listing, of
+    names only."""
     prefix = naming.join(relay.settings.results_uri, "runs") + "/"
     launched: set[str] = set()
     ended: set[str] = set()
     retrying: set[str] = set()
+    chaining: set[str] = set()
     for uri in relay.store.list(prefix):
         key, _, name = uri[len(prefix) :].partition("/")
         if name == "launch.json":
@@ -182,7 +198,9 @@ def _listed(relay: Relay) -> tuple[list[str], set[str], set[str]]:
             ended.add(key)
         elif name == "retry.json":
             retrying.add(key)
-    return sorted(launched - ended), ended, retrying
+        elif name == "chain.json":
+            chaining.add(key)
+    return sorted(launched - ended), ended, retrying, chaining
 
 
 def _in_flight(relay: Relay, key: str) -> tuple[dict[str, Any], int] | Seen | None:
@@ -371,16 +389,6 @@ def _cancel_queued(relay: Relay, key: str, launch: Mapping[str, Any], by: str) -
 # --- rerun -----------------------------------------------------------------------------------------------------
 
 
-def attempt_key(first: str, number: int) -> str:
-    """`<first>-attempt-<n>`, within the MAX_RUN_KEY characters of a run key: a long first key is cut and a digest
-    of it added, so two long keys that share a beginning never share an attempt's key."""
-    suffix = f"{ATTEMPT}{number}"
-    if len(first) + len(suffix) <= naming.MAX_RUN_KEY:
-        return first + suffix
-    digest = hashlib.sha256(first.encode()).hexdigest()[:12]
-    return f"{first[: naming.MAX_RUN_KEY - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
-
-
 def rerun(
     relay: Relay,
     run_key: str,
@@ -461,6 +469,7 @@ def start_attempt(
         labels=labels,
         priority=int(launch.get("priority") or 0),
         retries=_asked(launch),
+        chain=chains.steps_of(launch),  # a later attempt carries the chain on: its end is the one that counts
     )
     try:
         # The launch path of triggers: create-only claim, takeover after a crash, backpressure, exactly once.
@@ -639,4 +648,9 @@ def tick_summary(tick: Tick) -> str:
     started = [item.next_key for item in tick.retried if item.action in ("started", "queued")]
     if started:
         line += f"; retried: {', '.join(started)}"
+    if tick.sets:
+        line += "; sets closed: " + ", ".join(f"{o.run_key} {o.outcome}" for o in tick.sets)
+    chained = [link.run_key for item in tick.followed for link in item.links if link.outcome in ("launched", "queued")]
+    if chained:
+        line += f"; chained: {', '.join(chained)}"
     return line

@@ -120,9 +120,39 @@ def skip_record(results_uri: str, run_key: str) -> str:
     return join(results_uri, "runs", run_key, "skipped.json")
 
 
+def incomplete_record(results_uri: str, run_key: str) -> str:
+    """Where a set its deadline closed before it was complete is recorded, under the run key it would have had."""
+    return join(results_uri, "runs", run_key, "incomplete.json")
+
+
 def retry_record(results_uri: str, run_key: str) -> str:
     """Where a failed run waits for the reconciler to decide on its retry (relay.retries): beside its records."""
     return join(results_uri, "runs", run_key, "retry.json")
+
+
+def chain_record(results_uri: str, run_key: str) -> str:
+    """Where an ended run whose chain goes on waits for its next runs to be started (relay.chain_runs)."""
+    return join(results_uri, "runs", run_key, "chain.json")
+
+
+def chained_record(results_uri: str, run_key: str) -> str:
+    """What an ended run's chain started after it (or why not), once settled: the first's link to the next."""
+    return join(results_uri, "runs", run_key, "chained.json")
+
+
+def suffixed_key(key: str, suffix: str) -> str:
+    """`<key><suffix>` within MAX_RUN_KEY characters: a long key is cut and a digest of it added, so two long keys
+    that share a beginning never share a suffixed one (an attempt's key, a chain's next run's)."""
+    if len(key) + len(suffix) <= MAX_RUN_KEY:
+        return key + suffix
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{key[: MAX_RUN_KEY - len(suffix) - 13].rstrip('-')}-{digest}{suffix}"
+
+
+def attempt_key(first: str, number: int) -> str:
+    """`<first>-attempt-<n>`, within the MAX_RUN_KEY characters of a run key: a long first key is cut and a digest
+    of it added, so two long keys that share a beginning never share an attempt's key."""
+    return suffixed_key(first, f"-attempt-{number}")
 
 
 def rejection_record(results_uri: str, run_key: str) -> str:
@@ -132,6 +162,18 @@ def rejection_record(results_uri: str, run_key: str) -> str:
 def reconcile_cursor(results_uri: str, backend: str) -> str:
     """Where the reconcile ticks of one backend keep their place: apart from every run's records."""
     return join(results_uri, "reconcile", f"{record_name(backend)}.json")
+
+
+def board_page(results_uri: str, tenant: str | None = None) -> str:
+    """The runs board the reconcile ticks refresh: the whole deployment's, or one tenant's page of its own runs."""
+    if tenant is None:
+        return join(results_uri, "board", "index.html")
+    return join(results_uri, "board", "tenants", f"{record_name(tenant)}.html")
+
+
+def board_refreshed(results_uri: str) -> str:
+    """When the runs board was last written: the ticks' one-at-a-time marker, apart from the pages."""
+    return join(results_uri, "board", "refreshed.json")
 
 
 def refusal_record(results_uri: str, run_key: str, run_id: str) -> str:

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 OutcomeKind = Literal[
-    "launched", "duplicate", "rejected", "skipped", "retried", "dropped", "cancelled", "reconciled", "queued"
+    "launched",
+    "duplicate",
+    "rejected",
+    "skipped",
+    "retried",
+    "dropped",
+    "cancelled",
+    "reconciled",
+    "queued",
+    "collected",
+    "incomplete",
 ]
 _SEVERITY: dict[str, str] = {
     "launched": "INFO",
@@ -28,6 +38,8 @@ _SEVERITY: dict[str, str] = {
     "cancelled": "INFO",  # a run stopped on request (lifecycle.cancel)
     "reconciled": "INFO",  # one reconcile tick (on_schedule)
     "queued": "INFO",  # accepted, waiting in the queue for a slot, a pause's end or the backend (relay.queue)
+    "collected": "INFO",  # an object joined a set that is not complete yet (relay.sets)
+    "incomplete": "WARNING",  # a set its deadline closed before it was complete: someone should look
 }
 
 

@@ -56,6 +56,18 @@ def rejecting(scopes: Collection[CapScope]) -> tuple[CapScope, ...]:
     return tuple(scope for scope in scopes if scope.cap.at_cap == "reject")
 
 
+def superseding(scopes: Collection[CapScope]) -> bool:
+    """Whether a newer generation of an object supersedes the older one's run under these scopes (at_cap:
+    supersede on any of them)."""
+    return any(scope.cap.at_cap == "supersede" for scope in scopes)
+
+
+def supersedes_anywhere(policy: Policy) -> bool:
+    """Whether any cap of the policy says at_cap: supersede (else no delivery looks for an object's pointer)."""
+    every = (policy.caps, *(tenant.caps for tenant in policy.tenants))
+    return any(cap.at_cap == "supersede" for caps in every for cap in (caps.cap, *(c for _, c in caps.pipelines)))
+
+
 def paused_by(paused: Collection[tuple[str, str]], tenant: str, pipeline: str) -> str | None:
     """Which pause holds a run of `pipeline` for `tenant` back (`relay pause`), or None. `paused` holds
     (tenant, "") for a whole tenant and (tenant, pipeline) for one of its pipelines."""

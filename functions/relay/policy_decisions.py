@@ -172,9 +172,9 @@ def check_request(
 ) -> list[Problem]:
     """Every way a run of `pipeline` with `parameters` goes beyond what `tenant` may use (empty: allowed)."""
     scope = _Scope(policy, tenant, context)
-    if tenant is not None and tenant.pipelines is not None and pipeline not in tenant.pipelines:
-        allowed = ", ".join(tenant.pipelines) or "none"
-        scope.deny("pipeline", f"a pipeline tenants.{tenant.name}.pipelines lists ({allowed})", repr(pipeline))
+    refused = pipeline_denied(tenant, pipeline, "pipeline")
+    if refused is not None:
+        scope.deny(refused.field, refused.expected, refused.found)
     if pipeline == PUSH:
         _check_push(scope, parameters)
     elif pipeline == RATCHET:
@@ -184,6 +184,14 @@ def check_request(
         if f"parameters.{path}" not in scope.bound and f"parameters.{path}" not in denied:
             scope.deny(f"parameters.{path}", f"a secret only where {scope.listed('secrets')} binds it", reference)
     return scope.problems
+
+
+def pipeline_denied(tenant: Tenant | None, pipeline: str, where: str) -> Problem | None:
+    """Why `tenant` may not run `pipeline` at all (None: it may), as field `where`."""
+    if tenant is None or tenant.pipelines is None or pipeline in tenant.pipelines:
+        return None
+    allowed = ", ".join(tenant.pipelines) or "none"
+    return Problem(where, f"a pipeline tenants.{tenant.name}.pipelines lists ({allowed})", repr(pipeline))
 
 
 def bound_references(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from relay import secrets
+from relay.chains import DEFAULT_MAX_CHAIN
 from relay.errors import RelayError
 from relay.ports import FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED
 from relay.routes import Route
@@ -43,7 +44,9 @@ class Limits:
     code_files: int = 2000  # an algorithm's code, files
 
 
-AT_CAP = ("queue", "reject")  # what a trigger past a cap does: wait in the queue (the default), or be rejected
+# What a trigger past a cap does: wait in the queue (the default), be rejected, or, a newer generation of an object,
+# take the place of the older generation's run (relay.supersede).
+AT_CAP = ("queue", "reject", "supersede")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class Tenant:
     routes: tuple[Route, ...] = ()  # data objects that start runs of this tenant (relay.routes)
     caps: Caps = field(default_factory=Caps)  # runs in flight and launches per minute (relay.policy_caps)
     retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name (relay.retries)
+    max_chain: int = DEFAULT_MAX_CHAIN  # how many runs a chain may start after its first (relay.chains)
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in (*self.destinations, *self.clusters) if r.id == rule_id), None)
@@ -162,6 +166,7 @@ class Policy:
     direct_tenant: str = ""
     caps: Caps = field(default_factory=Caps)  # the deployment's own, over every tenant
     retries: tuple[tuple[str, Retry], ...] = ()  # by pipeline name, for a deployment without tenants
+    max_chain: int = DEFAULT_MAX_CHAIN  # for a deployment without tenants (relay.chains)
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)

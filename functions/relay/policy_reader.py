@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from relay import secrets
+from relay.chains import DEFAULT_MAX_CHAIN, MAX_CHAIN, parse_chain
 from relay.errors import BlobNotFoundError
 from relay.naming import (
     BUCKET_RULE,
@@ -52,7 +53,8 @@ from relay.policy_model import (
     rule_location,
 )
 from relay.ports import FAILURES, BlobStore
-from relay.routes import Route, template_problems
+from relay.routes import FIELDS, SET_FIELDS, Route, template_problems
+from relay.sets import DEFAULT_DEADLINE, MAX_SIZE, SetRule
 from relay.triggers import MAX_PRIORITY, MAX_RETRIES, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
 
@@ -63,6 +65,8 @@ MAX_CAP = 1000
 _CAP_KEYS = ("max_in_flight", "max_per_minute", "at_cap")
 # The longest wait between two attempts of a failed run.
 MAX_BACKOFF = 86400.0
+MAX_SET = MAX_SIZE
+MAX_SET_WAIT = 7 * 86400.0  # a set's quiet period or deadline: at most a week, as long as Pub/Sub keeps a message
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
 
@@ -123,7 +127,7 @@ class _Reader:
 
     def policy(self, document: object) -> Policy:
         keys = ("version", "project", "protect", "tenants", "pipelines", "notifications")
-        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries"))
+        top = self._mapping(document, "(policy)", (*keys, "direct_runs", "caps", "retries", "max_chain"))
         if top.get("version", 1) != 1 or isinstance(top.get("version"), bool):
             self._fail("version", "1", top.get("version"))
         project = top.get("project", "")
@@ -143,6 +147,7 @@ class _Reader:
             direct_tenant=self.direct_runs(top.get("direct_runs"), tenants),
             caps=self.caps(top.get("caps"), "caps"),
             retries=self.retries(top.get("retries"), "retries"),
+            max_chain=self.max_chain(top.get("max_chain"), "max_chain"),
         )
 
     def direct_runs(self, value: object, tenants: Sequence[Tenant]) -> str:
@@ -160,7 +165,7 @@ class _Reader:
 
     def tenant(self, value: object, where: str) -> Tenant:
         keys = ("name", "triggers", "topics", "pipelines", "sources", "destinations", "secrets", "clusters", "code")
-        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries"))
+        item = self._mapping(value, where, (*keys, "limits", "routes", "caps", "retries", "max_chain"))
         what = f"a tenant name matching {TENANT_NAME.pattern}"
         name = self._text(item.get("name"), f"{where}.name", TENANT_NAME, what)
         where = f"tenants.{name}" if name else where  # a tenant without a valid name: by its index
@@ -191,6 +196,7 @@ class _Reader:
             ),
             caps=self.caps(item.get("caps"), f"{where}.caps"),
             retries=self.retries(item.get("retries"), f"{where}.retries"),
+            max_chain=self.max_chain(item.get("max_chain"), f"{where}.max_chain"),
         )
 
     def notifications(self, value: object, where: str) -> Notifications:
@@ -209,7 +215,7 @@ class _Reader:
         return text
 
     def route(self, value: object, where: str) -> Route:
-        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters"))
+        item = self._mapping(value, where, ("id", "bucket", "prefix", "glob", "pipeline", "parameters", "set", "chain"))
         bucket = self._bucket(item.get("bucket"), f"{where}.bucket")
         prefix = item.get("prefix", "")
         # The same segment rules as every other location: no '..', '.' or empty segment can slip a route elsewhere.
@@ -220,7 +226,11 @@ class _Reader:
         if not isinstance(parameters, dict):
             self._fail(f"{where}.parameters", "a mapping of the pipeline's parameters", parameters)
             parameters = {}
-        self.problems.extend(template_problems(parameters, f"{where}.parameters"))
+        set_rule = None if item.get("set") is None else self.set_rule(item["set"], f"{where}.set")
+        fields = FIELDS if set_rule is None else SET_FIELDS
+        self.problems.extend(template_problems(parameters, f"{where}.parameters", fields))
+        chain, chain_problems = parse_chain(item.get("chain"), f"{where}.chain")
+        self.problems.extend(str(problem) for problem in chain_problems)
         return Route(
             id=self._text(item.get("id"), f"{where}.id", RULE_ID, f"an id matching {RULE_ID.pattern}"),
             bucket=bucket,
@@ -228,7 +238,37 @@ class _Reader:
             glob=self._text(item.get("glob", "*"), f"{where}.glob", what="a glob such as *.csv"),
             pipeline=self._text(item.get("pipeline"), f"{where}.pipeline", PIPELINE_NAME, "a pipeline name"),
             parameters=parameters,
+            set_rule=set_rule,
+            chain=chain,
         )
+
+    def set_rule(self, value: object, where: str) -> SetRule:
+        """`set: {size: N, marker: NAME, quiet: DURATION, deadline: DURATION}`: one of the first three at least."""
+        item = self._mapping(value, where, ("size", "marker", "quiet", "deadline"))
+        size = item.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SET):
+            self._fail(f"{where}.size", f"a whole number of objects from 1 to {MAX_SET}", size)
+            size = None
+        marker = item.get("marker")
+        if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker):
+            self._fail(f"{where}.marker", "an object's last name segment, like _SUCCESS (no /)", marker)
+            marker = None
+        waits: dict[str, float | None] = {}
+        for name in ("quiet", "deadline"):
+            raw = item.get(name)
+            seconds = None if raw is None else parse_seconds(raw)
+            if raw is not None and (seconds is None or not 0 < seconds <= MAX_SET_WAIT):
+                self._fail(f"{where}.{name}", "a duration from 1s to 7d, like 30s, 10m or 2h", raw)
+                seconds = None
+            waits[name] = seconds
+        if isinstance(value, dict) and not any(key in value for key in ("size", "marker", "quiet")):
+            found = "none" if not value else ", ".join(map(str, value))
+            self.problems.append(f"{where}: expected size, marker or quiet (when a set is complete), found {found}")
+        quiet, deadline = waits["quiet"], waits["deadline"] or DEFAULT_DEADLINE
+        if quiet is not None and deadline <= quiet:
+            found = f"{describe_value(item.get('deadline', '1d'))}, not beyond quiet {describe_value(item['quiet'])}"
+            self.problems.append(f"{where}.deadline: expected longer than quiet, found {found}")
+        return SetRule(size=size, marker=marker, quiet_seconds=quiet, deadline_seconds=deadline)
 
     def rule(self, value: object, where: str, kinds: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> Rule:
         raw_kind = value.get("kind") if isinstance(value, dict) else None
@@ -365,6 +405,15 @@ class _Reader:
             kinds = list(default.failures)
         kinds_seen = tuple(dict.fromkeys(kinds))
         return Retry(counts["retries"], waits["backoff"], waits["max_backoff"], kinds_seen, counts["max_retries"])
+
+    def max_chain(self, value: object, where: str) -> int:
+        """`max_chain: N`: how many runs a chain may start after its first (0: chains are refused)."""
+        if value is None:
+            return DEFAULT_MAX_CHAIN
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CHAIN:
+            self._fail(where, f"a whole number from 0 to {MAX_CHAIN} (runs a chain may start after its first)", value)
+            return DEFAULT_MAX_CHAIN
+        return value
 
     def resources(self, value: object, where: str) -> Resources:
         item = self._mapping(value, where, ("task_timeout", "cpu", "memory"))

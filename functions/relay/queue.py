@@ -52,6 +52,12 @@ def place_for(now: datetime, run_key: str, priority: int = 0) -> str:
     return f"p{MAX_PRIORITY - priority}-{stamp}-{next(_ARRIVALS):012d}-{run_key}"
 
 
+def taken_place(place: str, run_key: str) -> str:
+    """The place `run_key` takes over from the run that held `place` (superseded): the same priority, arrival
+    time and order, so it sorts where that one did."""
+    return "-".join([*place.split("-", 3)[:3], run_key])
+
+
 def run_key_of(place: str) -> str:
     return place.split("-", 3)[3]
 
@@ -80,13 +86,15 @@ class Entry:
         return run_key_of(self.place)
 
 
-def entries(store: BlobStore, results_uri: str) -> Iterator[Entry]:
-    """Every queued run, tenant by tenant, each tenant's in arrival order; read lazily, page by page."""
+def entries(store: BlobStore, results_uri: str, tenant: str | None = None) -> Iterator[Entry]:
+    """Every queued run (only `tenant`'s, when given), tenant by tenant, each tenant's in arrival order; read
+    lazily, page by page."""
     prefix = folder(results_uri, "entries")
-    for uri in store.list(prefix):
-        tenant, _, name = uri[len(prefix) :].partition("/")
+    within = prefix if tenant is None else folder(results_uri, "entries", tenant or NO_TENANT)
+    for uri in store.list(within):
+        owner, _, name = uri[len(prefix) :].partition("/")
         if name.endswith(".json") and name.count("-") >= 3:
-            yield Entry("" if tenant == NO_TENANT else tenant, name.removesuffix(".json"))
+            yield Entry("" if owner == NO_TENANT else owner, name.removesuffix(".json"))
 
 
 def position(store: BlobStore, results_uri: str, tenant: str, place: str) -> int | None:
@@ -197,51 +205,62 @@ def held_by(record: Mapping[str, Any]) -> tuple[Held, ...]:
     return tuple(found)
 
 
-def release_for(store: BlobStore, results_uri: str, run_key: str, launch: Mapping[str, Any] | None = None) -> None:
-    """Give back the slots of a run that ended: `launch` is its launch record, read here when not given."""
-    if launch is None:
-        try:
-            launch = records.decode(store.read(naming.launch_record(results_uri, run_key)).data)
-        except (BlobNotFoundError, ValueError):
-            return
-    release(store, held_by(launch))
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep did and saw: the slots it gave back, the run keys that hold a slot, and those with a place in
+    the queue (waiting, or launched by a drain that died before removing its place)."""
+
+    freed: int = 0
+    holders: frozenset[str] = frozenset()
+    queued: frozenset[str] = frozenset()
 
 
-def sweep(store: BlobStore, results_uri: str, ended: Iterable[str], now: datetime, grace: float) -> int:
+def sweep(store: BlobStore, results_uri: str, ended: Iterable[str], now: datetime, grace: float) -> Swept:
     """Give back the slots no run holds any more (their run ended, or was never launched with them: a taker that
     crashed before its claim, a release that failed), older than `grace` seconds; and delete rate windows that have
-    passed. One listing, then one read per slot. How many slots it gave back."""
+    passed. One listing, then one read per slot."""
     done = set(ended)
     current = now.strftime("%Y%m%dT%H%MZ")
     freed = 0
+    holders: set[str] = set()
+    queued: set[str] = set()
+    entries_prefix = folder(results_uri, "entries")
     for uri in store.list(folder(results_uri)):
         relative = uri[len(folder(results_uri)) :]
-        if relative.startswith("rate/") and relative.split("/")[2] < current:
+        if uri.startswith(entries_prefix) and uri.endswith(".json") and uri.count("-") >= 3:
+            queued.add(run_key_of(uri.rsplit("/", 1)[1].removesuffix(".json")))
+        elif relative.startswith("rate/") and relative.split("/")[2] < current:
             with contextlib.suppress(PreconditionFailedError):
                 store.delete(uri)
-        elif relative.startswith("slots/") and _unheld(store, results_uri, uri, done, now, grace):
-            freed += 1
-    return freed
+        elif relative.startswith("slots/"):
+            holder = _unheld(store, results_uri, uri, done, now, grace)
+            if holder is None:
+                freed += 1
+            elif holder:
+                holders.add(holder)
+    return Swept(freed, frozenset(holders), frozenset(queued))
 
 
-def _unheld(store: BlobStore, results_uri: str, uri: str, ended: set[str], now: datetime, grace: float) -> bool:
+def _unheld(store: BlobStore, results_uri: str, uri: str, ended: set[str], now: datetime, grace: float) -> str | None:
+    """Give the slot back if no run holds it (None); else the run key it names ("" : a slot that cannot be read,
+    or gone meanwhile)."""
     try:
         blob = store.read(uri)
         slot = records.decode(blob.data)
         key = str(slot["run_key"])
         if (now - records.parse_timestamp(slot["taken_at"])).total_seconds() < grace:
-            return False
+            return key
     except (BlobNotFoundError, ValueError, KeyError, TypeError):
-        return False
+        return ""
     if key not in ended:
         try:
             launch = records.decode(store.read(naming.launch_record(results_uri, key)).data)
         except BlobNotFoundError:
             launch = {}
         if Held(uri, blob.generation) in held_by(launch):
-            return False
+            return key
     release(store, [Held(uri, blob.generation)])
-    return True
+    return None
 
 
 # --- pauses and the backend's hold -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ LAUNCHED = "launched"
 RUNNING = "running"  # launch.json, once a reconcile tick saw the backend run it
 CANCELLED = "cancelled"
 REJECTED = "rejected"
+INCOMPLETE = "incomplete"  # a set of objects its deadline closed before it was complete: no run (relay.sets)
 SKIPPED = "skipped"  # a delivery that is no trigger: no run, and no status, as nothing was asked of a backend
 # Why a delivery was skipped, as its record names it.
 SKIP_NOT_A_TRIGGER = "not_a_trigger"
@@ -74,11 +75,13 @@ def claim_record(
     lease_seconds: float,
     tenant: str = "",
     retries: int | None = None,
+    chain: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The create-only record that claims a run key before anything is submitted; a trigger's own `retries`, when
-    it asked, for the decision on a failure (relay.retries)."""
+    it asked, for the decision on a failure (relay.retries); its `chain`, what runs when it ends (relay.chains)."""
     return {
         **({"retries": retries} if retries is not None else {}),
+        **({"chain": chain} if chain else {}),
         "state": LAUNCHING,
         "status": None,
         "message": f"claimed by event {trigger.get('event_id')}; submitting to {backend}",
@@ -144,8 +147,15 @@ def launched_record(claim: Mapping[str, Any], *, run_id: str, run_url: str, now:
 
 
 def rejection_record(
-    *, run_key: str, pipeline: str | None, trigger: Mapping[str, Any], error: RelayError, now: datetime
+    *,
+    run_key: str,
+    pipeline: str | None,
+    trigger: Mapping[str, Any],
+    error: RelayError,
+    now: datetime,
+    tenant: str = "",
 ) -> dict[str, Any]:
+    """`rejected/<run_key>.json`; `tenant`, the one the delivery spoke for, so that its board shows it."""
     problems = error.problems if isinstance(error, InvalidTriggerError) else ()
     code = getattr(error, "code", "rejected")
     return {
@@ -153,6 +163,7 @@ def rejection_record(
         "status": STATUS_BAD_REQUEST,
         "message": str(error),
         "run_key": run_key,
+        "tenant": tenant,
         "pipeline": pipeline,
         "trigger": dict(trigger),
         "severity": severity_of_rejection(code),
@@ -190,6 +201,33 @@ def skip_record(
         "outputs": {},
         "metrics": {},
         "skipped_at": timestamp(now),
+    }
+
+
+def incomplete_record(
+    *,
+    run_key: str,
+    tenant: str,
+    pipeline: str,
+    trigger: Mapping[str, Any],
+    closed: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """`runs/<run_key>/incomplete.json`: a set that did not complete by its deadline, its objects, and why."""
+    count = len(closed.get("objects") or ())
+    return {
+        "state": INCOMPLETE,
+        "status": None,
+        "message": f"set {closed.get('set')} incomplete: its deadline passed with {count} object(s) and no "
+        "size, marker or quiet period reached; not launched",
+        "run_key": run_key,
+        "tenant": tenant,
+        "pipeline": pipeline,
+        "trigger": dict(trigger),
+        "set": dict(closed),
+        "outputs": {},
+        "metrics": {},
+        "incomplete_at": timestamp(now),
     }
 
 
@@ -270,6 +308,12 @@ def ended_record(
         # Not the run's own result: who wrote it, so a reader knows why outputs are empty.
         "recorded_by": recorded_by,
     }
+
+
+def chain_link(*, first: str, previous: str, depth: int, step: int) -> dict[str, Any]:
+    """What the trigger reference of a run a chain started adds: the chain's first run, the run it follows, how
+    many runs after the first it is, and which step of the chain started it."""
+    return {"chain_of": first, "chained_from": previous, "chain_depth": depth, "chain_step": step}
 
 
 def attempt_link(*, first: str, previous: str, number: int) -> dict[str, Any]:

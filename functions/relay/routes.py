@@ -17,21 +17,29 @@ written), `{field}` is replaced once by the event's value and the result is neve
 named `{bucket}` stays `{bucket}`. A string that is exactly one placeholder becomes the value itself (`"{size}"`
 is the number 1234); anything else is text. `{{` and `}}` are literal braces. Fields: uri, bucket, name,
 generation, size, content_type, metadata.KEY (KEY: letters, digits, `_`, `-`, `.`).
+
+A route with a `set` (relay.sets) starts one run per set of objects, not per object; its templates are filled from
+the set: objects (the list of its objects' gs:// URIs, marker excluded, in arrival order: only as a whole value),
+count, set (the set's id), bucket, folder, marker (the marker's URI, or none).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.chains import Step
 from relay.errors import Problem
+from relay.sets import SetRule
+from relay.templates import pieces, strings
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
+SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")
+LIST_FIELDS = ("objects",)  # a list: only ever a whole value
 METADATA = "metadata."
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -46,6 +54,8 @@ class Route:
     glob: str = "*"
     # Excluded from the hash: a mapping cannot be hashed, and the id, bucket and prefix tell routes apart.
     parameters: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    set_rule: SetRule | None = None  # collect objects into sets, one run each (relay.sets)
+    chain: tuple[Step, ...] = field(default=(), hash=False)  # what runs after the route's run (relay.chains)
 
     @property
     def location(self) -> str:
@@ -54,8 +64,11 @@ class Route:
     def matches(self, bucket: str, name: str) -> bool:
         if bucket != self.bucket or not name.startswith(self.prefix):
             return False
-        # Case-sensitive whatever the platform: object names are.
-        return fnmatch.fnmatchcase(name[len(self.prefix) :], self.glob)
+        # Case-sensitive whatever the platform: object names are. A set's marker is taken whatever the glob.
+        return fnmatch.fnmatchcase(name[len(self.prefix) :], self.glob) or self.is_marker(name)
+
+    def is_marker(self, name: str) -> bool:
+        return self.set_rule is not None and self.set_rule.is_marker(name)
 
 
 @dataclass(frozen=True)
@@ -87,41 +100,63 @@ class ObjectEvent:
         return values[name]
 
 
-def _pieces(template: str) -> Iterator[tuple[bool, str]]:
-    """(is a placeholder, text or field name) for each part of `template`; ValueError for a bad one."""
-    position = 0
-    for match in _TOKEN.finditer(template):
-        if match.start() > position:
-            yield False, template[position : match.start()]
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            yield False, token[0]
-        elif match.group(1) is None:
-            raise ValueError(f"a lone {token!r} (write {token * 2} for a literal brace)")
-        else:
-            name = match.group(1).strip()
-            if name not in FIELDS and not (
-                name.startswith(METADATA) and _METADATA_KEY.fullmatch(name[len(METADATA) :])
-            ):
-                raise ValueError(f"an unknown field {{{name}}} (known: {', '.join(FIELDS)}, metadata.KEY)")
-            yield True, name
-        position = match.end()
-    if position < len(template):
-        yield False, template[position:]
+@dataclass(frozen=True)
+class SetEvent:
+    """A closed set, as a set route's templates see it."""
+
+    set: str
+    bucket: str
+    folder: str
+    objects: tuple[str, ...]
+    marker: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.folder}"
+
+    def value(self, name: str) -> str | int | list[str] | None:
+        values: dict[str, str | int | list[str] | None] = {
+            "objects": list(self.objects),
+            "count": len(self.objects),
+            "set": self.set,
+            "bucket": self.bucket,
+            "folder": self.folder,
+            "marker": self.marker,
+        }
+        return values[name]
 
 
-def template_problems(value: Any, where: str) -> list[str]:
-    """Every template in `value` that cannot be filled whatever the event: for the policy's parse."""
+def _route_field(name: str) -> bool:
+    return name in FIELDS or (name.startswith(METADATA) and bool(_METADATA_KEY.fullmatch(name[len(METADATA) :])))
+
+
+_ROUTE_FIELDS = f"{', '.join(FIELDS)}, metadata.KEY"
+
+
+def _parts(template: str, fields: tuple[str, ...] = FIELDS) -> list[tuple[bool, str]]:
+    """`template`'s pieces (relay.templates); an object's fields include metadata.KEY, a set's do not."""
+    if fields is FIELDS:
+        return list(pieces(template, _route_field, _ROUTE_FIELDS))
+    return list(pieces(template, fields.__contains__, ", ".join(fields)))
+
+
+def template_problems(value: Any, where: str, fields: tuple[str, ...] = FIELDS) -> list[str]:
+    """Every template in `value` that cannot be filled whatever the event (or set, with SET_FIELDS): for the
+    policy's parse."""
     problems = []
-    for path, text in _strings(value, where):
+    for path, text in strings(value, where):
         try:
-            list(_pieces(text))
+            parts = _parts(text, fields)
         except ValueError as error:
             problems.append(f"{path}: expected {{field}} templates, found {error}")
+            continue
+        lists = [name for is_field, name in parts if is_field and name in LIST_FIELDS]
+        if lists and len(parts) > 1:
+            problems.append(f"{path}: expected {{{lists[0]}}} as the whole value (it is a list), found {text!r}")
     return problems
 
 
-def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str, Any], list[Problem]]:
+def render(parameters: Mapping[str, Any], event: ObjectEvent | SetEvent) -> tuple[dict[str, Any], list[Problem]]:
     """`parameters` with every placeholder filled from `event`, and a problem for each value the event lacks."""
     problems: list[Problem] = []
 
@@ -138,10 +173,10 @@ def render(parameters: Mapping[str, Any], event: ObjectEvent) -> tuple[dict[str,
     return filled, problems
 
 
-def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem]) -> Any:
-    pieces = list(_pieces(template))  # checked when the policy was read
+def _fill(template: str, path: str, event: ObjectEvent | SetEvent, problems: list[Problem]) -> Any:
+    parts = _parts(template, SET_FIELDS if isinstance(event, SetEvent) else FIELDS)  # checked when the policy was read
     values = []
-    for is_field, text in pieces:
+    for is_field, text in parts:
         if not is_field:
             values.append(text)
             continue
@@ -149,18 +184,7 @@ def _fill(template: str, path: str, event: ObjectEvent, problems: list[Problem])
         if found is None:
             problems.append(Problem(path, f"the object's {text} (route template {{{text}}})", "none in the event"))
             return template
-        if len(pieces) == 1:
+        if len(parts) == 1:
             return found  # a whole-value placeholder keeps its type: size and generation stay numbers
         values.append(str(found))
     return "".join(values)
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _strings(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            yield from _strings(inner, f"{path}[{i}]")

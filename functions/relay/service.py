@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay import labels as label_rules
-from relay import naming, queue, records, routes
+from relay import naming, queue, records, routes, set_store, supersede
 from relay import policy as rules
 from relay import policy_caps as caps
 from relay.catalog import Catalog, PipelineDefinition, check_parameters, run_parameters
+from relay.chain_checks import check_chain
 from relay.config import Settings
 from relay.errors import (
     BackendBusyError,
@@ -36,6 +37,7 @@ from relay.events import Delivery, EventInfo, InlineDelivery, ObjectDelivery, Sk
 from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
+from relay.sets import SetRule, group_of
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
 # A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
@@ -184,6 +186,8 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     if refusal is not None:
         return _refuse_origin(relay, delivery, refusal)
     stale = _is_stale(relay, delivery)
+    if isinstance(delivery, ObjectDelivery) and (older := _older_generation(relay, delivery, None, None)):
+        return older
     try:
         loaded = _load(relay, delivery)
     except TransientError:
@@ -208,11 +212,15 @@ def handle_delivery(relay: Relay, delivery: Delivery) -> Outcome:
     try:
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, trigger.pipeline, invalid)
     if named is not None and not stale and (dropped := _dropped_as_stale(relay, named, run_key, trigger.pipeline)):
         return dropped
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+    place = _supersede(relay, delivery, loaded, run_key, trigger.pipeline, tenant)
+    if isinstance(place, Outcome):
+        return place
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant, place=place)
 
 
 def refuse_message(
@@ -339,12 +347,12 @@ def object_event(info: BlobInfo, delivery: ObjectDelivery) -> routes.ObjectEvent
     )
 
 
-def route_trigger(route: routes.Route, event: routes.ObjectEvent) -> Trigger:
+def route_trigger(route: routes.Route, event: routes.ObjectEvent | routes.SetEvent) -> Trigger:
     """The trigger a route makes of an object; InvalidTriggerError naming each value the event lacks."""
     parameters, problems = routes.render(route.parameters, event)
     if problems:
         raise InvalidTriggerError(event.uri, problems, code="invalid_parameters")
-    return Trigger(pipeline=route.pipeline, parameters=parameters)
+    return Trigger(pipeline=route.pipeline, parameters=parameters, chain=route.chain)
 
 
 def route_run_key(route: routes.Route, event: routes.ObjectEvent | ObjectDelivery) -> str:
@@ -360,6 +368,8 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
     own = _own_object(relay, delivery.uri)
     if own:
         return _skip(relay, delivery, tenant, own, None, generation=delivery.generation)
+    if route.set_rule is not None:
+        return _collect(relay, delivery, tenant, route, route.set_rule)
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
@@ -371,6 +381,8 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
             return _drop_stale(relay, delivery, loaded, run_key, route.pipeline)
         if existing.get("state") != records.LAUNCHING:
             return _duplicate(delivery, run_key, existing)
+    if older := _older_generation(relay, delivery, run_key, route.pipeline):
+        return older
     try:
         if delivery.generation is None:  # without it, two uploads of one name would share a run key
             problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
@@ -386,9 +398,154 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
         trigger = route_trigger(route, object_event(info, delivery))
         definition = check_trigger(relay.catalog, trigger, delivery.uri)
         check_policy(relay, tenant, trigger, delivery.uri)
+        check_chain(relay.catalog, relay.policy, tenant, trigger, delivery.uri)
     except InvalidTriggerError as invalid:
         return _reject(relay, delivery, loaded, run_key, route.pipeline, invalid)
-    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant)
+    place = _supersede(relay, delivery, loaded, run_key, route.pipeline, tenant)
+    if isinstance(place, Outcome):
+        return place
+    return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant, place=place)
+
+
+def _collect(
+    relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route, rule: SetRule
+) -> Outcome:
+    """An object a set route takes joins its folder's open set (relay.set_store); the set it completes launches
+    now, through the caps and queue as any run. Until then the delivery is acknowledged as collected. A
+    redelivery finds the set the object joined, and launches it if a crash came between its close and its launch."""
+    identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
+    reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
+    loaded = _Loaded(b"", "json", identity, reference)
+    try:
+        if delivery.generation is None:  # without it, two uploads of one name would be one member
+            problem = Problem("(event)", "the object's generation (objectGeneration)", "none in the notification")
+            raise InvalidTriggerError(delivery.uri, [problem], code="invalid_trigger")
+        info = _routed_object(relay, delivery, delivery.generation)
+    except InvalidTriggerError as invalid:
+        return _reject(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline, invalid)
+    marker = route.is_marker(delivery.name)
+    if info.size == 0 and not marker:  # a marker is empty as a rule; a data object that is empty is no data
+        routed = (route_run_key(route, delivery), route.pipeline)
+        return _skip(
+            relay, delivery, tenant, EMPTY_OBJECT, records.SKIP_EMPTY, generation=info.generation, routed=routed
+        )
+    group = set_store.Group(tenant.name, route.id, delivery.bucket, group_of(delivery.name))
+    member = set_store.Member(delivery.bucket, delivery.name, info.generation, marker)
+    results = relay.settings.results_uri
+    if _is_stale(relay, delivery) and not set_store.is_member(relay.store, results, group, member):
+        # Too old to join a set now; one that joined while fresh is seen through (its set may need launching).
+        return _drop_stale(relay, delivery, loaded, route_run_key(route, delivery), route.pipeline)
+    closed = set_store.join(relay.store, results, group, rule, member, relay.clock())
+    mine: Outcome | None = None
+    for each in closed:
+        outcome = launch_set(relay, each, delivery)
+        if any(m.digest == member.digest for m in each.members):
+            mine = outcome
+    if mine is not None:
+        return mine
+    what = "marker" if marker else "object"
+    message = f"collected: {what} of the open set of {group.set_id(0).rpartition('#')[0]} (route {route.id})"
+    return Outcome("collected", message, delivery.event.id, delivery.uri, None, None, route.pipeline)
+
+
+def set_run_key(route: routes.Route, set_id: str) -> str:
+    """The run key of a set: `<pipeline>-<digest of the set's id>` (tenant, route, folder and number: sets.set_id)."""
+    return naming.derive_run_key(route.pipeline, set_id)
+
+
+def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None = None) -> Outcome:
+    """Launch a closed set (its run key is the set's: exactly one run however often this is called), or record it
+    incomplete; `delivery` is the one that closed it (None: the reconcile tick). The set is then done: the tick no
+    longer looks at it. Transient errors raise, leaving it for the redelivery or the next tick."""
+    group, now = closed.group, relay.clock()
+    tenant = relay.policy.tenant(group.tenant)
+    route = next((r for r in tenant.routes if r.id == group.route), None) if tenant else None
+    source = delivery or InlineDelivery(
+        event=EventInfo(id=f"set-{closed.number}", type="relay.set", source="reconcile", time=now),
+        topic="sets",
+        message_id=closed.set_id,
+        data=b"",
+        format="json",
+    )
+    if tenant is None or route is None:  # the route left the policy while its set was open: nothing to launch
+        set_store.done(relay.store, relay.settings.results_uri, closed)
+        message = f"set {closed.set_id}: its route is no longer in the policy; not launched"
+        return Outcome("skipped", message, source.event.id, source.uri, severity_override="WARNING")
+    run_key = set_run_key(route, closed.set_id)
+    reference = {
+        **records.trigger_reference(source, None),
+        "uri": f"gs://{group.bucket}/{group.folder}" + ("/" if group.folder else ""),
+        "route": f"{tenant.name}/{route.id}",
+        "set": closed.set_id,
+        "set_reason": closed.reason,
+        "set_objects": len(closed.objects),
+        "via": "set",
+    }
+    loaded = _Loaded(b"", "json", closed.set_id, reference)
+    if not closed.complete:
+        outcome = _record_incomplete(relay, source, run_key, route.pipeline, tenant.name, reference, closed)
+    else:
+        event = routes.SetEvent(closed.set_id, group.bucket, group.folder, closed.objects, closed.marker)
+        try:
+            trigger = route_trigger(route, event)
+            definition = check_trigger(relay.catalog, trigger, str(reference["uri"]))
+            check_policy(relay, tenant, trigger, str(reference["uri"]))
+        except InvalidTriggerError as invalid:
+            outcome = _reject(relay, source, loaded, run_key, route.pipeline, invalid)
+        else:
+            try:
+                outcome = _claim_and_launch(relay, source, loaded, run_key, trigger, definition, tenant)
+            except ClaimHeldError as held:
+                # Another delivery launches the set now. Not raised for a redelivery: the set stays open to the
+                # tick, which takes the claim over if that delivery dies before its launch record.
+                return Outcome("duplicate", str(held), source.event.id, source.uri, run_key, None, route.pipeline)
+    set_store.done(relay.store, relay.settings.results_uri, closed)
+    return outcome
+
+
+def close_due_sets(relay: Relay) -> tuple[Outcome, ...]:
+    """On the reconcile tick (nothing else wakes up for a quiet period or a deadline): close every open set whose
+    quiet period or deadline passed, and launch it or record it incomplete; finish what a crash left between a
+    set's close and its launch. One listing, then per open set one read, one stat and one listing."""
+    results, outcomes = relay.settings.results_uri, []
+    for open_set in set_store.open_sets(relay.store, results):
+        tenant = relay.policy.tenant(open_set.group.tenant)
+        route = next((r for r in tenant.routes if r.id == open_set.group.route), None) if tenant else None
+        if route is None or route.set_rule is None:
+            continue  # a route the policy no longer has: its set waits for it (or an operator)
+        for closed in set_store.close_due(relay.store, results, open_set, route.set_rule, relay.clock()):
+            outcomes.append(launch_set(relay, closed))
+    return tuple(outcomes)
+
+
+def _record_incomplete(
+    relay: Relay,
+    source: Source,
+    run_key: str,
+    pipeline: str,
+    tenant: str,
+    reference: Mapping[str, Any],
+    closed: set_store.Closed,
+) -> Outcome:
+    """A set its deadline closed before it was complete: recorded once (create-only) under its run key, so that
+    `relay runs` and `relay status` show it, with its objects and why; published for whoever alerts on it."""
+    record = records.incomplete_record(
+        run_key=run_key,
+        tenant=tenant,
+        pipeline=pipeline,
+        trigger=reference,
+        closed=closed.as_record(),
+        now=relay.clock(),
+    )
+    try:
+        relay.store.write(
+            naming.incomplete_record(relay.settings.results_uri, run_key), records.encode(record), if_generation_match=0
+        )
+    except PreconditionFailedError:
+        pass  # recorded by a delivery or tick before this one
+    else:
+        publish_record(relay.notifier, record)
+    return Outcome("incomplete", record["message"], source.event.id, source.uri, run_key, None, pipeline)
 
 
 def _routed_object(relay: Relay, delivery: ObjectDelivery, generation: int) -> BlobInfo:
@@ -534,6 +691,70 @@ def _dropped_as_stale(relay: Relay, delivery: Source, run_key: str, pipeline: st
     return Outcome("dropped", message, delivery.event.id, delivery.uri, run_key, None, pipeline, code="stale_event")
 
 
+def _supersede(
+    relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str, tenant: rules.Tenant | None
+) -> Outcome | str | None:
+    """Under a cap that says `at_cap: supersede`, an object's newer generation stops the older one's run and
+    takes its queue place (returned; None: none); an older generation after a newer one is dropped as a stale
+    event is (relay.supersede). Costs nothing elsewhere: the caps are the policy's, already read."""
+    generation = loaded.reference.get("generation")
+    if not isinstance(delivery, ObjectDelivery) or not isinstance(generation, int):
+        return None
+    if not caps.superseding(caps.cap_scopes(relay.policy, tenant.name if tenant else "", pipeline)):
+        return None
+    results = relay.settings.results_uri
+    standing = supersede.take(relay.store, results, delivery.bucket, delivery.name, generation, run_key)
+    if standing.newer:
+        return _drop_superseded(relay, delivery, loaded, run_key, pipeline, generation, standing.newer)
+    if not standing.replaced:
+        return None
+    lease = relay.settings.claim_lease
+    place = supersede.stop(
+        relay.store, relay.backend, relay.notifier, results, standing.replaced, run_key, relay.clock, lease
+    )
+    supersede.settle(relay.store, results, delivery.bucket, delivery.name, generation)
+    return queue.taken_place(place, run_key) if place else None
+
+
+def _older_generation(
+    relay: Relay, delivery: ObjectDelivery, run_key: str | None, pipeline: str | None
+) -> Outcome | None:
+    """An object's generation arriving after a newer one's run took its place (at_cap: supersede), dropped before
+    the object is read: a stale event stays stale (the older version may be gone by now). One read, only where
+    the policy supersedes at all. Without a `run_key` (a trigger file, unread) it is keyed as an unread trigger."""
+    generation = delivery.generation
+    if generation is None or not caps.supersedes_anywhere(relay.policy):
+        return None
+    results = relay.settings.results_uri
+    newer = supersede.newer_than(relay.store, results, delivery.bucket, delivery.name, generation)
+    if not newer:
+        return None
+    loaded = _unreadable(delivery)
+    return _drop_superseded(
+        relay, delivery, loaded, run_key or origin_run_key(loaded.identity), pipeline, generation, newer
+    )
+
+
+def _drop_superseded(
+    relay: Relay,
+    delivery: ObjectDelivery,
+    loaded: _Loaded,
+    run_key: str,
+    pipeline: str | None,
+    generation: int,
+    newer: str,
+) -> Outcome:
+    """Dropped, as a stale event is, and recorded once: the run `newer` of a newer generation stands."""
+    existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
+    if existing is not None:
+        return _duplicate(delivery, run_key, existing)
+    problem = Problem("(object)", "the object's newest generation, or one after it", f"generation {generation}")
+    refusal = InvalidTriggerError(
+        f"{delivery.uri}: run {newer} of a newer generation stands", [problem], code=supersede.SUPERSEDED
+    )
+    return replace(_reject(relay, delivery, loaded, run_key, pipeline, refusal), outcome="dropped")
+
+
 def _drop_stale(relay: Relay, delivery: Source, loaded: _Loaded, run_key: str, pipeline: str | None) -> Outcome:
     sent = delivery.event.time
     age = (relay.clock() - sent).total_seconds() if sent else 0.0
@@ -552,8 +773,14 @@ def _reject(
     outcome = Outcome("rejected", str(error), delivery.event.id, delivery.uri, run_key, None, pipeline, code=error.code)
     if _read_record(relay.store, uri) is not None:
         return outcome
+    owner = tenant_for(relay.policy, delivery)  # from where it came, as for a run: whose board shows it
     record = records.rejection_record(
-        run_key=run_key, pipeline=pipeline, trigger=loaded.reference, error=error, now=relay.clock()
+        run_key=run_key,
+        pipeline=pipeline,
+        trigger=loaded.reference,
+        error=error,
+        now=relay.clock(),
+        tenant=owner.name if owner else "",
     )
     publish_record(relay.notifier, record)
     with contextlib.suppress(PreconditionFailedError):  # a concurrent duplicate recorded the same rejection
@@ -569,7 +796,10 @@ def _claim_and_launch(
     trigger: Trigger,
     pipeline: PipelineDefinition,
     tenant: rules.Tenant | None,
+    *,
+    place: str | None = None,
 ) -> Outcome:
+    """Claim the run key create-only and launch, or queue the run (at `place`, when it takes one over)."""
     settings = relay.settings
     uri = naming.launch_record(settings.results_uri, run_key)
     tenant_name = tenant.name if tenant else ""
@@ -589,13 +819,14 @@ def _claim_and_launch(
             lease_seconds=settings.claim_lease,
             tenant=tenant_name,
             retries=trigger.retries,
+            chain=[step.as_record() for step in trigger.chain],
         )
     )
     claim = records.decode(encoded)
     waiting = _why_wait(relay, tenant_name, pipeline.name, delivery.uri)
     if isinstance(waiting, InvalidTriggerError):
         return _reject(relay, delivery, loaded, run_key, pipeline.name, waiting)
-    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority)) is not None:
+    if waiting and (queued := _enqueue(relay, delivery, uri, claim, waiting, trigger.priority, place)) is not None:
         return queued
     previous: dict[str, Any] | None = None
     try:
@@ -651,13 +882,19 @@ def _why_wait(relay: Relay, tenant: str, pipeline: str, uri: str) -> str | Inval
 
 
 def _enqueue(
-    relay: Relay, delivery: Source, uri: str, claim: Mapping[str, Any], reason: str, priority: int
+    relay: Relay,
+    delivery: Source,
+    uri: str,
+    claim: Mapping[str, Any],
+    reason: str,
+    priority: int,
+    taken: str | None = None,
 ) -> Outcome | None:
-    """Record the run `queued` (create-only, so a redelivery finds it) and give it its place; None for a run key a
-    claim holds already (its lease and takeover settle it, as for any claim)."""
+    """Record the run `queued` (create-only, so a redelivery finds it) and give it its place (`taken`, one it takes
+    over); None for a run key a claim holds already (its lease and takeover settle it, as for any claim)."""
     now = relay.clock()
     run_key, results = str(claim["run_key"]), relay.settings.results_uri
-    place = queue.place_for(now, run_key, priority)
+    place = taken or queue.place_for(now, run_key, priority)
     record = records.queued_record({**claim, "priority": priority}, place=place, reason=reason, now=now)
     try:
         relay.store.write(uri, records.encode(record), if_generation_match=0)

@@ -24,10 +24,26 @@ class RunRecords:
     rejection: Mapping[str, Any] | None = None
     skip: Mapping[str, Any] | None = None  # a delivery that never became a run
     retry: Mapping[str, Any] | None = None  # a failed run's retry, decided or not yet (relay.lifecycle.retry)
+    incomplete: Mapping[str, Any] | None = None  # a set its deadline closed before it was complete (relay.sets)
+    chain: Mapping[str, Any] | None = None  # an ended run whose chain's next runs wait to start (relay.chain_runs)
+    chained: Mapping[str, Any] | None = None  # what an ended run's chain started after it, once settled
+
+    @property
+    def chained_from(self) -> str:
+        """The run whose end started this one through a chain ("" : none)."""
+        return str(((self.launch or self.rejection or {}).get("trigger") or {}).get("chained_from") or "")
+
+    @property
+    def chained_to(self) -> list[str]:
+        """The runs this one's chain started (or refused), as `<run key> (<what became of it>)`; a line saying
+        they wait while the marker is there."""
+        if self.chained is not None:
+            return [f"{link.get('run_key')} ({link.get('outcome')})" for link in self.chained.get("chained") or []]
+        return ["its next runs start at the next reconcile tick"] if self.chain is not None else []
 
     @property
     def latest(self) -> Mapping[str, Any]:
-        return self.result or self.rejection or self.launch or self.skip or {}
+        return self.result or self.rejection or self.launch or self.skip or self.incomplete or {}
 
     @property
     def state(self) -> str:
@@ -48,7 +64,7 @@ class RunRecords:
 
     @property
     def trigger_uri(self) -> str:
-        trigger = (self.launch or self.rejection or self.skip or {}).get("trigger") or {}
+        trigger = (self.launch or self.rejection or self.skip or self.incomplete or {}).get("trigger") or {}
         return str(trigger.get("uri", ""))
 
     @property
@@ -63,18 +79,23 @@ class RunRecords:
     @property
     def since(self) -> str:
         """When the run began, as recorded (claimed, rejected or skipped)."""
-        first = self.launch or self.rejection or self.skip or {}
-        return str(first.get("claimed_at") or first.get("rejected_at") or first.get("skipped_at") or "")
+        first = self.launch or self.rejection or self.skip or self.incomplete or {}
+        when = first.get("claimed_at") or first.get("rejected_at") or first.get("skipped_at")
+        return str(when or first.get("incomplete_at") or "")
 
 
 def record_uris(results_uri: str, run_key: str) -> dict[str, str]:
-    """Every record a run key may have, by name (a retry.json only while its retry waits)."""
+    """Every record a run key may have, by name (a retry.json only while its retry waits, a chain.json only while
+    its chain's next runs do)."""
     return {
         "launch": naming.launch_record(results_uri, run_key),
         "result": naming.result_record(results_uri, run_key),
         "rejected": naming.rejection_record(results_uri, run_key),
         "skipped": naming.skip_record(results_uri, run_key),
         "retry": naming.retry_record(results_uri, run_key),
+        "incomplete": naming.incomplete_record(results_uri, run_key),
+        "chain": naming.chain_record(results_uri, run_key),
+        "chained": naming.chained_record(results_uri, run_key),
     }
 
 
@@ -94,6 +115,9 @@ def _read_records(store: BlobStore, run_key: str, uris: Mapping[str, str]) -> Ru
         rejection=found.get("rejected"),
         skip=found.get("skipped"),
         retry=found.get("retry"),
+        incomplete=found.get("incomplete"),
+        chain=found.get("chain"),
+        chained=found.get("chained"),
     )
 
 
@@ -121,7 +145,7 @@ def _record_names(store: BlobStore, results_uri: str) -> Iterator[tuple[str, str
     for uri in store.list(runs):
         key, _, file = uri[len(runs) :].partition("/")
         name = file.removesuffix(".json")
-        if name in ("launch", "result", "skipped", "retry"):
+        if name in ("launch", "result", "skipped", "retry", "incomplete"):
             yield key, name, uri
     rejected = naming.join(results_uri, "rejected") + "/"
     for uri in store.list(rejected):

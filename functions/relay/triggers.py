@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import yaml
 
 from relay import labels as label_rules
+from relay.chains import Step, parse_chain
 from relay.errors import InvalidTriggerError, Problem
+from relay.errors import describe_value as describe_value  # its home was here: importers keep finding it
 from relay.naming import PIPELINE_NAME, PIPELINE_NAME_RULE, RUN_KEY, RUN_KEY_RULE
 
 MAX_TRIGGER_BYTES = 1024 * 1024
@@ -29,7 +30,7 @@ RESERVED_PARAMETERS = ("run_key", "results_uri", "tenant")
 TRIGGER_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 Format = Literal["json", "yaml"]
 
-_KEYS = ("version", "pipeline", "parameters", "run_key", "labels", "priority", "retries")
+_KEYS = ("version", "pipeline", "parameters", "run_key", "labels", "priority", "retries", "chain")
 # A trigger's place in its tenant's queue among runs that wait (relay.queue): the higher first, arrival order among
 # equals; the policy bounds what each tenant may ask (relay.policy_caps).
 MAX_PRIORITY = 9
@@ -49,6 +50,7 @@ class Trigger:
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     retries: int | None = None  # None: as the policy's retries entry for the pipeline says
+    chain: tuple[Step, ...] = ()  # what runs next when the run ends (relay.chains)
 
 
 def format_for(name: str) -> Format | None:
@@ -100,6 +102,8 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
     ):
         problems.append(Problem("retries", RETRIES_RULE, describe_value(retries)))
         retries = None
+    chain, chain_problems = parse_chain(document.get("chain"), "chain")
+    problems += chain_problems
     if problems:
         raise InvalidTriggerError(uri, problems)
     return Trigger(
@@ -109,6 +113,7 @@ def parse_trigger(raw: bytes, fmt: Format, uri: str) -> Trigger:
         labels=labels,
         priority=int(priority),
         retries=retries,
+        chain=chain,
     )
 
 
@@ -381,21 +386,3 @@ def label_problems(labels: object) -> list[Problem]:
         if not isinstance(value, str) or not label_rules.VALUE.match(value):
             problems.append(Problem(f"labels.{key}", label_rules.VALUE_RULE, describe_value(value)))
     return problems
-
-
-def describe_value(value: object) -> str:
-    """A short, type-first description of a found value for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"number {value}" if not (isinstance(value, float) and math.isnan(value)) else "NaN"
-    if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"string {shown!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return f"a mapping of {len(value)}"
-    return type(value).__name__

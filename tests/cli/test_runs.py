@@ -55,6 +55,8 @@ def test_json_is_a_list_of_summaries_with_ages(cli: Callable[..., Ran], blobs: R
         "trigger_uri",
         "since",
         "retry_at",
+        "chained_from",
+        "chained_to",
         "age_seconds",
     }
     assert (run["run_key"], run["state"], run["status"], run["run_id"]) == (key, "launched", 202, "run-1")

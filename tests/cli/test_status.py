@@ -76,9 +76,13 @@ def test_json_holds_the_summary_and_the_records_as_written(cli: Callable[..., Ra
         "rejection",
         "skipped",
         "retry",
+        "chained_from",
+        "chained_to",
+        "chained",
         "later_attempts",
     }
     assert shown["later_attempts"] == []
+    assert (shown["chained_from"], shown["chained_to"], shown["chained"]) == (None, [], None)
     assert shown["records"] == {"launch": naming.launch_record(results, key)}
     assert shown["launch"]["parameters"] == {**ECHO["parameters"], "run_key": key, "results_uri": results}
     assert shown["result"] is None and shown["rejection"] is None and shown["skipped"] is None

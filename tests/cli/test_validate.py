@@ -37,7 +37,7 @@ def test_every_problem_of_the_document_is_listed(cli: Callable[..., Ran], tmp_pa
     assert lines[0] == "invalid: 4 problems (invalid_trigger)"
     assert (
         "  extra: expected one of the keys version, pipeline, parameters, run_key, labels, priority, retries, "
-        "found an unknown key" in lines
+        "chain, found an unknown key" in lines
     )
     assert any(line.startswith("  pipeline: expected a pipeline name: a lower-case letter") for line in lines)
     assert "  parameters.run_key: expected no value (Relay fills it), found a value" in lines
@@ -139,3 +139,17 @@ def test_usage_errors_are_one_line_and_exit_2(cli: Callable[..., Ran], tmp_path:
     ran = cli("validate", *argv)
     assert ran.code == 2 and ran.out == ""
     assert ran.err.startswith(error) and ran.err.count("\n") == 1 and "Traceback" not in ran.err
+
+
+def test_a_chain_is_checked_as_the_functions_check_it(cli: Callable[..., Ran], tmp_path: Path):
+    chain = [{"pipeline": "echo", "parameters": {"message": "{outputs.Missing}", "colour": "red"}}]
+    ran = cli("validate", write(tmp_path, "chain.json", {**ECHO, "chain": chain}))
+    assert ran.code == 1
+    assert ran.out.splitlines()[:3] == [
+        "invalid: 2 problems (invalid_chain)",
+        "  chain[0].parameters.message: expected an output echo declares (Output), found {outputs.Missing}",
+        "  chain[0].parameters.colour: expected a parameter of echo (count, enabled, fail, items, message, options, "
+        "ratio), found an unknown name",
+    ]
+    good = [{"pipeline": "echo", "parameters": {"message": "after {outputs.Output}"}}]
+    assert cli("validate", write(tmp_path, "good.json", {**ECHO, "chain": good})).code == 0

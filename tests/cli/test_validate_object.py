@@ -34,6 +34,8 @@ tenants:
     routes:
       - {id: csv, bucket: lab-data, prefix: assay/, glob: "*.csv", pipeline: echo,
          parameters: {message: "{name}", count: "{size}"}}
+      - {id: plates, bucket: lab-data, prefix: plates/, pipeline: echo, set: {size: 24},
+         parameters: {message: "{folder}", items: "{objects}"}}
   - name: imaging
     triggers: [gs://triggers/imaging/]
     topics: [projects/proj-lab/topics/imaging]
@@ -149,3 +151,9 @@ def test_it_says_what_the_functions_do_with_the_notification(
         assert {k: v for k, v in launched.parameters.items() if k not in ("run_key", "results_uri")} == (
             shown.json()["parameters"]
         )
+
+
+def test_an_object_a_set_route_takes_would_join_its_folders_set(cli: Cli, policy: str, uploaded: dict[str, int]):
+    ran = validate(cli, policy, "gs://lab-data/plates/p1/a01.csv", "--topic", ASSAY)
+    assert ran.code == 0, ran.err
+    assert "would join the open set of gs://lab-data/plates/p1/ (route assay/plates, pipeline echo)" in ran.out

@@ -20,7 +20,7 @@ from relay.policy import (
     tenant_for_object,
     tenant_for_topic,
 )
-from relay.routes import ObjectEvent, render
+from relay.routes import ObjectEvent, SetEvent, render
 
 
 @pytest.fixture
@@ -44,6 +44,15 @@ def verdict(written: tuple[Path, Policy], sample: demo.Sample) -> list[str]:
         event = ObjectEvent(demo.LAB, sample.name, 1, 75, "application/json", {})
         parameters, unfilled = render(route.parameters, event)
         assert unfilled == []
+        document = {"pipeline": route.pipeline, "parameters": parameters}
+    elif sample.how == "set":  # the set route's, filled in from the plate's files as one set
+        tenant = tenant_for_topic(policy, demo.TRIGGER_TOPIC_PATH)
+        route = route_of(tenant, demo.LAB, sample.name + demo.PLATE_FILES[0]) if tenant is not None else None
+        assert route is not None and route.set_rule is not None
+        objects = tuple(f"gs://{demo.LAB}/{sample.name}{name}" for name in demo.PLATE_FILES)
+        plate = SetEvent("lab/plates/gs://lab-data/plates/plate-1#1", demo.LAB, sample.name.rstrip("/"), objects)
+        parameters, unfilled = render(route.parameters, plate)
+        assert unfilled == [] and parameters["sources"] == list(objects)
         document = {"pipeline": route.pipeline, "parameters": parameters}
     elif sample.how in ("topic", "cancel"):
         tenant = tenant_for_topic(policy, demo.TRIGGER_TOPIC_PATH)

@@ -118,7 +118,9 @@ def test_the_schedule_tick_records_what_the_backend_says(store: MemoryBlobStore,
     [line] = outcome_lines(capsys.readouterr().out)
     assert (
         line["outcome"] == "reconciled"
-        and line["message"] == "reconcile: 1 run(s) checked of 1 without a result: 1 result"
+        and line["message"]
+        == "reconcile: 1 run(s) checked of 1 without a result: 1 result; "
+        f"board: 3 page(s) written under {RESULTS}/board/"  # the operator's, and one for each of the two tenants
     )
 
 
@@ -131,5 +133,5 @@ def test_a_tick_the_backend_cut_short_says_where_and_why_and_is_acknowledged(bac
     assert line["outcome"] == "reconciled"
     assert line["message"] == (
         f"reconcile: 0 run(s) checked of 1 without a result: nothing to do; stopped at {key}: "
-        "the KFP API answered 503: Service Unavailable"
+        "the KFP API answered 503: Service Unavailable; board: 3 page(s) written under gs://results/relay/board/"
     )

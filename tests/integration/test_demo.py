@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
 
-from devstack.demo import run_demo
+from devstack.demo import CAPPED, PUSH_CAP, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,7 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
         "push beyond the policy": "rejected",
         "data object a route takes": "succeeded",
         "push cancelled through the topic": "cancelled",
+        **{f"push {n} past the cap of {PUSH_CAP}": "succeeded" for n in range(1, CAPPED + 1)},
     }
     codes = {item.sample.label: item.code for item in demo.tracked if item.state == "rejected"}
     assert codes == {"malformed trigger": "invalid_parameters", "push beyond the policy": "policy_denied"}
@@ -47,3 +49,10 @@ def test_every_sample_ends_as_expected(tmp_path: Path, emulators: bool):
     assert routed.run.launch["parameters"]["sources"] == [routed.trigger_uri]
     cancelled = next(item for item in demo.tracked if item.sample.how == "cancel")
     assert cancelled.cancel_sent and cancelled.note.startswith("cancelled by message ")
+    # More pushes than the demo policy's cap at once: some wait in lab's queue, then launch as others end.
+    queued = re.findall(r"^  (.+): queued, place (\d+) in lab's queue", printed, re.M)
+    left = re.findall(
+        r"^  (.+): (?:launching|launched|running|succeeded|cancelled) after [\d.]+ s in the queue", printed, re.M
+    )
+    assert queued and {label for label, _ in queued} == set(left), printed
+    assert all(states[label] in ("succeeded", "cancelled") for label in left)

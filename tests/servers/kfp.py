@@ -80,10 +80,12 @@ class _Stall:
 
 class _RateLimit:
     """Admits `rate` run creations a second (a bucket of one second's worth); refuses the rest like a quota'd
-    gateway: 429 with Retry-After, and every third refusal a 503 "Quota exceeded" (RESOURCE_EXHAUSTED) without."""
+    gateway: 429 with Retry-After, and every `quota_every`-th refusal a 503 "Quota exceeded" (RESOURCE_EXHAUSTED)
+    without."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, quota_every: int = 3) -> None:
         self.rate = rate
+        self.quota_every = quota_every
         self._tokens = max(1.0, rate)
         self._last = time.monotonic()
         self.admitted = 0
@@ -98,7 +100,7 @@ class _RateLimit:
             self.admitted += 1
             return None
         self.refused += 1
-        if self.refused % 3 == 0:
+        if self.refused % self.quota_every == 0:
             message = "Quota exceeded for quota metric 'Run creations' (RESOURCE_EXHAUSTED)"
             return Response.json(503, {"error": message, "code": 8, "message": message, "details": []})
         wait = math.ceil((1 - self._tokens) / self.rate)  # whole seconds, as HTTP's Retry-After allows
@@ -114,12 +116,15 @@ class KfpApiServer(LoopbackServer):
     keys and operations get a 400 saying so, although a real server would accept some of them.
     """
 
-    def __init__(self, *, token_check: TokenCheck = any_token, admit_rate: float | None = None) -> None:
-        """`admit_rate`: run creations admitted per second, the rest refused (see `_RateLimit`); None: all."""
+    def __init__(
+        self, *, token_check: TokenCheck = any_token, admit_rate: float | None = None, quota_every: int = 3
+    ) -> None:
+        """`admit_rate`: run creations admitted per second, the rest refused (see `_RateLimit`, which answers every
+        `quota_every`-th refusal with a quota 503); None: all."""
         super().__init__()
         self.token_check = token_check
         self._state_lock = threading.Lock()
-        self._limit = _RateLimit(admit_rate) if admit_rate else None
+        self._limit = _RateLimit(admit_rate, quota_every) if admit_rate else None
         self._stalls: list[_Stall] = []
         self._releases: list[threading.Event] = []  # every stall's, so stop() frees held requests too
         self._stalled = 0

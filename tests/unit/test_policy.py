@@ -103,7 +103,8 @@ extra: true
         parse_policy(text, "p.yaml")
     assert list(caught.value.problems) == [
         "(policy).extra: unknown key "
-        "(expected one of version, project, protect, tenants, pipelines, notifications, direct_runs, caps, retries)",
+        "(expected one of version, project, protect, tenants, pipelines, notifications, direct_runs, caps, retries, "
+        "max_chain)",
         "version: expected 1, found number 2",
         "tenants[0].name: expected a tenant name matching [a-z][a-z0-9]{0,19}, found string 'Bad-Name'",
         "tenants[0].triggers[0]: expected a gs://bucket/prefix, s3://bucket/prefix or file:///folder location, "

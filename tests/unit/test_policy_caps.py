@@ -89,7 +89,7 @@ tenants:
         "caps.colour: unknown key (expected one of max_in_flight, max_per_minute, at_cap, pipelines, max_priority)",
         "caps.max_in_flight: expected a whole number from 1 to 1000, found number 0",
         "caps.max_per_minute: expected a whole number from 1 to 1000, found boolean true",
-        "caps.at_cap: expected one of queue, reject, found string 'drop'",
+        "caps.at_cap: expected one of queue, reject, supersede, found string 'drop'",
     ]
 
 

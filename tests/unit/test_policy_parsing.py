@@ -396,7 +396,7 @@ def test_a_policy_error_lists_every_problem_after_where_it_was_read():
     assert str(caught.value) == (
         "gs://c/policy.yaml: 2 problem(s) in the policy: "
         "(policy).extra: unknown key (expected one of version, project, protect, tenants, pipelines, notifications, "
-        "direct_runs, caps, retries); "
+        "direct_runs, caps, retries, max_chain); "
         "version: expected 1, found number 2"
     )
 
@@ -435,7 +435,7 @@ def test_every_list_of_a_tenant_is_named_where_it_is_wrong():
     text = "tenants: [{name: a, destinations: x, clusters: x, secrets: x, routes: x, code: [http://x], colour: red}]"
     assert refused(text) == [
         "tenants[0].colour: unknown key (expected one of name, triggers, topics, pipelines, sources, destinations, "
-        "secrets, clusters, code, limits, routes, caps, retries)",
+        "secrets, clusters, code, limits, routes, caps, retries, max_chain)",
         "tenants.a.destinations: expected a list, found string 'x'",
         "tenants.a.clusters: expected a list, found string 'x'",
         "tenants.a.secrets: expected a list, found string 'x'",

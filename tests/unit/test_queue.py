@@ -16,7 +16,7 @@ from relay import drain, lifecycle, naming, queue, records
 from relay.catalog import Catalog
 from relay.errors import BackendBusyError, BackendUnavailableError
 from relay.events import ObjectDelivery
-from relay.ports import RUN_FAILED, RUN_SUCCEEDED, RunState
+from relay.ports import RUN_FAILED, RUN_SUCCEEDED, Blob, RunState
 from relay.results import record_result
 from relay.service import CAREFUL_FOR, Relay, SubmitGate
 from tests.conftest import NOW
@@ -460,3 +460,57 @@ def test_the_launch_paths_view_of_the_pauses_lists_them_at_most_once_per_period(
     now[0] += 0.1
     assert view.get(counting, RESULTS) == {("lab", "")} and len(listings) == 2
     assert view.get(counting, "gs://other/relay") == frozenset() and len(listings) == 3  # another results location
+
+
+class CountingStore(MemoryBlobStore):
+    """The store, noting every read and listing: what a tick or a delivery costs, counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+        self.listings: list[str] = []
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        self.reads.append(uri)
+        return super().read(uri, generation=generation)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        self.listings.append(prefix)
+        return super().list(prefix)
+
+
+def counting(relay: Relay, store: MemoryBlobStore, caps: str, clock: Clock) -> tuple[Relay, CountingStore]:
+    counted = CountingStore()
+    counted.write("gs://catalog/echo.yaml", store.read("gs://catalog/echo.yaml").data)
+    return relay_with(relay, caps, clock, counted), counted
+
+
+def test_a_tick_reads_no_waiting_runs_record_but_asks_about_a_run_whose_place_a_dead_drainer_left(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay, counted = counting(relay, store, "{max_in_flight: 1}", clock)
+    first, *waiting = [str(drain.deliver(relay, upload(counted, n)).run_key) for n in range(6)]
+    # The first run's place, as a drain that died between its launch record and the place's delete leaves it.
+    queue.add_entry(counted, RESULTS, "lab", queue.place_for(NOW, first))
+    end(relay, backend, first)
+    counted.reads.clear()
+    tick = lifecycle.reconcile(relay)
+    assert [(seen.run_key, seen.action) for seen in tick.seen] == [(first, "result")]  # its slot holds it in view
+    assert tick.drained is not None and tick.drained.launched == (waiting[0],)
+    # Of the waiting runs, only the drain read a record: the one it launched, and the next, which found the cap full.
+    read = {key for key in waiting if naming.launch_record(RESULTS, key) in counted.reads}
+    assert read == set(waiting[:2])
+
+
+def test_a_delivery_queued_behind_its_tenants_full_cap_does_not_list_the_queue(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay, counted = counting(relay, store, "{max_in_flight: 1}", clock)
+    outcomes = [drain.deliver(relay, upload(counted, n)) for n in range(3)]
+    counted.listings.clear()
+    outcome = drain.deliver(relay, upload(counted, 3))
+    assert [o.outcome for o in outcomes] + [outcome.outcome] == ["launched", "queued", "queued", "queued"]
+    assert not [prefix for prefix in counted.listings if "/queue/entries/" in prefix]
+    end(relay, backend, str(outcomes[0].run_key))
+    tick = lifecycle.reconcile(relay)  # the tick's drain still takes the queue in order
+    assert tick.drained is not None and tick.drained.launched == (outcomes[1].run_key,)

@@ -127,12 +127,15 @@ def test_a_rejection_lists_every_problem_with_its_code():
     error = InvalidTriggerError(
         "gs://triggers/t.json", [Problem("(document)", "at most 1048576 bytes", "1048577 bytes")], code="too_large"
     )
-    record = records.rejection_record(run_key="trigger-1", pipeline=None, trigger={"uri": "u"}, error=error, now=NOW)
+    record = records.rejection_record(
+        run_key="trigger-1", pipeline=None, trigger={"uri": "u"}, error=error, now=NOW, tenant="lab"
+    )
     assert record == {
         "state": "rejected",
         "status": 400,
         "message": str(error),
         "run_key": "trigger-1",
+        "tenant": "lab",
         "pipeline": None,
         "trigger": {"uri": "u"},
         "severity": "WARNING",

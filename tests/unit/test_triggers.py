@@ -65,7 +65,8 @@ def test_yaml_dates_stay_strings_as_in_json():
 
 PIPELINE = f"pipeline: expected {PIPELINE_NAME_RULE}"
 KEYS = (
-    "expected one of the keys version, pipeline, parameters, run_key, labels, priority, retries, found an unknown key"
+    "expected one of the keys version, pipeline, parameters, run_key, labels, priority, retries, chain, "
+    "found an unknown key"
 )
 RESERVED = "expected no value (Relay fills it), found a value"
 

@@ -193,6 +193,8 @@ def _checked(response: Response, uri: str) -> Response:
 
 def _content_type(uri: str) -> str:
     """Records are JSON; reports are HTML (served as such from a bucket); history is JSON lines; triggers YAML too."""
+    if uri.endswith(".json"):
+        return "application/json"  # every record: mimetypes' table says the same, after reading the system's files
     if uri.endswith(".jsonl"):
         return "application/jsonl"
     if uri.endswith((".yaml", ".yml")):

@@ -1,25 +1,25 @@
-"""The instance's HTTP client on urllib3 (one keep-alive pool per host, proxies as the environment says on each
-request, TLS verified), the timeouts and the size cap that bound every call, and what an answer means.
+"""The instance's HTTP client: urllib3's keep-alive pools, connections and TLS (one pool per host, proxies as the
+environment says on each request, TLS verified), each request written and its answer read by relay.adapters.wire,
+the timeouts and the size cap that bound every call, and what an answer means.
 
 Each call is bounded as a whole: `Timeouts.total` (by default the connect and read timeouts together) covers
 connecting, sending, the answer's head and its body, and a repeat; the head itself must come within the read
-timeout, however it trickles in (relay.adapters.deadlines). The answer is refused, before it is read, when its
-framing is ambiguous (Content-Length with Transfer-Encoding: smuggling's shape, RFC 9112 6.3) or its length is no
-count of bytes (-1 would mean reading until the server closes), and read no further than `max_answer` bytes (32 MiB
-unless the call says otherwise).
+timeout, however it trickles in. The answer is refused, before its body is read, when its framing is ambiguous
+(Content-Length with Transfer-Encoding: smuggling's shape, RFC 9112 6.3) or its length is no count of bytes (-1
+would mean reading until the server closes), and read no further than `max_answer` bytes (32 MiB unless the call
+says otherwise); relay.adapters.wire lists what else it refuses. A connection goes back to its pool only after an
+answer framed cleanly.
 Credentials in a URL (user:password@host) are refused, not sent as Basic auth: Relay's servers take tokens, a
 password in a URL ends up in settings and messages, and over plain http it would cross the network readable.
 
-CPU per loopback round trip (a GET with a bearer token, 2 KB JSON answer; medians of 3,000, interleaved, on 2 CPUs
-shared with other work, so noisy): this client 0.22-0.24 ms; urllib3's own pool.urlopen and read, bare, 0.18-0.19
-ms; the hand-written http.client-socket client this replaced 0.05-0.09 ms (it parsed the answer's head itself, where
-http.client parses it with the email package). Importing this module after functions-framework costs ~19 ms (the
-old one ~7 ms); a cold start (import and first event) measured the same before and after, within the noise.
-Inside the function a request costs more than in that loop (in-process CPU of a warm event's four requests, to
-fake-gcs-server and the KFP fake in processes of their own, medians of 300 events, interleaved): 0.42-0.47 ms each,
-1.85-2.0 ms an event, where the hand-written client took 0.12-0.17 ms and 0.5-0.6 ms; the whole event 3.5-3.7 ms
-against 1.9-2.1 ms. Each request makes ~950 more Python calls than that client's did: http.client's parse of the
-answer's head through the email package, urlopen re-encoding the target, urllib3's request and response objects.
+CPU per loopback round trip (a GET with a 200-byte bearer token, a 2 KB JSON answer by Content-Length, from a
+server in another process; medians of 3,000, interleaved; 2 CPUs shared with other work, load 6-10): this client
+0.11 ms, where it took 0.33 ms through urllib3's urlopen and response objects; a requests.Session 0.56-0.58 ms.
+Inside the function (in-process CPU of a whole warm event through functions-framework's test client, its four
+requests to fake-gcs-server and the KFP fake in processes of their own; medians of 300 events, the two builds run
+in turn): 1.9-2.0 ms against 2.8-3.6 ms. What urlopen cost besides: re-encoding the target, http.client parsing the
+answer's head through the email package, urllib3's request and response objects, and a watchdog thread's lock and
+wake-ups to bound the head (here the head's reads carry that bound themselves).
 """
 
 from __future__ import annotations
@@ -34,24 +34,16 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.client import HTTPException
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import (
-    ClosedPoolError,
-    ConnectTimeoutError,
-    HTTPError,
-    ProtocolError,
-    ProxyError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.util.retry import Retry
+from urllib3.exceptions import ClosedPoolError, HTTPError
 
 from relay import waits
-from relay.adapters.deadlines import POOL_CLASSES
+from relay.adapters import wire
 from relay.adapters.proxies import Proxies, Proxy
 from relay.errors import BackendBusyError
 
@@ -64,13 +56,12 @@ _POOL_SIZE = 32
 _HOSTS = 16  # pools kept per manager (the function talks to three or four hosts)
 # Methods whose repetition changes nothing on the server: sent once more when the connection broke unanswered.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_CHUNK = 1 << 16  # the most read at once, so the deadline and the cap are checked between reads
 _ENCODED_KEPT = 64  # documents EncodedOnce keeps: a catalog's pipelines
-_FOLD = re.compile(r"\r?\n[ \t]+")
+# What a request target may carry as it is: printable ASCII but the space; anything else is percent-encoded.
+_UNSAFE = re.compile(r"[^!-~]")
+_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
 _QUOTA = re.compile(r"RESOURCE_EXHAUSTED|quota exceeded|rate ?limit exceeded", re.IGNORECASE)
 _GRPC_RESOURCE_EXHAUSTED = 8
-# No retry and no redirect, as urlopen makes of retries=False; made once, since urlopen would make it per request.
-_NO_RETRIES = Retry(False, redirect=False)
 
 
 @dataclass(frozen=True)
@@ -170,8 +161,10 @@ def _json_bytes(value: Any) -> bytes:
 class HttpClient:
     """Thread-safe: urllib3's pools hand a connection to one request at a time.
 
-    REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE name the CA file (or folder) as they do for requests; else certifi's,
-    else the system's. urllib3 retries nothing and follows no redirect here: the one repeat is this client's.
+    urllib3 pools the connections and makes them (TCP, TLS, tunnels through proxies); each request is written and
+    its answer read by relay.adapters.wire on the connection's socket, and the connection goes back to its pool
+    only when that answer was framed cleanly. REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE name the CA file (or folder) as
+    they do for requests; else certifi's, else the system's. Nothing is retried or redirected but the one repeat.
     """
 
     def __init__(self, *, user_agent: str = "relay", max_answer: int = MAX_ANSWER) -> None:
@@ -201,12 +194,13 @@ class HttpClient:
     ) -> Response:
         """Send one request and read its answer; NoAnswerError when none came (AnswerTooLargeError when its body
         passes `max_answer` bytes). A request that is `repeatable` (by default: an idempotent method) is sent once
-        more when its connection broke before any answer (a kept one the server had closed); any other is never
-        sent twice."""
+        more when a kept connection broke before any answer (the server had closed it); any other is never sent
+        twice."""
         deadline = time.monotonic() + timeouts.whole
         split = urlsplit(url)
-        if split.scheme not in ("http", "https"):
-            raise ValueError(f"not an http(s) URL: {split.scheme}://{split.hostname}")
+        scheme = split.scheme
+        if scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {scheme}://{split.hostname}")
         if "@" in split.netloc:
             raise ValueError(f"{_redacted(url)}: credentials in a URL are refused; Relay sends tokens in headers")
         target = split.path or "/"
@@ -215,63 +209,60 @@ class HttpClient:
             query = f"{query}&{urlencode(params)}" if query else urlencode(params)
         if query:
             target = f"{target}?{query}"
+        if _UNSAFE.search(target):
+            target = quote(target, safe=_SAFE)  # as urllib3 sends it: spaces and what is not ASCII, percent-encoded
         sent = {"User-Agent": self._user_agent, **(headers or {})}
         if json is not None:
             body = _json_bytes(json)
             sent["Content-Type"] = "application/json"
-        flat = "".join(sent.values()) + target
-        if "\n" in flat or "\r" in flat:
-            # A header value (a token, a name) carrying a line break would smuggle in headers of its own.
-            raise ValueError(f"{method} {_redacted(url)}: a line break in the request line or a header")
-        host, port = split.hostname or "", split.port or (443 if split.scheme == "https" else 80)
-        proxy = self._proxies.for_request(split.scheme, host)
-        if proxy is not None and split.scheme == "http":
+        host, port = split.hostname or "", split.port or (443 if scheme == "https" else 80)
+        proxy = self._proxies.for_request(scheme, host)
+        if proxy is not None and scheme == "http":
             target = f"http://{split.netloc}{target}"  # a forwarding proxy takes the absolute URL
+            sent.update(_proxy_headers(proxy))
+        where = f"{method} {_redacted(url)}"
+        try:
+            head = wire.request_head(method, target, split.netloc, sent, body)
+        except ValueError as exc:  # a header value (a token, a name) would smuggle in headers of its own
+            raise ValueError(f"{where}: {exc}") from None
         if repeatable is None:
             repeatable = method in _IDEMPOTENT
         cap = self._max_answer if max_answer is None else max_answer
         while True:
-            pool = self._pool(proxy, split.scheme, host, port)
+            pool = self._pool(proxy, scheme, host, port)
             left = deadline - time.monotonic()
             if left <= 0:  # only before a repeat (Timeouts are positive): the first try took the call's time
-                raise _no_answer(f"{method} {_redacted(url)}", TimeoutError(), deadline, timeouts)
-            timeout = urllib3.Timeout(connect=min(timeouts.connect, left), read=timeouts.read, total=left)
+                raise _no_answer(where, TimeoutError(), deadline, timeouts)
             try:
-                answer = pool.urlopen(
-                    method,
-                    target,
-                    body=body,
-                    headers=sent,
-                    retries=_NO_RETRIES,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=timeout,
-                    preload_content=False,
-                    decode_content=False,
-                    release_conn=False,
-                )
+                conn: Any = pool._get_conn()  # an idle connection still open, else one to connect (its sock None)
             except ClosedPoolError:
                 self._pools.clear()  # closed by close(), or by its manager making room for another host's
                 continue
-            except (ConnectTimeoutError, ProxyError) as exc:  # NewConnectionError is a ConnectTimeoutError
-                where = f"{split.scheme}://{host}:{port}"
-                raise NoAnswerError(f"{where}: no connection: {_describe(exc)}", sent=False) from exc
-            except SSLError as exc:
-                # A certificate refused is a handshake that failed: nothing was sent. Any other TLS error may
-                # have come after the request went out.
-                refused = isinstance(_cause(exc), ssl.SSLCertVerificationError)
-                where = f"{split.scheme}://{host}:{port}: no connection" if refused else f"{method} {_redacted(url)}"
-                raise NoAnswerError(f"{where}: {_describe(exc)}", sent=not refused) from exc
-            except ProtocolError as exc:
-                # Broken before a status line: a kept connection the server had closed, or a request dropped.
-                # Nothing reached the server's handler, but a request lost on the way cannot be told from that.
-                if repeatable and isinstance(_cause(exc), ConnectionError):
+            kept = conn.sock is not None
+            if not kept:
+                _connect(conn, pool, proxy, scheme, host, port, min(timeouts.connect, left))
+            try:
+                wire.send(conn.sock, head, body, deadline=deadline)
+                answer = wire.read_answer(conn.sock, method, read_timeout=timeouts.read, deadline=deadline, cap=cap)
+            except BaseException as exc:
+                conn.close()  # what is left of the answer is never read as the next one's
+                pool._put_conn(None)  # its place in the pool, for a new connection
+                if isinstance(exc, wire.BodyTooLargeError):
+                    raise AnswerTooLargeError(f"{where}: {exc}", sent=True) from exc
+                # A kept connection the server had closed: nothing reached its handler, but a request lost on the
+                # way cannot be told from that, so only one that may be repeated goes again.
+                if kept and repeatable and isinstance(exc, wire.UnansweredError):
                     repeatable = False  # once
                     continue
-                raise _no_answer(f"{method} {_redacted(url)}", exc, deadline, timeouts) from exc
-            except (HTTPError, OSError) as exc:
-                raise _no_answer(f"{method} {_redacted(url)}", exc, deadline, timeouts) from exc
-            return _read_answer(answer, f"{method} {_redacted(url)}", deadline, timeouts, cap)
+                if isinstance(exc, (OSError, ValueError)):
+                    raise _no_answer(where, exc, deadline, timeouts) from exc
+                raise
+            if answer.reusable:
+                pool._put_conn(conn)
+            else:
+                conn.close()
+                pool._put_conn(None)
+            return Response(answer.status, answer.headers, answer.data)
 
     def close(self) -> None:
         """Close the idle connections (those in use close when their request ends)."""
@@ -294,13 +285,9 @@ class HttpClient:
     def _manager(self, proxy: Proxy | None) -> urllib3.PoolManager:
         common: dict[str, Any] = {"num_pools": _HOSTS, "maxsize": _POOL_SIZE, "retries": False}
         if proxy is None:
-            manager = urllib3.PoolManager(**common)
-        else:
-            auth = urllib3.make_headers(proxy_basic_auth=proxy.credentials) if proxy.credentials else None
-            tls = self._tls_context() if proxy.url.startswith("https:") else None
-            manager = urllib3.ProxyManager(proxy.url, proxy_headers=auth, proxy_ssl_context=tls, **common)
-        manager.pool_classes_by_scheme = POOL_CLASSES  # connections that read an answer's head in time
-        return manager
+            return urllib3.PoolManager(**common)
+        tls = self._tls_context() if proxy.url.startswith("https:") else None
+        return urllib3.ProxyManager(proxy.url, proxy_headers=_proxy_headers(proxy), proxy_ssl_context=tls, **common)
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
@@ -317,57 +304,32 @@ class HttpClient:
         return self._tls
 
 
-def _read_answer(answer: Any, where: str, deadline: float, timeouts: Timeouts, cap: int) -> Response:
-    """The answer's body, read whole within the deadline and the cap. The connection goes back to its pool once
-    the body ended as framed (urllib3 does that as the last byte is read), and is closed otherwise."""
+def _connect(
+    conn: Any, pool: HTTPConnectionPool, proxy: Proxy | None, scheme: str, host: str, port: int, timeout: float
+) -> None:
+    """Connect a connection the pool made (or one the server closed while it was idle): TCP, the tunnel through an
+    https request's proxy, TLS. Nothing was sent when this fails."""
+    conn.timeout = timeout
     try:
-        headers = {name.lower(): value for name, value in answer.headers.itermerged()}
-        length = headers.get("content-length")
-        if length is not None:
-            if "transfer-encoding" in headers:
-                raise ValueError("the answer is framed both by Content-Length and Transfer-Encoding")
-            if not (length.isascii() and length.isdigit()):
-                raise ValueError(f"the answer's Content-Length {length[:40]!r} is not a count of bytes")
-            if int(length) > cap:
-                raise AnswerTooLargeError(f"{where}: the answer is {length} bytes, more than {cap}", sent=True)
-        sock = getattr(answer.connection, "sock", None)  # None when http.client handed the socket to the answer
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the call's deadline passed")
-            if sock is not None:
-                sock.settimeout(min(timeouts.read, left))
-            data = answer.read1(_CHUNK)  # what one read brings: the deadline is checked between reads
-            size += len(data)
-            if size > cap:
-                raise AnswerTooLargeError(f"{where}: the answer is more than {cap} bytes (read {size})", sent=True)
-            chunks.append(data)
-            if not data or answer.length_remaining == 0:
-                break
-    except NoAnswerError:
-        _discard(answer)
-        raise
-    except (HTTPError, OSError, ValueError) as exc:
-        _discard(answer)
-        raise _no_answer(where, exc, deadline, timeouts) from exc
-    for name, value in headers.items():
-        if "\n" in value:
-            headers[name] = _FOLD.sub(" ", value)  # obs-fold: a line starting with a space continues the last
-    return Response(answer.status, headers, b"".join(chunks))
+        if proxy is not None and scheme == "https":
+            # What urllib3's pool does before a new tunnelled connection's first request: CONNECT, then TLS.
+            conn.set_tunnel(host, port, headers=_proxy_headers(proxy), scheme=proxy.url.split(":", 1)[0])
+        conn.connect()
+    except (HTTPError, OSError, ValueError, HTTPException) as exc:
+        conn.close()
+        pool._put_conn(None)
+        raise NoAnswerError(f"{scheme}://{host}:{port}: no connection: {_describe(exc)}", sent=False) from exc
+
+
+def _proxy_headers(proxy: Proxy) -> dict[str, str]:
+    return urllib3.make_headers(proxy_basic_auth=proxy.credentials) if proxy.credentials else {}
 
 
 def _no_answer(where: str, exc: BaseException, deadline: float, timeouts: Timeouts) -> NoAnswerError:
     """What broke a call that may have reached the server; a wait the call's deadline cut short says so."""
-    if isinstance(exc, (TimeoutError, ReadTimeoutError)) and time.monotonic() >= deadline:
+    if isinstance(exc, TimeoutError) and time.monotonic() >= deadline:
         return NoAnswerError(f"{where}: TimeoutError: no whole answer in the call's {timeouts.whole:g} s", sent=True)
     return NoAnswerError(f"{where}: {_describe(exc)}", sent=True)
-
-
-def _discard(answer: Any) -> None:
-    answer.close()  # closes its connection too: what is left of the answer is never read as the next one's
-    answer.release_conn()
 
 
 def _clear(managers: Mapping[Any, urllib3.PoolManager]) -> None:
@@ -376,7 +338,7 @@ def _clear(managers: Mapping[Any, urllib3.PoolManager]) -> None:
 
 
 def _cause(exc: BaseException) -> BaseException | None:
-    """What urllib3 wrapped: ProtocolError and SSLError carry it among their arguments."""
+    """What urllib3 wrapped, among its arguments or as its cause."""
     inner = [arg for arg in exc.args if isinstance(arg, BaseException)]
     return inner[-1] if inner else exc.__cause__ or exc.__context__
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -12,9 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from relay import drain, records, runtime
+from relay import chain_runs, drain, records, runtime
 from relay.adapters.local_backend import LOCK_FILE, LOG_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE
 from relay.config import Settings
+from relay.errors import TransientError
 from relay.results import record_result
 from relay.service import Relay
 
@@ -54,6 +56,8 @@ def run(run_dir: Path, settings: Settings) -> int:
         )
         # A pipeline with its own exit handler has written a richer result already: that one stands.
         record_result(relay.store, relay.notifier, request["results_uri"], record)
+        with contextlib.suppress(TransientError):  # its chain.json stays: the next reconcile tick starts them
+            chain_runs.follow(relay, request["run_key"])  # what its chain starts next
         drain.drain(relay)  # its slots are free: the next queued run may go
         return 0 if succeeded else 1
 
