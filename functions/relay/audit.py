@@ -1,24 +1,24 @@
-"""The audit trail's chain: what an entry and a seal hold, where they live, and which writes are the ledger's.
-Shapes and rules only; relay.adapters.audited writes the entries beside the ledger's writes, relay.audit_seal seals
-them, and relay.audit_verify proves them.
+"""The audit trail's chain: what an entry and a seal hold, where they live, and which writes are the ledger's. Shapes
+and rules only; relay.adapters.audited makes an entry for each of the ledger's writes and writes them in batches,
+relay.audit_trail seals them, and relay.audit_verify proves them.
 
 Each process writes its own segment (an id of its own, entries numbered from 0, each naming the previous one's
-hash), so instances never wait on one another; every entry is created once (create-only) and never replaced. A
-reconcile tick seals: one global chain of seals, each naming every segment's last entry it saw, so a segment's
-removed tail shows once a seal has named it. An entry holds digests and names, never a record's contents.
+hash), so instances never wait on one another; its entries are written in batches of consecutive entries, each batch
+created once (create-only) and never replaced. A reconcile tick seals: one global chain of seals, each naming every
+segment's last entry it saw, so a segment's removed tail shows once a seal has named it. An entry holds digests and
+names, never a record's contents.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from relay import naming
 
@@ -56,6 +56,8 @@ def actor(environ: Mapping[str, str]) -> str:
     """Who acts through this process: the function's service (Cloud Run sets K_SERVICE), else the local user."""
     if service := environ.get("K_SERVICE"):
         return f"function:{service}"
+    import getpass  # here: a deployed function never needs it (cold start)
+
     try:
         return f"user:{getpass.getuser()}"
     except (OSError, KeyError):  # no login name in a bare container
@@ -104,6 +106,7 @@ class Entry:
     state: str | None = None
     precondition: int | None = None  # the generation the write or delete required (0: create-only)
     voids: int | None = None
+    late: str | None = None  # a write found without its entry: when a tick noticed it (`at`: when it was made)
     hash: str = ""
 
     def body(self) -> dict[str, Any]:
@@ -138,9 +141,35 @@ def new_segment(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:16]
 
 
-def entry_uri(audit_uri: str, entry: Entry) -> str:
-    """`<audit>/<day>/<segment>/<seq>.json`: a tick lists only today's and yesterday's folders to seal."""
-    return naming.join(audit_uri, entry.at[:10], entry.segment, f"{entry.seq:010d}.json")
+def batch_uri(audit_uri: str, day: str, segment: str, first: int, last: int) -> str:
+    """`<audit>/<day>/<segment>/<first>-<last>.json`: consecutive entries of one segment, one per line, created
+    once; a tick lists only today's and yesterday's folders to seal."""
+    return naming.join(audit_uri, day, segment, f"{first:010d}-{last:010d}.json")
+
+
+def encode_batch(entries: Sequence[Entry]) -> bytes:
+    return b"".join(entry.encode() for entry in entries)
+
+
+def batch_range(name: str) -> tuple[int, int] | None:
+    """(first, last) of a batch's file name; None for anything else."""
+    first, dash, last = name.removesuffix(".json").partition("-")
+    if not (name.endswith(".json") and dash and first.isdecimal() and last.isdecimal()):
+        return None
+    return int(first), int(last)
+
+
+@runtime_checkable
+class Buffered(Protocol):
+    """A store whose entries wait in a buffer: a tick writes them before it seals."""
+
+    def flush_audit(self) -> None: ...
+
+
+def flush(store: object) -> None:
+    """Write what `store` holds of the trail, if it holds any (relay.adapters.audited)."""
+    if isinstance(store, Buffered):
+        store.flush_audit()
 
 
 def day_folder(audit_uri: str, day: datetime) -> str:

@@ -1,11 +1,13 @@
-"""Proving the audit trail: every segment unbroken, every seal chained and its heads present, every ledger record
-the one its last entry names, every record with an entry. Pure: what to read is relay.audit_trail's.
+"""Proving the audit trail: every segment unbroken, every seal chained and its heads present, every ledger record the
+one its last entry names, every record with an entry. Pure: what to read is relay.audit_trail's.
 
-What is found, and when: an entry edited, removed from inside a segment or moved (always: its hash, the next
-entry's link, its name against its number); a segment's tail removed (once a seal named it: the next reconcile
-tick; before, its records show as records without an entry unless they were removed too); a record edited,
-removed, put back at an older version or made without Relay (always). Not found: the last seals removed, or
-everything since a moment removed with its records (the retention policy, once locked, is what prevents that).
+What is found, and when: an entry edited, removed from inside a segment (from its batch, or with it) or moved
+(always: its hash, the next entry's link, its number against its place in its batch); a segment's tail removed (once
+a seal named it: the next reconcile tick; before, its records show as records without an entry unless they were
+removed too); a record edited, removed, put back at an older version or made without Relay (always). Not found: the
+last seals removed, or everything since a moment removed with its records (the retention policy, once locked, is
+what prevents that). Late entries (a tick wrote them for records a crash left without one) are listed apart, as
+warnings.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class Stored:
     segment: str
     number: int
     data: bytes
+    line: int = 0  # its line in a batch of entries (from 1); 0 for an object of its own (a seal)
+
+    @property
+    def where(self) -> str:
+        return f"{self.uri} line {self.line}" if self.line else self.uri
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Report:
     segments: int
     seals: int
     records: int
+    late: tuple[Problem, ...] = ()  # warnings: writes whose entries a tick wrote after them (relay.audit_trail.late)
 
     @property
     def whole(self) -> bool:
@@ -74,7 +82,20 @@ def verify(
     # The trail's own breaks first (a record that no longer matches is often their consequence), each by when.
     problems.sort(key=lambda p: (p.what.startswith("record"), p.at, p.where))
     count = sum(len(chain) for chain in segments.values())
-    return Report(tuple(problems), count, len(segments), len(listed), len(records))
+    late = sorted(
+        (
+            Problem(e.at, e.object, "late", f"an entry when it was written ({which(e)})", f"one noticed {e.late}")
+            for chain in segments.values()
+            for e in chain.values()
+            if e.late
+        ),
+        key=lambda p: (p.at, p.where),
+    )
+    return Report(tuple(problems), count, len(segments), len(listed), len(records), tuple(late))
+
+
+def which(entry: Entry) -> str:
+    return f"entry {entry.segment}#{entry.seq}"
 
 
 def _segments(
@@ -87,16 +108,16 @@ def _segments(
         try:
             entry = parse_entry(stored.data)
         except AuditError as exc:
-            problems.append(Problem(LAST, stored.uri, "edited", "an audit entry", str(exc)))
+            problems.append(Problem(LAST, stored.where, "edited", "an audit entry", str(exc)))
             continue
         if entry.hash != chain_hash(entry.body()):
-            problems.append(Problem(entry.at, stored.uri, "edited", f"hash {chain_hash(entry.body())}", entry.hash))
+            problems.append(Problem(entry.at, stored.where, "edited", f"hash {chain_hash(entry.body())}", entry.hash))
             continue
         if (entry.segment, entry.seq) != (stored.segment, stored.number):
             problems.append(
                 Problem(
                     entry.at,
-                    stored.uri,
+                    stored.where,
                     "reordered",
                     f"entry {stored.segment}#{stored.number} here",
                     f"entry {entry.segment}#{entry.seq}",
