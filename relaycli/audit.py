@@ -94,7 +94,8 @@ COMMAND = Command(
         "queueing, cancels, reruns, retries, the policy version seen) and prove it: each instance's chain of "
         "entries unbroken, each seal chained and naming entries that are there, each record under the results "
         "the one its last entry names, and no record without an entry. Exit 1 and name the first entry removed, "
-        "edited or reordered (expected, found, where) when it is not."
+        "edited or reordered (expected, found, where) when it is not. Late entries (a reconcile tick wrote them for "
+        "records a crash left without one) are printed as warnings."
     ),
     examples="""\
 examples:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from relay import audit
 from relay.audit import Head, Seal
 from relay.audit_verify import Report, Stored, verify
-from relay.errors import PreconditionFailedError
+from relay.errors import BlobNotFoundError, PreconditionFailedError
 from relay.ports import BlobStore
 
 _READERS = 8  # reads in flight while verifying: a trail is many small objects
@@ -196,11 +196,14 @@ def late(store: BlobStore, results_uri: str, audit_uri: str, now: datetime) -> t
         name = audit.ledger_name(results_uri, uri)
         if name is None or name in named or uri in _OLD:
             continue
-        updated = store.stat(uri).updated
-        if updated is None or updated < now - timedelta(days=1):
-            _OLD.add(uri)
-        elif updated <= now - LATE_AFTER:
-            found.append((name, updated, store.read(uri).data))
+        try:
+            updated = store.stat(uri).updated
+            if updated is None or updated < now - timedelta(days=1):
+                _OLD.add(uri)
+            elif updated <= now - LATE_AFTER:
+                found.append((name, updated, store.read(uri).data))
+        except BlobNotFoundError:
+            continue  # deleted since the listing (a retry marker taken): its delete has its own entry
     if not found:
         return ()
     chain = audit.Chain(audit.new_segment(now), audit.actor(os.environ))
