@@ -46,6 +46,10 @@ What Relay runs with:
                             published with its policy elsewhere
   --records-retention Nd    keep deleted or replaced records recoverable for N days, 7 to 90 (the results bucket's
                             soft delete; env DEPLOY_RECORDS_RETENTION); left out, the bucket keeps what it has
+  --audit-retention Nd      how long each audit trail entry is kept, unremovable even by an admin once locked (the
+                            audit bucket's retention policy; env DEPLOY_AUDIT_RETENTION; 365d)
+  --lock-audit-retention    lock that retention policy: irreversible, the bucket can then not be deleted, nor
+                            the period shortened, until its last entry is that old (a lab's quality unit asks it)
   --reconcile-schedule CRON when Cloud Scheduler asks on_schedule to reconcile launched runs with their backend
                             (env DEPLOY_RECONCILE_SCHEDULE; "*/5 * * * *", UTC); set when the job is created
 Metrics and alerts (infra/monitoring; always deployed, notifying only the channels named):
@@ -95,6 +99,8 @@ NOTIFY_BUCKET=${DEPLOY_NOTIFY_BUCKET:-}
 NOTIFY_PREFIX=${DEPLOY_NOTIFY_PREFIX:-}
 POLICY=${DEPLOY_POLICY:-}
 RECORDS_RETENTION=${DEPLOY_RECORDS_RETENTION:-}
+AUDIT_RETENTION=${DEPLOY_AUDIT_RETENTION:-365d}
+LOCK_AUDIT_RETENTION=false
 # Every five minutes: a run that ended without writing its own result is recorded within that long.
 RECONCILE_SCHEDULE=${DEPLOY_RECONCILE_SCHEDULE:-*/5 * * * *}
 RUNTIME=python311
@@ -131,7 +137,7 @@ SETTABLE=(RELAY_AUTH RELAY_KFP_HOST RELAY_KFP_AUDIENCE RELAY_KFP_EXPERIMENT RELA
   RELAY_VERTEX_ENDPOINT RELAY_MAX_EVENT_AGE RELAY_CLAIM_LEASE
   RELAY_DEPLOYMENT_NAME RELAY_BOARD_EVERY)
 DERIVED=(RELAY_BACKEND RELAY_RESULTS_URI RELAY_CATALOG_URI RELAY_POLICY_URI RELAY_NOTIFY_TOPIC RELAY_VERTEX_PROJECT
-  RELAY_VERTEX_PIPELINE_ROOT RELAY_VERTEX_SERVICE_ACCOUNT)
+  RELAY_VERTEX_PIPELINE_ROOT RELAY_VERTEX_SERVICE_ACCOUNT RELAY_AUDIT_URI)
 SECRET_ONLY=(RELAY_STATIC_TOKEN)
 LOCAL_ONLY=(RELAY_LOCAL_ROOT RELAY_CREDENTIALS_FILE)
 FROM_ENVIRONMENT=()
@@ -163,12 +169,13 @@ while [[ $# -gt 0 ]]; do
     --teardown) TEARDOWN=true; shift; continue ;;
     --delete-buckets) DELETE_BUCKETS=true; shift; continue ;;
     --dead-letter-only) DEAD_LETTER_ONLY=true; shift; continue ;;
+    --lock-audit-retention) LOCK_AUDIT_RETENTION=true; shift; continue ;;
   esac
   case $arg in
     --project | --region | --prefix | --version | --backend | --env | --secret | --step-secret | --notify-bucket | \
       --notify-prefix | --image | --catalog-uri | --catalog-dir | --runtime | --memory | --cpu | --concurrency | \
       --max-instances | --timeout | --max-delivery-attempts | --build-service-account | --project-number | --stage | \
-      --stage-only | --policy | --records-retention | --reconcile-schedule | --pipeline | --alert-channel | \
+      --stage-only | --policy | --records-retention | --audit-retention | --reconcile-schedule | --pipeline | --alert-channel | \
       --alert-rejections | --alert-failures) need_value "$@" ;;
     *) die "unknown option $arg (--help lists them)" ;;
   esac
@@ -200,6 +207,7 @@ while [[ $# -gt 0 ]]; do
     --stage-only) STAGE=$2; STAGE_ONLY=true ;;
     --policy) POLICY=$2 ;;
     --records-retention) RECORDS_RETENTION=$2 ;;
+    --audit-retention) AUDIT_RETENTION=$2 ;;
     --reconcile-schedule) RECONCILE_SCHEDULE=$2 ;;
     --alert-channel) ALERT_CHANNELS+=("$2") ;;
     --alert-rejections) ALERT_REJECTIONS=$2 ;;
@@ -356,6 +364,10 @@ if [[ -n $RECORDS_RETENTION ]] &&
   ! { [[ $RECORDS_RETENTION =~ ^([0-9]{1,3})d$ ]] && ((10#${BASH_REMATCH[1]} >= 7 && 10#${BASH_REMATCH[1]} <= 90)); }; then
   die "--records-retention: expected 7d to 90d (Cloud Storage's soft delete bounds), found '$RECORDS_RETENTION'"
 fi
+# The audit trail is only ever created in: a retention policy holds every entry, which records could not bear.
+if ! { [[ $AUDIT_RETENTION =~ ^([0-9]{1,5})d$ ]] && ((10#${BASH_REMATCH[1]} >= 1 && 10#${BASH_REMATCH[1]} <= 36500)); }; then
+  die "--audit-retention: expected 1d to 36500d (Cloud Storage's retention period bounds, in days), found '$AUDIT_RETENTION'"
+fi
 
 # --- names: infra/terraform/main.tf builds the same ones ------------------------------------------------------
 
@@ -364,6 +376,8 @@ RESULTS_BUCKET=$PROJECT-$PREFIX-results
 PIPELINE_ROOT_BUCKET=$PROJECT-$PREFIX-pipeline-root
 # The catalog and the policy: written by the deployer only, read by the functions and the steps.
 CATALOG_BUCKET=$PROJECT-$PREFIX-catalog
+# The audit trail (relay.audit): created in by the functions and the steps, never replaced, kept by retention.
+AUDIT_BUCKET=$PROJECT-$PREFIX-audit
 TRIGGERS_TOPIC=$PREFIX-triggers
 NOTIFICATIONS_TOPIC=$PREFIX-notifications
 DEAD_LETTER_TOPIC=$PREFIX-dead-letter
@@ -378,7 +392,7 @@ PIPELINES_SA=$PREFIX-pipelines@$PROJECT.iam.gserviceaccount.com
 OBJECT_FUNCTION=$PREFIX-on-object-finalized
 MESSAGE_FUNCTION=$PREFIX-on-message-published
 SCHEDULE_FUNCTION=$PREFIX-on-schedule
-BUCKETS=("$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET" "$CATALOG_BUCKET")
+BUCKETS=("$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET" "$CATALOG_BUCKET" "$AUDIT_BUCKET")
 for bucket in "${BUCKETS[@]}"; do
   ((${#bucket} <= 63)) || die "bucket name $bucket is longer than 63 characters: choose a shorter --prefix"
 done
@@ -414,6 +428,7 @@ function_env() {
     [RELAY_CATALOG_URI]=$CATALOG_URI
     [RELAY_POLICY_URI]=$POLICY_URI
     [RELAY_NOTIFY_TOPIC]=projects/$PROJECT/topics/$NOTIFICATIONS_TOPIC
+    [RELAY_AUDIT_URI]=gs://$AUDIT_BUCKET
   )
   if [[ $BACKEND == vertex ]]; then
     env[RELAY_VERTEX_PROJECT]=$PROJECT
@@ -561,6 +576,12 @@ buckets() {
     run gcloud storage buckets update "gs://$RESULTS_BUCKET" "--project=$PROJECT" \
       "--soft-delete-duration=$RECORDS_RETENTION"
   fi
+  # Each entry stays unremovable and unreplaced this long (docs/operations.md, Audit trail). Locking is the
+  # operator's choice, made once: --lock-audit-retention.
+  run gcloud storage buckets update "gs://$AUDIT_BUCKET" "--project=$PROJECT" "--retention-period=$AUDIT_RETENTION"
+  if $LOCK_AUDIT_RETENTION; then
+    run gcloud storage buckets update "gs://$AUDIT_BUCKET" "--project=$PROJECT" --lock-retention-period
+  fi
 }
 
 topics() {
@@ -671,6 +692,10 @@ bindings() {
   grant bucket "$RESULTS_BUCKET" "$fn" roles/storage.objectUser \
     "$(under "$RESULTS_BUCKET" "Relay functions: runs and rejected records" runs/ rejected/)"
   grant topic "$NOTIFICATIONS_TOPIC" "$fn" roles/pubsub.publisher
+  # The audit trail: create (objectCreator has no delete, so no overwrite) and read, to seal and to check a
+  # retried create; nothing can take an entry back.
+  grant bucket "$AUDIT_BUCKET" "$fn" roles/storage.objectCreator
+  grant bucket "$AUDIT_BUCKET" "$fn" roles/storage.objectViewer
   for spec in "${FUNCTION_SECRETS[@]}"; do
     grant secret "$(secret_id "$spec")" "$fn" roles/secretmanager.secretAccessor
   done
@@ -702,6 +727,8 @@ bindings() {
   grant bucket "$RESULTS_BUCKET" "$pipelines" roles/storage.objectUser \
     "$(under "$RESULTS_BUCKET" "Relay pipelines: the ratchet ledger" ratchet/)"
   grant topic "$NOTIFICATIONS_TOPIC" "$pipelines" roles/pubsub.publisher
+  grant bucket "$AUDIT_BUCKET" "$pipelines" roles/storage.objectCreator
+  grant bucket "$AUDIT_BUCKET" "$pipelines" roles/storage.objectViewer
   for secret in "${STEP_SECRETS[@]}"; do
     grant secret "$secret" "$pipelines" roles/secretmanager.secretAccessor
   done
@@ -720,6 +747,7 @@ image() {
     "_RELAY_BACKEND=$BACKEND"
     "_RELAY_SECRETS_PROJECT=$PROJECT"
     "_RELAY_NOTIFY_TOPIC=projects/$PROJECT/topics/$NOTIFICATIONS_TOPIC"
+    "_RELAY_AUDIT_URI=gs://$AUDIT_BUCKET"
   )
   local joined
   joined=$(IFS=,; printf '%s' "${substitutions[*]}")
@@ -944,7 +972,10 @@ teardown() {
     --format=none -- \
     gcloud artifacts repositories delete "$REPOSITORY" "--location=$REGION" "--project=$PROJECT" --quiet
   for bucket in "${BUCKETS[@]}"; do
-    if $DELETE_BUCKETS; then
+    if [[ $bucket == "$AUDIT_BUCKET" ]]; then
+      # Its retention policy refuses the removal of any entry younger than the period: it is kept, deliberately.
+      log "= kept gs://$bucket, the audit trail (its retention policy holds each entry for $AUDIT_RETENTION)"
+    elif $DELETE_BUCKETS; then
       if_exists gcloud storage buckets describe "gs://$bucket" "--project=$PROJECT" --format=none -- \
         gcloud storage rm --recursive --all-versions "gs://$bucket" "--project=$PROJECT"
     else

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from relay.errors import RelayError
 from relay.ports import BlobStore
+from relaycli.audit import COMMAND as AUDIT
 from relaycli.backfill import COMMAND as BACKFILL
 from relaycli.board import COMMAND as BOARD
 from relaycli.cancel import COMMAND as CANCEL
@@ -57,6 +58,7 @@ COMMANDS: tuple[Command, ...] = (
     UPLOAD,
     COMPILE,
     PREFLIGHT,
+    AUDIT,
 )
 
 DESCRIPTION = """\

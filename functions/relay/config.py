@@ -51,6 +51,7 @@ class Settings:
     # How many runs one reconcile tick asks the backend about: N runs in flight are all asked within ceil(N / it).
     reconcile_per_tick: int = 50
     local_root: str = ".relay/local"
+    audit_uri: str = ""  # "" : audit/ under the results (relay.audit.location)
     # The runs board (relay.board_store): what its page calls the deployment ("": its results location), and the
     # least time between two refreshes by the reconcile ticks.
     deployment_name: str = ""
@@ -152,6 +153,7 @@ class Settings:
             claim_lease=claim_lease,
             reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
+            audit_uri=get("AUDIT_URI").rstrip("/"),
             deployment_name=get("DEPLOYMENT_NAME"),
             board_every=board_every,
             **settings,

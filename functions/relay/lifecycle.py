@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay import absence, chain_runs, chains, drain, naming, queue, records, retries
+from relay import absence, audit, chain_runs, chains, drain, naming, queue, records, retries
 from relay import policy as rules
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
@@ -150,6 +150,16 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
         after = key
     saved = save_cursor(relay.store, where, start, Cursor(after, not_before), now=now, note=stopped)
     freed = swept.freed
+    # Every tick, whatever the backend: a segment's tail is provably whole once sealed (relay.audit_trail); this
+    # process's buffered entries are written first, so the seal names them.
+    # Records a crash left without their entry get a late one, which the seal then names. Imported here: the
+    # trail's reading and proving are the tick's, not an event's (cold start).
+    from relay import audit_trail
+
+    audit.flush(relay.store)
+    trail = audit.location(relay.settings.results_uri, relay.settings.audit_uri)
+    audit_trail.late(relay.store, relay.settings.results_uri, trail, now)
+    audit_trail.seal(relay.store, trail, now)
     lines = (*stuck, *absence.check(relay))  # the policy's expectations, whatever the backend's state
     # A backend in trouble gets no submits from this tick either: the next tick, or a run's end, drains and retries.
     if stopped:

@@ -200,6 +200,11 @@ def catalog_entry(catalog_uri: str, pipeline: str) -> str:
     return join(catalog_uri, f"{pipeline}.yaml")
 
 
+def policy_location(policy_uri: str, catalog_uri: str) -> str:
+    """The deployment's policy: RELAY_POLICY_URI, else the catalog's policy.yaml."""
+    return policy_uri or catalog_entry(catalog_uri, POLICY_ENTRY)
+
+
 def split_gs_uri(uri: str) -> tuple[str, str]:
     """('bucket', 'path/to/object') from 'gs://bucket/path/to/object'."""
     if not uri.startswith("gs://"):

@@ -19,7 +19,7 @@ _lock = threading.Lock()
 
 
 def policy_uri(settings: Settings) -> str:
-    return settings.policy_uri or naming.catalog_entry(settings.catalog_uri, naming.POLICY_ENTRY)
+    return naming.policy_location(settings.policy_uri, settings.catalog_uri)
 
 
 def load_policy(settings: Settings, store: BlobStore) -> Policy:

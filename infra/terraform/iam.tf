@@ -34,6 +34,28 @@ resource "google_storage_bucket_iam_member" "functions_write_records" {
   }
 }
 
+# The audit trail: create (objectCreator has no delete, so no overwrite) and read, to seal and to check a retried
+# create; nothing can take an entry back. The same for the steps, which audit the records they write.
+resource "google_storage_bucket_iam_member" "audit_create" {
+  for_each = {
+    functions = google_service_account.functions.member
+    pipelines = google_service_account.pipelines.member
+  }
+  bucket = google_storage_bucket.audit.name
+  role   = "roles/storage.objectCreator"
+  member = each.value
+}
+
+resource "google_storage_bucket_iam_member" "audit_read" {
+  for_each = {
+    functions = google_service_account.functions.member
+    pipelines = google_service_account.pipelines.member
+  }
+  bucket = google_storage_bucket.audit.name
+  role   = "roles/storage.objectViewer"
+  member = each.value
+}
+
 resource "google_pubsub_topic_iam_member" "functions_publish_notifications" {
   project = var.project_id
   topic   = google_pubsub_topic.notifications.name

@@ -44,6 +44,7 @@ locals {
     RELAY_CATALOG_URI  = local.catalog_uri
     RELAY_POLICY_URI   = local.policy_uri
     RELAY_NOTIFY_TOPIC = google_pubsub_topic.notifications.id
+    RELAY_AUDIT_URI    = "gs://${google_storage_bucket.audit.name}"
   }
   vertex_env = {
     RELAY_VERTEX_PROJECT         = var.project_id
@@ -108,6 +109,28 @@ resource "google_storage_bucket" "results" {
     content {
       retention_duration_seconds = soft_delete_policy.value * 86400
     }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# The audit trail (relay.audit): the functions and the steps only create in it (iam.tf), and its retention policy
+# holds every entry, unremovable and unreplaced, for the period; locked (lock_audit_retention), not even an admin
+# can shorten it. Apart from the results, whose records are overwritten generation-matched, which a retention
+# policy would refuse.
+resource "google_storage_bucket" "audit" {
+  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access); usage-log buckets are a per-organisation choice.
+  #checkov:skip=CKV_GCP_78:Entries are created once and never replaced: versions would hold nothing.
+  name                        = "${var.project_id}-${var.prefix}-audit"
+  project                     = var.project_id
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+
+  retention_policy {
+    retention_period = var.audit_retention_days * 86400
+    is_locked        = var.lock_audit_retention
   }
 
   depends_on = [google_project_service.apis]

@@ -8,6 +8,11 @@ output "results_bucket" {
   value       = google_storage_bucket.results.name
 }
 
+output "audit_bucket" {
+  description = "The audit trail (RELAY_AUDIT_URI): relay audit verify --audit gs://BUCKET proves it."
+  value       = google_storage_bucket.audit.name
+}
+
 output "pipeline_root_bucket" {
   description = "Vertex AI Pipelines' root (RELAY_VERTEX_PIPELINE_ROOT)."
   value       = google_storage_bucket.pipeline_root.name

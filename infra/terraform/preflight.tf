@@ -13,6 +13,7 @@ locals {
     RELAY_CATALOG_URI  = "gs://${var.project_id}-${var.prefix}-catalog/${var.catalog_version}"
     RELAY_POLICY_URI   = "gs://${var.project_id}-${var.prefix}-catalog/${var.catalog_version}/policy.yaml"
     RELAY_NOTIFY_TOPIC = "projects/${var.project_id}/topics/${var.prefix}-notifications"
+    RELAY_AUDIT_URI    = "gs://${var.project_id}-${var.prefix}-audit"
   }
   planned_vertex = {
     RELAY_VERTEX_PROJECT         = var.project_id

@@ -120,6 +120,23 @@ variable "records_retention_days" {
   }
 }
 
+variable "audit_retention_days" {
+  description = "Days each audit trail entry is kept, unremovable and unreplaced (the audit bucket's retention policy), 1 to 36500. infra/deploy.sh --audit-retention Nd."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.audit_retention_days >= 1 && var.audit_retention_days <= 36500
+    error_message = "audit_retention_days must be 1 to 36500."
+  }
+}
+
+variable "lock_audit_retention" {
+  description = "Lock the audit bucket's retention policy: irreversible; the period can then never be shortened nor the bucket deleted while it holds an entry younger than it. infra/deploy.sh --lock-audit-retention."
+  type        = bool
+  default     = false
+}
+
 variable "reconcile_schedule" {
   description = "When Cloud Scheduler asks on_schedule to reconcile launched runs with their backend (cron, UTC). infra/deploy.sh --reconcile-schedule."
   type        = string

@@ -51,6 +51,7 @@ SHOWN_NOT_RUN = {
     "infra/deploy.sh --project my-project --backend kfp --policy policy.yaml --env RELAY_KFP_HOST="
     "https://kfp.example.com --env RELAY_AUTH=static --secret RELAY_STATIC_TOKEN=kfp-token": _DRY_RUN,
     "infra/deploy.sh --project my-project --policy policy.yaml --dry-run": _DRY_RUN,
+    "infra/deploy.sh --project my-project --policy policy.yaml --lock-audit-retention": _DRY_RUN,
     "make mutate MODULE=naming": _MUTATION,
     ".venv/bin/python -m mutation.run naming --survivors": _MUTATION,
     ".venv/bin/python -m mutation.run service --integration": _MUTATION,

@@ -45,6 +45,8 @@ class Inputs:
     notify_bucket: str = ""
     notify_prefix: str = ""
     records_retention_days: int = 0
+    audit_retention_days: int = 0  # 0: the script's and the module's default (365)
+    lock_audit_retention: bool = False
 
     def script_args(self) -> list[str]:
         args = [
@@ -58,6 +60,10 @@ class Inputs:
         ]
         if self.records_retention_days:
             args.append(f"--records-retention={self.records_retention_days}d")
+        if self.audit_retention_days:
+            args.append(f"--audit-retention={self.audit_retention_days}d")
+        if self.lock_audit_retention:
+            args.append("--lock-audit-retention")
         args += [f"--env={name}={value}" for name, value in self.settings.items()]
         args += [f"--secret={env}={secret}:{version}" for env, (secret, version) in self.function_secrets.items()]
         args += [f"--step-secret={secret}" for secret in self.step_secrets]
@@ -82,6 +88,8 @@ class Inputs:
             "catalog_version": self.version,
             "policy_file": str(POLICY),
             "records_retention_days": self.records_retention_days,
+            **({"audit_retention_days": self.audit_retention_days} if self.audit_retention_days else {}),
+            "lock_audit_retention": self.lock_audit_retention,
         }
 
     def policy_uri(self) -> str:
@@ -298,6 +306,10 @@ def from_script(output: str) -> System:
                 props.add("versioning")
             if "soft-delete-duration" in flags:
                 props.add(f"soft-delete={seconds(str(flags['soft-delete-duration']))}")
+            if "retention-period" in flags:
+                props.add(f"retention={seconds(str(flags['retention-period']))}")
+            if flags.get("lock-retention-period") is True:
+                props.add("retention-locked")
         elif path == ("pubsub", "topics", "create"):
             system.topics.add(args[0])
         elif path == ("pubsub", "subscriptions", "create"):
@@ -466,6 +478,9 @@ def from_terraform(module: Module, prefix_of_buckets: str) -> System:
             props.add("versioning")
         for policy in module.blocks_of(body, "soft_delete_policy"):
             props.add(f"soft-delete={policy['retention_duration_seconds']}")
+        for policy in module.blocks_of(body, "retention_policy"):
+            props.add(f"retention={policy['retention_period']}")
+            props |= {"retention-locked"} if policy["is_locked"] is True else set()
         system.buckets[bucket["name"]] = props
     system.topics = {i["name"] for _, i, _ in module.instances("google_pubsub_topic")}
     for _, subscription, body in module.instances("google_pubsub_subscription"):

@@ -87,7 +87,7 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud):
     creates = [verb for verb in first if "create" in verb.split()]  # `scheduler jobs create pubsub` too
     # buckets, topics, subscription, accounts, repository, notification, the reconcile schedule, the log-based
     # metrics and the alert policies (infra/monitoring)
-    assert len(creates) == 4 + 4 + 1 + 3 + 1 + 1 + 1 + 6 + 5
+    assert len(creates) == 5 + 4 + 1 + 3 + 1 + 1 + 1 + 6 + 5
     assert not [verb for verb in second if "create" in verb.split()]
     # What is idempotent by nature runs again: it puts back anything changed by hand.
     assert second.count("functions deploy") == 3
@@ -105,7 +105,10 @@ def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(c
     assert first.count("logging metrics delete") == 6 and first.count("alpha monitoring policies delete") == 5
     state = json.loads(cloud.state.read_text())
     assert not state["notes"]
-    assert not [thing for thing in state["exists"] if not thing.startswith("image ")]
+    # The audit trail stays: its retention policy holds every entry (docs/operations.md, Audit trail).
+    assert [thing for thing in state["exists"] if not thing.startswith("image ")] == [
+        "storage buckets gs://demo-project-relay-audit"
+    ]
     second = _verbs(cloud.run("--teardown", "--delete-buckets"))
     assert not [verb for verb in second if verb.endswith(("delete", "rm"))]
 

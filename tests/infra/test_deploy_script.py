@@ -200,6 +200,8 @@ def test_every_relay_setting_is_settable_derived_or_secret():
         (["--policy=no/such/policy.yaml"], "--policy: no file"),
         (["--records-retention=6d"], "7d to 90d"),
         (["--records-retention=30"], "7d to 90d"),
+        (["--audit-retention=0d"], "1d to 36500d"),
+        (["--audit-retention=1y"], "1d to 36500d"),
         (["--unknown"], "unknown option"),
     ],
 )
@@ -227,8 +229,40 @@ def test_the_records_retention_is_the_results_buckets_soft_delete():
     assert kept.pop("demo-project-relay-results") == {"soft-delete=2592000"}
     assert not any(kept.values()), "records only"
     assert not any(soft_delete(Inputs()).values()), "left alone unless asked"
-    # A retention policy or a default event-based hold would refuse the overwrites records need.
-    assert "retention-period" not in DEPLOY.read_text() and "--default-event-based-hold" not in DEPLOY.read_text()
+    # A retention policy or a default event-based hold would refuse the overwrites records need: only the audit
+    # trail's bucket, whose entries are never overwritten, has one.
+    buckets = from_script(dry_run(*Inputs(records_retention_days=30).script_args())).buckets
+    assert [b for b, props in buckets.items() if any(p.startswith("retention") for p in props)] == [
+        "demo-project-relay-audit"
+    ]
+    assert "--default-event-based-hold" not in DEPLOY.read_text()
+
+
+def test_the_audit_trail_is_only_created_in_and_kept_by_a_retention_policy_locked_only_when_asked():
+    audit = "demo-project-relay-audit"
+    system = from_script(dry_run(*FULL.script_args()))
+    fn = "serviceAccount:relay-functions@demo-project.iam.gserviceaccount.com"
+    pipelines = "serviceAccount:relay-pipelines@demo-project.iam.gserviceaccount.com"
+    # objectCreator creates and cannot delete, so cannot overwrite; objectViewer reads, to seal.
+    assert {(b.member, b.role, b.condition) for b in system.bindings if b.resource == audit} == {
+        (fn, "roles/storage.objectCreator", None),
+        (fn, "roles/storage.objectViewer", None),
+        (pipelines, "roles/storage.objectCreator", None),
+        (pipelines, "roles/storage.objectViewer", None),
+    }
+    assert {p for p in system.buckets[audit] if p.startswith("retention")} == {f"retention={365 * 86400}"}
+    locked = from_script(dry_run(*Inputs(audit_retention_days=2555, lock_audit_retention=True).script_args()))
+    assert {p for p in locked.buckets[audit] if p.startswith("retention")} == {
+        f"retention={2555 * 86400}",
+        "retention-locked",
+    }
+    # The functions and the steps append to it: the functions by their setting, the steps by the image's.
+    for function in system.functions.values():
+        assert function["env"]["RELAY_AUDIT_URI"] == f"gs://{audit}"
+    assert f"_RELAY_AUDIT_URI=gs://{audit}" in dry_run(*Inputs().script_args())
+    # A teardown keeps it, even asked to delete the buckets: its retention refuses.
+    teardown = dry_run("--teardown", "--delete-buckets", *Inputs().script_args())
+    assert f"rm --recursive --all-versions gs://{audit}" not in teardown
 
 
 def _objects(bucket: str, *prefixes: str) -> str:

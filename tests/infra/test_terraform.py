@@ -39,6 +39,8 @@ VARIANTS = {
         notify_bucket="demo-lab-data",
         notify_prefix="incoming/",
         records_retention_days=30,
+        audit_retention_days=2555,
+        lock_audit_retention=True,
     ),
     "kfp, another prefix and region": Inputs(
         prefix="relay-dev",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from devstack.logs import outcome_lines
+from relay import audit
 
 T = TypeVar("T")
 RESULTS = "relay-results"
@@ -40,7 +41,9 @@ def wait_for_record(client: Any, path: str, state: str, timeout: float = 20.0) -
 
 
 def record_paths(client: Any, prefix: str = "") -> list[str]:
-    return sorted(blob.name for blob in client.list_blobs(RESULTS, prefix=prefix))
+    """The records under `prefix`; the audit trail beside them (relay.audit) is not one."""
+    names = (blob.name for blob in client.list_blobs(RESULTS, prefix=prefix))
+    return sorted(name for name in names if not name.startswith(f"{audit.AUDIT_FOLDER}/"))
 
 
 def wait_for_outcome(log_path: Path, trigger_uri: str, outcome: str, timeout: float = 20.0) -> dict[str, Any]:

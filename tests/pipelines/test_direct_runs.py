@@ -275,7 +275,10 @@ def test_without_direct_runs_a_run_with_no_launch_record_only_records_its_refusa
     assert deployed.push_task(deployed.push("assay"), run_key="assay--debug", tenant="assay", run_id="debug-1") != 0
     refusal = json.loads((deployed.results / "refused" / "assay--debug" / "debug-1.json").read_text())
     assert refusal["status"] == 403 and "the policy allows no direct runs" in refusal["message"]
-    assert [p.name for p in deployed.results.iterdir() if not p.name.startswith(".")] == ["refused"]
+    # The refusal, and its entry in the audit trail (relay.audit), which names it and holds nothing else.
+    assert [p.name for p in deployed.results.iterdir() if not p.name.startswith(".")] == ["audit", "refused"]
+    entries = [json.loads(p.read_bytes()) for p in (deployed.results / "audit").glob("*/*/*.json")]
+    assert [(e["op"], e["object"]) for e in entries] == [("write", "refused/assay--debug/debug-1.json")]
     assert deployed.sent() == {"assay": [], "imaging": []}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
+from relay import naming
 from relay.adapters.stores import results_store
 from relay.config import Settings
 from relay.errors import ConfigError
@@ -28,7 +29,11 @@ def http_client() -> HttpClient:
 
 
 def blob_store(settings: Settings, http: HttpClient | None = None) -> BlobStore:
-    return results_store(settings.results_uri, settings.local_root, http)
+    """The results store, which records the version of the policy this instance reads in the audit trail."""
+    policy = naming.policy_location(settings.policy_uri, settings.catalog_uri)
+    return results_store(
+        settings.results_uri, settings.local_root, http, audit_uri=settings.audit_uri, watched=(policy,)
+    )
 
 
 def backend(settings: Settings, http: HttpClient | None = None, store: BlobStore | None = None) -> PipelineBackend:
