@@ -4,7 +4,8 @@ then with entries and records removed, edited and reordered on the disk: each is
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 from relay import audit, audit_trail, lifecycle
 from relay.adapters.audited import AuditedStore
 from relay.adapters.routing import RoutingBlobStore
+from relay.errors import BlobRequestError
+from relay.ports import Blob, BlobInfo
 from tests.cli.support import ECHO, Ran, drop, relay_on
 
 
@@ -194,3 +197,69 @@ def test_entries_a_crash_lost_are_written_late_by_a_tick_and_verify_warns_of_eac
     )
     assert warning.endswith(f"found one noticed {late.late}")
     assert cli("audit", "verify", "--json").json()["late"][0]["where"] == "runs/lost/launch.json"
+
+
+class RefusingTrail:
+    """The shared store, refusing the audit trail's next `refusals` batch writes (as a store in trouble answers),
+    and saying when it has."""
+
+    def __init__(self, inner: RoutingBlobStore, results: str, refusals: int = 1) -> None:
+        self.inner, self.trail, self.left = inner, audit.location(results), refusals
+        self.refused = threading.Event()
+
+    def read(self, uri: str, *, generation: int | None = None) -> Blob:
+        return self.inner.read(uri, generation=generation)
+
+    def stat(self, uri: str, *, generation: int | None = None) -> BlobInfo:
+        return self.inner.stat(uri, generation=generation)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        if uri.startswith(self.trail + "/") and self.left > 0:
+            self.left -= 1
+            self.refused.set()
+            raise BlobRequestError(f"{uri}: 403 refused")
+        return self.inner.write(uri, data, if_generation_match=if_generation_match)
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        self.inner.delete(uri, if_generation_match=if_generation_match)
+
+
+def test_a_batch_a_flush_could_not_write_is_written_by_the_next_and_the_chain_stays_whole(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
+):
+    refusing = RefusingTrail(blobs, results)
+    store = AuditedStore(refusing, results, audit.location(results), "user:test", age=3600.0)
+    relay = relay_on(store, results)
+    assert drop(relay, {**ECHO, "run_key": "first"}, "first.json").outcome == "launched"
+    with pytest.raises(BlobRequestError):
+        store.flush_audit()  # a tick's or the exit's flush, refused: the entries stay in the process
+    assert batch_files(Path(audit.location(results))) == []
+    assert drop(relay, {**ECHO, "run_key": "second"}, "second.json").outcome == "launched"
+    store.flush_audit()
+    batches = batch_files(Path(audit.location(results)))
+    # The refused batch again as it was (the same name: a first try that landed after all is found as ours).
+    assert len(batches) == 2 and batches[0].name.startswith("0000000000-")
+    entries = sorted(audit.parse_entry(line).seq for batch in batches for line in lines(batch))
+    assert entries == list(range(len(entries)))
+    assert audit_trail.seal(blobs, audit.location(results), datetime.now(UTC)) is not None
+    ran = verify(cli)
+    assert ran.code == 0 and "warning" not in ran.out, ran.out
+
+
+def test_a_batch_the_flusher_could_not_write_is_written_by_the_next_flush(
+    cli: Callable[..., Ran], blobs: RoutingBlobStore, results: str
+):
+    refusing = RefusingTrail(blobs, results)
+    # The flusher writes a batch as soon as it holds 2 entries: the launch's claim and its launch.
+    store = AuditedStore(refusing, results, audit.location(results), "user:test", age=3600.0, batch=2)
+    relay = relay_on(store, results)
+    assert drop(relay, {**ECHO, "run_key": "first"}, "first.json").outcome == "launched"
+    assert refusing.refused.wait(timeout=60), "the flusher wrote no batch"
+    store.flush_audit()  # waits for the flusher's refused batch, then writes it
+    entries = [audit.parse_entry(line) for batch in batch_files(Path(audit.location(results))) for line in lines(batch)]
+    assert [entry.seq for entry in entries] == [0, 1] and entries[-1].state == "launched"
+    ran = verify(cli)
+    assert ran.code == 0 and "warning" not in ran.out, ran.out

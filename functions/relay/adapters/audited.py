@@ -61,6 +61,9 @@ class AuditedStore:
         self._in_flight = 0  # batches the flusher took and has not written yet
         self._chain = audit.Chain(audit.new_segment(clock()), who)
         self._buffer: list[audit.Entry] = []
+        # Batches a write failed, tried again as they were: the same name, so that a first try that landed after
+        # all (a timeout) is found as ours, not written twice under two names.
+        self._unwritten: list[Sequence[audit.Entry]] = []
         self._since = 0.0  # when the oldest buffered entry was made (monotonic)
         self._ready = threading.Condition()  # the buffer, the versions seen, the flusher
         self._flusher: threading.Thread | None = None
@@ -104,14 +107,24 @@ class AuditedStore:
         self._voided(entry, lambda: self._inner.delete(uri, if_generation_match=if_generation_match))
 
     def flush_audit(self) -> None:
-        """Write every buffered entry now, and wait for the batches the flusher is writing (a tick before it
-        seals, the process's exit: a daemon thread's batch would die with it)."""
-        with self._ready:
-            batch, self._buffer = self._buffer, []
-        for start in range(0, len(batch), self._batch):
-            self._put(batch[start : start + self._batch])
+        """Write every buffered entry now (a tick before it seals, the process's exit: a daemon thread's batch would
+        die with it). The flusher's batch in flight is waited for first: one it could not write is then among the
+        unwritten, written here as it was. A batch this cannot write stays unwritten, with those after it, for the
+        next flush or the flusher's next try, and its error is raised."""
         with self._ready:
             self._ready.wait_for(lambda: self._in_flight == 0)
+            buffered, self._buffer = self._buffer, []
+            batches = [*self._unwritten, *(buffered[i : i + self._batch] for i in range(0, len(buffered), self._batch))]
+            self._unwritten = []
+        for n, batch in enumerate(batches):
+            try:
+                self._put(batch)
+            except audit.AuditError:  # its name taken by another: trying again cannot help; verify names the gap
+                log.exception("audit batch not written")
+            except Exception:
+                with self._ready:
+                    self._unwritten[:0] = batches[n:]
+                raise
 
     def _voided(self, entry: audit.Entry, change: Callable[[], T]) -> T:
         try:
@@ -138,26 +151,34 @@ class AuditedStore:
     def _flush_when_due(self) -> None:
         while True:
             with self._ready:
-                while not self._buffer or (
-                    len(self._buffer) < self._batch and (left := self._since + self._age - time.monotonic()) > 0
+                while not self._unwritten and (
+                    not self._buffer
+                    or (len(self._buffer) < self._batch and (left := self._since + self._age - time.monotonic()) > 0)
                 ):
                     self._ready.wait(None if not self._buffer else left)
-                batch, self._buffer = self._buffer[: self._batch], self._buffer[self._batch :]
-                self._since = time.monotonic()
+                if self._unwritten:
+                    batch = self._unwritten.pop(0)
+                else:
+                    batch, self._buffer = self._buffer[: self._batch], self._buffer[self._batch :]
+                    self._since = time.monotonic()
                 self._in_flight += 1
+            failed = False
             try:
                 self._put(batch)
             except audit.AuditError:  # its name taken by another: trying again cannot help; verify names the gap
                 log.exception("audit batch not written")
             except Exception:  # kept for the next try: a gap in the segment would read as entries removed
                 log.exception("audit batch not written; tried again")
-                with self._ready:
-                    self._buffer[:0] = batch
-                time.sleep(_AFTER_FAILURE)
+                failed = True
             finally:
+                # Kept before it is no longer in flight, so that a flush waiting for it writes it.
                 with self._ready:
+                    if failed:
+                        self._unwritten.insert(0, batch)
                     self._in_flight -= 1
                     self._ready.notify_all()
+            if failed:
+                time.sleep(_AFTER_FAILURE)
 
     def _put(self, batch: Sequence[audit.Entry]) -> None:
         first, last = batch[0], batch[-1]
