@@ -52,6 +52,9 @@ class Settings:
     reconcile_per_tick: int = 50
     local_root: str = ".relay/local"
     audit_uri: str = ""  # "" : audit/ under the results (relay.audit.location)
+    # How long the trail's oldest buffered entry waits for others before its batch is written (None: the store's
+    # own, relay.adapters.audited.AGE). Longer: fewer requests, and more left to the exit's or a tick's flush.
+    audit_age: float | None = None
     # The runs board (relay.board_store): what its page calls the deployment ("": its results location), and the
     # least time between two refreshes by the reconcile ticks.
     deployment_name: str = ""
@@ -126,6 +129,7 @@ class Settings:
         claim_lease = duration("CLAIM_LEASE", cls.claim_lease)
         reconcile_per_tick = count("RECONCILE_PER_TICK", cls.reconcile_per_tick)
         board_every = duration("BOARD_EVERY", cls.board_every)
+        audit_age = duration("AUDIT_AGE", 0.0) or None
         if claim_lease >= max_event_age:
             # A stale redelivery must still find a crashed claim's lease run out, to take it over and finish.
             problems.append(
@@ -154,6 +158,7 @@ class Settings:
             reconcile_per_tick=reconcile_per_tick,
             local_root=get("LOCAL_ROOT", cls.local_root),
             audit_uri=get("AUDIT_URI").rstrip("/"),
+            audit_age=audit_age,
             deployment_name=get("DEPLOYMENT_NAME"),
             board_every=board_every,
             **settings,

@@ -32,7 +32,12 @@ def blob_store(settings: Settings, http: HttpClient | None = None) -> BlobStore:
     """The results store, which records the version of the policy this instance reads in the audit trail."""
     policy = naming.policy_location(settings.policy_uri, settings.catalog_uri)
     return results_store(
-        settings.results_uri, settings.local_root, http, audit_uri=settings.audit_uri, watched=(policy,)
+        settings.results_uri,
+        settings.local_root,
+        http,
+        audit_uri=settings.audit_uri,
+        watched=(policy,),
+        audit_age=settings.audit_age,
     )
 
 
