@@ -2,14 +2,17 @@
 
 Starts the local stack (fake-gcs-server notifying the Pub/Sub emulator, the storage-event bridge, both functions on
 functions-framework, the local backend), seeds sample data, drops sample triggers, uploads a data object a route of
-devstack/policy.yaml takes, cancels a run through the topic, drops pushes past a cap (the demo's policy caps the lab
-tenant's push runs in flight: they queue, with their places, and launch as runs end), shows the runs as they go,
-then prints what became of each and stops everything. Exits 0 only if every sample ended as expected.
+devstack/policy.yaml takes and one no route takes, cancels a run through the topic and reruns it, drops pushes past
+a cap (the demo's policy caps the lab tenant's push runs in flight: they queue, with their places, and launch as
+runs end), shows the runs as they go, then prints what became of each, and `relay why` of one, and stops everything.
+Exits 0 only if every sample ended as expected.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import secrets
 import shutil
@@ -29,6 +32,8 @@ from devstack.seed import BENCHMARKS, seed
 from devstack.stack import LocalStack
 from relay import naming, queue
 from relay.adapters.gcs import GcsBlobStore
+from relay.adapters.localfs import LocalBlobStore
+from relay.adapters.routing import RoutingBlobStore
 from relay.adapters.tokens import NoTokenSource
 from relay.events import NONCE_ATTRIBUTE
 from relay.policy import NO_POLICY, Policy, route_of, tenant_for_object, tenant_for_topic
@@ -37,6 +42,7 @@ from relay.service import parse_document, route_run_key, run_key_for, set_run_ke
 from relay.sets import set_id
 from relay.status import RunRecords, read_run
 from relaycli import output
+from relaycli.main import main as relay_main
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "relay-local"
@@ -47,6 +53,7 @@ EXAMPLES = REPO / "examples"
 CATALOG = REPO / "pipelines" / "compiled"
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 ROUTED = "incoming/reading-1.json"  # under the lab tenant's route incoming-json (devstack/policy.yaml)
+UNROUTED = "incoming/notes.txt"  # beside it, but no route takes it (incoming-json's glob is *.json): skipped
 PLATE = "plates/plate-1/"  # a folder under the lab tenant's set route plates (devstack/policy.yaml): 3 files, one run
 PLATE_FILES = ("a01.csv", "a02.csv", "a03.csv")
 # The demo's policy caps the lab tenant's push runs in flight at this (devstack/policy.yaml has no caps): the capped
@@ -61,11 +68,13 @@ class Sample:
 
     label: str
     document: dict[str, Any]
-    expect: str  # succeeded, rejected, duplicate or cancelled
+    expect: str  # succeeded, rejected, duplicate, skipped or cancelled
     code: str = ""  # for `rejected`: the rejection's error code, so that it is refused for the right reason
     # bucket: dropped in the trigger bucket; topic: published; again: the push redelivered; route: a data object
     # uploaded to a routed location (`name` in gs://lab-data); cancel: published, then cancelled once launched;
-    # set: the files of a plate uploaded to the folder `name`, their notifications out of order and one twice
+    # set: the files of a plate uploaded to the folder `name`, their notifications out of order and one twice;
+    # unrouted: a data object uploaded where no route takes it (`name` in gs://lab-data); rerun: the `after`
+    # sample's run asked to run again through the topic (attribute action=rerun)
     how: str = "bucket"
     name: str = ""
     after: str = ""  # the label of a sample that must have ended first
@@ -90,7 +99,7 @@ class Tracked:
 
     @property
     def done(self) -> bool:
-        return self.state in (*FINAL, "duplicate")
+        return self.state in (*FINAL, "duplicate", "skipped")
 
     @property
     def code(self) -> str:
@@ -169,6 +178,11 @@ def samples() -> list[Sample]:
         Sample("push beyond the policy", elsewhere, "rejected", "policy_denied", name="demo/push-elsewhere.json"),
         Sample("data object a route takes", reading, "succeeded", how="route", name=ROUTED),
         Sample("push cancelled through the topic", to_cancel, "cancelled", how="cancel"),
+        # The same trigger again: a rerun repeats the run's recorded pipeline and parameters.
+        Sample(
+            "the cancelled push, rerun", to_cancel, "succeeded", how="rerun", after="push cancelled through the topic"
+        ),
+        Sample("data object no route takes", {}, "skipped", how="unrouted", name=UNROUTED),
         Sample("a plate of 3 files as one run", {}, "succeeded", how="set", name=PLATE),
         *(
             Sample(f"push {n} past the cap of {PUSH_CAP}", push, "succeeded", name=f"demo/capped-{n}.json")
@@ -177,10 +191,22 @@ def samples() -> list[Sample]:
     ]
 
 
-def deliver(stack: LocalStack, item: Tracked, first_push: Tracked, policy: Policy = NO_POLICY) -> None:
+def deliver(
+    stack: LocalStack, item: Tracked, first_push: Tracked, policy: Policy = NO_POLICY, after: Tracked | None = None
+) -> None:
     sample = item.sample
     data = json.dumps(sample.document, indent=2).encode()
     item.duplicates_before = _duplicates(stack, first_push.run_key) if sample.how == "again" else 0
+    if sample.how == "unrouted":
+        deliver_unrouted(stack, item)
+        return
+    if sample.how == "rerun" and after is not None:
+        # The next attempt of the run's chain, under a key of its own (relay.lifecycle.rerun).
+        stack.publish(TRIGGER_TOPIC, b"", {"action": "rerun", "run_key": after.run_key})
+        item.trigger_uri = after.trigger_uri
+        item.run_key = naming.attempt_key(after.run_key, 2)
+        item.started, item.state = time.monotonic(), "delivered"
+        return
     if sample.how == "bucket":
         generation = stack.drop(sample.name, data)
         item.trigger_uri = naming.object_uri(TRIGGERS, sample.name)
@@ -249,6 +275,24 @@ def deliver_routed(stack: LocalStack, item: Tracked, policy: Policy, data: bytes
     item.state = "delivered"
 
 
+def deliver_unrouted(stack: LocalStack, item: Tracked) -> None:
+    """Upload a data object to gs://lab-data where no route takes it, and deliver its notification through the
+    trigger topic: it is skipped (logged, not recorded: its bucket is a data bucket, not a trigger location)."""
+    blob = stack.storage_client().bucket(LAB).blob(item.sample.name)
+    blob.upload_from_string(b"plate-reader-2 serviced\n", content_type="text/plain")
+    attributes = {
+        "bucketId": LAB,
+        "objectId": item.sample.name,
+        "objectGeneration": str(blob.generation),
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+    }
+    stack.publish(TRIGGER_TOPIC, json.dumps({"bucket": LAB, "name": item.sample.name}).encode(), attributes)
+    item.trigger_uri = naming.object_uri(LAB, item.sample.name)
+    item.pipeline = "-"
+    item.started, item.state = time.monotonic(), "delivered"
+
+
 def deliver_set(stack: LocalStack, item: Tracked, policy: Policy) -> None:
     """Upload a plate's files to one folder of gs://lab-data and deliver their notifications through the trigger
     topic, out of order and one of them twice: the set route collects them, and the third launches one run with
@@ -289,6 +333,12 @@ def cancel_when_launched(stack: LocalStack, item: Tracked) -> None:
 
 
 def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
+    if not item.done and item.sample.how == "unrouted" and item.trigger_uri:
+        # Its function's outcome line: a skip without a record.
+        line = next((line for line in _lines(stack) if line.get("trigger_uri") == item.trigger_uri), None)
+        if line is not None:
+            item.state, item.ended, item.note = str(line["outcome"]), time.monotonic(), str(line.get("message"))
+        return
     if item.done or not item.run_key:
         return
     if item.sample.how == "again":
@@ -312,9 +362,12 @@ def refresh(stack: LocalStack, store: GcsBlobStore, item: Tracked) -> None:
 
 
 def _duplicates(stack: LocalStack, run_key: str) -> int:
+    return sum(line["run_key"] == run_key and line["outcome"] == "duplicate" for line in _lines(stack))
+
+
+def _lines(stack: LocalStack) -> list[dict[str, Any]]:
     functions = (stack.object_finalized, stack.message_published)
-    lines = [line for function in functions for line in outcome_lines(function.process.log_path)]
-    return sum(line["run_key"] == run_key and line["outcome"] == "duplicate" for line in lines)
+    return [line for function in functions for line in outcome_lines(function.process.log_path)]
 
 
 def table(items: Sequence[Tracked], now: float) -> list[str]:
@@ -362,8 +415,15 @@ def capped_template(workdir: Path, template: Path = TEMPLATE) -> Path:
     return path
 
 
-def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, emulators: bool | None = None) -> Demo:
-    """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it."""
+def run_demo(
+    workdir: Path,
+    out: TextIO = sys.stdout,
+    timeout: float = 300.0,
+    emulators: bool | None = None,
+    inspect: Callable[[Why, Demo], None] | None = None,
+) -> Demo:
+    """The whole demo; `emulators` None uses the Pub/Sub emulator when this machine can run it. `inspect` is called
+    once every sample has ended, the stack still up, with `relay why` on it (the tests ask it of every sample)."""
     missing = emulator_available() if emulators is None else None if emulators else "asked to run without emulators"
     env, policy = function_env(workdir, notify=missing is None, policy_template=capped_template(workdir))
     demo = Demo([Tracked(sample) for sample in samples()], delivered_directly=missing is not None, policy=policy)
@@ -384,7 +444,12 @@ def run_demo(workdir: Path, out: TextIO = sys.stdout, timeout: float = 300.0, em
         store = GcsBlobStore(endpoint=stack.storage_url, tokens=NoTokenSource())  # fake-gcs-server takes no token
         _watch(stack, store, demo, out, timeout)
         demo.report = _fetch_report(stack, demo, workdir)
-    _summary(demo, out)
+        why = Why(stack, workdir)
+        _summary(demo, out)
+        _tell_one(why, demo, out)
+        if inspect is not None:
+            inspect(why, demo)
+    print("Everything the demo started has stopped.", file=out)
     return demo
 
 
@@ -399,7 +464,7 @@ def _watch(stack: LocalStack, store: GcsBlobStore, demo: Demo, out: TextIO, time
             waiting_on = by_label.get(item.sample.after)
             ready = not waiting_on or waiting_on.done
             if item.state == "waiting" and ready:
-                deliver(stack, item, first_push, demo.policy)
+                deliver(stack, item, first_push, demo.policy, waiting_on)
             refresh(stack, store, item)
             cancel_when_launched(stack, item)
         for item in demo.tracked:
@@ -471,7 +536,39 @@ def _summary(demo: Demo, out: TextIO) -> None:
             file=out,
         )
     verdict = "every sample ended as expected" if demo.ok else "some samples did not end as expected"
-    print(f"\nDemo finished: {verdict}. Everything it started has stopped.", file=out)
+    print(f"\nDemo finished: {verdict}.", file=out)
+
+
+@dataclass(frozen=True)
+class Why:
+    """`relay why` in this process, on the demo's stack: its storage, policy, catalog and the functions' logs."""
+
+    stack: LocalStack
+    workdir: Path
+
+    def __call__(self, what: str, *options: str) -> tuple[int, str]:
+        """The exit code and what `relay why WHAT OPTIONS...` printed (its errors after its output)."""
+        # gs:// in fake-gcs-server (it takes no token); the catalog and the policy on the disk.
+        store = RoutingBlobStore(
+            GcsBlobStore(endpoint=self.stack.storage_url, tokens=NoTokenSource()), LocalBlobStore(self.workdir)
+        )
+        printed, errors = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+            code = relay_main(["why", what, *options], env=self.stack.env(), store=store)
+        return code, printed.getvalue() + errors.getvalue()
+
+
+def _tell_one(why: Why, demo: Demo, out: TextIO) -> None:
+    """`relay why` of the first push, delivered twice: how a newcomer answers "what became of my file?"."""
+    first = demo.tracked[0]
+    if not first.trigger_uri:
+        return
+    code, told = why(first.trigger_uri)
+    print(
+        f"\nWhat Relay decided about {first.trigger_uri} (relay why, from its records and the functions' logs):",
+        file=out,
+    )
+    print(_indent(told.rstrip()) if code == 0 else f"  relay why: {told.strip()}", file=out)
 
 
 def _indent(text: str) -> str:

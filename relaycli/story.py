@@ -27,6 +27,7 @@ _TENANT_BY = {
     "storage-notification": "the tenant of the topic the notification came on",
     "trigger-uri": "the tenant of the topic the message came on, not the object it names",
     "pubsub-inline": "the tenant of the topic the message came on",
+    "set": "the tenant whose route collected the set",
     "rerun": "the run it repeats",
     "retry": "the run it repeats",
 }
@@ -170,15 +171,22 @@ def _tenant(reference: Mapping[str, Any], tenant: str, key: str) -> list[Step]:
         )
     ]
     if reference.get("route"):
+        took = "the set's objects" if reference.get("set") else "the object"
         steps.append(
-            Step(str(reference.get("event_time") or ""), "route", f"{reference['route']} took the object", run_key=key)
+            Step(str(reference.get("event_time") or ""), "route", f"{reference['route']} took {took}", run_key=key)
         )
+    if reference.get("set"):
+        detail = (
+            f"{reference['set']} closed ({reference.get('set_reason')}) with {reference.get('set_objects')} object(s)"
+        )
+        steps.append(Step(str(reference.get("event_time") or ""), "set", detail, run_key=key))
     return steps
 
 
 def _launch_steps(run: RunRecords, launch: Mapping[str, Any], waiting: Waiting | None) -> list[Step]:
     key, steps = run.run_key, []
-    claimed = _t(launch, "claimed_at") or _t(launch, "queued_at")
+    # The verdict came before the queue: a run that waited was checked when it was queued, claimed when it left.
+    claimed = _t(launch, "queued_at") or _t(launch, "claimed_at")
     parameters = {k: v for k, v in dict(launch.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
     values = ", ".join(f"{name}={value!r}" for name, value in sorted(parameters.items())) or "none"
     made = "the route's templates made" if (_reference(run).get("route")) else "the trigger asked for"
@@ -201,7 +209,8 @@ def _launch_steps(run: RunRecords, launch: Mapping[str, Any], waiting: Waiting |
         steps.append(Step(_t(launch, "queued_at"), "queued", detail, run_key=key))
     if launch.get("claimed_at") and launch.get("state") != records.QUEUED:
         event = (launch.get("trigger") or {}).get("event_id")
-        steps.append(Step(_t(launch, "claimed_at"), "claim", f"run key claimed by event {event}", run_key=key))
+        how = "from the queue " if launch.get("queued_at") else ""
+        steps.append(Step(_t(launch, "claimed_at"), "claim", f"run key claimed {how}by event {event}", run_key=key))
     takeover = launch.get("takeover")
     if isinstance(takeover, Mapping):
         found = "found on the backend" if takeover.get("found") else "submitted anew"

@@ -54,7 +54,7 @@ def verdict(written: tuple[Path, Policy], sample: demo.Sample) -> list[str]:
         parameters, unfilled = render(route.parameters, plate)
         assert unfilled == [] and parameters["sources"] == list(objects)
         document = {"pipeline": route.pipeline, "parameters": parameters}
-    elif sample.how in ("topic", "cancel"):
+    elif sample.how in ("topic", "cancel", "rerun"):
         tenant = tenant_for_topic(policy, demo.TRIGGER_TOPIC_PATH)
     else:
         tenant = tenant_for_object(policy, f"gs://{demo.TRIGGERS}/{sample.name}")
