@@ -115,6 +115,7 @@ def test_a_launched_trigger_s_story(cli: Cli, deliver: Callable[..., Outcome]):
     assert told["tenant"].startswith("lab, by the tenant whose trigger prefix holds the object")
     assert told["parameters"] == "the trigger asked for: count=2, message='hello'"
     assert told["policy"] == "allowed: pipeline echo and each parameter within tenant lab's rules"
+    assert told["claim"].startswith("run key claimed from the queue by event evt-lab/a.json-")
     assert told["launched"].startswith("event evt-lab/a.json-")  # the last: the function's own line
     assert ran.json()["run_keys"] == [outcome.run_key]
     assert ran.json()["traces"] == [{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "url": None}]
