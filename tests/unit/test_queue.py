@@ -18,7 +18,7 @@ from relay.errors import BackendBusyError, BackendUnavailableError
 from relay.events import ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_SUCCEEDED, Blob, RunState
 from relay.results import record_result
-from relay.service import CAREFUL_FOR, Relay, SubmitGate
+from relay.service import CAREFUL_FOR, Relay, SubmitGate, handle_delivery
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
@@ -32,11 +32,13 @@ def capped(text: str) -> str:
 
 
 class Clock:
-    """The time the Relay and its gate see: moved by the test, never by waiting."""
+    """The time the Relay and its gate see: moved by the test, or by the Relay's sleeps (each kept), never by
+    waiting."""
 
     def __init__(self) -> None:
         self.now = NOW
         self.monotonic = 0.0
+        self.slept: list[float] = []
 
     def __call__(self) -> datetime:
         return self.now
@@ -45,14 +47,23 @@ class Clock:
         self.now += timedelta(seconds=seconds)
         self.monotonic += seconds
 
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
+def timed(relay: Relay, clock: Clock) -> Relay:
+    """`relay` on the test's clock: its records' times, its gate's and its waits."""
+    return replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic), sleep=clock.sleep)
+
+
 def relay_with(relay: Relay, caps: str, clock: Clock, store: MemoryBlobStore | None = None) -> Relay:
-    relay = replace(relay, policy=policy(capped(caps)), clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))
+    relay = replace(timed(relay, clock), policy=policy(capped(caps)))
     if store is not None:
         relay = replace(relay, store=store, catalog=Catalog(store, relay.settings.catalog_uri))
     return relay
@@ -109,7 +120,7 @@ def test_a_cap_of_two_keeps_two_in_flight_and_launches_ten_each_once_in_arrival_
 def test_a_refusal_for_load_queues_the_trigger_and_the_drain_waits_out_the_retry_after(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
-    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
+    relay = timed(relay, clock)  # no caps at all
     backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=30))
     outcome = drain.deliver(relay, upload(store, 1))
     assert outcome.outcome == "queued" and backend.launches == []  # acknowledged, not bounced for redelivery
@@ -376,15 +387,83 @@ def test_the_deployments_cap_holds_every_tenants_runs_together(
 def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
-    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
-    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=2))
+    relay = timed(relay, clock)
+    wait = drain.FOLLOW_THROUGH + 1  # longer than a delivery waits: the refused one is answered at once, queued
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=wait))
     refused = drain.deliver(relay, upload(store, 1))
-    clock.advance(2)
+    assert refused.outcome == "queued" and clock.slept == []
+    clock.advance(wait)
     later = drain.deliver(relay, upload(store, 2))
     assert later.outcome == "launched"
     assert [r.run_key for r in backend.launches] == [later.run_key, refused.run_key]  # no tick needed
     clock.advance(CAREFUL_FOR)
     assert relay.gate.wary() is False  # the backend has been fine a while: launches drain no more
+
+
+def _busy(retry_after: float) -> BackendBusyError:
+    return BackendBusyError("429 Too Many Requests", retry_after=retry_after)
+
+
+def test_after_a_retry_after_the_delivery_claims_the_head_waits_exactly_that_and_launches_it_once(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    states: list[object] = []
+
+    def sleep(seconds: float) -> None:  # what the run's record says while the drain waits
+        listed = relay.store.list(RESULTS + "/runs/")
+        states.extend(launch(relay, uri.split("/")[-2])["state"] for uri in listed if uri.endswith("/launch.json"))
+        clock.sleep(seconds)
+
+    relay = replace(relay, sleep=sleep)
+    backend.failures += [_busy(2), _busy(1), _busy(3)]  # refused at once, then twice more after its waits
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "launched"
+    assert clock.slept == [2, 1, 3]  # each Retry-After exactly, one after the other, no more
+    # Claimed before each wait, so the submit goes the moment the wait ends, not after Relay's own round trips.
+    assert states == ["launching"] * 3
+    assert [r.run_key for r in backend.launches] == [outcome.run_key]  # exactly once
+    assert launch(relay, str(outcome.run_key))["state"] == "launched"
+    assert store.uris(RESULTS + "/queue/entries/") == []
+
+
+def test_a_delivery_keeps_draining_while_the_backend_admits_and_runs_wait_and_stops_past_its_waits(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    backend.failures.append(_busy(4))
+    first = drain.deliver(relay, upload(store, 0))  # refused, then launched after 4 s: its own follow-through
+    assert first.outcome == "launched" and clock.slept == [4]
+    # Two runs queued (the first refused, the second behind it), then a third delivery: its follow-through waits out
+    # every refusal in turn, FOLLOW_THROUGH in all at the most, and the queue keeps its order.
+    backend.failures += [_busy(3), _busy(3), _busy(3), _busy(3)]
+    waiting = [str(handle_delivery(relay, upload(store, n)).run_key) for n in (1, 2)]
+    assert [launch(relay, k)["state"] for k in waiting] == ["queued", "queued"]
+    clock.slept.clear()
+    third = drain.deliver(relay, upload(store, 3))
+    assert third.outcome == "queued" and clock.slept == [3, 3, 3]  # a fourth wait would pass FOLLOW_THROUGH
+    assert [r.run_key for r in backend.launches] == [first.run_key]
+    assert launch(relay, waiting[0])["state"] == "queued"  # back at its place: the next drain takes it first
+    clock.advance(3)
+    assert drain.drain(relay).launched == (*waiting, third.run_key)  # each once, in arrival order
+
+
+def test_a_longer_wait_asked_meanwhile_puts_the_claimed_run_back_unsent_and_it_goes_when_that_ends(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    hold = queue.hold_uri(RESULTS, "fake")
+
+    def sleep(seconds: float) -> None:  # the first wait: another instance is refused for 2 s more
+        if not clock.slept:
+            queue.hold(store, hold, clock.now + timedelta(seconds=seconds + 2), "429 at another instance")
+        clock.sleep(seconds)
+
+    relay = replace(relay, sleep=sleep)
+    backend.failures.append(_busy(1))
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "launched" and clock.slept == [1, 2]
+    assert [r.run_key for r in backend.launches] == [outcome.run_key]  # no submit while the hold ran
 
 
 def test_a_tick_stopped_by_trouble_at_the_backend_submits_nothing_and_the_next_drains(
