@@ -230,8 +230,29 @@ class Limited:
 
     @property
     def used(self) -> float:
-        """Runs created from the first refusal to the last run created, against what the backend would have
-        admitted in that time: how much of its admission Relay used while triggers waited."""
+        """Runs created while triggers waited, from the first refusal on, against what the backend would have
+        admitted in that time: how much of its admission Relay used. A trigger waits from its first delivery's
+        sending to the creation of a run (the runs are counted, not matched: any run created ends one wait); a
+        moment when none waits (the deliveries had not brought the next yet) counts neither way."""
+        if not self.refused:
+            return float("nan")
+        start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
+        changes = sorted([(at, 1) for at in self.delivered.sent_at.values()] + [(e.at, -1) for e in self.admitted])
+        waiting = created = 0
+        waited, since = 0.0, start
+        for at, change in changes:
+            if at > end:
+                break
+            if start < at and waiting > 0:
+                waited += at - max(since, start)
+                created += change < 0
+            waiting += change
+            since = at
+        return created / (self.rate * waited) if waited > 0 else float("nan")
+
+    @property
+    def used_span(self) -> float:
+        """The same over the whole span from the first refusal to the last run created (each moment counted)."""
         if not self.refused:
             return float("nan")
         start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
@@ -515,7 +536,9 @@ def report(plan: Plan, capped: tuple[Baseline, Capped] | None, limited: Limited 
             "",
             f"backpressure: {limited.delivered.deliveries} deliveries answered after {limited.delivered.seconds:.1f} s "
             f"({limited.delivered.attempts} attempts: {statuses}); creations admitted {len(limited.admitted)}, "
-            "refused " + (", ".join(f"{s} {TIMES}{n}" for s, n in sorted(refusals.items())) or "none"),
+            "refused "
+            + (", ".join(f"{s} {TIMES}{n}" for s, n in sorted(refusals.items())) or "none")
+            + f"; admission used over the whole span from the first refusal {limited.used_span:.2f}",
         ]
     return lines
 

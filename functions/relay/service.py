@@ -72,6 +72,7 @@ class SubmitGate:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()  # held for bookkeeping only, never across a backend call
+        self._idle = threading.Condition(self._lock)  # notified as each call ends
         self._paused_until = 0.0
         self._careful_until = 0.0
         self._in_flight = 0
@@ -100,9 +101,13 @@ class SubmitGate:
             return self._clock() < self._careful_until
 
     @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it."""
+    def calling(self, *, queue_up: bool = False) -> Iterator[None]:
+        """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it.
+        `queue_up`: while calls go one at a time, wait for the one under way rather than refuse (a drain that
+        waited out the backend's wait holds a claimed run: its turn comes, or the pause a refusal sets)."""
         with self._lock:
+            while queue_up and self._in_flight and self._paused_until <= self._clock() < self._careful_until:
+                self._idle.wait()
             reason = self._closed(self._clock())
             if reason:
                 raise BackendPausedError(f"not calling the backend: {reason}")
@@ -119,6 +124,7 @@ class SubmitGate:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._idle.notify_all()
 
 
 @dataclass(frozen=True)
@@ -968,7 +974,7 @@ def _submit_claimed(
     try:
         if claimed.ready is not None:
             claimed.ready()
-        with relay.gate.calling():
+        with relay.gate.calling(queue_up=claimed.ready is not None):
             # A takeover first asks the backend: the crashed holder may have submitted before it could record.
             found = relay.backend.find_run(run_key) if previous is not None else None
             run = found or _submit(relay, claim, pipeline, parameters, trigger, str(claim.get("tenant") or ""))
