@@ -10,6 +10,7 @@ takes over (asking the backend first), as a redelivery would.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,10 @@ PER_DRAIN = 100
 # queue then moves at the pace the backend admits instead of waiting for the next tick. Under Pub/Sub's push ack
 # deadline (the drains' own work comes on top).
 FOLLOW_THROUGH = 10.0
+# How much longer, in waits, the one delivery holding the drain lease stays while runs still wait once its
+# follow-through is over: the queue keeps moving after the last delivery, not only on the next tick. With the drains'
+# own work, under a function's 60 s timeout.
+LEASED = 40.0
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,28 @@ def _tenant_of(relay: Relay, run_key: str) -> str | None:
 def _follow_through(relay: Relay, run_key: str, tenant: str | None = None) -> Outcome | None:
     """Drain (`tenant`'s queue, or every one); then, while the backend asks for a wait (this instance's gate or the
     shared hold), stay and drain again the moment it ends, whoever's runs wait (every drain takes the queue in
-    order): what the backend refused goes as soon as it admits again, not at the next tick. The launch of
+    order): what the backend refused goes as soon as it admits again, not at the next tick. Past FOLLOW_THROUGH of
+    waits, only the holder of the drain lease stays (LEASED more at the most) while runs wait. The launch of
     `run_key`, if one of these drains made it."""
     drained = drain(relay, tenant=tenant)
     mine = _launched(drained, run_key)
-    waited = 0.0
-    while drained.stopped and 0 < (wait := _backend_wait(relay)) <= FOLLOW_THROUGH - waited:
-        drained = drain(relay, tenant=tenant, after=wait)
-        mine = mine or _launched(drained, run_key)
-        waited += wait
+    waited, lease = 0.0, 0
+    lease_uri = queue.drainer_uri(relay.settings.results_uri, relay.backend.name)
+    holder = uuid.uuid4().hex
+    try:
+        while drained.stopped and 0 < (wait := _backend_wait(relay)) <= FOLLOW_THROUGH + LEASED - waited:
+            if waited + wait > FOLLOW_THROUGH and not lease:
+                now = relay.clock()
+                until = now + timedelta(seconds=FOLLOW_THROUGH + LEASED - waited)
+                lease = queue.take_lease(relay.store, lease_uri, holder, now, until) or 0
+                if not lease:
+                    break  # another delivery stays for the queue
+            drained = drain(relay, tenant=tenant, after=wait)
+            mine = mine or _launched(drained, run_key)
+            waited += wait
+    finally:
+        if lease:
+            queue.release_lease(relay.store, lease_uri, lease)
     return mine
 
 

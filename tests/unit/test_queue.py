@@ -121,13 +121,14 @@ def test_a_refusal_for_load_queues_the_trigger_and_the_drain_waits_out_the_retry
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
     relay = timed(relay, clock)  # no caps at all
-    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=30))
+    wait = drain.FOLLOW_THROUGH + drain.LEASED + 10  # longer than any delivery stays: the tick drains it
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=wait))
     outcome = drain.deliver(relay, upload(store, 1))
     assert outcome.outcome == "queued" and backend.launches == []  # acknowledged, not bounced for redelivery
     assert "refused for load: 429 Too Many Requests" in str(launch(relay, str(outcome.run_key))["waiting_for"])
     hold = records.decode(store.read(queue.hold_uri(RESULTS, "fake")).data)
-    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=30))  # for every instance, not only this one
-    clock.advance(29)
+    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=wait))  # for every instance, not only this one
+    clock.advance(wait - 1)
     relay = replace(relay, gate=SubmitGate())  # another instance: its own gate is open, the hold is not
     assert lifecycle.reconcile(relay).drained == drain.Drained(
         stopped=f"the fake backend asked for a wait until {hold['until']}"
@@ -388,7 +389,7 @@ def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
     relay = timed(relay, clock)
-    wait = drain.FOLLOW_THROUGH + 1  # longer than a delivery waits: the refused one is answered at once, queued
+    wait = drain.FOLLOW_THROUGH + drain.LEASED + 1  # longer than any delivery stays: answered at once, queued
     backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=wait))
     refused = drain.deliver(relay, upload(store, 1))
     assert refused.outcome == "queued" and clock.slept == []
@@ -427,7 +428,7 @@ def test_after_a_retry_after_the_delivery_claims_the_head_waits_exactly_that_and
     assert store.uris(RESULTS + "/queue/entries/") == []
 
 
-def test_a_delivery_keeps_draining_while_the_backend_admits_and_runs_wait_and_stops_past_its_waits(
+def test_a_delivery_keeps_draining_while_runs_wait_and_only_the_drain_leases_holder_stays_past_its_waits(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
     relay = timed(relay, clock)
@@ -435,8 +436,10 @@ def test_a_delivery_keeps_draining_while_the_backend_admits_and_runs_wait_and_st
     first = drain.deliver(relay, upload(store, 0))  # refused, then launched after 4 s: its own follow-through
     assert first.outcome == "launched" and clock.slept == [4]
     # Two runs queued (the first refused, the second behind it), then a third delivery: its follow-through waits out
-    # every refusal in turn, FOLLOW_THROUGH in all at the most, and the queue keeps its order.
-    backend.failures += [_busy(3), _busy(3), _busy(3), _busy(3)]
+    # every refusal in turn, FOLLOW_THROUGH in all, then stays no longer: another delivery holds the drain lease.
+    lease = queue.drainer_uri(RESULTS, "fake")
+    assert queue.take_lease(store, lease, "another delivery", clock.now, clock.now + timedelta(hours=1))
+    backend.failures += [_busy(3)] * 4
     waiting = [str(handle_delivery(relay, upload(store, n)).run_key) for n in (1, 2)]
     assert [launch(relay, k)["state"] for k in waiting] == ["queued", "queued"]
     clock.slept.clear()
@@ -444,8 +447,15 @@ def test_a_delivery_keeps_draining_while_the_backend_admits_and_runs_wait_and_st
     assert third.outcome == "queued" and clock.slept == [3, 3, 3]  # a fourth wait would pass FOLLOW_THROUGH
     assert [r.run_key for r in backend.launches] == [first.run_key]
     assert launch(relay, waiting[0])["state"] == "queued"  # back at its place: the next drain takes it first
-    clock.advance(3)
-    assert drain.drain(relay).launched == (*waiting, third.run_key)  # each once, in arrival order
+    # With the lease free, the next delivery takes it past its own FOLLOW_THROUGH and stays while runs wait.
+    store.delete(lease)
+    backend.failures += [_busy(3)] * 4
+    clock.slept.clear()
+    fourth = drain.deliver(relay, upload(store, 4))
+    assert fourth.outcome == "launched" and clock.slept == [3] * 5
+    launched = [r.run_key for r in backend.launches]
+    assert launched == [first.run_key, *waiting, third.run_key, fourth.run_key]  # each once, in arrival order
+    assert store.uris(lease) == []  # given back when it left
 
 
 def test_a_longer_wait_asked_meanwhile_puts_the_claimed_run_back_unsent_and_it_goes_when_that_ends(
