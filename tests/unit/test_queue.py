@@ -458,6 +458,21 @@ def test_a_delivery_keeps_draining_while_runs_wait_and_only_the_drain_leases_hol
     assert store.uris(lease) == []  # given back when it left
 
 
+def test_the_drain_lease_is_one_holders_until_it_runs_out_or_is_given_back(store: MemoryBlobStore):
+    uri = queue.drainer_uri(RESULTS, "fake")
+    hour = timedelta(hours=1)
+    mine = queue.take_lease(store, uri, "a", NOW, NOW + hour)
+    assert mine and queue.take_lease(store, uri, "b", NOW, NOW + hour) is None  # held: one holder at a time
+    again = queue.take_lease(store, uri, "a", NOW, NOW + 2 * hour)  # its holder may renew it
+    assert again and again != mine
+    queue.release_lease(store, uri, mine)  # a stale generation gives back nothing
+    assert queue.take_lease(store, uri, "b", NOW + hour, NOW + 3 * hour) is None
+    taken = queue.take_lease(store, uri, "b", NOW + 2 * hour, NOW + 3 * hour)  # run out: another takes it over
+    assert taken
+    queue.release_lease(store, uri, taken)
+    assert store.uris(uri) == [] and queue.take_lease(store, uri, "c", NOW, NOW + hour)
+
+
 def test_a_longer_wait_asked_meanwhile_puts_the_claimed_run_back_unsent_and_it_goes_when_that_ends(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
