@@ -29,7 +29,7 @@ PER_DRAIN = 100
 FOLLOW_THROUGH = 10.0
 # How much longer, in waits, the one delivery holding the drain lease stays while runs still wait once its
 # follow-through is over: the queue keeps moving after the last delivery, not only on the next tick. With the drains'
-# own work, under a function's 60 s timeout.
+# own work, well under the function's timeout (540 s as infra/ deploys it; its push ack deadline follows it).
 LEASED = 40.0
 
 
@@ -50,7 +50,8 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
     """handle_delivery, then, when the run was queued, a drain: it launches at once if it has room (and anything
     queued before it first). The outcome says launched when this drain launched it. A launch on an instance the
     backend refused for load lately drains too: the backend takes runs again, and what it refused waits. Either
-    stays up to FOLLOW_THROUGH to drain again when the backend's wait ends (tests/bench: no run left behind)."""
+    stays to drain again when the backend's wait ends (_follow_through: FOLLOW_THROUGH of waits, LEASED more for
+    the drain lease's holder while runs wait)."""
     outcome = handle_delivery(relay, delivery)
     if outcome.outcome != "queued" and not (outcome.outcome == "launched" and relay.gate.wary()):
         return outcome
