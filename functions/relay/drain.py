@@ -29,7 +29,7 @@ PER_DRAIN = 100
 FOLLOW_THROUGH = 10.0
 # How much longer, in waits, the one delivery holding the drain lease stays while runs still wait once its
 # follow-through is over: the queue keeps moving after the last delivery, not only on the next tick. With the drains'
-# own work, well under the function's timeout (540 s as infra/ deploys it; its push ack deadline follows it).
+# own work, well under the function's timeout (540 s as infra/ deploys it).
 LEASED = 40.0
 
 
