@@ -15,7 +15,8 @@ posts the scheduler's ticks and reads its clock.
    refusals for being full, runs per trigger, drain time (first delivery to the last run created) against what the
    backend's pace allows (ceil(N / cap) - 1 run times), and the Relay processes' CPU per trigger (deliveries and
    ticks) against the uncapped path's: the same number of processes, no caps, an unlimited KFP, --baseline
-   triggers, measured before the capped part in the same run.
+   triggers, measured before the capped part in the same run. --cap-triggers 0 leaves this part (and the
+   uncapped one) out: `--backpressure-full --cap-triggers 0` runs the backpressure case alone.
 2. backpressure (--backpressure-full, or --backpressure N): N triggers, each delivered twice, once as a storage
    event to on_object_finalized and once as its bucket's Pub/Sub notification to on_message_published, with
    --bp-instances processes per entry point, against a KFP admitting --rate creations a second (429 with
@@ -111,7 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         "--backpressure-full", action="store_true", help="add the backpressure case at the issue's size (300 at 2/s)"
     )
     for name, kind, text in (
-        ("cap-triggers", int, "triggers into the cap"),
+        ("cap-triggers", int, "triggers into the cap (0: no cap part, nor its uncapped baseline)"),
         ("cap", int, "the tenant's max_in_flight, and the most runs the KFP fake holds"),
         ("run-seconds", float, "how long each run takes on the capped KFP"),
         ("cap-instances", int, "Relay processes taking deliveries in the cap part"),
@@ -131,8 +132,10 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         plan = Plan(**{**plan.__dict__, "backpressure": FULL.backpressure, "rate": FULL.rate})
     overrides = {name: value for name in plan.__dict__ if (value := getattr(args, name)) is not None}
     plan = Plan(**{**plan.__dict__, **overrides})
-    if min(plan.cap_triggers, plan.cap, plan.cap_instances, plan.baseline, plan.concurrency, plan.bp_instances) < 1:
-        parser.error("every count must be at least 1 (--backpressure may be 0)")
+    if min(plan.cap, plan.cap_instances, plan.baseline, plan.concurrency, plan.bp_instances) < 1:
+        parser.error("every count must be at least 1 (--cap-triggers and --backpressure may be 0)")
+    if plan.cap_triggers < 0 or plan.backpressure < 0 or not (plan.cap_triggers or plan.backpressure):
+        parser.error("--cap-triggers and --backpressure may not be negative, nor both 0")
     if min(plan.run_seconds, plan.rate, plan.tick_every) <= 0 or plan.quota_every < 1:
         parser.error("--run-seconds, --rate and --tick-every must be positive, --quota-every at least 1")
     return plan
@@ -227,8 +230,29 @@ class Limited:
 
     @property
     def used(self) -> float:
-        """Runs created from the first refusal to the last run created, against what the backend would have
-        admitted in that time: how much of its admission Relay used while triggers waited."""
+        """Runs created while triggers waited, from the first refusal on, against what the backend would have
+        admitted in that time: how much of its admission Relay used. A trigger waits from its first delivery's
+        sending to the creation of a run (the runs are counted, not matched: any run created ends one wait); a
+        moment when none waits (the deliveries had not brought the next yet) counts neither way."""
+        if not self.refused:
+            return float("nan")
+        start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
+        changes = sorted([(at, 1) for at in self.delivered.sent_at.values()] + [(e.at, -1) for e in self.admitted])
+        waiting = created = 0
+        waited, since = 0.0, start
+        for at, change in changes:
+            if at > end:
+                break
+            if start < at and waiting > 0:
+                waited += at - max(since, start)
+                created += change < 0
+            waiting += change
+            since = at
+        return created / (self.rate * waited) if waited > 0 else float("nan")
+
+    @property
+    def used_span(self) -> float:
+        """The same over the whole span from the first refusal to the last run created (each moment counted)."""
         if not self.refused:
             return float("nan")
         start, end = min(e.at for e in self.refused), max(e.at for e in self.admitted)
@@ -484,20 +508,45 @@ def _row(label: str, relay: str, base: str, ratio: str, target: str = "", met: b
     return f"  {label:<44}{relay:>10}{base:>10}{ratio:>8}  {target:<18}{verdict}".rstrip()
 
 
-def report(plan: Plan, base: Baseline, cap: Capped, limited: Limited | None) -> list[str]:
-    cpu_ratio = cap.cpu_ms / base.cpu_ms
-    drain_ratio = cap.drain / cap.ideal if cap.ideal > 0 else float("nan")
+def report(plan: Plan, capped: tuple[Baseline, Capped] | None, limited: Limited | None) -> list[str]:
+    parts = []
+    if capped:
+        parts.append(
+            f"{plan.cap_triggers} triggers into a cap of {plan.cap} (KFP holding at most {plan.cap} "
+            f"runs, {plan.run_seconds:g} s each), baseline {plan.baseline} uncapped triggers"
+        )
+    if limited:
+        parts.append(f"{plan.backpressure} triggers {TIMES}2 entry points against a KFP admitting {plan.rate:g} runs/s")
     lines = [
-        f"relay flow bench: {plan.cap_triggers} triggers into a cap of {plan.cap} (KFP holding at most {plan.cap} "
-        f"runs, {plan.run_seconds:g} s each), baseline {plan.baseline} uncapped triggers"
-        + (
-            f"; {plan.backpressure} triggers {TIMES}2 entry points against a KFP admitting {plan.rate:g} runs/s"
-            if limited
-            else ""
-        ),
+        "relay flow bench: " + "; ".join(parts),
         "every server in its own process on 127.0.0.1; figures from a shared machine are noisy: read the ratios",
         "",
         _row("figure", "relay", "baseline", "ratio", "target").ljust(94) + "met",
+    ]
+    if capped:
+        lines += _cap_rows(*capped)
+    if limited is not None:
+        lines += _backpressure_rows(limited)
+    if capped:
+        lines += ["", *_cap_lines(*capped)]
+    if limited is not None:
+        refusals = Counter(e.status for e in limited.refused)
+        statuses = ", ".join(f"{s or 'no answer'} {TIMES}{n}" for s, n in sorted(limited.delivered.statuses.items()))
+        lines += [
+            "",
+            f"backpressure: {limited.delivered.deliveries} deliveries answered after {limited.delivered.seconds:.1f} s "
+            f"({limited.delivered.attempts} attempts: {statuses}); creations admitted {len(limited.admitted)}, "
+            "refused "
+            + (", ".join(f"{s} {TIMES}{n}" for s, n in sorted(refusals.items())) or "none")
+            + f"; admission used over the whole span from the first refusal {limited.used_span:.2f}",
+        ]
+    return lines
+
+
+def _cap_rows(base: Baseline, cap: Capped) -> list[str]:
+    cpu_ratio = cap.cpu_ms / base.cpu_ms
+    drain_ratio = cap.drain / cap.ideal if cap.ideal > 0 else float("nan")
+    return [
         _row(
             "cap: most runs in flight at the backend",
             str(cap.peak_in_flight),
@@ -533,32 +582,36 @@ def report(plan: Plan, base: Baseline, cap: Capped, limited: Limited | None) -> 
             cpu_ratio <= 1.2,
         ),
     ]
-    if limited is not None:
-        ideal = limited.triggers / limited.rate
-        ratio = limited.drain / ideal
-        lines += [
-            _row(
-                "backpressure: drain s, vs N/rate",
-                f"{limited.drain:.1f}",
-                f"{ideal:.1f}",
-                f"{ratio:.2f}",
-                "ratio <= 1.30",
-                ratio <= 1.3,
-            ),
-            _row(
-                "backpressure: admission used while waiting",
-                f"{limited.used:.2f}",
-                "1.00",
-                f"{limited.used:.2f}",
-                "ratio > 0.80",
-                limited.used > 0.8,
-            ),
-            _row("backpressure: duplicate runs", str(limited.duplicates), "", "", "0", limited.duplicates == 0),
-            _row("backpressure: missing runs", str(limited.missing), "", "", "0", limited.missing == 0),
-        ]
+
+
+def _backpressure_rows(limited: Limited) -> list[str]:
+    ideal = limited.triggers / limited.rate
+    ratio = limited.drain / ideal
+    return [
+        _row(
+            "backpressure: drain s, vs N/rate",
+            f"{limited.drain:.1f}",
+            f"{ideal:.1f}",
+            f"{ratio:.2f}",
+            "ratio <= 1.30",
+            ratio <= 1.3,
+        ),
+        _row(
+            "backpressure: admission used while waiting",
+            f"{limited.used:.2f}",
+            "1.00",
+            f"{limited.used:.2f}",
+            "ratio > 0.80",
+            limited.used > 0.8,
+        ),
+        _row("backpressure: duplicate runs", str(limited.duplicates), "", "", "0", limited.duplicates == 0),
+        _row("backpressure: missing runs", str(limited.missing), "", "", "0", limited.missing == 0),
+    ]
+
+
+def _cap_lines(base: Baseline, cap: Capped) -> list[str]:
     statuses = ", ".join(f"{s or 'no answer'} {TIMES}{n}" for s, n in sorted(cap.delivered.statuses.items()))
-    lines += [
-        "",
+    return [
         f"cap: {cap.triggers} deliveries answered in {cap.delivered.seconds:.1f} s ({cap.delivered.attempts} attempts: "
         f"{statuses}); last run created {cap.drain:.1f} s after the first delivery; Relay CPU {cap.cpu_seconds:.1f} s "
         f"({cap.tick_cpu_seconds:.1f} s of it the ticks')",
@@ -568,15 +621,6 @@ def report(plan: Plan, base: Baseline, cap: Capped, limited: Limited | None) -> 
         f"({base.triggers / base.delivered.seconds:.1f} triggers/s); Relay CPU {base.cpu_seconds:.1f} s; runs "
         f"{sum(base.runs.values())}, missing {base.triggers - len(base.runs)}",
     ]
-    if limited is not None:
-        refusals = Counter(e.status for e in limited.refused)
-        statuses = ", ".join(f"{s or 'no answer'} {TIMES}{n}" for s, n in sorted(limited.delivered.statuses.items()))
-        lines.append(
-            f"backpressure: {limited.delivered.deliveries} deliveries answered after {limited.delivered.seconds:.1f} s "
-            f"({limited.delivered.attempts} attempts: {statuses}); creations admitted {len(limited.admitted)}, "
-            "refused " + (", ".join(f"{s} {TIMES}{n}" for s, n in sorted(refusals.items())) or "none")
-        )
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,15 +642,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-flow-")))
         with phase("servers"):
             flow = Flow(plan, workdir, stack)
-        with phase("uncapped"):
-            base = flow.baseline()
-        with phase("cap"):
-            cap = flow.capped()
-        limited = None
+        capped = limited = None
+        if plan.cap_triggers:
+            with phase("uncapped"):
+                base = flow.baseline()
+            with phase("cap"):
+                capped = (base, flow.capped())
         if plan.backpressure:
             with phase("backpressure"):
                 limited = flow.backpressure()
-        lines = report(plan, base, cap, limited)
+        lines = report(plan, capped, limited)
     lines += ["", "bench phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases)]
     print("\n".join(lines))
     return 0

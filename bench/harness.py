@@ -359,6 +359,7 @@ class Delivered:
     statuses: Counter[int] = field(default_factory=Counter)
     started_at: float = 0.0  # time.time()
     acked_at: dict[str, float] = field(default_factory=dict)  # trigger URI -> time.time() of its last ack
+    sent_at: dict[str, float] = field(default_factory=dict)  # trigger URI -> time.time() its first delivery was sent
     last_error: str = ""
 
 
@@ -428,6 +429,7 @@ class Dispatcher:
                                 _, _, event, refusals = heapq.heappop(queue)
                                 urls = self._urls.get(event.entry) or self._urls[""]
                                 url = urls[next(turn) % len(urls)]
+                                result.sent_at.setdefault(event.uri, time.time())
                                 break
                             lock.wait(timeout=max(0.001, queue[0][0] - time.monotonic()) if queue else 0.05)
                     status = posters[url].post(event)

@@ -10,22 +10,27 @@ takes over (asking the backend first), as a redelivery would.
 from __future__ import annotations
 
 import contextlib
-import time
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from relay import naming, queue, records
 from relay import policy_caps as caps
-from relay.errors import BlobNotFoundError, PreconditionFailedError, TransientError
+from relay.errors import BackendPausedError, BlobNotFoundError, PreconditionFailedError, TransientError
 from relay.events import Delivery
 from relay.outcome import Outcome
 from relay.service import Relay, handle_delivery, launch_queued
 
 # The most runs one drain launches: a tick or a delivery never spends its whole time draining.
 PER_DRAIN = 100
-# How long a delivery stays, after the backend refused for load, to drain again when its pause ends: the queue then
-# moves at the pace the backend admits instead of waiting for the next tick. Under Pub/Sub's push ack deadline.
+# How long a delivery waits in all, after the backend refused for load, to drain again each time its pause ends: the
+# queue then moves at the pace the backend admits instead of waiting for the next tick. Under Pub/Sub's push ack
+# deadline (the drains' own work comes on top).
 FOLLOW_THROUGH = 10.0
+# How much longer, in waits, the one delivery holding the drain lease stays while runs still wait once its
+# follow-through is over: the queue keeps moving after the last delivery, not only on the next tick. With the drains'
+# own work, well under the function's timeout (540 s as infra/ deploys it).
+LEASED = 40.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,8 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
     """handle_delivery, then, when the run was queued, a drain: it launches at once if it has room (and anything
     queued before it first). The outcome says launched when this drain launched it. A launch on an instance the
     backend refused for load lately drains too: the backend takes runs again, and what it refused waits. Either
-    stays up to FOLLOW_THROUGH to drain again when the backend's wait ends (tests/bench: no run left behind)."""
+    stays to drain again when the backend's wait ends (_follow_through: FOLLOW_THROUGH of waits, LEASED more for
+    the drain lease's holder while runs wait)."""
     outcome = handle_delivery(relay, delivery)
     if outcome.outcome != "queued" and not (outcome.outcome == "launched" and relay.gate.wary()):
         return outcome
@@ -70,16 +76,29 @@ def _tenant_of(relay: Relay, run_key: str) -> str | None:
 
 def _follow_through(relay: Relay, run_key: str, tenant: str | None = None) -> Outcome | None:
     """Drain (`tenant`'s queue, or every one); then, while the backend asks for a wait (this instance's gate or the
-    shared hold), stay and drain again when it ends, whoever's runs wait (every drain takes the queue in order):
-    what the backend refused goes as soon as it admits again, not at the next tick. The launch of `run_key`, if one
-    of these drains made it."""
+    shared hold), stay and drain again the moment it ends, whoever's runs wait (every drain takes the queue in
+    order): what the backend refused goes as soon as it admits again, not at the next tick. Past FOLLOW_THROUGH of
+    waits, only the holder of the drain lease stays (LEASED more at the most) while runs wait. The launch of
+    `run_key`, if one of these drains made it."""
     drained = drain(relay, tenant=tenant)
     mine = _launched(drained, run_key)
-    deadline = time.monotonic() + FOLLOW_THROUGH
-    while drained.stopped and 0 < (wait := _backend_wait(relay)) < deadline - time.monotonic():
-        time.sleep(wait)
-        drained = drain(relay, tenant=tenant)
-        mine = mine or _launched(drained, run_key)
+    waited, lease = 0.0, 0
+    lease_uri = queue.drainer_uri(relay.settings.results_uri, relay.backend.name)
+    holder = uuid.uuid4().hex
+    try:
+        while drained.stopped and 0 < (wait := _backend_wait(relay)) <= FOLLOW_THROUGH + LEASED - waited:
+            if waited + wait > FOLLOW_THROUGH and not lease:
+                now = relay.clock()
+                until = now + timedelta(seconds=FOLLOW_THROUGH + LEASED - waited)
+                lease = queue.take_lease(relay.store, lease_uri, holder, now, until) or 0
+                if not lease:
+                    break  # another delivery stays for the queue
+            drained = drain(relay, tenant=tenant, after=wait)
+            mine = mine or _launched(drained, run_key)
+            waited += wait
+    finally:
+        if lease:
+            queue.release_lease(relay.store, lease_uri, lease)
     return mine
 
 
@@ -94,25 +113,31 @@ def _launched(drained: Drained, run_key: str) -> Outcome | None:
     return next((o for o in drained.outcomes if o.run_key == run_key and o.outcome == "launched"), None)
 
 
-def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -> Drained:
+def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None, after: float = 0.0) -> Drained:
     """Launch queued runs tenant by tenant (only `tenant`'s, when given), each tenant's in arrival order, while
     their scopes have room; a run whose scope is full or paused waits, and so does every later run of that scope
     (no overtaking within a scope). Stops at a refusal for load, a backend's hold (Retry-After) or this instance's
     own pause. A drain of one tenant does nothing when a cap every one of its runs counts against (the deployment's,
     the tenant's) is full, and ends at the first run that finds one full.
 
+    `after`: the seconds the backend asked to wait (a follow-through's). The drain does its reads and claims its
+    first run meanwhile, then waits them out and submits at once: the backend's admission is not spent on Relay's
+    own round trips. If the backend asked for longer meanwhile (another instance refused), that run goes back to
+    its place and the drain stops.
+
     Cost: one read (the hold), one listing (the pauses), one listing of the queue (page by page, as far as it
     goes); per run looked at one read, one listing per capped scope and one create per slot; per launch the
     claim, the submit, the launch record and the entry's delete."""
     store, results, now = relay.store, relay.settings.results_uri, relay.clock()
-    closed = relay.gate.closed()
+    closed = None if after else relay.gate.closed()  # the wait `after` is this gate's pause, or longer
     if closed:
         return Drained(stopped=closed)
     if tenant is not None and _tenant_full(relay, tenant, now):
         return Drained()  # nothing of this queue can go before a run ends: the queue is not even listed
     until, _ = queue.read_hold(store, queue.hold_uri(results, relay.backend.name))
-    if until is not None and now < until:
+    if until is not None and now + timedelta(seconds=after) < until:
         return Drained(stopped=f"the {relay.backend.name} backend asked for a wait until {records.timestamp(until)}")
+    ready = _Ready(relay, now + timedelta(seconds=after)) if after else None
     paused = queue.paused(store, results)
     outcomes: list[Outcome] = []
     blocked: set[str] = set()  # scope ids found full, and "tenant/pipeline" pairs paused: later runs of them wait
@@ -126,7 +151,7 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -
                 break  # the rest of this queue counts against the same full scope: not even listed
             continue  # every later run of this tenant counts against the same full scope
         try:
-            outcome = _one(relay, entry, paused, blocked)
+            outcome = _one(relay, entry, paused, blocked, ready)
         except TransientError as error:  # the backend or the store in trouble: the next drain goes on
             return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {' '.join(str(error).split())[:300]}")
         if outcome is None:
@@ -144,8 +169,32 @@ def _tenant_full(relay: Relay, tenant: str, now: datetime) -> bool:
     return any(queue.full(relay.store, relay.settings.results_uri, scope, now) for scope in scopes)
 
 
-def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], blocked: set[str]) -> Outcome | None:
-    """Launch one queued run if it may go now; None when it waits (or is being launched by another drain)."""
+@dataclass(frozen=True)
+class _Ready:
+    """A drain's wait for the backend: a submit before `until` waits till then, and then only if the backend asks
+    for no more meanwhile (this instance's gate, the shared hold: one read); a submit after it goes at once."""
+
+    relay: Relay
+    until: datetime
+
+    def __call__(self) -> None:
+        left = (self.until - self.relay.clock()).total_seconds()
+        if left <= 0:
+            return
+        self.relay.sleep(left)
+        if (longer := _backend_wait(self.relay)) > 0:
+            raise BackendPausedError(f"not calling the backend: it asked for {longer:.1f} s more meanwhile")
+
+
+def _one(
+    relay: Relay,
+    entry: queue.Entry,
+    paused: frozenset[tuple[str, str]],
+    blocked: set[str],
+    ready: _Ready | None = None,
+) -> Outcome | None:
+    """Launch one queued run if it may go now (after `ready`); None when it waits (or is being launched by another
+    drain)."""
     store, results = relay.store, relay.settings.results_uri
     uri = naming.launch_record(results, entry.run_key)
     try:
@@ -176,7 +225,7 @@ def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], b
             blocked.add(taken.full.id)
             return None
         slots = taken.held
-    outcome = launch_queued(relay, record, blob.generation, slots)
+    outcome = launch_queued(relay, record, blob.generation, slots, ready)
     if outcome.outcome in ("launched", "rejected"):
         queue.remove_entry(store, results, entry.tenant, entry.place)
     return None if outcome.outcome == "duplicate" else outcome

@@ -11,7 +11,8 @@
 - `rate/<scope>/<minute>/<n>.json`: the same for `max_per_minute`, one name per launch in that minute, never given
   back (a minute's window is swept once past).
 - `paused/<tenant>[--<pipeline>].json`: a pause (`relay pause`); `hold-<backend>.json`: no submit before its time
-  (a backend's Retry-After), for every instance.
+  (a backend's Retry-After), for every instance; `drainer-<backend>.json`: the drain lease, held by the one
+  delivery that stays past its follow-through while runs wait (relay.drain).
 
 Only storage here, through the BlobStore port; which scopes cap a run is relay.policy_caps, the drain relay.drain.
 """
@@ -352,6 +353,39 @@ def hold(store: BlobStore, uri: str, until: datetime, reason: str) -> None:
     document = {"until": records.timestamp(until), "reason": reason}
     with contextlib.suppress(PreconditionFailedError):
         store.write(uri, records.encode(document), if_generation_match=generation)
+
+
+def drainer_uri(results_uri: str, backend: str) -> str:
+    return naming.join(results_uri, "queue", f"drainer-{naming.record_name(backend)}.json")
+
+
+def take_lease(store: BlobStore, uri: str, holder: str, now: datetime, until: datetime) -> int | None:
+    """The drain lease for `holder` until `until` (absent, run out, or its own already), generation-matched so that
+    of takers at once one wins: its generation; None when another holds it."""
+    try:
+        blob = store.read(uri)
+    except BlobNotFoundError:
+        generation = 0
+    else:
+        generation = blob.generation
+        try:
+            lease = records.decode(blob.data)
+            held = lease["holder"] != holder and records.parse_timestamp(str(lease["until"])) > now
+        except (ValueError, KeyError, TypeError):
+            held = False  # unreadable: as good as run out
+        if held:
+            return None
+    document = {"holder": holder, "until": records.timestamp(until)}
+    try:
+        return store.write(uri, records.encode(document), if_generation_match=generation)
+    except PreconditionFailedError:
+        return None
+
+
+def release_lease(store: BlobStore, uri: str, generation: int) -> None:
+    """Give the lease back; one taken over since (it ran out) is left to its new holder."""
+    with contextlib.suppress(PreconditionFailedError, BlobNotFoundError, TransientError):
+        store.delete(uri, if_generation_match=generation)
 
 
 # --- why a run waits -------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class SubmitGate:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()  # held for bookkeeping only, never across a backend call
+        self._idle = threading.Condition(self._lock)  # notified as each call ends
         self._paused_until = 0.0
         self._careful_until = 0.0
         self._in_flight = 0
@@ -100,9 +101,13 @@ class SubmitGate:
             return self._clock() < self._careful_until
 
     @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it."""
+    def calling(self, *, queue_up: bool = False) -> Iterator[None]:
+        """Around backend calls: BackendPausedError when closed; a BackendBusyError raised inside pauses it.
+        `queue_up`: while calls go one at a time, wait for the one under way rather than refuse (a drain that
+        waited out the backend's wait holds a claimed run: its turn comes, or the pause a refusal sets)."""
         with self._lock:
+            while queue_up and self._in_flight and self._paused_until <= self._clock() < self._careful_until:
+                self._idle.wait()
             reason = self._closed(self._clock())
             if reason:
                 raise BackendPausedError(f"not calling the backend: {reason}")
@@ -119,6 +124,7 @@ class SubmitGate:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._idle.notify_all()
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ class Relay:
     policy: rules.Policy = rules.NO_POLICY
     gate: SubmitGate = field(default_factory=SubmitGate)
     pauses: queue.PauseView = field(default_factory=queue.PauseView)
+    sleep: Callable[[float], None] = time.sleep  # a drain waiting out the backend's wait (tests: the clock moves)
 
     @functools.cached_property  # once per instance: resolving local paths stats the disk
     def policy_context(self) -> rules.Context:
@@ -946,14 +953,17 @@ def _queued(delivery: Source, record: Mapping[str, Any]) -> Outcome:
 
 @dataclass(frozen=True)
 class _Claimed:
-    """A claim written: where, as written, its generation, the expired claim it took over (if it did), and
-    whether it came from the queue (a failed submit puts it back there rather than asking for a redelivery)."""
+    """A claim written: where, as written, its generation, the expired claim it took over (if it did), whether it
+    came from the queue (a failed submit puts it back there rather than asking for a redelivery), and what to wait
+    for between the claim and the submit (a drain's readiness for the backend's wait to end; BackendPausedError
+    puts the run back)."""
 
     uri: str
     claim: dict[str, Any]
     generation: int
     previous: dict[str, Any] | None
     from_queue: bool
+    ready: Callable[[], None] | None = None
 
 
 def _submit_claimed(
@@ -962,7 +972,9 @@ def _submit_claimed(
     uri, claim, generation, previous = claimed.uri, claimed.claim, claimed.generation, claimed.previous
     run_key, parameters = str(claim["run_key"]), claim["parameters"]
     try:
-        with relay.gate.calling():
+        if claimed.ready is not None:
+            claimed.ready()
+        with relay.gate.calling(queue_up=claimed.ready is not None):
             # A takeover first asks the backend: the crashed holder may have submitted before it could record.
             found = relay.backend.find_run(run_key) if previous is not None else None
             run = found or _submit(relay, claim, pipeline, parameters, trigger, str(claim.get("tenant") or ""))
@@ -1032,11 +1044,18 @@ def _requeue(relay: Relay, delivery: Source, claimed: _Claimed, error: Transient
     return _queued(delivery, record)
 
 
-def launch_queued(relay: Relay, record: Mapping[str, Any], generation: int, slots: Sequence[queue.Held]) -> Outcome:
+def launch_queued(
+    relay: Relay,
+    record: Mapping[str, Any],
+    generation: int,
+    slots: Sequence[queue.Held],
+    ready: Callable[[], None] | None = None,
+) -> Outcome:
     """Launch a run the queue holds, with the `slots` the drain took for it: claim it from its queued record (or
     take over a claim whose lease ran out, keeping that claim's slots), generation-matched, so that of drainers at
-    once one launches it; the others get a "duplicate" and give their slots back. Then the launch path of
-    triggers: a takeover asks the backend first, a refusal for load puts it back at its place."""
+    once one launches it; the others get a "duplicate" and give their slots back. Then `ready` (the claim is held
+    meanwhile; BackendPausedError from it puts the run back at its place), and the launch path of triggers: a
+    takeover asks the backend first, a refusal for load puts it back at its place."""
     settings, now = relay.settings, relay.clock()
     run_key = str(record["run_key"])
     uri = naming.launch_record(settings.results_uri, run_key)
@@ -1075,7 +1094,7 @@ def launch_queued(relay: Relay, record: Mapping[str, Any], generation: int, slot
         if not taking_over:
             queue.release(relay.store, slots)
         return _duplicate(delivery, run_key, {**record, "state": "claimed by another drain"})
-    claimed = _Claimed(uri, claim, claimed_generation, dict(record) if taking_over else None, from_queue=True)
+    claimed = _Claimed(uri, claim, claimed_generation, dict(record) if taking_over else None, True, ready)
     return _submit_claimed(relay, delivery, loaded, claimed, definition, trigger)
 
 

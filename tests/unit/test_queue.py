@@ -18,7 +18,7 @@ from relay.errors import BackendBusyError, BackendUnavailableError
 from relay.events import ObjectDelivery
 from relay.ports import RUN_FAILED, RUN_SUCCEEDED, Blob, RunState
 from relay.results import record_result
-from relay.service import CAREFUL_FOR, Relay, SubmitGate
+from relay.service import CAREFUL_FOR, Relay, SubmitGate, handle_delivery
 from tests.conftest import NOW
 from tests.fakes import FakeBackend, MemoryBlobStore
 from tests.policies import policy
@@ -32,11 +32,13 @@ def capped(text: str) -> str:
 
 
 class Clock:
-    """The time the Relay and its gate see: moved by the test, never by waiting."""
+    """The time the Relay and its gate see: moved by the test, or by the Relay's sleeps (each kept), never by
+    waiting."""
 
     def __init__(self) -> None:
         self.now = NOW
         self.monotonic = 0.0
+        self.slept: list[float] = []
 
     def __call__(self) -> datetime:
         return self.now
@@ -45,14 +47,23 @@ class Clock:
         self.now += timedelta(seconds=seconds)
         self.monotonic += seconds
 
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
+def timed(relay: Relay, clock: Clock) -> Relay:
+    """`relay` on the test's clock: its records' times, its gate's and its waits."""
+    return replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic), sleep=clock.sleep)
+
+
 def relay_with(relay: Relay, caps: str, clock: Clock, store: MemoryBlobStore | None = None) -> Relay:
-    relay = replace(relay, policy=policy(capped(caps)), clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))
+    relay = replace(timed(relay, clock), policy=policy(capped(caps)))
     if store is not None:
         relay = replace(relay, store=store, catalog=Catalog(store, relay.settings.catalog_uri))
     return relay
@@ -109,14 +120,15 @@ def test_a_cap_of_two_keeps_two_in_flight_and_launches_ten_each_once_in_arrival_
 def test_a_refusal_for_load_queues_the_trigger_and_the_drain_waits_out_the_retry_after(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
-    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
-    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=30))
+    relay = timed(relay, clock)  # no caps at all
+    wait = drain.FOLLOW_THROUGH + drain.LEASED + 10  # longer than any delivery stays: the tick drains it
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=wait))
     outcome = drain.deliver(relay, upload(store, 1))
     assert outcome.outcome == "queued" and backend.launches == []  # acknowledged, not bounced for redelivery
     assert "refused for load: 429 Too Many Requests" in str(launch(relay, str(outcome.run_key))["waiting_for"])
     hold = records.decode(store.read(queue.hold_uri(RESULTS, "fake")).data)
-    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=30))  # for every instance, not only this one
-    clock.advance(29)
+    assert hold["until"] == records.timestamp(NOW + timedelta(seconds=wait))  # for every instance, not only this one
+    clock.advance(wait - 1)
     relay = replace(relay, gate=SubmitGate())  # another instance: its own gate is open, the hold is not
     assert lifecycle.reconcile(relay).drained == drain.Drained(
         stopped=f"the fake backend asked for a wait until {hold['until']}"
@@ -376,15 +388,107 @@ def test_the_deployments_cap_holds_every_tenants_runs_together(
 def test_a_launch_after_a_refusal_for_load_drains_what_the_refusal_queued(
     relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
 ):
-    relay = replace(relay, clock=clock, gate=SubmitGate(clock=lambda: clock.monotonic))  # no caps at all
-    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=2))
+    relay = timed(relay, clock)
+    wait = drain.FOLLOW_THROUGH + drain.LEASED + 1  # longer than any delivery stays: answered at once, queued
+    backend.failures.append(BackendBusyError("429 Too Many Requests", retry_after=wait))
     refused = drain.deliver(relay, upload(store, 1))
-    clock.advance(2)
+    assert refused.outcome == "queued" and clock.slept == []
+    clock.advance(wait)
     later = drain.deliver(relay, upload(store, 2))
     assert later.outcome == "launched"
     assert [r.run_key for r in backend.launches] == [later.run_key, refused.run_key]  # no tick needed
     clock.advance(CAREFUL_FOR)
     assert relay.gate.wary() is False  # the backend has been fine a while: launches drain no more
+
+
+def _busy(retry_after: float) -> BackendBusyError:
+    return BackendBusyError("429 Too Many Requests", retry_after=retry_after)
+
+
+def test_after_a_retry_after_the_delivery_claims_the_head_waits_exactly_that_and_launches_it_once(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    states: list[object] = []
+
+    def sleep(seconds: float) -> None:  # what the run's record says while the drain waits
+        listed = relay.store.list(RESULTS + "/runs/")
+        states.extend(launch(relay, uri.split("/")[-2])["state"] for uri in listed if uri.endswith("/launch.json"))
+        clock.sleep(seconds)
+
+    relay = replace(relay, sleep=sleep)
+    backend.failures += [_busy(2), _busy(1), _busy(3)]  # refused at once, then twice more after its waits
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "launched"
+    assert clock.slept == [2, 1, 3]  # each Retry-After exactly, one after the other, no more
+    # Claimed before each wait, so the submit goes the moment the wait ends, not after Relay's own round trips.
+    assert states == ["launching"] * 3
+    assert [r.run_key for r in backend.launches] == [outcome.run_key]  # exactly once
+    assert launch(relay, str(outcome.run_key))["state"] == "launched"
+    assert store.uris(RESULTS + "/queue/entries/") == []
+
+
+def test_a_delivery_keeps_draining_while_runs_wait_and_only_the_drain_leases_holder_stays_past_its_waits(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    backend.failures.append(_busy(4))
+    first = drain.deliver(relay, upload(store, 0))  # refused, then launched after 4 s: its own follow-through
+    assert first.outcome == "launched" and clock.slept == [4]
+    # Two runs queued (the first refused, the second behind it), then a third delivery: its follow-through waits out
+    # every refusal in turn, FOLLOW_THROUGH in all, then stays no longer: another delivery holds the drain lease.
+    lease = queue.drainer_uri(RESULTS, "fake")
+    assert queue.take_lease(store, lease, "another delivery", clock.now, clock.now + timedelta(hours=1))
+    backend.failures += [_busy(3)] * 4
+    waiting = [str(handle_delivery(relay, upload(store, n)).run_key) for n in (1, 2)]
+    assert [launch(relay, k)["state"] for k in waiting] == ["queued", "queued"]
+    clock.slept.clear()
+    third = drain.deliver(relay, upload(store, 3))
+    assert third.outcome == "queued" and clock.slept == [3, 3, 3]  # a fourth wait would pass FOLLOW_THROUGH
+    assert [r.run_key for r in backend.launches] == [first.run_key]
+    assert launch(relay, waiting[0])["state"] == "queued"  # back at its place: the next drain takes it first
+    # With the lease free, the next delivery takes it past its own FOLLOW_THROUGH and stays while runs wait.
+    store.delete(lease)
+    backend.failures += [_busy(3)] * 4
+    clock.slept.clear()
+    fourth = drain.deliver(relay, upload(store, 4))
+    assert fourth.outcome == "launched" and clock.slept == [3] * 5
+    launched = [r.run_key for r in backend.launches]
+    assert launched == [first.run_key, *waiting, third.run_key, fourth.run_key]  # each once, in arrival order
+    assert store.uris(lease) == []  # given back when it left
+
+
+def test_the_drain_lease_is_one_holders_until_it_runs_out_or_is_given_back(store: MemoryBlobStore):
+    uri = queue.drainer_uri(RESULTS, "fake")
+    hour = timedelta(hours=1)
+    mine = queue.take_lease(store, uri, "a", NOW, NOW + hour)
+    assert mine and queue.take_lease(store, uri, "b", NOW, NOW + hour) is None  # held: one holder at a time
+    again = queue.take_lease(store, uri, "a", NOW, NOW + 2 * hour)  # its holder may renew it
+    assert again and again != mine
+    queue.release_lease(store, uri, mine)  # a stale generation gives back nothing
+    assert queue.take_lease(store, uri, "b", NOW + hour, NOW + 3 * hour) is None
+    taken = queue.take_lease(store, uri, "b", NOW + 2 * hour, NOW + 3 * hour)  # run out: another takes it over
+    assert taken
+    queue.release_lease(store, uri, taken)
+    assert store.uris(uri) == [] and queue.take_lease(store, uri, "c", NOW, NOW + hour)
+
+
+def test_a_longer_wait_asked_meanwhile_puts_the_claimed_run_back_unsent_and_it_goes_when_that_ends(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = timed(relay, clock)
+    hold = queue.hold_uri(RESULTS, "fake")
+
+    def sleep(seconds: float) -> None:  # the first wait: another instance is refused for 2 s more
+        if not clock.slept:
+            queue.hold(store, hold, clock.now + timedelta(seconds=seconds + 2), "429 at another instance")
+        clock.sleep(seconds)
+
+    relay = replace(relay, sleep=sleep)
+    backend.failures.append(_busy(1))
+    outcome = drain.deliver(relay, upload(store, 1))
+    assert outcome.outcome == "launched" and clock.slept == [1, 2]
+    assert [r.run_key for r in backend.launches] == [outcome.run_key]  # no submit while the hold ran
 
 
 def test_a_tick_stopped_by_trouble_at_the_backend_submits_nothing_and_the_next_drains(

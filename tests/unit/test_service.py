@@ -302,6 +302,50 @@ def test_the_gate_pauses_for_the_time_asked_then_lets_one_call_through_at_a_time
         pass
 
 
+def test_a_drain_holding_a_claimed_run_queues_up_behind_the_call_under_way_and_a_refusal_meanwhile_stops_it():
+    now = [0.0]
+    gate = SubmitGate(clock=lambda: now[0])
+    with pytest.raises(BackendBusyError), gate.calling():
+        raise BackendBusyError("429", retry_after=1)
+    now[0] = 1.0
+    order: list[str] = []
+    under_way, done = threading.Event(), threading.Event()
+
+    def queued_up() -> None:
+        under_way.wait()
+        with gate.calling(queue_up=True):
+            order.append("queued up")
+        done.set()
+
+    waiter = threading.Thread(target=queued_up)
+    waiter.start()
+    with gate.calling():  # one call at a time: the drain's submit waits for this one, refused by nothing
+        under_way.set()
+        assert not done.wait(0.05)  # still waiting (no timing is measured: only that it has not gone first)
+        order.append("first")
+    waiter.join()
+    assert order == ["first", "queued up"]
+    # A refusal while it waits pauses the gate: the waiting submit is refused unsent, and the drain puts it back.
+    refused: list[BaseException] = []
+
+    def refused_meanwhile() -> None:
+        under_way.wait()
+        try:
+            with gate.calling(queue_up=True):
+                order.append("sent")
+        except BackendPausedError as error:
+            refused.append(error)
+
+    under_way.clear()
+    waiter = threading.Thread(target=refused_meanwhile)
+    waiter.start()
+    with pytest.raises(BackendBusyError), gate.calling():
+        under_way.set()
+        raise BackendBusyError("429", retry_after=1)
+    waiter.join()
+    assert len(refused) == 1 and order == ["first", "queued up"]
+
+
 def test_a_pause_is_never_longer_than_the_cap(relay: Relay):
     now = [0.0]
     gate = SubmitGate(clock=lambda: now[0])
