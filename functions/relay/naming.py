@@ -216,6 +216,11 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
 ABSENCES = "absences"
 
 
+def absences_folder(results_uri: str) -> str:
+    """Where the absence records lie, `absences/<tenant>/<expectation>/<window>.json` (relay.absence)."""
+    return join(results_uri, ABSENCES) + "/"
+
+
 def arrival_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
     """Something arrived in this window of the tenant's absence declaration (relay.absence): create-only."""
     return join(results_uri, "expectations", tenant, expectation, f"{window}.json")
