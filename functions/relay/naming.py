@@ -242,11 +242,21 @@ def absences_folder(results_uri: str) -> str:
     return join(results_uri, ABSENCES) + "/"
 
 
+EXPECTATIONS = "expectations"
+
+
 def arrival_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
     """Something arrived in this window of the tenant's absence declaration (relay.absence): create-only."""
-    return join(results_uri, "expectations", tenant, expectation, f"{window}.json")
+    return join(results_uri, EXPECTATIONS, tenant, expectation, f"{window}.json")
 
 
 def absence_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
     """Nothing arrived in this window (relay.absence): create-only, so it is recorded and alerted once."""
     return join(results_uri, ABSENCES, tenant, expectation, f"{window}.json")
+
+
+# A route's sets of files (relay.set_store): their folder, and the names of a set's seal (no new object joins it)
+# and of its closed list (the objects its run is given).
+SETS = "sets"
+SET_SEALED = "sealed.json"
+SET_CLOSED = "closed.json"
