@@ -80,11 +80,14 @@ def ledger_name(results_uri: str, uri: str) -> str | None:
     if not uri.startswith(root):
         return None
     name = uri[len(root) :]
+    return name if in_ledger(name) else None
+
+
+def in_ledger(name: str) -> bool:
+    """Whether the object `name` under the results is a ledger record (NOT_LEDGER, SET_LEDGER)."""
     if not name or name.startswith(NOT_LEDGER):
-        return None
-    if name.startswith(f"{naming.SETS}/") and name.rpartition("/")[2] not in SET_LEDGER:
-        return None
-    return name
+        return False
+    return not name.startswith(f"{naming.SETS}/") or name.rpartition("/")[2] in SET_LEDGER
 
 
 def digest(data: bytes) -> str:

@@ -200,6 +200,15 @@ def _set_part(results: str, uri: str) -> str:
     return "open" if parts[0] == "open" else parts[-1] if parts[-1] == "head.json" else parts[-2]
 
 
+def test_entries_for_what_is_no_longer_the_ledger_are_proved_but_never_matched_against_records():
+    chain = Chain("seg-a", "user:test")
+    entries, records = writes(chain, 1)
+    member = "sets/lab/plates/0123/members/4567.json"  # audited before a set's bookkeeping was left out
+    older = chain.append(NOW, audit.WRITE, member, digest=audit.digest(b"{}"))
+    mark = chain.append(NOW, audit.WRITE, "expectations/lab/nightly/2026-12-07.json", digest=audit.digest(b"{}"))
+    assert verify(stored([*entries, older, mark]), [], records).whole  # neither is a record the listing reads
+
+
 def test_arrival_marks_are_bookkeeping_and_the_absence_they_decide_is_the_ledger():
     results = "gs://b/results"
     assert audit.ledger_name(results, naming.arrival_record(results, "lab", "nightly", "2026-12-07")) is None
