@@ -9,13 +9,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from relay import naming
+from relay import naming, set_store
 from relay import policy as rules
 from relay.errors import BlobNotFoundError
 from relay.ports import BlobStore
 from relay.status import read_run
 from relaycli import pubsub
-from relaycli.backfill_plan import Candidate, Listed, Planned, covers, message, plan, run_key, since
+from relaycli.backfill_plan import (
+    COLLECTED,
+    Candidate,
+    Listed,
+    Planned,
+    covers,
+    message,
+    plan,
+    run_key,
+    set_member,
+    since,
+)
 from relaycli.command import Command, add_catalog, add_json, add_policy, add_results
 from relaycli.config import Context
 from relaycli.emulators import check_emulator
@@ -78,7 +89,10 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     scope = _Scope(store, policy, bucket, prefix, args.tenant, topic, (results, config.catalog_uri))
     moment = _moment(args.since, context.clock())
 
-    def recorded(key: str) -> str | None:
+    def recorded(candidate: Candidate, key: str) -> str | None:
+        place = set_member(candidate)
+        if place is not None and set_store.is_member(store, results, *place):
+            return COLLECTED  # one read: a set route's object has no record of its own once collected
         found = read_run(store, results, key)
         return found.state if found is not None else None
 
@@ -210,8 +224,9 @@ COMMAND = Command(
     summary="deliver the objects under a prefix that a tenant's triggers or routes cover and no record names",
     description=(
         "Find the objects under gs://bucket/prefix that a tenant's trigger locations or routes cover and that have "
-        "no record (no launch, rejection or skip under the run key their event would have had: events lost before "
-        "Relay was deployed, a notification misconfigured), and deliver each as the message the deployment would "
+        "no record (no launch, rejection or skip under the run key their event would have had, nor, for a set "
+        "route, a set holding them: events lost before Relay was deployed, a notification misconfigured), and "
+        "deliver each as the message the deployment would "
         "have received: a trigger file as a trigger_uri naming its generation on the topic of the tenant whose "
         "trigger location holds it, a routed data object as a storage notification on the topic the policy's "
         "notifications wire to its bucket. The functions decide each as for a live event and give it the run key "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from relay import naming, routes
+from relay import naming, routes, set_store
 from relay import policy as rules
 from relay.errors import InvalidTriggerError, Problem
 from relay.events import PUBSUB_PUBLISHED, EventInfo, Message, ObjectDelivery
@@ -27,12 +27,16 @@ from relay.service import (
     route_for,
     route_run_key,
     run_key_for,
+    set_place,
     skip_run_key,
     tenant_for,
 )
 from relay.triggers import MAX_TRIGGER_BYTES, Trigger
 
 TRIGGER_URI, NOTIFICATION = "trigger-uri", "storage-notification"
+# What a set route's object a set holds already is recorded as: it has no record of its own (its run is its set's),
+# so a delivery would only find it in its set again, or, once the set launched, start the folder's next one.
+COLLECTED = "collected"
 _EVENT = EventInfo(id="backfill", type=PUBSUB_PUBLISHED, source="relay backfill", time=None)
 
 
@@ -80,7 +84,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Planned:
-    """A candidate, its run key, and the state of the record that key has (None: none, so it is delivered)."""
+    """A candidate, its run key, and what records it: the state of that key's record, or COLLECTED for a set route's
+    object a set holds (None: nothing, so it is delivered)."""
 
     candidate: Candidate
     run_key: str
@@ -163,12 +168,21 @@ def run_key(candidate: Candidate, read: Callable[[str, int], bytes]) -> str:
     return run_key_for(parsed, identity, cover.tenant)
 
 
-def plan(keyed: Iterable[tuple[Candidate, str]], recorded: Callable[[str], str | None]) -> Iterator[Planned]:
-    """Each candidate with the state of its run key's record; a key met before is delivered once (the functions
-    would find the first delivery's record)."""
+def set_member(candidate: Candidate) -> tuple[set_store.Group, set_store.Member] | None:
+    """The sets the functions collect the candidate in, and the member it is there (relay.service.set_place); None
+    unless a set route covers it."""
+    listed, cover = candidate.listed, candidate.cover
+    if cover.route is None or cover.route.set_rule is None or cover.tenant is None:
+        return None
+    return set_place(cover.tenant, cover.route, listed.bucket, listed.name, listed.generation)
+
+
+def plan(keyed: Iterable[tuple[Candidate, str]], recorded: Callable[[Candidate, str], str | None]) -> Iterator[Planned]:
+    """Each candidate with the state of what records it (`recorded`: its run key's record, or COLLECTED); a key met
+    before is delivered once (the functions would find the first delivery's record)."""
     seen: set[str] = set()
     for candidate, key in keyed:
-        state = "duplicate" if key in seen else recorded(key)
+        state = "duplicate" if key in seen else recorded(candidate, key)
         seen.add(key)
         yield Planned(candidate, key, state)
 

@@ -3,7 +3,9 @@ windows that closed with no mark. Create-only writes make both exactly once acro
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from relay import naming, records
@@ -109,12 +111,38 @@ def check(relay: Relay) -> tuple[Outcome, ...]:
     return tuple(found)
 
 
-def recorded(store: BlobStore, results_uri: str, limit: int) -> list[dict[str, object]]:
-    """The absence records under `results_uri`, the latest windows first, at most `limit` (`relay runs`)."""
-    found = []
-    for uri in store.list(naming.join(results_uri, naming.ABSENCES) + "/"):
-        with suppress(BlobNotFoundError, ValueError):
-            found.append(records.decode(store.read(uri).data))
+@dataclass(frozen=True)
+class Stored:
+    """An absence record as it lies under `absences/`: the tenant folder it is in (whose it is, never what it
+    says), its name there (`<expectation>/<window>`), and what it says, or why it cannot be read."""
+
+    tenant: str
+    what: str
+    record: Mapping[str, object] | None  # None: unreadable, `problem` says why
+    problem: str = ""
+
+
+def stored(store: BlobStore, results_uri: str) -> Iterator[Stored]:
+    """Every absence record under `results_uri` (one listing, a read of each); none while no one records them."""
+    folder = naming.absences_folder(results_uri)
+    for uri in store.list(folder):
+        tenant, _, what = uri[len(folder) :].partition("/")
+        if not what.endswith(".json"):
+            continue
+        what = what.removesuffix(".json")
+        try:
+            record = records.decode(store.read(uri).data)
+        except BlobNotFoundError:
+            continue  # removed since the listing
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+            yield Stored(tenant, what, None, str(error))
+            continue
+        yield Stored(tenant, what, record)
+
+
+def recorded(store: BlobStore, results_uri: str, limit: int) -> list[Mapping[str, object]]:
+    """The readable absence records under `results_uri`, the latest windows first, at most `limit` (`relay runs`)."""
+    found = [one.record for one in stored(store, results_uri) if one.record is not None]
     return sorted(found, key=lambda record: str(record.get("window_end")), reverse=True)[:limit]
 
 

@@ -28,7 +28,10 @@ WRITE, DELETE, SEEN, VOID = "write", "delete", "seen", "void"
 # Not the ledger: places Relay coordinates through (queue places, cap slots, rate marks, holds, the reconcile
 # cursor, the local backend's store id), rewritten or deleted as a matter of course and holding no decision of
 # their own; a queued run's decision is its launch.json's; the runs board, a page drawn from the records. Every
-# other object under the results is audited.
+# other object under the results is audited, but for the bookkeeping below (SET_LEDGER).
+# `expectations/`: arrival marks, one a window of an absence declaration, written by the delivery the window's
+# first arrival was; each restates a run whose own records (launch.json, its run key named in the mark) are the
+# ledger's, and the decision the marks feed, an absence, is its record under `absences/`, audited.
 NOT_LEDGER = (
     f"{AUDIT_FOLDER}/",
     "queue/entries/",
@@ -38,7 +41,14 @@ NOT_LEDGER = (
     "reconcile/",
     "local-backend.json",
     "board/",
+    f"{naming.EXPECTATIONS}/",
 )
+# Under `sets/` (relay.set_store) only a set's seal (the decision that it takes no new object) and its closed list
+# (which objects the run it launched is given, or why it was recorded incomplete) are the ledger's: with the run's
+# own launch.json they say who and what launched. The rest is per-object bookkeeping: each object's member record
+# (moved to the next set when its set closed without it), its arrival mark in a set, the head hint, and the open
+# index the tick walks (deleted once the set is launched); the closed list names every object the set took.
+SET_LEDGER = (naming.SET_SEALED, naming.SET_CLOSED)
 _DAY = "%Y-%m-%d"
 
 
@@ -70,7 +80,14 @@ def ledger_name(results_uri: str, uri: str) -> str | None:
     if not uri.startswith(root):
         return None
     name = uri[len(root) :]
-    return None if not name or name.startswith(NOT_LEDGER) else name
+    return name if in_ledger(name) else None
+
+
+def in_ledger(name: str) -> bool:
+    """Whether the object `name` under the results is a ledger record (NOT_LEDGER, SET_LEDGER)."""
+    if not name or name.startswith(NOT_LEDGER):
+        return False
+    return not name.startswith(f"{naming.SETS}/") or name.rpartition("/")[2] in SET_LEDGER
 
 
 def digest(data: bytes) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from relay.audit import DELETE, VOID, WRITE, AuditError, Entry, Seal, chain_hash, parse_entry, parse_seal
+from relay.audit import DELETE, VOID, WRITE, AuditError, Entry, Seal, chain_hash, in_ledger, parse_entry, parse_seal
 
 LAST = "~"  # sorts after every timestamp: problems with no entry time come after those with one
 
@@ -196,7 +196,9 @@ def _records(
     last: dict[str, Entry] = {}
     for chain in segments.values():
         for entry in chain.values():
-            if entry.op in (WRITE, DELETE) and (entry.segment, entry.seq) not in voided:
+            # An entry for what is no longer the ledger (written before NOT_LEDGER or SET_LEDGER left it out) is
+            # proved in its chain, never matched against a record: the records are read by today's rule.
+            if entry.op in (WRITE, DELETE) and (entry.segment, entry.seq) not in voided and in_ledger(entry.object):
                 known = last.get(entry.object)
                 if known is None or (entry.at, entry.segment, entry.seq) > (known.at, known.segment, known.seq):
                     last[entry.object] = entry

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from relay import naming, queue, records
+from relay import absence, naming, queue, records
 from relay.board import Absence, Board, DeadLetters, build_board, parse_absence, unreadable_absence
 from relay.board_page import render_board
 from relay.errors import BlobNotFoundError, PreconditionFailedError
@@ -42,27 +42,14 @@ def read_sources(store: BlobStore, results_uri: str) -> Sources:
     return Sources(tuple(runs), tuple(queue.entries(store, results_uri)), tuple(read_absences(store, results_uri)))
 
 
-def absences_folder(results_uri: str) -> str:
-    return naming.join(results_uri, naming.ABSENCES) + "/"
-
-
 def read_absences(store: BlobStore, results_uri: str) -> Iterator[Absence]:
-    """The absence records, `absences/<tenant>/<what>.json`, each as the board shows it; one that cannot be read is
-    shown as such rather than left out. None at all while no one records absences."""
-    prefix = absences_folder(results_uri)
-    for uri in store.list(prefix):
-        tenant, _, what = uri[len(prefix) :].partition("/")
-        if not what.endswith(".json"):
-            continue
-        what = what.removesuffix(".json")
-        try:
-            record = records.decode(store.read(uri).data)
-        except BlobNotFoundError:
-            continue  # removed since the listing
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
-            yield unreadable_absence(tenant, what, str(error))
-            continue
-        yield parse_absence(tenant, what, record)
+    """The absence records (relay.absence reads them), each as the board shows it; one that cannot be read is
+    shown as such rather than left out."""
+    for one in absence.stored(store, results_uri):
+        if one.record is None:
+            yield unreadable_absence(one.tenant, one.what, one.problem)
+        else:
+            yield parse_absence(one.tenant, one.what, one.record)
 
 
 def board_for(

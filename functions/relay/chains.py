@@ -28,7 +28,7 @@ from typing import Any
 
 from relay import naming
 from relay.errors import Problem, describe_value
-from relay.templates import fill_all, pieces, strings
+from relay.templates import fill_all, fill_text, pieces, strings
 
 ON = ("succeeded", "failed")  # the ends a step may follow (records.SUCCEEDED, records.FAILED)
 MAX_STEPS = 8
@@ -173,22 +173,13 @@ def render(step: Step, index: int, finished: Finished) -> tuple[dict[str, Any], 
 
 
 def _fill(template: str, path: str, finished: Finished, problems: list[Problem]) -> Any:
-    parts = _pieces(template)
-    values = []
-    for is_field, text in parts:
-        if not is_field:
-            values.append(text)
-            continue
-        found = finished.value(text)
-        if found is None:
-            problems.append(
-                Problem(path, f"the finished run's {text} ({{{text}}})", f"none in {finished.run_key}'s result")
-            )
-            return template
-        if len(parts) == 1:
-            return found
-        values.append(found if isinstance(found, str) else str(found))
-    return "".join(values)
+    filled, missing = fill_text(_pieces(template), finished.value)
+    if missing is None:
+        return filled
+    problems.append(
+        Problem(path, f"the finished run's {missing} ({{{missing}}})", f"none in {finished.run_key}'s result")
+    )
+    return template
 
 
 def ceiling_problem(depth: int, ceiling: int, where: str) -> Problem | None:

@@ -224,21 +224,16 @@ def _listed(relay: Relay) -> tuple[list[str], set[str], set[str], set[str]]:
     """Keys of the runs that have a launch record and no result yet, of those that have a result, of those whose
     retry waits for a decision or its time, and of those whose chain's next runs wait to start: one listing, of
     names only."""
-    prefix = naming.join(relay.settings.results_uri, "runs") + "/"
+    folder = naming.runs_folder(relay.settings.results_uri)
     launched: set[str] = set()
     ended: set[str] = set()
     retrying: set[str] = set()
     chaining: set[str] = set()
-    for uri in relay.store.list(prefix):
-        key, _, name = uri[len(prefix) :].partition("/")
-        if name == "launch.json":
-            launched.add(key)
-        elif name == "result.json":
-            ended.add(key)
-        elif name == "retry.json":
-            retrying.add(key)
-        elif name == "chain.json":
-            chaining.add(key)
+    by_name = {naming.LAUNCH: launched, naming.RESULT: ended, naming.RETRY: retrying, naming.CHAIN: chaining}
+    for uri in relay.store.list(folder):
+        key, name = naming.listed_run_record(folder, uri)
+        if (keys := by_name.get(name)) is not None:
+            keys.add(key)
     return sorted(launched - ended), ended, retrying, chaining
 
 

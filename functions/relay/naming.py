@@ -107,37 +107,58 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+RUNS = "runs"
+# A run's records, `runs/<run key>/<name>`: the names they are written under and a listing recognises them by.
+LAUNCH = "launch.json"
+RESULT = "result.json"
+SKIPPED = "skipped.json"
+INCOMPLETE = "incomplete.json"
+RETRY = "retry.json"
+CHAIN = "chain.json"
+CHAINED = "chained.json"
+
+
+def runs_folder(results_uri: str) -> str:
+    return join(results_uri, RUNS) + "/"
+
+
+def listed_run_record(folder: str, uri: str) -> tuple[str, str]:
+    """(run key, record name) of a URI a listing of `folder` (runs_folder) gave."""
+    key, _, name = uri[len(folder) :].partition("/")
+    return key, name
+
+
 def launch_record(results_uri: str, run_key: str) -> str:
-    return join(results_uri, "runs", run_key, "launch.json")
+    return join(results_uri, RUNS, run_key, LAUNCH)
 
 
 def result_record(results_uri: str, run_key: str) -> str:
-    return join(results_uri, "runs", run_key, "result.json")
+    return join(results_uri, RUNS, run_key, RESULT)
 
 
 def skip_record(results_uri: str, run_key: str) -> str:
     """Where a skipped delivery is recorded: beside the runs (the functions may write there), never a run's own."""
-    return join(results_uri, "runs", run_key, "skipped.json")
+    return join(results_uri, RUNS, run_key, SKIPPED)
 
 
 def incomplete_record(results_uri: str, run_key: str) -> str:
     """Where a set its deadline closed before it was complete is recorded, under the run key it would have had."""
-    return join(results_uri, "runs", run_key, "incomplete.json")
+    return join(results_uri, RUNS, run_key, INCOMPLETE)
 
 
 def retry_record(results_uri: str, run_key: str) -> str:
     """Where a failed run waits for the reconciler to decide on its retry (relay.retries): beside its records."""
-    return join(results_uri, "runs", run_key, "retry.json")
+    return join(results_uri, RUNS, run_key, RETRY)
 
 
 def chain_record(results_uri: str, run_key: str) -> str:
     """Where an ended run whose chain goes on waits for its next runs to be started (relay.chain_runs)."""
-    return join(results_uri, "runs", run_key, "chain.json")
+    return join(results_uri, RUNS, run_key, CHAIN)
 
 
 def chained_record(results_uri: str, run_key: str) -> str:
     """What an ended run's chain started after it (or why not), once settled: the first's link to the next."""
-    return join(results_uri, "runs", run_key, "chained.json")
+    return join(results_uri, RUNS, run_key, CHAINED)
 
 
 def suffixed_key(key: str, suffix: str) -> str:
@@ -216,11 +237,26 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
 ABSENCES = "absences"
 
 
+def absences_folder(results_uri: str) -> str:
+    """Where the absence records lie, `absences/<tenant>/<expectation>/<window>.json` (relay.absence)."""
+    return join(results_uri, ABSENCES) + "/"
+
+
+EXPECTATIONS = "expectations"
+
+
 def arrival_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
     """Something arrived in this window of the tenant's absence declaration (relay.absence): create-only."""
-    return join(results_uri, "expectations", tenant, expectation, f"{window}.json")
+    return join(results_uri, EXPECTATIONS, tenant, expectation, f"{window}.json")
 
 
 def absence_record(results_uri: str, tenant: str, expectation: str, window: str) -> str:
     """Nothing arrived in this window (relay.absence): create-only, so it is recorded and alerted once."""
     return join(results_uri, ABSENCES, tenant, expectation, f"{window}.json")
+
+
+# A route's sets of files (relay.set_store): their folder, and the names of a set's seal (no new object joins it)
+# and of its closed list (the objects its run is given).
+SETS = "sets"
+SET_SEALED = "sealed.json"
+SET_CLOSED = "closed.json"

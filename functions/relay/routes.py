@@ -34,7 +34,7 @@ from typing import Any
 from relay.chains import Step
 from relay.errors import Problem
 from relay.sets import SetRule
-from relay.templates import fill_all, pieces, strings
+from relay.templates import fill_all, fill_text, pieces, strings
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
 SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")
@@ -165,16 +165,8 @@ def render(parameters: Mapping[str, Any], event: ObjectEvent | SetEvent) -> tupl
 
 def _fill(template: str, path: str, event: ObjectEvent | SetEvent, problems: list[Problem]) -> Any:
     parts = _parts(template, SET_FIELDS if isinstance(event, SetEvent) else FIELDS)  # checked when the policy was read
-    values = []
-    for is_field, text in parts:
-        if not is_field:
-            values.append(text)
-            continue
-        found = event.value(text)
-        if found is None:
-            problems.append(Problem(path, f"the object's {text} (route template {{{text}}})", "none in the event"))
-            return template
-        if len(parts) == 1:
-            return found  # a whole-value placeholder keeps its type: size and generation stay numbers
-        values.append(str(found))
-    return "".join(values)
+    filled, missing = fill_text(parts, event.value)
+    if missing is None:
+        return filled
+    problems.append(Problem(path, f"the object's {missing} (route template {{{missing}}})", "none in the event"))
+    return template

@@ -415,6 +415,15 @@ def _handle_route(relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, 
     return _claim_and_launch(relay, delivery, loaded, run_key, trigger, definition, tenant, place=place)
 
 
+def set_place(
+    tenant: rules.Tenant, route: routes.Route, bucket: str, name: str, generation: int
+) -> tuple[set_store.Group, set_store.Member]:
+    """The sets an object version a set route takes is collected in (its folder's, of the route's tenant), and the
+    member it joins them as (the marker, when its name is the route's)."""
+    group = set_store.Group(tenant.name, route.id, bucket, group_of(name))
+    return group, set_store.Member(bucket, name, generation, route.is_marker(name))
+
+
 def _collect(
     relay: Relay, delivery: ObjectDelivery, tenant: rules.Tenant, route: routes.Route, rule: SetRule
 ) -> Outcome:
@@ -437,8 +446,7 @@ def _collect(
         return _skip(
             relay, delivery, tenant, EMPTY_OBJECT, records.SKIP_EMPTY, generation=info.generation, routed=routed
         )
-    group = set_store.Group(tenant.name, route.id, delivery.bucket, group_of(delivery.name))
-    member = set_store.Member(delivery.bucket, delivery.name, info.generation, marker)
+    group, member = set_place(tenant, route, delivery.bucket, delivery.name, info.generation)
     results = relay.settings.results_uri
     if _is_stale(relay, delivery) and not set_store.is_member(relay.store, results, group, member):
         # Too old to join a set now; one that joined while fresh is seen through (its set may need launching).

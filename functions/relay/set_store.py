@@ -43,7 +43,7 @@ class Group:
 
     def base(self, results_uri: str) -> str:
         tenant = self.tenant or NO_TENANT
-        return naming.join(results_uri, "sets", tenant, self.route, sets.group_digest(self.bucket, self.folder))
+        return naming.join(results_uri, naming.SETS, tenant, self.route, sets.group_digest(self.bucket, self.folder))
 
     def number(self, results_uri: str, number: int) -> str:
         return naming.join(self.base(results_uri), f"{number:06d}")
@@ -51,7 +51,7 @@ class Group:
     def open_uri(self, results_uri: str, number: int) -> str:
         tenant = self.tenant or NO_TENANT
         name = f"{sets.group_digest(self.bucket, self.folder)}-{number:06d}.json"
-        return naming.join(results_uri, "sets", "open", tenant, self.route, name)
+        return naming.join(results_uri, naming.SETS, "open", tenant, self.route, name)
 
     def set_id(self, number: int) -> str:
         return sets.set_id(self.tenant, self.route, self.bucket, self.folder, number)
@@ -202,7 +202,7 @@ def _enter(
         _open(store, results_uri, group, number, now)
     with contextlib.suppress(PreconditionFailedError):  # written by a delivery before this one
         store.write(naming.join(folder, "objects", _entry_name(arrival)), b"{}\n", if_generation_match=0)
-    if not _exists(store, naming.join(folder, "sealed.json")):
+    if not _exists(store, naming.join(folder, naming.SET_SEALED)):
         arrivals = _arrivals(store, folder)
         earliest = min(arrivals)
         if first and (earliest.stamp, earliest.digest) == (arrival.stamp, arrival.digest):
@@ -237,7 +237,7 @@ def seal(store: BlobStore, folder: str, reason: str, now: datetime) -> None:
     """Set `folder` takes no new object; sealed already is fine (the first seal's reason stands)."""
     document = {"reason": reason, "sealed_at": records.timestamp(now)}
     with contextlib.suppress(PreconditionFailedError):
-        store.write(naming.join(folder, "sealed.json"), records.encode(document), if_generation_match=0)
+        store.write(naming.join(folder, naming.SET_SEALED), records.encode(document), if_generation_match=0)
 
 
 def finish(store: BlobStore, results_uri: str, group: Group, rule: sets.SetRule, number: int, now: datetime) -> Closed:
@@ -245,11 +245,11 @@ def finish(store: BlobStore, results_uri: str, group: Group, rule: sets.SetRule,
     closer that died after sealing is finished here); then the objects the set left out are moved on to the next
     set. Once closed.json is there, this is two reads."""
     folder = group.number(results_uri, number)
-    uri = naming.join(folder, "closed.json")
+    uri = naming.join(folder, naming.SET_CLOSED)
     try:
         closed = parse_closed(group, records.decode(store.read(uri).data))
     except BlobNotFoundError:
-        sealed = records.decode(store.read(naming.join(folder, "sealed.json")).data)
+        sealed = records.decode(store.read(naming.join(folder, naming.SET_SEALED)).data)
         arrivals = _arrivals(store, folder)
         closing = sets.decide(rule, arrivals, now) or sets.Closing(str(sealed["reason"]), tuple(sorted(arrivals)))
         members = tuple(_with_object(store, group, m, results_uri) for m in closing.members)
@@ -291,7 +291,7 @@ class OpenSet:
 
 def open_sets(store: BlobStore, results_uri: str) -> Iterator[OpenSet]:
     """Every set not yet launched or recorded incomplete: one listing, page by page."""
-    prefix = naming.join(results_uri, "sets", "open") + "/"
+    prefix = naming.join(results_uri, naming.SETS, "open") + "/"
     for uri in store.list(prefix):
         try:
             document = records.decode(store.read(uri).data)
@@ -307,7 +307,7 @@ def close_due(store: BlobStore, results_uri: str, open_set: OpenSet, rule: sets.
     open."""
     group, number = open_set.group, open_set.number
     folder = group.number(results_uri, number)
-    if not _exists(store, naming.join(folder, "sealed.json")):
+    if not _exists(store, naming.join(folder, naming.SET_SEALED)):
         closing = sets.decide(rule, _arrivals(store, folder), now)
         if closing is None:
             return []

@@ -141,12 +141,11 @@ def recent_runs(store: BlobStore, results_uri: str, limit: int = 20) -> list[Run
 
 def _record_names(store: BlobStore, results_uri: str) -> Iterator[tuple[str, str, str]]:
     """(run key, record name, URI) for each record listed: what read_run would find, without asking for the rest."""
-    runs = naming.join(results_uri, "runs") + "/"
+    runs = naming.runs_folder(results_uri)
     for uri in store.list(runs):
-        key, _, file = uri[len(runs) :].partition("/")
-        name = file.removesuffix(".json")
-        if name in ("launch", "result", "skipped", "retry", "incomplete"):
-            yield key, name, uri
+        key, file = naming.listed_run_record(runs, uri)
+        if file in (naming.LAUNCH, naming.RESULT, naming.SKIPPED, naming.RETRY, naming.INCOMPLETE):
+            yield key, file.removesuffix(".json"), uri
     rejected = naming.join(results_uri, "rejected") + "/"
     for uri in store.list(rejected):
         key = uri[len(rejected) :].removesuffix(".json")

@@ -8,7 +8,7 @@ once and the result is never scanned again. `{{` and `}}` are literal braces. Wh
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -34,6 +34,24 @@ def pieces(template: str, known: Callable[[str], bool], fields: str) -> Iterator
         position = match.end()
     if position < len(template):
         yield False, template[position:]
+
+
+def fill_text(parts: Sequence[tuple[bool, str]], value: Callable[[str], Any]) -> tuple[Any, str | None]:
+    """(filled, None): what a template's `parts` (its pieces) make with each field replaced by `value(field)`, a
+    lone whole-value placeholder keeping its value's type (a size stays a number, a list a list). (None, field) for
+    the first field `value` has nothing (None) for: the caller's to name in a problem. Routes' and chains' one fill."""
+    values = []
+    for is_field, text in parts:
+        if not is_field:
+            values.append(text)
+            continue
+        found = value(text)
+        if found is None:
+            return None, text
+        if len(parts) == 1:
+            return found, None
+        values.append(str(found))
+    return "".join(values), None
 
 
 def fill_all(parameters: Mapping[str, Any], where: str, fill: Callable[[str, str], Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from relay import naming
 from relay.adapters.localfs import LocalBlobStore
 from relay.adapters.routing import RoutingBlobStore
 from relay.errors import BlobNotFoundError
-from relay.events import PUBSUB_PUBLISHED, EventInfo, ObjectDelivery, parse_pubsub_event
+from relay.events import PUBSUB_PUBLISHED, EventInfo, Message, ObjectDelivery, parse_pubsub_event
+from relay.outcome import Outcome
 from relay.ports import BlobInfo
 from relay.service import Relay, handle_delivery
 from tests.cli.support import ECHO, Ran, relay_on, run
@@ -39,6 +40,8 @@ tenants:
     routes:
       - {{id: csv, bucket: lab-data, prefix: assay/, glob: "*.csv", pipeline: echo,
          parameters: {{message: "{{name}}", count: "{{size}}"}}}}
+      - {{id: plates, bucket: lab-data, prefix: plates/, glob: "*.csv", pipeline: echo, set: {{size: 2}},
+         parameters: {{message: "{{folder}}", count: "{{count}}"}}}}
 """
 TRIGGER = json.dumps(ECHO).encode()
 
@@ -147,6 +150,37 @@ def test_an_object_deleted_since_the_listing_is_left_out(
     store = Vanishing(gcs, results, "gs://triggers/lab/a.json")
     ran = run(capsys, ["backfill", "gs://triggers/", "--dry-run", "--json"], env=env, store=store)
     assert [row["uri"] for row in ran.json()["delivered"]] == ["gs://triggers/lab/b.json"]
+
+
+def notified(relay: Relay, name: str, generation: int) -> Outcome:
+    """The functions' outcome of the storage notification of gs://lab-data/`name` (an event that did come)."""
+    event = EventInfo(id=f"m-{name}", type=PUBSUB_PUBLISHED, source=f"//pubsub.googleapis.com/{TOPIC}", time=NOW)
+    origin = Message(TOPIC, f"m-{name}")
+    return handle_delivery(
+        relay, ObjectDelivery(event, "lab-data", name, generation, None, "storage-notification", origin)
+    )
+
+
+def test_a_set_routes_objects_in_a_set_are_recorded_as_collected_and_never_delivered_again(
+    cli: Callable[..., Ran], gcs: MemoryBlobStore, functions: Relay
+):
+    first = gcs.put("gs://lab-data/plates/p1/a.csv", b"a\n1\n")
+    assert notified(functions, "plates/p1/a.csv", first).outcome == "collected"  # the open set holds it
+    second = gcs.put("gs://lab-data/plates/p1/b.csv", b"b\n2\n")  # its notification was lost
+    shown = cli("backfill", "gs://lab-data/plates/", "--dry-run", "--json").json()
+    assert [(row["uri"], row["recorded"]) for row in shown["recorded"]] == [
+        ("gs://lab-data/plates/p1/a.csv", "collected")
+    ]
+    assert [row["uri"] for row in shown["delivered"]] == ["gs://lab-data/plates/p1/b.csv"]
+    launched = notified(functions, "plates/p1/b.csv", second)  # it came after all: the set of two launches
+    assert launched.outcome == "launched"
+    # The set's objects have no record of their own (the run is the set's): delivered again they would be
+    # duplicates, or start the folder's next set. Backfill asks the sets and leaves them alone.
+    again = cli("backfill", "gs://lab-data/plates/", "--dry-run", "--json").json()
+    assert again["delivered"] == [] and [row["recorded"] for row in again["recorded"]] == ["collected", "collected"]
+    text = cli("backfill", "gs://lab-data/plates/", "--dry-run")
+    assert "recorded: collected" in text.out, text.out
+    assert "would deliver 0 objects, 2 recorded already, under gs://lab-data/plates/" in text.out
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay import naming
+from relay import naming, set_store
 from relay import policy as rules
 from relay.adapters.routing import RoutingBlobStore
 from relay.events import PUBSUB_PUBLISHED, EventInfo, ObjectDelivery, parse_pubsub_event
@@ -26,6 +26,7 @@ from relaycli.backfill_plan import (
     message,
     plan,
     run_key,
+    set_member,
     since,
 )
 from tests.cli.support import ECHO, relay_on
@@ -51,6 +52,8 @@ tenants:
     routes:
       - {id: csv, bucket: lab-data, prefix: assay/, glob: "*.csv", pipeline: echo,
          parameters: {message: "{name}", count: "{size}"}}
+      - {id: plates, bucket: lab-data, prefix: plates/, glob: "*.csv", pipeline: echo, set: {marker: _SUCCESS},
+         parameters: {message: "{folder}", count: "{count}"}}
 """
 
 
@@ -105,7 +108,7 @@ def test_since_keeps_objects_changed_at_or_after_the_moment_and_none_of_unknown_
 def test_plan_delivers_what_no_record_names_and_a_run_key_once():
     cover = Cover(TRIGGER_URI, LAB, None)
     one, two, three = (Candidate(Listed("b", f"{n}.json", n, 1), cover) for n in (1, 2, 3))
-    planned = list(plan([(one, "k-1"), (two, "k-2"), (three, "k-1")], {"k-2": "launched"}.get))
+    planned = list(plan([(one, "k-1"), (two, "k-2"), (three, "k-1")], lambda _, key: {"k-2": "launched"}.get(key)))
     assert [(p.candidate, p.run_key, p.recorded) for p in planned] == [
         (one, "k-1", None),
         (two, "k-2", "launched"),
@@ -177,3 +180,21 @@ def test_without_a_policy_the_trigger_uri_is_keyed_as_the_storage_event(
     by_event = relay_on(blobs, str(tmp_path / "by-event"), at=NOW)
     event = storage_event(by_event, "triggers", "plain.json", generation, len(document))
     assert (by_message.outcome, by_message.run_key) == ("launched", key) == (event.outcome, event.run_key)
+
+
+def test_a_set_routes_object_is_looked_for_in_the_sets_the_functions_collect_it_in(
+    policy: rules.Policy, policy_file: str, gcs: MemoryBlobStore, blobs: RoutingBlobStore, results: str
+):
+    relay = relay_on(blobs, results, at=NOW, policy_uri=policy_file)
+    found = []
+    for name in ("plates/p1/a.csv", "plates/p1/_SUCCESS"):
+        generation = gcs.put(f"gs://lab-data/{name}", b"a\n1\n" if name.endswith(".csv") else b"")
+        [cover] = covers(policy, "lab-data", name)
+        candidate = Candidate(Listed("lab-data", name, generation, 0), cover)
+        place = set_member(candidate)
+        assert place is not None and not set_store.is_member(blobs, results, *place)
+        found.append((delivered(relay, candidate).outcome, set_store.is_member(blobs, results, *place)))
+    assert found == [("collected", True), ("launched", True)]  # the marker is a member too
+    [assay] = covers(policy, "lab-data", "assay/x.csv")  # a route without a set, and a trigger file: no sets
+    [trigger] = covers(policy, "triggers", "lab/a.json")
+    assert [set_member(Candidate(Listed("b", "n", 1, 1), c)) for c in (assay, trigger)] == [None, None]

@@ -160,3 +160,7 @@ def test_files_uploaded_without_notifications_are_one_run_through_relay_backfill
     capsys.readouterr()
     record = launched(stack, key_of("plates", "plates/plate-2"))
     assert sorted(record["parameters"]["items"]) == [f"gs://{LAB_DATA}/{name}" for name in names]
+    # Again, once the set launched: its objects have no record of their own, but a set holds them (issue 23).
+    assert main(["backfill", f"gs://{LAB_DATA}/plates/plate-2/", "--json"], env=env) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["delivered"] == [] and [row["recorded"] for row in again["recorded"]] == ["collected"] * 3

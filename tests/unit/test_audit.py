@@ -7,9 +7,12 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from relay import audit
+from relay import audit, naming, set_store
 from relay.audit import Chain, Entry, Head, Seal
 from relay.audit_verify import Stored, verify
+from relay.set_store import Group, Member
+from relay.sets import SetRule
+from tests.fakes import MemoryBlobStore
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -177,6 +180,40 @@ def test_ledger_names_leave_out_what_relay_coordinates_through():
         assert audit.ledger_name(results, f"gs://b/results/{other}") is None
     assert audit.ledger_name(results, "gs://b/resultsother/runs/k/launch.json") is None
     assert audit.ledger_name(results, "gs://triggers/x.json") is None
+
+
+def test_a_sets_seal_and_closed_list_are_the_ledger_and_its_per_object_bookkeeping_is_not():
+    results, group = "gs://b/results", Group("lab", "plates", "lab-data", "plates/p1")
+    store = MemoryBlobStore()
+    for name in ("a", "b"):  # a pair: the second closes set 1 with both
+        set_store.join(store, results, group, SetRule(size=2), Member("lab-data", f"plates/p1/{name}", 1), NOW)
+    ledger = {name for uri in store.uris() if (name := audit.ledger_name(results, uri))}
+    one = group.number(results, 1).removeprefix(f"{results}/")
+    assert ledger == {f"{one}/sealed.json", f"{one}/closed.json"}  # with the run's launch.json: what launched
+    left_out = {_set_part(results, uri) for uri in store.uris() if audit.ledger_name(results, uri) is None}
+    # Each object's member record and its arrival mark in the set, the hint new objects follow, the tick's index.
+    assert left_out == {"members", "objects", "head.json", "open"}
+
+
+def _set_part(results: str, uri: str) -> str:
+    parts = uri.removeprefix(f"{results}/sets/").split("/")
+    return "open" if parts[0] == "open" else parts[-1] if parts[-1] == "head.json" else parts[-2]
+
+
+def test_entries_for_what_is_no_longer_the_ledger_are_proved_but_never_matched_against_records():
+    chain = Chain("seg-a", "user:test")
+    entries, records = writes(chain, 1)
+    member = "sets/lab/plates/0123/members/4567.json"  # audited before a set's bookkeeping was left out
+    older = chain.append(NOW, audit.WRITE, member, digest=audit.digest(b"{}"))
+    mark = chain.append(NOW, audit.WRITE, "expectations/lab/nightly/2026-12-07.json", digest=audit.digest(b"{}"))
+    assert verify(stored([*entries, older, mark]), [], records).whole  # neither is a record the listing reads
+
+
+def test_arrival_marks_are_bookkeeping_and_the_absence_they_decide_is_the_ledger():
+    results = "gs://b/results"
+    assert audit.ledger_name(results, naming.arrival_record(results, "lab", "nightly", "2026-12-07")) is None
+    absent = naming.absence_record(results, "lab", "nightly", "2026-12-07")
+    assert audit.ledger_name(results, absent) == "absences/lab/nightly/2026-12-07.json"
 
 
 def test_the_actor_is_the_function_where_there_is_one():

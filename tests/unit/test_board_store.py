@@ -114,7 +114,7 @@ def test_without_a_deployment_name_the_page_names_the_results_location(relay: Re
 
 
 def test_absence_records_are_read_by_tenant_folder_and_an_unreadable_one_is_shown_as_such(store: MemoryBlobStore):
-    folder = board_store.absences_folder(RESULTS)
+    folder = naming.absences_folder(RESULTS)
     store.write(folder + "assay/nightly/2026-11-21.json", records.encode({"message": "no plates", "recorded_at": "t"}))
     store.write(folder + "imaging/scans/2026-11-21.json", b"\xff not json")
     store.write(folder + "imaging/README.txt", b"not a record")

@@ -134,3 +134,21 @@ def test_a_direct_result_and_a_record_name_are_the_same_in_every_release():
     digest = "sha256-" + hashlib.sha256(odd.encode()).hexdigest()[:32]
     assert naming.record_name(odd) == digest and len(digest) == 39
     assert naming.direct_result("gs://r", odd) == f"gs://r/direct/{digest}.json"
+
+
+def test_a_listing_of_the_runs_folder_names_each_record_of_a_run_as_it_is_written():
+    results, key = "gs://r/results", "push-0123456789abcdef"
+    folder = naming.runs_folder(results)
+    written = {
+        naming.launch_record: naming.LAUNCH,
+        naming.result_record: naming.RESULT,
+        naming.skip_record: naming.SKIPPED,
+        naming.incomplete_record: naming.INCOMPLETE,
+        naming.retry_record: naming.RETRY,
+        naming.chain_record: naming.CHAIN,
+        naming.chained_record: naming.CHAINED,
+    }
+    for record, name in written.items():
+        uri = record(results, key)
+        assert uri.startswith(folder) and naming.listed_run_record(folder, uri) == (key, name)
+    assert naming.LAUNCH == "launch.json" and naming.RESULT == "result.json"  # the bucket's layout, kept as it is
