@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +37,20 @@ def echo_request(key: str, **parameters: object) -> LaunchRequest:
         parameters={"message": "hi", **parameters},
         labels={"team": "assay"},
     )
+
+
+@pytest.fixture(autouse=True)
+def relay_logger() -> Iterator[None]:
+    """Each test leaves the `relay` logger as it found it. The function's logging set-up (logs.configure, run when
+    functions/main.py is loaded and by tests of its lines) is the process's from then on: left in place, its JSON
+    lines would land in the captured stdout of any later test (a CLI command's output), whichever file ran first."""
+    logger = logging.getLogger("relay")
+    handlers, filters, level, propagate = list(logger.handlers), list(logger.filters), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.filters[:] = filters
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture

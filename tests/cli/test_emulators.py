@@ -16,7 +16,8 @@ import pytest
 from devstack import FakeGcsServer, PubSubEmulator, create_bucket, create_topic, emulator_available, fake_gcs_available
 from devstack.gcs import storage_client
 from devstack.pubsub import subscriber_client, subscription_path
-from relay import lifecycle, naming
+from relay import audit, lifecycle, naming
+from relay.adapters.audited import AuditedStore
 from relay.adapters.stores import results_store
 from relay.events import PUBSUB_PUBLISHED, EventInfo, parse_pubsub_event, parse_storage_event
 from relay.service import handle_delivery, parse_document, run_key_for
@@ -254,11 +255,16 @@ def test_publish_adds_attributes_and_sends_a_cancel_as_the_function_reads_it(
 
 def test_ls_and_cat_read_records_and_objects_from_the_storage_emulator(storage_env: str, capsys, tmp_path: Path):
     store = results_store(RESULTS + "-objects", str(tmp_path / "local"))
+    assert isinstance(store, AuditedStore)
     key = drop(relay_on(store, RESULTS + "-objects"), ECHO, "objects.json", TRIGGERS).run_key or ""
+    store.flush_audit()  # the launch's audit entries all written now, not whenever the flusher gets the CPU
     record = naming.launch_record(RESULTS + "-objects", key)
+    batches = list(store.list(audit.location(RESULTS + "-objects") + "/"))  # one, or two if the flusher woke between
+    assert batches
     listed = relay_cli(capsys, "ls", RESULTS + "-objects", "--json")
     assert listed.code == 0, listed.err
-    assert [(item["uri"], item["size"]) for item in listed.json()] == [(record, len(store.read(record).data))]
+    expected = sorted((uri, len(store.read(uri).data)) for uri in (record, *batches))
+    assert [(item["uri"], item["size"]) for item in listed.json()] == expected
     printed = relay_cli(capsys, "cat", record)
     assert (printed.code, printed.out.encode()) == (0, store.read(record).data)
     data = b"".join(b"%015d\n" % n for n in range(4096))
