@@ -11,7 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from relay import absence, drain, lifecycle, logs, observe, runtime, unreadable
+from relay import absence, actions, drain, logs, observe, runtime, unreadable
 from relay import trace as tracing
 from relay.errors import PermanentError, TransientError
 from relay.events import (
@@ -45,7 +45,7 @@ def on_message_published(cloud_event: CloudEvent) -> None:
     message = data.get("message") if isinstance(data, Mapping) else None
     topic = topic_of(event.source)
     if event.type == PUBSUB_PUBLISHED and isinstance(message, Mapping):
-        action = lifecycle.action_request(event, topic, message)
+        action = actions.action_request(event, topic, message)
         # An envelope that cannot be read is no action either: the parser below skips it. Asked only of an action,
         # as the parser asks it of every other message.
         if action is not None and envelope_problem(attributes, data) is None:
@@ -58,6 +58,9 @@ def on_message_published(cloud_event: CloudEvent) -> None:
 def on_schedule(cloud_event: CloudEvent) -> None:
     """A Cloud Scheduler tick through Pub/Sub: bring the records of launched runs to the backend's state."""
     event = event_info(cloud_event.get_attributes())
+    # Here, not at the top: the lifecycle's modules load with the first tick or action, never with a trigger's.
+    from relay import lifecycle
+
     try:
         relay = runtime.current(os.environ)
         tick = lifecycle.reconcile(relay)
@@ -94,9 +97,11 @@ def _unreadable_request(error: Exception) -> Any:
     return "OK"
 
 
-def _act(event: EventInfo, uri: str, request: lifecycle.ActionRequest | str) -> None:
+def _act(event: EventInfo, uri: str, request: actions.ActionRequest | str) -> None:
     """One action message: done, refused (acknowledged, like a rejected trigger), or raised for a redelivery."""
-    if not isinstance(request, lifecycle.ActionRequest):
+    from relay import lifecycle  # as in on_schedule: loaded with the first action, not with a trigger
+
+    if not isinstance(request, actions.ActionRequest):
         logs.log_outcome(Outcome("skipped", str(request), event.id, uri, severity_override="ERROR"))
         return
     try:

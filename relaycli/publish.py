@@ -6,7 +6,7 @@ import argparse
 import secrets
 from datetime import UTC, datetime
 
-from relay import lifecycle, naming
+from relay import actions, naming
 from relay.events import NONCE_ATTRIBUTE, EventInfo
 from relay.service import parse_document
 from relaycli import policy, pubsub
@@ -118,7 +118,7 @@ def _attributes(given: list[tuple[str, str]]) -> dict[str, str]:
 def _request(args: argparse.Namespace, context: Context, topic: str, attributes: dict[str, str]) -> int:
     """A cancel or rerun asked on the trigger topic: checked as the function reads it; its data is ignored."""
     now = datetime.now(UTC)
-    asked = lifecycle.action_request(EventInfo("", "", "", now), topic, {"attributes": attributes})
+    asked = actions.action_request(EventInfo("", "", "", now), topic, {"attributes": attributes})
     if isinstance(asked, str) or asked is None:
         raise UsageError(f"--attribute: {asked}")
     data = read_trigger_file(args.file, args.format or "json").data if args.file else b""

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 from relay import naming, records
 from relay.errors import BlobNotFoundError, PreconditionFailedError
-from relay.expectations import last_closed, window_at
 from relay.outcome import Outcome
 from relay.policy_locations import within
 from relay.policy_model import Expectation, Tenant
@@ -44,6 +43,8 @@ def arrived(relay: Relay, outcome: Outcome) -> None:
     tenant = relay.policy.tenant(outcome.tenant)
     if tenant is None or not tenant.expect:
         return
+    from relay.expectations import window_at  # here, not at the top: only a tenant that declares expectations
+
     now = relay.clock()
     for expectation in tenant.expect:
         window = window_at(expectation.schedule, expectation.zone, now)
@@ -65,6 +66,8 @@ def arrived(relay: Relay, outcome: Outcome) -> None:
 def check(relay: Relay) -> tuple[Outcome, ...]:
     """Record each declaration's last closed window that nothing arrived in, once: the `absent` lines to log (one
     per window recorded by this call; another tick or instance that recorded it first leaves none here)."""
+    from relay.expectations import last_closed  # not at the top: an event's cold start need not load it
+
     now = relay.clock()
     found: list[Outcome] = []
     for tenant in relay.policy.tenants:

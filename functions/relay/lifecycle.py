@@ -11,6 +11,7 @@ from typing import Any
 
 from relay import absence, audit, chain_runs, chains, drain, naming, queue, records, retries
 from relay import policy as rules
+from relay.actions import ActionRequest
 from relay.catalog import check_parameters
 from relay.cursor import Cursor, read_cursor, rotated, save_cursor
 from relay.errors import (
@@ -37,7 +38,6 @@ from relay.triggers import RESERVED_PARAMETERS, Trigger, label_problems
 
 # The longest a backend's Retry-After holds the ticks off: three ticks of the default 5-minute schedule.
 MAX_WAIT = 900.0
-ACTIONS = ("cancel", "rerun")
 
 
 class LifecycleError(PermanentError):
@@ -618,39 +618,7 @@ def _moment(value: object) -> datetime | None:
     return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# --- actions on the trigger topic ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActionRequest:
-    """A message on the trigger topic that asks for an action on a run instead of carrying a trigger."""
-
-    event: EventInfo
-    topic: str
-    message_id: str
-    action: str
-    run_key: str
-    force: bool = False
-
-    @property
-    def uri(self) -> str:
-        return f"{self.topic}#{self.message_id}"
-
-
-def action_request(event: EventInfo, topic: str, message: Mapping[str, Any]) -> ActionRequest | str | None:
-    """The action a message asks for (attributes `action` and `run_key`, `force=true` for a rerun), why it is
-    malformed, or None for a message without an `action` attribute (a trigger)."""
-    attributes = message.get("attributes") or {}
-    if not isinstance(attributes, Mapping) or "action" not in attributes:
-        return None
-    action, key = attributes.get("action"), attributes.get("run_key")
-    if action not in ACTIONS:
-        return f"expected attribute action: one of {', '.join(ACTIONS)}, found {action!r}"
-    if not isinstance(key, str) or not key:
-        return "expected attribute run_key: the run to act on, found none"
-    message_id = message.get("messageId") or message.get("message_id") or event.id
-    force = str(attributes.get("force", "")).lower() == "true"
-    return ActionRequest(event, topic, str(message_id), str(action), key, force)
+# --- actions on the trigger topic (what a message asks: relay.actions) -----------------------------------------
 
 
 def handle_action(relay: Relay, request: ActionRequest) -> Answer:

@@ -11,13 +11,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import TYPE_CHECKING
 
 from relay import secrets
 from relay.chains import DEFAULT_MAX_CHAIN
 from relay.errors import RelayError
-from relay.expectations import Schedule
 from relay.ports import FAILURE_INFRASTRUCTURE, FAILURE_PREEMPTED
 from relay.routes import Route
+
+if TYPE_CHECKING:
+    from relay.expectations import Schedule
 
 PUSH, RATCHET = "push", "ratchet"
 TENANT_NAME = re.compile(r"[a-z][a-z0-9]{0,19}")

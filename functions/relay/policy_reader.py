@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -18,7 +18,6 @@ import yaml
 from relay import secrets
 from relay.chains import DEFAULT_MAX_CHAIN, MAX_CHAIN, parse_chain
 from relay.errors import BlobNotFoundError
-from relay.expectations import ScheduleError, parse_schedule, parse_zone
 from relay.naming import (
     BUCKET_RULE,
     PIPELINE_NAME,
@@ -56,9 +55,11 @@ from relay.policy_model import (
 )
 from relay.ports import FAILURES, BlobStore
 from relay.routes import FIELDS, SET_FIELDS, Route, template_problems
-from relay.sets import DEFAULT_DEADLINE, MAX_SIZE, SetRule
 from relay.triggers import MAX_PRIORITY, MAX_RETRIES, StrictLoader, describe_value
 from relay.urls import CREDENTIALS_URL, safe_for_credentials
+
+if TYPE_CHECKING:
+    from relay.sets import SetRule
 
 MAX_POLICY_BYTES = 1024 * 1024
 _OBSERVED_KEYS = ("expect", "expected_times")  # a tenant's, read by _Reader.observed
@@ -68,7 +69,6 @@ MAX_CAP = 1000
 _CAP_KEYS = ("max_in_flight", "max_per_minute", "at_cap")
 # The longest wait between two attempts of a failed run.
 MAX_BACKOFF = 86400.0
-MAX_SET = MAX_SIZE
 MAX_SET_WAIT = 7 * 86400.0  # a set's quiet period or deadline: at most a week, as long as Pub/Sub keeps a message
 _CPU = re.compile(r"\d+(?:\.\d+)?m?")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i?)?")
@@ -244,6 +244,8 @@ class _Reader:
             self._fail(
                 f"{where}.prefix", f"a gs:// prefix under the tenant's triggers ({', '.join(tenant.triggers)})", prefix
             )
+        from relay.expectations import ScheduleError, parse_schedule, parse_zone  # only a policy declaring them
+
         try:
             schedule, zone = parse_schedule(item.get("when")), parse_zone(item.get("timezone"))
         except ScheduleError as error:
@@ -298,10 +300,12 @@ class _Reader:
 
     def set_rule(self, value: object, where: str) -> SetRule:
         """`set: {size: N, marker: NAME, quiet: DURATION, deadline: DURATION}`: one of the first three at least."""
+        from relay.sets import DEFAULT_DEADLINE, MAX_SIZE, SetRule  # only a policy with sets: not a cold start's
+
         item = self._mapping(value, where, ("size", "marker", "quiet", "deadline"))
         size = item.get("size")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SET):
-            self._fail(f"{where}.size", f"a whole number of objects from 1 to {MAX_SET}", size)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE):
+            self._fail(f"{where}.size", f"a whole number of objects from 1 to {MAX_SIZE}", size)
             size = None
         marker = item.get("marker")
         if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker):

@@ -29,12 +29,14 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.chains import Step
 from relay.errors import Problem
-from relay.sets import SetRule
 from relay.templates import fill_all, fill_text, pieces, strings
+
+if TYPE_CHECKING:
+    from relay.sets import SetRule
 
 FIELDS = ("uri", "bucket", "name", "generation", "size", "content_type")
 SET_FIELDS = ("objects", "count", "set", "bucket", "folder", "marker")

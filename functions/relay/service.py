@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay import labels as label_rules
-from relay import naming, queue, records, routes, set_store, supersede
+from relay import naming, queue, records, routes
 from relay import policy as rules
 from relay import policy_caps as caps
 from relay import trace as tracing
@@ -38,8 +38,11 @@ from relay.events import Delivery, EventInfo, InlineDelivery, ObjectDelivery, Sk
 from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
-from relay.sets import SetRule, group_of
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
+
+if TYPE_CHECKING:
+    from relay import set_store
+    from relay.sets import SetRule
 
 # A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
 # over before anyone may take over.
@@ -430,6 +433,9 @@ def _collect(
     """An object a set route takes joins its folder's open set (relay.set_store); the set it completes launches
     now, through the caps and queue as any run. Until then the delivery is acknowledged as collected. A
     redelivery finds the set the object joined, and launches it if a crash came between its close and its launch."""
+    from relay import set_store  # here, not at the top: only sets need it, and a cold start need not load it
+    from relay.sets import group_of
+
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
     loaded = _Loaded(b"", "json", identity, reference)
@@ -473,6 +479,9 @@ def _not_yet_collected(
     relay: Relay, route: routes.Route, group: set_store.Group, results: str
 ) -> list[set_store.Member]:
     """The objects in `group`'s folder that `route` takes (markers and empty objects aside) and no set holds yet."""
+    from relay import set_store  # loaded by _collect already
+    from relay.sets import group_of
+
     bucket = f"gs://{group.bucket}/"
     found = []
     for uri in relay.store.list(bucket + (f"{group.folder}/" if group.folder else "")):
@@ -498,6 +507,8 @@ def launch_set(relay: Relay, closed: set_store.Closed, delivery: Source | None =
     """Launch a closed set (its run key is the set's: exactly one run however often this is called), or record it
     incomplete; `delivery` is the one that closed it (None: the reconcile tick). The set is then done: the tick no
     longer looks at it. Transient errors raise, leaving it for the redelivery or the next tick."""
+    from relay import set_store  # here, not at the top: only sets need it, and a cold start need not load it
+
     group, now = closed.group, relay.clock()
     tenant = relay.policy.tenant(group.tenant)
     route = next((r for r in tenant.routes if r.id == group.route), None) if tenant else None
@@ -548,6 +559,8 @@ def close_due_sets(relay: Relay) -> tuple[Outcome, ...]:
     """On the reconcile tick (nothing else wakes up for a quiet period or a deadline): close every open set whose
     quiet period or deadline passed, and launch it or record it incomplete; finish what a crash left between a
     set's close and its launch. One listing, then per open set one read, one stat and one listing."""
+    from relay import set_store  # here, not at the top: only sets need it, and a cold start need not load it
+
     results, outcomes = relay.settings.results_uri, []
     for open_set in set_store.open_sets(relay.store, results):
         tenant = relay.policy.tenant(open_set.group.tenant)
@@ -743,6 +756,8 @@ def _supersede(
         return None
     if not caps.superseding(caps.cap_scopes(relay.policy, tenant.name if tenant else "", pipeline)):
         return None
+    from relay import supersede  # here, not at the top: only `at_cap: supersede` needs it, not a cold start
+
     results = relay.settings.results_uri
     standing = supersede.take(relay.store, results, delivery.bucket, delivery.name, generation, run_key)
     if standing.newer:
@@ -766,6 +781,8 @@ def _older_generation(
     generation = delivery.generation
     if generation is None or not caps.supersedes_anywhere(relay.policy):
         return None
+    from relay import supersede  # here, not at the top: only `at_cap: supersede` needs it, not a cold start
+
     results = relay.settings.results_uri
     newer = supersede.newer_than(relay.store, results, delivery.bucket, delivery.name, generation)
     if not newer:
@@ -786,6 +803,8 @@ def _drop_superseded(
     newer: str,
 ) -> Outcome:
     """Dropped, as a stale event is, and recorded once: the run `newer` of a newer generation stands."""
+    from relay import supersede  # loaded by the caller already
+
     existing = _read_record(relay.store, naming.launch_record(relay.settings.results_uri, run_key))
     if existing is not None:
         return _duplicate(delivery, run_key, existing)

@@ -249,14 +249,14 @@ def _reject_constant(name: str) -> None:
 
 
 if TYPE_CHECKING:
-    _SafeLoader = yaml.CSafeLoader
+    SafeLoader = yaml.CSafeLoader
 else:
     # libyaml parses and composes in C: PyYAML's pure-Python loader took 4-7 s on a 1 MiB trigger. Where PyYAML was
-    # built without it, the same rules hold, at that speed.
-    _SafeLoader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    # built without it, the same rules hold, at that speed. The catalog reads pipeline packages with it too.
+    SafeLoader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
 
-class StrictLoader(_SafeLoader):
+class StrictLoader(SafeLoader):
     """Safe YAML that rejects duplicate keys, aliases and nesting deeper than MAX_DEPTH, and keeps dates as the
     strings they were written as.
 
@@ -268,7 +268,7 @@ class StrictLoader(_SafeLoader):
     max_values: int | None = None  # no bound on values: the operator's policy is read with this loader too
 
     def __init__(self, stream: str | bytes) -> None:
-        _check_events(_SafeLoader(stream), self.max_values)
+        _check_events(SafeLoader(stream), self.max_values)
         super().__init__(stream)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -295,7 +295,7 @@ class TooManyValuesError(yaml.composer.ComposerError):
     """A YAML document of more than MAX_VALUES values."""
 
 
-def _check_events(parser: _SafeLoader, max_values: int | None) -> None:
+def _check_events(parser: SafeLoader, max_values: int | None) -> None:
     """Read the stream as events, raising at the first alias, level past MAX_DEPTH, value past `max_values` (when
     given) or syntax error."""
     depth = values = 0

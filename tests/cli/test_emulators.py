@@ -16,7 +16,7 @@ import pytest
 from devstack import FakeGcsServer, PubSubEmulator, create_bucket, create_topic, emulator_available, fake_gcs_available
 from devstack.gcs import storage_client
 from devstack.pubsub import subscriber_client, subscription_path
-from relay import audit, lifecycle, naming
+from relay import actions, audit, naming
 from relay.adapters.audited import AuditedStore
 from relay.adapters.stores import results_store
 from relay.events import PUBSUB_PUBLISHED, EventInfo, parse_pubsub_event, parse_storage_event
@@ -248,8 +248,8 @@ def test_publish_adds_attributes_and_sends_a_cancel_as_the_function_reads_it(
     assert (message.data, dict(message.attributes)) == (b"", {"action": "cancel", "run_key": "lab--nightly"})
     event = EventInfo("e", PUBSUB_PUBLISHED, "s", datetime.now(UTC))
     wire = {"attributes": dict(message.attributes), "messageId": message.message_id}
-    asked = lifecycle.action_request(event, topic, wire)
-    assert isinstance(asked, lifecycle.ActionRequest) and (asked.action, asked.run_key) == ("cancel", "lab--nightly")
+    asked = actions.action_request(event, topic, wire)
+    assert isinstance(asked, actions.ActionRequest) and (asked.action, asked.run_key) == ("cancel", "lab--nightly")
     assert ran.out.splitlines()[2] == "action      cancel lab--nightly"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay import lifecycle, naming, records
+from relay import actions, lifecycle, naming, records
 from relay import policy as rules
 from relay.errors import (
     BackendBusyError,
@@ -468,8 +468,8 @@ def test_attempt_keys_stay_within_the_rule():
 
 def test_action_messages_are_recognised_and_checked():
     message = {"messageId": "9", "attributes": {"action": "rerun", "run_key": "nightly", "force": "true"}}
-    request = lifecycle.action_request(EVENT, "projects/proj-p/topics/assay", message)
-    assert isinstance(request, lifecycle.ActionRequest) and request.force and request.message_id == "9"
-    assert lifecycle.action_request(EVENT, "t", {"attributes": {"format": "yaml"}}) is None
-    assert "one of cancel, rerun" in str(lifecycle.action_request(EVENT, "t", {"attributes": {"action": "stop"}}))
-    assert "run_key" in str(lifecycle.action_request(EVENT, "t", {"attributes": {"action": "cancel"}}))
+    request = actions.action_request(EVENT, "projects/proj-p/topics/assay", message)
+    assert isinstance(request, actions.ActionRequest) and request.force and request.message_id == "9"
+    assert actions.action_request(EVENT, "t", {"attributes": {"format": "yaml"}}) is None
+    assert "one of cancel, rerun" in str(actions.action_request(EVENT, "t", {"attributes": {"action": "stop"}}))
+    assert "run_key" in str(actions.action_request(EVENT, "t", {"attributes": {"action": "cancel"}}))
