@@ -93,11 +93,17 @@ lint: $(STAMP)  ## ruff
 typecheck: $(STAMP)  ## mypy (strict on the code)
 	$(BIN)/mypy
 
+# Two workers overlap the suite's waits on emulators and subprocesses. Whole files go to one worker (loadfile): a
+# module-scoped fixture starts its servers once per file, and a class-by-class split would start them twice.
+# `make test WORKERS=0` runs it in one process.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+
 test: lint typecheck $(CHECKOV)  ## lint, type-check and run the whole suite, integration tests included
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 unit: $(STAMP)  ## only the tests that start no server
-	$(BIN)/python -m pytest -m "not integration"
+	$(PYTEST) -m "not integration"
 
 # mutation/run.py says how it works, how to list survivors and which mutants are equivalent. Not in CI: minutes each.
 mutate: $(STAMP)  ## mutation testing of the core, one module (MODULE=naming) or all; prints mutants, killed, score

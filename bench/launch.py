@@ -104,7 +104,7 @@ class Plan:
 # The limited KFP admits few runs a second, so that Relay surely outpaces it even on a busy machine (a figure taken
 # while the backend never refused says nothing of backpressure, and is reported as such).
 FULL = Plan(200, 10, 5, 1000, 100, 8, 75, 5.0, 2, 1.0)
-QUICK = Plan(20, 3, 1, 30, 10, 8, 15, 5.0, 2, 1.0)
+QUICK = Plan(20, 3, 1, 20, 10, 8, 10, 5.0, 2, 1.0)
 
 
 def parse_args(argv: Sequence[str] | None) -> Plan:
