@@ -54,6 +54,31 @@ def test_an_entry_holds_digests_and_names_never_a_records_contents():
     assert entry.state == "launching" and entry.digest == audit.digest(data)
 
 
+# Two entries as the trail's first build wrote them: a build that numbers, links or encodes entries otherwise would
+# make a trail that older entries (and older readers) no longer verify against.
+WRITTEN_BEFORE = [
+    b'{"at": "2026-12-07T23:00:00.123456Z", "digest": "sha256:abababababababababababababababababababababababababababab'
+    b'abababab", "hash": "7d4a2b31058ba3c6140d59f72487a8286b6ca4505e8856967ce5ad349a5a18d1", "late": null, "object": '
+    b'"runs/echo-1/launch.json", "op": "write", "precondition": 0, "prev": "", "segment": "20261207T000000-0123456789a'
+    b'bcdef", "seq": 0, "state": "launching", "voids": null, "who": "function:relay"}\n',
+    b'{"at": "2026-12-07T23:00:00.123456Z", "digest": null, "hash": "4d078a5f30e741108999157b4531134615f0a410983631a07'
+    b'49c80130176d419", "late": null, "object": "runs/echo-1/launch.json", "op": "void", "precondition": null, "prev": '
+    b'"7d4a2b31058ba3c6140d59f72487a8286b6ca4505e8856967ce5ad349a5a18d1", "segment": "20261207T000000-0123456789abcdef'
+    b'", "seq": 1, "state": null, "voids": 0, "who": "function:relay"}\n',
+]
+
+
+def test_entries_are_made_and_encoded_byte_for_byte_as_the_trail_always_wrote_them():
+    chain = Chain("20261207T000000-0123456789abcdef", "function:relay")
+    at = datetime(2026, 12, 7, 23, 0, 0, 123456, tzinfo=UTC)
+    write = chain.append(
+        at, audit.WRITE, "runs/echo-1/launch.json", digest="sha256:" + "ab" * 32, state="launching", precondition=0
+    )
+    void = chain.append(at, audit.VOID, "runs/echo-1/launch.json", voids=0)
+    assert [write.encode(), void.encode()] == WRITTEN_BEFORE
+    assert [audit.parse_entry(line) for line in WRITTEN_BEFORE] == [write, void]
+
+
 def test_a_removed_entry_is_named_with_the_entries_around_it():
     entries, records = writes(Chain("seg-a", "user:test"), 4)
     del records[entries[1].object]  # its record went with it
