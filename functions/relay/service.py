@@ -423,6 +423,9 @@ def set_place(
 ) -> tuple[set_store.Group, set_store.Member]:
     """The sets an object version a set route takes is collected in (its folder's, of the route's tenant), and the
     member it joins them as (the marker, when its name is the route's)."""
+    from relay import set_store  # here, not at the top: only sets need it, and a cold start need not load it
+    from relay.sets import group_of
+
     group = set_store.Group(tenant.name, route.id, bucket, group_of(name))
     return group, set_store.Member(bucket, name, generation, route.is_marker(name))
 
@@ -434,7 +437,6 @@ def _collect(
     now, through the caps and queue as any run. Until then the delivery is acknowledged as collected. A
     redelivery finds the set the object joined, and launches it if a crash came between its close and its launch."""
     from relay import set_store  # here, not at the top: only sets need it, and a cold start need not load it
-    from relay.sets import group_of
 
     identity = naming.object_identity(delivery.bucket, delivery.name, delivery.generation or 0)
     reference = {**records.trigger_reference(delivery, delivery.generation), "route": f"{tenant.name}/{route.id}"}
