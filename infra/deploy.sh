@@ -31,7 +31,7 @@ What Relay runs with:
   --env RELAY_NAME=VALUE    another function setting (repeatable): RELAY_AUTH, RELAY_KFP_HOST, RELAY_KFP_AUDIENCE,
                             RELAY_KFP_EXPERIMENT, RELAY_VERTEX_LOCATION, RELAY_VERTEX_ENDPOINT, RELAY_MAX_EVENT_AGE
                             or RELAY_CLAIM_LEASE; also taken from the environment when set there; and the
-                            runs board's RELAY_DEPLOYMENT_NAME and RELAY_BOARD_EVERY
+                            runs board's RELAY_DEPLOYMENT_NAME and RELAY_BOARD_EVERY, the audit trail's RELAY_AUDIT_AGE
   --secret ENV=SECRET[:VERSION]
                             a Secret Manager secret the functions get as ENV (repeatable; env DEPLOY_SECRETS,
                             comma-separated), e.g. RELAY_STATIC_TOKEN=kfp-token:latest; the secret must exist
@@ -135,7 +135,7 @@ IFS=',' read -r -a STEP_SECRETS <<<"${DEPLOY_STEP_SECRETS:-}"
 # folder and key files mean nothing on Google Cloud, where the functions are their service account.
 SETTABLE=(RELAY_AUTH RELAY_KFP_HOST RELAY_KFP_AUDIENCE RELAY_KFP_EXPERIMENT RELAY_VERTEX_LOCATION
   RELAY_VERTEX_ENDPOINT RELAY_MAX_EVENT_AGE RELAY_CLAIM_LEASE
-  RELAY_DEPLOYMENT_NAME RELAY_BOARD_EVERY)
+  RELAY_DEPLOYMENT_NAME RELAY_BOARD_EVERY RELAY_AUDIT_AGE)
 DERIVED=(RELAY_BACKEND RELAY_RESULTS_URI RELAY_CATALOG_URI RELAY_POLICY_URI RELAY_NOTIFY_TOPIC RELAY_VERTEX_PROJECT
   RELAY_VERTEX_PIPELINE_ROOT RELAY_VERTEX_SERVICE_ACCOUNT RELAY_AUDIT_URI)
 SECRET_ONLY=(RELAY_STATIC_TOKEN)
