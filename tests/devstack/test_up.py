@@ -118,7 +118,10 @@ def test_the_readmes_gcloud_cancel_reaches_the_emulator_with_the_printed_exports
         assert dict(received.message.attributes) == {"action": "cancel", "run_key": "nightly-2026-11-21"}
 
 
-def test_cancels_reruns_and_ends_no_function_logged_are_shown_once_from_the_published_records(tmp_path: Path):
+def test_cancels_reruns_and_ends_no_function_logged_are_shown_once_from_the_published_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("COLUMNS", "120")  # the lines are cut to the terminal's width: xdist's workers say 80
     log = tmp_path / "function-on_message_published.log"
     launched = {"outcome": "launched", "run_key": "push-1", "run_id": "local-1", "pipeline": "push", "trigger_uri": "t"}
     log.write_text(json.dumps(launched) + "\n")
