@@ -307,6 +307,31 @@ def notification_event(resource: Mapping[str, Any], event_id: str, topic: str) -
 # --- posting events to functions-framework ---------------------------------------------------------------------
 
 
+def tick_event(number: int) -> Event:
+    """A Cloud Scheduler tick through Pub/Sub, as on_schedule receives it (it reads no more than the event's id)."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    message = {"data": "", "messageId": f"tick-{number}", "publishTime": now, "attributes": {}}
+    cloud_event = StorageCloudEvent(
+        id=f"tick-{number}",
+        type=PUBSUB_PUBLISHED,
+        source="//pubsub.googleapis.com/projects/relay-bench/topics/relay-ticks",
+        subject="",
+        time=now,
+        data=json.dumps({"message": message}).encode(),
+    )
+    headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
+    return Event("schedule", headers, cloud_event.data, {}, "schedule")
+
+
+def tick(url: str, number: int = 1) -> int:
+    """Post one reconcile tick to the on_schedule function at `url`: its status."""
+    poster = EventPoster(url)
+    try:
+        return poster.post(tick_event(number))
+    finally:
+        poster.close()
+
+
 class EventPoster:
     """Posts events to one functions-framework server over Relay's own keep-alive client, the client the floor's
     requests go over, so that no side pays a slower client's parsing (gunicorn keeps idle connections 2 s)."""
