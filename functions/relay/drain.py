@@ -51,21 +51,12 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
         return outcome
     # A queued run's drain looks at its own tenant's queue only: runs queued before it are there (the drains of
     # other tenants' runs are theirs, and the ticks'), so a delivery's cost does not grow with other queues.
-    tenant = _tenant_of(relay, str(outcome.run_key)) if outcome.outcome == "queued" else None
+    tenant = (outcome.tenant or "") if outcome.outcome == "queued" else None
     mine = _follow_through(relay, str(outcome.run_key), tenant)
     if outcome.outcome != "queued" or mine is None:
         return outcome
     return Outcome("launched", mine.message, outcome.event_id, outcome.trigger_uri, mine.run_key, mine.run_id,
                    mine.pipeline, tenant=mine.tenant)  # fmt: skip
-
-
-def _tenant_of(relay: Relay, run_key: str) -> str | None:
-    """The tenant a queued run's record names (None: the record cannot be read; the drain looks at every queue)."""
-    try:
-        record = records.decode(relay.store.read(naming.launch_record(relay.settings.results_uri, run_key)).data)
-    except (BlobNotFoundError, ValueError):
-        return None
-    return str(record.get("tenant") or "")
 
 
 def _follow_through(relay: Relay, run_key: str, tenant: str | None = None) -> Outcome | None:
@@ -102,13 +93,14 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -
     the tenant's) is full, and ends at the first run that finds one full.
 
     Cost: one read (the hold), one listing (the pauses), one listing of the queue (page by page, as far as it
-    goes); per run looked at one read, one listing per capped scope and one create per slot; per launch the
-    claim, the submit, the launch record and the entry's delete."""
+    goes), one listing per capped scope (queue.SlotView); per run looked at one read and one create per slot;
+    per launch the claim, the submit, the launch record and the entry's delete."""
     store, results, now = relay.store, relay.settings.results_uri, relay.clock()
     closed = relay.gate.closed()
     if closed:
         return Drained(stopped=closed)
-    if tenant is not None and _tenant_full(relay, tenant, now):
+    view = queue.SlotView(store, results)
+    if tenant is not None and _tenant_full(relay, view, tenant, now):
         return Drained()  # nothing of this queue can go before a run ends: the queue is not even listed
     until, _ = queue.read_hold(store, queue.hold_uri(results, relay.backend.name))
     if until is not None and now < until:
@@ -126,7 +118,7 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -
                 break  # the rest of this queue counts against the same full scope: not even listed
             continue  # every later run of this tenant counts against the same full scope
         try:
-            outcome = _one(relay, entry, paused, blocked)
+            outcome = _one(relay, view, entry, paused, blocked)
         except TransientError as error:  # the backend or the store in trouble: the next drain goes on
             return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {' '.join(str(error).split())[:300]}")
         if outcome is None:
@@ -137,14 +129,16 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -
     return Drained(tuple(outcomes))
 
 
-def _tenant_full(relay: Relay, tenant: str, now: datetime) -> bool:
+def _tenant_full(relay: Relay, view: queue.SlotView, tenant: str, now: datetime) -> bool:
     """Whether a cap every run of `tenant` counts against (the deployment's, the tenant's) is full: one listing
-    each."""
+    each, which the drain's takes then go on from."""
     scopes = [scope for scope in caps.cap_scopes(relay.policy, tenant, "") if scope.pipeline is None]
-    return any(queue.full(relay.store, relay.settings.results_uri, scope, now) for scope in scopes)
+    return any(view.full(scope, now) for scope in scopes)
 
 
-def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], blocked: set[str]) -> Outcome | None:
+def _one(
+    relay: Relay, view: queue.SlotView, entry: queue.Entry, paused: frozenset[tuple[str, str]], blocked: set[str]
+) -> Outcome | None:
     """Launch one queued run if it may go now; None when it waits (or is being launched by another drain)."""
     store, results = relay.store, relay.settings.results_uri
     uri = naming.launch_record(results, entry.run_key)
@@ -171,12 +165,14 @@ def _one(relay: Relay, entry: queue.Entry, paused: frozenset[tuple[str, str]], b
         if not records.lease_expired(record, relay.clock()):
             return None  # another drain launches it now
     else:
-        taken = queue.take(store, results, scopes, entry.run_key, relay.clock())
+        taken = queue.take(view, scopes, entry.run_key, relay.clock())
         if taken.full is not None:
             blocked.add(taken.full.id)
             return None
         slots = taken.held
     outcome = launch_queued(relay, record, blob.generation, slots)
+    if outcome.outcome != "launched":
+        view.given_back(slots)  # launch_queued gave them back: another drain claimed the run, or it went no further
     if outcome.outcome in ("launched", "rejected"):
         queue.remove_entry(store, results, entry.tenant, entry.place)
     return None if outcome.outcome == "duplicate" else outcome
