@@ -202,8 +202,8 @@ def end_seen(relay: Relay, run_key: str) -> EndSeen:
     there, and every end Relay records): a hint to look, never proof. The end counts only when its result record
     is there, or when the backend says the run ended (then recorded here as a tick would record it); only then
     are the run's slots given back and its tenant's queue drained, so the next queued run launches now, not at the
-    next tick. A forged or early message frees nothing; a repeated one finds the slots given back and the cap
-    full again (its drain launches nothing more). Cost: two reads (the launch record, the result), then the
+    next tick. A forged or early message frees nothing; a repeated one finds the end recorded and the cap full
+    again (its drain launches nothing more). Cost: two reads (the launch record, the result), then the
     backend's answer and the result's write when no result is there; a drain only for a run that held slots."""
     results = relay.settings.results_uri
     if not naming.RUN_KEY.match(run_key):
@@ -224,12 +224,10 @@ def end_seen(relay: Relay, run_key: str) -> EndSeen:
             return EndSeen(run_key, "running", f"the {relay.backend.name} backend says it is {state.state}")
         seen = _record(relay, launch, generation, state)
         action, message = ("result" if seen.action == "result" else "recorded"), seen.message
-    held = queue.held_by(launch)
-    if not held:
+    # Its slots were given back by whoever recorded the end (a recorder that died first leaves them to the tick's
+    # sweep): what is left is to launch what they make room for.
+    if not queue.held_by(launch):
         return EndSeen(run_key, action, message)
-    if action == "recorded":
-        # Given back by whoever recorded the end; again here, generation-matched, for one that died before it could.
-        queue.release(relay.store, held)
     return EndSeen(run_key, action, message, drain.drain(relay, tenant=str(launch.get("tenant") or "")))
 
 
