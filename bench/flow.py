@@ -10,12 +10,15 @@ posts the scheduler's ticks and reads its clock.
 1. cap: --cap-triggers triggers of one tenant whose policy caps its runs in flight at --cap, against a KFP that
    holds at most --cap runs in flight (each ends --run-seconds after its creation; a creation past the cap is
    refused 429, and counted). Each trigger is delivered once, --concurrency at a time, to --cap-instances Relay
-   processes; a scheduler posts a reconcile tick (on_schedule) to its own Relay process back to back, at most one
+   processes; each run's end is published when its run time is up, as its exit step publishes it on the notify
+   topic, and pushed to an on_run_ended process (RunEnds: it writes no result record, so on_run_ended asks the
+   backend); a scheduler posts a reconcile tick (on_schedule) to its own Relay process back to back, at most one
    every --tick-every seconds, until every trigger has its run. Figures: the most runs the backend ever held, its
    refusals for being full, runs per trigger, drain time (first delivery to the last run created) against what the
-   backend's pace allows (ceil(N / cap) - 1 run times), and the Relay processes' CPU per trigger (deliveries and
-   ticks) against the uncapped path's: the same number of processes, no caps, an unlimited KFP, --baseline
-   triggers, measured before the capped part in the same run.
+   backend's pace allows (ceil(N / cap) - 1 run times), and the Relay processes' CPU per trigger (deliveries, run
+   ends and ticks, up to the last run's end) against the uncapped path's: the same number of processes and an
+   on_run_ended one, no caps, a KFP whose runs end as the capped one's (with no limit), every end delivered the
+   same way, --baseline triggers, measured before the capped part in the same run.
 2. backpressure (--backpressure-full, or --backpressure N): N triggers, each delivered twice, once as a storage
    event to on_object_finalized and once as its bucket's Pub/Sub notification to on_message_published, with
    --bp-instances processes per entry point, against a KFP admitting --rate creations a second (429 with
