@@ -85,6 +85,29 @@ def _launched(drained: Drained, run_key: str) -> Outcome | None:
     return next((o for o in drained.outcomes if o.run_key == run_key and o.outcome == "launched"), None)
 
 
+def after_end(relay: Relay, tenant: str) -> Drained | None:
+    """The drain of `tenant`'s queue a run's end asks for. One at a time per tenant in this instance: an end that
+    comes while one runs has it go round once more and returns None at once, so a burst of ends costs a few drains
+    launching several runs each (one listing of the queue each), not one drain an end all contending for the head
+    of the queue. Other instances' drains still may run meanwhile: each run is claimed once all the same."""
+    key = tenant or queue.NO_TENANT
+    if not relay.ending.enter(key):
+        return None
+    outcomes: list[Outcome] = []
+    try:
+        while True:
+            drained = drain(relay, tenant=tenant)
+            outcomes += drained.outcomes
+            if drained.stopped:  # the backend's wait, or a drain's budget: the tick (or the next end) goes on
+                relay.ending.leave(key)
+                return Drained(tuple(outcomes), drained.stopped)
+            if not relay.ending.again(key):
+                return Drained(tuple(outcomes))
+    except BaseException:
+        relay.ending.leave(key)
+        raise
+
+
 def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -> Drained:
     """Launch queued runs tenant by tenant (only `tenant`'s, when given), each tenant's in arrival order, while
     their scopes have room; a run whose scope is full or paused waits, and so does every later run of that scope

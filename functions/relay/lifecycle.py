@@ -194,7 +194,7 @@ class EndSeen:
     run_key: str
     action: str
     message: str = ""
-    drained: drain.Drained | None = None
+    drained: drain.Drained | None = None  # None also when this instance's drain of the tenant goes round for it
 
 
 def end_seen(relay: Relay, run_key: str) -> EndSeen:
@@ -228,7 +228,7 @@ def end_seen(relay: Relay, run_key: str) -> EndSeen:
     # sweep): what is left is to launch what they make room for.
     if not queue.held_by(launch):
         return EndSeen(run_key, action, message)
-    return EndSeen(run_key, action, message, drain.drain(relay, tenant=str(launch.get("tenant") or "")))
+    return EndSeen(run_key, action, message, drain.after_end(relay, str(launch.get("tenant") or "")))
 
 
 def ended_run(message: Mapping[str, Any]) -> str | None:

@@ -39,6 +39,7 @@ from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
 from relay.sets import SetRule, group_of
+from relay.single_flight import SingleFlight
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
 # A submit must start this long before the claim's lease ends (at most a quarter of the lease), so that it is
@@ -134,6 +135,7 @@ class Relay:
     policy: rules.Policy = rules.NO_POLICY
     gate: SubmitGate = field(default_factory=SubmitGate)
     pauses: queue.PauseView = field(default_factory=queue.PauseView)
+    ending: SingleFlight = field(default_factory=SingleFlight)  # the drains runs' ends ask for, one per tenant
 
     @functools.cached_property  # once per instance: resolving local paths stats the disk
     def policy_context(self) -> rules.Context:

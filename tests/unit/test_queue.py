@@ -607,3 +607,18 @@ def test_a_drain_launching_several_runs_lists_the_slots_once(
     assert drain.drain(relay).launched == tuple(keys[:3])
     listed = [prefix for prefix in counted.listings if "/queue/slots/" in prefix]
     assert listed == [RESULTS + "/queue/slots/tenant-lab/"]
+
+
+def test_an_end_while_this_instances_drain_of_its_tenant_runs_has_that_drain_go_round_again(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second, _ = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(3))
+    end(relay, backend, first)
+    assert relay.ending.enter("lab")  # a drain of lab's queue, for another end, is under way in this instance
+    seen = lifecycle.end_seen(relay, first)
+    assert (seen.action, seen.drained) == ("result", None) and [r.run_key for r in backend.launches] == [first]
+    assert relay.ending.again("lab")  # that drain goes round once more: the slot this end freed is not lost
+    assert drain.drain(relay, tenant="lab").launched == (second,)
+    assert not relay.ending.again("lab")  # nobody asked since: it leaves
+    assert relay.ending.enter("lab")  # and the next end drains itself
