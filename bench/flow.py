@@ -84,8 +84,9 @@ TOPIC = "projects/relay-bench/topics/relay-flow-triggers"
 NOTIFY = "projects/relay-bench/topics/relay-flow-notify"
 SOURCE = ROOT / "functions" / "main.py"
 TIMES = "\u00d7"
-# The most any part may take beyond what its backend's pace allows, before the bench gives up on a broken tree.
-SLACK = 300.0
+# The most any part may take beyond what its backend's pace allows, before the bench gives up on a broken tree: on
+# a 2-CPU machine shared with other suites (load 15 and more) the cap part's 1,000 deliveries alone took 7 minutes.
+SLACK = 900.0
 
 
 @dataclass(frozen=True)
