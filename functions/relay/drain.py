@@ -95,17 +95,23 @@ def after_end(relay: Relay, tenant: str) -> Drained | None:
         return None
     outcomes: list[Outcome] = []
     try:
-        while True:
+        # Rounds while ends keep asking, up to one drain's budget of runs: a request never drains for ever (its
+        # push would be redelivered). An end that asked during the last round is left to the next end or tick.
+        for _ in range(PER_DRAIN):
             drained = drain(relay, tenant=tenant)
             outcomes += drained.outcomes
             if drained.stopped:  # the backend's wait, or a drain's budget: the tick (or the next end) goes on
-                relay.ending.leave(key)
-                return Drained(tuple(outcomes), drained.stopped)
+                break
+            if len(outcomes) >= PER_DRAIN:
+                drained = Drained(stopped=f"launched {len(outcomes)} in rounds for ends; the next end goes on")
+                break
             if not relay.ending.again(key):
                 return Drained(tuple(outcomes))
     except BaseException:
         relay.ending.leave(key)
         raise
+    relay.ending.leave(key)
+    return Drained(tuple(outcomes), drained.stopped)
 
 
 def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None) -> Drained:
