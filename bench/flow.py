@@ -10,13 +10,16 @@ posts the scheduler's ticks and reads its clock.
 1. cap: --cap-triggers triggers of one tenant whose policy caps its runs in flight at --cap, against a KFP that
    holds at most --cap runs in flight (each ends --run-seconds after its creation; a creation past the cap is
    refused 429, and counted). Each trigger is delivered once, --concurrency at a time, to --cap-instances Relay
-   processes; a scheduler posts a reconcile tick (on_schedule) to its own Relay process back to back, at most one
+   processes; each run's end is published when its run time is up, as its exit step publishes it on the notify
+   topic, and pushed to an on_run_ended process (RunEnds: it writes no result record, so on_run_ended asks the
+   backend); a scheduler posts a reconcile tick (on_schedule) to its own Relay process back to back, at most one
    every --tick-every seconds, until every trigger has its run. Figures: the most runs the backend ever held, its
    refusals for being full, runs per trigger, drain time (first delivery to the last run created) against what the
-   backend's pace allows (ceil(N / cap) - 1 run times), and the Relay processes' CPU per trigger (deliveries and
-   ticks) against the uncapped path's: the same number of processes, no caps, an unlimited KFP, --baseline
-   triggers, measured before the capped part in the same run. --cap-triggers 0 leaves this part (and the
-   uncapped one) out: `--backpressure-full --cap-triggers 0` runs the backpressure case alone.
+   backend's pace allows (ceil(N / cap) - 1 run times), and the Relay processes' CPU per trigger (deliveries, run
+   ends and ticks, up to the last run's end) against the uncapped path's: the same number of processes and an
+   on_run_ended one, no caps, a KFP whose runs end as the capped one's (with no limit), every end delivered the
+   same way, --baseline triggers, measured before the capped part in the same run. --cap-triggers 0 leaves this
+   part (and the uncapped one) out: `--backpressure-full --cap-triggers 0` runs the backpressure case alone.
 2. backpressure (--backpressure-full, or --backpressure N): N triggers, each delivered twice, once as a storage
    event to on_object_finalized and once as its bucket's Pub/Sub notification to on_message_published, with
    --bp-instances processes per entry point, against a KFP admitting --rate creations a second (429 with
@@ -29,7 +32,9 @@ posts the scheduler's ticks and reads its clock.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import heapq
 import itertools
 import json
 import math
@@ -47,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from bench.harness import (
@@ -76,10 +82,12 @@ CATALOG = ROOT / "tests" / "data" / "catalog"
 PIPELINE = "echo"
 TRIGGERS = "relay-flow-triggers"
 TOPIC = "projects/relay-bench/topics/relay-flow-triggers"
+NOTIFY = "projects/relay-bench/topics/relay-flow-notify"
 SOURCE = ROOT / "functions" / "main.py"
 TIMES = "\u00d7"
-# The most any part may take beyond what its backend's pace allows, before the bench gives up on a broken tree.
-SLACK = 300.0
+# The most any part may take beyond what its backend's pace allows, before the bench gives up on a broken tree: on
+# a 2-CPU machine shared with other suites (load 15 and more) the cap part's 1,000 deliveries alone took 7 minutes.
+SLACK = 900.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ class Baseline:
     cpu_seconds: float
     delivered: Delivered
     runs: Counter[str]
+    ends: int = 0  # run ends delivered to on_run_ended
 
     @property
     def cpu_ms(self) -> float:
@@ -182,6 +191,7 @@ class Capped:
     ticks: list[float] = field(default_factory=list)  # each tick's seconds
     tick_errors: Counter[int] = field(default_factory=Counter)
     tick_cpu_seconds: float = 0.0  # of cpu_seconds, the tick process's
+    ends: int = 0  # run ends delivered to on_run_ended
 
     @property
     def cpu_ms(self) -> float:
@@ -321,6 +331,98 @@ class Scheduler:
         self._poster.close()
 
 
+def end_event(run_key: str, number: int) -> Event:
+    """A run's end on the notify topic, as the pipeline's exit step publishes it (relay.results.publish_record's
+    attributes) and a push subscription delivers it to on_run_ended."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    record = {"run_key": run_key, "pipeline": PIPELINE, "state": "succeeded"}
+    message = {
+        "data": base64.b64encode(json.dumps(record).encode()).decode(),
+        "messageId": f"end-{number}",
+        "publishTime": now,
+        "attributes": {"run_key": run_key, "pipeline": PIPELINE, "state": "succeeded"},
+    }
+    cloud_event = StorageCloudEvent(
+        id=f"end-{number}",
+        type=PUBSUB_PUBLISHED,
+        source=f"//pubsub.googleapis.com/{NOTIFY}",
+        subject="",
+        time=now,
+        data=json.dumps({"message": message, "subscription": f"{NOTIFY}-ended"}).encode(),
+    )
+    headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
+    return Event(run_key, headers, cloud_event.data, {}, "ended")
+
+
+class RunEnds:
+    """The runs' exit steps and the notify topic's push subscription: each run the KFP fake created publishes its
+    end when its run time is up (a moment after, so the fake has it ended), and the end is posted to on_run_ended,
+    `concurrency` at a time, again after 1 s while not answered 200 (as Pub/Sub redelivers). The bench writes no
+    result record for the run, as its exit step would: on_run_ended asks the backend, on both sides."""
+
+    MARGIN = 0.05
+
+    def __init__(self, kfp: FakeProcess, url: str, run_seconds: float, concurrency: int) -> None:
+        self._log = Counted(kfp)
+        self._url, self._run_seconds = url, run_seconds
+        self._due: list[tuple[float, int, str]] = []  # (when, number, run key), a heap
+        self._pool = ThreadPoolExecutor(concurrency)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.created = self.answered = 0
+        self.statuses: Counter[int] = Counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> RunEnds:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        numbers = itertools.count(1)
+        while not self._stop.wait(0.05):
+            seen = len(self._log.entries)
+            try:
+                self._log.refresh()
+            except requests.RequestException:  # a loaded machine: the fake's next answer brings what this missed
+                continue
+            for entry in self._log.entries[seen:]:
+                if entry.call == "POST /runs" and entry.status == 200 and entry.run_key:
+                    due = entry.at + self._run_seconds + self.MARGIN
+                    heapq.heappush(self._due, (due, next(numbers), entry.run_key))
+                    with self._lock:
+                        self.created += 1
+            while self._due and self._due[0][0] <= time.time():
+                _, number, run_key = heapq.heappop(self._due)
+                self._pool.submit(self._post, end_event(run_key, number))
+
+    def _post(self, event: Event) -> None:
+        poster = getattr(self._local, "poster", None)
+        if poster is None:
+            poster = self._local.poster = EventPoster(self._url)
+        while (status := poster.post(event)) != 200 and not self._stop.is_set():
+            with self._lock:
+                self.statuses[status] += 1
+            time.sleep(1.0)
+        with self._lock:
+            self.statuses[status] += 1
+            self.answered += 1
+
+    def settle(self, runs: int, timeout: float) -> None:
+        """Wait until the ends of `runs` runs have been answered (or `timeout` seconds have passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.answered >= runs:
+                    return
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Flow:
     def __init__(self, plan: Plan, workdir: Path, stack: contextlib.ExitStack) -> None:
         self.plan = plan
@@ -418,29 +520,37 @@ class Flow:
 
     def baseline(self) -> Baseline:
         plan = self.plan
-        kfp = self._fake("kfp")
-        servers = self._relays("uncapped", kfp, self._policy(None), ["on_object_finalized"] * plan.cap_instances)
+        # No cap, runs that end as the capped side's do, and their ends delivered the same way: both sides pay them.
+        kfp = self._fake("kfp", "--max-in-flight", str(10**9), "--run-seconds", str(plan.run_seconds))
+        targets = ["on_object_finalized"] * plan.cap_instances + ["on_run_ended"]
+        servers = self._relays("uncapped", kfp, self._policy(None), targets)
         log = Counted(kfp)
         events = self.triggers("uncapped", plan.baseline)
-        dispatcher = Dispatcher([s.url for s in servers], concurrency=plan.concurrency, redeliver_after=1.0)
+        dispatcher = Dispatcher([s.url for s in servers[:-1]], concurrency=plan.concurrency, redeliver_after=1.0)
         cpu = self._cpu(servers)
-        delivered = self._deliver(dispatcher, events, servers, SLACK)
+        ends = RunEnds(kfp, servers[-1].url, plan.run_seconds, plan.concurrency).start()
+        try:
+            delivered = self._deliver(dispatcher, events, servers, SLACK)
+            ends.settle(plan.baseline, plan.run_seconds + SLACK)
+        finally:
+            ends.stop()
         cpu = self._cpu(servers) - cpu
         runs = runs_per_identity(log.refresh().entries, {e.uri for e in events})
-        return Baseline(plan.baseline, cpu, delivered, runs)
+        return Baseline(plan.baseline, cpu, delivered, runs, ends.answered)
 
     def capped(self) -> Capped:
         plan = self.plan
         kfp = self._fake("kfp", "--max-in-flight", str(plan.cap), "--run-seconds", str(plan.run_seconds))
-        targets = ["on_object_finalized"] * plan.cap_instances + ["on_schedule"]
+        targets = ["on_object_finalized"] * plan.cap_instances + ["on_run_ended", "on_schedule"]
         servers = self._relays("capped", kfp, self._policy({"max_in_flight": plan.cap}), targets)
         log = Counted(kfp)
         events = self.triggers("capped", plan.cap_triggers)
         uris = {e.uri for e in events}
-        dispatcher = Dispatcher([s.url for s in servers[:-1]], concurrency=plan.concurrency, redeliver_after=1.0)
+        dispatcher = Dispatcher([s.url for s in servers[:-2]], concurrency=plan.concurrency, redeliver_after=1.0)
         ideal = (math.ceil(plan.cap_triggers / plan.cap) - 1) * plan.run_seconds
         deadline = time.monotonic() + 3 * ideal + SLACK
         cpu, tick_cpu = self._cpu(servers), self._cpu(servers[-1:])
+        ends = RunEnds(kfp, servers[-2].url, plan.run_seconds, plan.concurrency).start()
         scheduler = Scheduler(servers[-1].url, plan.tick_every).start()
         try:
             delivered = self._deliver(dispatcher, events, servers, 3 * ideal + SLACK)
@@ -454,6 +564,10 @@ class Flow:
                 time.sleep(0.2)
         finally:
             scheduler.stop()
+        try:
+            ends.settle(plan.cap_triggers, plan.run_seconds + SLACK)  # the last runs' ends, as the baseline's
+        finally:
+            ends.stop()
         cpu, tick_cpu = self._cpu(servers) - cpu, self._cpu(servers[-1:]) - tick_cpu
         stats = kfp.stats(len(log.entries))
         runs = runs_per_identity(log.entries, uris)
@@ -470,6 +584,7 @@ class Flow:
             scheduler.seconds,
             scheduler.errors,
             tick_cpu,
+            ends.answered,
         )
 
     # -- 2. backpressure ----------------------------------------------------------------------------------------
@@ -616,12 +731,12 @@ def _cap_lines(base: Baseline, cap: Capped) -> list[str]:
     return [
         f"cap: {cap.triggers} deliveries answered in {cap.delivered.seconds:.1f} s ({cap.delivered.attempts} attempts: "
         f"{statuses}); last run created {cap.drain:.1f} s after the first delivery; Relay CPU {cap.cpu_seconds:.1f} s "
-        f"({cap.tick_cpu_seconds:.1f} s of it the ticks')",
+        f"({cap.tick_cpu_seconds:.1f} s of it the ticks'); {cap.ends} run ends delivered to on_run_ended",
         f"cap: {len(cap.ticks)} reconcile ticks, median {median(cap.ticks):.2f} s, p99 {p99(cap.ticks):.2f} s"
         + (f"; not 200: {dict(cap.tick_errors)}" if cap.tick_errors else ""),
         f"uncapped: {base.triggers} deliveries answered in {base.delivered.seconds:.1f} s "
         f"({base.triggers / base.delivered.seconds:.1f} triggers/s); Relay CPU {base.cpu_seconds:.1f} s; runs "
-        f"{sum(base.runs.values())}, missing {base.triggers - len(base.runs)}",
+        f"{sum(base.runs.values())}, missing {base.triggers - len(base.runs)}; {base.ends} run ends delivered",
     ]
 
 

@@ -130,6 +130,7 @@ class Entry:
     path: str
     status: int
     identity: str | None
+    run_key: str | None = None  # of a run created (its display name)
 
     @property
     def call(self) -> str:

@@ -4,10 +4,11 @@
 It serves on 127.0.0.1, prints `port <n>` on stdout once it listens, and runs until SIGTERM or SIGINT. The servers
 are the test suite's (tests.servers), wrapped so that the bench, in another process, can read what they saw:
 `GET /_bench/stats?since=<i>` answers the requests answered since the i-th, each as
-`[time.time(), method, path, status, identity]`, where identity is the `message` parameter of a created run (the
-bench puts the trigger's gs:// URI there on every side, so runs per trigger can be counted), plus the metadata
-server's access-token count. The wrappers keep no request bodies: the base server's own request log is cleared
-on every stats call, so memory stays flat over thousands of runs.
+`[time.time(), method, path, status, identity, run key]`, where identity is the `message` parameter of a created
+run (the bench puts the trigger's gs:// URI there on every side, so runs per trigger can be counted) and the run key
+its display name (the bench publishes each run's end with it), plus the metadata server's access-token count. The
+wrappers keep no request bodies: the base server's own request log is cleared on every stats call, so memory stays
+flat over thousands of runs.
 
 With --max-in-flight the KFP fake holds at most M runs in flight, as a backend with a quota of concurrent runs does:
 each run succeeds D seconds after its creation (seen by the next request about it), and a creation while M are in
@@ -42,20 +43,21 @@ class _Recorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._log: list[tuple[float, str, str, int, str | None]] = []
+        self._log: list[tuple[float, str, str, int, str | None, str | None]] = []
 
     def add(self, request: Request, response: Response) -> None:
-        identity = None
+        identity = name = None
         if request.method == "POST" and request.path.endswith("/runs") and response.status == 200:
             body = request.json if isinstance(request.json, dict) else {}
             config = body.get("runtime_config") or {}
             parameters = config.get("parameters") if isinstance(config, dict) else None
             if isinstance(parameters, dict) and isinstance(parameters.get("message"), str):
                 identity = parameters["message"]
+            name = body.get("display_name") if isinstance(body.get("display_name"), str) else None
         with self._lock:
-            self._log.append((time.time(), request.method, request.path, response.status, identity))
+            self._log.append((time.time(), request.method, request.path, response.status, identity, name))
 
-    def since(self, index: int) -> list[tuple[float, str, str, int, str | None]]:
+    def since(self, index: int) -> list[tuple[float, str, str, int, str | None, str | None]]:
         with self._lock:
             return self._log[index:]
 

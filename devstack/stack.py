@@ -29,6 +29,7 @@ GCS_EVENTS_TOPIC = "gcs-events"
 DEAD_LETTER = "relay-dead-letter"
 OBJECT_FINALIZED_TARGET = "on_object_finalized"
 MESSAGE_PUBLISHED_TARGET = "on_message_published"
+RUN_ENDED_TARGET = "on_run_ended"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class LocalStack(Lifecycle):
     upload -> fake-gcs-server notification -> topic `gcs-events` -> push -> bridge -> binary-mode
     `google.cloud.storage.object.v1.finalized` CloudEvent -> `on_object_finalized`; and
     publish on `trigger_topic` -> push to `<on_message_published>/projects/P/topics/T` -> messagePublished
-    CloudEvent -> `on_message_published`. `with` starts everything; leaving stops it all, nothing left running.
+    CloudEvent -> `on_message_published`; with a `notify_topic` and the emulator, publish on it -> push ->
+    `on_run_ended` (a run's end drains the queue, as deploy.sh wires it). `with` starts everything; leaving stops
+    it all, nothing left running.
     """
 
     def __init__(
@@ -121,6 +124,13 @@ class LocalStack(Lifecycle):
             workdir=self.workdir,
             start_timeout=start_timeout,
         )
+        self.run_ended = (
+            FunctionsServer(
+                RUN_ENDED_TARGET, self.source, self.env(), workdir=self.workdir, start_timeout=start_timeout
+            )
+            if notify_topic and self.pubsub
+            else None
+        )
         self.bridge = StorageEventBridge(self.object_finalized.url, host=LOOPBACK, port=ports.bridge or 0)
         self.direct = DirectDelivery(self.object_finalized.url, self.trigger_push_endpoint)
 
@@ -191,6 +201,7 @@ class LocalStack(Lifecycle):
             *([f"PUBSUB_EMULATOR_HOST={self.pubsub.host_port}"] if self.pubsub else []),
             f"{OBJECT_FINALIZED_TARGET}: {self.object_finalized_url} ({delivery})",
             f"{MESSAGE_PUBLISHED_TARGET}: {self.message_published_url}",
+            *([f"{RUN_ENDED_TARGET}: {self.run_ended.url} (topic {self.notify_topic})"] if self.run_ended else []),
             f"trigger bucket gs://{self.trigger_bucket}, trigger topic {self.trigger_topic}",
             f"logs: {self.workdir}",
         ]
@@ -207,7 +218,7 @@ class LocalStack(Lifecycle):
             launched: list[ManagedProcess] = []
             # One callback for all: SIGTERM everything at once, in reverse start order, then reap.
             stack.callback(lambda: stop_all(launched[::-1]))
-            services = (self.pubsub, self.object_finalized, self.message_published, self.storage)
+            services = (self.pubsub, self.object_finalized, self.message_published, self.run_ended, self.storage)
             for service in (s for s in services if s is not None):
                 service.launch()
                 launched.append(service.process)
@@ -227,6 +238,8 @@ class LocalStack(Lifecycle):
 
             self.object_finalized.wait_ready()
             self.message_published.wait_ready()
+            if self.run_ended is not None:
+                self.run_ended.wait_ready()
             if self.pubsub is not None:
                 self._create_subscriptions()
             local_root = setting(self.function_env, "LOCAL_ROOT")
@@ -273,6 +286,16 @@ class LocalStack(Lifecycle):
             endpoint=self.trigger_push_endpoint,
             ack_deadline_seconds=self.ack_deadline_seconds,
         )
+        if self.run_ended is not None and self.notify_topic:
+            # Beside `make up`'s own pull subscription of the feed: each subscription gets every record.
+            create_push_subscription(
+                self.pubsub_host,
+                self.project,
+                f"{self.notify_topic}-ended",
+                topic=self.notify_topic,
+                endpoint=f"{self.run_ended.url}/projects/{self.project}/topics/{self.notify_topic}",
+                ack_deadline_seconds=self.ack_deadline_seconds,
+            )
 
     def stop(self) -> None:
         exit_stack, self._exit_stack = self._exit_stack, None

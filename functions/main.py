@@ -84,6 +84,35 @@ def on_schedule(cloud_event: CloudEvent) -> None:
     logs.log_outcome(Outcome("reconciled", summary, event.id, "schedule", severity_override=severity))
 
 
+@functions_framework.cloud_event
+def on_run_ended(cloud_event: CloudEvent) -> None:
+    """A record on the notify topic: a run's end (the pipeline's exit step publishes it, as does every end Relay
+    records) frees its slots and drains its tenant's queue at once. Only a hint: relay.lifecycle.end_seen frees
+    nothing the result record or the backend does not confirm. Any other record is skipped without a look."""
+    attributes, data = cloud_event.get_attributes(), cloud_event.get_data()
+    event = event_info(attributes)
+    message = data.get("message") if isinstance(data, Mapping) else None
+    if event.type != PUBSUB_PUBLISHED or not isinstance(message, Mapping):
+        logs.log_outcome(Outcome("skipped", "expected a Pub/Sub message", event.id, event.source))
+        return
+    uri = f"{topic_of(event.source)}#{message.get('messageId') or event.id}"
+    from relay import lifecycle  # as in on_schedule: loaded with the first end, not with a trigger
+
+    run_key = lifecycle.ended_run(message)
+    if run_key is None:
+        logs.log_outcome(Outcome("skipped", "not a run's end", event.id, uri))
+        return
+    try:
+        seen = lifecycle.end_seen(runtime.current(os.environ), run_key)
+    except Exception as error:
+        # Redelivered: the end frees its slots on the next try (or the tick's, whichever comes first).
+        severity = None if isinstance(error, TransientError) else "ERROR"
+        message_text = f"{type(error).__name__}: {error}"
+        logs.log_outcome(Outcome("retried", message_text, event.id, uri, run_key, severity_override=severity))
+        raise
+    logs.log_outcome(Outcome("reconciled", lifecycle.end_summary(seen), event.id, uri, run_key))
+
+
 @functions_framework.errorhandler(Exception)
 def _unreadable_request(error: Exception) -> Any:
     """What the framework raised before an entry point could run (a body it cannot read: see relay.unreadable) is

@@ -17,7 +17,7 @@ usage() {
   cat <<'EOF'
 Usage: infra/deploy.sh --project PROJECT [options]
 
-Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and policy, the three functions
+Deploys the buckets, topics, service accounts, role bindings, steps image, catalog and policy, the four functions
 and the reconcile schedule.
 
 Where:
@@ -392,6 +392,7 @@ PIPELINES_SA=$PREFIX-pipelines@$PROJECT.iam.gserviceaccount.com
 OBJECT_FUNCTION=$PREFIX-on-object-finalized
 MESSAGE_FUNCTION=$PREFIX-on-message-published
 SCHEDULE_FUNCTION=$PREFIX-on-schedule
+ENDED_FUNCTION=$PREFIX-on-run-ended
 BUCKETS=("$TRIGGERS_BUCKET" "$RESULTS_BUCKET" "$PIPELINE_ROOT_BUCKET" "$CATALOG_BUCKET" "$AUDIT_BUCKET")
 for bucket in "${BUCKETS[@]}"; do
   ((${#bucket} <= 63)) || die "bucket name $bucket is longer than 63 characters: choose a shorter --prefix"
@@ -798,10 +799,13 @@ functions() {
     "--trigger-bucket=$TRIGGERS_BUCKET" "--trigger-location=$REGION"
   deploy_function "$MESSAGE_FUNCTION" on_message_published "--trigger-topic=$TRIGGERS_TOPIC"
   deploy_function "$SCHEDULE_FUNCTION" on_schedule "--trigger-topic=$RECONCILE_TOPIC"
-  # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these three only.
+  # A run's end, as its exit step (or Relay) publishes it: its slots free and the queue drains now, not at a tick.
+  deploy_function "$ENDED_FUNCTION" on_run_ended "--trigger-topic=$NOTIFICATIONS_TOPIC"
+  # Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these four only.
   grant run-service "$OBJECT_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
   grant run-service "$MESSAGE_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
   grant run-service "$SCHEDULE_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
+  grant run-service "$ENDED_FUNCTION" "serviceAccount:$TRIGGER_SA" roles/run.invoker
 }
 
 # The tick's content does not matter: on_schedule reconciles whatever it is sent. Cloud Scheduler publishes as
@@ -951,7 +955,7 @@ teardown() {
   remove_monitoring
   if_exists gcloud scheduler jobs describe "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --format=none -- \
     gcloud scheduler jobs delete "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" --quiet
-  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION" "$SCHEDULE_FUNCTION"; do
+  for name in "$OBJECT_FUNCTION" "$MESSAGE_FUNCTION" "$SCHEDULE_FUNCTION" "$ENDED_FUNCTION"; do
     # Deleting a function deletes its Eventarc trigger and that trigger's subscription and topic.
     if_exists gcloud functions describe "$name" "--region=$REGION" "--project=$PROJECT" --format=none -- \
       gcloud functions delete "$name" "--region=$REGION" "--project=$PROJECT" --quiet

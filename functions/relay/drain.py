@@ -57,21 +57,12 @@ def deliver(relay: Relay, delivery: Delivery) -> Outcome:
         return outcome
     # A queued run's drain looks at its own tenant's queue only: runs queued before it are there (the drains of
     # other tenants' runs are theirs, and the ticks'), so a delivery's cost does not grow with other queues.
-    tenant = _tenant_of(relay, str(outcome.run_key)) if outcome.outcome == "queued" else None
+    tenant = (outcome.tenant or "") if outcome.outcome == "queued" else None
     mine = _follow_through(relay, str(outcome.run_key), tenant)
     if outcome.outcome != "queued" or mine is None:
         return outcome
     return Outcome("launched", mine.message, outcome.event_id, outcome.trigger_uri, mine.run_key, mine.run_id,
                    mine.pipeline, tenant=mine.tenant)  # fmt: skip
-
-
-def _tenant_of(relay: Relay, run_key: str) -> str | None:
-    """The tenant a queued run's record names (None: the record cannot be read; the drain looks at every queue)."""
-    try:
-        record = records.decode(relay.store.read(naming.launch_record(relay.settings.results_uri, run_key)).data)
-    except (BlobNotFoundError, ValueError):
-        return None
-    return str(record.get("tenant") or "")
 
 
 def _follow_through(relay: Relay, run_key: str, tenant: str | None = None) -> Outcome | None:
@@ -113,6 +104,35 @@ def _launched(drained: Drained, run_key: str) -> Outcome | None:
     return next((o for o in drained.outcomes if o.run_key == run_key and o.outcome == "launched"), None)
 
 
+def after_end(relay: Relay, tenant: str) -> Drained | None:
+    """The drain of `tenant`'s queue a run's end asks for. One at a time per tenant in this instance: an end that
+    comes while one runs has it go round once more and returns None at once, so a burst of ends costs a few drains
+    launching several runs each (one listing of the queue each), not one drain an end all contending for the head
+    of the queue. Other instances' drains still may run meanwhile: each run is claimed once all the same."""
+    key = tenant or queue.NO_TENANT
+    if not relay.ending.enter(key):
+        return None
+    outcomes: list[Outcome] = []
+    try:
+        # Rounds while ends keep asking, up to one drain's budget of runs: a request never drains for ever (its
+        # push would be redelivered). An end that asked during the last round is left to the next end or tick.
+        for _ in range(PER_DRAIN):
+            drained = drain(relay, tenant=tenant)
+            outcomes += drained.outcomes
+            if drained.stopped:  # the backend's wait, or a drain's budget: the tick (or the next end) goes on
+                break
+            if len(outcomes) >= PER_DRAIN:
+                drained = Drained(stopped=f"launched {len(outcomes)} in rounds for ends; the next end goes on")
+                break
+            if not relay.ending.again(key):
+                return Drained(tuple(outcomes))
+    except BaseException:
+        relay.ending.leave(key)
+        raise
+    relay.ending.leave(key)
+    return Drained(tuple(outcomes), drained.stopped)
+
+
 def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None, after: float = 0.0) -> Drained:
     """Launch queued runs tenant by tenant (only `tenant`'s, when given), each tenant's in arrival order, while
     their scopes have room; a run whose scope is full or paused waits, and so does every later run of that scope
@@ -126,13 +146,14 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None, a
     its place and the drain stops.
 
     Cost: one read (the hold), one listing (the pauses), one listing of the queue (page by page, as far as it
-    goes); per run looked at one read, one listing per capped scope and one create per slot; per launch the
-    claim, the submit, the launch record and the entry's delete."""
+    goes), one listing per capped scope (queue.SlotView); per run looked at one read and one create per slot;
+    per launch the claim, the submit, the launch record and the entry's delete."""
     store, results, now = relay.store, relay.settings.results_uri, relay.clock()
     closed = None if after else relay.gate.closed()  # the wait `after` is this gate's pause, or longer
     if closed:
         return Drained(stopped=closed)
-    if tenant is not None and _tenant_full(relay, tenant, now):
+    view = queue.SlotView(store, results)
+    if tenant is not None and _tenant_full(relay, view, tenant, now):
         return Drained()  # nothing of this queue can go before a run ends: the queue is not even listed
     until, _ = queue.read_hold(store, queue.hold_uri(results, relay.backend.name))
     if until is not None and now + timedelta(seconds=after) < until:
@@ -151,7 +172,7 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None, a
                 break  # the rest of this queue counts against the same full scope: not even listed
             continue  # every later run of this tenant counts against the same full scope
         try:
-            outcome = _one(relay, entry, paused, blocked, ready)
+            outcome = _one(relay, view, entry, paused, blocked, ready)
         except TransientError as error:  # the backend or the store in trouble: the next drain goes on
             return Drained(tuple(outcomes), f"stopped at {entry.run_key}: {' '.join(str(error).split())[:300]}")
         if outcome is None:
@@ -162,11 +183,11 @@ def drain(relay: Relay, *, budget: int = PER_DRAIN, tenant: str | None = None, a
     return Drained(tuple(outcomes))
 
 
-def _tenant_full(relay: Relay, tenant: str, now: datetime) -> bool:
+def _tenant_full(relay: Relay, view: queue.SlotView, tenant: str, now: datetime) -> bool:
     """Whether a cap every run of `tenant` counts against (the deployment's, the tenant's) is full: one listing
-    each."""
+    each, which the drain's takes then go on from."""
     scopes = [scope for scope in caps.cap_scopes(relay.policy, tenant, "") if scope.pipeline is None]
-    return any(queue.full(relay.store, relay.settings.results_uri, scope, now) for scope in scopes)
+    return any(view.full(scope, now) for scope in scopes)
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,7 @@ class _Ready:
 
 def _one(
     relay: Relay,
+    view: queue.SlotView,
     entry: queue.Entry,
     paused: frozenset[tuple[str, str]],
     blocked: set[str],
@@ -220,12 +242,14 @@ def _one(
         if not records.lease_expired(record, relay.clock()):
             return None  # another drain launches it now
     else:
-        taken = queue.take(store, results, scopes, entry.run_key, relay.clock())
+        taken = queue.take(view, scopes, entry.run_key, relay.clock())
         if taken.full is not None:
             blocked.add(taken.full.id)
             return None
         slots = taken.held
     outcome = launch_queued(relay, record, blob.generation, slots, ready)
+    if outcome.outcome != "launched":
+        view.given_back(slots)  # launch_queued gave them back: another drain claimed the run, or it went no further
     if outcome.outcome in ("launched", "rejected"):
         queue.remove_entry(store, results, entry.tenant, entry.place)
     return None if outcome.outcome == "duplicate" else outcome

@@ -185,6 +185,70 @@ def reconcile(relay: Relay, *, limit: int | None = None) -> Tick:
     )
 
 
+@dataclass(frozen=True)
+class EndSeen:
+    """What a message saying a run ended did: `action` "result" (its end recorded now, from the backend's answer),
+    "recorded" (recorded already, by the run's exit step or anyone), "running" (the backend says it has not ended:
+    nothing freed), "none" (no such launched run here); and the drain its freed slots allowed (None: none)."""
+
+    run_key: str
+    action: str
+    message: str = ""
+    drained: drain.Drained | None = None  # None also when this instance's drain of the tenant goes round for it
+
+
+def end_seen(relay: Relay, run_key: str) -> EndSeen:
+    """A run's end, as a message on the notify topic tells of it (the pipeline's exit step publishes its result
+    there, and every end Relay records): a hint to look, never proof. The end counts only when its result record
+    is there, or when the backend says the run ended (then recorded here as a tick would record it); only then
+    are the run's slots given back and its tenant's queue drained, so the next queued run launches now, not at the
+    next tick. A forged or early message frees nothing; a repeated one finds the end recorded and the cap full
+    again (its drain launches nothing more). Cost: two reads (the launch record, the result), then the
+    backend's answer and the result's write when no result is there; a drain only for a run that held slots."""
+    results = relay.settings.results_uri
+    if not naming.RUN_KEY.match(run_key):
+        return EndSeen(run_key, "none", "not a run key")
+    found = _in_flight(relay, run_key)
+    if not isinstance(found, tuple):
+        return EndSeen(run_key, "none", "no run launched on this backend")
+    launch, generation = found
+    try:
+        relay.store.read(naming.result_record(results, run_key))
+        action, message = "recorded", "its end is recorded"
+    except BlobNotFoundError:
+        try:
+            state = relay.backend.run_state(run_key, str(launch["run_id"]))
+        except PermanentError as refused:  # about this run (not found, say): a redelivery would hear the same
+            return EndSeen(run_key, "none", _one_line(str(refused)))
+        if not state.terminal:
+            return EndSeen(run_key, "running", f"the {relay.backend.name} backend says it is {state.state}")
+        seen = _record(relay, launch, generation, state)
+        action, message = ("result" if seen.action == "result" else "recorded"), seen.message
+    # Its slots were given back by whoever recorded the end (a recorder that died first leaves them to the tick's
+    # sweep): what is left is to launch what they make room for.
+    if not queue.held_by(launch):
+        return EndSeen(run_key, action, message)
+    return EndSeen(run_key, action, message, drain.after_end(relay, str(launch.get("tenant") or "")))
+
+
+def ended_run(message: Mapping[str, Any]) -> str | None:
+    """The run key a notify topic's message names when it tells of a run's end (attributes `state`, one of the
+    ended states, and `run_key`, as relay.results.publish_record sets them); None for any other record."""
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping) or attributes.get("state") not in records.ENDED:
+        return None
+    key = attributes.get("run_key")
+    return key if isinstance(key, str) and key else None
+
+
+def end_summary(seen: EndSeen) -> str:
+    line = f"end of {seen.run_key}: {seen.action}" + (f" ({seen.message})" if seen.message else "")
+    if seen.drained is not None:
+        line += f"; {len(seen.drained.launched)} launched from the queue"
+        line += f" (the drain: {seen.drained.stopped})" if seen.drained.stopped else ""
+    return line
+
+
 def _stuck(relay: Relay, launch: Mapping[str, Any], now: datetime) -> Outcome | None:
     """The `stuck` line of a run still going past its pipeline's expected time (the tenant's `expected_times`);
     logged each tick it is, the alert's rate limit makes one notification of them."""

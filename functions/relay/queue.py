@@ -129,15 +129,16 @@ def rate_folder(results_uri: str, scope: CapScope, now: datetime) -> str:
     return folder(results_uri, "rate", scope.id, now.strftime("%Y%m%dT%H%MZ"))
 
 
-def _take(store: BlobStore, prefix: str, size: int, run_key: str, now: datetime) -> Held | None:
-    """One of `size` names under `prefix`, taken create-only; None when every one is taken. One listing, then one
-    write per name tried (a name another taker won since the listing is passed over)."""
-    taken = set(store.list(prefix))
+def _take(store: BlobStore, prefix: str, size: int, run_key: str, now: datetime, taken: set[str]) -> Held | None:
+    """One of `size` names under `prefix` not in `taken` (the names seen taken), taken create-only; None when every
+    one is taken. One write per name tried: a name another taker won meanwhile is passed over, and added to
+    `taken`, as is the name won."""
     body = records.encode({"run_key": run_key, "taken_at": records.timestamp(now)})
     for number in range(size):
         uri = f"{prefix}{number:04d}.json"
         if uri in taken:
             continue
+        taken.add(uri)
         try:
             return Held(uri, store.write(uri, body, if_generation_match=0))
         except PreconditionFailedError:
@@ -145,18 +146,45 @@ def _take(store: BlobStore, prefix: str, size: int, run_key: str, now: datetime)
     return None
 
 
-def count(store: BlobStore, prefix: str) -> int:
-    return sum(1 for _ in store.list(prefix))
+class SlotView:
+    """One drain's view of the slots and rate windows it looks at: each folder listed once per drain, then kept by
+    what the drain takes and gives back, so a drain launching many runs lists a scope once, not once a run. A view
+    that errs full only stops the drain early (the next one looks afresh); one that errs empty costs a create
+    that fails, since every take is create-only."""
+
+    def __init__(self, store: BlobStore, results_uri: str) -> None:
+        self.store, self.results_uri = store, results_uri
+        self._taken: dict[str, set[str]] = {}
+
+    def taken(self, prefix: str) -> set[str]:
+        if prefix not in self._taken:
+            self._taken[prefix] = set(self.store.list(prefix))
+        return self._taken[prefix]
+
+    def full(self, scope: CapScope, now: datetime) -> str | None:
+        """Why `scope` has no room now ("in flight" or "rate"), or None: at most one listing per cap it has, per
+        view."""
+        cap = scope.cap
+        if (
+            cap.max_in_flight is not None
+            and len(self.taken(slots_folder(self.results_uri, scope))) >= cap.max_in_flight
+        ):
+            return "in flight"
+        if (
+            cap.max_per_minute is not None
+            and len(self.taken(rate_folder(self.results_uri, scope, now))) >= cap.max_per_minute
+        ):
+            return "rate"
+        return None
+
+    def given_back(self, held: Iterable[Held]) -> None:
+        for slot in held:
+            self.taken(slot.uri.rsplit("/", 1)[0] + "/").discard(slot.uri)
 
 
 def full(store: BlobStore, results_uri: str, scope: CapScope, now: datetime) -> str | None:
     """Why `scope` has no room now ("in flight" or "rate"), or None: one listing per cap it has."""
-    cap = scope.cap
-    if cap.max_in_flight is not None and count(store, slots_folder(results_uri, scope)) >= cap.max_in_flight:
-        return "in flight"
-    if cap.max_per_minute is not None and count(store, rate_folder(results_uri, scope, now)) >= cap.max_per_minute:
-        return "rate"
-    return None
+    return SlotView(store, results_uri).full(scope, now)
 
 
 @dataclass(frozen=True)
@@ -168,23 +196,28 @@ class Taken:
     rate: bool = False  # the scope found full was full for its rate, not its runs in flight
 
 
-def take(store: BlobStore, results_uri: str, scopes: Sequence[CapScope], run_key: str, now: datetime) -> Taken:
+def take(view: SlotView, scopes: Sequence[CapScope], run_key: str, now: datetime) -> Taken:
     """A slot in every scope with max_in_flight, then a rate token in every one with max_per_minute; all or none
     of the slots (a token taken before a later scope was found full stays spent: the rate errs low)."""
+    store, results_uri = view.store, view.results_uri
     slots: list[Held] = []
     for scope in scopes:
         if scope.cap.max_in_flight is None:
             continue
-        held = _take(store, slots_folder(results_uri, scope), scope.cap.max_in_flight, run_key, now)
+        prefix = slots_folder(results_uri, scope)
+        held = _take(store, prefix, scope.cap.max_in_flight, run_key, now, view.taken(prefix))
         if held is None:
             release(store, slots)
+            view.given_back(slots)
             return Taken(full=scope)
         slots.append(held)
     for scope in scopes:
         if scope.cap.max_per_minute is None:
             continue
-        if _take(store, rate_folder(results_uri, scope, now), scope.cap.max_per_minute, run_key, now) is None:
+        prefix = rate_folder(results_uri, scope, now)
+        if _take(store, prefix, scope.cap.max_per_minute, run_key, now, view.taken(prefix)) is None:
             release(store, slots)
+            view.given_back(slots)
             return Taken(full=scope, rate=True)
     return Taken(tuple(slots))
 

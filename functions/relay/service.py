@@ -38,6 +38,7 @@ from relay.events import Delivery, EventInfo, InlineDelivery, ObjectDelivery, Sk
 from relay.outcome import Outcome
 from relay.ports import BlobInfo, BlobStore, LaunchedRun, LaunchRequest, Notifier, PipelineBackend
 from relay.results import publish_record
+from relay.single_flight import SingleFlight
 from relay.triggers import MAX_TRIGGER_BYTES, Format, Trigger, parse_trigger
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class Relay:
     gate: SubmitGate = field(default_factory=SubmitGate)
     pauses: queue.PauseView = field(default_factory=queue.PauseView)
     sleep: Callable[[float], None] = time.sleep  # a drain waiting out the backend's wait (tests: the clock moves)
+    ending: SingleFlight = field(default_factory=SingleFlight)  # the drains runs' ends ask for, one per tenant
 
     @functools.cached_property  # once per instance: resolving local paths stats the disk
     def policy_context(self) -> rules.Context:

@@ -59,6 +59,13 @@ locals {
       pubsub_topic = google_pubsub_topic.reconcile.id
       buckets      = []
     }
+    on_run_ended = {
+      name         = local.ended_function
+      description  = "Relay: a run's end on the notify topic frees its slots and launches the next queued runs at once."
+      event_type   = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic = google_pubsub_topic.notifications.id
+      buckets      = []
+    }
   }
 }
 
@@ -128,7 +135,7 @@ resource "google_cloudfunctions2_function" "relay" {
   ]
 }
 
-# Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these three only.
+# Eventarc pushes to the functions' Cloud Run services as the trigger account: invoker on these four only.
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes" {
   for_each = google_cloudfunctions2_function.relay
 

@@ -9,6 +9,7 @@ locals {
   object_function   = "${var.prefix}-on-object-finalized"
   message_function  = "${var.prefix}-on-message-published"
   schedule_function = "${var.prefix}-on-schedule"
+  ended_function    = "${var.prefix}-on-run-ended"
 
   labels = merge({ app = "relay" }, var.labels)
 

@@ -43,11 +43,12 @@ output "service_accounts" {
 }
 
 output "functions" {
-  description = "The three functions' names."
+  description = "The four functions' names."
   value = {
     on_object_finalized  = google_cloudfunctions2_function.relay["on_object_finalized"].name
     on_message_published = google_cloudfunctions2_function.relay["on_message_published"].name
     on_schedule          = google_cloudfunctions2_function.relay["on_schedule"].name
+    on_run_ended         = google_cloudfunctions2_function.relay["on_run_ended"].name
   }
 }
 

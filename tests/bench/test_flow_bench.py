@@ -72,3 +72,10 @@ def test_every_timed_figure_has_relay_baseline_and_ratio_with_its_target(output:
         )
     ticks = re.search(rf"^cap: (\d+) reconcile ticks, median {NUMBER} s, p99 {NUMBER} s", output, re.M)
     assert ticks and int(ticks[1]) >= 1, output
+
+
+def test_every_runs_end_reaches_on_run_ended_on_both_sides(output: str) -> None:
+    capped = re.search(r"^cap: \d+ deliveries answered .*; (\d+) run ends delivered to on_run_ended$", output, re.M)
+    assert capped and int(capped[1]) == QUICK.cap_triggers, output
+    uncapped = re.search(r"^uncapped: .*; (\d+) run ends delivered$", output, re.M)
+    assert uncapped and int(uncapped[1]) == QUICK.baseline, output

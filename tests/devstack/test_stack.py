@@ -14,7 +14,14 @@ import pytest
 from devstack import LocalStack
 from devstack.processes import group_members
 from devstack.pubsub import subscriber_client, subscription_path, topic_path
-from tests.devstack.support import TRIGGER_BUCKET, TRIGGER_TOPIC, EventLog, make_stack, skip_without_emulators
+from tests.devstack.support import (
+    NOTIFY_TOPIC,
+    TRIGGER_BUCKET,
+    TRIGGER_TOPIC,
+    EventLog,
+    make_stack,
+    skip_without_emulators,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +93,16 @@ def test_message_reaches_on_message_published_as_message_published(stack: LocalS
     assert base64.b64decode(message["data"]) == b'{"pipeline": "echo"}'
     assert message["attributes"] == {"pipeline": "echo"}
     assert message["messageId"] == message_id
+
+
+def test_a_record_on_the_notify_topic_reaches_on_run_ended(stack: LocalStack, events: EventLog) -> None:
+    # As deploy.sh wires it: a run's end, published there, frees its slots and drains the queue at once.
+    message_id = stack.publish(NOTIFY_TOPIC, b"{}", {"state": "succeeded", "run_key": "echo-a"})
+    events.wait_for(lambda evs: bool(events.matching(id=message_id)(evs)))
+    [event] = events.matching(id=message_id)(events.read())
+    assert event["target"] == "on_run_ended"
+    assert event["attributes"]["source"] == f"//pubsub.googleapis.com/projects/{stack.project}/topics/{NOTIFY_TOPIC}"
+    assert event["data"]["message"]["attributes"] == {"state": "succeeded", "run_key": "echo-a"}
 
 
 @pytest.mark.parametrize("path", ["storage", "pubsub"])

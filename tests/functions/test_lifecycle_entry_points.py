@@ -137,3 +137,29 @@ def test_a_tick_the_backend_cut_short_says_where_and_why_and_is_acknowledged(bac
         f"reconcile: 0 run(s) checked of 1 without a result: nothing to do; stopped at {key}: "
         "the KFP API answered 503: Service Unavailable; board: 3 page(s) written under gs://results/relay/board/"
     )
+
+
+NOTIFY = "projects/relay-demo/topics/relay-notifications"
+
+
+def test_a_runs_end_on_the_notify_topic_is_checked_then_recorded(store: MemoryBlobStore, backend: FakeBackend, capsys):
+    key = launch_nightly()
+    capsys.readouterr()
+    ended = {"state": "succeeded", "run_key": key, "pipeline": "echo"}
+    # Published while the backend says the run goes on (forged, or early): nothing is recorded, and it is acknowledged.
+    assert post("on_run_ended", message("20", ended, ended, topic=NOTIFY)) == 200
+    assert result(store, key) is None
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["run_key"]) == ("reconciled", key) and "running" in line["message"]
+    # Another record on the topic (its launch, say) is no end: skipped without a look.
+    assert post("on_run_ended", message("21", {**ended, "state": "launched"}, ended, topic=NOTIFY)) == 200
+    [line] = outcome_lines(capsys.readouterr().out)
+    assert line["outcome"] == "skipped" and line["message"] == "not a run's end"
+    backend.states["run-1"] = RunState("succeeded", "done")
+    assert post("on_run_ended", message("22", ended, ended, topic=NOTIFY)) == 200
+    recorded = result(store, key)
+    assert recorded is not None and recorded["state"] == "succeeded" and recorded["recorded_by"] == "reconcile"
+    [end, line] = outcome_lines(capsys.readouterr().out)
+    assert (end["outcome"], line["outcome"]) == ("ended", "reconciled") and line["message"].startswith(
+        f"end of {key}: result"
+    )

@@ -90,7 +90,7 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud):
     assert len(creates) == 5 + 4 + 1 + 3 + 1 + 1 + 1 + 6 + 5
     assert not [verb for verb in second if "create" in verb.split()]
     # What is idempotent by nature runs again: it puts back anything changed by hand.
-    assert second.count("functions deploy") == 3
+    assert second.count("functions deploy") == 4
     assert second.count("pubsub subscriptions update") == 2
     assert second.count("logging metrics update") == 6 and second.count("alpha monitoring policies update") == 5
 
@@ -98,7 +98,7 @@ def test_a_second_run_creates_nothing(cloud: FakeCloud):
 def test_teardown_removes_it_all_and_a_second_teardown_finds_nothing_to_remove(cloud: FakeCloud):
     cloud.run()
     first = _verbs(cloud.run("--teardown", "--delete-buckets"))
-    assert first.count("functions delete") == 3
+    assert first.count("functions delete") == 4
     assert first.count("scheduler jobs delete") == 1
     assert first.count("storage rm") == 4
     assert first.count("storage buckets notifications delete") == 1

@@ -618,3 +618,111 @@ def test_a_delivery_queued_behind_its_tenants_full_cap_does_not_list_the_queue(
     end(relay, backend, str(outcomes[0].run_key))
     tick = lifecycle.reconcile(relay)  # the tick's drain still takes the queue in order
     assert tick.drained is not None and tick.drained.launched == (outcomes[1].run_key,)
+
+
+# --- a run's end as the notify topic tells of it ---------------------------------------------------------------
+
+
+def test_an_end_message_frees_the_slot_and_launches_the_next_queued_run_once_and_a_repeat_launches_nothing(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second, third = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(3))
+    end(relay, backend, first)
+    seen = lifecycle.end_seen(relay, first)
+    assert (seen.action, seen.drained and seen.drained.launched) == ("result", (second,))
+    assert records.decode(store.read(naming.result_record(RESULTS, first)).data)["state"] == "succeeded"
+    again = lifecycle.end_seen(relay, first)  # Pub/Sub delivers at least once
+    assert (again.action, again.drained and again.drained.launched) == ("recorded", ())
+    assert [r.run_key for r in backend.launches] == [first, second] and in_flight(relay) == [second]
+    assert len(slots(store)) == 1 and launch(relay, third)["state"] == "queued"
+
+
+def test_end_messages_at_once_launch_the_next_run_once(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, *waiting = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(4))
+    end(relay, backend, first)
+    start = threading.Barrier(4)
+
+    def seen() -> None:
+        start.wait()
+        lifecycle.end_seen(relay, first)
+
+    threads = [threading.Thread(target=seen) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.run_key for r in backend.launches] == [first, waiting[0]] and len(slots(store)) == 1
+
+
+def test_a_forged_or_early_end_message_frees_nothing(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(2))
+    # The backend says the run goes on: whoever published the end, nothing is recorded, freed or launched.
+    assert lifecycle.end_seen(relay, first).action == "running"
+    assert lifecycle.end_seen(relay, second).action == "none"  # a queued run has nothing to free
+    assert lifecycle.end_seen(relay, "echo-no-such-run").action == "none"
+    assert lifecycle.end_seen(relay, "../queue/slots").action == "none"  # not a run key: no record is looked for
+    assert [r.run_key for r in backend.launches] == [first] and len(slots(store)) == 1
+    assert not store.uris(naming.result_record(RESULTS, first)) and launch(relay, second)["state"] == "queued"
+
+
+def test_an_end_the_runs_exit_step_recorded_drains_from_its_message_without_asking_the_backend(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(2))
+    ended = records.ended_record(
+        launch=launch(relay, first), state="succeeded", message="done", started=None, finished=NOW, recorded_by="step"
+    )
+    assert record_result(store, None, RESULTS, ended)  # the exit step: the result, its slot given back
+    assert slots(store) == [] and [r.run_key for r in backend.launches] == [first]
+    seen = lifecycle.end_seen(relay, first)
+    assert (seen.action, seen.drained and seen.drained.launched) == ("recorded", (second,))
+    assert backend.state_lookups == []
+
+
+def test_an_uncapped_runs_end_is_recorded_without_a_drain(relay: Relay, store: MemoryBlobStore, backend: FakeBackend):
+    key = str(drain.deliver(relay, upload(store, 1)).run_key)
+    end(relay, backend, key)
+    seen = lifecycle.end_seen(relay, key)
+    assert (seen.action, seen.drained) == ("result", None)
+
+
+def test_only_an_ended_states_message_names_a_run_to_look_at():
+    assert lifecycle.ended_run({"attributes": {"state": "failed", "run_key": "echo-a"}}) == "echo-a"
+    for attributes in ({"state": "launched", "run_key": "echo-a"}, {"state": "succeeded"}, {}, "x"):
+        assert lifecycle.ended_run({"attributes": attributes}) is None
+
+
+def test_a_drain_launching_several_runs_lists_the_slots_once(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay, counted = counting(relay, store, "{max_in_flight: 3}", clock)
+    queue.pause(counted, RESULTS, "lab", "", by="test", now=NOW)
+    keys = [str(drain.deliver(relay, upload(counted, n)).run_key) for n in range(4)]
+    queue.resume(counted, RESULTS, "lab", "")
+    counted.listings.clear()
+    assert drain.drain(relay).launched == tuple(keys[:3])
+    listed = [prefix for prefix in counted.listings if "/queue/slots/" in prefix]
+    assert listed == [RESULTS + "/queue/slots/tenant-lab/"]
+
+
+def test_an_end_while_this_instances_drain_of_its_tenant_runs_has_that_drain_go_round_again(
+    relay: Relay, store: MemoryBlobStore, backend: FakeBackend, clock: Clock
+):
+    relay = relay_with(relay, "{max_in_flight: 1}", clock)
+    first, second, _ = (str(drain.deliver(relay, upload(store, n)).run_key) for n in range(3))
+    end(relay, backend, first)
+    assert relay.ending.enter("lab")  # a drain of lab's queue, for another end, is under way in this instance
+    seen = lifecycle.end_seen(relay, first)
+    assert (seen.action, seen.drained) == ("result", None) and [r.run_key for r in backend.launches] == [first]
+    assert relay.ending.again("lab")  # that drain goes round once more: the slot this end freed is not lost
+    assert drain.drain(relay, tenant="lab").launched == (second,)
+    assert not relay.ending.again("lab")  # nobody asked since: it leaves
+    assert relay.ending.enter("lab")  # and the next end drains itself

@@ -34,6 +34,10 @@ def emulator_endpoint() -> str:
     return os.environ.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
 
 
+# The first page of a listing (see GcsBlobStore.list).
+FIRST_PAGE = 100
+
+
 class GcsBlobStore:
     """gs://bucket/name objects; generation preconditions are Cloud Storage's own (ifGenerationMatch)."""
 
@@ -55,6 +59,10 @@ class GcsBlobStore:
         self._tokens = tokens
         self._timeouts = timeouts
         self._page_size = str(page_size)  # Cloud Storage's own maximum; tests page through smaller ones
+        # A listing's first page is smaller: most listings stop early (a drain at the head of the queue, at the
+        # first run that finds its cap full) and need not fetch a thousand names for it; a long one pays one
+        # request more.
+        self._first_page = str(min(page_size, FIRST_PAGE))
 
     def read(self, uri: str, *, generation: int | None = None) -> Blob:
         params = {"alt": "media", **({"generation": str(generation)} if generation is not None else {})}
@@ -113,14 +121,14 @@ class GcsBlobStore:
     def list(self, prefix: str) -> Iterator[str]:
         bucket, name = split_gs_uri(prefix)
         url = f"{self._endpoint}/storage/v1/b/{quote(bucket, safe='')}/o"
-        params = {"prefix": name, "maxResults": self._page_size, "fields": "items(name),nextPageToken"}
+        params = {"prefix": name, "maxResults": self._first_page, "fields": "items(name),nextPageToken"}
         while True:
             page = self._call("GET", url, prefix, params=params).json()
             for item in page.get("items") or []:
                 yield f"gs://{bucket}/{item['name']}"
             if not page.get("nextPageToken"):
                 return
-            params = {**params, "pageToken": page["nextPageToken"]}
+            params = {**params, "maxResults": self._page_size, "pageToken": page["nextPageToken"]}
 
     def _object(self, uri: str) -> str:
         bucket, name = split_gs_uri(uri)

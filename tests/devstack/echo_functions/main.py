@@ -45,3 +45,8 @@ def on_object_finalized(event: Any) -> None:
 @functions_framework.cloud_event
 def on_message_published(event: Any) -> None:
     _record("on_message_published", event)
+
+
+@functions_framework.cloud_event
+def on_run_ended(event: Any) -> None:
+    _record("on_run_ended", event)
