@@ -68,6 +68,7 @@ from bench.harness import (
     Storage,
     group_cpu_seconds,
     notification_event,
+    pubsub_push,
     runs_per_identity,
     storage_event,
     tick,
@@ -75,10 +76,8 @@ from bench.harness import (
     trigger_document,
     with_redeliveries,
 )
-from devstack.bridge import StorageCloudEvent
 from devstack.functions import FunctionsServer
 from devstack.gcs import FakeGcsServer, fake_gcs_available
-from relay.events import PUBSUB_PUBLISHED
 
 CATALOG = ROOT / "tests" / "data" / "catalog"
 PIPELINE = "echo"
@@ -329,16 +328,7 @@ def end_event(run_key: str, number: int) -> Event:
         "publishTime": now,
         "attributes": {"run_key": run_key, "pipeline": PIPELINE, "state": "succeeded"},
     }
-    cloud_event = StorageCloudEvent(
-        id=f"end-{number}",
-        type=PUBSUB_PUBLISHED,
-        source=f"//pubsub.googleapis.com/{NOTIFY}",
-        subject="",
-        time=now,
-        data=json.dumps({"message": message, "subscription": f"{NOTIFY}-ended"}).encode(),
-    )
-    headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
-    return Event(run_key, headers, cloud_event.data, {}, "ended")
+    return pubsub_push(NOTIFY, message, f"{NOTIFY}-ended", run_key, {}, "ended")
 
 
 class RunEnds:

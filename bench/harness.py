@@ -293,16 +293,27 @@ def notification_event(resource: Mapping[str, Any], event_id: str, topic: str) -
         "messageId": event_id,
         "publishTime": now,
     }
+    return pubsub_push(topic, message, f"{topic}-push", f"gs://{bucket}/{name}", resource, "pubsub")
+
+
+def pubsub_push(
+    topic: str, message: Mapping[str, Any], subscription: str | None, uri: str, resource: Mapping[str, Any], kind: str
+) -> Event:
+    """`message` on `topic` (projects/P/topics/T) as a Pub/Sub push subscription delivers it through Eventarc: a
+    binary-mode CloudEvent (no subject) whose body is the push envelope."""
+    envelope: dict[str, Any] = {"message": message}
+    if subscription:
+        envelope["subscription"] = subscription
     cloud_event = StorageCloudEvent(
-        id=event_id,
+        id=str(message["messageId"]),
         type=PUBSUB_PUBLISHED,
         source=f"//pubsub.googleapis.com/{topic}",
         subject="",
-        time=now,
-        data=json.dumps({"message": message, "subscription": f"{topic}-push"}).encode(),
+        time=str(message["publishTime"]),
+        data=json.dumps(envelope).encode(),
     )
     headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
-    return Event(f"gs://{bucket}/{name}", headers, cloud_event.data, resource, "pubsub")
+    return Event(uri, headers, cloud_event.data, resource, kind)
 
 
 # --- posting events to functions-framework ---------------------------------------------------------------------
@@ -312,16 +323,7 @@ def tick_event(number: int) -> Event:
     """A Cloud Scheduler tick through Pub/Sub, as on_schedule receives it (it reads no more than the event's id)."""
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     message = {"data": "", "messageId": f"tick-{number}", "publishTime": now, "attributes": {}}
-    cloud_event = StorageCloudEvent(
-        id=f"tick-{number}",
-        type=PUBSUB_PUBLISHED,
-        source="//pubsub.googleapis.com/projects/relay-bench/topics/relay-ticks",
-        subject="",
-        time=now,
-        data=json.dumps({"message": message}).encode(),
-    )
-    headers = {name: value for name, value in cloud_event.headers().items() if name != "ce-subject"}
-    return Event("schedule", headers, cloud_event.data, {}, "schedule")
+    return pubsub_push("projects/relay-bench/topics/relay-ticks", message, None, "schedule", {}, "schedule")
 
 
 def tick(url: str, number: int = 1) -> int:
