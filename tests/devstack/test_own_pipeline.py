@@ -57,7 +57,7 @@ def test_the_guide_compile_deploy_trigger(
     ran = cloud.run()  # exits 0: the old way (kfp dsl compile) was refused here, after the buckets and accounts
     published = [call for call in ran if call[:2] == ["storage", "rsync"]]
     assert [c[2:4] for c in published] == [[str(catalog), "gs://demo-project-relay-catalog/abc123def456"]]
-    assert _verbs(ran).count("functions deploy") == 3
+    assert _verbs(ran).count("functions deploy") == 4
 
     # 2 and 4, locally: the same command without the deployment's locations (make up's runner provides them).
     local = tmp_path / "build" / "catalog"
