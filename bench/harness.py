@@ -326,13 +326,24 @@ def tick_event(number: int) -> Event:
     return pubsub_push("projects/relay-bench/topics/relay-ticks", message, None, "schedule", {}, "schedule")
 
 
-def tick(url: str, number: int = 1) -> int:
-    """Post one reconcile tick to the on_schedule function at `url`: its status."""
+def tick_until(url: str, done: Callable[[], bool], *, every: float = 0.5, timeout: float = 60.0) -> int:
+    """Post reconcile ticks to the on_schedule function at `url`, one every `every` seconds, as a deployment's Cloud
+    Scheduler would (faster), until `done()`: the ticks posted. A tick may find the backend's wait (Retry-After)
+    still running and launch nothing; the next one drains. Raises past `timeout`, or on a tick not answered 200."""
     poster = EventPoster(url)
+    deadline = time.monotonic() + timeout
     try:
-        return poster.post(tick_event(number))
+        for number in itertools.count(1):
+            if (status := poster.post(tick_event(number))) != 200:
+                raise RuntimeError(f"the reconcile tick answered {status}")
+            if done():
+                return number
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{number} reconcile ticks in {timeout:g} s and still not done")
+            time.sleep(every)
     finally:
         poster.close()
+    raise AssertionError("unreachable")
 
 
 class EventPoster:

@@ -65,7 +65,7 @@ from bench.harness import (
     plain_session,
     runs_per_identity,
     storage_event,
-    tick,
+    tick_until,
     trigger_document,
     with_redeliveries,
     worker_peak_rss_mb,
@@ -517,12 +517,10 @@ class Bench:
         uris = {event.uri for event in events}
         left = count - len(self._runs_since(mark, uris))
         if left:
-            # A queued trigger no delivery stayed to launch waits for the reconcile tick, as deployed: one tick now
-            # (the figures above end with the deliveries; `left_for_tick` says how many it launched).
+            # A queued trigger no delivery stayed to launch waits for the reconcile ticks, as deployed (the figures
+            # end with the deliveries; `left_for_tick` says how many the ticks launched).
             self.ticker.wait_ready()
-            status = tick(self.ticker.url)
-            if status != 200:
-                raise RuntimeError(f"backpressure: the reconcile tick answered {status}")
+            tick_until(self.ticker.url, lambda: len(self._runs_since(mark, uris)) == count)
         runs = self._runs_since(mark, uris)
         entries = self.limited_log.entries[mark:]
         return Backpressure(count, self.plan.rate, len(urls), delivered, entries, runs, left)
