@@ -226,8 +226,8 @@ class Limited:
     triggers: int
     rate: float
     delivered: Delivered
-    entries: list[Entry]  # the backend's log up to the deliveries' end: the figures' span
-    runs: Counter[str]  # after the reconcile tick that followed, if one was needed
+    entries: list[Entry]  # the backend's log, the reconcile ticks' creations after the deliveries included
+    runs: Counter[str]
     left_for_tick: int  # triggers without a run when the deliveries ended, launched by that tick
 
     @property
@@ -595,8 +595,8 @@ class Flow:
         left = plan.backpressure - len(runs_per_identity(entries, uris))
         if left:  # a queued trigger no delivery stayed to launch waits for the reconcile ticks, as deployed
             tick_until(ticker.url, lambda: len(runs_per_identity(log.refresh().entries, uris)) == plan.backpressure)
-        runs = runs_per_identity(log.refresh().entries, uris)
-        return Limited(plan.backpressure, plan.rate, delivered, entries, runs, left)
+        entries = list(log.refresh().entries)  # the ticks' creations too: every trigger's run is counted once
+        return Limited(plan.backpressure, plan.rate, delivered, entries, runs_per_identity(entries, uris), left)
 
 
 # --- the report ------------------------------------------------------------------------------------------------
